@@ -1,0 +1,473 @@
+//! The Amalgam8 protocol, `/api/v1` (spec section 3): JSON in, domain calls, JSON out.
+
+use super::cache::View;
+use super::error::*;
+use super::{Api, Context};
+use crate::http::request::Request;
+use crate::http::response::Response;
+use crate::http::router::{first_value, parse_query};
+use crate::registry::instance::{
+    derive_id, Endpoint, EndpointType, Instance, OUT_OF_SERVICE, STARTING, UP,
+};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deepest JSON nesting accepted in a request body (spec D15): the top-level value counts as 1.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// True when `body` nests arrays and objects at most `limit` deep. Runs before the parser so a
+/// hostile body never drives the recursive parser deep into a coroutine's small stack.
+pub fn nesting_within(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The members of a JSON object, raw; the last of duplicate keys wins. `null` is an empty object.
+type Members<'a> = HashMap<String, &'a RawValue>;
+
+fn object(raw: &str) -> Option<Members<'_>> {
+    serde_json::from_str::<Option<Members<'_>>>(raw)
+        .ok()
+        .map(Option::unwrap_or_default)
+}
+
+/// A member decoded as `T`; `null` and absence are `None`; a type mismatch is an error.
+fn member<'a, T: serde::Deserialize<'a>>(
+    members: &Members<'a>,
+    key: &str,
+) -> Result<Option<T>, ()> {
+    match members.get(key) {
+        None => Ok(None),
+        Some(raw) => serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| ()),
+    }
+}
+
+/// A registration body, decoded and type-checked but not yet validated.
+struct Registration {
+    service_name: Option<String>,
+    /// `None`: missing or null; `Some((type, value))` otherwise.
+    endpoint: Option<(Option<String>, Option<String>)>,
+    ttl: Option<u32>,
+    status: Option<String>,
+    tags: Option<Vec<String>>,
+    metadata: Option<Box<RawValue>>,
+}
+
+fn decode_registration(body: &[u8]) -> Result<Registration, ()> {
+    if !nesting_within(body, MAX_JSON_DEPTH) {
+        return Err(());
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ())?;
+    let members = object(text).ok_or(())?;
+    let endpoint = match members.get("endpoint") {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => {
+            let inner: Members<'_> = serde_json::from_str(raw.get()).map_err(|_| ())?;
+            Some((member(&inner, "type")?, member(&inner, "value")?))
+        }
+    };
+    Ok(Registration {
+        service_name: member(&members, "service_name")?,
+        endpoint,
+        ttl: member(&members, "ttl")?,
+        status: member(&members, "status")?,
+        tags: member(&members, "tags")?,
+        // `null` metadata is kept and echoed as `null` (spec 3.1).
+        metadata: members.get("metadata").map(|raw| (*raw).to_owned()),
+    })
+}
+
+/// `POST /api/v1/instances` (spec 3.4).
+pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
+    let Ok(registration) = decode_registration(&request.body) else {
+        return Response::error(400, REGISTRATION_FAILURE);
+    };
+    let service_name = match registration.service_name {
+        Some(name) if !name.is_empty() => name,
+        _ => return Response::error(400, SERVICE_NAME_MISSING),
+    };
+    let Some((kind, value)) = registration.endpoint else {
+        return Response::error(400, ENDPOINT_MISSING);
+    };
+    let (Some(kind), Some(value)) = (
+        kind.filter(|k| !k.is_empty()),
+        value.filter(|v| !v.is_empty()),
+    ) else {
+        return Response::error(400, ENDPOINT_TYPE_OR_VALUE_MISSING);
+    };
+    let Some(kind) = EndpointType::parse(&kind) else {
+        return Response::error(400, ENDPOINT_TYPE_INVALID);
+    };
+    let status = match registration.status.as_deref() {
+        None | Some("") => UP.to_string(),
+        Some(s) => match [UP, STARTING, OUT_OF_SERVICE]
+            .into_iter()
+            .find(|known| known.eq_ignore_ascii_case(s))
+        {
+            Some(known) => known.to_string(),
+            None => return Response::error(400, STATUS_INVALID),
+        },
+    };
+    let endpoint = Endpoint { kind, value };
+    let id = derive_id(&service_name, &endpoint);
+    let instance = Instance {
+        id: id.into(),
+        service_name: service_name.into(),
+        endpoint,
+        status,
+        ttl: Duration::from_secs(u64::from(registration.ttl.unwrap_or(0))),
+        metadata: registration.metadata,
+        tags: registration.tags.unwrap_or_default(),
+        registered_unix_nanos: 0,
+        last_heartbeat_unix_nanos: 0,
+    };
+    let stored = match api.store.register(&ctx.namespace, instance) {
+        Ok(stored) => stored,
+        Err(error) => return registration_error(&error),
+    };
+    let scheme = if api.is_secure(request) {
+        "https"
+    } else {
+        "http"
+    };
+    let host = request.header("host").unwrap_or("");
+    let self_link = format!("{scheme}://{host}/api/v1/instances/{}", stored.id);
+    let mut body = Vec::with_capacity(256);
+    body.extend_from_slice(b"{\"id\":");
+    write_str(&mut body, &stored.id);
+    let ttl = stored.ttl.as_secs();
+    if ttl != 0 {
+        body.extend_from_slice(format!(",\"ttl\":{ttl}").as_bytes());
+    }
+    body.extend_from_slice(b",\"links\":{\"self\":");
+    write_str(&mut body, &self_link);
+    body.extend_from_slice(b",\"heartbeat\":");
+    write_str(&mut body, &format!("{self_link}/heartbeat"));
+    body.extend_from_slice(b"}}");
+    Response::json(201, body).with_header("Location", self_link)
+}
+
+/// `DELETE /api/v1/instances/{id}` (spec 3.5).
+pub fn deregister(api: &Api, ctx: &Context, id: &str) -> Response {
+    match api.store.deregister(&ctx.namespace, id) {
+        Ok(()) => Response::empty(200),
+        Err(error) => lease_error(&error, DEREGISTRATION_FAILURE),
+    }
+}
+
+/// `PUT /api/v1/instances/{id}/heartbeat` (spec 3.6).
+pub fn heartbeat(api: &Api, ctx: &Context, id: &str) -> Response {
+    if id.is_empty() {
+        return Response::error(400, INSTANCE_ID_MISSING);
+    }
+    match api.store.heartbeat(&ctx.namespace, id) {
+        Ok(()) => Response::empty(200),
+        Err(error) => lease_error(&error, HEARTBEAT_FAILURE),
+    }
+}
+
+/// `GET /api/v1/services` (spec 3.8).
+pub fn list_services(api: &Api, ctx: &Context) -> Response {
+    match api.store.services(&ctx.namespace) {
+        Ok(names) => {
+            let mut body = Vec::with_capacity(16 + names.len() * 16);
+            body.extend_from_slice(b"{\"services\":[");
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                write_str(&mut body, name);
+            }
+            body.extend_from_slice(b"]}");
+            Response::json(200, body)
+        }
+        Err(_) => Response::error(500, SERVICE_ENUMERATION),
+    }
+}
+
+/// `GET /api/v1/services/{name}` (spec 3.9): every status, no projection, 404 when absent.
+pub fn service_instances(api: &Api, ctx: &Context, name: &str) -> Response {
+    let mut prefix = b"{\"service_name\":".to_vec();
+    write_str(&mut prefix, name);
+    prefix.extend_from_slice(b",\"instances\":[");
+    match cached_service_body(api, ctx, name, View::Service, &prefix) {
+        Ok(Some(body)) => Response::shared_json(200, body),
+        Ok(None) => Response::error(404, SERVICE_ENUMERATION),
+        Err(()) => Response::error(500, SERVICE_ENUMERATION),
+    }
+}
+
+/// The body `<prefix><instances>]}` of one service's instances, from the cache or built and
+/// cached; `None` when the service has no live instance.
+fn cached_service_body(
+    api: &Api,
+    ctx: &Context,
+    service: &str,
+    view: View,
+    prefix: &[u8],
+) -> Result<Option<Arc<[u8]>>, ()> {
+    let now = api.store.clock().monotonic_nanos();
+    if let Some(body) = api.cache.get(&ctx.namespace, service, view, now) {
+        return Ok(Some(body));
+    }
+    let epoch = api.cache.epoch();
+    let mut body = prefix.to_vec();
+    let mut count = 0usize;
+    let stale_after = api
+        .store
+        .for_each(&ctx.namespace, Some(service), &mut |instance| {
+            if count > 0 {
+                body.push(b',');
+            }
+            count += 1;
+            write_instance(&mut body, instance, None);
+        })
+        .map_err(|_| ())?;
+    if count == 0 && view == View::Service {
+        return Ok(None);
+    }
+    body.extend_from_slice(b"]}");
+    let body: Arc<[u8]> = body.into();
+    api.cache.put(
+        &ctx.namespace,
+        service,
+        view,
+        epoch,
+        body.clone(),
+        now,
+        stale_after,
+    );
+    Ok(Some(body))
+}
+
+/// The instance fields a `fields` projection may name (spec 3.7).
+const PROJECTABLE: [&str; 9] = [
+    "id",
+    "service_name",
+    "endpoint",
+    "ttl",
+    "status",
+    "metadata",
+    "last_heartbeat",
+    "links",
+    "tags",
+];
+
+/// Which fields to write; `None` writes all. `id` and `endpoint` are always written.
+#[derive(Clone, Copy, Default)]
+struct Projection {
+    service_name: bool,
+    ttl: bool,
+    status: bool,
+    metadata: bool,
+    last_heartbeat: bool,
+    tags: bool,
+}
+
+/// `GET /api/v1/instances` (spec 3.7).
+pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
+    let query = parse_query(request.query.as_deref());
+    let projection = match first_value(&query, "fields") {
+        None => None,
+        Some(fields) => {
+            let mut projection = Projection::default();
+            if !fields.is_empty() {
+                for field in fields.split(',') {
+                    match field {
+                        "service_name" => projection.service_name = true,
+                        "ttl" => projection.ttl = true,
+                        "status" => projection.status = true,
+                        "metadata" => projection.metadata = true,
+                        "last_heartbeat" => projection.last_heartbeat = true,
+                        "tags" => projection.tags = true,
+                        f if PROJECTABLE.contains(&f) => {}
+                        _ => return Response::error(400, FILTER_BAD_FIELDS),
+                    }
+                }
+            }
+            Some(projection)
+        }
+    };
+    if query
+        .iter()
+        .any(|(name, _)| !matches!(name.as_str(), "fields" | "id" | "service_name" | "status" | "tags"))
+    {
+        return Response::error(400, FILTER_SELECTION_CRITERIA);
+    }
+    let id = first_value(&query, "id");
+    let service = first_value(&query, "service_name");
+    let tags: Option<Vec<&str>> = first_value(&query, "tags").map(|t| t.split(',').collect());
+    let status = first_value(&query, "status").map(|s| {
+        match ["UP", "STARTING", "OUT_OF_SERVICE", "ALL"]
+            .into_iter()
+            .find(|known| known.eq_ignore_ascii_case(s))
+        {
+            Some(known) => known.to_string(),
+            None => s.to_string(),
+        }
+    });
+    let other_selection = id.is_some() || service.is_some() || tags.is_some();
+
+    // The common poll "all instances of one service" is served from the cache.
+    if let (Some(service), None, None, None, None) = (service, id, &tags, &status, projection) {
+        return match cached_service_body(api, ctx, service, View::Instances, b"{\"instances\":[") {
+            Ok(Some(body)) => Response::shared_json(200, body),
+            Ok(None) => Response::json(200, b"{\"instances\":[]}".to_vec()),
+            Err(()) => Response::error(500, INSTANCE_ENUMERATION),
+        };
+    }
+
+    let selected = |instance: &Instance| -> bool {
+        if id.is_some_and(|id| *instance.id != *id) {
+            return false;
+        }
+        if let Some(tags) = &tags {
+            if !tags.iter().all(|t| instance.tags.iter().any(|have| have == t)) {
+                return false;
+            }
+        }
+        match status.as_deref() {
+            Some("ALL") => true,
+            Some(wanted) => instance.status == wanted,
+            None if other_selection => true,
+            None => instance.status != STARTING && instance.status != OUT_OF_SERVICE,
+        }
+    };
+    let mut body = b"{\"instances\":[".to_vec();
+    let mut count = 0usize;
+    let result = api.store.for_each(&ctx.namespace, service, &mut |instance| {
+        if selected(instance) {
+            if count > 0 {
+                body.push(b',');
+            }
+            count += 1;
+            write_instance(&mut body, instance, projection);
+        }
+    });
+    if result.is_err() {
+        return Response::error(500, INSTANCE_ENUMERATION);
+    }
+    body.extend_from_slice(b"]}");
+    Response::json(200, body)
+}
+
+/// Writes a JSON string literal.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    // Serialising a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Writes one instance in the field order of spec 3.7, leaving out empty fields.
+fn write_instance(out: &mut Vec<u8>, instance: &Instance, projection: Option<Projection>) {
+    let all = Projection {
+        service_name: true,
+        ttl: true,
+        status: true,
+        metadata: true,
+        last_heartbeat: true,
+        tags: true,
+    };
+    let show = projection.unwrap_or(all);
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, &instance.id);
+    if show.service_name && !instance.service_name.is_empty() {
+        out.extend_from_slice(b",\"service_name\":");
+        write_str(out, &instance.service_name);
+    }
+    out.extend_from_slice(b",\"endpoint\":{\"type\":\"");
+    out.extend_from_slice(instance.endpoint.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"value\":");
+    write_str(out, &instance.endpoint.value);
+    out.push(b'}');
+    let ttl = instance.ttl.as_secs();
+    if show.ttl && ttl != 0 {
+        out.extend_from_slice(b",\"ttl\":");
+        out.extend_from_slice(ttl.to_string().as_bytes());
+    }
+    if show.status && !instance.status.is_empty() {
+        out.extend_from_slice(b",\"status\":");
+        write_str(out, &instance.status);
+    }
+    if let (true, Some(metadata)) = (show.metadata, &instance.metadata) {
+        out.extend_from_slice(b",\"metadata\":");
+        out.extend_from_slice(metadata.get().as_bytes());
+    }
+    if show.last_heartbeat {
+        out.extend_from_slice(b",\"last_heartbeat\":\"");
+        out.extend_from_slice(
+            crate::log::rfc3339(instance.last_heartbeat_unix_nanos, 9).as_bytes(),
+        );
+        out.push(b'"');
+    }
+    if show.tags && !instance.tags.is_empty() {
+        out.extend_from_slice(b",\"tags\":[");
+        for (i, tag) in instance.tags.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, tag);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_limit_counts_brackets_outside_strings() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(nesting_within(nested(64).as_bytes(), 64));
+        assert!(!nesting_within(nested(65).as_bytes(), 64));
+        assert!(nesting_within(br#"{"a":"[[[[[[[[[[\"[[["}"#, 2));
+    }
+
+    #[test]
+    fn registration_decoding_is_strict_about_types() {
+        assert!(decode_registration(b"").is_err());
+        assert!(decode_registration(b"[]").is_err());
+        assert!(decode_registration(br#"{"service_name":"a"} x"#).is_err());
+        assert!(decode_registration(br#"{"ttl":-1}"#).is_err());
+        assert!(decode_registration(br#"{"ttl":"30"}"#).is_err());
+        assert!(decode_registration(br#"{"ttl":30.0}"#).is_err());
+        assert!(decode_registration(br#"{"tags":"a"}"#).is_err());
+        assert!(decode_registration(br#"{"endpoint":"x"}"#).is_err());
+        let null = decode_registration(b"null").unwrap();
+        assert!(null.service_name.is_none());
+        let dup = decode_registration(br#"{"service_name":"a","service_name":"b"}"#).unwrap();
+        assert_eq!(dup.service_name.as_deref(), Some("b"));
+        let meta = decode_registration(br#"{"metadata":null}"#).unwrap();
+        assert_eq!(meta.metadata.unwrap().get(), "null");
+        let keys = decode_registration(br#"{"SERVICE_NAME":"case"}"#).unwrap();
+        assert!(keys.service_name.is_none());
+    }
+}

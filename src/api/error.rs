@@ -1,0 +1,58 @@
+//! The error texts of the contract (spec 1.4), in one place, and the domain-error mapping.
+
+use crate::http::response::Response;
+use crate::registry::instance::LimitError;
+use crate::registry::store::StoreError;
+
+pub const RESOURCE_NOT_FOUND: &str = "Resource not found";
+pub const METHOD_NOT_ALLOWED: &str = "Method not allowed";
+pub const BAD_CONTENT_TYPE: &str = "Bad Content-Type or charset, expected 'application/json'";
+pub const MALFORMED_PERCENT_ENCODING: &str = "Malformed percent-encoding in request path";
+
+pub const FILTER_BAD_FIELDS: &str = "Undefined or malformed instance fields in filter";
+pub const FILTER_SELECTION_CRITERIA: &str = "Malformed or invalid instance selection criteria";
+pub const ENDPOINT_MISSING: &str = "Instance endpoint is required";
+pub const ENDPOINT_TYPE_OR_VALUE_MISSING: &str = "Endpoint type or value are missing";
+pub const ENDPOINT_TYPE_INVALID: &str = "Endpoint type is invalid";
+pub const INSTANCE_ID_MISSING: &str = "Missing instance identifier";
+pub const INSTANCE_ENUMERATION: &str = "Failed to enumerate instances";
+pub const STATUS_INVALID: &str = "Valid statuses are: UP, STARTING, OUT_OF_SERVICE";
+pub const DEREGISTRATION_FAILURE: &str = "Failed to deregister instance";
+pub const HEARTBEAT_FAILURE: &str = "Failed to renew instance registration";
+pub const REGISTRATION_FAILURE: &str = "Failed to register instance";
+pub const SERVICE_NAME_MISSING: &str = "Service name is required";
+pub const SERVICE_ENUMERATION: &str = "Failed to enumerate service names";
+
+const SERVICE_NAME_TOO_LONG: &str =
+    "Failed to register the instance because service name exceeded 64 bytes";
+const ENDPOINT_TOO_LONG: &str =
+    "Failed to register the instance because endpoint value exceeded 128 bytes";
+const STATUS_TOO_LONG: &str = "Failed to register the instance because status exceeded 32 bytes";
+const METADATA_TOO_LONG: &str =
+    "Failed to register the instance because metadata exceeded 1024 bytes";
+
+/// The answer to a failed registration (spec 3.4 step 9).
+pub fn registration_error(error: &StoreError) -> Response {
+    match error {
+        StoreError::Limit(limit) => Response::error(
+            400,
+            match limit {
+                LimitError::ServiceNameTooLong => SERVICE_NAME_TOO_LONG,
+                LimitError::EndpointValueTooLong => ENDPOINT_TOO_LONG,
+                LimitError::StatusTooLong => STATUS_TOO_LONG,
+                LimitError::MetadataTooLong => METADATA_TOO_LONG,
+            },
+        ),
+        StoreError::CapacityExceeded => Response::error(403, REGISTRATION_FAILURE),
+        StoreError::NotFound => Response::error(500, REGISTRATION_FAILURE),
+    }
+}
+
+/// The answer to a failed heartbeat or deregistration on the Amalgam8 API: 410 for an unknown id
+/// (clients re-register on 410, D18), 500 for a backend failure.
+pub fn lease_error(error: &StoreError, message: &'static str) -> Response {
+    match error {
+        StoreError::NotFound => Response::error(410, message),
+        _ => Response::error(500, message),
+    }
+}

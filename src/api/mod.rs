@@ -1,0 +1,200 @@
+//! The protocols served on the API port, and the stages every request passes (spec 1.2):
+//! 415 check → routing (404/405) → parameter decoding (400) → HTTPS (301) → auth (401) → handler.
+
+pub mod amalgam8;
+pub mod cache;
+pub mod error;
+pub mod ops;
+
+use crate::auth::{extract_token, Authenticator};
+use crate::config::LogLevel;
+use crate::http::request::{Method, Request};
+use crate::http::response::Response;
+use crate::http::router::{percent_decode, Routed, Router};
+use crate::http::server::Handler;
+use crate::registry::store::Store;
+use cache::ResponseCache;
+use error::*;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Every route of the API port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Root,
+    Uptime,
+    Register,
+    ListInstances,
+    Deregister,
+    Heartbeat,
+    ListServices,
+    ServiceInstances,
+}
+
+impl Route {
+    /// Routes that are authenticated and redirected to HTTPS (all but `/` and `/uptime`).
+    fn is_api(self) -> bool {
+        !matches!(self, Route::Root | Route::Uptime)
+    }
+}
+
+fn routes() -> Router<Route> {
+    let mut router = Router::default();
+    router.add(Method::Get, "/", Route::Root);
+    router.add(Method::Get, "/uptime", Route::Uptime);
+    router.add(Method::Post, "/api/v1/instances", Route::Register);
+    router.add(Method::Get, "/api/v1/instances", Route::ListInstances);
+    router.add(Method::Delete, "/api/v1/instances/{id}", Route::Deregister);
+    router.add(Method::Put, "/api/v1/instances/{id}/heartbeat", Route::Heartbeat);
+    router.add(Method::Get, "/api/v1/services", Route::ListServices);
+    router.add(Method::Get, "/api/v1/services/{name}", Route::ServiceInstances);
+    router
+}
+
+/// What a handler knows about the request besides its bytes.
+pub struct Context {
+    pub namespace: String,
+}
+
+/// The API service: routing, the cross-cutting stages and the shared state of the handlers.
+pub struct Api {
+    router: Router<Route>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) cache: Arc<ResponseCache>,
+    auth: Authenticator,
+    require_https: bool,
+    pub(crate) started: Instant,
+}
+
+impl Api {
+    pub fn new(store: Arc<dyn Store>, auth: Authenticator, require_https: bool) -> Api {
+        let cache = Arc::new(ResponseCache::default());
+        let listener = cache.clone();
+        store.subscribe(Box::new(move |change| listener.on_change(change)));
+        Api {
+            router: routes(),
+            store,
+            cache,
+            auth,
+            require_https,
+            started: Instant::now(),
+        }
+    }
+
+    /// The "is secure" test of spec 2.6.
+    pub fn is_secure(&self, request: &Request) -> bool {
+        request.absolute_https
+            || request.header("x-forwarded-proto") == Some("https")
+            || request.header("$wssc") == Some("https")
+    }
+
+    /// The stages of spec 1.2; returns the response and the namespace, once known.
+    fn respond(&self, request: &Request) -> (Response, Option<String>) {
+        if request.declared_length.is_some_and(|n| n > 0) && !json_content_type(request) {
+            return (Response::error(415, BAD_CONTENT_TYPE), None);
+        }
+        let (route, raw_params) = match self.router.route(request.method, &request.path) {
+            Routed::Found(route, params) => (route, params),
+            Routed::MethodNotAllowed => return (Response::error(405, METHOD_NOT_ALLOWED), None),
+            Routed::NotFound => return (Response::error(404, RESOURCE_NOT_FOUND), None),
+        };
+        let mut params = Vec::with_capacity(raw_params.len());
+        for raw in raw_params {
+            match percent_decode(raw) {
+                Some(p) => params.push(p),
+                None => return (Response::error(400, MALFORMED_PERCENT_ENCODING), None),
+            }
+        }
+        if !route.is_api() {
+            let response = match route {
+                Route::Root => Response::empty(200),
+                _ => ops::uptime(self),
+            };
+            return (response, None);
+        }
+        if self.require_https && !self.is_secure(request) {
+            return (https_redirect(request), None);
+        }
+        let namespace = match extract_token(request.header("authorization"), "")
+            .and_then(|token| self.auth.namespace(token, unix_now_secs()))
+        {
+            Ok(namespace) => namespace,
+            Err(error) => return (Response::error(401, error.message()), None),
+        };
+        let ctx = Context { namespace };
+        let param = |i: usize| params.get(i).map_or("", String::as_str);
+        let response = match route {
+            Route::Register => amalgam8::register(self, &ctx, request),
+            Route::ListInstances => amalgam8::list_instances(self, &ctx, request),
+            Route::Deregister => amalgam8::deregister(self, &ctx, param(0)),
+            Route::Heartbeat => amalgam8::heartbeat(self, &ctx, param(0)),
+            Route::ListServices => amalgam8::list_services(self, &ctx),
+            Route::ServiceInstances => amalgam8::service_instances(self, &ctx, param(0)),
+            Route::Root | Route::Uptime => unreachable!("answered above"),
+        };
+        (response, Some(ctx.namespace))
+    }
+}
+
+impl Handler for Api {
+    fn handle(&self, request: &Request) -> Response {
+        let started = Instant::now();
+        let (response, namespace) = self.respond(request);
+        if crate::log::enabled(LogLevel::Debug) {
+            crate::log::write(
+                LogLevel::Debug,
+                "request",
+                &[
+                    ("method", &request.method_text),
+                    ("path", &request.path),
+                    ("status", &response.status),
+                    ("bytes", &response.body.as_bytes().len()),
+                    ("micros", &started.elapsed().as_micros()),
+                    ("namespace", &namespace.unwrap_or_default()),
+                ],
+            );
+        }
+        response
+    }
+}
+
+fn unix_now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The 415 rule of spec 1.6: `application/json`, with a UTF-8 charset if any.
+fn json_content_type(request: &Request) -> bool {
+    let Some(value) = request.header("content-type") else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let media_type = parts.next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    for parameter in parts {
+        let Some((name, value)) = parameter.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("charset") {
+            let value = value.trim().trim_matches('"');
+            if !value.eq_ignore_ascii_case("utf-8") {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// 301 to the same target over https (spec 2.6).
+fn https_redirect(request: &Request) -> Response {
+    let host = request.header("host").unwrap_or("");
+    let mut location = format!("https://{host}{}", request.path);
+    if let Some(query) = &request.query {
+        location.push('?');
+        location.push_str(query);
+    }
+    Response::empty(301).with_header("Location", location)
+}

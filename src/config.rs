@@ -1,0 +1,891 @@
+//! Every option of the registry, once: its flag, its `A8_` environment twin, its default, its value
+//! syntax, its validation and its `--help` line.
+//!
+//! Precedence is flag > environment > default. Flags are accepted Go-style (`-name value`,
+//! `-name=value`, `--name value`, `--name=value`); a boolean flag alone means true. Every bad value
+//! is a [`ConfigError`] whose one-line message names the flag and its env var; `main` prints it and
+//! exits with status 2 (spec D13).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The value syntax an option takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Bool,
+    Text,
+    Duration,
+    List,
+    Ip,
+}
+
+impl Kind {
+    fn placeholder(self) -> &'static str {
+        match self {
+            Kind::Int => "<int>",
+            Kind::Bool => "[=<bool>]",
+            Kind::Text => "<text>",
+            Kind::Duration => "<duration>",
+            Kind::List => "<value>...",
+            Kind::Ip => "<ip>",
+        }
+    }
+}
+
+/// One option: the single place that names it.
+struct OptionSpec {
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    help: &'static str,
+}
+
+/// The option table, in `--help` order. The README's configuration table is checked against the
+/// `--help` output by a static test, so the two cannot drift.
+#[rustfmt::skip]
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "api_bind", kind: Kind::Ip, default: "0.0.0.0", help: "address the API listens on (an IP literal, e.g. 127.0.0.1 or ::1)" },
+    OptionSpec { name: "api_port", kind: Kind::Int, default: "8080", help: "API listen port, 0..65535" },
+    OptionSpec { name: "workers", kind: Kind::Int, default: "CPUs available", help: "worker threads serving connections, >= 1" },
+    OptionSpec { name: "max_body_size", kind: Kind::Int, default: "1048576", help: "largest request body in bytes, >= 1 (larger: 413)" },
+    OptionSpec { name: "idle_timeout", kind: Kind::Duration, default: "60s", help: "close keep-alive connections idle this long, > 0" },
+    OptionSpec { name: "log_level", kind: Kind::Text, default: "info", help: "debug, info, warn, warning, error, fatal or panic" },
+    OptionSpec { name: "log_format", kind: Kind::Text, default: "text", help: "text, json or logstash" },
+    OptionSpec { name: "auth_mode", kind: Kind::List, default: "", help: "trusted and/or jwt, tried in order (repeatable; comma-separated in env); empty: single tenant" },
+    OptionSpec { name: "jwt_secret", kind: Kind::Text, default: "", help: "HS256 secret (raw bytes), required with --auth_mode jwt" },
+    OptionSpec { name: "require_https", kind: Kind::Bool, default: "false", help: "redirect plain-HTTP API requests to https (301)" },
+    OptionSpec { name: "namespace_capacity", kind: Kind::Int, default: "-1", help: "most instances per namespace; negative: unlimited" },
+    OptionSpec { name: "default_ttl", kind: Kind::Duration, default: "30s", help: "TTL of a registration that gives none; within [min_ttl, max_ttl]" },
+    OptionSpec { name: "min_ttl", kind: Kind::Duration, default: "10s", help: "smallest TTL; shorter requests are raised to it" },
+    OptionSpec { name: "max_ttl", kind: Kind::Duration, default: "10m", help: "largest TTL; longer requests are lowered to it" },
+    OptionSpec { name: "store", kind: Kind::Text, default: "inmem", help: "inmem or redis" },
+    OptionSpec { name: "store_address", kind: Kind::Text, default: "", help: "Redis host:port, required with --store redis" },
+    OptionSpec { name: "store_password", kind: Kind::Text, default: "", help: "Redis AUTH password (sent only if non-empty)" },
+    OptionSpec { name: "replication", kind: Kind::Bool, default: "false", help: "replicate the in-memory store between cluster peers" },
+    OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", help: "replication listener port, 0..65535" },
+    OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", help: "how long startup waits for the initial peer sync" },
+    OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", help: "shared directory for cluster membership files" },
+    OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", help: "minimal healthy cluster size (reported in /uptime only)" },
+    OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", help: "Kubernetes API server URL: mirror its endpoints read-only" },
+    OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", help: "bearer token for the Kubernetes API" },
+    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env)" },
+    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", help: "directory of <namespace>.json files to mirror read-only" },
+];
+
+/// Log verbosity, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+    Panic,
+}
+
+impl LogLevel {
+    /// The lowercase name used on the command line and in log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Fatal => "fatal",
+            LogLevel::Panic => "panic",
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+    Logstash,
+}
+
+/// One way of turning a bearer token into a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    Trusted,
+    Jwt,
+}
+
+/// Where instances are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redis,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub api_bind: IpAddr,
+    pub api_port: u16,
+    pub workers: usize,
+    pub max_body_size: usize,
+    pub idle_timeout: Duration,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
+    pub auth_modes: Vec<AuthMode>,
+    pub jwt_secret: String,
+    pub require_https: bool,
+    /// `None` means unlimited.
+    pub namespace_capacity: Option<usize>,
+    pub default_ttl: Duration,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub store: StoreKind,
+    pub store_address: String,
+    pub store_password: String,
+    pub replication: bool,
+    pub replication_port: u16,
+    pub sync_timeout: Duration,
+    pub cluster_dir: String,
+    pub cluster_size: i64,
+    pub k8s_url: String,
+    pub k8s_token: String,
+    pub eureka_urls: Vec<String>,
+    pub fs_catalog: String,
+}
+
+/// What the command line asks for.
+pub enum Command {
+    Serve(Box<Config>),
+    Help,
+    Version,
+    /// `a8registry token --secret S --namespace N [--ttl 24h]`.
+    Token {
+        secret: String,
+        namespace: String,
+        ttl: Option<Duration>,
+    },
+}
+
+/// A configuration error: one line that names the option and its environment variable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a8registry: {}", self.0)
+    }
+}
+
+fn env_name(flag: &str) -> String {
+    format!("A8_{}", flag.to_ascii_uppercase())
+}
+
+fn invalid(name: &str, value: &str, why: &str) -> ConfigError {
+    ConfigError(format!(
+        "invalid value {value:?} for --{name} ({}): {why}",
+        env_name(name)
+    ))
+}
+
+fn spec(name: &str) -> &'static OptionSpec {
+    OPTIONS
+        .iter()
+        .find(|o| o.name == name)
+        .expect("every option read by the parser is in OPTIONS")
+}
+
+/// The `--help` text: every option with its env name and default.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "a8registry: a service registry with the Amalgam8 and Eureka APIs\n\n\
+         Usage:\n  a8registry [options]\n  a8registry token --secret S --namespace N [--ttl 24h]\n\n\
+         Options (flag > environment variable > default):\n",
+    );
+    for o in OPTIONS {
+        let default = if o.default.is_empty() { "(empty)" } else { o.default };
+        out.push_str(&format!(
+            "  --{} {}\n      env {}, default {}: {}\n",
+            o.name,
+            o.kind.placeholder(),
+            env_name(o.name),
+            default,
+            o.help
+        ));
+    }
+    out.push_str("  -h, --help\n      print this help\n  -v, --version\n      print the version\n");
+    out
+}
+
+/// Rewrites Go-style arguments into the form pico-args reads: `-name` becomes `--name`, and a
+/// boolean flag given alone becomes `--name=true`.
+fn normalise_args(args: Vec<OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else { return arg };
+            let mut text = text.to_string();
+            if text.starts_with('-') && !text.starts_with("--") && text.len() > 2 {
+                text.insert(0, '-');
+            }
+            if let Some(flag) = text.strip_prefix("--") {
+                if !flag.contains('=')
+                    && OPTIONS.iter().any(|o| o.name == flag && o.kind == Kind::Bool)
+                {
+                    text.push_str("=true");
+                }
+            }
+            OsString::from(text)
+        })
+        .collect()
+}
+
+/// Parses the command line (without the program name) and the environment.
+pub fn parse(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, ConfigError> {
+    let mut pargs = pico_args::Arguments::from_vec(normalise_args(args));
+    if pargs.contains(["-h", "--help"]) {
+        return Ok(Command::Help);
+    }
+    if pargs.contains(["-v", "--version"]) {
+        return Ok(Command::Version);
+    }
+    let mut first = pargs.clone();
+    if let Ok(Some(sub)) = first.subcommand() {
+        if sub == "token" {
+            return parse_token(first);
+        }
+    }
+    let mut raw = RawValues { pargs, env };
+    let config = build(&mut raw)?;
+    let rest = raw.pargs.finish();
+    if let Some(extra) = rest.first() {
+        return Err(ConfigError(format!(
+            "unknown argument {:?} (see --help)",
+            extra.to_string_lossy()
+        )));
+    }
+    Ok(Command::Serve(Box::new(config)))
+}
+
+fn parse_token(mut pargs: pico_args::Arguments) -> Result<Command, ConfigError> {
+    let mut text = |key: &'static str| -> Result<Option<String>, ConfigError> {
+        pargs
+            .opt_value_from_str::<_, String>(key)
+            .map_err(|e| ConfigError(format!("token: {key}: {e}")))
+    };
+    let secret = text("--secret")?.unwrap_or_default();
+    let namespace = text("--namespace")?.unwrap_or_default();
+    let ttl = text("--ttl")?;
+    if secret.is_empty() {
+        return Err(ConfigError("token: --secret is required".into()));
+    }
+    if namespace.is_empty() {
+        return Err(ConfigError("token: --namespace is required".into()));
+    }
+    let ttl = match ttl {
+        None => None,
+        Some(v) => match parse_duration(&v) {
+            Ok(d) if d > Duration::ZERO => Some(d),
+            Ok(_) => return Err(ConfigError(format!("token: invalid --ttl {v:?}: must be > 0"))),
+            Err(why) => return Err(ConfigError(format!("token: invalid --ttl {v:?}: {why}"))),
+        },
+    };
+    let rest = pargs.finish();
+    if let Some(extra) = rest.first() {
+        return Err(ConfigError(format!(
+            "token: unknown argument {:?}",
+            extra.to_string_lossy()
+        )));
+    }
+    Ok(Command::Token {
+        secret,
+        namespace,
+        ttl,
+    })
+}
+
+/// Raw option values, before conversion: a flag wins over its env twin.
+struct RawValues<'a> {
+    pargs: pico_args::Arguments,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl RawValues<'_> {
+    /// The flag's value, else the env var's, else `None`.
+    fn single(&mut self, name: &'static str) -> Result<Option<String>, ConfigError> {
+        let key = leak_flag(name);
+        let values: Vec<String> = self
+            .pargs
+            .values_from_str(key)
+            .map_err(|e| ConfigError(format!("--{name} ({}): {e}", env_name(name))))?;
+        // Go's flag package lets the last occurrence win.
+        if let Some(last) = values.into_iter().last() {
+            return Ok(Some(last));
+        }
+        Ok((self.env)(&env_name(name)))
+    }
+
+    /// Env values (comma-separated, trimmed) followed by every flag occurrence, as urfave/cli v1
+    /// combined them.
+    fn list(&mut self, name: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
+        let key = leak_flag(name);
+        let flags: Vec<String> = self
+            .pargs
+            .values_from_str(key)
+            .map_err(|e| ConfigError(format!("--{name} ({}): {e}", env_name(name))))?;
+        let env = (self.env)(&env_name(name));
+        if env.is_none() && flags.is_empty() {
+            return Ok(None);
+        }
+        let mut all: Vec<String> = match env {
+            Some(v) => v.split(',').map(|s| s.trim().to_string()).collect(),
+            None => Vec::new(),
+        };
+        all.extend(flags);
+        Ok(Some(all))
+    }
+
+    fn text(&mut self, name: &'static str) -> Result<String, ConfigError> {
+        Ok(self
+            .single(name)?
+            .unwrap_or_else(|| spec(name).default.to_string()))
+    }
+
+    fn int(&mut self, name: &'static str) -> Result<i64, ConfigError> {
+        let value = self.text(name)?;
+        parse_int(&value).map_err(|why| invalid(name, &value, why))
+    }
+
+    fn port(&mut self, name: &'static str) -> Result<u16, ConfigError> {
+        let value = self.text(name)?;
+        let n = parse_int(&value).map_err(|why| invalid(name, &value, why))?;
+        u16::try_from(n).map_err(|_| invalid(name, &value, "a port must be within 0..65535"))
+    }
+
+    fn bool(&mut self, name: &'static str) -> Result<bool, ConfigError> {
+        let value = self.text(name)?;
+        parse_bool(&value).ok_or_else(|| {
+            invalid(
+                name,
+                &value,
+                "a boolean is one of 1 t T TRUE true True 0 f F FALSE false False",
+            )
+        })
+    }
+
+    fn duration(&mut self, name: &'static str) -> Result<Duration, ConfigError> {
+        let value = self.text(name)?;
+        parse_duration(&value).map_err(|why| invalid(name, &value, why))
+    }
+}
+
+/// pico-args wants `&'static str` keys; the option names are static, their `--` forms are built once.
+fn leak_flag(name: &'static str) -> &'static str {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static FLAGS: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let mut flags = FLAGS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    flags
+        .entry(name)
+        .or_insert_with(|| Box::leak(format!("--{name}").into_boxed_str()))
+}
+
+fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
+    let api_bind = {
+        let value = raw.text("api_bind")?;
+        value
+            .parse::<IpAddr>()
+            .map_err(|_| invalid("api_bind", &value, "an IP address literal is required"))?
+    };
+    let api_port = raw.port("api_port")?;
+    let workers = match raw.single("workers")? {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(value) => match parse_int(&value) {
+            Ok(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX).min(1024),
+            Ok(_) => return Err(invalid("workers", &value, "must be >= 1")),
+            Err(why) => return Err(invalid("workers", &value, why)),
+        },
+    };
+    let max_body_size = {
+        let n = raw.int("max_body_size")?;
+        if n < 1 {
+            return Err(invalid("max_body_size", &n.to_string(), "must be >= 1"));
+        }
+        usize::try_from(n).unwrap_or(usize::MAX)
+    };
+    let idle_timeout = raw.duration("idle_timeout")?;
+    if idle_timeout.is_zero() {
+        return Err(invalid("idle_timeout", "0", "must be > 0"));
+    }
+    let log_level = {
+        let value = raw.text("log_level")?;
+        match value.as_str() {
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" | "warning" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            "fatal" => LogLevel::Fatal,
+            "panic" => LogLevel::Panic,
+            _ => {
+                return Err(invalid(
+                    "log_level",
+                    &value,
+                    "one of debug, info, warn, warning, error, fatal, panic (lowercase)",
+                ))
+            }
+        }
+    };
+    let log_format = {
+        let value = raw.text("log_format")?;
+        match value.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            "logstash" => LogFormat::Logstash,
+            _ => return Err(invalid("log_format", &value, "one of text, json, logstash")),
+        }
+    };
+    let mut auth_modes = Vec::new();
+    for mode in raw.list("auth_mode")?.unwrap_or_default() {
+        auth_modes.push(match mode.as_str() {
+            "trusted" => AuthMode::Trusted,
+            "jwt" => AuthMode::Jwt,
+            _ => return Err(invalid("auth_mode", &mode, "one of trusted, jwt")),
+        });
+    }
+    let jwt_secret = raw.text("jwt_secret")?;
+    if auth_modes.contains(&AuthMode::Jwt) && jwt_secret.is_empty() {
+        return Err(ConfigError(format!(
+            "--jwt_secret ({}) is required when --auth_mode includes jwt",
+            env_name("jwt_secret")
+        )));
+    }
+    let require_https = raw.bool("require_https")?;
+    let namespace_capacity = usize::try_from(raw.int("namespace_capacity")?).ok();
+    let default_ttl = raw.duration("default_ttl")?;
+    let min_ttl = raw.duration("min_ttl")?;
+    let max_ttl = raw.duration("max_ttl")?;
+    if min_ttl > max_ttl {
+        return Err(ConfigError(format!(
+            "--min_ttl ({}) {:?} is larger than --max_ttl ({}) {:?}",
+            env_name("min_ttl"),
+            min_ttl,
+            env_name("max_ttl"),
+            max_ttl
+        )));
+    }
+    if default_ttl < min_ttl || default_ttl > max_ttl {
+        return Err(ConfigError(format!(
+            "--default_ttl ({}) {:?} is outside [--min_ttl, --max_ttl] = [{:?}, {:?}]",
+            env_name("default_ttl"),
+            default_ttl,
+            min_ttl,
+            max_ttl
+        )));
+    }
+    let store = {
+        let value = raw.text("store")?;
+        match value.as_str() {
+            "inmem" => StoreKind::Memory,
+            "redis" => StoreKind::Redis,
+            _ => return Err(invalid("store", &value, "one of inmem, redis")),
+        }
+    };
+    let store_address = raw.text("store_address")?;
+    if store == StoreKind::Redis && store_address.is_empty() {
+        return Err(ConfigError(format!(
+            "--store_address ({}) is required with --store redis",
+            env_name("store_address")
+        )));
+    }
+    let store_password = raw.text("store_password")?;
+    let replication = raw.bool("replication")?;
+    let replication_port = raw.port("replication_port")?;
+    let sync_timeout = raw.duration("sync_timeout")?;
+    let cluster_dir = raw.text("cluster_dir")?;
+    let cluster_size = raw.int("cluster_size")?;
+    let k8s_url = raw.text("k8s_url")?;
+    let k8s_token = raw.text("k8s_token")?;
+    let eureka_urls: Vec<String> = raw
+        .list("eureka_url")?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|u| !u.is_empty())
+        .collect();
+    let fs_catalog = raw.text("fs_catalog")?;
+
+    let config = Config {
+        api_bind,
+        api_port,
+        workers,
+        max_body_size,
+        idle_timeout,
+        log_level,
+        log_format,
+        auth_modes,
+        jwt_secret,
+        require_https,
+        namespace_capacity,
+        default_ttl,
+        min_ttl,
+        max_ttl,
+        store,
+        store_address,
+        store_password,
+        replication,
+        replication_port,
+        sync_timeout,
+        cluster_dir,
+        cluster_size,
+        k8s_url,
+        k8s_token,
+        eureka_urls,
+        fs_catalog,
+    };
+    refuse_unavailable(&config)?;
+    Ok(config)
+}
+
+/// Options of capabilities this build does not have yet are refused, never silently ignored.
+fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
+    let unavailable = |name: &str, what: &str| {
+        Err(ConfigError(format!(
+            "--{name} ({}): {what} is not available yet in this version",
+            env_name(name)
+        )))
+    };
+    if config.store == StoreKind::Redis {
+        return unavailable("store", "the redis store");
+    }
+    if config.replication {
+        return unavailable("replication", "replication");
+    }
+    if !config.k8s_url.is_empty() {
+        return unavailable("k8s_url", "the Kubernetes catalog");
+    }
+    if !config.eureka_urls.is_empty() {
+        return unavailable("eureka_url", "the external Eureka catalog");
+    }
+    if !config.fs_catalog.is_empty() {
+        return unavailable("fs_catalog", "the file catalog");
+    }
+    Ok(())
+}
+
+/// Parses an integer the way Go's `strconv.ParseInt(s, 0, 64)` does: optional sign, then `0x`,
+/// `0o`, `0b` or a leading `0` (octal) prefix, `_` separators allowed only after a prefix.
+pub fn parse_int(text: &str) -> Result<i64, &'static str> {
+    const NOT_AN_INTEGER: &str = "not an integer";
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits, prefixed) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d.to_string(), true)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d.to_string(), true)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d.to_string(), true)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, lower[1..].to_string(), true)
+    } else {
+        (10, lower.clone(), false)
+    };
+    if digits.contains('_') {
+        // Go allows underscores only with a base prefix, and only between digits (the prefix
+        // counts as one).
+        if !prefixed || digits.ends_with('_') || digits.contains("__") {
+            return Err(NOT_AN_INTEGER);
+        }
+    }
+    let digits: String = digits.chars().filter(|&c| c != '_').collect();
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(NOT_AN_INTEGER);
+    }
+    let magnitude = i128::from_str_radix(&digits, radix).map_err(|_| "integer out of range")?;
+    let value = if negative { -magnitude } else { magnitude };
+    i64::try_from(value).map_err(|_| "integer out of range")
+}
+
+/// Parses a boolean as Go's `strconv.ParseBool` does; the empty string (an env var set empty) is false.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "" | "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        _ => None,
+    }
+}
+
+/// Parses a Go duration (`30s`, `1m30s`, `1.5h`, `250ms`, `0`). Negative durations are refused:
+/// no option of the registry has a meaning for them.
+pub fn parse_duration(text: &str) -> Result<Duration, &'static str> {
+    const BAD: &str = "a duration is a number with a unit (ns, us, ms, s, m, h), e.g. 30s or 1m30s";
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(BAD);
+    }
+    let mut total_nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return Err(BAD);
+        }
+        let value: f64 = number.parse().map_err(|_| BAD)?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_nanos = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err("a duration needs a unit, e.g. 30s"),
+            _ => return Err(BAD),
+        };
+        rest = &rest[unit_len..];
+        total_nanos += value * unit_nanos;
+    }
+    if total_nanos > i64::MAX as f64 {
+        return Err("duration out of range");
+    }
+    if negative && total_nanos > 0.0 {
+        return Err("a negative duration is not allowed here");
+    }
+    Ok(Duration::from_nanos(total_nanos.round() as u64))
+}
+
+/// Renders a duration as Go does (`1m30s`, `250ms`, `7m51.693769606s`), for `/uptime`.
+pub fn format_go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", trim_fraction(nanos, 1_000));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", trim_fraction(nanos, 1_000_000));
+    }
+    let hours = nanos / 3_600_000_000_000;
+    let minutes = (nanos / 60_000_000_000) % 60;
+    let seconds_nanos = nanos % 60_000_000_000;
+    let mut out = String::new();
+    if hours > 0 {
+        out.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    out.push_str(&format!("{}s", trim_fraction(seconds_nanos, 1_000_000_000)));
+    out
+}
+
+fn trim_fraction(value: u128, unit: u128) -> String {
+    let whole = value / unit;
+    let fraction = value % unit;
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let width = unit.ilog10() as usize;
+    let digits = format!("{fraction:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        match parse(args.iter().map(OsString::from).collect(), &lookup)? {
+            Command::Serve(c) => Ok(*c),
+            _ => panic!("expected a serve command"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse_with(&[], &[]).unwrap();
+        assert_eq!(c.api_port, 8080);
+        assert_eq!(c.default_ttl, Duration::from_secs(30));
+        assert_eq!(c.min_ttl, Duration::from_secs(10));
+        assert_eq!(c.max_ttl, Duration::from_secs(600));
+        assert_eq!(c.max_body_size, 1_048_576);
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.namespace_capacity, None);
+        assert!(c.auth_modes.is_empty());
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn flag_wins_over_env_in_every_spelling() {
+        let env = [("A8_API_PORT", "9000")];
+        assert_eq!(parse_with(&[], &env).unwrap().api_port, 9000);
+        for args in [
+            &["--api_port", "7000"][..],
+            &["--api_port=7000"],
+            &["-api_port", "7000"],
+            &["-api_port=7000"],
+        ] {
+            assert_eq!(parse_with(args, &env).unwrap().api_port, 7000, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn boolean_flag_alone_means_true() {
+        assert!(parse_with(&["--require_https"], &[]).unwrap().require_https);
+        assert!(!parse_with(&["--require_https=false"], &[]).unwrap().require_https);
+        assert!(!parse_with(&[], &[("A8_REQUIRE_HTTPS", "")]).unwrap().require_https);
+        let err = parse_with(&[], &[("A8_REQUIRE_HTTPS", "yes")]).unwrap_err();
+        assert!(err.to_string().contains("--require_https (A8_REQUIRE_HTTPS)"));
+    }
+
+    #[test]
+    fn auth_modes_combine_env_then_flags() {
+        let c = parse_with(
+            &["--auth_mode", "trusted", "--jwt_secret", "s"],
+            &[("A8_AUTH_MODE", "jwt, trusted")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth_modes,
+            vec![AuthMode::Jwt, AuthMode::Trusted, AuthMode::Trusted]
+        );
+        let err = parse_with(&[], &[("A8_AUTH_MODE", "")]).unwrap_err();
+        assert!(err.to_string().contains("--auth_mode (A8_AUTH_MODE)"), "{err}");
+        let err = parse_with(&[], &[("A8_AUTH_MODE", "jwt")]).unwrap_err();
+        assert!(err.to_string().contains("--jwt_secret (A8_JWT_SECRET)"), "{err}");
+    }
+
+    #[test]
+    fn ttl_relations_are_validated() {
+        let err = parse_with(&[], &[("A8_MIN_TTL", "60s"), ("A8_MAX_TTL", "30s")]).unwrap_err();
+        assert!(err.to_string().contains("--min_ttl"), "{err}");
+        let err = parse_with(&["--default_ttl", "5s"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--default_ttl (A8_DEFAULT_TTL)"), "{err}");
+        let err = parse_with(&[], &[("A8_DEFAULT_TTL", "30")]).unwrap_err();
+        assert!(err.to_string().contains("needs a unit"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_flag_and_env() {
+        for (env, flag) in [
+            (("A8_API_PORT", "abc"), "--api_port (A8_API_PORT)"),
+            (("A8_API_PORT", "70000"), "--api_port (A8_API_PORT)"),
+            (("A8_LOG_LEVEL", "INFO"), "--log_level (A8_LOG_LEVEL)"),
+            (("A8_LOG_FORMAT", "xml"), "--log_format (A8_LOG_FORMAT)"),
+            (("A8_STORE", "bogus"), "--store (A8_STORE)"),
+            (("A8_STORE", "redis"), "--store_address (A8_STORE_ADDRESS)"),
+            (("A8_WORKERS", "0"), "--workers (A8_WORKERS)"),
+            (("A8_MAX_BODY_SIZE", "0"), "--max_body_size (A8_MAX_BODY_SIZE)"),
+            (("A8_IDLE_TIMEOUT", "0s"), "--idle_timeout (A8_IDLE_TIMEOUT)"),
+            (("A8_API_BIND", "localhost"), "--api_bind (A8_API_BIND)"),
+        ] {
+            let err = parse_with(&[], &[env]).unwrap_err().to_string();
+            assert!(err.contains(flag), "{env:?}: {err}");
+            assert_eq!(err.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn unavailable_capabilities_are_refused() {
+        for env in [
+            ("A8_REPLICATION", "true"),
+            ("A8_K8S_URL", "http://k8s"),
+            ("A8_EUREKA_URL", "http://e/eureka/v2"),
+            ("A8_FS_CATALOG", "/srv/catalog"),
+        ] {
+            let err = parse_with(&[], &[env]).unwrap_err().to_string();
+            assert!(err.contains("not available yet"), "{env:?}: {err}");
+        }
+        let err = parse_with(&[], &[("A8_STORE", "redis"), ("A8_STORE_ADDRESS", "h:1")]);
+        assert!(err.unwrap_err().to_string().contains("not available yet"));
+    }
+
+    #[test]
+    fn negative_capacity_is_unlimited() {
+        let c = parse_with(&[], &[("A8_NAMESPACE_CAPACITY", "-5")]).unwrap();
+        assert_eq!(c.namespace_capacity, None);
+        let c = parse_with(&["--namespace_capacity", "0x10"], &[]).unwrap();
+        assert_eq!(c.namespace_capacity, Some(16));
+    }
+
+    #[test]
+    fn integers_follow_go_syntax() {
+        assert_eq!(parse_int("010"), Ok(8));
+        assert_eq!(parse_int("0x1F"), Ok(31));
+        assert_eq!(parse_int("0b101"), Ok(5));
+        assert_eq!(parse_int("0o17"), Ok(15));
+        assert_eq!(parse_int("-12"), Ok(-12));
+        assert_eq!(parse_int("0x_1F"), Ok(31));
+        assert!(parse_int("1_000").is_err());
+        assert!(parse_int("").is_err());
+        assert!(parse_int("08").is_err());
+        assert!(parse_int("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn durations_follow_go_syntax() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("2us"), Ok(Duration::from_micros(2)));
+        assert_eq!(parse_duration("2µs"), Ok(Duration::from_micros(2)));
+        for bad in ["30", "", "s", "1d", "1..5s", "-5s", "1.s5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_duration_rendering() {
+        assert_eq!(format_go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(
+            format_go_duration(Duration::new(471, 693_769_606)),
+            "7m51.693769606s"
+        );
+        assert_eq!(format_go_duration(Duration::from_secs(3600)), "1h0m0s");
+    }
+
+    #[test]
+    fn help_lists_every_option_with_env_and_default() {
+        let help = help_text();
+        for o in OPTIONS {
+            assert!(help.contains(&format!("--{} ", o.name)), "{}", o.name);
+            assert!(help.contains(&env_name(o.name)), "{}", o.name);
+        }
+    }
+
+    #[test]
+    fn unknown_arguments_are_errors() {
+        assert!(parse_with(&["--bogus", "1"], &[]).is_err());
+    }
+}

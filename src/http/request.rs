@@ -1,0 +1,667 @@
+//! The request side of HTTP/1.1 as a sans-IO decoder: bytes in, requests (or a framing error) out.
+//!
+//! The decoder keeps the state of one connection between reads: a head that is not complete yet,
+//! or a body that is still arriving (by `Content-Length` or chunked). It never reads a socket, so it
+//! is tested with byte strings, and the socket loop in `server.rs` stays a thin shell around it.
+
+use std::fmt;
+
+/// Largest request line plus header block, in bytes; exactly this many are accepted (spec D15).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header fields in one request; exactly this many are accepted (spec D15).
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk-size line (with extensions) of a chunked body.
+const MAX_CHUNK_LINE_BYTES: usize = 1024;
+/// Largest trailer section of a chunked body; trailers are read and dropped.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Request methods the registry routes on; anything else is `Other` (405 or 404).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Other,
+}
+
+impl Method {
+    fn parse(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// One decoded request. Header names keep their spelling; look them up with [`Request::header`].
+#[derive(Debug)]
+pub struct Request {
+    pub method: Method,
+    /// The method as sent, for the access log.
+    pub method_text: String,
+    /// The raw (percent-encoded) path, without the query.
+    pub path: String,
+    /// The raw query after `?`, if any.
+    pub query: Option<String>,
+    /// The request-target was in absolute form with the `https` scheme (spec 2.6).
+    pub absolute_https: bool,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version_minor: u8,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body length was declared by `Content-Length` (a chunked body's is not; spec 1.6).
+    pub declared_length: Option<usize>,
+    /// The connection stays open after the response.
+    pub keep_alive: bool,
+}
+
+impl Request {
+    /// The first header named `name` (ASCII case-insensitive), with surrounding whitespace removed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A request the decoder cannot accept; each maps to one status and one message (spec 1.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FramingError {
+    /// 400: malformed request line, header, version or `Content-Length`.
+    Malformed,
+    /// 431: head over [`MAX_HEAD_BYTES`] or more than [`MAX_HEADERS`] fields.
+    HeadTooLarge,
+    /// 413: body over the configured limit.
+    BodyTooLarge,
+    /// 501: a transfer coding other than `chunked`.
+    UnsupportedTransferEncoding,
+}
+
+impl FramingError {
+    /// The status code and the `Error` text of the JSON body.
+    pub fn status_and_message(self) -> (u16, &'static str) {
+        match self {
+            FramingError::Malformed => (400, "Malformed HTTP request"),
+            FramingError::HeadTooLarge => (431, "Request header fields too large"),
+            FramingError::BodyTooLarge => (413, "Request body too large"),
+            FramingError::UnsupportedTransferEncoding => (501, "Transfer-Encoding not supported"),
+        }
+    }
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.status_and_message().1)
+    }
+}
+
+/// What the decoder made of the bytes it was given.
+#[derive(Debug)]
+pub enum Decoded {
+    /// More bytes are needed.
+    NeedMore,
+    /// The client sent `Expect: 100-continue`: write `100 Continue`, then read on.
+    SendContinue,
+    /// A whole request.
+    Request(Box<Request>),
+}
+
+enum ChunkState {
+    /// Reading a chunk-size line; holds the bytes of the line read so far.
+    Size(Vec<u8>),
+    /// Reading chunk data; the bytes still to come.
+    Data(usize),
+    /// Reading the CRLF after a chunk's data; how many of its bytes were seen.
+    DataEnd(u8),
+    /// Reading trailer lines; the bytes of the current line, and the total so far.
+    Trailers(Vec<u8>, usize),
+}
+
+enum BodyFraming {
+    Length(usize),
+    Chunked(ChunkState),
+}
+
+enum State {
+    /// Waiting for a complete head; `scanned` bytes were already searched for its end.
+    Head { scanned: usize },
+    Body {
+        request: Box<Request>,
+        framing: BodyFraming,
+        continue_pending: bool,
+    },
+}
+
+/// The per-connection request decoder.
+pub struct Decoder {
+    max_body_bytes: usize,
+    state: State,
+}
+
+impl Decoder {
+    /// A decoder that refuses bodies over `max_body_bytes`.
+    pub fn new(max_body_bytes: usize) -> Decoder {
+        Decoder {
+            max_body_bytes,
+            state: State::Head { scanned: 0 },
+        }
+    }
+
+    /// True when no request has been started (the connection is idle between requests).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head { scanned: 0 })
+    }
+
+    /// True while a body is being read.
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
+
+    /// Decodes from `input`, returning what happened and how many bytes were consumed. Bytes not
+    /// consumed must be passed again, followed by new ones. After an error the connection must close.
+    pub fn decode(&mut self, input: &[u8]) -> Result<(Decoded, usize), FramingError> {
+        match &mut self.state {
+            State::Head { scanned } => {
+                let Some(head_len) = find_head_end(input, *scanned) else {
+                    if input.len() > MAX_HEAD_BYTES {
+                        return Err(FramingError::HeadTooLarge);
+                    }
+                    // Keep the last three bytes in view: the terminator may straddle reads.
+                    *scanned = input.len().saturating_sub(3);
+                    return Ok((Decoded::NeedMore, 0));
+                };
+                if head_len > MAX_HEAD_BYTES {
+                    return Err(FramingError::HeadTooLarge);
+                }
+                let (request, framing) = parse_head(&input[..head_len], self.max_body_bytes)?;
+                let expects_continue = request.version_minor == 1
+                    && request
+                        .header("expect")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+                match framing {
+                    BodyFraming::Length(0) => {
+                        self.state = State::Head { scanned: 0 };
+                        Ok((Decoded::Request(request), head_len))
+                    }
+                    framing => {
+                        self.state = State::Body {
+                            request,
+                            framing,
+                            continue_pending: expects_continue,
+                        };
+                        let (decoded, used) = self.decode(&input[head_len..])?;
+                        Ok((decoded, head_len + used))
+                    }
+                }
+            }
+            State::Body {
+                request,
+                framing,
+                continue_pending,
+            } => {
+                let used = read_body(framing, &mut request.body, input, self.max_body_bytes)?;
+                if body_complete(framing) {
+                    let State::Body { request, .. } =
+                        std::mem::replace(&mut self.state, State::Head { scanned: 0 })
+                    else {
+                        unreachable!("the state was matched as Body above");
+                    };
+                    return Ok((Decoded::Request(request), used));
+                }
+                if *continue_pending {
+                    *continue_pending = false;
+                    return Ok((Decoded::SendContinue, used));
+                }
+                Ok((Decoded::NeedMore, used))
+            }
+        }
+    }
+}
+
+/// The length of the head (through the blank line) if `input` holds all of it.
+fn find_head_end(input: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < input.len() {
+        if input[i] == b'\n' {
+            if input.get(i + 1) == Some(&b'\n') {
+                return Some(i + 2);
+            }
+            if input.get(i + 1) == Some(&b'\r') && input.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn trim_ows(value: &str) -> &str {
+    value.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+fn header_has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
+}
+
+fn parse_head(head: &[u8], max_body_bytes: usize) -> Result<(Box<Request>, BodyFraming), FramingError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut slots);
+    match parsed.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(FramingError::Malformed),
+        Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),
+        Err(_) => return Err(FramingError::Malformed),
+    }
+    let method_text = parsed.method.ok_or(FramingError::Malformed)?.to_string();
+    let target = parsed.path.ok_or(FramingError::Malformed)?;
+    let version_minor = parsed.version.ok_or(FramingError::Malformed)?;
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                trim_ows(&String::from_utf8_lossy(h.value)).to_string(),
+            )
+        })
+        .collect();
+    let (path, absolute_https) = split_target(target)?;
+    let (path, query) = match path.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (path.to_string(), None),
+    };
+
+    let mut content_length: Option<usize> = None;
+    let mut transfer_encoding: Option<&str> = None;
+    for (name, value) in &headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            for part in value.split(',') {
+                let part = trim_ows(part);
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(FramingError::Malformed);
+                }
+                // A declared length beyond usize is certainly over any body limit.
+                let n = part.parse::<usize>().unwrap_or(usize::MAX);
+                if content_length.is_some_and(|previous| previous != n) {
+                    return Err(FramingError::Malformed);
+                }
+                content_length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding.is_some() {
+                return Err(FramingError::UnsupportedTransferEncoding);
+            }
+            transfer_encoding = Some(value);
+        }
+    }
+    let framing = match (transfer_encoding, content_length) {
+        (Some(_), Some(_)) => return Err(FramingError::Malformed),
+        (Some(coding), None) => {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Err(FramingError::UnsupportedTransferEncoding);
+            }
+            BodyFraming::Chunked(ChunkState::Size(Vec::new()))
+        }
+        (None, Some(n)) => {
+            if n > max_body_bytes {
+                return Err(FramingError::BodyTooLarge);
+            }
+            BodyFraming::Length(n)
+        }
+        (None, None) => BodyFraming::Length(0),
+    };
+    let connection = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| v.as_str());
+    let keep_alive = match version_minor {
+        1 => !connection.is_some_and(|v| header_has_token(v, "close")),
+        _ => connection.is_some_and(|v| header_has_token(v, "keep-alive")),
+    };
+    let body_capacity = match framing {
+        BodyFraming::Length(n) => n,
+        BodyFraming::Chunked(_) => 0,
+    };
+    let request = Box::new(Request {
+        method: Method::parse(&method_text),
+        method_text,
+        path,
+        query,
+        absolute_https,
+        version_minor,
+        headers,
+        body: Vec::with_capacity(body_capacity),
+        declared_length: content_length,
+        keep_alive,
+    });
+    Ok((request, framing))
+}
+
+/// Splits an origin-form or absolute-form request-target into its path (with query) and whether
+/// the absolute form named the `https` scheme.
+fn split_target(target: &str) -> Result<(&str, bool), FramingError> {
+    if target.starts_with('/') {
+        return Ok((target, false));
+    }
+    if target == "*" {
+        return Ok(("*", false));
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Err(FramingError::Malformed);
+    };
+    let path_start = rest.find(['/', '?']).unwrap_or(rest.len());
+    let https = scheme.eq_ignore_ascii_case("https");
+    match &rest[path_start..] {
+        // `http://host` addresses the root.
+        "" => Ok(("/", https)),
+        path => Ok((path, https)),
+    }
+}
+
+fn body_complete(framing: &BodyFraming) -> bool {
+    match framing {
+        BodyFraming::Length(remaining) => *remaining == 0,
+        BodyFraming::Chunked(_) => false,
+    }
+}
+
+/// Moves body bytes from `input` into `body`; returns the bytes consumed. A chunked body that has
+/// ended turns its framing into `Length(0)`, which reads as complete.
+fn read_body(
+    framing: &mut BodyFraming,
+    body: &mut Vec<u8>,
+    input: &[u8],
+    max_body_bytes: usize,
+) -> Result<usize, FramingError> {
+    match framing {
+        BodyFraming::Length(remaining) => {
+            let take = (*remaining).min(input.len());
+            body.extend_from_slice(&input[..take]);
+            *remaining -= take;
+            Ok(take)
+        }
+        BodyFraming::Chunked(state) => {
+            let mut pos = 0;
+            while pos < input.len() {
+                match state {
+                    ChunkState::Size(line) => {
+                        let byte = input[pos];
+                        pos += 1;
+                        if byte != b'\n' {
+                            line.push(byte);
+                            if line.len() > MAX_CHUNK_LINE_BYTES {
+                                return Err(FramingError::Malformed);
+                            }
+                            continue;
+                        }
+                        let size = parse_chunk_size(line)?;
+                        if size == 0 {
+                            *state = ChunkState::Trailers(Vec::new(), 0);
+                        } else {
+                            if body.len().saturating_add(size) > max_body_bytes {
+                                return Err(FramingError::BodyTooLarge);
+                            }
+                            *state = ChunkState::Data(size);
+                        }
+                    }
+                    ChunkState::Data(remaining) => {
+                        let take = (*remaining).min(input.len() - pos);
+                        body.extend_from_slice(&input[pos..pos + take]);
+                        pos += take;
+                        *remaining -= take;
+                        if *remaining == 0 {
+                            *state = ChunkState::DataEnd(0);
+                        }
+                    }
+                    ChunkState::DataEnd(seen) => {
+                        let byte = input[pos];
+                        pos += 1;
+                        match (*seen, byte) {
+                            (0, b'\r') => *seen = 1,
+                            (_, b'\n') => *state = ChunkState::Size(Vec::new()),
+                            _ => return Err(FramingError::Malformed),
+                        }
+                    }
+                    ChunkState::Trailers(line, total) => {
+                        let byte = input[pos];
+                        pos += 1;
+                        *total += 1;
+                        if *total > MAX_TRAILER_BYTES {
+                            return Err(FramingError::HeadTooLarge);
+                        }
+                        if byte != b'\n' {
+                            line.push(byte);
+                            continue;
+                        }
+                        if line.is_empty() || line.as_slice() == b"\r" {
+                            *framing = BodyFraming::Length(0);
+                            return Ok(pos);
+                        }
+                        line.clear();
+                    }
+                }
+            }
+            Ok(pos)
+        }
+    }
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<usize, FramingError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let size_end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
+    let digits = std::str::from_utf8(&line[..size_end])
+        .map_err(|_| FramingError::Malformed)?
+        .trim_end_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(FramingError::Malformed);
+    }
+    // More than 16 hex digits cannot be a size we accept; report it as too large.
+    usize::from_str_radix(digits, 16).map_err(|_| FramingError::BodyTooLarge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 1024;
+
+    /// Feeds `input` in pieces of `step` bytes, as a socket would, and collects what comes out.
+    fn decode_all(input: &[u8], step: usize) -> Result<Vec<Decoded>, FramingError> {
+        let mut decoder = Decoder::new(LIMIT);
+        let mut buffered: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(step) {
+            buffered.extend_from_slice(piece);
+            loop {
+                let (decoded, used) = decoder.decode(&buffered)?;
+                buffered.drain(..used);
+                match decoded {
+                    Decoded::NeedMore => break,
+                    other => out.push(other),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn requests(input: &[u8], step: usize) -> Vec<Box<Request>> {
+        decode_all(input, step)
+            .unwrap()
+            .into_iter()
+            .filter_map(|d| match d {
+                Decoded::Request(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn simple_get_in_any_split() {
+        let raw = b"GET /api/v1/services?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        for step in [1, 2, 7, raw.len()] {
+            let reqs = requests(raw, step);
+            assert_eq!(reqs.len(), 1);
+            assert_eq!(reqs[0].method, Method::Get);
+            assert_eq!(reqs[0].path, "/api/v1/services");
+            assert_eq!(reqs[0].query.as_deref(), Some("x=1"));
+            assert!(reqs[0].keep_alive);
+        }
+    }
+
+    #[test]
+    fn pipelined_requests_come_out_in_order() {
+        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n\r\n";
+        let reqs = requests(raw, raw.len());
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].body, b"abc");
+        assert_eq!(reqs[1].path, "/b");
+    }
+
+    #[test]
+    fn chunked_body_with_extensions_and_trailers() {
+        let raw = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\nGET /n HTTP/1.1\r\n\r\n";
+        for step in [1, 5, raw.len()] {
+            let reqs = requests(raw, step);
+            assert_eq!(reqs.len(), 2, "step {step}");
+            assert_eq!(reqs[0].body, b"abcde");
+            assert_eq!(reqs[0].declared_length, None);
+            assert_eq!(reqs[1].path, "/n");
+        }
+    }
+
+    #[test]
+    fn chunked_body_over_the_limit_is_413() {
+        let mut raw = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..3 {
+            raw.extend_from_slice(b"200\r\n");
+            raw.extend_from_slice(&[b'x'; 0x200]);
+            raw.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(decode_all(&raw, 64).unwrap_err(), FramingError::BodyTooLarge);
+    }
+
+    #[test]
+    fn declared_length_over_the_limit_is_413_before_the_body() {
+        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 1025\r\n\r\n";
+        assert_eq!(decode_all(raw, raw.len()).unwrap_err(), FramingError::BodyTooLarge);
+        let ok = format!("POST /a HTTP/1.1\r\nContent-Length: 1024\r\n\r\n{}", "x".repeat(1024));
+        assert_eq!(requests(ok.as_bytes(), 100)[0].body.len(), 1024);
+    }
+
+    #[test]
+    fn malformed_lengths_are_400() {
+        for cl in ["abc", "-1", "1 2", "", "+5", "3, 4"] {
+            let raw = format!("POST /a HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            assert_eq!(
+                decode_all(raw.as_bytes(), raw.len()).unwrap_err(),
+                FramingError::Malformed,
+                "{cl:?}"
+            );
+        }
+        let twice = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(decode_all(twice, 99).unwrap_err(), FramingError::Malformed);
+        let same = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        assert_eq!(requests(same, 99)[0].body, b"x");
+        let both = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(decode_all(both, 99).unwrap_err(), FramingError::Malformed);
+    }
+
+    #[test]
+    fn garbage_and_bad_versions_are_400() {
+        for raw in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+            b"GET  HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(decode_all(raw, raw.len()).unwrap_err(), FramingError::Malformed);
+        }
+    }
+
+    #[test]
+    fn other_transfer_codings_are_501() {
+        let raw = b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(
+            decode_all(raw, raw.len()).unwrap_err(),
+            FramingError::UnsupportedTransferEncoding
+        );
+    }
+
+    #[test]
+    fn head_limits() {
+        let head_of = |total: usize| {
+            let base = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+            format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(total - base))
+        };
+        assert_eq!(requests(head_of(MAX_HEAD_BYTES).as_bytes(), 1000).len(), 1);
+        let too_big = head_of(MAX_HEAD_BYTES + 1);
+        assert_eq!(
+            decode_all(too_big.as_bytes(), 1000).unwrap_err(),
+            FramingError::HeadTooLarge
+        );
+        let headers = |n: usize| {
+            let mut s = String::from("GET / HTTP/1.1\r\n");
+            for i in 0..n {
+                s.push_str(&format!("H{i}: v\r\n"));
+            }
+            s + "\r\n"
+        };
+        assert_eq!(requests(headers(100).as_bytes(), 4096).len(), 1);
+        assert_eq!(
+            decode_all(headers(101).as_bytes(), 4096).unwrap_err(),
+            FramingError::HeadTooLarge
+        );
+        // A head that never ends is cut off once it passes the limit.
+        let endless = vec![b'a'; MAX_HEAD_BYTES + 10];
+        assert_eq!(decode_all(&endless, 512).unwrap_err(), FramingError::HeadTooLarge);
+    }
+
+    #[test]
+    fn expect_continue_is_signalled_once_before_the_body() {
+        let head = b"POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let mut decoder = Decoder::new(LIMIT);
+        let (decoded, used) = decoder.decode(head).unwrap();
+        assert!(matches!(decoded, Decoded::SendContinue));
+        assert_eq!(used, head.len());
+        let (decoded, _) = decoder.decode(b"").unwrap();
+        assert!(matches!(decoded, Decoded::NeedMore));
+        let (decoded, _) = decoder.decode(b"ok").unwrap();
+        assert!(matches!(decoded, Decoded::Request(r) if r.body == b"ok"));
+    }
+
+    #[test]
+    fn connection_semantics_per_version() {
+        let close = requests(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 99);
+        assert!(!close[0].keep_alive);
+        let old = requests(b"GET / HTTP/1.0\r\n\r\n", 99);
+        assert!(!old[0].keep_alive);
+        let old_ka = requests(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", 99);
+        assert!(old_ka[0].keep_alive);
+    }
+
+    #[test]
+    fn absolute_form_targets() {
+        let r = requests(b"GET https://h:1/api/v1/services?a=b HTTP/1.1\r\n\r\n", 99);
+        assert!(r[0].absolute_https);
+        assert_eq!(r[0].path, "/api/v1/services");
+        assert_eq!(r[0].query.as_deref(), Some("a=b"));
+        let r = requests(b"GET http://h HTTP/1.1\r\n\r\n", 99);
+        assert!(!r[0].absolute_https);
+        assert_eq!(r[0].path, "/");
+    }
+
+    #[test]
+    fn header_values_are_trimmed() {
+        let r = requests(b"GET / HTTP/1.1\r\nAuthorization: Bearer  x \r\n\r\n", 99);
+        assert_eq!(r[0].header("authorization"), Some("Bearer  x"));
+    }
+}

@@ -1,0 +1,218 @@
+//! Responses and their serialisation into the connection's output buffer.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `Content-Type` of every JSON response, including empty-bodied ones (spec 1.3).
+pub const JSON: &str = "application/json; charset=utf-8";
+
+/// A response body: owned bytes, or a cached body shared between responses.
+#[derive(Clone, Debug)]
+pub enum Body {
+    Empty,
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Body {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Body::Empty => &[],
+            Body::Owned(v) => v,
+            Body::Shared(v) => v,
+        }
+    }
+}
+
+/// One response: status, content type, extra headers and body.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Response {
+    /// An empty-bodied JSON response.
+    pub fn empty(status: u16) -> Response {
+        Response {
+            status,
+            content_type: JSON,
+            headers: Vec::new(),
+            body: Body::Empty,
+        }
+    }
+
+    /// A JSON response with the given body bytes.
+    pub fn json(status: u16, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            content_type: JSON,
+            headers: Vec::new(),
+            body: Body::Owned(body),
+        }
+    }
+
+    /// A JSON response with a shared (cached) body.
+    pub fn shared_json(status: u16, body: Arc<[u8]>) -> Response {
+        Response {
+            status,
+            content_type: JSON,
+            headers: Vec::new(),
+            body: Body::Shared(body),
+        }
+    }
+
+    /// The error body `{"Error":"..."}` of spec 1.4.
+    pub fn error(status: u16, message: &str) -> Response {
+        let body = serde_json::to_vec(&serde_json::json!({ "Error": message }))
+            .unwrap_or_else(|_| b"{\"Error\":\"Internal Server Error\"}".to_vec());
+        Response::json(status, body)
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        410 => "Gone",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// How the connection goes on after a response, as the response must say.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionHeader {
+    /// HTTP/1.1 keep-alive: no header needed.
+    None,
+    /// An HTTP/1.0 client asked for keep-alive.
+    KeepAlive,
+    /// The server closes after this response.
+    Close,
+}
+
+/// Appends the serialised response to `out`; `head_only` leaves the body out (HEAD) but keeps
+/// the `Content-Length` the GET would have sent.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    response: &Response,
+    head_only: bool,
+    connection: ConnectionHeader,
+) {
+    let body = response.body.as_bytes();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(response.status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(response.status).as_bytes());
+    out.extend_from_slice(b"\r\nContent-Type: ");
+    out.extend_from_slice(response.content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    with_http_date(|date| out.extend_from_slice(date));
+    match connection {
+        ConnectionHeader::None => {}
+        ConnectionHeader::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+        ConnectionHeader::Close => out.extend_from_slice(b"\r\nConnection: close"),
+    }
+    for (name, value) in &response.headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(body);
+    }
+}
+
+thread_local! {
+    /// The `Date` value of the current second, per worker thread: formatting it once a second
+    /// instead of per response.
+    static HTTP_DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+fn with_http_date(f: impl FnOnce(&[u8])) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    HTTP_DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != now {
+            cached.1.copy_from_slice(http_date(now).as_bytes());
+            cached.0 = now;
+        }
+        f(&cached.1);
+    });
+}
+
+/// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT` (always 29 bytes).
+fn http_date(unix_secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let stamp = crate::log::rfc3339(i128::from(unix_secs) * 1_000_000_000, 0);
+    // stamp is `YYYY-MM-DDTHH:MM:SSZ`.
+    let month: usize = stamp[5..7].parse().unwrap_or(1);
+    format!(
+        "{}, {} {} {} {} GMT",
+        DAYS[(unix_secs / 86_400 % 7) as usize],
+        &stamp[8..10],
+        MONTHS[month - 1],
+        &stamp[0..4],
+        &stamp[11..19]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_date_format() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
+    #[test]
+    fn head_keeps_content_length_and_drops_body() {
+        let mut out = Vec::new();
+        let r = Response::error(404, "Resource not found");
+        write_response(&mut out, &r, true, ConnectionHeader::Close);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(text.contains("Content-Length: 30\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn error_body_is_exact() {
+        let r = Response::error(400, "Service name is required");
+        assert_eq!(r.body.as_bytes(), br#"{"Error":"Service name is required"}"#);
+        assert_eq!(r.content_type, JSON);
+    }
+}

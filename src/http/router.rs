@@ -1,0 +1,259 @@
+//! A table of (method, path pattern) → handler, matched on the raw path (spec 1.5).
+//!
+//! Patterns are `/`-separated segments; `{name}` is a parameter matching one raw segment. A
+//! parameter at the end of a path must be non-empty; one in the middle may be empty. Literal
+//! segments are compared raw (`/api/v1/%73ervices` is not `/api/v1/services`). Parameters are
+//! percent-decoded only after a route matched (D2), by [`percent_decode`].
+
+use super::request::Method;
+
+enum Segment {
+    Literal(&'static str),
+    Param,
+}
+
+struct Route<H> {
+    method: Method,
+    segments: Vec<Segment>,
+    handler: H,
+}
+
+/// What routing found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Routed<'p, H> {
+    /// A route matched: its handler and the raw (still percent-encoded) parameters in order.
+    Found(H, Vec<&'p str>),
+    /// 405: some route has this path, none this method.
+    MethodNotAllowed,
+    /// 404: no route has this path.
+    NotFound,
+}
+
+/// The route table. Earlier routes win, so list literal routes before parameter routes that
+/// overlap them (`/apps/delta` before `/apps/{app}`).
+pub struct Router<H> {
+    routes: Vec<Route<H>>,
+}
+
+impl<H: Copy> Default for Router<H> {
+    fn default() -> Self {
+        Router { routes: Vec::new() }
+    }
+}
+
+impl<H: Copy> Router<H> {
+    /// Adds a route; `pattern` starts with `/`, parameters are written `{name}`.
+    pub fn add(&mut self, method: Method, pattern: &'static str, handler: H) {
+        let segments = pattern
+            .split('/')
+            .skip(1)
+            .map(|s| {
+                if s.starts_with('{') && s.ends_with('}') {
+                    Segment::Param
+                } else {
+                    Segment::Literal(s)
+                }
+            })
+            .collect();
+        self.routes.push(Route {
+            method,
+            segments,
+            handler,
+        });
+    }
+
+    /// Finds the route for `method` and the raw `path`. HEAD is served by GET routes (D16).
+    pub fn route<'p>(&self, method: Method, path: &'p str) -> Routed<'p, H> {
+        let Some(rest) = path.strip_prefix('/') else {
+            return Routed::NotFound;
+        };
+        let wanted = if method == Method::Head {
+            Method::Get
+        } else {
+            method
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut path_known = false;
+        for route in &self.routes {
+            let Some(params) = match_segments(&route.segments, &parts) else {
+                continue;
+            };
+            if route.method == wanted {
+                return Routed::Found(route.handler, params);
+            }
+            path_known = true;
+        }
+        if path_known {
+            Routed::MethodNotAllowed
+        } else {
+            Routed::NotFound
+        }
+    }
+}
+
+fn match_segments<'p>(segments: &[Segment], parts: &[&'p str]) -> Option<Vec<&'p str>> {
+    if segments.len() != parts.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (i, (segment, part)) in segments.iter().zip(parts).enumerate() {
+        match segment {
+            Segment::Literal(literal) if literal == part => {}
+            Segment::Literal(_) => return None,
+            Segment::Param if part.is_empty() && i == parts.len() - 1 => return None,
+            Segment::Param => params.push(*part),
+        }
+    }
+    Some(params)
+}
+
+/// Decodes `%XX` escapes of a path parameter; `+` stays `+`. `None` for a malformed escape or a
+/// result that is not UTF-8 (spec D2: 400 `Malformed percent-encoding in request path`).
+pub fn percent_decode(raw: &str) -> Option<String> {
+    decode_bytes(raw, false).and_then(|b| String::from_utf8(b).ok())
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn decode_bytes(raw: &str, plus_is_space: bool) -> Option<Vec<u8>> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let high = hex_value(*bytes.get(i + 1)?)?;
+                let low = hex_value(*bytes.get(i + 2)?)?;
+                out.push(high << 4 | low);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Parses a query string as Go's `url.ParseQuery` does: `&`-separated pairs, `+` is a space, a pair
+/// whose name or value has a malformed escape is dropped. Pairs keep their order; a repeated name
+/// is looked up by its first occurrence (see [`first_value`]).
+pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = String::from_utf8(decode_bytes(name, true)?).ok()?;
+            let value = String::from_utf8(decode_bytes(value, true)?).ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// The first value of `name` in a parsed query.
+pub fn first_value<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
+    query
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Router<u8> {
+        let mut r = Router::default();
+        r.add(Method::Get, "/", 1);
+        r.add(Method::Get, "/api/v1/instances", 2);
+        r.add(Method::Post, "/api/v1/instances", 3);
+        r.add(Method::Delete, "/api/v1/instances/{id}", 4);
+        r.add(Method::Put, "/api/v1/instances/{id}/heartbeat", 5);
+        r.add(Method::Get, "/api/eureka/{token}/v2/apps/delta", 6);
+        r.add(Method::Get, "/api/eureka/{token}/v2/apps/{app}", 7);
+        r.add(Method::Post, "/api/eureka/{token}/v2/apps/{app}", 8);
+        r
+    }
+
+    #[test]
+    fn literal_routes_and_head() {
+        let r = table();
+        assert_eq!(r.route(Method::Get, "/"), Routed::Found(1, vec![]));
+        assert_eq!(r.route(Method::Head, "/"), Routed::Found(1, vec![]));
+        assert_eq!(r.route(Method::Post, "/api/v1/instances"), Routed::Found(3, vec![]));
+        assert_eq!(r.route(Method::Put, "/api/v1/instances"), Routed::MethodNotAllowed);
+        assert_eq!(r.route(Method::Other, "/"), Routed::MethodNotAllowed);
+        assert_eq!(r.route(Method::Get, "/hello"), Routed::NotFound);
+        assert_eq!(r.route(Method::Get, "/api/v1/%69nstances"), Routed::NotFound);
+        assert_eq!(r.route(Method::Get, "/api/v1/instances/"), Routed::NotFound);
+        assert_eq!(r.route(Method::Get, "*"), Routed::NotFound);
+    }
+
+    #[test]
+    fn parameters_and_emptiness() {
+        let r = table();
+        assert_eq!(
+            r.route(Method::Put, "/api/v1/instances/a%3Ab/heartbeat"),
+            Routed::Found(5, vec!["a%3Ab"])
+        );
+        assert_eq!(
+            r.route(Method::Put, "/api/v1/instances//heartbeat"),
+            Routed::Found(5, vec![""])
+        );
+        assert_eq!(r.route(Method::Delete, "/api/v1/instances/"), Routed::NotFound);
+        assert_eq!(r.route(Method::Head, "/api/v1/instances/x"), Routed::MethodNotAllowed);
+        assert_eq!(
+            r.route(Method::Get, "/api/eureka//v2/apps/X"),
+            Routed::Found(7, vec!["", "X"])
+        );
+    }
+
+    #[test]
+    fn earlier_routes_win_and_methods_fall_through() {
+        let r = table();
+        assert_eq!(
+            r.route(Method::Get, "/api/eureka/t/v2/apps/delta"),
+            Routed::Found(6, vec!["t"])
+        );
+        assert_eq!(
+            r.route(Method::Post, "/api/eureka/t/v2/apps/delta"),
+            Routed::Found(8, vec!["t", "delta"])
+        );
+    }
+
+    #[test]
+    fn percent_decoding_of_parameters() {
+        assert_eq!(percent_decode("my%20svc").as_deref(), Some("my svc"));
+        assert_eq!(percent_decode("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(percent_decode("a+b").as_deref(), Some("a+b"));
+        for bad in ["%zz", "%4", "%", "%E0%A4"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn query_parsing_like_go() {
+        let q = parse_query(Some("a=1&b=x+y&a=2&bad=%zz&c=%20&flag"));
+        assert_eq!(first_value(&q, "a"), Some("1"));
+        assert_eq!(first_value(&q, "b"), Some("x y"));
+        assert_eq!(first_value(&q, "bad"), None);
+        assert_eq!(first_value(&q, "c"), Some(" "));
+        assert_eq!(first_value(&q, "flag"), Some(""));
+    }
+}

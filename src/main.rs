@@ -1,0 +1,228 @@
+//! a8registry: the Amalgam8 service registry as one small static binary.
+//!
+//! Services register instances, keep them alive with heartbeats and are dropped when their TTL
+//! runs out; clients discover them by service, tags and status. Data flows one way, each layer
+//! knowing only the one below it:
+//!
+//! ```text
+//! bytes ─► http (decode, frame, limits) ─► router ─► api (amalgam8 | ops)
+//!       ─► auth (token → namespace) ─► registry (instances, TTLs, change events)
+//!       ─► store backend (sharded in-memory TTL map)
+//! ```
+//!
+//! - [`config`]: every option once (flag, `A8_` env twin, default, validation, `--help`).
+//! - [`log`]: levelled text, json or logstash lines on stderr.
+//! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder), `response`, `router`,
+//!   `server` (accept loop, one coroutine per connection, idle timeout, graceful drain).
+//! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `ops` (`/uptime`),
+//!   `cache` (serialised list bodies invalidated by change events), `error` (the texts).
+//! - [`auth`]: token extraction and the none | trusted | jwt chain; `jwt` is HS256 by hand.
+//! - [`registry`]: `instance` (record, ids, limits, TTL clamp), `store` (the backend trait, change
+//!   events, clock) and `memory` (the sharded TTL map with its reaper).
+//!
+//! `main` wires them: configuration → store → API → listener; SIGTERM or SIGINT stops accepting,
+//! lets requests in flight finish and exits 0 within [`SHUTDOWN_GRACE`].
+
+mod api;
+mod auth;
+mod config;
+mod http;
+mod log;
+mod registry;
+
+use config::{Command, Config};
+use http::server::{Limits, Shutdown};
+use registry::instance::TtlPolicy;
+use registry::memory::{MemoryConfig, MemoryStore};
+use registry::store::{Store, SystemClock};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest wait for requests in flight after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Coroutine stack size in machine words (128 KiB on 64-bit): room for the JSON decoder at the
+/// nesting limit of 64 with a margin (DESIGN decision 3).
+const COROUTINE_STACK_WORDS: usize = 16 * 1024;
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the sigaction
+        // struct is zero-initialised and then filled with valid values.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let command = match config::parse(args, &|name| std::env::var(name).ok()) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", config::help_text());
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("a8registry {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Token {
+            secret,
+            namespace,
+            ttl,
+        } => {
+            let mut claims = serde_json::Map::new();
+            claims.insert("namespace".into(), namespace.into());
+            if let Some(ttl) = ttl {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+            }
+            println!("{}", auth::jwt::sign(&claims, secret.as_bytes()));
+            ExitCode::SUCCESS
+        }
+        Command::Serve(config) => serve(*config),
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    log::init(config.log_level, config.log_format);
+    let exec_started = Instant::now();
+    may::config()
+        .set_workers(config.workers)
+        .set_stack_size(COROUTINE_STACK_WORDS);
+    may::config().set_worker_pin(false);
+
+    let store = Arc::new(MemoryStore::new(
+        MemoryConfig {
+            ttl: TtlPolicy {
+                default: config.default_ttl,
+                min: config.min_ttl,
+                max: config.max_ttl,
+            },
+            capacity: config.namespace_capacity,
+        },
+        Arc::new(SystemClock::default()),
+    ));
+    if let Err(e) = MemoryStore::start_reaper(&store) {
+        error!("cannot start the expiry thread", "error" => e);
+        return ExitCode::from(1);
+    }
+    store.subscribe(Box::new(|change| {
+        debug!(
+            "change",
+            "namespace" => change.namespace,
+            "service" => change.service,
+            "id" => change.id,
+            "kind" => format!("{:?}", change.kind),
+            "version" => change.version
+        );
+    }));
+    let authenticator = auth::Authenticator::new(config.auth_modes.clone(), &config.jwt_secret);
+    let api = Arc::new(api::Api::new(
+        store,
+        authenticator,
+        config.require_https,
+    ));
+
+    let listener = match may::net::TcpListener::bind((config.api_bind, config.api_port)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(
+                "cannot listen",
+                "address" => format!("{}:{}", config.api_bind, config.api_port),
+                "error" => e
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let address = match listener.local_addr() {
+        Ok(address) => address,
+        Err(e) => {
+            error!("cannot read the listen address", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
+    install_signal_handlers();
+    let shutdown = Arc::new(Shutdown::default());
+    let limits = Limits {
+        max_body_bytes: config.max_body_size,
+        idle_timeout: config.idle_timeout,
+    };
+    let acceptor = http::server::serve(listener, api, limits, shutdown.clone());
+    info!(
+        "listening",
+        "address" => address,
+        "startup_micros" => exec_started.elapsed().as_micros(),
+        "config" => describe(&config)
+    );
+
+    while !STOP_REQUESTED.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    info!("stopping: no new connections, finishing requests in flight");
+    shutdown.begin();
+    http::server::wake_acceptor(address);
+    let _ = acceptor.join();
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while shutdown.in_flight() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    info!("stopped", "unfinished_requests" => shutdown.in_flight());
+    ExitCode::SUCCESS
+}
+
+/// The effective configuration for the startup line, without the secrets.
+fn describe(config: &Config) -> String {
+    format!(
+        "api_bind={} api_port={} workers={} max_body_size={} idle_timeout={:?} log_level={} \
+         auth_mode={:?} jwt_secret={} require_https={} namespace_capacity={} default_ttl={:?} \
+         min_ttl={:?} max_ttl={:?} store=inmem store_address={:?} store_password={} \
+         replication={} replication_port={} sync_timeout={:?} cluster_dir={:?} cluster_size={} \
+         k8s_url={:?} k8s_token={} eureka_url={:?} fs_catalog={:?}",
+        config.api_bind,
+        config.api_port,
+        config.workers,
+        config.max_body_size,
+        config.idle_timeout,
+        config.log_level.name(),
+        config.auth_modes,
+        if config.jwt_secret.is_empty() { "(unset)" } else { "(set)" },
+        config.require_https,
+        config
+            .namespace_capacity
+            .map_or("unlimited".to_string(), |c| c.to_string()),
+        config.default_ttl,
+        config.min_ttl,
+        config.max_ttl,
+        config.store_address,
+        if config.store_password.is_empty() { "(unset)" } else { "(set)" },
+        config.replication,
+        config.replication_port,
+        config.sync_timeout,
+        config.cluster_dir,
+        config.cluster_size,
+        config.k8s_url,
+        if config.k8s_token.is_empty() { "(unset)" } else { "(set)" },
+        config.eureka_urls,
+        config.fs_catalog,
+    )
+}

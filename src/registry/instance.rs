@@ -1,0 +1,199 @@
+//! The instance record, its id derivation, its limits and TTL clamping (spec 3.1-3.3).
+
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest service name, in bytes (64 accepted, 65 refused).
+pub const MAX_SERVICE_NAME_BYTES: usize = 64;
+/// Longest endpoint value, in bytes.
+pub const MAX_ENDPOINT_VALUE_BYTES: usize = 128;
+/// Longest status, in bytes (reachable through Eureka only).
+pub const MAX_STATUS_BYTES: usize = 32;
+/// Largest metadata, in bytes of the raw JSON text as received.
+pub const MAX_METADATA_BYTES: usize = 1024;
+
+/// The status that never expires (spec 3.3, D18).
+pub const OUT_OF_SERVICE: &str = "OUT_OF_SERVICE";
+pub const UP: &str = "UP";
+pub const STARTING: &str = "STARTING";
+
+/// How an instance is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointType {
+    Tcp,
+    Udp,
+    Http,
+    Https,
+    User,
+}
+
+impl EndpointType {
+    /// Parses the lowercase names of spec 3.1 (`HTTP` is not accepted).
+    pub fn parse(text: &str) -> Option<EndpointType> {
+        match text {
+            "tcp" => Some(EndpointType::Tcp),
+            "udp" => Some(EndpointType::Udp),
+            "http" => Some(EndpointType::Http),
+            "https" => Some(EndpointType::Https),
+            "user" => Some(EndpointType::User),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointType::Tcp => "tcp",
+            EndpointType::Udp => "udp",
+            EndpointType::Http => "http",
+            EndpointType::Https => "https",
+            EndpointType::User => "user",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub kind: EndpointType,
+    pub value: String,
+}
+
+/// One registered instance.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub id: Arc<str>,
+    pub service_name: Arc<str>,
+    pub endpoint: Endpoint,
+    pub status: String,
+    /// The clamped TTL.
+    pub ttl: Duration,
+    /// The metadata's raw JSON text; `None` when absent (JSON `null` is kept as `Some("null")`).
+    pub metadata: Option<Box<RawValue>>,
+    pub tags: Vec<String>,
+    /// Unix time of the registration, in nanoseconds.
+    pub registered_unix_nanos: i128,
+    /// Unix time of the last heartbeat, in nanoseconds.
+    pub last_heartbeat_unix_nanos: i128,
+}
+
+/// The id of an Amalgam8 registration: the first 16 lowercase hex characters of SHA-256 over
+/// `service/type/value` (spec 3.2).
+pub fn derive_id(service_name: &str, endpoint: &Endpoint) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(service_name.as_bytes());
+    hasher.update(b"/");
+    hasher.update(endpoint.kind.as_str().as_bytes());
+    hasher.update(b"/");
+    hasher.update(endpoint.value.as_bytes());
+    let digest = hasher.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The TTL rules of the server: requested TTLs are clamped into `[min, max]`, 0 means `default`.
+#[derive(Clone, Copy, Debug)]
+pub struct TtlPolicy {
+    pub default: Duration,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl TtlPolicy {
+    /// Clamps a requested TTL in the order of spec 3.3: 0 → default; < min → min; > max → max.
+    pub fn clamp(&self, requested: Duration) -> Duration {
+        if requested.is_zero() {
+            self.default
+        } else if requested < self.min {
+            self.min
+        } else if requested > self.max {
+            self.max
+        } else {
+            requested
+        }
+    }
+}
+
+/// A length limit an instance broke (checked by the store, spec 3.4 step 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitError {
+    ServiceNameTooLong,
+    EndpointValueTooLong,
+    StatusTooLong,
+    MetadataTooLong,
+}
+
+impl Instance {
+    /// Checks the byte-length limits in the store's order.
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        if self.service_name.len() > MAX_SERVICE_NAME_BYTES {
+            return Err(LimitError::ServiceNameTooLong);
+        }
+        if self.endpoint.value.len() > MAX_ENDPOINT_VALUE_BYTES {
+            return Err(LimitError::EndpointValueTooLong);
+        }
+        if self.status.len() > MAX_STATUS_BYTES {
+            return Err(LimitError::StatusTooLong);
+        }
+        if self.metadata.as_ref().map_or(0, |m| m.get().len()) > MAX_METADATA_BYTES {
+            return Err(LimitError::MetadataTooLong);
+        }
+        Ok(())
+    }
+
+    /// True when the status exempts the instance from expiry (exact match, spec 3.3).
+    pub fn never_expires(&self) -> bool {
+        self.status == OUT_OF_SERVICE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(kind: EndpointType, value: &str) -> Endpoint {
+        Endpoint {
+            kind,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn ids_match_the_original() {
+        assert_eq!(
+            derive_id("http", &endpoint(EndpointType::Tcp, "192.168.1.1:8081")),
+            "91f13d35039e1efe"
+        );
+        assert_eq!(
+            derive_id("reviews", &endpoint(EndpointType::Http, "10.0.0.5:9080")),
+            "26634d9e31ce714e"
+        );
+        assert_eq!(
+            derive_id("Calc", &endpoint(EndpointType::Tcp, "192.168.0.1:9080")),
+            "11ac6e3908f1941c"
+        );
+        assert_eq!(
+            derive_id("idt", &endpoint(EndpointType::Tcp, "q")),
+            "271e8852916677be"
+        );
+    }
+
+    #[test]
+    fn ttl_clamping_order() {
+        let policy = TtlPolicy {
+            default: Duration::from_secs(30),
+            min: Duration::from_secs(10),
+            max: Duration::from_secs(600),
+        };
+        assert_eq!(policy.clamp(Duration::ZERO), Duration::from_secs(30));
+        assert_eq!(policy.clamp(Duration::from_secs(5)), Duration::from_secs(10));
+        assert_eq!(policy.clamp(Duration::from_secs(50_000)), Duration::from_secs(600));
+        assert_eq!(policy.clamp(Duration::from_secs(45)), Duration::from_secs(45));
+    }
+
+    #[test]
+    fn endpoint_types_are_lowercase_only() {
+        assert_eq!(EndpointType::parse("udp"), Some(EndpointType::Udp));
+        assert_eq!(EndpointType::parse("HTTP"), None);
+        assert_eq!(EndpointType::parse("icmp"), None);
+    }
+}

@@ -1,0 +1,643 @@
+//! The in-memory store: per namespace, a fixed number of lock-protected shards keyed by instance id.
+//!
+//! Each shard indexes its instances by id and by service, so register, heartbeat, deregister and a
+//! lookup by id lock one shard, and listing a service costs the shard count plus that service's
+//! instances. A namespace's instance count is an atomic, checked against the capacity under the
+//! shard lock of the id being added.
+//!
+//! Expiry is exact: every entry carries its deadline on the monotonic clock, and every read and
+//! write treats an entry past it as absent. A reaper thread removes such entries (and emits their
+//! `Expired` events) every [`REAP_INTERVAL`]; empty namespaces are dropped then or on the write
+//! that emptied them, so reads of unknown namespaces never create state.
+//!
+//! Locks: the namespace map's `RwLock` is held (shared) by a registration while it inserts, and
+//! exclusively while an empty namespace is dropped, so an insert can never land in a namespace
+//! that was just dropped. Shard locks are `std::sync::Mutex`es held for a few hash-map operations,
+//! never across I/O; they are safe to take on a `may` worker.
+
+use super::instance::{Instance, TtlPolicy};
+use super::store::{Change, ChangeKind, Clock, Listener, Store, StoreError};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+/// Shards per namespace. A power of two well above the core counts this runs on.
+const SHARDS_PER_NAMESPACE: usize = 16;
+/// How often the reaper removes expired instances; the contract asks for "within a second".
+pub const REAP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Store-wide settings.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryConfig {
+    pub ttl: TtlPolicy,
+    /// Most instances per namespace; `None` is unlimited.
+    pub capacity: Option<usize>,
+}
+
+struct Entry {
+    instance: Instance,
+    /// Monotonic nanoseconds after which the entry is expired; `None` never expires.
+    deadline: Option<u64>,
+}
+
+impl Entry {
+    fn live(&self, now: u64) -> bool {
+        self.deadline.is_none_or(|d| now <= d)
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    /// id → service, to find an entry by id alone.
+    service_of: HashMap<Arc<str>, Arc<str>>,
+    /// service → id → entry.
+    services: HashMap<Arc<str>, HashMap<Arc<str>, Entry>>,
+}
+
+impl Shard {
+    fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
+        let service = self.service_of.get(id)?;
+        self.services.get_mut(service)?.get_mut(id)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let service = self.service_of.remove(id)?;
+        let instances = self.services.get_mut(&service)?;
+        let entry = instances.remove(id);
+        if instances.is_empty() {
+            self.services.remove(&service);
+        }
+        entry
+    }
+
+    fn insert(&mut self, entry: Entry) {
+        let id = entry.instance.id.clone();
+        let service = entry.instance.service_name.clone();
+        self.service_of.insert(id.clone(), service.clone());
+        self.services.entry(service).or_default().insert(id, entry);
+    }
+}
+
+struct Namespace {
+    name: Arc<str>,
+    shards: Box<[Mutex<Shard>]>,
+    /// Instances stored, live or expired-not-yet-reaped.
+    count: AtomicUsize,
+}
+
+impl Namespace {
+    fn new(name: &str) -> Namespace {
+        Namespace {
+            name: name.into(),
+            shards: (0..SHARDS_PER_NAMESPACE)
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        let index = hasher.finish() as usize % SHARDS_PER_NAMESPACE;
+        lock(&self.shards[index])
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the maps it guards are
+/// left consistent by every operation here (no operation panics half-way), so keep going.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The in-memory backend.
+pub struct MemoryStore {
+    config: MemoryConfig,
+    clock: Arc<dyn Clock>,
+    namespaces: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
+    listeners: RwLock<Vec<Listener>>,
+    version: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new(config: MemoryConfig, clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore {
+            config,
+            clock,
+            namespaces: RwLock::new(HashMap::new()),
+            listeners: RwLock::new(Vec::new()),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts the reaper thread of a shared store.
+    pub fn start_reaper(store: &Arc<MemoryStore>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(store);
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || loop {
+                std::thread::sleep(REAP_INTERVAL);
+                let Some(store) = weak.upgrade() else { return };
+                store.expire_due();
+            })
+            .map(|_| ())
+    }
+
+    /// Removes every expired instance, emits its `Expired` event and drops emptied namespaces.
+    pub fn expire_due(&self) {
+        let namespaces: Vec<Arc<Namespace>> = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for namespace in namespaces {
+            self.expire_namespace(&namespace);
+            self.drop_if_empty(&namespace);
+        }
+    }
+
+    fn expire_namespace(&self, namespace: &Namespace) {
+        let now = self.clock.monotonic_nanos();
+        for shard in namespace.shards.iter() {
+            let mut expired = Vec::new();
+            {
+                let mut shard = lock(shard);
+                let due: Vec<Arc<str>> = shard
+                    .services
+                    .values()
+                    .flat_map(|m| m.values())
+                    .filter(|e| !e.live(now))
+                    .map(|e| e.instance.id.clone())
+                    .collect();
+                for id in due {
+                    if let Some(entry) = shard.remove(&id) {
+                        namespace.count.fetch_sub(1, Ordering::SeqCst);
+                        expired.push(entry.instance);
+                    }
+                }
+            }
+            for instance in expired {
+                self.emit(namespace, &instance, ChangeKind::Expired);
+            }
+        }
+    }
+
+    fn drop_if_empty(&self, namespace: &Arc<Namespace>) {
+        if namespace.count.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        // Registrations insert while holding the map shared, so under the exclusive lock the
+        // count cannot change.
+        if namespace.count.load(Ordering::SeqCst) == 0 {
+            if let Some(current) = map.get(&namespace.name) {
+                if Arc::ptr_eq(current, namespace) {
+                    map.remove(&namespace.name);
+                }
+            }
+        }
+    }
+
+    fn find(&self, namespace: &str) -> Option<Arc<Namespace>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+            .cloned()
+    }
+
+    fn emit(&self, namespace: &Namespace, instance: &Instance, kind: ChangeKind) {
+        let change = Change {
+            namespace: namespace.name.clone(),
+            service: instance.service_name.clone(),
+            id: instance.id.clone(),
+            kind,
+            version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        for listener in self
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            listener(&change);
+        }
+    }
+
+    fn deadline(&self, instance: &Instance, now: u64) -> Option<u64> {
+        if instance.never_expires() {
+            None
+        } else {
+            Some(now.saturating_add(instance.ttl.as_nanos().min(u64::MAX as u128) as u64))
+        }
+    }
+
+    /// Inserts into a namespace that the caller keeps alive by holding the map shared.
+    fn insert(
+        &self,
+        namespace: &Namespace,
+        mut instance: Instance,
+    ) -> Result<(Instance, ChangeKind, Option<Instance>), StoreError> {
+        let now = self.clock.monotonic_nanos();
+        let mut shard = namespace.shard(&instance.id);
+        let existing_live = shard.get_mut(&instance.id).map(|e| e.live(now));
+        let kind = match existing_live {
+            Some(true) => ChangeKind::Replaced,
+            Some(false) => ChangeKind::Registered,
+            None => {
+                let admitted = match self.config.capacity {
+                    None => {
+                        namespace.count.fetch_add(1, Ordering::SeqCst);
+                        true
+                    }
+                    Some(capacity) => namespace
+                        .count
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                            (n < capacity).then_some(n + 1)
+                        })
+                        .is_ok(),
+                };
+                if !admitted {
+                    return Err(StoreError::CapacityExceeded);
+                }
+                ChangeKind::Registered
+            }
+        };
+        // A replaced entry may belong to another service (the same Eureka id re-registered under
+        // a new app): remove it first so both indexes stay right.
+        let previous = shard.remove(&instance.id).map(|e| e.instance);
+        instance.registered_unix_nanos = self.clock.unix_nanos();
+        instance.last_heartbeat_unix_nanos = instance.registered_unix_nanos;
+        let deadline = self.deadline(&instance, now);
+        shard.insert(Entry {
+            instance: instance.clone(),
+            deadline,
+        });
+        Ok((instance, kind, previous))
+    }
+
+    fn try_register(&self, namespace: &str, instance: Instance) -> Result<Instance, StoreError> {
+        loop {
+            {
+                let map = self.namespaces.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(ns) = map.get(namespace) {
+                    let (stored, kind, previous) = self.insert(ns, instance)?;
+                    let ns = ns.clone();
+                    drop(map);
+                    if let Some(previous) = previous {
+                        if previous.service_name != stored.service_name {
+                            self.emit(&ns, &previous, ChangeKind::Deregistered);
+                        }
+                    }
+                    self.emit(&ns, &stored, kind);
+                    return Ok(stored);
+                }
+            }
+            let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+            map.entry(Arc::from(namespace))
+                .or_insert_with(|| Arc::new(Namespace::new(namespace)));
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn register(&self, namespace: &str, mut instance: Instance) -> Result<Instance, StoreError> {
+        instance.check_limits().map_err(StoreError::Limit)?;
+        instance.ttl = self.config.ttl.clamp(instance.ttl);
+        match self.try_register(namespace, instance.clone()) {
+            Err(StoreError::CapacityExceeded) => {
+                // Expired-but-not-reaped instances still count; reap this namespace and retry
+                // once, so capacity is judged on live instances only.
+                if let Some(ns) = self.find(namespace) {
+                    self.expire_namespace(&ns);
+                }
+                self.try_register(namespace, instance)
+            }
+            other => other,
+        }
+    }
+
+    fn heartbeat(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
+        let ns = self.find(namespace).ok_or(StoreError::NotFound)?;
+        let now = self.clock.monotonic_nanos();
+        let unix_now = self.clock.unix_nanos();
+        let mut shard = ns.shard(id);
+        let entry = shard.get_mut(id).ok_or(StoreError::NotFound)?;
+        if !entry.live(now) {
+            return Err(StoreError::NotFound);
+        }
+        entry.instance.last_heartbeat_unix_nanos = unix_now;
+        if entry.deadline.is_some() {
+            entry.deadline = self.deadline(&entry.instance, now);
+        }
+        Ok(())
+    }
+
+    fn deregister(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
+        let ns = self.find(namespace).ok_or(StoreError::NotFound)?;
+        let now = self.clock.monotonic_nanos();
+        let removed = {
+            let mut shard = ns.shard(id);
+            match shard.get_mut(id) {
+                Some(entry) if entry.live(now) => shard.remove(id),
+                _ => None,
+            }
+        };
+        let entry = removed.ok_or(StoreError::NotFound)?;
+        ns.count.fetch_sub(1, Ordering::SeqCst);
+        self.emit(&ns, &entry.instance, ChangeKind::Deregistered);
+        self.drop_if_empty(&ns);
+        Ok(())
+    }
+
+    fn for_each(
+        &self,
+        namespace: &str,
+        service: Option<&str>,
+        visit: &mut dyn FnMut(&Instance),
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(ns) = self.find(namespace) else {
+            return Ok(None);
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut earliest: Option<u64> = None;
+        for shard in ns.shards.iter() {
+            let shard = lock(shard);
+            let mut visit_entries = |entries: &HashMap<Arc<str>, Entry>| {
+                for entry in entries.values().filter(|e| e.live(now)) {
+                    if let Some(d) = entry.deadline {
+                        earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                    }
+                    visit(&entry.instance);
+                }
+            };
+            match service {
+                Some(name) => {
+                    if let Some(entries) = shard.services.get(name) {
+                        visit_entries(entries);
+                    }
+                }
+                None => shard.services.values().for_each(&mut visit_entries),
+            }
+        }
+        Ok(earliest)
+    }
+
+    fn services(&self, namespace: &str) -> Result<Vec<Arc<str>>, StoreError> {
+        let Some(ns) = self.find(namespace) else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut names: Vec<Arc<str>> = Vec::new();
+        for shard in ns.shards.iter() {
+            let shard = lock(shard);
+            for (name, entries) in &shard.services {
+                if entries.values().any(|e| e.live(now)) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn subscribe(&self, listener: Listener) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::instance::{Endpoint, EndpointType, LimitError};
+
+    /// A clock the test moves by hand.
+    #[derive(Default)]
+    struct ManualClock {
+        nanos: AtomicU64,
+    }
+
+    impl ManualClock {
+        fn advance(&self, by: Duration) {
+            self.nanos.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn monotonic_nanos(&self) -> u64 {
+            self.nanos.load(Ordering::SeqCst)
+        }
+        fn unix_nanos(&self) -> i128 {
+            1_700_000_000_000_000_000 + i128::from(self.nanos.load(Ordering::SeqCst))
+        }
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn store(capacity: Option<usize>) -> (Arc<MemoryStore>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::default());
+        let config = MemoryConfig {
+            ttl: TtlPolicy {
+                default: 30 * SECOND,
+                min: 10 * SECOND,
+                max: 600 * SECOND,
+            },
+            capacity,
+        };
+        (Arc::new(MemoryStore::new(config, clock.clone())), clock)
+    }
+
+    fn instance(id: &str, service: &str, status: &str, ttl_secs: u64) -> Instance {
+        Instance {
+            id: id.into(),
+            service_name: service.into(),
+            endpoint: Endpoint {
+                kind: EndpointType::Tcp,
+                value: format!("{id}:80"),
+            },
+            status: status.into(),
+            ttl: Duration::from_secs(ttl_secs),
+            metadata: None,
+            tags: Vec::new(),
+            registered_unix_nanos: 0,
+            last_heartbeat_unix_nanos: 0,
+        }
+    }
+
+    fn ids(store: &MemoryStore, ns: &str, service: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        store
+            .for_each(ns, service, &mut |i| out.push(i.id.to_string()))
+            .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn expiry_is_exact_at_the_deadline() {
+        let (store, clock) = store(None);
+        let stored = store.register("ns", instance("a", "s", "UP", 10)).unwrap();
+        assert_eq!(stored.ttl, 10 * SECOND);
+        clock.advance(10 * SECOND);
+        assert_eq!(ids(&store, "ns", None), ["a"], "alive at exactly the deadline");
+        clock.advance(Duration::from_nanos(1));
+        assert!(ids(&store, "ns", None).is_empty(), "gone one nanosecond later");
+        assert_eq!(store.heartbeat("ns", "a"), Err(StoreError::NotFound));
+        assert_eq!(store.deregister("ns", "a"), Err(StoreError::NotFound));
+        assert!(store.services("ns").unwrap().is_empty());
+    }
+
+    #[test]
+    fn heartbeats_move_the_deadline() {
+        let (store, clock) = store(None);
+        store.register("ns", instance("a", "s", "UP", 10)).unwrap();
+        for _ in 0..5 {
+            clock.advance(9 * SECOND);
+            store.heartbeat("ns", "a").unwrap();
+        }
+        assert_eq!(ids(&store, "ns", Some("s")), ["a"]);
+    }
+
+    #[test]
+    fn out_of_service_never_expires() {
+        let (store, clock) = store(None);
+        store
+            .register("ns", instance("oos", "s", "OUT_OF_SERVICE", 10))
+            .unwrap();
+        store.register("ns", instance("st", "s", "STARTING", 10)).unwrap();
+        clock.advance(3600 * SECOND);
+        store.expire_due();
+        assert_eq!(ids(&store, "ns", Some("s")), ["oos"]);
+    }
+
+    #[test]
+    fn reaper_emits_events_and_drops_empty_namespaces() {
+        let (store, clock) = store(None);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        store.subscribe(Box::new(move |c| lock(&sink).push((c.id.to_string(), c.kind))));
+        store.register("ns", instance("a", "s", "UP", 10)).unwrap();
+        clock.advance(11 * SECOND);
+        store.expire_due();
+        assert_eq!(
+            *lock(&seen),
+            [
+                ("a".to_string(), ChangeKind::Registered),
+                ("a".to_string(), ChangeKind::Expired)
+            ]
+        );
+        assert!(store.namespaces.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn capacity_counts_new_ids_only() {
+        let (store, clock) = store(Some(2));
+        store.register("ns", instance("a", "s", "UP", 10)).unwrap();
+        store.register("ns", instance("b", "s", "UP", 10)).unwrap();
+        assert_eq!(
+            store.register("ns", instance("c", "s", "UP", 10)).unwrap_err(),
+            StoreError::CapacityExceeded
+        );
+        store.register("ns", instance("b", "s", "UP", 10)).unwrap();
+        store.register("other", instance("c", "s", "UP", 10)).unwrap();
+        store.deregister("ns", "a").unwrap();
+        store.register("ns", instance("c", "s", "UP", 10)).unwrap();
+        // An expired instance frees its slot at once, before the reaper runs.
+        clock.advance(11 * SECOND);
+        store.register("ns", instance("d", "s", "UP", 10)).unwrap();
+    }
+
+    #[test]
+    fn reads_of_unknown_namespaces_create_nothing() {
+        let (store, _) = store(None);
+        assert!(ids(&store, "nobody", None).is_empty());
+        assert!(store.services("nobody").unwrap().is_empty());
+        assert_eq!(store.heartbeat("nobody", "x"), Err(StoreError::NotFound));
+        assert!(store.namespaces.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn re_registration_replaces_everything() {
+        let (store, _) = store(None);
+        store.register("ns", instance("a", "s1", "UP", 10)).unwrap();
+        store.register("ns", instance("a", "s2", "STARTING", 20)).unwrap();
+        assert!(ids(&store, "ns", Some("s1")).is_empty());
+        let mut seen = Vec::new();
+        store
+            .for_each("ns", Some("s2"), &mut |i| seen.push((i.status.clone(), i.ttl)))
+            .unwrap();
+        assert_eq!(seen, [("STARTING".to_string(), 20 * SECOND)]);
+        assert_eq!(store.services("ns").unwrap(), [Arc::<str>::from("s2")]);
+    }
+
+    #[test]
+    fn limits_are_checked_in_order() {
+        let (store, _) = store(None);
+        let mut long = instance("a", &"s".repeat(65), "UP", 10);
+        long.endpoint.value = "v".repeat(129);
+        assert_eq!(
+            store.register("ns", long).unwrap_err(),
+            StoreError::Limit(LimitError::ServiceNameTooLong)
+        );
+        let mut long_status = instance("a", "s", &"S".repeat(33), 10);
+        long_status.metadata = Some(serde_json::value::RawValue::from_string(format!("\"{}\"", "m".repeat(1023))).unwrap());
+        assert_eq!(
+            store.register("ns", long_status).unwrap_err(),
+            StoreError::Limit(LimitError::StatusTooLong)
+        );
+    }
+
+    #[test]
+    fn concurrent_heartbeats_and_expiry_keep_live_instances() {
+        let (store, clock) = store(None);
+        for i in 0..200 {
+            store
+                .register("ns", instance(&format!("i{i}"), "s", "UP", 10))
+                .unwrap();
+        }
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for round in 0..50 {
+                        for i in (t..200).step_by(4) {
+                            // Even ids are kept alive; odd ones are left to expire.
+                            if i % 2 == 0 {
+                                store.heartbeat("ns", &format!("i{i}")).unwrap();
+                            }
+                        }
+                        if round % 10 == 0 {
+                            store.expire_due();
+                        }
+                    }
+                })
+            })
+            .collect();
+        clock.advance(5 * SECOND);
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Every even instance was renewed at or after +5s; the odd ones were not.
+        for i in (0..200).step_by(2) {
+            store.heartbeat("ns", &format!("i{i}")).unwrap();
+        }
+        clock.advance(6 * SECOND);
+        store.expire_due();
+        let live = ids(&store, "ns", None);
+        assert_eq!(live.len(), 100);
+        assert!(live.iter().all(|id| id[1..].parse::<u32>().unwrap() % 2 == 0));
+    }
+}

@@ -1,0 +1,112 @@
+//! The storage interface every backend implements, its errors, its change events and its clock.
+
+use super::instance::{Instance, LimitError};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Why a store operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// No live instance with that id in the namespace (unknown, deregistered or expired).
+    NotFound,
+    /// The instance breaks a length limit.
+    Limit(LimitError),
+    /// A new id would take the namespace over its capacity.
+    CapacityExceeded,
+}
+
+/// What changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// A new id was registered (or an expired one registered again).
+    Registered,
+    /// An existing id was registered again; all of its data was replaced.
+    Replaced,
+    Deregistered,
+    Expired,
+}
+
+/// One change, as every consumer (caches, later deltas and replication) sees it.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub namespace: Arc<str>,
+    pub service: Arc<str>,
+    pub id: Arc<str>,
+    pub kind: ChangeKind,
+    /// Grows with every change of the store; never goes back while the process runs.
+    pub version: u64,
+}
+
+/// A consumer of changes. It runs on the thread that made the change, after the store's locks
+/// are released, so it must be quick and must not call back into the store's write paths.
+pub type Listener = Box<dyn Fn(&Change) + Send + Sync>;
+
+/// Time as the store sees it: a monotonic clock for deadlines, a wall clock for timestamps that
+/// are shown to clients. Tests inject a manual clock.
+pub trait Clock: Send + Sync {
+    /// Nanoseconds on a monotonic clock.
+    fn monotonic_nanos(&self) -> u64;
+    /// Nanoseconds since the unix epoch.
+    fn unix_nanos(&self) -> i128;
+}
+
+/// The real clocks.
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    fn monotonic_nanos(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    fn unix_nanos(&self) -> i128 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128)
+    }
+}
+
+/// A namespace-partitioned instance store.
+///
+/// Every operation names its namespace; namespaces share nothing. An instance whose TTL has run
+/// out is invisible to every operation from that moment, whether or not it was removed yet.
+pub trait Store: Send + Sync {
+    /// Stores `instance` under its id, replacing any instance with that id; the TTL is clamped by
+    /// the store's policy and the heartbeat set to now. Returns the stored TTL.
+    /// Fails on a length limit or, for a new id, when the namespace is full.
+    fn register(&self, namespace: &str, instance: Instance) -> Result<Instance, StoreError>;
+
+    /// Renews the instance's lease. Fails with `NotFound` for an unknown or expired id.
+    fn heartbeat(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Removes the instance. Fails with `NotFound` for an unknown or expired id.
+    fn deregister(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Calls `visit` for every live instance of the namespace, or of one service when `service`
+    /// is given, and returns the earliest deadline (monotonic nanoseconds) among the visited
+    /// instances that can expire, so a caller caching what it built knows when it goes stale.
+    fn for_each(
+        &self,
+        namespace: &str,
+        service: Option<&str>,
+        visit: &mut dyn FnMut(&Instance),
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Names of services with at least one live instance.
+    fn services(&self, namespace: &str) -> Result<Vec<Arc<str>>, StoreError>;
+
+    /// Adds a change listener.
+    fn subscribe(&self, listener: Listener);
+
+    /// The store's clock.
+    fn clock(&self) -> &dyn Clock;
+}
