@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds a fully static a8registry.
+#
+# Prefers the x86_64-unknown-linux-musl target (asking rustup for it when rustup exists); falls back
+# to a static glibc build (crt-static on x86_64-unknown-linux-gnu) when the musl standard library
+# cannot be had. Checks that the result has no interpreter and no dynamic section, then prints the
+# target, the path and the size. Exits non-zero if the binary is not static.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+MUSL=x86_64-unknown-linux-musl
+GNU=x86_64-unknown-linux-gnu
+
+musl_std_installed() {
+  local dir
+  dir=$(rustc --print target-libdir --target "$MUSL" 2>/dev/null) || return 1
+  compgen -G "$dir/libstd-*.rlib" >/dev/null
+}
+
+if ! musl_std_installed && command -v rustup >/dev/null 2>&1; then
+  rustup target add "$MUSL" >/dev/null 2>&1 || true
+fi
+
+# Crates that compile C for the target need a C compiler for it.
+if [ -z "${CC_x86_64_unknown_linux_musl:-}" ]; then
+  if command -v musl-gcc >/dev/null 2>&1; then
+    export CC_x86_64_unknown_linux_musl=musl-gcc
+  elif command -v cc >/dev/null 2>&1; then
+    export CC_x86_64_unknown_linux_musl=cc
+  fi
+fi
+
+if musl_std_installed; then
+  target=$MUSL
+  cargo build --release --bin a8registry --target "$target"
+else
+  target=$GNU
+  echo "musl-build.sh: the $MUSL standard library is not available; building a static glibc binary" >&2
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --release --bin a8registry --target "$target"
+fi
+
+binary="target/$target/release/a8registry"
+if ! [ -x "$binary" ]; then
+  echo "musl-build.sh: $binary was not built" >&2
+  exit 1
+fi
+# A static executable has neither a program interpreter nor a dynamic section.
+if command -v readelf >/dev/null 2>&1; then
+  if readelf -l "$binary" | grep -q 'Requesting program interpreter'; then
+    echo "musl-build.sh: $binary has a program interpreter: not static" >&2
+    exit 1
+  fi
+  if readelf -d "$binary" 2>/dev/null | grep -q '(NEEDED)'; then
+    echo "musl-build.sh: $binary needs shared libraries: not static" >&2
+    exit 1
+  fi
+fi
+if command -v ldd >/dev/null 2>&1; then
+  if ldd "$binary" 2>&1 | grep -qv -e 'not a dynamic executable' -e 'statically linked'; then
+    echo "musl-build.sh: ldd lists libraries for $binary: not static" >&2
+    ldd "$binary" >&2 || true
+    exit 1
+  fi
+fi
+size=$(stat -c %s "$binary")
+echo "target: $target"
+echo "binary: $binary"
+echo "size: $size bytes"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when it is missing, builds the release
+# binary, and runs every test (unit tests beside the code and the black-box suite in
+# static-tests/, which starts the built binary on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "run.sh: cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+
+# The suite opens a thousand concurrent connections; give it descriptors to spare.
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+cargo build --release --bin a8registry
+export A8REGISTRY_BIN="$PWD/target/release/a8registry"
+cargo test --release --workspace

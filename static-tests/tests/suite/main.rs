@@ -1,0 +1,6 @@
+//! The black-box suite: one module per capability, each starting real `a8registry` processes.
+
+mod amalgam8;
+mod expiry;
+mod framing;
+mod process;

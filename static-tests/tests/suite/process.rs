@@ -1,0 +1,222 @@
+//! The process as an operator sees it: configuration errors, `--help`, `--version`, logging,
+//! graceful shutdown (spec 6.1, 6.2; cases 7.9).
+
+use a8registry_static_tests::*;
+use std::io::Write;
+use std::time::Duration;
+
+#[track_caller]
+fn assert_config_error(env: &[(&str, &str)], args: &[&str], names: &[&str]) {
+    let (code, _, stderr) = run_to_exit(args, env);
+    assert_eq!(code, Some(2), "{env:?} {args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    for name in names {
+        assert!(stderr.contains(name), "{env:?} {args:?}: {stderr:?} lacks {name}");
+    }
+}
+
+#[test]
+fn configuration_errors_exit_2_naming_the_option() {
+    assert_config_error(&[("A8_AUTH_MODE", "foo")], &[], &["--auth_mode", "A8_AUTH_MODE"]);
+    assert_config_error(&[("A8_AUTH_MODE", "")], &[], &["--auth_mode", "A8_AUTH_MODE"]);
+    assert_config_error(&[("A8_AUTH_MODE", "jwt")], &[], &["--jwt_secret", "A8_JWT_SECRET"]);
+    assert_config_error(&[("A8_LOG_LEVEL", "INFO")], &[], &["--log_level", "A8_LOG_LEVEL"]);
+    assert_config_error(&[("A8_LOG_FORMAT", "xml")], &[], &["--log_format", "A8_LOG_FORMAT"]);
+    assert_config_error(&[("A8_DEFAULT_TTL", "30")], &[], &["--default_ttl", "A8_DEFAULT_TTL"]);
+    assert_config_error(&[("A8_REQUIRE_HTTPS", "yes")], &[], &["--require_https", "A8_REQUIRE_HTTPS"]);
+    assert_config_error(&[("A8_API_PORT", "abc")], &[], &["--api_port", "A8_API_PORT"]);
+    assert_config_error(&[], &["--api_port", "70000"], &["--api_port", "A8_API_PORT"]);
+    assert_config_error(&[("A8_STORE", "redis")], &[], &["--store_address", "A8_STORE_ADDRESS"]);
+    assert_config_error(&[("A8_STORE", "bogus")], &[], &["--store", "A8_STORE"]);
+    assert_config_error(
+        &[("A8_MIN_TTL", "60s"), ("A8_MAX_TTL", "30s")],
+        &[],
+        &["--min_ttl", "A8_MIN_TTL", "--max_ttl"],
+    );
+    assert_config_error(&[], &["--default_ttl", "5s"], &["--default_ttl", "A8_DEFAULT_TTL"]);
+    assert_config_error(&[], &["--workers", "0"], &["--workers", "A8_WORKERS"]);
+    assert_config_error(&[], &["--max_body_size", "0"], &["--max_body_size", "A8_MAX_BODY_SIZE"]);
+    assert_config_error(&[], &["--idle_timeout", "0"], &["--idle_timeout", "A8_IDLE_TIMEOUT"]);
+    assert_config_error(&[], &["--api_bind", "localhost"], &["--api_bind", "A8_API_BIND"]);
+    assert_config_error(&[], &["--no_such_flag"], &["--no_such_flag"]);
+}
+
+#[test]
+fn capabilities_not_built_yet_are_refused_not_ignored() {
+    for (env, flag) in [
+        (("A8_REPLICATION", "true"), "--replication"),
+        (("A8_K8S_URL", "http://127.0.0.1:1"), "--k8s_url"),
+        (("A8_EUREKA_URL", "http://127.0.0.1:1/eureka/v2"), "--eureka_url"),
+        (("A8_FS_CATALOG", "/nonexistent"), "--fs_catalog"),
+    ] {
+        let (code, _, stderr) = run_to_exit(&[], &[env]);
+        assert_eq!(code, Some(2), "{env:?}");
+        assert!(stderr.contains(flag) && stderr.contains("not available yet"), "{stderr}");
+    }
+}
+
+#[test]
+fn negative_capacity_means_unlimited() {
+    let server = Server::start_with_env(&[], &[("A8_NAMESPACE_CAPACITY", "-5")]);
+    for i in 0..5 {
+        let r = server.post_json("/api/v1/instances", &registration("cap", &format!("h:{i}"), ""));
+        assert_eq!(r.status, 201);
+    }
+}
+
+#[test]
+fn flags_win_over_environment() {
+    let server = Server::start_with_env(&["--default_ttl", "45s"], &[("A8_DEFAULT_TTL", "20s")]);
+    let r = server.post_json("/api/v1/instances", &registration("ttl", "h:1", ""));
+    assert_eq!(r.json()["ttl"], 45);
+    let server = Server::start_with_env(&[], &[("A8_DEFAULT_TTL", "20s")]);
+    let r = server.post_json("/api/v1/instances", &registration("ttl", "h:1", ""));
+    assert_eq!(r.json()["ttl"], 20);
+}
+
+/// The option names listed by `--help`.
+fn help_options() -> Vec<String> {
+    let (code, stdout, _) = run_to_exit(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .filter(|name| name != "help" && name != "version")
+        .collect()
+}
+
+#[test]
+fn help_lists_every_option_with_env_and_default() {
+    let (_, stdout, _) = run_to_exit(&["--help"], &[]);
+    let options = help_options();
+    for expected in [
+        "api_bind", "api_port", "workers", "max_body_size", "idle_timeout", "log_level",
+        "log_format", "auth_mode", "jwt_secret", "require_https", "namespace_capacity",
+        "default_ttl", "min_ttl", "max_ttl", "store", "store_address", "store_password",
+        "replication", "replication_port", "sync_timeout", "cluster_dir", "cluster_size",
+        "k8s_url", "k8s_token", "eureka_url", "fs_catalog",
+    ] {
+        assert!(options.iter().any(|o| o == expected), "--help lacks --{expected}");
+        let env = format!("env A8_{}, default", expected.to_uppercase());
+        assert!(stdout.contains(&env), "--help lacks {env}");
+    }
+    let (code, version, _) = run_to_exit(&["--version"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(version.starts_with("a8registry "));
+}
+
+#[test]
+fn readme_configuration_table_matches_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let in_readme: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `--"))
+        .map(|l| l.split('`').next().unwrap().to_string())
+        .collect();
+    let in_help = help_options();
+    assert_eq!(in_readme, in_help, "README table rows vs --help, in order");
+    // Each row names the env twin and the default that --help gives.
+    let (_, help, _) = run_to_exit(&["--help"], &[]);
+    for name in &in_help {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `--{name}`")))
+            .unwrap();
+        let env = format!("`A8_{}`", name.to_uppercase());
+        assert!(row.contains(&env), "README row of --{name} lacks {env}");
+        let default = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(&format!("--{name} ")))
+            .nth(1)
+            .and_then(|l| l.split("default ").nth(1))
+            .and_then(|l| l.split(": ").next())
+            .unwrap();
+        assert!(row.contains(&format!("`{default}`")), "README row of --{name} lacks default `{default}`");
+    }
+}
+
+#[test]
+fn logs_in_every_format_with_access_lines_at_debug() {
+    for format in ["text", "json", "logstash"] {
+        let server = Server::start(&["--log_format", format, "--log_level", "debug"]);
+        server.get("/api/v1/services");
+        std::thread::sleep(Duration::from_millis(200));
+        let lines = server.stderr();
+        let startup = &lines[0];
+        let access = lines
+            .iter()
+            .find(|l| l.contains("/api/v1/services"))
+            .unwrap_or_else(|| panic!("no access line in {lines:?}"));
+        match format {
+            "text" => {
+                assert!(startup.contains("level=info") && startup.contains("listening"));
+                assert!(access.contains("level=debug") && access.contains("status=\"200\""));
+                assert!(access.contains("namespace=\"default\""), "{access}");
+            }
+            _ => {
+                let startup: serde_json::Value = serde_json::from_str(startup).unwrap();
+                let access: serde_json::Value = serde_json::from_str(access).unwrap();
+                let (message, time) = if format == "json" {
+                    ("msg", "time")
+                } else {
+                    assert_eq!(startup["@version"], "1");
+                    ("message", "@timestamp")
+                };
+                assert_eq!(startup[message], "listening");
+                assert!(startup[time].is_string());
+                assert!(startup["config"].as_str().unwrap().contains("api_port=0"));
+                assert_eq!(access["level"], "debug");
+                assert_eq!(access["method"], "GET");
+                assert_eq!(access["status"], "200");
+                assert!(access["micros"].is_string());
+            }
+        }
+    }
+    // At the default level there are no access lines.
+    let quiet = Server::start(&[]);
+    quiet.get("/api/v1/services");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!quiet.stderr().iter().any(|l| l.contains("/api/v1/services")));
+}
+
+#[test]
+fn sigterm_finishes_requests_in_flight_then_exits_0() {
+    let mut server = Server::start(&[]);
+    let body = registration("drain", "h:1", "");
+    let mut in_flight = server.connect();
+    // Half a request: the server has started reading it when the signal comes.
+    let head = format!(
+        "POST /api/v1/instances HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    in_flight.write_all(head.as_bytes()).unwrap();
+    in_flight.write_all(&body.as_bytes()[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    server.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    in_flight.write_all(&body.as_bytes()[5..]).unwrap();
+    let response = read_response(&mut in_flight, false).unwrap();
+    assert_eq!(response.status, 201);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(server.wait_exit(Duration::from_secs(6)), Some(0));
+    assert!(std::net::TcpStream::connect(server.address).is_err(), "no longer listening");
+}
+
+#[test]
+fn sigint_with_idle_connections_exits_0_at_once() {
+    let mut server = Server::start(&[]);
+    let _idle: Vec<_> = (0..10).map(|_| server.connect()).collect();
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait_exit(Duration::from_secs(6)), Some(0));
+}
+
+#[test]
+fn a_port_in_use_is_a_startup_failure() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port().to_string();
+    let (code, _, stderr) = run_to_exit(&["--api_bind", "127.0.0.1", "--api_port", &port], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+}
