@@ -203,7 +203,11 @@ pub fn help_text() -> String {
          Options (flag > environment variable > default):\n",
     );
     for o in OPTIONS {
-        let default = if o.default.is_empty() { "(empty)" } else { o.default };
+        let default = if o.default.is_empty() {
+            "(empty)"
+        } else {
+            o.default
+        };
         out.push_str(&format!(
             "  --{} {}\n      env {}, default {}: {}\n",
             o.name,
@@ -229,7 +233,9 @@ fn normalise_args(args: Vec<OsString>) -> Vec<OsString> {
             }
             if let Some(flag) = text.strip_prefix("--") {
                 if !flag.contains('=')
-                    && OPTIONS.iter().any(|o| o.name == flag && o.kind == Kind::Bool)
+                    && OPTIONS
+                        .iter()
+                        .any(|o| o.name == flag && o.kind == Kind::Bool)
                 {
                     text.push_str("=true");
                 }
@@ -288,7 +294,11 @@ fn parse_token(mut pargs: pico_args::Arguments) -> Result<Command, ConfigError> 
         None => None,
         Some(v) => match parse_duration(&v) {
             Ok(d) if d > Duration::ZERO => Some(d),
-            Ok(_) => return Err(ConfigError(format!("token: invalid --ttl {v:?}: must be > 0"))),
+            Ok(_) => {
+                return Err(ConfigError(format!(
+                    "token: invalid --ttl {v:?}: must be > 0"
+                )))
+            }
             Err(why) => return Err(ConfigError(format!("token: invalid --ttl {v:?}: {why}"))),
         },
     };
@@ -760,10 +770,20 @@ mod tests {
     #[test]
     fn boolean_flag_alone_means_true() {
         assert!(parse_with(&["--require_https"], &[]).unwrap().require_https);
-        assert!(!parse_with(&["--require_https=false"], &[]).unwrap().require_https);
-        assert!(!parse_with(&[], &[("A8_REQUIRE_HTTPS", "")]).unwrap().require_https);
+        assert!(
+            !parse_with(&["--require_https=false"], &[])
+                .unwrap()
+                .require_https
+        );
+        assert!(
+            !parse_with(&[], &[("A8_REQUIRE_HTTPS", "")])
+                .unwrap()
+                .require_https
+        );
         let err = parse_with(&[], &[("A8_REQUIRE_HTTPS", "yes")]).unwrap_err();
-        assert!(err.to_string().contains("--require_https (A8_REQUIRE_HTTPS)"));
+        assert!(err
+            .to_string()
+            .contains("--require_https (A8_REQUIRE_HTTPS)"));
     }
 
     #[test]
@@ -778,9 +798,15 @@ mod tests {
             vec![AuthMode::Jwt, AuthMode::Trusted, AuthMode::Trusted]
         );
         let err = parse_with(&[], &[("A8_AUTH_MODE", "")]).unwrap_err();
-        assert!(err.to_string().contains("--auth_mode (A8_AUTH_MODE)"), "{err}");
+        assert!(
+            err.to_string().contains("--auth_mode (A8_AUTH_MODE)"),
+            "{err}"
+        );
         let err = parse_with(&[], &[("A8_AUTH_MODE", "jwt")]).unwrap_err();
-        assert!(err.to_string().contains("--jwt_secret (A8_JWT_SECRET)"), "{err}");
+        assert!(
+            err.to_string().contains("--jwt_secret (A8_JWT_SECRET)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -788,7 +814,10 @@ mod tests {
         let err = parse_with(&[], &[("A8_MIN_TTL", "60s"), ("A8_MAX_TTL", "30s")]).unwrap_err();
         assert!(err.to_string().contains("--min_ttl"), "{err}");
         let err = parse_with(&["--default_ttl", "5s"], &[]).unwrap_err();
-        assert!(err.to_string().contains("--default_ttl (A8_DEFAULT_TTL)"), "{err}");
+        assert!(
+            err.to_string().contains("--default_ttl (A8_DEFAULT_TTL)"),
+            "{err}"
+        );
         let err = parse_with(&[], &[("A8_DEFAULT_TTL", "30")]).unwrap_err();
         assert!(err.to_string().contains("needs a unit"), "{err}");
     }
@@ -803,8 +832,14 @@ mod tests {
             (("A8_STORE", "bogus"), "--store (A8_STORE)"),
             (("A8_STORE", "redis"), "--store_address (A8_STORE_ADDRESS)"),
             (("A8_WORKERS", "0"), "--workers (A8_WORKERS)"),
-            (("A8_MAX_BODY_SIZE", "0"), "--max_body_size (A8_MAX_BODY_SIZE)"),
-            (("A8_IDLE_TIMEOUT", "0s"), "--idle_timeout (A8_IDLE_TIMEOUT)"),
+            (
+                ("A8_MAX_BODY_SIZE", "0"),
+                "--max_body_size (A8_MAX_BODY_SIZE)",
+            ),
+            (
+                ("A8_IDLE_TIMEOUT", "0s"),
+                "--idle_timeout (A8_IDLE_TIMEOUT)",
+            ),
             (("A8_API_BIND", "localhost"), "--api_bind (A8_API_BIND)"),
         ] {
             let err = parse_with(&[], &[env]).unwrap_err().to_string();

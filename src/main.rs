@@ -137,11 +137,7 @@ fn serve(config: Config) -> ExitCode {
         );
     }));
     let authenticator = auth::Authenticator::new(config.auth_modes.clone(), &config.jwt_secret);
-    let api = Arc::new(api::Api::new(
-        store,
-        authenticator,
-        config.require_https,
-    ));
+    let api = Arc::new(api::Api::new(store, authenticator, config.require_https));
 
     let listener = match may::net::TcpListener::bind((config.api_bind, config.api_port)) {
         Ok(listener) => listener,
@@ -205,7 +201,11 @@ fn describe(config: &Config) -> String {
         config.idle_timeout,
         config.log_level.name(),
         config.auth_modes,
-        if config.jwt_secret.is_empty() { "(unset)" } else { "(set)" },
+        if config.jwt_secret.is_empty() {
+            "(unset)"
+        } else {
+            "(set)"
+        },
         config.require_https,
         config
             .namespace_capacity
@@ -214,14 +214,22 @@ fn describe(config: &Config) -> String {
         config.min_ttl,
         config.max_ttl,
         config.store_address,
-        if config.store_password.is_empty() { "(unset)" } else { "(set)" },
+        if config.store_password.is_empty() {
+            "(unset)"
+        } else {
+            "(set)"
+        },
         config.replication,
         config.replication_port,
         config.sync_timeout,
         config.cluster_dir,
         config.cluster_size,
         config.k8s_url,
-        if config.k8s_token.is_empty() { "(unset)" } else { "(set)" },
+        if config.k8s_token.is_empty() {
+            "(unset)"
+        } else {
+            "(set)"
+        },
         config.eureka_urls,
         config.fs_catalog,
     )

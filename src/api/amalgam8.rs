@@ -315,10 +315,12 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
             Some(projection)
         }
     };
-    if query
-        .iter()
-        .any(|(name, _)| !matches!(name.as_str(), "fields" | "id" | "service_name" | "status" | "tags"))
-    {
+    if query.iter().any(|(name, _)| {
+        !matches!(
+            name.as_str(),
+            "fields" | "id" | "service_name" | "status" | "tags"
+        )
+    }) {
         return Response::error(400, FILTER_SELECTION_CRITERIA);
     }
     let id = first_value(&query, "id");
@@ -349,7 +351,10 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
             return false;
         }
         if let Some(tags) = &tags {
-            if !tags.iter().all(|t| instance.tags.iter().any(|have| have == t)) {
+            if !tags
+                .iter()
+                .all(|t| instance.tags.iter().any(|have| have == t))
+            {
                 return false;
             }
         }
@@ -362,15 +367,17 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
     };
     let mut body = b"{\"instances\":[".to_vec();
     let mut count = 0usize;
-    let result = api.store.for_each(&ctx.namespace, service, &mut |instance| {
-        if selected(instance) {
-            if count > 0 {
-                body.push(b',');
+    let result = api
+        .store
+        .for_each(&ctx.namespace, service, &mut |instance| {
+            if selected(instance) {
+                if count > 0 {
+                    body.push(b',');
+                }
+                count += 1;
+                write_instance(&mut body, instance, projection);
             }
-            count += 1;
-            write_instance(&mut body, instance, projection);
-        }
-    });
+        });
     if result.is_err() {
         return Response::error(500, INSTANCE_ENUMERATION);
     }

@@ -116,13 +116,42 @@ mod tests {
     fn bodies_expire_by_age_deadline_and_events() {
         let cache = ResponseCache::default();
         let body: Arc<[u8]> = Arc::from(&b"x"[..]);
-        cache.put("ns", "s", View::Service, cache.epoch(), body.clone(), 0, Some(500));
+        cache.put(
+            "ns",
+            "s",
+            View::Service,
+            cache.epoch(),
+            body.clone(),
+            0,
+            Some(500),
+        );
         assert!(cache.get("ns", "s", View::Service, 100).is_some());
         assert!(cache.get("ns", "s", View::Instances, 100).is_none());
-        assert!(cache.get("ns", "s", View::Service, 501).is_none(), "past a deadline");
-        cache.put("ns", "s", View::Service, cache.epoch(), body.clone(), 0, None);
-        assert!(cache.get("ns", "s", View::Service, MAX_AGE.as_nanos() as u64).is_none());
-        cache.put("ns", "s", View::Service, cache.epoch(), body.clone(), 0, None);
+        assert!(
+            cache.get("ns", "s", View::Service, 501).is_none(),
+            "past a deadline"
+        );
+        cache.put(
+            "ns",
+            "s",
+            View::Service,
+            cache.epoch(),
+            body.clone(),
+            0,
+            None,
+        );
+        assert!(cache
+            .get("ns", "s", View::Service, MAX_AGE.as_nanos() as u64)
+            .is_none());
+        cache.put(
+            "ns",
+            "s",
+            View::Service,
+            cache.epoch(),
+            body.clone(),
+            0,
+            None,
+        );
         cache.on_change(&change("other"));
         assert!(cache.get("ns", "s", View::Service, 1).is_some());
         cache.on_change(&change("s"));
@@ -134,7 +163,15 @@ mod tests {
         let cache = ResponseCache::default();
         let epoch = cache.epoch();
         cache.on_change(&change("s"));
-        cache.put("ns", "s", View::Service, epoch, Arc::from(&b"old"[..]), 0, None);
+        cache.put(
+            "ns",
+            "s",
+            View::Service,
+            epoch,
+            Arc::from(&b"old"[..]),
+            0,
+            None,
+        );
         assert!(cache.get("ns", "s", View::Service, 1).is_none());
     }
 }

@@ -37,10 +37,10 @@ pub fn registration_error(error: &StoreError) -> Response {
         StoreError::Limit(limit) => Response::error(
             400,
             match limit {
-                LimitError::ServiceNameTooLong => SERVICE_NAME_TOO_LONG,
-                LimitError::EndpointValueTooLong => ENDPOINT_TOO_LONG,
-                LimitError::StatusTooLong => STATUS_TOO_LONG,
-                LimitError::MetadataTooLong => METADATA_TOO_LONG,
+                LimitError::ServiceName => SERVICE_NAME_TOO_LONG,
+                LimitError::EndpointValue => ENDPOINT_TOO_LONG,
+                LimitError::Status => STATUS_TOO_LONG,
+                LimitError::Metadata => METADATA_TOO_LONG,
             },
         ),
         StoreError::CapacityExceeded => Response::error(403, REGISTRATION_FAILURE),

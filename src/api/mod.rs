@@ -45,9 +45,17 @@ fn routes() -> Router<Route> {
     router.add(Method::Post, "/api/v1/instances", Route::Register);
     router.add(Method::Get, "/api/v1/instances", Route::ListInstances);
     router.add(Method::Delete, "/api/v1/instances/{id}", Route::Deregister);
-    router.add(Method::Put, "/api/v1/instances/{id}/heartbeat", Route::Heartbeat);
+    router.add(
+        Method::Put,
+        "/api/v1/instances/{id}/heartbeat",
+        Route::Heartbeat,
+    );
     router.add(Method::Get, "/api/v1/services", Route::ListServices);
-    router.add(Method::Get, "/api/v1/services/{name}", Route::ServiceInstances);
+    router.add(
+        Method::Get,
+        "/api/v1/services/{name}",
+        Route::ServiceInstances,
+    );
     router
 }
 

@@ -101,7 +101,11 @@ mod tests {
         assert_eq!(extract_token(None, "p"), Ok("p"));
         assert_eq!(extract_token(Some(""), "p"), Ok("p"));
         for bad in ["BEARER x", "Token x", "Bearer", "Basic xyz"] {
-            assert_eq!(extract_token(Some(bad), ""), Err(AuthError::MalformedHeader), "{bad}");
+            assert_eq!(
+                extract_token(Some(bad), ""),
+                Err(AuthError::MalformedHeader),
+                "{bad}"
+            );
         }
     }
 
@@ -125,15 +129,24 @@ mod tests {
         let jwt_trusted = Authenticator::new(vec![AuthMode::Jwt, AuthMode::Trusted], secret);
         assert_eq!(jwt_trusted.namespace("plainns", 100).unwrap(), "plainns");
         assert_eq!(jwt_trusted.namespace(&valid, 100).unwrap(), "ns1");
-        assert_eq!(jwt_trusted.namespace(&expired, 100), Err(AuthError::InvalidToken));
+        assert_eq!(
+            jwt_trusted.namespace(&expired, 100),
+            Err(AuthError::InvalidToken)
+        );
         assert_eq!(jwt_trusted.namespace("", 100), Err(AuthError::MissingToken));
         let huge = "a".repeat(jwt::MAX_TOKEN_BYTES + 1);
-        assert_eq!(jwt_trusted.namespace(&huge, 100), Err(AuthError::InvalidToken));
+        assert_eq!(
+            jwt_trusted.namespace(&huge, 100),
+            Err(AuthError::InvalidToken)
+        );
 
         let trusted_jwt = Authenticator::new(vec![AuthMode::Trusted, AuthMode::Jwt], secret);
         assert_eq!(trusted_jwt.namespace(&valid, 100).unwrap(), valid);
 
         let jwt_only = Authenticator::new(vec![AuthMode::Jwt], secret);
-        assert_eq!(jwt_only.namespace("garbage", 100), Err(AuthError::InvalidToken));
+        assert_eq!(
+            jwt_only.namespace("garbage", 100),
+            Err(AuthError::InvalidToken)
+        );
     }
 }

@@ -252,7 +252,10 @@ fn header_has_token(value: &str, token: &str) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
-fn parse_head(head: &[u8], max_body_bytes: usize) -> Result<(Box<Request>, BodyFraming), FramingError> {
+fn parse_head(
+    head: &[u8],
+    max_body_bytes: usize,
+) -> Result<(Box<Request>, BodyFraming), FramingError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut slots);
     match parsed.parse(head) {
@@ -493,12 +496,12 @@ mod tests {
         Ok(out)
     }
 
-    fn requests(input: &[u8], step: usize) -> Vec<Box<Request>> {
+    fn requests(input: &[u8], step: usize) -> Vec<Request> {
         decode_all(input, step)
             .unwrap()
             .into_iter()
             .filter_map(|d| match d {
-                Decoded::Request(r) => Some(r),
+                Decoded::Request(r) => Some(*r),
                 _ => None,
             })
             .collect()
@@ -546,14 +549,23 @@ mod tests {
             raw.extend_from_slice(&[b'x'; 0x200]);
             raw.extend_from_slice(b"\r\n");
         }
-        assert_eq!(decode_all(&raw, 64).unwrap_err(), FramingError::BodyTooLarge);
+        assert_eq!(
+            decode_all(&raw, 64).unwrap_err(),
+            FramingError::BodyTooLarge
+        );
     }
 
     #[test]
     fn declared_length_over_the_limit_is_413_before_the_body() {
         let raw = b"POST /a HTTP/1.1\r\nContent-Length: 1025\r\n\r\n";
-        assert_eq!(decode_all(raw, raw.len()).unwrap_err(), FramingError::BodyTooLarge);
-        let ok = format!("POST /a HTTP/1.1\r\nContent-Length: 1024\r\n\r\n{}", "x".repeat(1024));
+        assert_eq!(
+            decode_all(raw, raw.len()).unwrap_err(),
+            FramingError::BodyTooLarge
+        );
+        let ok = format!(
+            "POST /a HTTP/1.1\r\nContent-Length: 1024\r\n\r\n{}",
+            "x".repeat(1024)
+        );
         assert_eq!(requests(ok.as_bytes(), 100)[0].body.len(), 1024);
     }
 
@@ -583,7 +595,10 @@ mod tests {
             b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
             b"GET  HTTP/1.1\r\n\r\n",
         ] {
-            assert_eq!(decode_all(raw, raw.len()).unwrap_err(), FramingError::Malformed);
+            assert_eq!(
+                decode_all(raw, raw.len()).unwrap_err(),
+                FramingError::Malformed
+            );
         }
     }
 
@@ -622,7 +637,10 @@ mod tests {
         );
         // A head that never ends is cut off once it passes the limit.
         let endless = vec![b'a'; MAX_HEAD_BYTES + 10];
-        assert_eq!(decode_all(&endless, 512).unwrap_err(), FramingError::HeadTooLarge);
+        assert_eq!(
+            decode_all(&endless, 512).unwrap_err(),
+            FramingError::HeadTooLarge
+        );
     }
 
     #[test]

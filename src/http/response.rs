@@ -212,7 +212,10 @@ mod tests {
     #[test]
     fn error_body_is_exact() {
         let r = Response::error(400, "Service name is required");
-        assert_eq!(r.body.as_bytes(), br#"{"Error":"Service name is required"}"#);
+        assert_eq!(
+            r.body.as_bytes(),
+            br#"{"Error":"Service name is required"}"#
+        );
         assert_eq!(r.content_type, JSON);
     }
 }

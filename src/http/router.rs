@@ -196,11 +196,20 @@ mod tests {
         let r = table();
         assert_eq!(r.route(Method::Get, "/"), Routed::Found(1, vec![]));
         assert_eq!(r.route(Method::Head, "/"), Routed::Found(1, vec![]));
-        assert_eq!(r.route(Method::Post, "/api/v1/instances"), Routed::Found(3, vec![]));
-        assert_eq!(r.route(Method::Put, "/api/v1/instances"), Routed::MethodNotAllowed);
+        assert_eq!(
+            r.route(Method::Post, "/api/v1/instances"),
+            Routed::Found(3, vec![])
+        );
+        assert_eq!(
+            r.route(Method::Put, "/api/v1/instances"),
+            Routed::MethodNotAllowed
+        );
         assert_eq!(r.route(Method::Other, "/"), Routed::MethodNotAllowed);
         assert_eq!(r.route(Method::Get, "/hello"), Routed::NotFound);
-        assert_eq!(r.route(Method::Get, "/api/v1/%69nstances"), Routed::NotFound);
+        assert_eq!(
+            r.route(Method::Get, "/api/v1/%69nstances"),
+            Routed::NotFound
+        );
         assert_eq!(r.route(Method::Get, "/api/v1/instances/"), Routed::NotFound);
         assert_eq!(r.route(Method::Get, "*"), Routed::NotFound);
     }
@@ -216,8 +225,14 @@ mod tests {
             r.route(Method::Put, "/api/v1/instances//heartbeat"),
             Routed::Found(5, vec![""])
         );
-        assert_eq!(r.route(Method::Delete, "/api/v1/instances/"), Routed::NotFound);
-        assert_eq!(r.route(Method::Head, "/api/v1/instances/x"), Routed::MethodNotAllowed);
+        assert_eq!(
+            r.route(Method::Delete, "/api/v1/instances/"),
+            Routed::NotFound
+        );
+        assert_eq!(
+            r.route(Method::Head, "/api/v1/instances/x"),
+            Routed::MethodNotAllowed
+        );
         assert_eq!(
             r.route(Method::Get, "/api/eureka//v2/apps/X"),
             Routed::Found(7, vec!["", "X"])

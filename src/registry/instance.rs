@@ -113,29 +113,29 @@ impl TtlPolicy {
     }
 }
 
-/// A length limit an instance broke (checked by the store, spec 3.4 step 9).
+/// The field whose byte-length limit an instance broke (checked by the store, spec 3.4 step 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LimitError {
-    ServiceNameTooLong,
-    EndpointValueTooLong,
-    StatusTooLong,
-    MetadataTooLong,
+    ServiceName,
+    EndpointValue,
+    Status,
+    Metadata,
 }
 
 impl Instance {
     /// Checks the byte-length limits in the store's order.
     pub fn check_limits(&self) -> Result<(), LimitError> {
         if self.service_name.len() > MAX_SERVICE_NAME_BYTES {
-            return Err(LimitError::ServiceNameTooLong);
+            return Err(LimitError::ServiceName);
         }
         if self.endpoint.value.len() > MAX_ENDPOINT_VALUE_BYTES {
-            return Err(LimitError::EndpointValueTooLong);
+            return Err(LimitError::EndpointValue);
         }
         if self.status.len() > MAX_STATUS_BYTES {
-            return Err(LimitError::StatusTooLong);
+            return Err(LimitError::Status);
         }
         if self.metadata.as_ref().map_or(0, |m| m.get().len()) > MAX_METADATA_BYTES {
-            return Err(LimitError::MetadataTooLong);
+            return Err(LimitError::Metadata);
         }
         Ok(())
     }
@@ -185,9 +185,18 @@ mod tests {
             max: Duration::from_secs(600),
         };
         assert_eq!(policy.clamp(Duration::ZERO), Duration::from_secs(30));
-        assert_eq!(policy.clamp(Duration::from_secs(5)), Duration::from_secs(10));
-        assert_eq!(policy.clamp(Duration::from_secs(50_000)), Duration::from_secs(600));
-        assert_eq!(policy.clamp(Duration::from_secs(45)), Duration::from_secs(45));
+        assert_eq!(
+            policy.clamp(Duration::from_secs(5)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            policy.clamp(Duration::from_secs(50_000)),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            policy.clamp(Duration::from_secs(45)),
+            Duration::from_secs(45)
+        );
     }
 
     #[test]

@@ -492,9 +492,16 @@ mod tests {
         let stored = store.register("ns", instance("a", "s", "UP", 10)).unwrap();
         assert_eq!(stored.ttl, 10 * SECOND);
         clock.advance(10 * SECOND);
-        assert_eq!(ids(&store, "ns", None), ["a"], "alive at exactly the deadline");
+        assert_eq!(
+            ids(&store, "ns", None),
+            ["a"],
+            "alive at exactly the deadline"
+        );
         clock.advance(Duration::from_nanos(1));
-        assert!(ids(&store, "ns", None).is_empty(), "gone one nanosecond later");
+        assert!(
+            ids(&store, "ns", None).is_empty(),
+            "gone one nanosecond later"
+        );
         assert_eq!(store.heartbeat("ns", "a"), Err(StoreError::NotFound));
         assert_eq!(store.deregister("ns", "a"), Err(StoreError::NotFound));
         assert!(store.services("ns").unwrap().is_empty());
@@ -517,7 +524,9 @@ mod tests {
         store
             .register("ns", instance("oos", "s", "OUT_OF_SERVICE", 10))
             .unwrap();
-        store.register("ns", instance("st", "s", "STARTING", 10)).unwrap();
+        store
+            .register("ns", instance("st", "s", "STARTING", 10))
+            .unwrap();
         clock.advance(3600 * SECOND);
         store.expire_due();
         assert_eq!(ids(&store, "ns", Some("s")), ["oos"]);
@@ -528,7 +537,9 @@ mod tests {
         let (store, clock) = store(None);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        store.subscribe(Box::new(move |c| lock(&sink).push((c.id.to_string(), c.kind))));
+        store.subscribe(Box::new(move |c| {
+            lock(&sink).push((c.id.to_string(), c.kind))
+        }));
         store.register("ns", instance("a", "s", "UP", 10)).unwrap();
         clock.advance(11 * SECOND);
         store.expire_due();
@@ -548,11 +559,15 @@ mod tests {
         store.register("ns", instance("a", "s", "UP", 10)).unwrap();
         store.register("ns", instance("b", "s", "UP", 10)).unwrap();
         assert_eq!(
-            store.register("ns", instance("c", "s", "UP", 10)).unwrap_err(),
+            store
+                .register("ns", instance("c", "s", "UP", 10))
+                .unwrap_err(),
             StoreError::CapacityExceeded
         );
         store.register("ns", instance("b", "s", "UP", 10)).unwrap();
-        store.register("other", instance("c", "s", "UP", 10)).unwrap();
+        store
+            .register("other", instance("c", "s", "UP", 10))
+            .unwrap();
         store.deregister("ns", "a").unwrap();
         store.register("ns", instance("c", "s", "UP", 10)).unwrap();
         // An expired instance frees its slot at once, before the reaper runs.
@@ -573,11 +588,15 @@ mod tests {
     fn re_registration_replaces_everything() {
         let (store, _) = store(None);
         store.register("ns", instance("a", "s1", "UP", 10)).unwrap();
-        store.register("ns", instance("a", "s2", "STARTING", 20)).unwrap();
+        store
+            .register("ns", instance("a", "s2", "STARTING", 20))
+            .unwrap();
         assert!(ids(&store, "ns", Some("s1")).is_empty());
         let mut seen = Vec::new();
         store
-            .for_each("ns", Some("s2"), &mut |i| seen.push((i.status.clone(), i.ttl)))
+            .for_each("ns", Some("s2"), &mut |i| {
+                seen.push((i.status.clone(), i.ttl))
+            })
             .unwrap();
         assert_eq!(seen, [("STARTING".to_string(), 20 * SECOND)]);
         assert_eq!(store.services("ns").unwrap(), [Arc::<str>::from("s2")]);
@@ -590,13 +609,15 @@ mod tests {
         long.endpoint.value = "v".repeat(129);
         assert_eq!(
             store.register("ns", long).unwrap_err(),
-            StoreError::Limit(LimitError::ServiceNameTooLong)
+            StoreError::Limit(LimitError::ServiceName)
         );
         let mut long_status = instance("a", "s", &"S".repeat(33), 10);
-        long_status.metadata = Some(serde_json::value::RawValue::from_string(format!("\"{}\"", "m".repeat(1023))).unwrap());
+        long_status.metadata = Some(
+            serde_json::value::RawValue::from_string(format!("\"{}\"", "m".repeat(1023))).unwrap(),
+        );
         assert_eq!(
             store.register("ns", long_status).unwrap_err(),
-            StoreError::Limit(LimitError::StatusTooLong)
+            StoreError::Limit(LimitError::Status)
         );
     }
 
@@ -638,6 +659,8 @@ mod tests {
         store.expire_due();
         let live = ids(&store, "ns", None);
         assert_eq!(live.len(), 100);
-        assert!(live.iter().all(|id| id[1..].parse::<u32>().unwrap() % 2 == 0));
+        assert!(live
+            .iter()
+            .all(|id| id[1..].parse::<u32>().unwrap() % 2 == 0));
     }
 }

@@ -178,7 +178,10 @@ impl Server {
         self.request(
             "POST",
             path,
-            &[("Content-Type", "application/json"), ("Authorization", &auth)],
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &auth),
+            ],
             Some(body),
         )
     }

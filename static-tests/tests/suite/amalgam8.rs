@@ -16,7 +16,10 @@ fn registration_response_links_and_overwrite() {
     let r = server.request(
         "POST",
         INSTANCES,
-        &[("Content-Type", "application/json"), ("Host", "localhost:8080")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Host", "localhost:8080"),
+        ],
         Some(body),
     );
     assert_eq!(r.status, 201);
@@ -66,7 +69,10 @@ fn registration_response_links_and_overwrite() {
 #[test]
 fn malformed_registrations_get_their_exact_answer_and_change_nothing() {
     let server = Server::start(&[]);
-    assert_eq!(register(&server, &registration("keep", "k:1", "")).status, 201);
+    assert_eq!(
+        register(&server, &registration("keep", "k:1", "")).status,
+        201
+    );
     let before = server.get("/api/v1/instances?status=ALL").json();
     let long = |n: usize| "x".repeat(n);
     let cases: Vec<(String, u16, &str)> = vec![
@@ -105,12 +111,20 @@ fn malformed_registrations_get_their_exact_answer_and_change_nothing() {
         register(&server, body).assert_error(*status, message);
     }
     // 65 levels of nesting: the top-level object plus 64 nested arrays in metadata.
-    let deep = registration("deep", "d", &format!("\"metadata\":{}{}", "[".repeat(64), "]".repeat(64)));
+    let deep = registration(
+        "deep",
+        "d",
+        &format!("\"metadata\":{}{}", "[".repeat(64), "]".repeat(64)),
+    );
     register(&server, &deep).assert_error(400, "Failed to register instance");
     let after = server.get("/api/v1/instances?status=ALL").json();
     assert_eq!(before, after, "the store is unchanged");
 
-    let within = registration("deep", "d", &format!("\"metadata\":{}{}", "[".repeat(63), "]".repeat(63)));
+    let within = registration(
+        "deep",
+        "d",
+        &format!("\"metadata\":{}{}", "[".repeat(63), "]".repeat(63)),
+    );
     assert_eq!(register(&server, &within).status, 201);
 }
 
@@ -118,7 +132,10 @@ fn malformed_registrations_get_their_exact_answer_and_change_nothing() {
 fn accepted_registration_variants() {
     let server = Server::start(&[]);
     for metadata in ["1", "true", "\"string\"", "{\"key1\":\"value1\"}", "null"] {
-        let r = register(&server, &registration("meta", metadata, &format!("\"metadata\":{metadata}")));
+        let r = register(
+            &server,
+            &registration("meta", metadata, &format!("\"metadata\":{metadata}")),
+        );
         assert_eq!(r.status, 201, "{metadata}");
     }
     let listing = server.get("/api/v1/instances?service_name=meta").json();
@@ -128,15 +145,31 @@ fn accepted_registration_variants() {
         .iter()
         .find(|i| i["endpoint"]["value"] == "null")
         .unwrap();
-    assert!(null_one.get("metadata").is_some_and(Value::is_null), "{null_one}");
+    assert!(
+        null_one.get("metadata").is_some_and(Value::is_null),
+        "{null_one}"
+    );
 
-    let r = register(&server, r#"{"service_name":"spaces","endpoint":{"type":"user","value":"   "},"metadata":null}"#);
+    let r = register(
+        &server,
+        r#"{"service_name":"spaces","endpoint":{"type":"user","value":"   "},"metadata":null}"#,
+    );
     assert_eq!(r.status, 201);
     let listing = server.get("/api/v1/instances?service_name=spaces").json();
-    assert_eq!(listing["instances"][0]["endpoint"], json!({"type": "user", "value": "   "}));
+    assert_eq!(
+        listing["instances"][0]["endpoint"],
+        json!({"type": "user", "value": "   "})
+    );
 
     for status in ["STARTING", "OUT_OF_SERVICE", "starting", "up", ""] {
-        let r = register(&server, &registration("st", &format!("v{status}"), &format!("\"status\":\"{status}\"")));
+        let r = register(
+            &server,
+            &registration(
+                "st",
+                &format!("v{status}"),
+                &format!("\"status\":\"{status}\""),
+            ),
+        );
         assert_eq!(r.status, 201, "{status:?}");
     }
     let listing = server.get("/api/v1/instances?service_name=st").json();
@@ -154,25 +187,65 @@ fn accepted_registration_variants() {
     assert_eq!(status_of("v"), "UP", "an empty status means UP");
 
     for tags in ["[\"a\",\"b\"]", "[]", "null", "[\"\",\"a\",\"a\"]"] {
-        assert_eq!(register(&server, &registration("tags", "t", &format!("\"tags\":{tags}"))).status, 201);
-        assert_eq!(register(&server, &registration("tags", "t", &format!("\"tags\":{tags}"))).status, 201);
+        assert_eq!(
+            register(
+                &server,
+                &registration("tags", "t", &format!("\"tags\":{tags}"))
+            )
+            .status,
+            201
+        );
+        assert_eq!(
+            register(
+                &server,
+                &registration("tags", "t", &format!("\"tags\":{tags}"))
+            )
+            .status,
+            201
+        );
     }
-    assert_eq!(register(&server, &registration(&"s".repeat(64), "e", "")).status, 201);
-    assert_eq!(register(&server, &registration("e", &"v".repeat(128), "")).status, 201);
+    assert_eq!(
+        register(&server, &registration(&"s".repeat(64), "e", "")).status,
+        201
+    );
+    assert_eq!(
+        register(&server, &registration("e", &"v".repeat(128), "")).status,
+        201
+    );
     let metadata_1024 = format!("\"{}\"", "m".repeat(1022));
     assert_eq!(metadata_1024.len(), 1024);
-    assert_eq!(register(&server, &registration("m", "m", &format!("\"metadata\":{metadata_1024}"))).status, 201);
+    assert_eq!(
+        register(
+            &server,
+            &registration("m", "m", &format!("\"metadata\":{metadata_1024}"))
+        )
+        .status,
+        201
+    );
 
     // Ignored members: the Go client sends its own id and a zero heartbeat.
-    let r = register(&server, r#"{"id":"custom","service_name":"idt","endpoint":{"type":"tcp","value":"q"},"last_heartbeat":"0001-01-01T00:00:00Z","unknown":{"x":[1]}}"#);
+    let r = register(
+        &server,
+        r#"{"id":"custom","service_name":"idt","endpoint":{"type":"tcp","value":"q"},"last_heartbeat":"0001-01-01T00:00:00Z","unknown":{"x":[1]}}"#,
+    );
     assert_eq!(r.json()["id"], "271e8852916677be");
 }
 
 #[test]
 fn same_endpoint_same_id_different_endpoint_different_id() {
     let server = Server::start(&[]);
-    let first = register(&server, &registration("svc", "h:1", "\"status\":\"UP\",\"metadata\":{\"v\":1}"));
-    let second = register(&server, &registration("svc", "h:1", "\"status\":\"STARTING\",\"metadata\":{\"v\":2}"));
+    let first = register(
+        &server,
+        &registration("svc", "h:1", "\"status\":\"UP\",\"metadata\":{\"v\":1}"),
+    );
+    let second = register(
+        &server,
+        &registration(
+            "svc",
+            "h:1",
+            "\"status\":\"STARTING\",\"metadata\":{\"v\":2}",
+        ),
+    );
     assert_eq!(first.json()["id"], second.json()["id"]);
     let listing = server.get("/api/v1/instances?service_name=svc").json();
     assert_eq!(listing["instances"].as_array().unwrap().len(), 1);
@@ -194,9 +267,16 @@ fn same_endpoint_same_id_different_endpoint_different_id() {
 #[test]
 fn heartbeat_and_deregister() {
     let server = Server::start(&[]);
-    let id1 = register(&server, &registration("http", "h:1", "")).json()["id"].as_str().unwrap().to_string();
-    let id2 = register(&server, &registration("http", "h:2", "")).json()["id"].as_str().unwrap().to_string();
-    let heartbeat = |id: &str| server.request("PUT", &format!("{INSTANCES}/{id}/heartbeat"), &[], None);
+    let id1 = register(&server, &registration("http", "h:1", "")).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id2 = register(&server, &registration("http", "h:2", "")).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let heartbeat =
+        |id: &str| server.request("PUT", &format!("{INSTANCES}/{id}/heartbeat"), &[], None);
     let delete = |id: &str| server.request("DELETE", &format!("{INSTANCES}/{id}"), &[], None);
     for id in [&id1, &id2] {
         let r = heartbeat(id);
@@ -213,13 +293,23 @@ fn heartbeat_and_deregister() {
     delete(&id2).assert_error(410, "Failed to deregister instance");
     delete("http-3").assert_error(410, "Failed to deregister instance");
     heartbeat(&id1).assert_error(410, "Failed to renew instance registration");
-    server.get("/api/v1/services/http").assert_error(404, "Failed to enumerate service names");
+    server
+        .get("/api/v1/services/http")
+        .assert_error(404, "Failed to enumerate service names");
     server
         .request("PUT", "/api/v1/instances//heartbeat", &[], None)
         .assert_error(400, "Missing instance identifier");
     // A body on a heartbeat is ignored.
-    let id = register(&server, &registration("hb", "h:1", "")).json()["id"].as_str().unwrap().to_string();
-    let r = server.request("PUT", &format!("{INSTANCES}/{id}/heartbeat"), &[("Content-Type", "application/json")], Some("{\"junk\":"));
+    let id = register(&server, &registration("hb", "h:1", "")).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = server.request(
+        "PUT",
+        &format!("{INSTANCES}/{id}/heartbeat"),
+        &[("Content-Type", "application/json")],
+        Some("{\"junk\":"),
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -236,7 +326,11 @@ fn listing_fixture(server: &Server) -> std::collections::HashMap<&'static str, S
     ] {
         let r = register(
             server,
-            &registration("http-1", name, &format!("\"status\":\"{status}\",\"tags\":{tags}")),
+            &registration(
+                "http-1",
+                name,
+                &format!("\"status\":\"{status}\",\"tags\":{tags}"),
+            ),
         );
         ids.insert(name, r.json()["id"].as_str().unwrap().to_string());
     }
@@ -252,7 +346,11 @@ fn filtering_by_tags_status_and_id() {
         assert_eq!(r.status, 200, "{query}: {}", r.text());
         r.json()["instances"].as_array().unwrap().len()
     };
-    assert_eq!(count("tags=DB,NoSQL"), 2, "all statuses once another filter is present");
+    assert_eq!(
+        count("tags=DB,NoSQL"),
+        2,
+        "all statuses once another filter is present"
+    );
     assert_eq!(count("tags=DB"), 4);
     assert_eq!(count("tags=DB,MySQL"), 0);
     assert_eq!(count("status=UP"), 2);
@@ -267,7 +365,11 @@ fn filtering_by_tags_status_and_id() {
     assert_eq!(count("status=ALL&tags=DB"), 4);
     assert_eq!(count("status=STARTING&tags=DB"), 1);
     assert_eq!(count("tags=DB&status=STARTING"), 1);
-    assert_eq!(count("status=STARTING&status=UP"), 1, "the first value is used");
+    assert_eq!(
+        count("status=STARTING&status=UP"),
+        1,
+        "the first value is used"
+    );
     assert_eq!(count("status="), 0);
     assert_eq!(count("tags="), 0);
 
@@ -282,12 +384,33 @@ fn filtering_by_tags_status_and_id() {
     let by_id = server.get(&format!("{INSTANCES}?id={}", ids["i4"])).json();
     assert_eq!(ids_of(&by_id), [ids["i4"].clone()]);
     let instance = &by_id["instances"][0];
-    for key in ["id", "service_name", "endpoint", "ttl", "status", "last_heartbeat", "tags"] {
+    for key in [
+        "id",
+        "service_name",
+        "endpoint",
+        "ttl",
+        "status",
+        "last_heartbeat",
+        "tags",
+    ] {
         assert!(instance.get(key).is_some(), "{key} in {instance}");
     }
-    assert_eq!(server.get(&format!("{INSTANCES}?service_name=nobody")).json(), json!({"instances": []}));
+    assert_eq!(
+        server
+            .get(&format!("{INSTANCES}?service_name=nobody"))
+            .json(),
+        json!({"instances": []})
+    );
 
-    for query in ["ttl=5", "BLABLA=5", "endpoint=x", "foo=bar", "metadata=1", "last_heartbeat=x", "links=x"] {
+    for query in [
+        "ttl=5",
+        "BLABLA=5",
+        "endpoint=x",
+        "foo=bar",
+        "metadata=1",
+        "last_heartbeat=x",
+        "links=x",
+    ] {
         server
             .get(&format!("{INSTANCES}?{query}&service_name=http-1"))
             .assert_error(400, "Malformed or invalid instance selection criteria");
@@ -320,8 +443,14 @@ fn projections() {
     let (keys, instance) = only("endpoint,ttl,metadata,status");
     assert_eq!(keys, ["endpoint", "id", "metadata", "status", "ttl"]);
     assert_eq!(instance["metadata"], json!({"key1": "value1"}));
-    assert_eq!(instance["endpoint"], json!({"type": "tcp", "value": "192.168.0.1:80"}));
-    assert_eq!(only("tags,last_heartbeat,service_name").0, ["endpoint", "id", "last_heartbeat", "service_name", "tags"]);
+    assert_eq!(
+        instance["endpoint"],
+        json!({"type": "tcp", "value": "192.168.0.1:80"})
+    );
+    assert_eq!(
+        only("tags,last_heartbeat,service_name").0,
+        ["endpoint", "id", "last_heartbeat", "service_name", "tags"]
+    );
     for fields in ["status,foo", "status,%20ttl", "status,+ttl", "STATUS"] {
         server
             .get(&format!("{INSTANCES}?fields={fields}&service_name=proj"))
@@ -332,12 +461,18 @@ fn projections() {
 #[test]
 fn services_listing() {
     let server = Server::start(&[]);
-    assert_eq!(server.get("/api/v1/services").json(), json!({"services": []}));
+    assert_eq!(
+        server.get("/api/v1/services").json(),
+        json!({"services": []})
+    );
     assert_eq!(server.get(INSTANCES).json(), json!({"instances": []}));
     for service in ["http-1", "http-2", "http-3"] {
         register(&server, &registration(service, "h:1", ""));
     }
-    register(&server, &registration("a", "h:1", "\"status\":\"STARTING\""));
+    register(
+        &server,
+        &registration("a", "h:1", "\"status\":\"STARTING\""),
+    );
     let mut services: Vec<String> = server.get("/api/v1/services?foo=1").json()["services"]
         .as_array()
         .unwrap()
@@ -347,8 +482,14 @@ fn services_listing() {
     services.sort();
     assert_eq!(services, ["a", "http-1", "http-2", "http-3"]);
 
-    register(&server, &registration("http", "10.0.0.1:80", "\"metadata\":{\"m\":1}"));
-    register(&server, &registration("http", "10.0.0.2:80", "\"metadata\":{\"m\":1}"));
+    register(
+        &server,
+        &registration("http", "10.0.0.1:80", "\"metadata\":{\"m\":1}"),
+    );
+    register(
+        &server,
+        &registration("http", "10.0.0.2:80", "\"metadata\":{\"m\":1}"),
+    );
     let one = server.get("/api/v1/services/http");
     assert_eq!(one.status, 200);
     let body = one.json();
@@ -363,8 +504,12 @@ fn services_listing() {
     }
     let starting_only = server.get("/api/v1/services/a").json();
     assert_eq!(starting_only["instances"][0]["status"], "STARTING");
-    server.get("/api/v1/services/https").assert_error(404, "Failed to enumerate service names");
-    server.get("/api/v1/services/x?fields=bogus").assert_error(404, "Failed to enumerate service names");
+    server
+        .get("/api/v1/services/https")
+        .assert_error(404, "Failed to enumerate service names");
+    server
+        .get("/api/v1/services/x?fields=bogus")
+        .assert_error(404, "Failed to enumerate service names");
     assert_eq!(server.get("/api/v1/services/http?fields=bogus").status, 200);
 }
 
@@ -373,22 +518,74 @@ fn cached_listings_follow_every_change() {
     let server = Server::start(&[]);
     let path = "/api/v1/services/cached";
     let filtered = "/api/v1/instances?service_name=cached";
-    let id = register(&server, &registration("cached", "h:1", "")).json()["id"].as_str().unwrap().to_string();
+    let id = register(&server, &registration("cached", "h:1", "")).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for _ in 0..3 {
-        assert_eq!(server.get(path).json()["instances"].as_array().unwrap().len(), 1);
-        assert_eq!(server.get(filtered).json()["instances"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            server.get(path).json()["instances"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            server.get(filtered).json()["instances"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
     register(&server, &registration("cached", "h:2", ""));
-    assert_eq!(server.get(path).json()["instances"].as_array().unwrap().len(), 2);
-    assert_eq!(server.get(filtered).json()["instances"].as_array().unwrap().len(), 2);
-    register(&server, &registration("cached", "h:1", "\"status\":\"STARTING\",\"metadata\":{\"new\":true}"));
+    assert_eq!(
+        server.get(path).json()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        server.get(filtered).json()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    register(
+        &server,
+        &registration(
+            "cached",
+            "h:1",
+            "\"status\":\"STARTING\",\"metadata\":{\"new\":true}",
+        ),
+    );
     let listed = server.get(path).json();
-    let changed = listed["instances"].as_array().unwrap().iter().find(|i| i["id"] == id.as_str()).unwrap().clone();
+    let changed = listed["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(changed["status"], "STARTING");
     assert_eq!(changed["metadata"], json!({"new": true}));
     server.request("DELETE", &format!("{INSTANCES}/{id}"), &[], None);
-    assert_eq!(server.get(path).json()["instances"].as_array().unwrap().len(), 1);
-    assert_eq!(server.get(filtered).json()["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.get(path).json()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        server.get(filtered).json()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -397,10 +594,23 @@ fn capacity_refuses_new_ids_only() {
     let a = register(&server, &registration("cap", "a", ""));
     assert_eq!(a.status, 201);
     assert_eq!(register(&server, &registration("cap", "b", "")).status, 201);
-    register(&server, &registration("cap", "c", "")).assert_error(403, "Failed to register instance");
-    assert_eq!(register(&server, &registration("cap", "b", "\"status\":\"STARTING\"")).status, 201);
+    register(&server, &registration("cap", "c", ""))
+        .assert_error(403, "Failed to register instance");
+    assert_eq!(
+        register(
+            &server,
+            &registration("cap", "b", "\"status\":\"STARTING\"")
+        )
+        .status,
+        201
+    );
     let id = a.json()["id"].as_str().unwrap().to_string();
-    assert_eq!(server.request("DELETE", &format!("{INSTANCES}/{id}"), &[], None).status, 200);
+    assert_eq!(
+        server
+            .request("DELETE", &format!("{INSTANCES}/{id}"), &[], None)
+            .status,
+        200
+    );
     assert_eq!(register(&server, &registration("cap", "c", "")).status, 201);
 
     let zero = Server::start(&["--namespace_capacity", "0"]);
@@ -413,7 +623,10 @@ fn error_texts_ignore_accept_language() {
     let r = server.request(
         "POST",
         INSTANCES,
-        &[("Content-Type", "application/json"), ("Accept-Language", "fr-FR")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept-Language", "fr-FR"),
+        ],
         Some("{}"),
     );
     r.assert_error(400, "Service name is required");

@@ -20,7 +20,12 @@ fn id_of(response: &Response) -> String {
 #[test]
 fn ttl_clamping_and_configured_default() {
     let server = Server::start(&[]);
-    let ttl = |extra: &str| server.post_json(INSTANCES, &registration("t", "h", extra)).json()["ttl"].clone();
+    let ttl = |extra: &str| {
+        server
+            .post_json(INSTANCES, &registration("t", "h", extra))
+            .json()["ttl"]
+            .clone()
+    };
     assert_eq!(ttl("\"ttl\":5"), 10);
     assert_eq!(ttl("\"ttl\":50000"), 600);
     assert_eq!(ttl("\"ttl\":0"), 30);
@@ -35,11 +40,19 @@ fn ttl_clamping_and_configured_default() {
 fn instances_expire_after_their_ttl_and_out_of_service_never_does() {
     let server = Server::start(&SHORT_TTLS);
     let up = id_of(&server.post_json(INSTANCES, &registration("gone", "h:1", "\"ttl\":1")));
-    let starting = id_of(&server.post_json(INSTANCES, &registration("mixed", "s:1", "\"ttl\":1,\"status\":\"STARTING\"")));
-    let oos = id_of(&server.post_json(INSTANCES, &registration("mixed", "o:1", "\"ttl\":1,\"status\":\"OUT_OF_SERVICE\"")));
+    let starting = id_of(&server.post_json(
+        INSTANCES,
+        &registration("mixed", "s:1", "\"ttl\":1,\"status\":\"STARTING\""),
+    ));
+    let oos = id_of(&server.post_json(
+        INSTANCES,
+        &registration("mixed", "o:1", "\"ttl\":1,\"status\":\"OUT_OF_SERVICE\""),
+    ));
     assert_eq!(server.get("/api/v1/services/gone").status, 200);
     std::thread::sleep(Duration::from_millis(2500));
-    server.get("/api/v1/services/gone").assert_error(404, "Failed to enumerate service names");
+    server
+        .get("/api/v1/services/gone")
+        .assert_error(404, "Failed to enumerate service names");
     server
         .request("PUT", &format!("{INSTANCES}/{up}/heartbeat"), &[], None)
         .assert_error(410, "Failed to renew instance registration");
@@ -47,10 +60,19 @@ fn instances_expire_after_their_ttl_and_out_of_service_never_does() {
         .request("DELETE", &format!("{INSTANCES}/{up}"), &[], None)
         .assert_error(410, "Failed to deregister instance");
     let mixed = server.get("/api/v1/services/mixed").json();
-    assert_eq!(ids_of(&mixed), [oos.clone()], "the STARTING sibling expired");
+    assert_eq!(
+        ids_of(&mixed),
+        std::slice::from_ref(&oos),
+        "the STARTING sibling expired"
+    );
     assert_ne!(starting, oos);
     // The survivor can still be renewed and removed.
-    assert_eq!(server.request("PUT", &format!("{INSTANCES}/{oos}/heartbeat"), &[], None).status, 200);
+    assert_eq!(
+        server
+            .request("PUT", &format!("{INSTANCES}/{oos}/heartbeat"), &[], None)
+            .status,
+        200
+    );
 
     // Re-registering an expired endpoint gives the same id, listed once.
     let again = id_of(&server.post_json(INSTANCES, &registration("gone", "h:1", "\"ttl\":1")));
@@ -77,15 +99,34 @@ fn cached_listing_never_shows_an_expired_instance() {
     id_of(&server.post_json(INSTANCES, &registration("c", "short", "\"ttl\":1")));
     let long = id_of(&server.post_json(INSTANCES, &registration("c", "long", "\"ttl\":60")));
     // Fill the cache, then let the short one expire without any write in between.
-    assert_eq!(server.get("/api/v1/services/c").json()["instances"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        server.get("/api/v1/services/c").json()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     std::thread::sleep(Duration::from_millis(1300));
-    assert_eq!(ids_of(&server.get("/api/v1/services/c").json()), [long.clone()]);
-    assert_eq!(ids_of(&server.get("/api/v1/instances?service_name=c").json()), [long]);
+    assert_eq!(
+        ids_of(&server.get("/api/v1/services/c").json()),
+        std::slice::from_ref(&long)
+    );
+    assert_eq!(
+        ids_of(&server.get("/api/v1/instances?service_name=c").json()),
+        [long]
+    );
 }
 
 #[test]
 fn ten_thousand_instances_expire_leaving_nothing_behind() {
-    let server = Server::start(&["--min_ttl", "1s", "--default_ttl", "1s", "--log_level", "debug"]);
+    let server = Server::start(&[
+        "--min_ttl",
+        "1s",
+        "--default_ttl",
+        "1s",
+        "--log_level",
+        "debug",
+    ]);
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let address = server.address;
@@ -93,8 +134,18 @@ fn ten_thousand_instances_expire_leaving_nothing_behind() {
                 let mut conn = std::net::TcpStream::connect(address).unwrap();
                 conn.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
                 for i in (t..10_000).step_by(8) {
-                    let body = registration(&format!("svc-{}", i % 100), &format!("10.0.{}.{}:80", i / 256, i % 256), "\"ttl\":1");
-                    send(&mut conn, "POST", INSTANCES, &[("Content-Type", "application/json")], Some(&body));
+                    let body = registration(
+                        &format!("svc-{}", i % 100),
+                        &format!("10.0.{}.{}:80", i / 256, i % 256),
+                        "\"ttl\":1",
+                    );
+                    send(
+                        &mut conn,
+                        "POST",
+                        INSTANCES,
+                        &[("Content-Type", "application/json")],
+                        Some(&body),
+                    );
                     assert_eq!(read_response(&mut conn, false).unwrap().status, 201);
                 }
             })
@@ -105,12 +156,24 @@ fn ten_thousand_instances_expire_leaving_nothing_behind() {
     }
     // Registration takes a while; wait until every TTL has run out, plus the reaper's interval.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(server.get("/api/v1/services").json()["services"], serde_json::json!([]));
-    assert_eq!(server.get("/api/v1/instances?status=ALL").json()["instances"], serde_json::json!([]));
+    assert_eq!(
+        server.get("/api/v1/services").json()["services"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        server.get("/api/v1/instances?status=ALL").json()["instances"],
+        serde_json::json!([])
+    );
     std::thread::sleep(Duration::from_millis(300));
     let lines = server.stderr();
-    let registered = lines.iter().filter(|l| l.contains("kind=\"Registered\"")).count();
-    let expired = lines.iter().filter(|l| l.contains("kind=\"Expired\"")).count();
+    let registered = lines
+        .iter()
+        .filter(|l| l.contains("kind=\"Registered\""))
+        .count();
+    let expired = lines
+        .iter()
+        .filter(|l| l.contains("kind=\"Expired\""))
+        .count();
     assert_eq!(registered, 10_000);
     assert_eq!(expired, 10_000, "the reaper removed every instance");
 }
@@ -120,7 +183,12 @@ fn fifty_thousand_heartbeats_from_64_connections_without_false_expiry() {
     let server = Server::start(&["--min_ttl", "2s", "--default_ttl", "2s"]);
     let ids: Arc<Vec<String>> = Arc::new(
         (0..640)
-            .map(|i| id_of(&server.post_json(INSTANCES, &registration("hb", &format!("h:{i}"), "\"ttl\":2"))))
+            .map(|i| {
+                id_of(&server.post_json(
+                    INSTANCES,
+                    &registration("hb", &format!("h:{i}"), "\"ttl\":2"),
+                ))
+            })
             .collect(),
     );
     let threads: Vec<_> = (0..64)
@@ -138,7 +206,10 @@ fn fifty_thousand_heartbeats_from_64_connections_without_false_expiry() {
                     let mut raw = Vec::new();
                     for k in 0..17 {
                         let id = mine[(batch * 17 + k) % mine.len()];
-                        raw.extend_from_slice(format!("PUT {INSTANCES}/{id}/heartbeat HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+                        raw.extend_from_slice(
+                            format!("PUT {INSTANCES}/{id}/heartbeat HTTP/1.1\r\nHost: x\r\n\r\n")
+                                .as_bytes(),
+                        );
                     }
                     conn.write_all(&raw).unwrap();
                     for _ in 0..17 {

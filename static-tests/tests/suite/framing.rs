@@ -17,7 +17,10 @@ fn root_and_uptime_answer_without_auth() {
     let root = server.get("/");
     assert_eq!(root.status, 200);
     assert!(root.body.is_empty());
-    assert_eq!(root.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        root.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     let uptime = server.get("/uptime");
     assert_eq!(uptime.status, 200);
     let body = uptime.json();
@@ -27,7 +30,12 @@ fn root_and_uptime_answer_without_auth() {
     for key in ["load_1m", "load_5m", "load_15m"] {
         assert!(properties[key].is_number(), "{key}");
     }
-    for key in ["build_version", "build_revision", "build_goversion", "build_date"] {
+    for key in [
+        "build_version",
+        "build_revision",
+        "build_goversion",
+        "build_date",
+    ] {
         assert!(properties[key].is_string(), "{key}");
     }
 }
@@ -36,9 +44,15 @@ fn root_and_uptime_answer_without_auth() {
 fn unknown_paths_and_methods() {
     let server = Server::start(&[]);
     server.get("/hello").assert_error(404, "Resource not found");
-    server.get("/api/v1/services/").assert_error(404, "Resource not found");
-    server.get("/api/v1/instances/").assert_error(404, "Resource not found");
-    server.get("/api/v1/%73ervices").assert_error(404, "Resource not found");
+    server
+        .get("/api/v1/services/")
+        .assert_error(404, "Resource not found");
+    server
+        .get("/api/v1/instances/")
+        .assert_error(404, "Resource not found");
+    server
+        .get("/api/v1/%73ervices")
+        .assert_error(404, "Resource not found");
     for method in ["CONNECT", "DELETE", "OPTIONS", "PATCH", "PUT", "TRACE"] {
         server
             .request(method, "/api/v1/instances", &[], None)
@@ -65,7 +79,13 @@ fn unknown_paths_and_methods() {
 fn head_answers_like_get_without_a_body() {
     let server = Server::start(&[]);
     server.post_json("/api/v1/instances", &registration("svc", "h:1", ""));
-    for path in ["/", "/uptime", "/api/v1/instances", "/api/v1/services", "/api/v1/services/svc"] {
+    for path in [
+        "/",
+        "/uptime",
+        "/api/v1/instances",
+        "/api/v1/services",
+        "/api/v1/services/svc",
+    ] {
         let get = server.get(path);
         let mut conn = server.connect();
         send(&mut conn, "HEAD", path, &[], None);
@@ -74,7 +94,11 @@ fn head_answers_like_get_without_a_body() {
         assert_eq!(head.header("content-type"), get.header("content-type"));
         if path != "/uptime" {
             // /uptime's body changes between calls (uptime, load).
-            assert_eq!(head.header("content-length"), get.header("content-length"), "{path}");
+            assert_eq!(
+                head.header("content-length"),
+                get.header("content-length"),
+                "{path}"
+            );
         }
         // Nothing follows the head: the next bytes on the connection are the next response.
         send(&mut conn, "GET", "/", &[], None);
@@ -83,7 +107,12 @@ fn head_answers_like_get_without_a_body() {
     let unknown = server.request("HEAD", "/api/v1/services/nope", &[], None);
     assert_eq!(unknown.status, 404);
     assert!(unknown.body.is_empty());
-    assert_eq!(server.request("HEAD", "/api/v1/instances/x", &[], None).status, 405);
+    assert_eq!(
+        server
+            .request("HEAD", "/api/v1/instances/x", &[], None)
+            .status,
+        405
+    );
 }
 
 #[test]
@@ -94,23 +123,58 @@ fn content_type_check_comes_before_routing() {
     server
         .request("POST", "/api/v1/instances", &[], Some(&body))
         .assert_error(415, BAD);
-    for ct in ["text/plain", "application/json; charset=latin1", "application/json; charset=utf8", "application/xml", "application/x-www-form-urlencoded"] {
+    for ct in [
+        "text/plain",
+        "application/json; charset=latin1",
+        "application/json; charset=utf8",
+        "application/xml",
+        "application/x-www-form-urlencoded",
+    ] {
         server
-            .request("POST", "/api/v1/instances", &[("Content-Type", ct)], Some(&body))
+            .request(
+                "POST",
+                "/api/v1/instances",
+                &[("Content-Type", ct)],
+                Some(&body),
+            )
             .assert_error(415, BAD);
     }
-    for ct in ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8", "application/json"] {
-        let r = server.request("POST", "/api/v1/instances", &[("Content-Type", ct)], Some(&body));
+    for ct in [
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+        "application/json",
+    ] {
+        let r = server.request(
+            "POST",
+            "/api/v1/instances",
+            &[("Content-Type", ct)],
+            Some(&body),
+        );
         assert_eq!(r.status, 201, "{ct}");
     }
     server
-        .request("POST", "/nothing", &[("Content-Type", "text/plain")], Some("x"))
+        .request(
+            "POST",
+            "/nothing",
+            &[("Content-Type", "text/plain")],
+            Some("x"),
+        )
         .assert_error(415, BAD);
     server
-        .request("DELETE", "/api/v1/instances/abc", &[("Content-Type", "text/plain")], Some("x"))
+        .request(
+            "DELETE",
+            "/api/v1/instances/abc",
+            &[("Content-Type", "text/plain")],
+            Some("x"),
+        )
         .assert_error(415, BAD);
     // An empty body is never checked.
-    let r = server.request("PUT", "/api/v1/instances/abc/heartbeat", &[("Content-Type", "text/plain"), ("Content-Length", "0")], None);
+    let r = server.request(
+        "PUT",
+        "/api/v1/instances/abc/heartbeat",
+        &[("Content-Type", "text/plain"), ("Content-Length", "0")],
+        None,
+    );
     r.assert_error(410, "Failed to renew instance registration");
 }
 
@@ -126,7 +190,10 @@ fn chunked_bodies_skip_the_content_type_check() {
     );
     let (response, _) = raw_exchange(&server, raw.as_bytes());
     assert_eq!(response.status, 201, "{}", response.text());
-    assert_eq!(server.get("/api/v1/services").json()["services"], serde_json::json!(["chunky"]));
+    assert_eq!(
+        server.get("/api/v1/services").json()["services"],
+        serde_json::json!(["chunky"])
+    );
 }
 
 #[test]
@@ -255,7 +322,8 @@ fn connection_close_and_http_1_0() {
     assert!(closed_by_server(&mut conn, Duration::from_secs(5)));
 
     let mut conn = server.connect();
-    conn.write_all(b"GET /api/v1/services HTTP/1.0\r\n\r\n").unwrap();
+    conn.write_all(b"GET /api/v1/services HTTP/1.0\r\n\r\n")
+        .unwrap();
     let mut all = Vec::new();
     conn.read_to_end(&mut all).unwrap();
     let text = String::from_utf8(all).unwrap();
@@ -264,10 +332,12 @@ fn connection_close_and_http_1_0() {
     assert!(text.ends_with("{\"services\":[]}"), "{text}");
 
     let mut conn = server.connect();
-    conn.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
     let r = read_response(&mut conn, false).unwrap();
     assert_eq!(r.header("connection"), Some("keep-alive"));
-    conn.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
     assert_eq!(read_response(&mut conn, false).unwrap().status, 200);
 }
 
@@ -301,8 +371,15 @@ fn idle_connections_are_closed_after_the_timeout() {
     assert_eq!(read_response(&mut conn, false).unwrap().status, 200);
     std::thread::sleep(Duration::from_millis(300));
     send(&mut conn, "GET", "/", &[], None);
-    assert_eq!(read_response(&mut conn, false).unwrap().status, 200, "served before the timeout");
-    assert!(closed_by_server(&mut conn, Duration::from_secs(5)), "closed when idle");
+    assert_eq!(
+        read_response(&mut conn, false).unwrap().status,
+        200,
+        "served before the timeout"
+    );
+    assert!(
+        closed_by_server(&mut conn, Duration::from_secs(5)),
+        "closed when idle"
+    );
 
     // A head that stalls is closed too, without an answer.
     let mut slow = server.connect();
@@ -362,21 +439,30 @@ fn a_thousand_concurrent_keep_alive_connections() {
 fn percent_decoding_of_path_parameters() {
     let server = Server::start(&[]);
     assert_eq!(
-        server.post_json("/api/v1/instances", &registration("my svc", "h:1", "")).status,
+        server
+            .post_json("/api/v1/instances", &registration("my svc", "h:1", ""))
+            .status,
         201
     );
     let r = server.get("/api/v1/services/my%20svc");
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["service_name"], "my svc");
     assert_eq!(
-        server.post_json("/api/v1/instances", &registration("a/b", "h:1", "")).status,
+        server
+            .post_json("/api/v1/instances", &registration("a/b", "h:1", ""))
+            .status,
         201
     );
-    assert_eq!(server.get("/api/v1/services/a%2Fb").json()["service_name"], "a/b");
+    assert_eq!(
+        server.get("/api/v1/services/a%2Fb").json()["service_name"],
+        "a/b"
+    );
     const BAD: &str = "Malformed percent-encoding in request path";
     server.get("/api/v1/services/%zz").assert_error(400, BAD);
     server
         .request("PUT", "/api/v1/instances/%E0%A4/heartbeat", &[], None)
         .assert_error(400, BAD);
-    server.request("DELETE", "/api/v1/instances/%4", &[], None).assert_error(400, BAD);
+    server
+        .request("DELETE", "/api/v1/instances/%4", &[], None)
+        .assert_error(400, BAD);
 }

@@ -11,33 +11,92 @@ fn assert_config_error(env: &[(&str, &str)], args: &[&str], names: &[&str]) {
     assert_eq!(code, Some(2), "{env:?} {args:?}: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     for name in names {
-        assert!(stderr.contains(name), "{env:?} {args:?}: {stderr:?} lacks {name}");
+        assert!(
+            stderr.contains(name),
+            "{env:?} {args:?}: {stderr:?} lacks {name}"
+        );
     }
 }
 
 #[test]
 fn configuration_errors_exit_2_naming_the_option() {
-    assert_config_error(&[("A8_AUTH_MODE", "foo")], &[], &["--auth_mode", "A8_AUTH_MODE"]);
-    assert_config_error(&[("A8_AUTH_MODE", "")], &[], &["--auth_mode", "A8_AUTH_MODE"]);
-    assert_config_error(&[("A8_AUTH_MODE", "jwt")], &[], &["--jwt_secret", "A8_JWT_SECRET"]);
-    assert_config_error(&[("A8_LOG_LEVEL", "INFO")], &[], &["--log_level", "A8_LOG_LEVEL"]);
-    assert_config_error(&[("A8_LOG_FORMAT", "xml")], &[], &["--log_format", "A8_LOG_FORMAT"]);
-    assert_config_error(&[("A8_DEFAULT_TTL", "30")], &[], &["--default_ttl", "A8_DEFAULT_TTL"]);
-    assert_config_error(&[("A8_REQUIRE_HTTPS", "yes")], &[], &["--require_https", "A8_REQUIRE_HTTPS"]);
-    assert_config_error(&[("A8_API_PORT", "abc")], &[], &["--api_port", "A8_API_PORT"]);
-    assert_config_error(&[], &["--api_port", "70000"], &["--api_port", "A8_API_PORT"]);
-    assert_config_error(&[("A8_STORE", "redis")], &[], &["--store_address", "A8_STORE_ADDRESS"]);
+    assert_config_error(
+        &[("A8_AUTH_MODE", "foo")],
+        &[],
+        &["--auth_mode", "A8_AUTH_MODE"],
+    );
+    assert_config_error(
+        &[("A8_AUTH_MODE", "")],
+        &[],
+        &["--auth_mode", "A8_AUTH_MODE"],
+    );
+    assert_config_error(
+        &[("A8_AUTH_MODE", "jwt")],
+        &[],
+        &["--jwt_secret", "A8_JWT_SECRET"],
+    );
+    assert_config_error(
+        &[("A8_LOG_LEVEL", "INFO")],
+        &[],
+        &["--log_level", "A8_LOG_LEVEL"],
+    );
+    assert_config_error(
+        &[("A8_LOG_FORMAT", "xml")],
+        &[],
+        &["--log_format", "A8_LOG_FORMAT"],
+    );
+    assert_config_error(
+        &[("A8_DEFAULT_TTL", "30")],
+        &[],
+        &["--default_ttl", "A8_DEFAULT_TTL"],
+    );
+    assert_config_error(
+        &[("A8_REQUIRE_HTTPS", "yes")],
+        &[],
+        &["--require_https", "A8_REQUIRE_HTTPS"],
+    );
+    assert_config_error(
+        &[("A8_API_PORT", "abc")],
+        &[],
+        &["--api_port", "A8_API_PORT"],
+    );
+    assert_config_error(
+        &[],
+        &["--api_port", "70000"],
+        &["--api_port", "A8_API_PORT"],
+    );
+    assert_config_error(
+        &[("A8_STORE", "redis")],
+        &[],
+        &["--store_address", "A8_STORE_ADDRESS"],
+    );
     assert_config_error(&[("A8_STORE", "bogus")], &[], &["--store", "A8_STORE"]);
     assert_config_error(
         &[("A8_MIN_TTL", "60s"), ("A8_MAX_TTL", "30s")],
         &[],
         &["--min_ttl", "A8_MIN_TTL", "--max_ttl"],
     );
-    assert_config_error(&[], &["--default_ttl", "5s"], &["--default_ttl", "A8_DEFAULT_TTL"]);
+    assert_config_error(
+        &[],
+        &["--default_ttl", "5s"],
+        &["--default_ttl", "A8_DEFAULT_TTL"],
+    );
     assert_config_error(&[], &["--workers", "0"], &["--workers", "A8_WORKERS"]);
-    assert_config_error(&[], &["--max_body_size", "0"], &["--max_body_size", "A8_MAX_BODY_SIZE"]);
-    assert_config_error(&[], &["--idle_timeout", "0"], &["--idle_timeout", "A8_IDLE_TIMEOUT"]);
-    assert_config_error(&[], &["--api_bind", "localhost"], &["--api_bind", "A8_API_BIND"]);
+    assert_config_error(
+        &[],
+        &["--max_body_size", "0"],
+        &["--max_body_size", "A8_MAX_BODY_SIZE"],
+    );
+    assert_config_error(
+        &[],
+        &["--idle_timeout", "0"],
+        &["--idle_timeout", "A8_IDLE_TIMEOUT"],
+    );
+    assert_config_error(
+        &[],
+        &["--api_bind", "localhost"],
+        &["--api_bind", "A8_API_BIND"],
+    );
     assert_config_error(&[], &["--no_such_flag"], &["--no_such_flag"]);
 }
 
@@ -46,12 +105,18 @@ fn capabilities_not_built_yet_are_refused_not_ignored() {
     for (env, flag) in [
         (("A8_REPLICATION", "true"), "--replication"),
         (("A8_K8S_URL", "http://127.0.0.1:1"), "--k8s_url"),
-        (("A8_EUREKA_URL", "http://127.0.0.1:1/eureka/v2"), "--eureka_url"),
+        (
+            ("A8_EUREKA_URL", "http://127.0.0.1:1/eureka/v2"),
+            "--eureka_url",
+        ),
         (("A8_FS_CATALOG", "/nonexistent"), "--fs_catalog"),
     ] {
         let (code, _, stderr) = run_to_exit(&[], &[env]);
         assert_eq!(code, Some(2), "{env:?}");
-        assert!(stderr.contains(flag) && stderr.contains("not available yet"), "{stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("not available yet"),
+            "{stderr}"
+        );
     }
 }
 
@@ -59,7 +124,10 @@ fn capabilities_not_built_yet_are_refused_not_ignored() {
 fn negative_capacity_means_unlimited() {
     let server = Server::start_with_env(&[], &[("A8_NAMESPACE_CAPACITY", "-5")]);
     for i in 0..5 {
-        let r = server.post_json("/api/v1/instances", &registration("cap", &format!("h:{i}"), ""));
+        let r = server.post_json(
+            "/api/v1/instances",
+            &registration("cap", &format!("h:{i}"), ""),
+        );
         assert_eq!(r.status, 201);
     }
 }
@@ -91,13 +159,37 @@ fn help_lists_every_option_with_env_and_default() {
     let (_, stdout, _) = run_to_exit(&["--help"], &[]);
     let options = help_options();
     for expected in [
-        "api_bind", "api_port", "workers", "max_body_size", "idle_timeout", "log_level",
-        "log_format", "auth_mode", "jwt_secret", "require_https", "namespace_capacity",
-        "default_ttl", "min_ttl", "max_ttl", "store", "store_address", "store_password",
-        "replication", "replication_port", "sync_timeout", "cluster_dir", "cluster_size",
-        "k8s_url", "k8s_token", "eureka_url", "fs_catalog",
+        "api_bind",
+        "api_port",
+        "workers",
+        "max_body_size",
+        "idle_timeout",
+        "log_level",
+        "log_format",
+        "auth_mode",
+        "jwt_secret",
+        "require_https",
+        "namespace_capacity",
+        "default_ttl",
+        "min_ttl",
+        "max_ttl",
+        "store",
+        "store_address",
+        "store_password",
+        "replication",
+        "replication_port",
+        "sync_timeout",
+        "cluster_dir",
+        "cluster_size",
+        "k8s_url",
+        "k8s_token",
+        "eureka_url",
+        "fs_catalog",
     ] {
-        assert!(options.iter().any(|o| o == expected), "--help lacks --{expected}");
+        assert!(
+            options.iter().any(|o| o == expected),
+            "--help lacks --{expected}"
+        );
         let env = format!("env A8_{}, default", expected.to_uppercase());
         assert!(stdout.contains(&env), "--help lacks {env}");
     }
@@ -133,7 +225,10 @@ fn readme_configuration_table_matches_help() {
             .and_then(|l| l.split("default ").nth(1))
             .and_then(|l| l.split(": ").next())
             .unwrap();
-        assert!(row.contains(&format!("`{default}`")), "README row of --{name} lacks default `{default}`");
+        assert!(
+            row.contains(&format!("`{default}`")),
+            "README row of --{name} lacks default `{default}`"
+        );
     }
 }
 
@@ -178,7 +273,10 @@ fn logs_in_every_format_with_access_lines_at_debug() {
     let quiet = Server::start(&[]);
     quiet.get("/api/v1/services");
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!quiet.stderr().iter().any(|l| l.contains("/api/v1/services")));
+    assert!(!quiet
+        .stderr()
+        .iter()
+        .any(|l| l.contains("/api/v1/services")));
 }
 
 #[test]
@@ -201,7 +299,10 @@ fn sigterm_finishes_requests_in_flight_then_exits_0() {
     assert_eq!(response.status, 201);
     assert_eq!(response.header("connection"), Some("close"));
     assert_eq!(server.wait_exit(Duration::from_secs(6)), Some(0));
-    assert!(std::net::TcpStream::connect(server.address).is_err(), "no longer listening");
+    assert!(
+        std::net::TcpStream::connect(server.address).is_err(),
+        "no longer listening"
+    );
 }
 
 #[test]
