@@ -250,7 +250,9 @@ fn cached_service_body(
             write_instance(&mut body, instance, None);
         })
         .map_err(|_| ())?;
-    if count == 0 && view == View::Service {
+    // Absent services are not cached: any client could otherwise fill the cache with the
+    // names of services (and namespaces) that do not exist.
+    if count == 0 {
         return Ok(None);
     }
     body.extend_from_slice(b"]}");

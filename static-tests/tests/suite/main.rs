@@ -1,6 +1,7 @@
 //! The black-box suite: one module per capability, each starting real `a8registry` processes.
 
 mod amalgam8;
+mod auth;
 mod expiry;
 mod framing;
 mod process;
