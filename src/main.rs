@@ -46,6 +46,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// nesting limit of 64 with a margin (DESIGN decision 3).
 const COROUTINE_STACK_WORDS: usize = 16 * 1024;
 
+/// How often aged Eureka change-log entries are dropped (Netflix prunes every 30 s too).
+const CHANGE_LOG_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_signal: libc::c_int) {
@@ -130,14 +133,29 @@ fn serve(config: Config) -> ExitCode {
         debug!(
             "change",
             "namespace" => change.namespace,
-            "service" => change.service,
-            "id" => change.id,
+            "service" => change.instance.service_name,
+            "id" => change.instance.id,
             "kind" => format!("{:?}", change.kind),
             "version" => change.version
         );
     }));
     let authenticator = auth::Authenticator::new(config.auth_modes.clone(), &config.jwt_secret);
     let api = Arc::new(api::Api::new(store, authenticator, config.require_https));
+
+    let housekeeping = Arc::downgrade(&api);
+    let started = std::thread::Builder::new()
+        .name("housekeeping".into())
+        .spawn(move || loop {
+            std::thread::sleep(CHANGE_LOG_PRUNE_INTERVAL);
+            let Some(api) = housekeeping.upgrade() else {
+                return;
+            };
+            api.prune_change_log();
+        });
+    if let Err(e) = started {
+        error!("cannot start the housekeeping thread", "error" => e);
+        return ExitCode::from(1);
+    }
 
     let listener = match may::net::TcpListener::bind((config.api_bind, config.api_port)) {
         Ok(listener) => listener,

@@ -1,6 +1,6 @@
 //! The Amalgam8 protocol, `/api/v1` (spec section 3): JSON in, domain calls, JSON out.
 
-use super::cache::View;
+use super::cache::{Entry, View};
 use super::error::*;
 use super::{Api, Context};
 use crate::http::request::Request;
@@ -137,17 +137,15 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
     };
     let endpoint = Endpoint { kind, value };
     let id = derive_id(&service_name, &endpoint);
-    let instance = Instance {
-        id: id.into(),
-        service_name: service_name.into(),
+    let mut instance = Instance::new(
+        &id,
+        &service_name,
         endpoint,
         status,
-        ttl: Duration::from_secs(u64::from(registration.ttl.unwrap_or(0))),
-        metadata: registration.metadata,
-        tags: registration.tags.unwrap_or_default(),
-        registered_unix_nanos: 0,
-        last_heartbeat_unix_nanos: 0,
-    };
+        Duration::from_secs(u64::from(registration.ttl.unwrap_or(0))),
+    );
+    instance.metadata = registration.metadata;
+    instance.tags = registration.tags.unwrap_or_default();
     let stored = match api.store.register(&ctx.namespace, instance) {
         Ok(stored) => stored,
         Err(error) => return registration_error(&error),
@@ -257,15 +255,12 @@ fn cached_service_body(
     }
     body.extend_from_slice(b"]}");
     let body: Arc<[u8]> = body.into();
-    api.cache.put(
-        &ctx.namespace,
-        service,
-        view,
-        epoch,
-        body.clone(),
-        now,
+    let entry = Entry {
+        body: body.clone(),
+        built_at: now,
         stale_after,
-    );
+    };
+    api.cache.put(&ctx.namespace, service, view, epoch, entry);
     Ok(Some(body))
 }
 

@@ -1,6 +1,8 @@
-//! Serialised list bodies, cached per (namespace, service, view) (DESIGN decision 7).
+//! Serialised list bodies, cached per (namespace, service, view) and per (namespace, view) for
+//! whole-namespace documents (DESIGN decision 7).
 //!
-//! A body is dropped by any change event of its service. Heartbeats emit no event, so a cached
+//! Any change event of a namespace drops all of its bodies (changes are rare next to reads, and a
+//! namespace that empties leaves nothing behind). Heartbeats emit no event, so a cached
 //! body's `last_heartbeat` values may lag, by at most [`MAX_AGE`]. A body is also stale once the
 //! earliest deadline among its instances has passed, so an expired instance is never served.
 //!
@@ -8,6 +10,7 @@
 //! reader notes the epoch before it reads the store, and stores its body only if no event came
 //! in between. An event after the store was read removes what was stored.
 
+use super::eureka::render::Format;
 use crate::registry::store::Change;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +24,39 @@ pub const MAX_AGE: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     /// `GET /api/v1/services/{name}`.
-    Service = 0,
+    Service,
     /// `GET /api/v1/instances?service_name={name}`.
-    Instances = 1,
+    Instances,
+    /// Eureka `GET …/apps/{app}`, JSON or XML.
+    EurekaApp(Format),
+    /// Eureka `GET …/apps`, JSON or XML (whole namespace).
+    EurekaApps(Format),
+    /// The Eureka hash code of the whole namespace.
+    EurekaHashCode,
+}
+
+const SERVICE_VIEWS: usize = 4;
+const NAMESPACE_VIEWS: usize = 3;
+
+impl View {
+    /// The slot of a per-service view, or `None` for a whole-namespace view.
+    fn service_slot(self) -> Option<usize> {
+        match self {
+            View::Service => Some(0),
+            View::Instances => Some(1),
+            View::EurekaApp(Format::Json) => Some(2),
+            View::EurekaApp(Format::Xml) => Some(3),
+            _ => None,
+        }
+    }
+
+    fn namespace_slot(self) -> usize {
+        match self {
+            View::EurekaApps(Format::Json) => 0,
+            View::EurekaApps(Format::Xml) => 1,
+            _ => 2,
+        }
+    }
 }
 
 struct Cached {
@@ -33,11 +66,31 @@ struct Cached {
     stale_after: Option<u64>,
 }
 
-type ServiceViews = HashMap<Arc<str>, [Option<Cached>; 2]>;
+impl Cached {
+    fn fresh(&self, now: u64) -> Option<Arc<[u8]>> {
+        let young = now.saturating_sub(self.built_at) < MAX_AGE.as_nanos() as u64;
+        let unexpired = self.stale_after.is_none_or(|d| now <= d);
+        (young && unexpired).then(|| self.body.clone())
+    }
+}
+
+#[derive(Default)]
+struct NamespaceEntries {
+    services: HashMap<Arc<str>, [Option<Cached>; SERVICE_VIEWS]>,
+    whole: [Option<Cached>; NAMESPACE_VIEWS],
+}
+
+/// A body to store: what it is and when it goes stale.
+pub struct Entry {
+    pub body: Arc<[u8]>,
+    /// Monotonic nanoseconds when the store read began.
+    pub built_at: u64,
+    pub stale_after: Option<u64>,
+}
 
 #[derive(Default)]
 pub struct ResponseCache {
-    entries: Mutex<HashMap<Arc<str>, ServiceViews>>,
+    entries: Mutex<HashMap<Arc<str>, NamespaceEntries>>,
     epoch: AtomicU64,
 }
 
@@ -47,115 +100,101 @@ impl ResponseCache {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// A fresh cached body, if there is one.
+    /// A fresh cached body, if there is one. `service` is ignored for whole-namespace views.
     pub fn get(&self, namespace: &str, service: &str, view: View, now: u64) -> Option<Arc<[u8]>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let cached = entries.get(namespace)?.get(service)?[view as usize].as_ref()?;
-        let young = now.saturating_sub(cached.built_at) < MAX_AGE.as_nanos() as u64;
-        let unexpired = cached.stale_after.is_none_or(|d| now <= d);
-        (young && unexpired).then(|| cached.body.clone())
+        let namespace = entries.get(namespace)?;
+        let cached = match view.service_slot() {
+            Some(slot) => namespace.services.get(service)?[slot].as_ref(),
+            None => namespace.whole[view.namespace_slot()].as_ref(),
+        };
+        cached?.fresh(now)
     }
 
-    /// Stores a body built from a store read that started at `epoch`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn put(
-        &self,
-        namespace: &str,
-        service: &str,
-        view: View,
-        epoch: u64,
-        body: Arc<[u8]>,
-        built_at: u64,
-        stale_after: Option<u64>,
-    ) {
+    /// Stores a body built from a store read that started at `epoch`; nothing is stored if a
+    /// change came in since.
+    pub fn put(&self, namespace: &str, service: &str, view: View, epoch: u64, entry: Entry) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if self.epoch.load(Ordering::SeqCst) != epoch {
             return;
         }
-        let slots = entries
-            .entry(Arc::from(namespace))
-            .or_default()
-            .entry(Arc::from(service))
-            .or_default();
-        slots[view as usize] = Some(Cached {
-            body,
-            built_at,
-            stale_after,
+        let cached = Some(Cached {
+            body: entry.body,
+            built_at: entry.built_at,
+            stale_after: entry.stale_after,
         });
+        let namespace = entries.entry(Arc::from(namespace)).or_default();
+        match view.service_slot() {
+            Some(slot) => {
+                namespace.services.entry(Arc::from(service)).or_default()[slot] = cached;
+            }
+            None => namespace.whole[view.namespace_slot()] = cached,
+        }
     }
 
-    /// Drops the bodies of the changed service.
+    /// Drops the bodies of the changed namespace.
     pub fn on_change(&self, change: &Change) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        if let Some(services) = entries.get_mut(&change.namespace) {
-            services.remove(&change.service);
-            if services.is_empty() {
-                entries.remove(&change.namespace);
-            }
-        }
+        entries.remove(&change.namespace);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::instance::{Endpoint, EndpointType, Instance};
     use crate::registry::store::ChangeKind;
+    use std::time::Duration;
 
     fn change(service: &str) -> Change {
+        let endpoint = Endpoint {
+            kind: EndpointType::Tcp,
+            value: "v".into(),
+        };
         Change {
             namespace: "ns".into(),
-            service: service.into(),
-            id: "i".into(),
+            instance: Arc::new(Instance::new(
+                "i",
+                service,
+                endpoint,
+                "UP".into(),
+                Duration::ZERO,
+            )),
             kind: ChangeKind::Registered,
             version: 1,
+        }
+    }
+
+    fn entry(stale_after: Option<u64>) -> Entry {
+        Entry {
+            body: Arc::from(&b"x"[..]),
+            built_at: 0,
+            stale_after,
         }
     }
 
     #[test]
     fn bodies_expire_by_age_deadline_and_events() {
         let cache = ResponseCache::default();
-        let body: Arc<[u8]> = Arc::from(&b"x"[..]);
-        cache.put(
-            "ns",
-            "s",
-            View::Service,
-            cache.epoch(),
-            body.clone(),
-            0,
-            Some(500),
-        );
+        cache.put("ns", "s", View::Service, cache.epoch(), entry(Some(500)));
         assert!(cache.get("ns", "s", View::Service, 100).is_some());
         assert!(cache.get("ns", "s", View::Instances, 100).is_none());
-        assert!(
-            cache.get("ns", "s", View::Service, 501).is_none(),
-            "past a deadline"
-        );
-        cache.put(
-            "ns",
-            "s",
-            View::Service,
-            cache.epoch(),
-            body.clone(),
-            0,
-            None,
-        );
+        let past_deadline = cache.get("ns", "s", View::Service, 501);
+        assert!(past_deadline.is_none());
+        cache.put("ns", "s", View::Service, cache.epoch(), entry(None));
+        let too_old = cache.get("ns", "s", View::Service, MAX_AGE.as_nanos() as u64);
+        assert!(too_old.is_none());
+        cache.put("ns", "s", View::Service, cache.epoch(), entry(None));
+        let whole = View::EurekaApps(Format::Xml);
+        cache.put("ns", "", whole, cache.epoch(), entry(None));
+        assert!(cache.get("ns", "any", whole, 1).is_some());
         assert!(cache
-            .get("ns", "s", View::Service, MAX_AGE.as_nanos() as u64)
+            .get("ns", "", View::EurekaApps(Format::Json), 1)
             .is_none());
-        cache.put(
-            "ns",
-            "s",
-            View::Service,
-            cache.epoch(),
-            body.clone(),
-            0,
-            None,
-        );
         cache.on_change(&change("other"));
-        assert!(cache.get("ns", "s", View::Service, 1).is_some());
-        cache.on_change(&change("s"));
         assert!(cache.get("ns", "s", View::Service, 1).is_none());
+        assert!(cache.get("ns", "", whole, 1).is_none());
     }
 
     #[test]
@@ -163,15 +202,7 @@ mod tests {
         let cache = ResponseCache::default();
         let epoch = cache.epoch();
         cache.on_change(&change("s"));
-        cache.put(
-            "ns",
-            "s",
-            View::Service,
-            epoch,
-            Arc::from(&b"old"[..]),
-            0,
-            None,
-        );
+        cache.put("ns", "s", View::Service, epoch, entry(None));
         assert!(cache.get("ns", "s", View::Service, 1).is_none());
     }
 }

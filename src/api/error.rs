@@ -44,7 +44,7 @@ pub fn registration_error(error: &StoreError) -> Response {
             },
         ),
         StoreError::CapacityExceeded => Response::error(403, REGISTRATION_FAILURE),
-        StoreError::NotFound => Response::error(500, REGISTRATION_FAILURE),
+        StoreError::NotFound | StoreError::Backend(_) => Response::error(500, REGISTRATION_FAILURE),
     }
 }
 

@@ -1,9 +1,14 @@
 //! The protocols served on the API port, and the stages every request passes (spec 1.2):
 //! 415 check → routing (404/405) → parameter decoding (400) → HTTPS (301) → auth (401) → handler.
+//!
+//! The Amalgam8 API lives under `/api/v1`; the Eureka API under three prefixes (D5):
+//! `/api/eureka/{token}/v2` (the token is a path segment), `/eureka/v2` and `/eureka` (the token
+//! comes from the `Authorization` header only).
 
 pub mod amalgam8;
 pub mod cache;
 pub mod error;
+pub mod eureka;
 pub mod ops;
 
 use crate::auth::{extract_token, Authenticator};
@@ -29,6 +34,16 @@ enum Route {
     Heartbeat,
     ListServices,
     ServiceInstances,
+    Eureka(eureka::Op, EurekaPrefix),
+}
+
+/// Where a Eureka route takes its token from, and its default response format (D5, D6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EurekaPrefix {
+    /// `/api/eureka/{token}/v2`: the first path parameter; JSON by default.
+    PathToken,
+    /// `/eureka/v2` and `/eureka`: the header only; XML by default.
+    HeaderOnly,
 }
 
 impl Route {
@@ -40,22 +55,56 @@ impl Route {
 
 fn routes() -> Router<Route> {
     let mut router = Router::default();
-    router.add(Method::Get, "/", Route::Root);
-    router.add(Method::Get, "/uptime", Route::Uptime);
-    router.add(Method::Post, "/api/v1/instances", Route::Register);
-    router.add(Method::Get, "/api/v1/instances", Route::ListInstances);
-    router.add(Method::Delete, "/api/v1/instances/{id}", Route::Deregister);
-    router.add(
-        Method::Put,
-        "/api/v1/instances/{id}/heartbeat",
-        Route::Heartbeat,
-    );
-    router.add(Method::Get, "/api/v1/services", Route::ListServices);
-    router.add(
-        Method::Get,
-        "/api/v1/services/{name}",
-        Route::ServiceInstances,
-    );
+    for (method, path, route) in [
+        (Method::Get, "/", Route::Root),
+        (Method::Get, "/uptime", Route::Uptime),
+        (Method::Post, "/api/v1/instances", Route::Register),
+        (Method::Get, "/api/v1/instances", Route::ListInstances),
+        (Method::Delete, "/api/v1/instances/{id}", Route::Deregister),
+        (
+            Method::Put,
+            "/api/v1/instances/{id}/heartbeat",
+            Route::Heartbeat,
+        ),
+        (Method::Get, "/api/v1/services", Route::ListServices),
+        (
+            Method::Get,
+            "/api/v1/services/{name}",
+            Route::ServiceInstances,
+        ),
+    ] {
+        router.add(method, path, route);
+    }
+    use eureka::Op;
+    for (prefix, kind) in [
+        ("/api/eureka/{token}/v2", EurekaPrefix::PathToken),
+        ("/eureka/v2", EurekaPrefix::HeaderOnly),
+        ("/eureka", EurekaPrefix::HeaderOnly),
+    ] {
+        // Literal routes first: `apps/delta` wins over `apps/{app}` for GET only.
+        for (method, path, op) in [
+            (Method::Get, "/apps", Op::Apps),
+            (Method::Get, "/apps/", Op::Apps),
+            (Method::Get, "/apps/delta", Op::Delta),
+            (Method::Get, "/apps/{app}", Op::App),
+            (Method::Post, "/apps/{app}", Op::Register),
+            (Method::Get, "/apps/{app}/{iid}", Op::Instance),
+            (Method::Put, "/apps/{app}/{iid}", Op::Renew),
+            (Method::Delete, "/apps/{app}/{iid}", Op::Cancel),
+            (Method::Put, "/apps/{app}/{iid}/status", Op::SetStatus),
+            (Method::Delete, "/apps/{app}/{iid}/status", Op::RemoveStatus),
+            (
+                Method::Put,
+                "/apps/{app}/{iid}/metadata",
+                Op::UpdateMetadata,
+            ),
+            (Method::Get, "/instances/{iid}", Op::InstanceById),
+            (Method::Get, "/vips/{vip}", Op::Vip),
+            (Method::Get, "/svips/{svip}", Op::SecureVip),
+        ] {
+            router.add(method, &format!("{prefix}{path}"), Route::Eureka(op, kind));
+        }
+    }
     router
 }
 
@@ -69,6 +118,7 @@ pub struct Api {
     router: Router<Route>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) cache: Arc<ResponseCache>,
+    pub(crate) delta: Arc<eureka::delta::DeltaLog>,
     auth: Authenticator,
     require_https: bool,
     pub(crate) started: Instant,
@@ -79,14 +129,26 @@ impl Api {
         let cache = Arc::new(ResponseCache::default());
         let listener = cache.clone();
         store.subscribe(Box::new(move |change| listener.on_change(change)));
+        let delta = Arc::new(eureka::delta::DeltaLog::default());
+        let log = delta.clone();
+        let clock = store.clone();
+        store.subscribe(Box::new(move |change| {
+            log.record(change, clock.clock().monotonic_nanos())
+        }));
         Api {
             router: routes(),
             store,
             cache,
+            delta,
             auth,
             require_https,
             started: Instant::now(),
         }
+    }
+
+    /// Drops Eureka change-log entries older than their retention; run every so often.
+    pub fn prune_change_log(&self) {
+        self.delta.prune_all(self.store.clock().monotonic_nanos());
     }
 
     /// The "is secure" test of spec 2.6.
@@ -98,7 +160,7 @@ impl Api {
 
     /// The stages of spec 1.2; returns the response and the namespace, once known.
     fn respond(&self, request: &Request) -> (Response, Option<String>) {
-        if request.declared_length.is_some_and(|n| n > 0) && !json_content_type(request) {
+        if request.declared_length.is_some_and(|n| n > 0) && !acceptable_content_type(request) {
             return (Response::error(415, BAD_CONTENT_TYPE), None);
         }
         let (route, raw_params) = match self.router.route(request.method, &request.path) {
@@ -123,7 +185,11 @@ impl Api {
         if self.require_https && !self.is_secure(request) {
             return (https_redirect(request), None);
         }
-        let namespace = match extract_token(request.header("authorization"), "")
+        let path_token = match route {
+            Route::Eureka(_, EurekaPrefix::PathToken) => params.remove(0),
+            _ => String::new(),
+        };
+        let namespace = match extract_token(request.header("authorization"), &path_token)
             .and_then(|token| self.auth.namespace(token, unix_now_secs()))
         {
             Ok(namespace) => namespace,
@@ -132,6 +198,13 @@ impl Api {
         let ctx = Context { namespace };
         let param = |i: usize| params.get(i).map_or("", String::as_str);
         let response = match route {
+            Route::Eureka(op, prefix) => {
+                let default_format = match prefix {
+                    EurekaPrefix::PathToken => eureka::render::Format::Json,
+                    EurekaPrefix::HeaderOnly => eureka::render::Format::Xml,
+                };
+                eureka::handle(self, &ctx, op, request, &params, default_format)
+            }
             Route::Register => amalgam8::register(self, &ctx, request),
             Route::ListInstances => amalgam8::list_instances(self, &ctx, request),
             Route::Deregister => amalgam8::deregister(self, &ctx, param(0)),
@@ -172,14 +245,20 @@ fn unix_now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The 415 rule of spec 1.6: `application/json`, with a UTF-8 charset if any.
-fn json_content_type(request: &Request) -> bool {
+/// The 415 rule of spec 1.6: `application/json` (and on Eureka paths `application/xml` or
+/// `text/xml`, D6), with a UTF-8 charset if any.
+fn acceptable_content_type(request: &Request) -> bool {
     let Some(value) = request.header("content-type") else {
         return false;
     };
     let mut parts = value.split(';');
     let media_type = parts.next().unwrap_or("").trim();
-    if !media_type.eq_ignore_ascii_case("application/json") {
+    let eureka_path =
+        request.path.starts_with("/api/eureka/") || request.path.starts_with("/eureka/");
+    let xml = media_type.eq_ignore_ascii_case("application/xml")
+        || media_type.eq_ignore_ascii_case("text/xml");
+    let json = media_type.eq_ignore_ascii_case("application/json");
+    if !(json || eureka_path && xml) {
         return false;
     }
     for parameter in parts {

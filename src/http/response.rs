@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `Content-Type` of every JSON response, including empty-bodied ones (spec 1.3).
 pub const JSON: &str = "application/json; charset=utf-8";
+/// `Content-Type` of Eureka XML responses (spec D6).
+pub const XML: &str = "application/xml; charset=utf-8";
 
 /// A response body: owned bytes, or a cached body shared between responses.
 #[derive(Clone, Debug)]

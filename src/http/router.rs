@@ -8,7 +8,7 @@
 use super::request::Method;
 
 enum Segment {
-    Literal(&'static str),
+    Literal(String),
     Param,
 }
 
@@ -43,7 +43,7 @@ impl<H: Copy> Default for Router<H> {
 
 impl<H: Copy> Router<H> {
     /// Adds a route; `pattern` starts with `/`, parameters are written `{name}`.
-    pub fn add(&mut self, method: Method, pattern: &'static str, handler: H) {
+    pub fn add(&mut self, method: Method, pattern: &str, handler: H) {
         let segments = pattern
             .split('/')
             .skip(1)
@@ -51,7 +51,7 @@ impl<H: Copy> Router<H> {
                 if s.starts_with('{') && s.ends_with('}') {
                     Segment::Param
                 } else {
-                    Segment::Literal(s)
+                    Segment::Literal(s.to_string())
                 }
             })
             .collect();

@@ -2,6 +2,8 @@
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::any::Any;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +61,20 @@ pub struct Endpoint {
     pub value: String,
 }
 
+/// Protocol-specific data a store keeps with an instance without looking into it (the Eureka API
+/// keeps the original registration fields here).
+#[derive(Clone)]
+pub struct Extension(pub Arc<dyn Any + Send + Sync>);
+
+impl fmt::Debug for Extension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Extension(..)")
+    }
+}
+
+/// Lease interval Eureka clients are told when they registered none (spec D11).
+pub const DEFAULT_RENEWAL_INTERVAL_SECS: u32 = 30;
+
 /// One registered instance.
 #[derive(Clone, Debug)]
 pub struct Instance {
@@ -75,6 +91,46 @@ pub struct Instance {
     pub registered_unix_nanos: i128,
     /// Unix time of the last heartbeat, in nanoseconds.
     pub last_heartbeat_unix_nanos: i128,
+    /// Unix time of the last registration or modification (heartbeats do not count).
+    pub updated_unix_nanos: i128,
+    /// Unix time the status last became `UP` since the registration; 0 while it has not.
+    pub service_up_unix_nanos: i128,
+    /// Modified (status or metadata) since it was registered.
+    pub modified: bool,
+    /// The client's dirty timestamp in unix milliseconds; 0 means the registration time.
+    pub dirty_unix_millis: i64,
+    /// The lease renewal interval the client registered (Eureka), in seconds.
+    pub renewal_interval_secs: u32,
+    pub extension: Option<Extension>,
+}
+
+impl Instance {
+    /// A new registration with no metadata, tags or extension; the store sets the timestamps.
+    pub fn new(
+        id: &str,
+        service_name: &str,
+        endpoint: Endpoint,
+        status: String,
+        ttl: Duration,
+    ) -> Instance {
+        Instance {
+            id: id.into(),
+            service_name: service_name.into(),
+            endpoint,
+            status,
+            ttl,
+            metadata: None,
+            tags: Vec::new(),
+            registered_unix_nanos: 0,
+            last_heartbeat_unix_nanos: 0,
+            updated_unix_nanos: 0,
+            service_up_unix_nanos: 0,
+            modified: false,
+            dirty_unix_millis: 0,
+            renewal_interval_secs: DEFAULT_RENEWAL_INTERVAL_SECS,
+            extension: None,
+        }
+    }
 }
 
 /// The id of an Amalgam8 registration: the first 16 lowercase hex characters of SHA-256 over

@@ -15,7 +15,7 @@
 //! that was just dropped. Shard locks are `std::sync::Mutex`es held for a few hash-map operations,
 //! never across I/O; they are safe to take on a `may` worker.
 
-use super::instance::{Instance, TtlPolicy};
+use super::instance::{Instance, TtlPolicy, UP};
 use super::store::{Change, ChangeKind, Clock, Listener, Store, StoreError};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -182,7 +182,7 @@ impl MemoryStore {
                 }
             }
             for instance in expired {
-                self.emit(namespace, &instance, ChangeKind::Expired);
+                self.emit(namespace, instance, ChangeKind::Expired);
             }
         }
     }
@@ -211,11 +211,10 @@ impl MemoryStore {
             .cloned()
     }
 
-    fn emit(&self, namespace: &Namespace, instance: &Instance, kind: ChangeKind) {
+    fn emit(&self, namespace: &Namespace, instance: Instance, kind: ChangeKind) {
         let change = Change {
             namespace: namespace.name.clone(),
-            service: instance.service_name.clone(),
-            id: instance.id.clone(),
+            instance: Arc::new(instance),
             kind,
             version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
         };
@@ -271,8 +270,15 @@ impl MemoryStore {
         // A replaced entry may belong to another service (the same Eureka id re-registered under
         // a new app): remove it first so both indexes stay right.
         let previous = shard.remove(&instance.id).map(|e| e.instance);
-        instance.registered_unix_nanos = self.clock.unix_nanos();
-        instance.last_heartbeat_unix_nanos = instance.registered_unix_nanos;
+        let unix_now = self.clock.unix_nanos();
+        instance.registered_unix_nanos = unix_now;
+        instance.last_heartbeat_unix_nanos = unix_now;
+        instance.updated_unix_nanos = unix_now;
+        instance.service_up_unix_nanos = if instance.status == UP { unix_now } else { 0 };
+        instance.modified = false;
+        if instance.dirty_unix_millis == 0 {
+            instance.dirty_unix_millis = (unix_now / 1_000_000) as i64;
+        }
         let deadline = self.deadline(&instance, now);
         shard.insert(Entry {
             instance: instance.clone(),
@@ -291,10 +297,10 @@ impl MemoryStore {
                     drop(map);
                     if let Some(previous) = previous {
                         if previous.service_name != stored.service_name {
-                            self.emit(&ns, &previous, ChangeKind::Deregistered);
+                            self.emit(&ns, previous, ChangeKind::Deregistered);
                         }
                     }
-                    self.emit(&ns, &stored, kind);
+                    self.emit(&ns, stored.clone(), kind);
                     return Ok(stored);
                 }
             }
@@ -350,9 +356,52 @@ impl Store for MemoryStore {
         };
         let entry = removed.ok_or(StoreError::NotFound)?;
         ns.count.fetch_sub(1, Ordering::SeqCst);
-        self.emit(&ns, &entry.instance, ChangeKind::Deregistered);
+        self.emit(&ns, entry.instance, ChangeKind::Deregistered);
         self.drop_if_empty(&ns);
         Ok(())
+    }
+
+    fn modify(
+        &self,
+        namespace: &str,
+        id: &str,
+        edit: &mut dyn FnMut(&mut Instance) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let ns = self.find(namespace).ok_or(StoreError::NotFound)?;
+        let now = self.clock.monotonic_nanos();
+        let unix_now = self.clock.unix_nanos();
+        let snapshot = {
+            let mut shard = ns.shard(id);
+            let entry = shard.get_mut(id).ok_or(StoreError::NotFound)?;
+            if !entry.live(now) {
+                return Err(StoreError::NotFound);
+            }
+            let mut changed = entry.instance.clone();
+            edit(&mut changed)?;
+            // The id and the service index the entry: an edit cannot move it.
+            changed.id = entry.instance.id.clone();
+            changed.service_name = entry.instance.service_name.clone();
+            changed.check_limits().map_err(StoreError::Limit)?;
+            changed.last_heartbeat_unix_nanos = unix_now;
+            changed.updated_unix_nanos = unix_now;
+            changed.modified = true;
+            if changed.status == UP && changed.service_up_unix_nanos == 0 {
+                changed.service_up_unix_nanos = unix_now;
+            }
+            entry.deadline = self.deadline(&changed, now);
+            entry.instance = changed;
+            entry.instance.clone()
+        };
+        self.emit(&ns, snapshot, ChangeKind::Modified);
+        Ok(())
+    }
+
+    fn get(&self, namespace: &str, id: &str) -> Option<Instance> {
+        let ns = self.find(namespace)?;
+        let now = self.clock.monotonic_nanos();
+        let mut shard = ns.shard(id);
+        let entry = shard.get_mut(id)?;
+        entry.live(now).then(|| entry.instance.clone())
     }
 
     fn for_each(
@@ -417,6 +466,10 @@ impl Store for MemoryStore {
     fn clock(&self) -> &dyn Clock {
         &*self.clock
     }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
 }
 
 #[cfg(test)]
@@ -461,20 +514,17 @@ mod tests {
     }
 
     fn instance(id: &str, service: &str, status: &str, ttl_secs: u64) -> Instance {
-        Instance {
-            id: id.into(),
-            service_name: service.into(),
-            endpoint: Endpoint {
-                kind: EndpointType::Tcp,
-                value: format!("{id}:80"),
-            },
-            status: status.into(),
-            ttl: Duration::from_secs(ttl_secs),
-            metadata: None,
-            tags: Vec::new(),
-            registered_unix_nanos: 0,
-            last_heartbeat_unix_nanos: 0,
-        }
+        let endpoint = Endpoint {
+            kind: EndpointType::Tcp,
+            value: format!("{id}:80"),
+        };
+        Instance::new(
+            id,
+            service,
+            endpoint,
+            status.into(),
+            Duration::from_secs(ttl_secs),
+        )
     }
 
     fn ids(store: &MemoryStore, ns: &str, service: Option<&str>) -> Vec<String> {
@@ -538,7 +588,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         store.subscribe(Box::new(move |c| {
-            lock(&sink).push((c.id.to_string(), c.kind))
+            lock(&sink).push((c.instance.id.to_string(), c.kind))
         }));
         store.register("ns", instance("a", "s", "UP", 10)).unwrap();
         clock.advance(11 * SECOND);

@@ -13,6 +13,8 @@ pub enum StoreError {
     Limit(LimitError),
     /// A new id would take the namespace over its capacity.
     CapacityExceeded,
+    /// The backend failed, or an edit could not be applied.
+    Backend(String),
 }
 
 /// What changed.
@@ -22,6 +24,8 @@ pub enum ChangeKind {
     Registered,
     /// An existing id was registered again; all of its data was replaced.
     Replaced,
+    /// The status or metadata of a live instance changed.
+    Modified,
     Deregistered,
     Expired,
 }
@@ -30,8 +34,8 @@ pub enum ChangeKind {
 #[derive(Clone, Debug)]
 pub struct Change {
     pub namespace: Arc<str>,
-    pub service: Arc<str>,
-    pub id: Arc<str>,
+    /// The instance after the change; for removals, its last state.
+    pub instance: Arc<Instance>,
     pub kind: ChangeKind,
     /// Grows with every change of the store; never goes back while the process runs.
     pub version: u64,
@@ -91,6 +95,20 @@ pub trait Store: Send + Sync {
     /// Removes the instance. Fails with `NotFound` for an unknown or expired id.
     fn deregister(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
 
+    /// Changes a live instance with `edit` (its status, metadata, tags or dirty timestamp; its id
+    /// and service stay), checks the limits, renews the lease and marks it modified. Fails with
+    /// `NotFound` for an unknown or expired id, with `edit`'s error, or on a limit; on failure
+    /// nothing changes.
+    fn modify(
+        &self,
+        namespace: &str,
+        id: &str,
+        edit: &mut dyn FnMut(&mut Instance) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// A copy of the live instance with this id.
+    fn get(&self, namespace: &str, id: &str) -> Option<Instance>;
+
     /// Calls `visit` for every live instance of the namespace, or of one service when `service`
     /// is given, and returns the earliest deadline (monotonic nanoseconds) among the visited
     /// instances that can expire, so a caller caching what it built knows when it goes stale.
@@ -106,6 +124,9 @@ pub trait Store: Send + Sync {
 
     /// Adds a change listener.
     fn subscribe(&self, listener: Listener);
+
+    /// The version of the latest change of the whole store.
+    fn version(&self) -> u64;
 
     /// The store's clock.
     fn clock(&self) -> &dyn Clock;

@@ -1,0 +1,373 @@
+//! The Eureka-compatible protocol (spec section 4): Netflix Eureka clients register, renew,
+//! discover and cancel here, in JSON or XML, under three base paths (D5).
+//!
+//! Eureka ids are `APP:instanceId` in the shared store, so both protocols see every instance.
+//! `model` decodes registrations, `render` draws instances and application documents, `delta`
+//! keeps the recent-change log.
+
+pub mod delta;
+pub mod model;
+pub mod render;
+
+use super::cache::{Entry, View};
+use super::error::registration_error;
+use super::{Api, Context};
+use crate::http::request::Request;
+use crate::http::response::{Body, Response};
+use crate::http::router::{first_value, parse_query};
+use crate::registry::instance::Instance;
+use crate::registry::store::StoreError;
+use model::{RegisterError, Registration};
+use render::{Action, Apps, Format};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+const INSTANCE_NOT_FOUND: &str = "Instance not found";
+const APPLICATION_NOT_FOUND: &str = "Failed to look-up application";
+const APPLICATION_ENUMERATION: &str = "Failed to list applications";
+const APPLICATION_MISMATCH: &str = "Application name mismatch";
+const REQUIRED_FIELDS_MISSING: &str =
+    "Missing required field(s): hostname, application, vipAddress or IPAddress";
+const STATUS_MISSING: &str = "No status value set";
+const VIP_ENUMERATION: &str = "Failed to list vip";
+const REGISTRATION_FAILURE: &str = "Failed to register instance";
+
+/// Every Eureka operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Apps,
+    Delta,
+    App,
+    Register,
+    Instance,
+    Renew,
+    Cancel,
+    SetStatus,
+    RemoveStatus,
+    UpdateMetadata,
+    InstanceById,
+    Vip,
+    SecureVip,
+}
+
+/// The response format: JSON if `Accept` mentions json, else XML if it mentions xml, else the
+/// prefix's default (spec D6).
+pub fn negotiate(request: &Request, default: Format) -> Format {
+    match request.header("accept").map(str::to_ascii_lowercase) {
+        Some(accept) if accept.contains("json") => Format::Json,
+        Some(accept) if accept.contains("xml") => Format::Xml,
+        _ => default,
+    }
+}
+
+fn document(format: Format, status: u16, body: Body) -> Response {
+    let mut response = Response::empty(status);
+    response.body = body;
+    if format == Format::Xml {
+        response.content_type = crate::http::response::XML;
+    }
+    response
+}
+
+/// Serves one Eureka operation; `params` are the decoded path parameters after the token.
+pub fn handle(
+    api: &Api,
+    ctx: &Context,
+    op: Op,
+    request: &Request,
+    params: &[String],
+    default_format: Format,
+) -> Response {
+    let param = |i: usize| params.get(i).map_or("", String::as_str);
+    let format = negotiate(request, default_format);
+    let store_id = || format!("{}:{}", param(0), param(1));
+    match op {
+        Op::Register => register(api, ctx, request, param(0)),
+        Op::Renew => lease_answer(api.store.heartbeat(&ctx.namespace, &store_id())),
+        Op::Cancel => lease_answer(api.store.deregister(&ctx.namespace, &store_id())),
+        Op::Apps => all_apps(api, ctx, format),
+        Op::Delta => delta(api, ctx, format),
+        Op::App => one_app(api, ctx, param(0), format),
+        Op::Instance => match api.store.get(&ctx.namespace, &store_id()) {
+            Some(instance) => document(
+                format,
+                200,
+                Body::Owned(render::instance_document(format, &instance)),
+            ),
+            None => Response::error(404, INSTANCE_NOT_FOUND),
+        },
+        Op::InstanceById => instance_by_id(api, ctx, param(0), format),
+        Op::SetStatus | Op::RemoveStatus => set_status(
+            api,
+            ctx,
+            request,
+            param(0),
+            &store_id(),
+            op == Op::SetStatus,
+        ),
+        Op::UpdateMetadata => update_metadata(api, ctx, request, &store_id()),
+        Op::Vip | Op::SecureVip => vip_list(api, ctx, param(0), op == Op::SecureVip, format),
+    }
+}
+
+/// Renew and cancel: 200, 404 for an unknown instance (D8), 500 for a store failure.
+fn lease_answer(result: Result<(), StoreError>) -> Response {
+    match result {
+        Ok(()) => Response::empty(200),
+        Err(StoreError::NotFound) => Response::error(404, INSTANCE_NOT_FOUND),
+        Err(_) => Response::error(500, INSTANCE_NOT_FOUND),
+    }
+}
+
+fn is_xml_body(request: &Request) -> bool {
+    request.header("content-type").is_some_and(|ct| {
+        let media_type = ct.split(';').next().unwrap_or("").trim();
+        media_type.eq_ignore_ascii_case("application/xml")
+            || media_type.eq_ignore_ascii_case("text/xml")
+    })
+}
+
+/// `POST E/apps/{app}` (spec 4.4).
+fn register(api: &Api, ctx: &Context, request: &Request, app: &str) -> Response {
+    let instance = match model::decode(&request.body, is_xml_body(request), app) {
+        Ok(instance) => instance,
+        Err(RegisterError::Invalid) => return Response::error(400, REGISTRATION_FAILURE),
+        Err(RegisterError::MissingFields) => return Response::error(400, REQUIRED_FIELDS_MISSING),
+        Err(RegisterError::AppMismatch) => return Response::error(400, APPLICATION_MISMATCH),
+    };
+    match api.store.register(&ctx.namespace, instance) {
+        Ok(_) => Response::empty(204),
+        Err(error) => registration_error(&error),
+    }
+}
+
+/// Builds (or takes from the cache) a document of the namespace or of one app.
+fn cached_document(
+    api: &Api,
+    ctx: &Context,
+    service: Option<&str>,
+    view: View,
+    build: &dyn Fn(&mut Apps) -> Vec<u8>,
+    format: Format,
+) -> Result<Option<Arc<[u8]>>, StoreError> {
+    let now = api.store.clock().monotonic_nanos();
+    let key = service.unwrap_or("");
+    if let Some(body) = api.cache.get(&ctx.namespace, key, view, now) {
+        return Ok(Some(body));
+    }
+    let epoch = api.cache.epoch();
+    let mut apps = Apps::default();
+    let stale_after = api
+        .store
+        .for_each(&ctx.namespace, service, &mut |instance| {
+            apps.add(format, instance, Action::of(instance));
+        })?;
+    if service.is_some() && apps.is_empty() {
+        return Ok(None);
+    }
+    let body: Arc<[u8]> = build(&mut apps).into();
+    let entry = Entry {
+        body: body.clone(),
+        built_at: now,
+        stale_after,
+    };
+    api.cache.put(&ctx.namespace, key, view, epoch, entry);
+    Ok(Some(body))
+}
+
+/// `GET E/apps` and `E/apps/`: every instance of the namespace, all statuses.
+fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
+    let version = api.store.version();
+    let build = |apps: &mut Apps| apps.applications_document(format, version, &apps.hash_code());
+    match cached_document(api, ctx, None, View::EurekaApps(format), &build, format) {
+        Ok(Some(body)) => document(format, 200, Body::Shared(body)),
+        _ => Response::error(500, APPLICATION_ENUMERATION),
+    }
+}
+
+/// `GET E/apps/{app}`: 404 when the app has no instance (D9).
+fn one_app(api: &Api, ctx: &Context, app: &str, format: Format) -> Response {
+    let build = |apps: &mut Apps| apps.application_document(format);
+    match cached_document(api, ctx, Some(app), View::EurekaApp(format), &build, format) {
+        Ok(Some(body)) => document(format, 200, Body::Shared(body)),
+        Ok(None) => Response::error(404, APPLICATION_NOT_FOUND),
+        Err(_) => Response::error(500, APPLICATION_ENUMERATION),
+    }
+}
+
+/// The hash code of the whole namespace, as a full list at this moment would carry it.
+fn namespace_hash_code(api: &Api, ctx: &Context) -> Result<String, StoreError> {
+    let build = |apps: &mut Apps| apps.hash_code().into_bytes();
+    let counted = |apps: &mut Apps, instance: &Instance| apps.count_status(&instance.status);
+    let now = api.store.clock().monotonic_nanos();
+    if let Some(body) = api.cache.get(&ctx.namespace, "", View::EurekaHashCode, now) {
+        return Ok(String::from_utf8_lossy(&body).into_owned());
+    }
+    let epoch = api.cache.epoch();
+    let mut apps = Apps::default();
+    let stale_after = api.store.for_each(&ctx.namespace, None, &mut |instance| {
+        counted(&mut apps, instance)
+    })?;
+    let body: Arc<[u8]> = build(&mut apps).into();
+    let entry = Entry {
+        body: body.clone(),
+        built_at: now,
+        stale_after,
+    };
+    api.cache
+        .put(&ctx.namespace, "", View::EurekaHashCode, epoch, entry);
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `GET E/apps/delta` (D7): the instances changed in the last 3 minutes, with the full hash code.
+fn delta(api: &Api, ctx: &Context, format: Format) -> Response {
+    let version = api.store.version();
+    let Ok(hash_code) = namespace_hash_code(api, ctx) else {
+        return Response::error(500, APPLICATION_ENUMERATION);
+    };
+    let mut apps = Apps::default();
+    let now = api.store.clock().monotonic_nanos();
+    api.delta
+        .for_each(&ctx.namespace, now, &mut |instance, action| {
+            apps.add(format, instance, action)
+        });
+    let body = apps.applications_document(format, version, &hash_code);
+    document(format, 200, Body::Owned(body))
+}
+
+/// `GET E/instances/{iid}`: the first instance whose id ends with `:{iid}` (kept as the original).
+fn instance_by_id(api: &Api, ctx: &Context, iid: &str, format: Format) -> Response {
+    let suffix = format!(":{iid}");
+    let mut found: Option<Instance> = None;
+    let _ = api.store.for_each(&ctx.namespace, None, &mut |instance| {
+        if found.is_none() && instance.id.ends_with(&suffix) {
+            found = Some(instance.clone());
+        }
+    });
+    match found {
+        Some(instance) => document(
+            format,
+            200,
+            Body::Owned(render::instance_document(format, &instance)),
+        ),
+        None => Response::error(404, INSTANCE_NOT_FOUND),
+    }
+}
+
+/// `PUT …/status?value=S` and `DELETE …/status[?value=S]` (spec 4.3, D12): the status is stored
+/// verbatim and the change counts as a heartbeat.
+fn set_status(
+    api: &Api,
+    ctx: &Context,
+    request: &Request,
+    app: &str,
+    id: &str,
+    set: bool,
+) -> Response {
+    let query = parse_query(request.query.as_deref());
+    let value = first_value(&query, "value").filter(|v| !v.is_empty());
+    let status = match (set, value) {
+        (true, None) => return Response::error(400, STATUS_MISSING),
+        (_, Some(value)) => value.to_string(),
+        (false, None) => "UNKNOWN".to_string(),
+    };
+    let Some(current) = api.store.get(&ctx.namespace, id) else {
+        return Response::error(404, INSTANCE_NOT_FOUND);
+    };
+    if *current.service_name != *app {
+        return Response::error(400, INSTANCE_NOT_FOUND);
+    }
+    let dirty = first_value(&query, "lastDirtyTimestamp").and_then(|d| d.parse::<i64>().ok());
+    let result = api.store.modify(&ctx.namespace, id, &mut |instance| {
+        instance.status = status.clone();
+        if let Some(dirty) = dirty.filter(|d| *d > instance.dirty_unix_millis) {
+            instance.dirty_unix_millis = dirty;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => Response::empty(200),
+        Err(StoreError::NotFound) => Response::error(404, INSTANCE_NOT_FOUND),
+        Err(_) => Response::error(500, INSTANCE_NOT_FOUND),
+    }
+}
+
+/// `PUT …/metadata?k=v…` (D12): each query parameter sets one metadata key to a string.
+fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Response {
+    let query = parse_query(request.query.as_deref());
+    if api.store.get(&ctx.namespace, id).is_none() {
+        return Response::error(404, INSTANCE_NOT_FOUND);
+    }
+    let mut updates: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in &query {
+        if !updates.iter().any(|(n, _)| n == name) {
+            updates.push((name, value));
+        }
+    }
+    if updates.is_empty() {
+        return Response::empty(200);
+    }
+    let result = api.store.modify(&ctx.namespace, id, &mut |instance| {
+        let mut members = instance
+            .metadata
+            .as_ref()
+            .and_then(|m| render::ordered_members(m.get()))
+            .unwrap_or_default();
+        for (name, value) in &updates {
+            let value = RawValue::from_string(serde_json::Value::from(*value).to_string())
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            match members.iter_mut().find(|(k, _)| k == name) {
+                Some(member) => member.1 = value,
+                None => members.push((name.to_string(), value)),
+            }
+        }
+        let mut json = String::from("{");
+        for (i, (key, value)) in members.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&serde_json::Value::from(key.as_str()).to_string());
+            json.push(':');
+            json.push_str(value.get());
+        }
+        json.push('}');
+        let metadata =
+            RawValue::from_string(json).map_err(|e| StoreError::Backend(e.to_string()))?;
+        if updates.iter().any(|(name, _)| *name == "amalgam8.tags") {
+            instance.tags = model::tags_of(&metadata);
+        }
+        instance.metadata = Some(metadata);
+        Ok(())
+    });
+    match result {
+        Ok(()) => Response::empty(200),
+        Err(StoreError::NotFound) => Response::error(404, INSTANCE_NOT_FOUND),
+        Err(error @ StoreError::Limit(_)) => registration_error(&error),
+        Err(_) => Response::error(500, INSTANCE_NOT_FOUND),
+    }
+}
+
+/// `GET E/vips/{vip}` and `GET E/svips/{svip}`: Eureka-registered instances with that (secure)
+/// VIP address, exactly.
+fn vip_list(api: &Api, ctx: &Context, vip: &str, secure: bool, format: Format) -> Response {
+    let version = api.store.version();
+    let mut apps = Apps::default();
+    let result = api.store.for_each(&ctx.namespace, None, &mut |instance| {
+        let Some(registration) = Registration::of(instance) else {
+            return;
+        };
+        let matches = if secure {
+            registration.secure_vip_address.as_deref() == Some(vip)
+        } else {
+            registration.vip_address == vip
+        };
+        if matches {
+            apps.add(format, instance, Action::of(instance));
+        }
+    });
+    if result.is_err() {
+        return Response::error(500, VIP_ENUMERATION);
+    }
+    let body = apps.applications_document(format, version, &apps.hash_code());
+    document(format, 200, Body::Owned(body))
+}

@@ -1,0 +1,687 @@
+//! Registry instances as Eureka renders them: JSON (spec 4.6) and Netflix's XML (spec 4.7), the
+//! application documents around them, and the hash code (spec 4.8).
+
+use super::model::{PortNumber, Registration};
+use crate::registry::instance::Instance;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// A response body format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Xml,
+}
+
+const DEFAULT_DATA_CENTER_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
+const DEFAULT_DATA_CENTER_NAME: &str = "MyOwn";
+const UNKNOWN: &str = "UNKNOWN";
+
+/// `actionType` of a rendered instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Added => "ADDED",
+            Action::Modified => "MODIFIED",
+            Action::Deleted => "DELETED",
+        }
+    }
+
+    /// The action a live instance shows: MODIFIED once its status or metadata changed.
+    pub fn of(instance: &Instance) -> Action {
+        if instance.modified {
+            Action::Modified
+        } else {
+            Action::Added
+        }
+    }
+}
+
+/// A port as rendered.
+struct PortView {
+    enabled: bool,
+    /// `Some(true)` when `$` is a JSON number.
+    value: Option<PortNumber>,
+}
+
+/// Every field of spec 4.6, defaults overlaid with the registration.
+struct View<'a> {
+    instance_id: Option<&'a str>,
+    host_name: String,
+    app: &'a str,
+    app_group_name: &'a str,
+    ip_addr: String,
+    vip_address: &'a str,
+    secure_vip_address: Option<&'a str>,
+    status: Option<&'a str>,
+    country_id: i64,
+    port: Option<PortView>,
+    secure_port: Option<PortView>,
+    home_page_url: Option<&'a str>,
+    status_page_url: Option<&'a str>,
+    health_check_url: Option<&'a str>,
+    data_center_class: &'a str,
+    data_center_name: &'a str,
+    data_center_metadata: Option<&'a str>,
+    renewal_interval: u32,
+    duration: u64,
+    registered_ms: i64,
+    renewed_ms: i64,
+    service_up_ms: i64,
+    metadata: Option<&'a RawValue>,
+    updated_ms: i64,
+    dirty_ms: i64,
+    action: Action,
+}
+
+fn millis(unix_nanos: i128) -> i64 {
+    if unix_nanos <= 0 {
+        0
+    } else {
+        (unix_nanos / 1_000_000) as i64
+    }
+}
+
+/// `scheme://host:port…` → (scheme, host, port); anything else → `None` (spec 4.6: no port is
+/// extracted from `host:port` values).
+fn split_url(value: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = value.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    if host.is_empty() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((scheme, host, port))
+}
+
+fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
+    let mut host = instance.endpoint.value.clone();
+    let mut port = None;
+    let mut secure_port = None;
+    if let Some((scheme, url_host, url_port)) = split_url(&instance.endpoint.value) {
+        host = url_host.to_string();
+        let rendered = Some(PortView {
+            enabled: true,
+            value: Some(PortNumber::Text(url_port.to_string())),
+        });
+        if scheme.eq_ignore_ascii_case("https")
+            || instance.endpoint.kind == crate::registry::instance::EndpointType::Https
+        {
+            secure_port = rendered;
+        } else {
+            port = rendered;
+        }
+    }
+    let mut view = View {
+        instance_id: None,
+        ip_addr: host.clone(),
+        host_name: host,
+        app: &instance.service_name,
+        app_group_name: UNKNOWN,
+        vip_address: &instance.service_name,
+        secure_vip_address: None,
+        status: Some(instance.status.as_str()).filter(|s| !s.is_empty()),
+        country_id: 1,
+        port,
+        secure_port,
+        home_page_url: None,
+        status_page_url: None,
+        health_check_url: None,
+        data_center_class: DEFAULT_DATA_CENTER_CLASS,
+        data_center_name: DEFAULT_DATA_CENTER_NAME,
+        data_center_metadata: None,
+        renewal_interval: instance.renewal_interval_secs,
+        duration: instance.ttl.as_secs(),
+        registered_ms: millis(instance.registered_unix_nanos),
+        renewed_ms: millis(instance.last_heartbeat_unix_nanos),
+        service_up_ms: millis(instance.service_up_unix_nanos),
+        metadata: instance.metadata.as_deref(),
+        updated_ms: millis(instance.updated_unix_nanos),
+        dirty_ms: instance.dirty_unix_millis,
+        action,
+    };
+    if let Some(registration) = Registration::of(instance) {
+        overlay(&mut view, registration);
+    }
+    view
+}
+
+fn overlay<'a>(view: &mut View<'a>, registration: &'a Registration) {
+    view.instance_id = registration.instance_id.as_deref();
+    view.host_name = registration.host_name.clone();
+    view.app = &registration.app;
+    if let Some(group) = &registration.app_group_name {
+        view.app_group_name = group;
+    }
+    view.ip_addr = registration.ip_addr.clone();
+    view.vip_address = &registration.vip_address;
+    view.secure_vip_address = registration.secure_vip_address.as_deref();
+    if let Some(country) = registration.country_id {
+        view.country_id = country;
+    }
+    let port_view = |p: &super::model::Port| PortView {
+        enabled: p.enabled,
+        value: p.number.clone(),
+    };
+    if let Some(port) = &registration.port {
+        view.port = Some(port_view(port));
+    }
+    if let Some(port) = &registration.secure_port {
+        view.secure_port = Some(port_view(port));
+    }
+    view.home_page_url = registration.home_page_url.as_deref();
+    view.status_page_url = registration.status_page_url.as_deref();
+    view.health_check_url = registration.health_check_url.as_deref();
+    if let Some(dc) = &registration.data_center {
+        if let Some(class) = &dc.class {
+            view.data_center_class = class;
+        }
+        if let Some(name) = &dc.name {
+            view.data_center_name = name;
+        }
+        view.data_center_metadata = dc.metadata.as_deref();
+    }
+}
+
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    // Serialising a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn json_key_str(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    json_str(out, value);
+}
+
+fn json_port(out: &mut Vec<u8>, key: &str, port: &PortView) {
+    out.extend_from_slice(format!(",\"{key}\":{{\"@enabled\":\"{}\"", port.enabled).as_bytes());
+    match &port.value {
+        Some(PortNumber::Number(n)) => out.extend_from_slice(format!(",\"$\":{n}").as_bytes()),
+        Some(PortNumber::Text(t)) => {
+            out.extend_from_slice(b",\"$\":");
+            json_str(out, t);
+        }
+        None => {}
+    }
+    out.push(b'}');
+}
+
+/// Writes the JSON instance object (without a wrapper), keys in the order of spec 4.6.
+fn write_json(out: &mut Vec<u8>, v: &View<'_>) {
+    out.push(b'{');
+    // Every later key starts with a comma; the first one written here does not.
+    let start = out.len();
+    if let Some(id) = v.instance_id {
+        json_key_str(out, "instanceId", id);
+    }
+    json_key_str(out, "hostName", &v.host_name);
+    out.remove(start);
+    json_key_str(out, "app", v.app);
+    json_key_str(out, "appGroupName", v.app_group_name);
+    json_key_str(out, "ipAddr", &v.ip_addr);
+    json_key_str(out, "vipAddress", v.vip_address);
+    if let Some(svip) = v.secure_vip_address {
+        json_key_str(out, "secureVipAddress", svip);
+    }
+    if let Some(status) = v.status {
+        json_key_str(out, "status", status);
+    }
+    json_key_str(out, "overriddenstatus", UNKNOWN);
+    out.extend_from_slice(format!(",\"countryId\":{}", v.country_id).as_bytes());
+    if let Some(port) = &v.port {
+        json_port(out, "port", port);
+    }
+    if let Some(port) = &v.secure_port {
+        json_port(out, "securePort", port);
+    }
+    for (key, value) in [
+        ("homePageUrl", v.home_page_url),
+        ("statusPageUrl", v.status_page_url),
+        ("healthCheckUrl", v.health_check_url),
+    ] {
+        if let Some(value) = value {
+            json_key_str(out, key, value);
+        }
+    }
+    out.extend_from_slice(b",\"dataCenterInfo\":{\"@class\":");
+    json_str(out, v.data_center_class);
+    json_key_str(out, "name", v.data_center_name);
+    if let Some(metadata) = v.data_center_metadata {
+        out.extend_from_slice(b",\"metadata\":");
+        out.extend_from_slice(metadata.as_bytes());
+    }
+    out.push(b'}');
+    out.extend_from_slice(
+        format!(
+            ",\"leaseInfo\":{{\"renewalIntervalInSecs\":{},\"durationInSecs\":{},\"registrationTimestamp\":{},\"lastRenewalTimestamp\":{},\"evictionTimestamp\":0,\"serviceUpTimestamp\":{}}}",
+            v.renewal_interval, v.duration, v.registered_ms, v.renewed_ms, v.service_up_ms
+        )
+        .as_bytes(),
+    );
+    if let Some(metadata) = v.metadata {
+        out.extend_from_slice(b",\"metadata\":");
+        out.extend_from_slice(metadata.get().as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            ",\"isCoordinatingDiscoveryServer\":\"false\",\"lastUpdatedTimestamp\":\"{}\",\"lastDirtyTimestamp\":\"{}\",\"actionType\":\"{}\"}}",
+            v.updated_ms,
+            v.dirty_ms,
+            v.action.as_str()
+        )
+        .as_bytes(),
+    );
+}
+
+/// Escapes XML text, replacing characters XML 1.0 forbids with U+FFFD.
+fn xml_escape(out: &mut Vec<u8>, text: &str) {
+    escape(out, text, false);
+}
+
+/// Escapes an attribute value (as text, plus `"`).
+fn xml_escape_attribute(out: &mut Vec<u8>, text: &str) {
+    escape(out, text, true);
+}
+
+fn escape(out: &mut Vec<u8>, text: &str, attribute: bool) {
+    for c in text.chars() {
+        match c {
+            '&' => out.extend_from_slice(b"&amp;"),
+            '<' => out.extend_from_slice(b"&lt;"),
+            '>' => out.extend_from_slice(b"&gt;"),
+            '"' if attribute => out.extend_from_slice(b"&quot;"),
+            '\t' | '\n' | '\r' => out.push(c as u8),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
+                out.extend_from_slice("\u{fffd}".as_bytes())
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+fn xml_element(out: &mut Vec<u8>, name: &str, text: &str) {
+    out.push(b'<');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'>');
+    xml_escape(out, text);
+    out.extend_from_slice(b"</");
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'>');
+}
+
+/// A metadata key as a Netflix XML element name (`_` → `__`, `$` → `_-`), or `None` when the
+/// result is still not a valid XML name.
+fn xml_name(key: &str) -> Option<String> {
+    let coded = key.replace('_', "__").replace('$', "_-");
+    let mut chars = coded.chars();
+    let first = chars.next()?;
+    let name_start = |c: char| c.is_alphabetic() || c == '_';
+    let name_char = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
+    (name_start(first) && chars.all(name_char)).then_some(coded)
+}
+
+/// Ordered members of a JSON object (serde_json's map would sort them).
+struct OrderedMembers(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OrderedMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
+                    match members.iter_mut().find(|(k, _)| *k == key) {
+                        Some(existing) => existing.1 = value,
+                        None => members.push((key, value)),
+                    }
+                }
+                Ok(OrderedMembers(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The members of a JSON object text in document order (the last of duplicate keys wins).
+pub fn ordered_members(json: &str) -> Option<Vec<(String, Box<RawValue>)>> {
+    serde_json::from_str::<OrderedMembers>(json)
+        .ok()
+        .map(|m| m.0)
+}
+
+/// The XML form of a metadata object; nothing for a value that is not an object.
+fn xml_metadata(out: &mut Vec<u8>, json: &str) {
+    let Some(members) = ordered_members(json) else {
+        return;
+    };
+    if members.is_empty() {
+        out.extend_from_slice(b"<metadata class=\"java.util.Collections$EmptyMap\"/>");
+        return;
+    }
+    out.extend_from_slice(b"<metadata>");
+    for (key, value) in &members {
+        let Some(name) = xml_name(key) else { continue };
+        let text = match serde_json::from_str::<String>(value.get()) {
+            Ok(s) => s,
+            Err(_) => value.get().to_string(),
+        };
+        xml_element(out, &name, &text);
+    }
+    out.extend_from_slice(b"</metadata>");
+}
+
+fn xml_port(out: &mut Vec<u8>, name: &str, port: &PortView) {
+    out.extend_from_slice(format!("<{name} enabled=\"{}\">", port.enabled).as_bytes());
+    if let Some(value) = &port.value {
+        xml_escape(out, &value.text());
+    }
+    out.extend_from_slice(format!("</{name}>").as_bytes());
+}
+
+/// Writes the `<instance>` element, children in Netflix's order (spec 4.7).
+fn write_xml(out: &mut Vec<u8>, v: &View<'_>) {
+    out.extend_from_slice(b"<instance>");
+    if let Some(id) = v.instance_id {
+        xml_element(out, "instanceId", id);
+    }
+    xml_element(out, "hostName", &v.host_name);
+    xml_element(out, "app", v.app);
+    xml_element(out, "ipAddr", &v.ip_addr);
+    if let Some(status) = v.status {
+        xml_element(out, "status", status);
+    }
+    xml_element(out, "overriddenstatus", UNKNOWN);
+    if let Some(port) = &v.port {
+        xml_port(out, "port", port);
+    }
+    if let Some(port) = &v.secure_port {
+        xml_port(out, "securePort", port);
+    }
+    xml_element(out, "countryId", &v.country_id.to_string());
+    out.extend_from_slice(b"<dataCenterInfo class=\"");
+    xml_escape_attribute(out, v.data_center_class);
+    out.extend_from_slice(b"\">");
+    xml_element(out, "name", v.data_center_name);
+    if let Some(metadata) = v.data_center_metadata {
+        xml_metadata(out, metadata);
+    }
+    out.extend_from_slice(b"</dataCenterInfo>");
+    out.extend_from_slice(
+        format!(
+            "<leaseInfo><renewalIntervalInSecs>{}</renewalIntervalInSecs><durationInSecs>{}</durationInSecs><registrationTimestamp>{}</registrationTimestamp><lastRenewalTimestamp>{}</lastRenewalTimestamp><evictionTimestamp>0</evictionTimestamp><serviceUpTimestamp>{}</serviceUpTimestamp></leaseInfo>",
+            v.renewal_interval, v.duration, v.registered_ms, v.renewed_ms, v.service_up_ms
+        )
+        .as_bytes(),
+    );
+    if let Some(metadata) = v.metadata {
+        xml_metadata(out, metadata.get());
+    }
+    xml_element(out, "appGroupName", v.app_group_name);
+    for (name, value) in [
+        ("homePageUrl", v.home_page_url),
+        ("statusPageUrl", v.status_page_url),
+        ("healthCheckUrl", v.health_check_url),
+    ] {
+        if let Some(value) = value {
+            xml_element(out, name, value);
+        }
+    }
+    xml_element(out, "vipAddress", v.vip_address);
+    if let Some(svip) = v.secure_vip_address {
+        xml_element(out, "secureVipAddress", svip);
+    }
+    out.extend_from_slice(
+        format!(
+            "<isCoordinatingDiscoveryServer>false</isCoordinatingDiscoveryServer><lastUpdatedTimestamp>{}</lastUpdatedTimestamp><lastDirtyTimestamp>{}</lastDirtyTimestamp><actionType>{}</actionType></instance>",
+            v.updated_ms,
+            v.dirty_ms,
+            v.action.as_str()
+        )
+        .as_bytes(),
+    );
+}
+
+/// Writes one instance (no wrapper) in `format`.
+pub fn write_instance(out: &mut Vec<u8>, format: Format, instance: &Instance, action: Action) {
+    let v = view(instance, action);
+    match format {
+        Format::Json => write_json(out, &v),
+        Format::Xml => write_xml(out, &v),
+    }
+}
+
+/// `{"instance":{…}}` or `<instance>…</instance>`.
+pub fn instance_document(format: Format, instance: &Instance) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    if format == Format::Json {
+        out.extend_from_slice(b"{\"instance\":");
+    }
+    write_instance(&mut out, format, instance, Action::of(instance));
+    if format == Format::Json {
+        out.push(b'}');
+    }
+    out
+}
+
+/// Instances grouped by app, each already rendered, for the application documents.
+#[derive(Default)]
+pub struct Apps {
+    apps: BTreeMap<String, Vec<Vec<u8>>>,
+    statuses: BTreeMap<String, usize>,
+}
+
+impl Apps {
+    /// Renders and adds one instance.
+    pub fn add(&mut self, format: Format, instance: &Instance, action: Action) {
+        let mut body = Vec::with_capacity(1024);
+        write_instance(&mut body, format, instance, action);
+        let app = match Registration::of(instance) {
+            Some(registration) => registration.app.clone(),
+            None => instance.service_name.to_string(),
+        };
+        self.apps.entry(app).or_default().push(body);
+        self.count_status(&instance.status);
+    }
+
+    /// Counts a status toward the hash code without rendering an instance.
+    pub fn count_status(&mut self, status: &str) {
+        let status = if status.is_empty() { "UP" } else { status };
+        *self.statuses.entry(status.to_string()).or_default() += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+
+    /// The hash code of the instances counted: `<STATUS>_<count>_` per status, sorted by status.
+    pub fn hash_code(&self) -> String {
+        self.statuses
+            .iter()
+            .map(|(status, count)| format!("{status}_{count}_"))
+            .collect()
+    }
+
+    /// `{"application":{…}}` or `<application>…</application>` for the single app held.
+    pub fn application_document(&self, format: Format) -> Vec<u8> {
+        let mut out = Vec::new();
+        if format == Format::Json {
+            out.extend_from_slice(b"{\"application\":");
+        }
+        for (name, instances) in &self.apps {
+            write_application(&mut out, format, name, instances);
+        }
+        if format == Format::Json {
+            out.push(b'}');
+        }
+        out
+    }
+
+    /// The application list, with the given version and hash code.
+    pub fn applications_document(&self, format: Format, version: u64, hash_code: &str) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(256 + self.apps.values().flatten().map(Vec::len).sum::<usize>());
+        match format {
+            Format::Json => {
+                out.extend_from_slice(format!("{{\"applications\":{{\"versions__delta\":\"{version}\",\"apps__hashcode\":").as_bytes());
+                json_str(&mut out, hash_code);
+                if !self.apps.is_empty() {
+                    out.extend_from_slice(b",\"application\":[");
+                    for (i, (name, instances)) in self.apps.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        write_application(&mut out, format, name, instances);
+                    }
+                    out.push(b']');
+                }
+                out.extend_from_slice(b"}}");
+            }
+            Format::Xml => {
+                out.extend_from_slice(
+                    format!("<applications><versions__delta>{version}</versions__delta>")
+                        .as_bytes(),
+                );
+                xml_element(&mut out, "apps__hashcode", hash_code);
+                for (name, instances) in &self.apps {
+                    write_application(&mut out, format, name, instances);
+                }
+                out.extend_from_slice(b"</applications>");
+            }
+        }
+        out
+    }
+}
+
+fn write_application(out: &mut Vec<u8>, format: Format, name: &str, instances: &[Vec<u8>]) {
+    match format {
+        Format::Json => {
+            out.extend_from_slice(b"{\"name\":");
+            json_str(out, name);
+            out.extend_from_slice(b",\"instance\":[");
+            for (i, instance) in instances.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(instance);
+            }
+            out.extend_from_slice(b"]}");
+        }
+        Format::Xml => {
+            out.extend_from_slice(b"<application>");
+            xml_element(out, "name", name);
+            for instance in instances {
+                out.extend_from_slice(instance);
+            }
+            out.extend_from_slice(b"</application>");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::instance::{Endpoint, EndpointType};
+    use std::time::Duration;
+
+    fn a8_instance(kind: EndpointType, value: &str) -> Instance {
+        let mut i = Instance::new(
+            "id",
+            "s0",
+            Endpoint {
+                kind,
+                value: value.into(),
+            },
+            "UP".into(),
+            Duration::from_secs(30),
+        );
+        i.registered_unix_nanos = 1_795_355_906_245_000_000;
+        i.last_heartbeat_unix_nanos = 1_795_355_931_118_000_000;
+        i.updated_unix_nanos = i.registered_unix_nanos;
+        i.service_up_unix_nanos = i.registered_unix_nanos;
+        i.dirty_unix_millis = 1_795_355_906_245;
+        i
+    }
+
+    #[test]
+    fn amalgam8_instance_renders_as_the_contract_example() {
+        let i = a8_instance(EndpointType::Tcp, "x:1");
+        let mut out = Vec::new();
+        write_instance(&mut out, Format::Json, &i, Action::Added);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"hostName":"x:1","app":"s0","appGroupName":"UNKNOWN","ipAddr":"x:1","vipAddress":"s0","status":"UP","overriddenstatus":"UNKNOWN","countryId":1,"dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},"leaseInfo":{"renewalIntervalInSecs":30,"durationInSecs":30,"registrationTimestamp":1795355906245,"lastRenewalTimestamp":1795355931118,"evictionTimestamp":0,"serviceUpTimestamp":1795355906245},"isCoordinatingDiscoveryServer":"false","lastUpdatedTimestamp":"1795355906245","lastDirtyTimestamp":"1795355906245","actionType":"ADDED"}"#
+        );
+    }
+
+    #[test]
+    fn url_endpoints_give_host_and_port() {
+        let i = a8_instance(EndpointType::Https, "https://web.example.com:8443");
+        let mut out = Vec::new();
+        write_instance(&mut out, Format::Json, &i, Action::Added);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#""hostName":"web.example.com","#), "{text}");
+        assert!(text.contains(r#""ipAddr":"web.example.com","#));
+        assert!(text.contains(r#""securePort":{"@enabled":"true","$":"8443"}"#));
+    }
+
+    #[test]
+    fn metadata_names_are_coded_for_xml() {
+        assert_eq!(
+            xml_name("management_port").as_deref(),
+            Some("management__port")
+        );
+        assert_eq!(xml_name("a$b").as_deref(), Some("a_-b"));
+        assert_eq!(xml_name("amalgam8.tags").as_deref(), Some("amalgam8.tags"));
+        for bad in ["", "1a", "-a", ".a", "a b", "a:b"] {
+            assert_eq!(xml_name(bad), None, "{bad}");
+        }
+        let mut out = Vec::new();
+        xml_metadata(&mut out, r#"{"z":"1","a":{"n":2},"bad key":"x","e":"<&>"}"#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"<metadata><z>1</z><a>{"n":2}</a><e>&lt;&amp;&gt;</e></metadata>"#
+        );
+        let mut empty = Vec::new();
+        xml_metadata(&mut empty, "{}");
+        assert_eq!(
+            empty,
+            br#"<metadata class="java.util.Collections$EmptyMap"/>"#
+        );
+    }
+
+    #[test]
+    fn hash_code_sorts_statuses_and_counts_missing_as_up() {
+        let mut apps = Apps::default();
+        for status in ["UP", "UP", "", "DOWN"] {
+            apps.count_status(status);
+        }
+        assert_eq!(apps.hash_code(), "DOWN_1_UP_3_");
+        assert_eq!(Apps::default().hash_code(), "");
+    }
+
+    #[test]
+    fn control_characters_are_replaced_in_xml() {
+        let mut out = Vec::new();
+        xml_escape_attribute(&mut out, "a\u{1}b\tc\"");
+        assert_eq!(String::from_utf8(out).unwrap(), "a\u{fffd}b\tc&quot;");
+    }
+}
