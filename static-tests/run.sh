@@ -13,6 +13,14 @@ fi
 # The suite opens a thousand concurrent connections; give it descriptors to spare.
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
+# A real third-party Eureka client for the compatibility tests, in a venv of its own.
+PY_EUREKA_CLIENT=py_eureka_client==0.13.3
+venv=static-tests/.venv
+if ! "$venv/bin/python" -c 'import py_eureka_client' >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$PY_EUREKA_CLIENT"
+fi
+
 cargo build --release --bin a8registry
 export A8REGISTRY_BIN="$PWD/target/release/a8registry"
 cargo test --release --workspace

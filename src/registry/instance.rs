@@ -190,6 +190,12 @@ impl Instance {
         if self.status.len() > MAX_STATUS_BYTES {
             return Err(LimitError::Status);
         }
+        self.check_metadata_limit()
+    }
+
+    /// Checks the metadata limit alone: the one limit a modification can break (a status set
+    /// through Eureka's status route has no length limit, spec 4.3).
+    pub fn check_metadata_limit(&self) -> Result<(), LimitError> {
         if self.metadata.as_ref().map_or(0, |m| m.get().len()) > MAX_METADATA_BYTES {
             return Err(LimitError::Metadata);
         }

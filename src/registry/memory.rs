@@ -381,7 +381,7 @@ impl Store for MemoryStore {
             // The id and the service index the entry: an edit cannot move it.
             changed.id = entry.instance.id.clone();
             changed.service_name = entry.instance.service_name.clone();
-            changed.check_limits().map_err(StoreError::Limit)?;
+            changed.check_metadata_limit().map_err(StoreError::Limit)?;
             changed.last_heartbeat_unix_nanos = unix_now;
             changed.updated_unix_nanos = unix_now;
             changed.modified = true;

@@ -96,7 +96,7 @@ pub trait Store: Send + Sync {
     fn deregister(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
 
     /// Changes a live instance with `edit` (its status, metadata, tags or dirty timestamp; its id
-    /// and service stay), checks the limits, renews the lease and marks it modified. Fails with
+    /// and service stay), checks the metadata limit, renews the lease and marks it modified. Fails with
     /// `NotFound` for an unknown or expired id, with `edit`'s error, or on a limit; on failure
     /// nothing changes.
     fn modify(
