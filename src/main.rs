@@ -29,6 +29,8 @@ mod config;
 mod http;
 mod log;
 mod registry;
+#[cfg(test)]
+mod testing;
 
 use config::{Command, Config};
 use http::server::{Limits, Shutdown};

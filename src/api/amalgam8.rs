@@ -474,4 +474,13 @@ mod tests {
         let keys = decode_registration(br#"{"SERVICE_NAME":"case"}"#).unwrap();
         assert!(keys.service_name.is_none());
     }
+
+    #[test]
+    fn hostile_registration_bodies_never_panic() {
+        let body = br#"{"service_name":"s","endpoint":{"type":"tcp","value":"v"},"ttl":5,"status":"up","tags":["a"],"metadata":{"k":[1,{"x":null}]}}"#;
+        let mut rng = crate::testing::Rng::new(11);
+        for _ in 0..20_000 {
+            let _ = decode_registration(&rng.mutate(body));
+        }
+    }
 }

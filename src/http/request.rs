@@ -682,4 +682,20 @@ mod tests {
         let r = requests(b"GET / HTTP/1.1\r\nAuthorization: Bearer  x \r\n\r\n", 99);
         assert_eq!(r[0].header("authorization"), Some("Bearer  x"));
     }
+
+    #[test]
+    fn hostile_bytes_never_panic_or_loop() {
+        let seed_requests: [&[u8]; 3] = [
+            b"POST /api/v1/instances HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"GET /x?y=%20 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        ];
+        let mut rng = crate::testing::Rng::new(7);
+        for round in 0..20_000 {
+            let input = rng.mutate(seed_requests[round % seed_requests.len()]);
+            let step = 1 + rng.below(16);
+            // Errors are fine; panics and endless loops are not.
+            let _ = decode_all(&input, step);
+        }
+    }
 }

@@ -902,4 +902,14 @@ mod tests {
         let decoded = decode(escaped.as_bytes(), true, "A").unwrap();
         assert_eq!(&*decoded.id, "A:a&bA");
     }
+
+    #[test]
+    fn hostile_registration_bodies_never_panic() {
+        let xml = br#"<instance><instanceId>i</instanceId><hostName>h</hostName><app>A</app><ipAddr>1</ipAddr><port enabled="true">80</port><dataCenterInfo class="c"><name>Amazon</name><metadata><instance-id>x</instance-id></metadata></dataCenterInfo><leaseInfo><durationInSecs>9</durationInSecs></leaseInfo><metadata><a__b>&amp;</a__b></metadata><vipAddress>v</vipAddress></instance>"#;
+        let mut rng = crate::testing::Rng::new(13);
+        for _ in 0..10_000 {
+            let _ = decode(&rng.mutate(J.as_bytes()), false, "MYAPP");
+            let _ = decode(&rng.mutate(xml), true, "A");
+        }
+    }
 }

@@ -2,6 +2,8 @@
 
 mod amalgam8;
 mod auth;
+mod eureka;
 mod expiry;
 mod framing;
 mod process;
+mod scratch;

@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# Benchmarks the release a8registry on this machine. Not a test: it asserts no timings, it prints
+# figures (throughput and latency with wrk, memory, startup time, binary sizes) beside the machine
+# they were taken on, so they can be compared between changes on the same machine.
+#
+#   static-tests/bench.sh                    # 10 s per wrk run
+#   BENCH_DURATION=30s static-tests/bench.sh # longer runs, steadier figures
+#
+# Needs wrk, python3 and curl; installs wrk with apt-get when it runs as root. Every server it starts
+# binds 127.0.0.1 and is killed by its PID when the script exits, however it exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+COMMAND="static-tests/bench.sh${*:+ $*}"
+DURATION=${BENCH_DURATION:-10s}
+# The same load for every throughput row: 2 client threads, 64 keep-alive connections.
+WRK=(wrk -t2 -c64 -d"$DURATION" --latency)
+
+# --- Tools -----------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "bench.sh: installing wrk" >&2
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  else
+    echo "bench.sh: wrk is required; install it (e.g. 'sudo apt-get install wrk') and rerun" >&2
+    exit 1
+  fi
+fi
+for tool in python3 curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "bench.sh: $tool is required; install it and rerun" >&2
+    exit 1
+  fi
+done
+# 64 connections per run plus the fixture loaders: keep descriptors from being the limit.
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+cargo build --release --bin a8registry >&2
+BIN=$ROOT/target/release/a8registry
+
+# --- Scratch space and process bookkeeping ---------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/a8bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Starts a server in the background and sets SERVER_PID and PORT. Port 0 lets the kernel pick a
+# free port; the server says which in its startup line. Logging stays at its default level (info),
+# as an operator would run it. TTLs of 10 minutes: nothing expires during the run.
+start_server() {
+  local log=$WORK/server-$1.log
+  "$BIN" --api_bind 127.0.0.1 --api_port 0 --max_ttl 10m --default_ttl 10m \
+    </dev/null >/dev/null 2>"$log" &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  local tries=0
+  until grep -q 'msg="listening"' "$log"; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 1000 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "bench.sh: the server did not start:" >&2
+      cat "$log" >&2
+      exit 1
+    fi
+    sleep 0.01
+  done
+  PORT=$(grep -m1 -o 'address="127.0.0.1:[0-9]*"' "$log" | grep -o '[0-9]*"$' | tr -d '"')
+  STARTUP_MICROS=$(grep -m1 -o 'startup_micros="[0-9]*"' "$log" | grep -o '[0-9]*')
+}
+
+# Stops a server this script started and forgets its PID, so the exit trap never signals a PID
+# the system may have handed to some other process since.
+stop_server() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  local pid kept=()
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    if [ "$pid" != "$1" ]; then kept+=("$pid"); fi
+  done
+  PIDS=(${kept[@]+"${kept[@]}"})
+}
+
+rss_kib() {
+  awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# --- Helpers written to the scratch directory --------------------------------------------------
+
+# Registers COUNT instances of SERVICE (endpoint values derived from indexes FIRST..FIRST+COUNT-1)
+# over a few keep-alive connections, pipelining a batch of requests per write: ten thousand
+# registrations take well under a second, a hundred thousand a few seconds. Writes the ids to
+# IDS_FILE (if given) and fails on any answer other than 201.
+cat >"$WORK/register.py" <<'EOF'
+import json, socket, sys, threading, time
+
+port, service, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ids_path = sys.argv[5] if len(sys.argv) > 5 else None
+CONNECTIONS, BATCH = 4, 256
+
+def request(i):
+    value = "10.%d.%d.%d:%d" % ((i >> 16) & 255, (i >> 8) & 255, i & 255, 1024 + (i >> 24))
+    body = json.dumps({"service_name": service, "endpoint": {"type": "tcp", "value": value},
+                       "ttl": 600})
+    return ("POST /api/v1/instances HTTP/1.1\r\nHost: localhost\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(body), body)).encode()
+
+def read_response(reader):
+    status = int(reader.readline().split()[1])
+    length = 0
+    while True:
+        line = reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, reader.read(length)
+
+results, errors = [[] for _ in range(CONNECTIONS)], []
+
+def worker(n):
+    indexes = range(first + n, first + count, CONNECTIONS)
+    with socket.create_connection(("127.0.0.1", int(port))) as conn:
+        reader = conn.makefile("rb")
+        for start in range(0, len(indexes), BATCH):
+            batch = indexes[start:start + BATCH]
+            conn.sendall(b"".join(request(i) for i in batch))
+            for _ in batch:
+                status, body = read_response(reader)
+                if status != 201:
+                    errors.append("%d %r" % (status, body))
+                    return
+                results[n].append(json.loads(body)["id"])
+
+began = time.perf_counter()
+threads = [threading.Thread(target=worker, args=(n,)) for n in range(CONNECTIONS)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+if errors:
+    sys.exit("register.py: %s" % errors[0])
+ids = [i for r in results for i in r]
+if len(ids) != count:
+    sys.exit("register.py: %d of %d registered" % (len(ids), count))
+print("register.py: %d instances of %s in %.2f s" % (count, service, time.perf_counter() - began),
+      file=sys.stderr)
+if ids_path:
+    with open(ids_path, "w") as f:
+        f.write("\n".join(ids) + "\n")
+EOF
+
+# Counts the instances of every status the server holds (ids only, to keep the body small).
+count_instances() {
+  curl -sf "http://127.0.0.1:$1/api/v1/instances?status=ALL&fields=id" |
+    python3 -c 'import json, sys; print(len(json.load(sys.stdin)["instances"]))'
+}
+
+# Time from exec to the first answered request: spawn the binary on a port picked just before, poll
+# GET / over raw sockets (a refused connect costs microseconds; a 0.2 ms pause leaves the CPU to
+# the starting server) and take the median of the runs. Also the startup_micros the server logs.
+cat >"$WORK/startup.py" <<'EOF'
+import re, socket, statistics, subprocess, sys, time
+
+binary, logdir, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+def answered(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            return c.recv(16).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+millis, micros = [], []
+for run in range(runs):
+    port, log = free_port(), "%s/startup-%d.log" % (logdir, run)
+    with open(log, "w") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([binary, "--api_bind", "127.0.0.1", "--api_port", str(port)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            while not answered(port):
+                if proc.poll() is not None or time.perf_counter() - start > 10:
+                    sys.exit("startup.py: no answer from the server; see its log above")
+                time.sleep(0.0002)
+            millis.append((time.perf_counter() - start) * 1000)
+        finally:
+            proc.kill()
+            proc.wait()
+    found = re.search(r'startup_micros="(\d+)"', open(log).read())
+    if found:
+        micros.append(int(found.group(1)))
+print("%.1f ms (runs: %s)" % (statistics.median(millis), ", ".join("%.1f" % m for m in millis)))
+print("%d us (runs: %s)" % (statistics.median(micros), ", ".join(map(str, micros)))
+      if micros else "not logged")
+EOF
+
+# --- wrk scripts -----------------------------------------------------------------------------
+
+# Every wrk run ends with this done(): one machine-readable line, so the table needs no scraping
+# of wrk's human output. Latencies are in microseconds.
+cat >"$WORK/report.lua" <<'EOF'
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH rps=%.0f p50=%d p99=%d non2xx=%d sockerr=%d\n",
+    summary.requests / (summary.duration / 1e6), math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+EOF
+
+# (b) heartbeats cycling over the registered ids; each thread starts at its own offset. The ids are
+# only known after registering, so this part is put behind an `ids = {...}` table below.
+cat >"$WORK/heartbeat-body.lua" <<'EOF'
+local thread_count = 0
+function setup(thread)
+  thread:set("id", thread_count)
+  thread_count = thread_count + 1
+end
+local next_index
+function init(args)
+  next_index = (id or 0) * math.floor(#ids / 2)
+end
+function request()
+  next_index = next_index + 1
+  return wrk.format("PUT", "/api/v1/instances/" .. ids[next_index % #ids + 1] .. "/heartbeat")
+end
+EOF
+cat "$WORK/report.lua" >>"$WORK/heartbeat-body.lua"
+
+# (c) registrations of new instances: a counter per thread, each thread in its own range of
+# 2^24 values, so every request is a new endpoint and therefore a new id.
+cat >"$WORK/register.lua" <<'EOF'
+local thread_count = 0
+function setup(thread)
+  thread:set("id", thread_count)
+  thread_count = thread_count + 1
+end
+local counter
+function init(args)
+  counter = ((id or 0) + 1) * 16777216
+end
+local headers = { ["Content-Type"] = "application/json" }
+function request()
+  counter = counter + 1
+  local value = string.format("10.%d.%d.%d:%d", math.floor(counter / 65536) % 256,
+    math.floor(counter / 256) % 256, counter % 256, 1024 + math.floor(counter / 16777216))
+  local body = '{"service_name":"bench-post","endpoint":{"type":"tcp","value":"' .. value ..
+    '"},"ttl":600}'
+  return wrk.format("POST", "/api/v1/instances", headers, body)
+end
+EOF
+cat "$WORK/report.lua" >>"$WORK/register.lua"
+
+# Runs wrk and turns its report line into a table row: name | req/s | p50 | p99 | errors.
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+bench() {
+  local name=$1 script=$2 url=$3
+  shift 3
+  local out=$WORK/wrk-$(echo "$name" | tr -c 'a-z0-9' '_').txt
+  echo "bench.sh: $name ($DURATION)" >&2
+  "${WRK[@]}" -s "$script" "$@" "$url" >"$out" 2>&1
+  local line rps p50 p99 non2xx sockerr
+  line=$(grep '^BENCH ' "$out") || { cat "$out" >&2; echo "bench.sh: wrk failed" >&2; exit 1; }
+  rps=$(echo "$line" | sed 's/.*rps=\([0-9]*\).*/\1/')
+  p50=$(echo "$line" | sed 's/.*p50=\([0-9]*\).*/\1/')
+  p99=$(echo "$line" | sed 's/.*p99=\([0-9]*\).*/\1/')
+  non2xx=$(echo "$line" | sed 's/.*non2xx=\([0-9]*\).*/\1/')
+  sockerr=$(echo "$line" | sed 's/.*sockerr=\([0-9]*\).*/\1/')
+  printf '| %s | %s | %s | %s | %s non-2xx, %s socket |\n' \
+    "$name" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$non2xx" "$sockerr"
+}
+
+# --- Throughput and latency ------------------------------------------------------------------
+START_SECONDS=$SECONDS
+start_server main
+MAIN_PID=$SERVER_PID
+MAIN_PORT=$PORT
+MAIN_STARTUP_MICROS=$STARTUP_MICROS
+URL=http://127.0.0.1:$MAIN_PORT
+
+echo "bench.sh: registering fixtures" >&2
+python3 "$WORK/register.py" "$MAIN_PORT" bench-a 0 100
+python3 "$WORK/register.py" "$MAIN_PORT" bench-hb 0 10000 "$WORK/heartbeat-ids"
+{
+  echo 'ids = {'
+  sed 's/.*/"&",/' "$WORK/heartbeat-ids"
+  echo '}'
+  cat "$WORK/heartbeat-body.lua"
+} >"$WORK/heartbeat.lua"
+
+ROW_A=$(bench "(a) GET /api/v1/services/{name}, 100 instances" "$WORK/report.lua" \
+  "$URL/api/v1/services/bench-a")
+ROW_B=$(bench "(b) PUT /api/v1/instances/{id}/heartbeat, 10,000 ids" "$WORK/heartbeat.lua" "$URL")
+ROW_D=$(bench "(d) GET /api/v1/instances?service_name={name}, 100 instances" "$WORK/report.lua" \
+  "$URL/api/v1/instances?service_name=bench-a")
+
+# (e) only once the Eureka API exists; on a fresh server holding exactly 1,000 instances.
+EUREKA_STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/json' \
+  "$URL/eureka/v2/apps")
+if [ "$EUREKA_STATUS" = 200 ]; then
+  start_server eureka
+  for app in 0 1 2 3 4 5 6 7 8 9; do
+    python3 "$WORK/register.py" "$PORT" "bench-e$app" "$((app * 100))" 100
+  done
+  ROW_E=$(bench "(e) GET /eureka/v2/apps (JSON), 1,000 instances" "$WORK/report.lua" \
+    "http://127.0.0.1:$PORT/eureka/v2/apps" -H 'Accept: application/json')
+  stop_server "$SERVER_PID"
+else
+  ROW_E="| (e) GET /eureka/v2/apps (JSON), 1,000 instances | n/a (no Eureka API yet) | | | GET answered $EUREKA_STATUS |"
+fi
+
+# (c) last: it adds an instance per request, which would change the store under the other rows.
+ROW_C=$(bench "(c) POST /api/v1/instances, a new instance each" "$WORK/register.lua" "$URL")
+POST_COUNT=$(count_instances "$MAIN_PORT")
+MAIN_RSS_AFTER=$(rss_kib "$MAIN_PID")
+stop_server "$MAIN_PID"
+
+# --- Memory ------------------------------------------------------------------------------------
+echo "bench.sh: memory" >&2
+start_server memory
+sleep 0.2 # let the fresh server settle before calling it idle
+RSS_IDLE=$(rss_kib "$SERVER_PID")
+python3 "$WORK/register.py" "$PORT" bench-mem 0 10000
+COUNT_10K=$(count_instances "$PORT")
+RSS_10K=$(rss_kib "$SERVER_PID")
+python3 "$WORK/register.py" "$PORT" bench-mem 10000 90000
+COUNT_100K=$(count_instances "$PORT")
+RSS_100K=$(rss_kib "$SERVER_PID")
+stop_server "$SERVER_PID"
+
+# --- Startup -----------------------------------------------------------------------------------
+echo "bench.sh: startup" >&2
+mapfile -t STARTUP < <(python3 "$WORK/startup.py" "$BIN" "$WORK" 5)
+
+# --- Binary sizes --------------------------------------------------------------------------------
+echo "bench.sh: ./musl-build.sh" >&2
+RELEASE_SIZE=$(stat -c %s "$BIN")
+if ./musl-build.sh >"$WORK/musl.log" 2>&1; then
+  STATIC_PATH=$(sed -n 's/^binary: //p' "$WORK/musl.log")
+  STATIC_SIZE="$(sed -n 's/^size: \([0-9]*\) bytes/\1/p' "$WORK/musl.log") bytes ($STATIC_PATH)"
+else
+  STATIC_SIZE="musl-build.sh failed: $(tail -n 1 "$WORK/musl.log")"
+fi
+
+# --- Report --------------------------------------------------------------------------------------
+mib() { awk -v kib="$1" 'BEGIN { printf "%.1f MiB", kib / 1024 }'; }
+echo
+echo "## a8registry benchmark"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- command: $COMMAND (BENCH_DURATION=$DURATION)"
+echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "- load: ${WRK[*]} (client and server share the machine), server logging at info"
+echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git --no-optional-locks diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
+echo
+echo "| Request | Requests/s | p50 | p99 | Errors |"
+echo "|---|---|---|---|---|"
+printf '%s\n' "$ROW_A" "$ROW_B" "$ROW_C" "$ROW_D" "$ROW_E"
+echo
+echo "- (c) left $POST_COUNT instances in that server, $(mib "$MAIN_RSS_AFTER") RSS"
+echo "- memory (VmRSS): idle $(mib "$RSS_IDLE"); $COUNT_10K instances $(mib "$RSS_10K"); $COUNT_100K instances $(mib "$RSS_100K")"
+echo "- exec to first answered GET /, median of 5: ${STARTUP[0]}"
+echo "- startup_micros logged: ${STARTUP[1]}; main server ${MAIN_STARTUP_MICROS} us"
+echo "- release binary: $RELEASE_SIZE bytes ($BIN)"
+echo "- static binary: $STATIC_SIZE"
+echo "- bench.sh took $SECONDS s in all, $((SECONDS - START_SECONDS)) s after the release build"
