@@ -51,6 +51,10 @@ const COROUTINE_STACK_WORDS: usize = 16 * 1024;
 /// How often aged Eureka change-log entries are dropped (Netflix prunes every 30 s too).
 const CHANGE_LOG_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Coroutines kept for reuse. may fills its pool at startup: its default of 1,000 stacks cost
+/// about 6 MiB of idle RSS and 10 ms of startup; more are made on demand.
+const COROUTINE_POOL_CAPACITY: usize = 64;
+
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_signal: libc::c_int) {
@@ -113,7 +117,8 @@ fn serve(config: Config) -> ExitCode {
     let exec_started = Instant::now();
     may::config()
         .set_workers(config.workers)
-        .set_stack_size(COROUTINE_STACK_WORDS);
+        .set_stack_size(COROUTINE_STACK_WORDS)
+        .set_pool_capacity(COROUTINE_POOL_CAPACITY);
     may::config().set_worker_pin(false);
 
     let store = Arc::new(MemoryStore::new(

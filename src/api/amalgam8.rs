@@ -426,7 +426,7 @@ fn write_instance(out: &mut Vec<u8>, instance: &Instance, projection: Option<Pro
     if show.last_heartbeat {
         out.extend_from_slice(b",\"last_heartbeat\":\"");
         out.extend_from_slice(
-            crate::log::rfc3339(instance.last_heartbeat_unix_nanos, 9).as_bytes(),
+            crate::log::rfc3339(i128::from(instance.last_heartbeat.get()), 9).as_bytes(),
         );
         out.push(b'"');
     }

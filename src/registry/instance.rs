@@ -4,6 +4,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::any::Any;
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,33 @@ impl fmt::Debug for Extension {
     }
 }
 
+/// The time of the last heartbeat, in unix nanoseconds. Atomic, so a heartbeat updates an
+/// instance that is shared (with the change log, or a listing in progress) without copying it.
+#[derive(Default)]
+pub struct Heartbeat(AtomicI64);
+
+impl Heartbeat {
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, unix_nanos: i64) {
+        self.0.store(unix_nanos, Ordering::Relaxed);
+    }
+}
+
+impl Clone for Heartbeat {
+    fn clone(&self) -> Self {
+        Heartbeat(AtomicI64::new(self.get()))
+    }
+}
+
+impl fmt::Debug for Heartbeat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
 /// Lease interval Eureka clients are told when they registered none (spec D11).
 pub const DEFAULT_RENEWAL_INTERVAL_SECS: u32 = 30;
 
@@ -88,13 +116,12 @@ pub struct Instance {
     pub metadata: Option<Box<RawValue>>,
     pub tags: Vec<String>,
     /// Unix time of the registration, in nanoseconds.
-    pub registered_unix_nanos: i128,
-    /// Unix time of the last heartbeat, in nanoseconds.
-    pub last_heartbeat_unix_nanos: i128,
+    pub registered_unix_nanos: i64,
+    pub last_heartbeat: Heartbeat,
     /// Unix time of the last registration or modification (heartbeats do not count).
-    pub updated_unix_nanos: i128,
+    pub updated_unix_nanos: i64,
     /// Unix time the status last became `UP` since the registration; 0 while it has not.
-    pub service_up_unix_nanos: i128,
+    pub service_up_unix_nanos: i64,
     /// Modified (status or metadata) since it was registered.
     pub modified: bool,
     /// The client's dirty timestamp in unix milliseconds; 0 means the registration time.
@@ -122,7 +149,7 @@ impl Instance {
             metadata: None,
             tags: Vec::new(),
             registered_unix_nanos: 0,
-            last_heartbeat_unix_nanos: 0,
+            last_heartbeat: Heartbeat::default(),
             updated_unix_nanos: 0,
             service_up_unix_nanos: 0,
             modified: false,

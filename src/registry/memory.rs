@@ -38,7 +38,9 @@ pub struct MemoryConfig {
 }
 
 struct Entry {
-    instance: Instance,
+    /// Shared with change events (the Eureka change log keeps them for minutes): a heartbeat
+    /// updates its atomic timestamp in place, a modification replaces the whole `Arc`.
+    instance: Arc<Instance>,
     /// Monotonic nanoseconds after which the entry is expired; `None` never expires.
     deadline: Option<u64>,
 }
@@ -211,10 +213,10 @@ impl MemoryStore {
             .cloned()
     }
 
-    fn emit(&self, namespace: &Namespace, instance: Instance, kind: ChangeKind) {
+    fn emit(&self, namespace: &Namespace, instance: Arc<Instance>, kind: ChangeKind) {
         let change = Change {
             namespace: namespace.name.clone(),
-            instance: Arc::new(instance),
+            instance,
             kind,
             version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
         };
@@ -241,7 +243,7 @@ impl MemoryStore {
         &self,
         namespace: &Namespace,
         mut instance: Instance,
-    ) -> Result<(Instance, ChangeKind, Option<Instance>), StoreError> {
+    ) -> Result<(Arc<Instance>, ChangeKind, Option<Arc<Instance>>), StoreError> {
         let now = self.clock.monotonic_nanos();
         let mut shard = namespace.shard(&instance.id);
         let existing_live = shard.get_mut(&instance.id).map(|e| e.live(now));
@@ -272,7 +274,7 @@ impl MemoryStore {
         let previous = shard.remove(&instance.id).map(|e| e.instance);
         let unix_now = self.clock.unix_nanos();
         instance.registered_unix_nanos = unix_now;
-        instance.last_heartbeat_unix_nanos = unix_now;
+        instance.last_heartbeat.set(unix_now);
         instance.updated_unix_nanos = unix_now;
         instance.service_up_unix_nanos = if instance.status == UP { unix_now } else { 0 };
         instance.modified = false;
@@ -280,6 +282,7 @@ impl MemoryStore {
             instance.dirty_unix_millis = (unix_now / 1_000_000) as i64;
         }
         let deadline = self.deadline(&instance, now);
+        let instance = Arc::new(instance);
         shard.insert(Entry {
             instance: instance.clone(),
             deadline,
@@ -287,7 +290,11 @@ impl MemoryStore {
         Ok((instance, kind, previous))
     }
 
-    fn try_register(&self, namespace: &str, instance: Instance) -> Result<Instance, StoreError> {
+    fn try_register(
+        &self,
+        namespace: &str,
+        instance: Instance,
+    ) -> Result<Arc<Instance>, StoreError> {
         loop {
             {
                 let map = self.namespaces.read().unwrap_or_else(|e| e.into_inner());
@@ -312,7 +319,11 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn register(&self, namespace: &str, mut instance: Instance) -> Result<Instance, StoreError> {
+    fn register(
+        &self,
+        namespace: &str,
+        mut instance: Instance,
+    ) -> Result<Arc<Instance>, StoreError> {
         instance.check_limits().map_err(StoreError::Limit)?;
         instance.ttl = self.config.ttl.clamp(instance.ttl);
         match self.try_register(namespace, instance.clone()) {
@@ -337,7 +348,7 @@ impl Store for MemoryStore {
         if !entry.live(now) {
             return Err(StoreError::NotFound);
         }
-        entry.instance.last_heartbeat_unix_nanos = unix_now;
+        entry.instance.last_heartbeat.set(unix_now);
         if entry.deadline.is_some() {
             entry.deadline = self.deadline(&entry.instance, now);
         }
@@ -376,27 +387,27 @@ impl Store for MemoryStore {
             if !entry.live(now) {
                 return Err(StoreError::NotFound);
             }
-            let mut changed = entry.instance.clone();
+            let mut changed = (*entry.instance).clone();
             edit(&mut changed)?;
             // The id and the service index the entry: an edit cannot move it.
             changed.id = entry.instance.id.clone();
             changed.service_name = entry.instance.service_name.clone();
             changed.check_metadata_limit().map_err(StoreError::Limit)?;
-            changed.last_heartbeat_unix_nanos = unix_now;
+            changed.last_heartbeat.set(unix_now);
             changed.updated_unix_nanos = unix_now;
             changed.modified = true;
             if changed.status == UP && changed.service_up_unix_nanos == 0 {
                 changed.service_up_unix_nanos = unix_now;
             }
             entry.deadline = self.deadline(&changed, now);
-            entry.instance = changed;
+            entry.instance = Arc::new(changed);
             entry.instance.clone()
         };
         self.emit(&ns, snapshot, ChangeKind::Modified);
         Ok(())
     }
 
-    fn get(&self, namespace: &str, id: &str) -> Option<Instance> {
+    fn get(&self, namespace: &str, id: &str) -> Option<Arc<Instance>> {
         let ns = self.find(namespace)?;
         let now = self.clock.monotonic_nanos();
         let mut shard = ns.shard(id);
@@ -493,8 +504,8 @@ mod tests {
         fn monotonic_nanos(&self) -> u64 {
             self.nanos.load(Ordering::SeqCst)
         }
-        fn unix_nanos(&self) -> i128 {
-            1_700_000_000_000_000_000 + i128::from(self.nanos.load(Ordering::SeqCst))
+        fn unix_nanos(&self) -> i64 {
+            1_700_000_000_000_000_000 + self.nanos.load(Ordering::SeqCst) as i64
         }
     }
 

@@ -51,7 +51,7 @@ pub trait Clock: Send + Sync {
     /// Nanoseconds on a monotonic clock.
     fn monotonic_nanos(&self) -> u64;
     /// Nanoseconds since the unix epoch.
-    fn unix_nanos(&self) -> i128;
+    fn unix_nanos(&self) -> i64;
 }
 
 /// The real clocks.
@@ -72,10 +72,10 @@ impl Clock for SystemClock {
         self.origin.elapsed().as_nanos() as u64
     }
 
-    fn unix_nanos(&self) -> i128 {
+    fn unix_nanos(&self) -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128)
+            .map_or(0, |d| d.as_nanos() as i64)
     }
 }
 
@@ -87,7 +87,7 @@ pub trait Store: Send + Sync {
     /// Stores `instance` under its id, replacing any instance with that id; the TTL is clamped by
     /// the store's policy and the heartbeat set to now. Returns the stored TTL.
     /// Fails on a length limit or, for a new id, when the namespace is full.
-    fn register(&self, namespace: &str, instance: Instance) -> Result<Instance, StoreError>;
+    fn register(&self, namespace: &str, instance: Instance) -> Result<Arc<Instance>, StoreError>;
 
     /// Renews the instance's lease. Fails with `NotFound` for an unknown or expired id.
     fn heartbeat(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
@@ -106,8 +106,8 @@ pub trait Store: Send + Sync {
         edit: &mut dyn FnMut(&mut Instance) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
-    /// A copy of the live instance with this id.
-    fn get(&self, namespace: &str, id: &str) -> Option<Instance>;
+    /// The live instance with this id.
+    fn get(&self, namespace: &str, id: &str) -> Option<Arc<Instance>>;
 
     /// Calls `visit` for every live instance of the namespace, or of one service when `service`
     /// is given, and returns the earliest deadline (monotonic nanoseconds) among the visited

@@ -81,11 +81,11 @@ struct View<'a> {
     action: Action,
 }
 
-fn millis(unix_nanos: i128) -> i64 {
+fn millis(unix_nanos: i64) -> i64 {
     if unix_nanos <= 0 {
         0
     } else {
-        (unix_nanos / 1_000_000) as i64
+        unix_nanos / 1_000_000
     }
 }
 
@@ -140,7 +140,7 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
         renewal_interval: instance.renewal_interval_secs,
         duration: instance.ttl.as_secs(),
         registered_ms: millis(instance.registered_unix_nanos),
-        renewed_ms: millis(instance.last_heartbeat_unix_nanos),
+        renewed_ms: millis(instance.last_heartbeat.get()),
         service_up_ms: millis(instance.service_up_unix_nanos),
         metadata: instance.metadata.as_deref(),
         updated_ms: millis(instance.updated_unix_nanos),
@@ -614,7 +614,7 @@ mod tests {
             Duration::from_secs(30),
         );
         i.registered_unix_nanos = 1_795_355_906_245_000_000;
-        i.last_heartbeat_unix_nanos = 1_795_355_931_118_000_000;
+        i.last_heartbeat.set(1_795_355_931_118_000_000);
         i.updated_unix_nanos = i.registered_unix_nanos;
         i.service_up_unix_nanos = i.registered_unix_nanos;
         i.dirty_unix_millis = 1_795_355_906_245;
