@@ -219,9 +219,10 @@ impl Api {
 
 impl Handler for Api {
     fn handle(&self, request: &Request) -> Response {
-        let started = Instant::now();
+        // Reading the clock is skipped unless the access log is on.
+        let started = crate::log::enabled(LogLevel::Debug).then(Instant::now);
         let (response, namespace) = self.respond(request);
-        if crate::log::enabled(LogLevel::Debug) {
+        if let Some(started) = started {
             crate::log::write(
                 LogLevel::Debug,
                 "request",

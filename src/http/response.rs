@@ -115,15 +115,8 @@ pub enum ConnectionHeader {
     Close,
 }
 
-/// Appends the serialised response to `out`; `head_only` leaves the body out (HEAD) but keeps
-/// the `Content-Length` the GET would have sent.
-pub fn write_response(
-    out: &mut Vec<u8>,
-    response: &Response,
-    head_only: bool,
-    connection: ConnectionHeader,
-) {
-    let body = response.body.as_bytes();
+/// Appends the status line and headers (with the body's `Content-Length`) and the blank line.
+pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: ConnectionHeader) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(response.status.to_string().as_bytes());
     out.push(b' ');
@@ -131,7 +124,7 @@ pub fn write_response(
     out.extend_from_slice(b"\r\nContent-Type: ");
     out.extend_from_slice(response.content_type.as_bytes());
     out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(response.body.as_bytes().len().to_string().as_bytes());
     out.extend_from_slice(b"\r\nDate: ");
     with_http_date(|date| out.extend_from_slice(date));
     match connection {
@@ -146,9 +139,6 @@ pub fn write_response(
         out.extend_from_slice(value.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
-    if !head_only {
-        out.extend_from_slice(body);
-    }
 }
 
 thread_local! {
@@ -200,10 +190,10 @@ mod tests {
     }
 
     #[test]
-    fn head_keeps_content_length_and_drops_body() {
+    fn head_carries_the_body_length() {
         let mut out = Vec::new();
         let r = Response::error(404, "Resource not found");
-        write_response(&mut out, &r, true, ConnectionHeader::Close);
+        write_head(&mut out, &r, ConnectionHeader::Close);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n"));
         assert!(text.contains("Content-Length: 30\r\n"));

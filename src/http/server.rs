@@ -6,8 +6,8 @@
 //! requests are answered in order with one write.
 
 use super::request::{Decoded, Decoder, FramingError, Method, Request};
-use super::response::{write_response, ConnectionHeader, Response};
-use std::io::{ErrorKind, Read, Write};
+use super::response::{write_head, Body, ConnectionHeader, Response};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,9 +21,6 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. A panic here is caught and answered with 500.
     fn handle(&self, request: &Request) -> Response;
-
-    /// Called after each response with what the access log needs.
-    fn log_access(&self, _request: &Request, _response: &Response, _elapsed: Duration) {}
 }
 
 /// Connection limits.
@@ -99,16 +96,77 @@ pub fn wake_acceptor(address: SocketAddr) {
     let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500));
 }
 
+/// Shared bodies at least this large are written from the cache with a vectored write instead of
+/// being copied into the output buffer.
+const VECTORED_BODY_MIN_BYTES: usize = 4096;
+
+/// Responses waiting to be written: heads and small bodies copied into `bytes`, large cached
+/// bodies kept by reference and spliced in at their offsets.
+#[derive(Default)]
+struct Output {
+    bytes: Vec<u8>,
+    /// (offset in `bytes`, body) in order.
+    shared: Vec<(usize, Arc<[u8]>)>,
+}
+
+impl Output {
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.shared.is_empty()
+    }
+
+    fn push(&mut self, response: &Response, head_only: bool, connection: ConnectionHeader) {
+        write_head(&mut self.bytes, response, connection);
+        if head_only {
+            return;
+        }
+        match &response.body {
+            Body::Shared(body) if body.len() >= VECTORED_BODY_MIN_BYTES => {
+                self.shared.push((self.bytes.len(), body.clone()));
+            }
+            body => self.bytes.extend_from_slice(body.as_bytes()),
+        }
+    }
+
+    /// Writes everything, in order, and empties the buffer.
+    fn write_to(&mut self, stream: &mut may::net::TcpStream) -> std::io::Result<()> {
+        let mut slices = Vec::with_capacity(2 * self.shared.len() + 1);
+        let mut at = 0;
+        for (offset, body) in &self.shared {
+            slices.push(IoSlice::new(&self.bytes[at..*offset]));
+            slices.push(IoSlice::new(body));
+            at = *offset;
+        }
+        slices.push(IoSlice::new(&self.bytes[at..]));
+        slices.retain(|s| !s.is_empty());
+        let mut remaining = &mut slices[..];
+        while !remaining.is_empty() {
+            match stream.write_vectored(remaining) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut remaining, n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.bytes.clear();
+        self.shared.clear();
+        Ok(())
+    }
+}
+
 struct Connection<'a> {
     stream: may::net::TcpStream,
     limits: Limits,
     handler: &'a dyn Handler,
     shutdown: &'a Shutdown,
     decoder: Decoder,
+    /// The read buffer: bytes `start..end` are unconsumed; the rest is room for the next read.
+    /// It is zeroed only when it grows, never per read.
     input: Vec<u8>,
-    /// Start of the unconsumed bytes in `input`.
     start: usize,
-    output: Vec<u8>,
+    end: usize,
+    output: Output,
+    /// The read timeout last given to the socket (setting it is a system call).
+    read_timeout: Option<Duration>,
     /// Counted in `shutdown.in_flight` since the first byte of the current request.
     counted: bool,
 }
@@ -126,15 +184,23 @@ impl<'a> Connection<'a> {
             handler,
             shutdown,
             decoder: Decoder::new(limits.max_body_bytes),
-            input: Vec::with_capacity(READ_CHUNK_BYTES),
+            input: vec![0; READ_CHUNK_BYTES],
             start: 0,
-            output: Vec::with_capacity(4096),
+            end: 0,
+            output: Output::default(),
+            read_timeout: None,
             counted: false,
         }
     }
 
     fn run(mut self) {
-        let _ = self.serve_requests();
+        if self
+            .stream
+            .set_write_timeout(Some(self.limits.idle_timeout))
+            .is_ok()
+        {
+            let _ = self.serve_requests();
+        }
         self.set_counted(false);
     }
 
@@ -153,9 +219,9 @@ impl<'a> Connection<'a> {
     fn serve_requests(&mut self) -> std::io::Result<()> {
         // The head of a request must arrive within the idle timeout counted from the moment the
         // connection became idle; a body must keep making progress within it.
-        let mut head_deadline = Instant::now() + self.limits.idle_timeout;
+        let mut head_deadline: Option<Instant> = None;
         loop {
-            let decoded = self.decoder.decode(&self.input[self.start..]);
+            let decoded = self.decoder.decode(&self.input[self.start..self.end]);
             let (decoded, used) = match decoded {
                 Ok(ok) => ok,
                 Err(error) => return self.fail(error),
@@ -171,30 +237,32 @@ impl<'a> Connection<'a> {
                         self.flush()?;
                         return Ok(());
                     }
-                    if self.start == self.input.len() {
+                    if self.start == self.end {
                         self.set_counted(false);
                     }
-                    head_deadline = Instant::now() + self.limits.idle_timeout;
+                    head_deadline = None;
                 }
                 Decoded::SendContinue => {
                     self.output
+                        .bytes
                         .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                     self.flush()?;
                 }
                 Decoded::NeedMore => {
                     self.flush()?;
-                    if self.decoder.is_idle() && self.start == self.input.len() {
+                    if self.decoder.is_idle() && self.start == self.end {
                         self.set_counted(false);
                         if self.shutdown.is_stopping() {
                             return Ok(());
                         }
                     }
+                    let now = Instant::now();
                     let deadline = if self.decoder.in_body() {
-                        Instant::now() + self.limits.idle_timeout
+                        now + self.limits.idle_timeout
                     } else {
-                        head_deadline
+                        *head_deadline.get_or_insert(now + self.limits.idle_timeout)
                     };
-                    if !self.fill(deadline)? {
+                    if !self.fill(now, deadline)? {
                         return Ok(());
                     }
                 }
@@ -204,7 +272,6 @@ impl<'a> Connection<'a> {
 
     /// Answers one request into the output buffer; returns whether the connection stays open.
     fn answer(&mut self, request: &Request) -> bool {
-        let started = Instant::now();
         let response = catch_unwind(AssertUnwindSafe(|| self.handler.handle(request)))
             .unwrap_or_else(|_| Response::error(500, "Internal Server Error"));
         let keep_open = request.keep_alive && !self.shutdown.is_stopping();
@@ -213,22 +280,15 @@ impl<'a> Connection<'a> {
             (true, 0) => ConnectionHeader::KeepAlive,
             (true, _) => ConnectionHeader::None,
         };
-        write_response(
-            &mut self.output,
-            &response,
-            request.method == Method::Head,
-            connection,
-        );
-        self.handler
-            .log_access(request, &response, started.elapsed());
+        self.output
+            .push(&response, request.method == Method::Head, connection);
         keep_open
     }
 
     /// Answers a framing error and closes (spec 1.8: every framing error closes the connection).
     fn fail(&mut self, error: FramingError) -> std::io::Result<()> {
         let (status, message) = error.status_and_message();
-        write_response(
-            &mut self.output,
+        self.output.push(
             &Response::error(status, message),
             false,
             ConnectionHeader::Close,
@@ -240,46 +300,51 @@ impl<'a> Connection<'a> {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.output.is_empty() {
-            self.stream
-                .set_write_timeout(Some(self.limits.idle_timeout))?;
-            self.stream.write_all(&self.output)?;
-            self.output.clear();
+        if self.output.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.output.write_to(&mut self.stream)
     }
 
     /// Reads more bytes before `deadline`; false when the peer closed or the deadline passed.
-    fn fill(&mut self, deadline: Instant) -> std::io::Result<bool> {
-        if self.start > 0 {
-            self.input.drain(..self.start);
+    fn fill(&mut self, now: Instant, deadline: Instant) -> std::io::Result<bool> {
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+        } else if self.end == self.input.len() {
+            // Make room: move the unconsumed bytes to the front, or grow when they fill it all
+            // (a head or body larger than one read; the decoder bounds how large).
+            if self.start > 0 {
+                self.input.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let grown = self.input.len() * 2;
+                self.input.resize(grown, 0);
+            }
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let remaining = deadline.saturating_duration_since(now);
         if remaining.is_zero() {
             return Ok(false);
         }
-        self.stream.set_read_timeout(Some(remaining))?;
-        let len = self.input.len();
-        self.input.resize(len + READ_CHUNK_BYTES, 0);
-        let result = self.stream.read(&mut self.input[len..]);
-        match result {
-            Ok(0) => {
-                self.input.truncate(len);
-                Ok(false)
-            }
+        // Setting the timeout is a system call: skip it while the one in force is within a
+        // sixteenth of the idle timeout of what is wanted (the close may come that much late).
+        let slack = self.limits.idle_timeout / 16;
+        let close_enough = self
+            .read_timeout
+            .is_some_and(|set| set <= remaining + slack && remaining <= set + slack);
+        if !close_enough {
+            self.stream.set_read_timeout(Some(remaining))?;
+            self.read_timeout = Some(remaining);
+        }
+        match self.stream.read(&mut self.input[self.end..]) {
+            Ok(0) => Ok(false),
             Ok(n) => {
-                self.input.truncate(len + n);
+                self.end += n;
                 Ok(true)
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                self.input.truncate(len);
-                Ok(false)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
-                self.input.truncate(len);
-                Ok(true)
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(true),
             Err(e) => Err(e),
         }
     }
