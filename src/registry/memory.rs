@@ -115,6 +115,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What an insert did: the stored instance, the kind of change, and the instance it replaced.
+type Inserted = (Arc<Instance>, ChangeKind, Option<Arc<Instance>>);
+
 /// The in-memory backend.
 pub struct MemoryStore {
     config: MemoryConfig,
@@ -243,7 +246,7 @@ impl MemoryStore {
         &self,
         namespace: &Namespace,
         mut instance: Instance,
-    ) -> Result<(Arc<Instance>, ChangeKind, Option<Arc<Instance>>), StoreError> {
+    ) -> Result<Inserted, StoreError> {
         let now = self.clock.monotonic_nanos();
         let mut shard = namespace.shard(&instance.id);
         let existing_live = shard.get_mut(&instance.id).map(|e| e.live(now));
@@ -279,7 +282,7 @@ impl MemoryStore {
         instance.service_up_unix_nanos = if instance.status == UP { unix_now } else { 0 };
         instance.modified = false;
         if instance.dirty_unix_millis == 0 {
-            instance.dirty_unix_millis = (unix_now / 1_000_000) as i64;
+            instance.dirty_unix_millis = unix_now / 1_000_000;
         }
         let deadline = self.deadline(&instance, now);
         let instance = Arc::new(instance);
