@@ -126,12 +126,12 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
         return Response::error(400, ENDPOINT_TYPE_INVALID);
     };
     let status = match registration.status.as_deref() {
-        None | Some("") => UP.to_string(),
+        None | Some("") => UP,
         Some(s) => match [UP, STARTING, OUT_OF_SERVICE]
             .into_iter()
             .find(|known| known.eq_ignore_ascii_case(s))
         {
-            Some(known) => known.to_string(),
+            Some(known) => known,
             None => return Response::error(400, STATUS_INVALID),
         },
     };

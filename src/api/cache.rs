@@ -154,13 +154,7 @@ mod tests {
         };
         Change {
             namespace: "ns".into(),
-            instance: Arc::new(Instance::new(
-                "i",
-                service,
-                endpoint,
-                "UP".into(),
-                Duration::ZERO,
-            )),
+            instance: Arc::new(Instance::new("i", service, endpoint, "UP", Duration::ZERO)),
             kind: ChangeKind::Registered,
             version: 1,
         }

@@ -103,13 +103,60 @@ impl fmt::Debug for Heartbeat {
 /// Lease interval Eureka clients are told when they registered none (spec D11).
 pub const DEFAULT_RENEWAL_INTERVAL_SECS: u32 = 30;
 
+/// An instance's status. The three statuses of the Amalgam8 API share one allocation each, so
+/// the common case costs no memory per instance; any other text (possible through Eureka) is
+/// kept as given.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Status(Arc<str>);
+
+impl Status {
+    pub fn new(text: &str) -> Status {
+        use std::sync::OnceLock;
+        static KNOWN: OnceLock<[Arc<str>; 3]> = OnceLock::new();
+        let known = KNOWN.get_or_init(|| [UP.into(), STARTING.into(), OUT_OF_SERVICE.into()]);
+        match known.iter().find(|k| &***k == text) {
+            Some(shared) => Status(shared.clone()),
+            None => Status(text.into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Status {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Status {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Debug for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
 /// One registered instance.
 #[derive(Clone, Debug)]
 pub struct Instance {
     pub id: Arc<str>,
     pub service_name: Arc<str>,
     pub endpoint: Endpoint,
-    pub status: String,
+    pub status: Status,
     /// The clamped TTL.
     pub ttl: Duration,
     /// The metadata's raw JSON text; `None` when absent (JSON `null` is kept as `Some("null")`).
@@ -137,14 +184,14 @@ impl Instance {
         id: &str,
         service_name: &str,
         endpoint: Endpoint,
-        status: String,
+        status: &str,
         ttl: Duration,
     ) -> Instance {
         Instance {
             id: id.into(),
             service_name: service_name.into(),
             endpoint,
-            status,
+            status: Status::new(status),
             ttl,
             metadata: None,
             tags: Vec::new(),

@@ -532,13 +532,7 @@ mod tests {
             kind: EndpointType::Tcp,
             value: format!("{id}:80"),
         };
-        Instance::new(
-            id,
-            service,
-            endpoint,
-            status.into(),
-            Duration::from_secs(ttl_secs),
-        )
+        Instance::new(id, service, endpoint, status, Duration::from_secs(ttl_secs))
     }
 
     fn ids(store: &MemoryStore, ns: &str, service: Option<&str>) -> Vec<String> {
@@ -659,7 +653,7 @@ mod tests {
         let mut seen = Vec::new();
         store
             .for_each("ns", Some("s2"), &mut |i| {
-                seen.push((i.status.clone(), i.ttl))
+                seen.push((i.status.to_string(), i.ttl))
             })
             .unwrap();
         assert_eq!(seen, [("STARTING".to_string(), 20 * SECOND)]);

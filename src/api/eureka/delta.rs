@@ -118,13 +118,7 @@ mod tests {
         };
         Change {
             namespace: "ns".into(),
-            instance: Arc::new(Instance::new(
-                id,
-                "S",
-                endpoint,
-                status.into(),
-                Duration::ZERO,
-            )),
+            instance: Arc::new(Instance::new(id, "S", endpoint, status, Duration::ZERO)),
             kind,
             version,
         }
@@ -133,7 +127,7 @@ mod tests {
     fn seen(log: &DeltaLog, now: u64) -> Vec<(String, String, Action)> {
         let mut out = Vec::new();
         log.for_each("ns", now, &mut |i, a| {
-            out.push((i.id.to_string(), i.status.clone(), a))
+            out.push((i.id.to_string(), i.status.to_string(), a))
         });
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

@@ -15,7 +15,7 @@ use super::{Api, Context};
 use crate::http::request::Request;
 use crate::http::response::{Body, Response};
 use crate::http::router::{first_value, parse_query};
-use crate::registry::instance::Instance;
+use crate::registry::instance::{Instance, Status};
 use crate::registry::store::StoreError;
 use model::{RegisterError, Registration};
 use render::{Action, Apps, Format};
@@ -279,7 +279,7 @@ fn set_status(
     }
     let dirty = first_value(&query, "lastDirtyTimestamp").and_then(|d| d.parse::<i64>().ok());
     let result = api.store.modify(&ctx.namespace, id, &mut |instance| {
-        instance.status = status.clone();
+        instance.status = Status::new(&status);
         if let Some(dirty) = dirty.filter(|d| *d > instance.dirty_unix_millis) {
             instance.dirty_unix_millis = dirty;
         }

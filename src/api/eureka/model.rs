@@ -293,7 +293,7 @@ pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, Reg
         &id,
         &app,
         endpoint,
-        status.unwrap_or_default(),
+        status.as_deref().unwrap_or(""),
         Duration::from_secs(u64::from(duration)),
     );
     instance.metadata = Some(metadata);

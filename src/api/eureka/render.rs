@@ -610,7 +610,7 @@ mod tests {
                 kind,
                 value: value.into(),
             },
-            "UP".into(),
+            "UP",
             Duration::from_secs(30),
         );
         i.registered_unix_nanos = 1_795_355_906_245_000_000;
