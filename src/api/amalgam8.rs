@@ -1,6 +1,6 @@
 //! The Amalgam8 protocol, `/api/v1` (spec section 3): JSON in, domain calls, JSON out.
 
-use super::cache::{Entry, View};
+use super::cache::View;
 use super::error::*;
 use super::{Api, Context};
 use crate::http::request::Request;
@@ -9,6 +9,7 @@ use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::{
     derive_id, Endpoint, EndpointType, Instance, OUT_OF_SERVICE, STARTING, UP,
 };
+use crate::registry::store::StoreError;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -218,7 +219,7 @@ pub fn service_instances(api: &Api, ctx: &Context, name: &str) -> Response {
     match cached_service_body(api, ctx, name, View::Service, &prefix) {
         Ok(Some(body)) => Response::shared_json(200, body),
         Ok(None) => Response::error(404, SERVICE_ENUMERATION),
-        Err(()) => Response::error(500, SERVICE_ENUMERATION),
+        Err(_) => Response::error(500, SERVICE_ENUMERATION),
     }
 }
 
@@ -230,38 +231,29 @@ fn cached_service_body(
     service: &str,
     view: View,
     prefix: &[u8],
-) -> Result<Option<Arc<[u8]>>, ()> {
+) -> Result<Option<Arc<[u8]>>, StoreError> {
     let now = api.store.clock().monotonic_nanos();
-    if let Some(body) = api.cache.get(&ctx.namespace, service, view, now) {
-        return Ok(Some(body));
-    }
-    let epoch = api.cache.epoch();
-    let mut body = prefix.to_vec();
-    let mut count = 0usize;
-    let stale_after = api
-        .store
-        .for_each(&ctx.namespace, Some(service), &mut |instance| {
-            if count > 0 {
-                body.push(b',');
+    api.cache
+        .get_or_build(&ctx.namespace, service, view, now, || {
+            let mut body = prefix.to_vec();
+            let mut count = 0usize;
+            let stale_after =
+                api.store
+                    .for_each(&ctx.namespace, Some(service), &mut |instance| {
+                        if count > 0 {
+                            body.push(b',');
+                        }
+                        count += 1;
+                        write_instance(&mut body, instance, None);
+                    })?;
+            // Absent services are not cached: any client could otherwise fill the cache with the
+            // names of services (and namespaces) that do not exist.
+            if count == 0 {
+                return Ok(None);
             }
-            count += 1;
-            write_instance(&mut body, instance, None);
+            body.extend_from_slice(b"]}");
+            Ok(Some((body, stale_after)))
         })
-        .map_err(|_| ())?;
-    // Absent services are not cached: any client could otherwise fill the cache with the
-    // names of services (and namespaces) that do not exist.
-    if count == 0 {
-        return Ok(None);
-    }
-    body.extend_from_slice(b"]}");
-    let body: Arc<[u8]> = body.into();
-    let entry = Entry {
-        body: body.clone(),
-        built_at: now,
-        stale_after,
-    };
-    api.cache.put(&ctx.namespace, service, view, epoch, entry);
-    Ok(Some(body))
 }
 
 /// The instance fields a `fields` projection may name (spec 3.7).
@@ -339,7 +331,7 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
         return match cached_service_body(api, ctx, service, View::Instances, b"{\"instances\":[") {
             Ok(Some(body)) => Response::shared_json(200, body),
             Ok(None) => Response::json(200, b"{\"instances\":[]}".to_vec()),
-            Err(()) => Response::error(500, INSTANCE_ENUMERATION),
+            Err(_) => Response::error(500, INSTANCE_ENUMERATION),
         };
     }
 

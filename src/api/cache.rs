@@ -81,12 +81,16 @@ struct NamespaceEntries {
 }
 
 /// A body to store: what it is and when it goes stale.
-pub struct Entry {
-    pub body: Arc<[u8]>,
+struct Entry {
+    body: Arc<[u8]>,
     /// Monotonic nanoseconds when the store read began.
-    pub built_at: u64,
-    pub stale_after: Option<u64>,
+    built_at: u64,
+    stale_after: Option<u64>,
 }
+
+/// What a body builder returns: the body and the deadline after which it may show an expired
+/// instance; `None` when there is nothing to answer (and nothing to cache).
+pub type Built = Option<(Vec<u8>, Option<u64>)>;
 
 #[derive(Default)]
 pub struct ResponseCache {
@@ -96,12 +100,39 @@ pub struct ResponseCache {
 
 impl ResponseCache {
     /// The epoch to note before reading the store for a body that will be [`Self::put`].
-    pub fn epoch(&self) -> u64 {
+    fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 
+    /// A fresh cached body, or the one `build` makes from a store read (at monotonic time `now`),
+    /// which is then cached. `service` is ignored for whole-namespace views.
+    pub fn get_or_build<E>(
+        &self,
+        namespace: &str,
+        service: &str,
+        view: View,
+        now: u64,
+        build: impl FnOnce() -> Result<Built, E>,
+    ) -> Result<Option<Arc<[u8]>>, E> {
+        if let Some(body) = self.get(namespace, service, view, now) {
+            return Ok(Some(body));
+        }
+        let epoch = self.epoch();
+        let Some((body, stale_after)) = build()? else {
+            return Ok(None);
+        };
+        let body: Arc<[u8]> = body.into();
+        let entry = Entry {
+            body: body.clone(),
+            built_at: now,
+            stale_after,
+        };
+        self.put(namespace, service, view, epoch, entry);
+        Ok(Some(body))
+    }
+
     /// A fresh cached body, if there is one. `service` is ignored for whole-namespace views.
-    pub fn get(&self, namespace: &str, service: &str, view: View, now: u64) -> Option<Arc<[u8]>> {
+    fn get(&self, namespace: &str, service: &str, view: View, now: u64) -> Option<Arc<[u8]>> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let namespace = entries.get(namespace)?;
         let cached = match view.service_slot() {
@@ -113,7 +144,7 @@ impl ResponseCache {
 
     /// Stores a body built from a store read that started at `epoch`; nothing is stored if a
     /// change came in since.
-    pub fn put(&self, namespace: &str, service: &str, view: View, epoch: u64, entry: Entry) {
+    fn put(&self, namespace: &str, service: &str, view: View, epoch: u64, entry: Entry) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if self.epoch.load(Ordering::SeqCst) != epoch {
             return;
@@ -194,9 +225,21 @@ mod tests {
     #[test]
     fn a_body_read_before_an_event_is_not_stored() {
         let cache = ResponseCache::default();
-        let epoch = cache.epoch();
-        cache.on_change(&change("s"));
-        cache.put("ns", "s", View::Service, epoch, entry(None));
-        assert!(cache.get("ns", "s", View::Service, 1).is_none());
+        let built = cache.get_or_build("ns", "s", View::Service, 1, || {
+            // A change arrives while the body is being built from the store.
+            cache.on_change(&change("s"));
+            Ok::<_, ()>(Some((b"old".to_vec(), None)))
+        });
+        assert_eq!(
+            built.unwrap().as_deref(),
+            Some(&b"old"[..]),
+            "answered once"
+        );
+        assert!(
+            cache.get("ns", "s", View::Service, 1).is_none(),
+            "but not cached"
+        );
+        let absent = cache.get_or_build("ns", "t", View::Service, 1, || Ok::<Built, ()>(None));
+        assert_eq!(absent, Ok(None));
     }
 }

@@ -9,7 +9,7 @@ pub mod delta;
 pub mod model;
 pub mod render;
 
-use super::cache::{Entry, View};
+use super::cache::View;
 use super::error::registration_error;
 use super::{Api, Context};
 use crate::http::request::Request;
@@ -141,7 +141,8 @@ fn register(api: &Api, ctx: &Context, request: &Request, app: &str) -> Response 
     }
 }
 
-/// Builds (or takes from the cache) a document of the namespace or of one app.
+/// Builds (or takes from the cache) a document of the namespace or of one app; `None` for an
+/// app without instances.
 fn cached_document(
     api: &Api,
     ctx: &Context,
@@ -152,27 +153,18 @@ fn cached_document(
 ) -> Result<Option<Arc<[u8]>>, StoreError> {
     let now = api.store.clock().monotonic_nanos();
     let key = service.unwrap_or("");
-    if let Some(body) = api.cache.get(&ctx.namespace, key, view, now) {
-        return Ok(Some(body));
-    }
-    let epoch = api.cache.epoch();
-    let mut apps = Apps::default();
-    let stale_after = api
-        .store
-        .for_each(&ctx.namespace, service, &mut |instance| {
-            apps.add(format, instance, Action::of(instance));
-        })?;
-    if service.is_some() && apps.is_empty() {
-        return Ok(None);
-    }
-    let body: Arc<[u8]> = build(&mut apps).into();
-    let entry = Entry {
-        body: body.clone(),
-        built_at: now,
-        stale_after,
-    };
-    api.cache.put(&ctx.namespace, key, view, epoch, entry);
-    Ok(Some(body))
+    api.cache.get_or_build(&ctx.namespace, key, view, now, || {
+        let mut apps = Apps::default();
+        let stale_after = api
+            .store
+            .for_each(&ctx.namespace, service, &mut |instance| {
+                apps.add(format, instance, Action::of(instance));
+            })?;
+        if service.is_some() && apps.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((build(&mut apps), stale_after)))
+    })
 }
 
 /// `GET E/apps` and `E/apps/`: every instance of the namespace, all statuses.
@@ -197,26 +189,17 @@ fn one_app(api: &Api, ctx: &Context, app: &str, format: Format) -> Response {
 
 /// The hash code of the whole namespace, as a full list at this moment would carry it.
 fn namespace_hash_code(api: &Api, ctx: &Context) -> Result<String, StoreError> {
-    let build = |apps: &mut Apps| apps.hash_code().into_bytes();
-    let counted = |apps: &mut Apps, instance: &Instance| apps.count_status(&instance.status);
     let now = api.store.clock().monotonic_nanos();
-    if let Some(body) = api.cache.get(&ctx.namespace, "", View::EurekaHashCode, now) {
-        return Ok(String::from_utf8_lossy(&body).into_owned());
-    }
-    let epoch = api.cache.epoch();
-    let mut apps = Apps::default();
-    let stale_after = api.store.for_each(&ctx.namespace, None, &mut |instance| {
-        counted(&mut apps, instance)
-    })?;
-    let body: Arc<[u8]> = build(&mut apps).into();
-    let entry = Entry {
-        body: body.clone(),
-        built_at: now,
-        stale_after,
-    };
-    api.cache
-        .put(&ctx.namespace, "", View::EurekaHashCode, epoch, entry);
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    let body = api
+        .cache
+        .get_or_build(&ctx.namespace, "", View::EurekaHashCode, now, || {
+            let mut apps = Apps::default();
+            let stale_after = api.store.for_each(&ctx.namespace, None, &mut |instance| {
+                apps.count_status(&instance.status)
+            })?;
+            Ok(Some((apps.hash_code().into_bytes(), stale_after)))
+        })?;
+    Ok(body.map_or_else(String::new, |b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 /// `GET E/apps/delta` (D7): the instances changed in the last 3 minutes, with the full hash code.
