@@ -23,4 +23,15 @@ fi
 
 cargo build --release --bin a8registry
 export A8REGISTRY_BIN="$PWD/target/release/a8registry"
-cargo test --release --workspace
+
+# Unit tests beside the code, then the black-box suite; one closing line with the totals.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --workspace --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{n += $1} END {print n + 0}')
+failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{n += $1} END {print n + 0}')
+echo "tests: $passed passed, $failed failed"
+exit "$status"
