@@ -18,7 +18,8 @@ musl_std_installed() {
 }
 
 if ! musl_std_installed && command -v rustup >/dev/null 2>&1; then
-  rustup target add "$MUSL" >/dev/null 2>&1 || true
+  # Bounded: where nothing can be downloaded this must fail, not hang.
+  timeout 300 rustup target add "$MUSL" >/dev/null 2>&1 || true
 fi
 
 # Crates that compile C for the target need a C compiler for it.

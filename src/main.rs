@@ -5,7 +5,7 @@
 //! knowing only the one below it:
 //!
 //! ```text
-//! bytes ─► http (decode, frame, limits) ─► router ─► api (amalgam8 | ops)
+//! bytes ─► http (decode, frame, limits) ─► router ─► api (amalgam8 | eureka | ops)
 //!       ─► auth (token → namespace) ─► registry (instances, TTLs, change events)
 //!       ─► store backend (sharded in-memory TTL map)
 //! ```
@@ -14,8 +14,10 @@
 //! - [`log`]: levelled text, json or logstash lines on stderr.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder), `response`, `router`,
 //!   `server` (accept loop, one coroutine per connection, idle timeout, graceful drain).
-//! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `ops` (`/uptime`),
-//!   `cache` (serialised list bodies invalidated by change events), `error` (the texts).
+//! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
+//!   paths; `model` decodes JSON and XML registrations, `render` draws Netflix's JSON and XML,
+//!   `delta` keeps the recent-change log), `ops` (`/uptime`), `cache` (serialised bodies
+//!   invalidated by change events), `error` (the texts).
 //! - [`auth`]: token extraction and the none | trusted | jwt chain; `jwt` is HS256 by hand.
 //! - [`registry`]: `instance` (record, ids, limits, TTL clamp), `store` (the backend trait, change
 //!   events, clock) and `memory` (the sharded TTL map with its reaper).
