@@ -96,6 +96,10 @@ pub fn wake_acceptor(address: SocketAddr) {
     let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500));
 }
 
+/// Pipelined responses are written once this many bytes wait, so a client that pipelines many
+/// requests for large bodies cannot make the server buffer their answers without bound.
+const MAX_BUFFERED_OUTPUT_BYTES: usize = 256 * 1024;
+
 /// Shared bodies at least this large are written from the cache with a vectored write instead of
 /// being copied into the output buffer.
 const VECTORED_BODY_MIN_BYTES: usize = 4096;
@@ -112,6 +116,15 @@ struct Output {
 impl Output {
     fn is_empty(&self) -> bool {
         self.bytes.is_empty() && self.shared.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+            + self
+                .shared
+                .iter()
+                .map(|(_, body)| body.len())
+                .sum::<usize>()
     }
 
     fn push(&mut self, response: &Response, head_only: bool, connection: ConnectionHeader) {
@@ -236,6 +249,9 @@ impl<'a> Connection<'a> {
                     if !keep_open {
                         self.flush()?;
                         return Ok(());
+                    }
+                    if self.output.len() >= MAX_BUFFERED_OUTPUT_BYTES {
+                        self.flush()?;
                     }
                     if self.start == self.end {
                         self.set_counted(false);

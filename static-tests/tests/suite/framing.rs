@@ -466,3 +466,44 @@ fn percent_decoding_of_path_parameters() {
         .request("DELETE", "/api/v1/instances/%4", &[], None)
         .assert_error(400, BAD);
 }
+
+#[test]
+fn many_pipelined_requests_for_large_bodies_are_all_answered_in_order() {
+    let server = Server::start(&[]);
+    for i in 0..100 {
+        let body = registration("big-list", &format!("10.1.0.{i}:8080"), "");
+        assert_eq!(server.post_json("/api/v1/instances", &body).status, 201);
+    }
+    let mut conn = server.connect();
+    let mut writer = conn.try_clone().unwrap();
+    // 500 requests in one burst, each answered with about 20 KB: the server has to write while
+    // it still has requests to read.
+    let sender = std::thread::spawn(move || {
+        let mut raw = String::new();
+        for i in 0..500 {
+            let path = if i % 2 == 0 {
+                "/api/v1/services/big-list"
+            } else {
+                "/api/v1/instances?service_name=big-list&status=UP"
+            };
+            raw.push_str(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        }
+        writer.write_all(raw.as_bytes()).unwrap();
+    });
+    for i in 0..500 {
+        let r = read_response(&mut conn, false).unwrap();
+        assert_eq!(r.status, 200);
+        let listed = r.json();
+        assert_eq!(
+            listed["instances"].as_array().unwrap().len(),
+            100,
+            "response {i}"
+        );
+        assert_eq!(
+            listed.get("service_name").is_some(),
+            i % 2 == 0,
+            "response {i} in order"
+        );
+    }
+    sender.join().unwrap();
+}
