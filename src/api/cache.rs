@@ -188,6 +188,7 @@ mod tests {
             instance: Arc::new(Instance::new("i", service, endpoint, "UP", Duration::ZERO)),
             kind: ChangeKind::Registered,
             version: 1,
+            at: 0,
         }
     }
 

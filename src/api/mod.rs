@@ -131,10 +131,7 @@ impl Api {
         store.subscribe(Box::new(move |change| listener.on_change(change)));
         let delta = Arc::new(eureka::delta::DeltaLog::default());
         let log = delta.clone();
-        let clock = store.clone();
-        store.subscribe(Box::new(move |change| {
-            log.record(change, clock.clock().monotonic_nanos())
-        }));
+        store.subscribe(Box::new(move |change| log.record(change)));
         Api {
             router: routes(),
             store,

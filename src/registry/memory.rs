@@ -222,6 +222,7 @@ impl MemoryStore {
             instance,
             kind,
             version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
+            at: self.clock.monotonic_nanos(),
         };
         for listener in self
             .listeners

@@ -39,6 +39,8 @@ pub struct Change {
     pub kind: ChangeKind,
     /// Grows with every change of the store; never goes back while the process runs.
     pub version: u64,
+    /// When it happened, on the store's monotonic clock (nanoseconds).
+    pub at: u64,
 }
 
 /// A consumer of changes. It runs on the thread that made the change, after the store's locks

@@ -54,8 +54,9 @@ pub struct DeltaLog {
 }
 
 impl DeltaLog {
-    /// Records a store change at monotonic time `now`.
-    pub fn record(&self, change: &Change, now: u64) {
+    /// Records a store change.
+    pub fn record(&self, change: &Change) {
+        let now = change.at;
         let action = match change.kind {
             ChangeKind::Registered | ChangeKind::Replaced => Action::Added,
             ChangeKind::Modified => Action::Modified,
@@ -111,7 +112,7 @@ mod tests {
     use super::*;
     use crate::registry::instance::{Endpoint, EndpointType};
 
-    fn change(id: &str, status: &str, kind: ChangeKind, version: u64) -> Change {
+    fn change(id: &str, status: &str, kind: ChangeKind, version: u64, at: u64) -> Change {
         let endpoint = Endpoint {
             kind: EndpointType::Tcp,
             value: "v".into(),
@@ -121,6 +122,7 @@ mod tests {
             instance: Arc::new(Instance::new(id, "S", endpoint, status, Duration::ZERO)),
             kind,
             version,
+            at,
         }
     }
 
@@ -136,10 +138,10 @@ mod tests {
     #[test]
     fn latest_change_wins_and_old_changes_age_out() {
         let log = DeltaLog::default();
-        log.record(&change("a", "UP", ChangeKind::Registered, 1), 0);
-        log.record(&change("a", "DOWN", ChangeKind::Modified, 2), 10);
-        log.record(&change("b", "UP", ChangeKind::Registered, 3), 20);
-        log.record(&change("b", "UP", ChangeKind::Deregistered, 4), 30);
+        log.record(&change("a", "UP", ChangeKind::Registered, 1, 0));
+        log.record(&change("a", "DOWN", ChangeKind::Modified, 2, 10));
+        log.record(&change("b", "UP", ChangeKind::Registered, 3, 20));
+        log.record(&change("b", "UP", ChangeKind::Deregistered, 4, 30));
         assert_eq!(
             seen(&log, 40),
             [
