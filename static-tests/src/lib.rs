@@ -138,11 +138,7 @@ impl Server {
 
     /// A new connection to the server.
     pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.address).expect("connect");
-        stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        stream
+        connect(self.address)
     }
 
     /// One request on a fresh connection.
@@ -192,6 +188,23 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A new connection to `address`, with the client timeouts (for threads that hold no [`Server`]).
+pub fn connect(address: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// The number of entries in the `instances` array of a listing body.
+pub fn instance_count(listing: &serde_json::Value) -> usize {
+    listing["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no instances array in {listing}"))
+        .len()
 }
 
 /// The address in the startup line `... msg="listening" address="127.0.0.1:PORT" ...`.

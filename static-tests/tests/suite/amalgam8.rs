@@ -523,36 +523,12 @@ fn cached_listings_follow_every_change() {
         .unwrap()
         .to_string();
     for _ in 0..3 {
-        assert_eq!(
-            server.get(path).json()["instances"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(
-            server.get(filtered).json()["instances"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(instance_count(&server.get(path).json()), 1);
+        assert_eq!(instance_count(&server.get(filtered).json()), 1);
     }
     register(&server, &registration("cached", "h:2", ""));
-    assert_eq!(
-        server.get(path).json()["instances"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
-    assert_eq!(
-        server.get(filtered).json()["instances"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(instance_count(&server.get(path).json()), 2);
+    assert_eq!(instance_count(&server.get(filtered).json()), 2);
     register(
         &server,
         &registration(
@@ -572,20 +548,8 @@ fn cached_listings_follow_every_change() {
     assert_eq!(changed["status"], "STARTING");
     assert_eq!(changed["metadata"], json!({"new": true}));
     server.request("DELETE", &format!("{INSTANCES}/{id}"), &[], None);
-    assert_eq!(
-        server.get(path).json()["instances"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        server.get(filtered).json()["instances"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(instance_count(&server.get(path).json()), 1);
+    assert_eq!(instance_count(&server.get(filtered).json()), 1);
 }
 
 #[test]

@@ -520,8 +520,7 @@ fn reads_with_100000_distinct_tokens_do_not_grow_memory() {
             .map(|t| {
                 let address = server.address;
                 std::thread::spawn(move || {
-                    let mut conn = std::net::TcpStream::connect(address).unwrap();
-                    conn.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+                    let mut conn = connect(address);
                     let per_thread = count / 8;
                     for batch in 0..per_thread / 50 {
                         let mut raw = String::new();

@@ -38,6 +38,18 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The instance with this `instanceId` in an application list.
+fn instance_in(applications: &Value, id: &str) -> Value {
+    applications["applications"]["application"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|app| app["instance"].as_array().unwrap())
+        .find(|i| i["instanceId"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {applications}"))
+        .clone()
+}
+
 /// Ids and statuses of every instance in an application list.
 fn listed(applications: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -803,25 +815,13 @@ fn delta_and_hash_code() {
     let d = delta();
     let v1 = version(&d);
     assert!(v1 > v0);
-    let u1 = d["applications"]["application"][0]["instance"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["instanceId"] == "u1")
-        .unwrap()
-        .clone();
+    let u1 = instance_in(&d, "u1");
     assert_eq!(u1["actionType"], "MODIFIED");
     assert_eq!(u1["status"], "OUT_OF_SERVICE");
     server.request("DELETE", &format!("{E}/apps/APP/u2"), &[], None);
     let d = delta();
     assert!(version(&d) > v1);
-    let u2 = d["applications"]["application"][0]["instance"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["instanceId"] == "u2")
-        .unwrap()
-        .clone();
+    let u2 = instance_in(&d, "u2");
     assert_eq!(u2["actionType"], "DELETED");
     assert_eq!(
         d["applications"]["apps__hashcode"],

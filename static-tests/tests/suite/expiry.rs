@@ -131,8 +131,7 @@ fn ten_thousand_instances_expire_leaving_nothing_behind() {
         .map(|t| {
             let address = server.address;
             std::thread::spawn(move || {
-                let mut conn = std::net::TcpStream::connect(address).unwrap();
-                conn.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+                let mut conn = connect(address);
                 for i in (t..10_000).step_by(8) {
                     let body = registration(
                         &format!("svc-{}", i % 100),
@@ -196,8 +195,7 @@ fn fifty_thousand_heartbeats_from_64_connections_without_false_expiry() {
             let ids = ids.clone();
             let address = server.address;
             std::thread::spawn(move || {
-                let mut conn = std::net::TcpStream::connect(address).unwrap();
-                conn.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+                let mut conn = connect(address);
                 let mine: Vec<&String> = ids.iter().skip(t).step_by(64).collect();
                 let mut failures = 0;
                 // 782 heartbeats per connection, cycling over its 10 instances, in pipelined
