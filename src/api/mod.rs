@@ -11,7 +11,7 @@ pub mod error;
 pub mod eureka;
 pub mod ops;
 
-use crate::auth::{extract_token, Authenticator};
+use crate::auth::{extract_token, AuthError, Authenticator};
 use crate::config::LogLevel;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
@@ -186,6 +186,18 @@ impl Api {
             Route::Eureka(_, EurekaPrefix::PathToken) => params.remove(0),
             _ => String::new(),
         };
+        // A token that is not UTF-8 would reach the namespace as a lossy copy, in which different
+        // bytes look the same: refuse it rather than let two tenants share a namespace.
+        if request
+            .non_utf8_headers
+            .iter()
+            .any(|h| h == "authorization")
+        {
+            return (
+                Response::error(401, AuthError::MalformedHeader.message()),
+                None,
+            );
+        }
         let namespace = match extract_token(request.header("authorization"), &path_token)
             .and_then(|token| self.auth.namespace(token, unix_now_secs()))
         {

@@ -54,6 +54,9 @@ pub struct Request {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version_minor: u8,
     pub headers: Vec<(String, String)>,
+    /// Lower-cased names of headers whose values were not UTF-8 (their `headers` entries hold a
+    /// lossy copy, in which different bytes can look the same).
+    pub non_utf8_headers: Vec<String>,
     pub body: Vec<u8>,
     /// The body length was declared by `Content-Length` (a chunked body's is not; spec 1.6).
     pub declared_length: Option<usize>,
@@ -267,10 +270,14 @@ fn parse_head(
     let method_text = parsed.method.ok_or(FramingError::Malformed)?.to_string();
     let target = parsed.path.ok_or(FramingError::Malformed)?;
     let version_minor = parsed.version.ok_or(FramingError::Malformed)?;
+    let mut non_utf8_headers = Vec::new();
     let headers: Vec<(String, String)> = parsed
         .headers
         .iter()
         .map(|h| {
+            if std::str::from_utf8(h.value).is_err() {
+                non_utf8_headers.push(h.name.to_ascii_lowercase());
+            }
             (
                 h.name.to_string(),
                 trim_ows(&String::from_utf8_lossy(h.value)).to_string(),
@@ -342,6 +349,7 @@ fn parse_head(
         absolute_https,
         version_minor,
         headers,
+        non_utf8_headers,
         body: Vec::with_capacity(body_capacity),
         declared_length: content_length,
         keep_alive,
@@ -675,6 +683,15 @@ mod tests {
         let r = requests(b"GET http://h HTTP/1.1\r\n\r\n", 99);
         assert!(!r[0].absolute_https);
         assert_eq!(r[0].path, "/");
+    }
+
+    #[test]
+    fn non_utf8_header_values_are_flagged() {
+        let r = requests(
+            b"GET / HTTP/1.1\r\nAuthorization: Bearer \xff\r\nX: ok\r\n\r\n",
+            99,
+        );
+        assert_eq!(r[0].non_utf8_headers, ["authorization"]);
     }
 
     #[test]

@@ -123,8 +123,11 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
     out.extend_from_slice(reason(response.status).as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: ");
     out.extend_from_slice(response.content_type.as_bytes());
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    out.extend_from_slice(response.body.as_bytes().len().to_string().as_bytes());
+    // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here).
+    if response.status != 204 {
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(response.body.as_bytes().len().to_string().as_bytes());
+    }
     out.extend_from_slice(b"\r\nDate: ");
     with_http_date(|date| out.extend_from_slice(date));
     match connection {

@@ -459,6 +459,18 @@ fn tenants_share_nothing() {
             )
             .assert_error(403, "Failed to register instance");
     }
+    // Tokens that are not UTF-8 are refused: a lossy copy would make \xff and \xfe one tenant.
+    for byte in [0xffu8, 0xfe] {
+        let mut raw =
+            b"GET /api/v1/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ".to_vec();
+        raw.push(byte);
+        raw.extend_from_slice(b"\r\n\r\n");
+        let mut conn = server.connect();
+        std::io::Write::write_all(&mut conn, &raw).unwrap();
+        read_response(&mut conn, false)
+            .unwrap()
+            .assert_error(401, MALFORMED);
+    }
     // B removes its own record; A's stays, and B can no longer renew or remove anything.
     let as_b = [("Authorization", "Bearer B")];
     assert_eq!(

@@ -75,7 +75,12 @@ fn listed(applications: &Value) -> Vec<(String, String)> {
 fn java_registration_is_visible_through_both_apis() {
     let server = Server::start(&[]);
     for base in [E, "/api/eureka//v2"] {
-        assert_eq!(register(&server, base, "MYAPP", &java_body()).status, 204);
+        let r = register(&server, base, "MYAPP", &java_body());
+        assert_eq!(r.status, 204);
+        assert!(
+            r.header("content-length").is_none(),
+            "no Content-Length on 204"
+        );
     }
     let a8 = a8_instance(&server, "MYAPP:host1:myapp:8080");
     assert_eq!(a8["service_name"], "MYAPP");
