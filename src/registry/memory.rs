@@ -51,15 +51,33 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 struct Shard {
     /// id → service, to find an entry by id alone.
     service_of: HashMap<Arc<str>, Arc<str>>,
     /// service → id → entry.
     services: HashMap<Arc<str>, HashMap<Arc<str>, Entry>>,
+    /// No entry expires before this (monotonic nanoseconds), so the reaper can skip the shard
+    /// until then. Heartbeats only move deadlines later, so they never need to lower it.
+    earliest_deadline: u64,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            service_of: HashMap::new(),
+            services: HashMap::new(),
+            earliest_deadline: u64::MAX,
+        }
+    }
 }
 
 impl Shard {
+    fn note_deadline(&mut self, deadline: Option<u64>) {
+        if let Some(deadline) = deadline {
+            self.earliest_deadline = self.earliest_deadline.min(deadline);
+        }
+    }
+
     fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
         let service = self.service_of.get(id)?;
         self.services.get_mut(service)?.get_mut(id)
@@ -76,6 +94,7 @@ impl Shard {
     }
 
     fn insert(&mut self, entry: Entry) {
+        self.note_deadline(entry.deadline);
         let id = entry.instance.id.clone();
         let service = entry.instance.service_name.clone();
         self.service_of.insert(id.clone(), service.clone());
@@ -172,13 +191,19 @@ impl MemoryStore {
             let mut expired = Vec::new();
             {
                 let mut shard = lock(shard);
-                let due: Vec<Arc<str>> = shard
-                    .services
-                    .values()
-                    .flat_map(|m| m.values())
-                    .filter(|e| !e.live(now))
-                    .map(|e| e.instance.id.clone())
-                    .collect();
+                if now <= shard.earliest_deadline {
+                    continue;
+                }
+                let mut due: Vec<Arc<str>> = Vec::new();
+                let mut earliest = u64::MAX;
+                for entry in shard.services.values().flat_map(|m| m.values()) {
+                    match entry.deadline {
+                        Some(d) if now > d => due.push(entry.instance.id.clone()),
+                        Some(d) => earliest = earliest.min(d),
+                        None => {}
+                    }
+                }
+                shard.earliest_deadline = earliest;
                 for id in due {
                     if let Some(entry) = shard.remove(&id) {
                         namespace.count.fetch_sub(1, Ordering::SeqCst);
@@ -404,8 +429,12 @@ impl Store for MemoryStore {
                 changed.service_up_unix_nanos = unix_now;
             }
             entry.deadline = self.deadline(&changed, now);
+            let deadline = entry.deadline;
             entry.instance = Arc::new(changed);
-            entry.instance.clone()
+            let snapshot = entry.instance.clone();
+            // An instance leaving OUT_OF_SERVICE gets a deadline again.
+            shard.note_deadline(deadline);
+            snapshot
         };
         self.emit(&ns, snapshot, ChangeKind::Modified);
         Ok(())
@@ -589,6 +618,33 @@ mod tests {
         clock.advance(3600 * SECOND);
         store.expire_due();
         assert_eq!(ids(&store, "ns", Some("s")), ["oos"]);
+    }
+
+    #[test]
+    fn reaper_finds_an_instance_that_left_out_of_service() {
+        let (store, clock) = store(None);
+        store
+            .register("ns", instance("a", "s", "OUT_OF_SERVICE", 10))
+            .unwrap();
+        store.register("ns", instance("b", "s", "UP", 60)).unwrap();
+        clock.advance(20 * SECOND);
+        store.expire_due();
+        store
+            .modify("ns", "a", &mut |i| {
+                i.status = crate::registry::instance::Status::new("UP");
+                Ok(())
+            })
+            .unwrap();
+        clock.advance(11 * SECOND);
+        store.expire_due();
+        assert_eq!(ids(&store, "ns", None), ["b"]);
+        assert_eq!(
+            store.namespaces.read().unwrap()["ns"]
+                .count
+                .load(Ordering::SeqCst),
+            1,
+            "a was reaped"
+        );
     }
 
     #[test]
