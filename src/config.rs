@@ -228,7 +228,13 @@ fn normalise_args(args: Vec<OsString>) -> Vec<OsString> {
         .map(|arg| {
             let Some(text) = arg.to_str() else { return arg };
             let mut text = text.to_string();
-            if text.starts_with('-') && !text.starts_with("--") && text.len() > 2 {
+            // Only a known option written with one dash is rewritten: a value such as a secret
+            // `-abc` or a capacity `-10` stays as it is.
+            let single_dash_name = text
+                .strip_prefix('-')
+                .filter(|rest| !rest.starts_with('-'))
+                .map(|rest| rest.split('=').next().unwrap_or(rest));
+            if single_dash_name.is_some_and(|name| OPTIONS.iter().any(|o| o.name == name)) {
                 text.insert(0, '-');
             }
             if let Some(flag) = text.strip_prefix("--") {
@@ -765,6 +771,16 @@ mod tests {
         ] {
             assert_eq!(parse_with(args, &env).unwrap().api_port, 7000, "{args:?}");
         }
+    }
+
+    #[test]
+    fn values_that_start_with_a_dash_are_values() {
+        let c = parse_with(&["--jwt_secret", "-abc", "--auth_mode", "jwt"], &[]).unwrap();
+        assert_eq!(c.jwt_secret, "-abc");
+        let c = parse_with(&["-namespace_capacity", "-10"], &[]).unwrap();
+        assert_eq!(c.namespace_capacity, None);
+        let c = parse_with(&["-jwt_secret=-x"], &[]).unwrap();
+        assert_eq!(c.jwt_secret, "-x");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The Amalgam8 protocol, `/api/v1` (spec section 3): JSON in, domain calls, JSON out.
 
-use super::cache::View;
+use super::cache::{Built, View};
 use super::error::*;
 use super::{Api, Context};
 use crate::http::request::Request;
@@ -235,24 +235,21 @@ fn cached_service_body(
     let now = api.store.clock().monotonic_nanos();
     api.cache
         .get_or_build(&ctx.namespace, service, view, now, || {
-            let mut body = prefix.to_vec();
-            let mut count = 0usize;
-            let stale_after =
-                api.store
-                    .for_each(&ctx.namespace, Some(service), &mut |instance| {
-                        if count > 0 {
-                            body.push(b',');
-                        }
-                        count += 1;
-                        write_instance(&mut body, instance, None);
-                    })?;
+            let snapshot = api.store.snapshot(&ctx.namespace, Some(service))?;
             // Absent services are not cached: any client could otherwise fill the cache with the
             // names of services (and namespaces) that do not exist.
-            if count == 0 {
-                return Ok(None);
+            if snapshot.instances.is_empty() {
+                return Ok(Built::Absent);
+            }
+            let mut body = prefix.to_vec();
+            for (i, instance) in snapshot.instances.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                write_instance(&mut body, instance, None);
             }
             body.extend_from_slice(b"]}");
-            Ok(Some((body, stale_after)))
+            Ok(Built::Cacheable(body, snapshot.stale_after))
         })
 }
 
@@ -354,21 +351,20 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
             None => instance.status != STARTING && instance.status != OUT_OF_SERVICE,
         }
     };
-    let mut body = b"{\"instances\":[".to_vec();
-    let mut count = 0usize;
-    let result = api
-        .store
-        .for_each(&ctx.namespace, service, &mut |instance| {
-            if selected(instance) {
-                if count > 0 {
-                    body.push(b',');
-                }
-                count += 1;
-                write_instance(&mut body, instance, projection);
-            }
-        });
-    if result.is_err() {
+    let Ok(snapshot) = api.store.snapshot(&ctx.namespace, service) else {
         return Response::error(500, INSTANCE_ENUMERATION);
+    };
+    let mut body = b"{\"instances\":[".to_vec();
+    for (i, instance) in snapshot
+        .instances
+        .iter()
+        .filter(|i| selected(i))
+        .enumerate()
+    {
+        if i > 0 {
+            body.push(b',');
+        }
+        write_instance(&mut body, instance, projection);
     }
     body.extend_from_slice(b"]}");
     Response::json(200, body)

@@ -88,9 +88,17 @@ struct Entry {
     stale_after: Option<u64>,
 }
 
-/// What a body builder returns: the body and the deadline after which it may show an expired
-/// instance; `None` when there is nothing to answer (and nothing to cache).
-pub type Built = Option<(Vec<u8>, Option<u64>)>;
+/// What a body builder returns.
+pub enum Built {
+    /// A body to answer with and to cache, with the deadline (monotonic nanoseconds) after which
+    /// it may show an expired instance.
+    Cacheable(Vec<u8>, Option<u64>),
+    /// A body to answer with but not to cache: it shows nothing stored (an empty namespace), and
+    /// caching it would let clients grow memory by reading namespaces that do not exist.
+    Uncacheable(Vec<u8>),
+    /// Nothing to answer (an absent service).
+    Absent,
+}
 
 #[derive(Default)]
 pub struct ResponseCache {
@@ -118,8 +126,10 @@ impl ResponseCache {
             return Ok(Some(body));
         }
         let epoch = self.epoch();
-        let Some((body, stale_after)) = build()? else {
-            return Ok(None);
+        let (body, stale_after) = match build()? {
+            Built::Cacheable(body, stale_after) => (body, stale_after),
+            Built::Uncacheable(body) => return Ok(Some(body.into())),
+            Built::Absent => return Ok(None),
         };
         let body: Arc<[u8]> = body.into();
         let entry = Entry {
@@ -229,7 +239,7 @@ mod tests {
         let built = cache.get_or_build("ns", "s", View::Service, 1, || {
             // A change arrives while the body is being built from the store.
             cache.on_change(&change("s"));
-            Ok::<_, ()>(Some((b"old".to_vec(), None)))
+            Ok::<_, ()>(Built::Cacheable(b"old".to_vec(), None))
         });
         assert_eq!(
             built.unwrap().as_deref(),
@@ -240,7 +250,11 @@ mod tests {
             cache.get("ns", "s", View::Service, 1).is_none(),
             "but not cached"
         );
-        let absent = cache.get_or_build("ns", "t", View::Service, 1, || Ok::<Built, ()>(None));
+        let absent = cache.get_or_build("ns", "t", View::Service, 1, || Ok::<_, ()>(Built::Absent));
         assert_eq!(absent, Ok(None));
+        let empty = || Ok::<_, ()>(Built::Uncacheable(b"{}".to_vec()));
+        let answered = cache.get_or_build("ns", "", View::EurekaHashCode, 1, empty);
+        assert_eq!(answered.unwrap().as_deref(), Some(&b"{}"[..]));
+        assert!(cache.entries.lock().unwrap().is_empty(), "nothing cached");
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Each shard indexes its instances by id and by service, so register, heartbeat, deregister and a
 //! lookup by id lock one shard, and listing a service costs the shard count plus that service's
-//! instances. A namespace's instance count is an atomic, checked against the capacity under the
-//! shard lock of the id being added.
+//! instances. A namespace's instance count is an atomic, raised with a compare-and-swap against the
+//! capacity while the shard lock of the id being added is held.
 //!
 //! Expiry is exact: every entry carries its deadline on the monotonic clock, and every read and
 //! write treats an entry past it as absent. A reaper thread removes such entries (and emits their
@@ -16,7 +16,7 @@
 //! never across I/O; they are safe to take on a `may` worker.
 
 use super::instance::{Instance, TtlPolicy, UP};
-use super::store::{Change, ChangeKind, Clock, Listener, Store, StoreError};
+use super::store::{Change, ChangeKind, Clock, Listener, Snapshot, Store, StoreError};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -134,8 +134,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What an insert did: the stored instance, the kind of change, and the instance it replaced.
-type Inserted = (Arc<Instance>, ChangeKind, Option<Arc<Instance>>);
+/// What an insert did: the stored instance, the kind of change and its version, and the instance
+/// it replaced.
+type Inserted = (Arc<Instance>, ChangeKind, u64, Option<Arc<Instance>>);
 
 /// The in-memory backend.
 pub struct MemoryStore {
@@ -207,12 +208,12 @@ impl MemoryStore {
                 for id in due {
                     if let Some(entry) = shard.remove(&id) {
                         namespace.count.fetch_sub(1, Ordering::SeqCst);
-                        expired.push(entry.instance);
+                        expired.push((entry.instance, self.next_version()));
                     }
                 }
             }
-            for instance in expired {
-                self.emit(namespace, instance, ChangeKind::Expired);
+            for (instance, version) in expired {
+                self.emit(namespace, instance, ChangeKind::Expired, version);
             }
         }
     }
@@ -241,12 +242,19 @@ impl MemoryStore {
             .cloned()
     }
 
-    fn emit(&self, namespace: &Namespace, instance: Arc<Instance>, kind: ChangeKind) {
+    /// The version of a change, taken while the shard lock that orders it is held, so that the
+    /// versions of two changes of one instance follow the order in which they happened (the
+    /// events themselves may reach listeners in another order).
+    fn next_version(&self) -> u64 {
+        self.version.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn emit(&self, namespace: &Namespace, instance: Arc<Instance>, kind: ChangeKind, version: u64) {
         let change = Change {
             namespace: namespace.name.clone(),
             instance,
             kind,
-            version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
+            version,
             at: self.clock.monotonic_nanos(),
         };
         for listener in self
@@ -316,7 +324,7 @@ impl MemoryStore {
             instance: instance.clone(),
             deadline,
         });
-        Ok((instance, kind, previous))
+        Ok((instance, kind, self.next_version(), previous))
     }
 
     fn try_register(
@@ -328,15 +336,17 @@ impl MemoryStore {
             {
                 let map = self.namespaces.read().unwrap_or_else(|e| e.into_inner());
                 if let Some(ns) = map.get(namespace) {
-                    let (stored, kind, previous) = self.insert(ns, instance)?;
+                    let (stored, kind, version, previous) = self.insert(ns, instance)?;
                     let ns = ns.clone();
                     drop(map);
                     if let Some(previous) = previous {
+                        // Defensive: neither id scheme lets an id change service, but if one
+                        // did, the old service must hear that the instance left it.
                         if previous.service_name != stored.service_name {
-                            self.emit(&ns, previous, ChangeKind::Deregistered);
+                            self.emit(&ns, previous, ChangeKind::Deregistered, version);
                         }
                     }
-                    self.emit(&ns, stored.clone(), kind);
+                    self.emit(&ns, stored.clone(), kind, version);
                     return Ok(stored);
                 }
             }
@@ -390,13 +400,15 @@ impl Store for MemoryStore {
         let removed = {
             let mut shard = ns.shard(id);
             match shard.get_mut(id) {
-                Some(entry) if entry.live(now) => shard.remove(id),
+                Some(entry) if entry.live(now) => {
+                    shard.remove(id).map(|e| (e, self.next_version()))
+                }
                 _ => None,
             }
         };
-        let entry = removed.ok_or(StoreError::NotFound)?;
+        let (entry, version) = removed.ok_or(StoreError::NotFound)?;
         ns.count.fetch_sub(1, Ordering::SeqCst);
-        self.emit(&ns, entry.instance, ChangeKind::Deregistered);
+        self.emit(&ns, entry.instance, ChangeKind::Deregistered, version);
         self.drop_if_empty(&ns);
         Ok(())
     }
@@ -434,9 +446,9 @@ impl Store for MemoryStore {
             let snapshot = entry.instance.clone();
             // An instance leaving OUT_OF_SERVICE gets a deadline again.
             shard.note_deadline(deadline);
-            snapshot
+            (snapshot, self.next_version())
         };
-        self.emit(&ns, snapshot, ChangeKind::Modified);
+        self.emit(&ns, snapshot.0, ChangeKind::Modified, snapshot.1);
         Ok(())
     }
 
@@ -448,37 +460,39 @@ impl Store for MemoryStore {
         entry.live(now).then(|| entry.instance.clone())
     }
 
-    fn for_each(
-        &self,
-        namespace: &str,
-        service: Option<&str>,
-        visit: &mut dyn FnMut(&Instance),
-    ) -> Result<Option<u64>, StoreError> {
+    fn snapshot(&self, namespace: &str, service: Option<&str>) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
         let Some(ns) = self.find(namespace) else {
-            return Ok(None);
+            return Ok(snapshot);
         };
         let now = self.clock.monotonic_nanos();
-        let mut earliest: Option<u64> = None;
         for shard in ns.shards.iter() {
             let shard = lock(shard);
-            let mut visit_entries = |entries: &HashMap<Arc<str>, Entry>| {
+            let mut take = |entries: &HashMap<Arc<str>, Entry>| {
                 for entry in entries.values().filter(|e| e.live(now)) {
                     if let Some(d) = entry.deadline {
-                        earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                        snapshot.stale_after = Some(snapshot.stale_after.map_or(d, |e| e.min(d)));
                     }
-                    visit(&entry.instance);
+                    snapshot.instances.push(entry.instance.clone());
                 }
             };
             match service {
                 Some(name) => {
                     if let Some(entries) = shard.services.get(name) {
-                        visit_entries(entries);
+                        take(entries);
                     }
                 }
-                None => shard.services.values().for_each(&mut visit_entries),
+                None => shard.services.values().for_each(&mut take),
             }
         }
-        Ok(earliest)
+        Ok(snapshot)
+    }
+
+    fn expire(&self, namespace: &str) {
+        if let Some(ns) = self.find(namespace) {
+            self.expire_namespace(&ns);
+            self.drop_if_empty(&ns);
+        }
     }
 
     fn services(&self, namespace: &str) -> Result<Vec<Arc<str>>, StoreError> {
@@ -566,10 +580,13 @@ mod tests {
     }
 
     fn ids(store: &MemoryStore, ns: &str, service: Option<&str>) -> Vec<String> {
-        let mut out = Vec::new();
-        store
-            .for_each(ns, service, &mut |i| out.push(i.id.to_string()))
-            .unwrap();
+        let mut out: Vec<String> = store
+            .snapshot(ns, service)
+            .unwrap()
+            .instances
+            .iter()
+            .map(|i| i.id.to_string())
+            .collect();
         out.sort();
         out
     }
@@ -707,12 +724,13 @@ mod tests {
             .register("ns", instance("a", "s2", "STARTING", 20))
             .unwrap();
         assert!(ids(&store, "ns", Some("s1")).is_empty());
-        let mut seen = Vec::new();
-        store
-            .for_each("ns", Some("s2"), &mut |i| {
-                seen.push((i.status.to_string(), i.ttl))
-            })
-            .unwrap();
+        let seen: Vec<(String, Duration)> = store
+            .snapshot("ns", Some("s2"))
+            .unwrap()
+            .instances
+            .iter()
+            .map(|i| (i.status.to_string(), i.ttl))
+            .collect();
         assert_eq!(seen, [("STARTING".to_string(), 20 * SECOND)]);
         assert_eq!(store.services("ns").unwrap(), [Arc::<str>::from("s2")]);
     }

@@ -30,7 +30,9 @@ pub enum ChangeKind {
     Expired,
 }
 
-/// One change, as every consumer (caches, later deltas and replication) sees it.
+/// One change, as every consumer (response caches, the Eureka change log, later replication)
+/// sees it. Events of one instance may reach listeners out of order when two threads change it at
+/// once; their versions are in the true order.
 #[derive(Clone, Debug)]
 pub struct Change {
     pub namespace: Arc<str>,
@@ -81,13 +83,22 @@ impl Clock for SystemClock {
     }
 }
 
+/// The live instances a read found.
+#[derive(Default)]
+pub struct Snapshot {
+    pub instances: Vec<Arc<Instance>>,
+    /// The earliest deadline (monotonic nanoseconds) among them, for callers that cache what they
+    /// build from the snapshot; `None` when none of them can expire.
+    pub stale_after: Option<u64>,
+}
+
 /// A namespace-partitioned instance store.
 ///
 /// Every operation names its namespace; namespaces share nothing. An instance whose TTL has run
 /// out is invisible to every operation from that moment, whether or not it was removed yet.
 pub trait Store: Send + Sync {
     /// Stores `instance` under its id, replacing any instance with that id; the TTL is clamped by
-    /// the store's policy and the heartbeat set to now. Returns the stored TTL.
+    /// the store's policy and the heartbeat set to now. Returns the stored instance.
     /// Fails on a length limit or, for a new id, when the namespace is full.
     fn register(&self, namespace: &str, instance: Instance) -> Result<Arc<Instance>, StoreError>;
 
@@ -111,15 +122,13 @@ pub trait Store: Send + Sync {
     /// The live instance with this id.
     fn get(&self, namespace: &str, id: &str) -> Option<Arc<Instance>>;
 
-    /// Calls `visit` for every live instance of the namespace, or of one service when `service`
-    /// is given, and returns the earliest deadline (monotonic nanoseconds) among the visited
-    /// instances that can expire, so a caller caching what it built knows when it goes stale.
-    fn for_each(
-        &self,
-        namespace: &str,
-        service: Option<&str>,
-        visit: &mut dyn FnMut(&Instance),
-    ) -> Result<Option<u64>, StoreError>;
+    /// Every live instance of the namespace, or of one service when `service` is given, shared
+    /// rather than copied, so callers render them without holding any store lock.
+    fn snapshot(&self, namespace: &str, service: Option<&str>) -> Result<Snapshot, StoreError>;
+
+    /// Removes the expired instances of a namespace now, emitting their events, instead of
+    /// waiting for the periodic sweep.
+    fn expire(&self, namespace: &str);
 
     /// Names of services with at least one live instance.
     fn services(&self, namespace: &str) -> Result<Vec<Arc<str>>, StoreError>;

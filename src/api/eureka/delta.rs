@@ -65,6 +65,14 @@ impl DeltaLog {
         let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
         let log = namespaces.entry(change.namespace.clone()).or_default();
         let id = change.instance.id.clone();
+        // Events of one instance can arrive out of order; the version says which is the latest.
+        if log
+            .latest
+            .get(&id)
+            .is_some_and(|e| e.version > change.version)
+        {
+            return;
+        }
         log.order.push_back((now, change.version, id.clone()));
         log.latest.insert(
             id,
@@ -78,23 +86,25 @@ impl DeltaLog {
         log.prune(now);
     }
 
-    /// Calls `visit` with every instance changed within the retention, once, in its latest state.
-    pub fn for_each(&self, namespace: &str, now: u64, visit: &mut dyn FnMut(&Instance, Action)) {
+    /// Every instance changed within the retention, once, in its latest state. Only `Arc`s are
+    /// copied under the lock: callers render after it is released, so writers never wait on a
+    /// render.
+    pub fn changes(&self, namespace: &str, now: u64) -> Vec<(Arc<Instance>, Action)> {
         let mut namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
         let Some(log) = namespaces.get_mut(namespace) else {
-            return;
+            return Vec::new();
         };
         log.prune(now);
         if log.latest.is_empty() {
             namespaces.remove(namespace);
-            return;
+            return Vec::new();
         }
         let retention = RETENTION.as_nanos() as u64;
-        for entry in log.latest.values() {
-            if now.saturating_sub(entry.at) <= retention {
-                visit(&entry.instance, entry.action);
-            }
-        }
+        log.latest
+            .values()
+            .filter(|entry| now.saturating_sub(entry.at) <= retention)
+            .map(|entry| (entry.instance.clone(), entry.action))
+            .collect()
     }
 
     /// Drops the logs whose entries have all aged out.
@@ -127,12 +137,22 @@ mod tests {
     }
 
     fn seen(log: &DeltaLog, now: u64) -> Vec<(String, String, Action)> {
-        let mut out = Vec::new();
-        log.for_each("ns", now, &mut |i, a| {
-            out.push((i.id.to_string(), i.status.to_string(), a))
-        });
+        let mut out: Vec<(String, String, Action)> = log
+            .changes("ns", now)
+            .into_iter()
+            .map(|(i, a)| (i.id.to_string(), i.status.to_string(), a))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    #[test]
+    fn a_late_event_does_not_undo_a_later_change() {
+        let log = DeltaLog::default();
+        // Cancelled (version 6) after being registered (version 5), but the events crossed.
+        log.record(&change("a", "UP", ChangeKind::Deregistered, 6, 10));
+        log.record(&change("a", "UP", ChangeKind::Registered, 5, 11));
+        assert_eq!(seen(&log, 20), [("a".into(), "UP".into(), Action::Deleted)]);
     }
 
     #[test]

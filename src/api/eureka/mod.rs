@@ -9,13 +9,13 @@ pub mod delta;
 pub mod model;
 pub mod render;
 
-use super::cache::View;
+use super::cache::{Built, View};
 use super::error::registration_error;
 use super::{Api, Context};
 use crate::http::request::Request;
 use crate::http::response::{Body, Response};
 use crate::http::router::{first_value, parse_query};
-use crate::registry::instance::{Instance, Status};
+use crate::registry::instance::Status;
 use crate::registry::store::StoreError;
 use model::{RegisterError, Registration};
 use render::{Action, Apps, Format};
@@ -142,7 +142,7 @@ fn register(api: &Api, ctx: &Context, request: &Request, app: &str) -> Response 
 }
 
 /// Builds (or takes from the cache) a document of the namespace or of one app; `None` for an
-/// app without instances.
+/// app without instances. Documents of an empty namespace are answered but not cached.
 fn cached_document(
     api: &Api,
     ctx: &Context,
@@ -154,23 +154,25 @@ fn cached_document(
     let now = api.store.clock().monotonic_nanos();
     let key = service.unwrap_or("");
     api.cache.get_or_build(&ctx.namespace, key, view, now, || {
+        let snapshot = api.store.snapshot(&ctx.namespace, service)?;
         let mut apps = Apps::default();
-        let stale_after = api
-            .store
-            .for_each(&ctx.namespace, service, &mut |instance| {
-                apps.add(format, instance, Action::of(instance));
-            })?;
-        if service.is_some() && apps.is_empty() {
-            return Ok(None);
+        for instance in &snapshot.instances {
+            apps.add(format, instance, Action::of(instance));
         }
-        Ok(Some((build(&mut apps), stale_after)))
+        Ok(match (service, snapshot.instances.is_empty()) {
+            (Some(_), true) => Built::Absent,
+            (None, true) => Built::Uncacheable(build(&mut apps)),
+            (_, false) => Built::Cacheable(build(&mut apps), snapshot.stale_after),
+        })
     })
 }
 
 /// `GET E/apps` and `E/apps/`: every instance of the namespace, all statuses.
 fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
-    let version = api.store.version();
-    let build = |apps: &mut Apps| apps.applications_document(format, version, &apps.hash_code());
+    // The version is read as the body is built, so a cached body never carries an older one.
+    let build = |apps: &mut Apps| {
+        apps.applications_document(format, api.store.version(), &apps.hash_code())
+    };
     match cached_document(api, ctx, None, View::EurekaApps(format), &build, format) {
         Ok(Some(body)) => document(format, 200, Body::Shared(body)),
         _ => Response::error(500, APPLICATION_ENUMERATION),
@@ -193,27 +195,34 @@ fn namespace_hash_code(api: &Api, ctx: &Context) -> Result<String, StoreError> {
     let body = api
         .cache
         .get_or_build(&ctx.namespace, "", View::EurekaHashCode, now, || {
+            let snapshot = api.store.snapshot(&ctx.namespace, None)?;
             let mut apps = Apps::default();
-            let stale_after = api.store.for_each(&ctx.namespace, None, &mut |instance| {
-                apps.count_status(&instance.status)
-            })?;
-            Ok(Some((apps.hash_code().into_bytes(), stale_after)))
+            for instance in &snapshot.instances {
+                apps.count_status(&instance.status);
+            }
+            let hash = apps.hash_code().into_bytes();
+            Ok(match snapshot.instances.is_empty() {
+                true => Built::Uncacheable(hash),
+                false => Built::Cacheable(hash, snapshot.stale_after),
+            })
         })?;
     Ok(body.map_or_else(String::new, |b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 /// `GET E/apps/delta` (D7): the instances changed in the last 3 minutes, with the full hash code.
 fn delta(api: &Api, ctx: &Context, format: Format) -> Response {
+    // Expired instances leave the full list at their deadline; log their removal now too, so a
+    // client never sees a hash code the delta cannot explain.
+    api.store.expire(&ctx.namespace);
     let version = api.store.version();
     let Ok(hash_code) = namespace_hash_code(api, ctx) else {
         return Response::error(500, APPLICATION_ENUMERATION);
     };
-    let mut apps = Apps::default();
     let now = api.store.clock().monotonic_nanos();
-    api.delta
-        .for_each(&ctx.namespace, now, &mut |instance, action| {
-            apps.add(format, instance, action)
-        });
+    let mut apps = Apps::default();
+    for (instance, action) in api.delta.changes(&ctx.namespace, now) {
+        apps.add(format, &instance, action);
+    }
     let body = apps.applications_document(format, version, &hash_code);
     document(format, 200, Body::Owned(body))
 }
@@ -221,12 +230,16 @@ fn delta(api: &Api, ctx: &Context, format: Format) -> Response {
 /// `GET E/instances/{iid}`: the first instance whose id ends with `:{iid}` (kept as the original).
 fn instance_by_id(api: &Api, ctx: &Context, iid: &str, format: Format) -> Response {
     let suffix = format!(":{iid}");
-    let mut found: Option<Instance> = None;
-    let _ = api.store.for_each(&ctx.namespace, None, &mut |instance| {
-        if found.is_none() && instance.id.ends_with(&suffix) {
-            found = Some(instance.clone());
-        }
-    });
+    let found = api
+        .store
+        .snapshot(&ctx.namespace, None)
+        .ok()
+        .and_then(|snapshot| {
+            snapshot
+                .instances
+                .into_iter()
+                .find(|instance| instance.id.ends_with(&suffix))
+        });
     match found {
         Some(instance) => document(
             format,
@@ -334,10 +347,13 @@ fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Res
 /// VIP address, exactly.
 fn vip_list(api: &Api, ctx: &Context, vip: &str, secure: bool, format: Format) -> Response {
     let version = api.store.version();
+    let Ok(snapshot) = api.store.snapshot(&ctx.namespace, None) else {
+        return Response::error(500, VIP_ENUMERATION);
+    };
     let mut apps = Apps::default();
-    let result = api.store.for_each(&ctx.namespace, None, &mut |instance| {
+    for instance in &snapshot.instances {
         let Some(registration) = Registration::of(instance) else {
-            return;
+            continue;
         };
         let matches = if secure {
             registration.secure_vip_address.as_deref() == Some(vip)
@@ -347,9 +363,6 @@ fn vip_list(api: &Api, ctx: &Context, vip: &str, secure: bool, format: Format) -
         if matches {
             apps.add(format, instance, Action::of(instance));
         }
-    });
-    if result.is_err() {
-        return Response::error(500, VIP_ENUMERATION);
     }
     let body = apps.applications_document(format, version, &apps.hash_code());
     document(format, 200, Body::Owned(body))

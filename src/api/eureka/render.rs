@@ -218,13 +218,13 @@ fn json_port(out: &mut Vec<u8>, key: &str, port: &PortView) {
 /// Writes the JSON instance object (without a wrapper), keys in the order of spec 4.6.
 fn write_json(out: &mut Vec<u8>, v: &View<'_>) {
     out.push(b'{');
-    // Every later key starts with a comma; the first one written here does not.
-    let start = out.len();
     if let Some(id) = v.instance_id {
-        json_key_str(out, "instanceId", id);
+        out.extend_from_slice(b"\"instanceId\":");
+        json_str(out, id);
+        out.push(b',');
     }
-    json_key_str(out, "hostName", &v.host_name);
-    out.remove(start);
+    out.extend_from_slice(b"\"hostName\":");
+    json_str(out, &v.host_name);
     json_key_str(out, "app", v.app);
     json_key_str(out, "appGroupName", v.app_group_name);
     json_key_str(out, "ipAddr", &v.ip_addr);
@@ -506,10 +506,6 @@ impl Apps {
     pub fn count_status(&mut self, status: &str) {
         let status = if status.is_empty() { "UP" } else { status };
         *self.statuses.entry(status.to_string()).or_default() += 1;
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.apps.is_empty()
     }
 
     /// The hash code of the instances counted: `<STATUS>_<count>_` per status, sorted by status.

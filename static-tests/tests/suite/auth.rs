@@ -538,12 +538,23 @@ fn reads_with_100000_distinct_tokens_do_not_grow_memory() {
                         let mut raw = String::new();
                         for k in 0..50 {
                             let token = offset + t * per_thread + batch * 50 + k;
-                            let path = if k % 2 == 0 { "/api/v1/services" } else { "/api/v1/instances?service_name=s" };
+                            // Every kind of read, cached or not, in both protocols.
+                            let path = [
+                                "/api/v1/services",
+                                "/api/v1/instances?service_name=s",
+                                "/api/v1/services/s",
+                                "/eureka/v2/apps",
+                                "/eureka/v2/apps/delta",
+                                "/eureka/v2/apps/S",
+                            ][k % 6];
                             raw.push_str(&format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tenant-{token}\r\n\r\n"));
                         }
                         std::io::Write::write_all(&mut conn, raw.as_bytes()).unwrap();
-                        for _ in 0..50 {
-                            assert_eq!(read_response(&mut conn, false).unwrap().status, 200);
+                        for k in 0..50 {
+                            let status = read_response(&mut conn, false).unwrap().status;
+                            // The absent service and app answer 404, everything else 200.
+                            let expected = if k % 6 == 2 || k % 6 == 5 { 404 } else { 200 };
+                            assert_eq!(status, expected, "request {k}");
                         }
                     }
                 })
