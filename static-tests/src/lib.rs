@@ -327,12 +327,19 @@ pub fn read_response(conn: &mut TcpStream, head_only: bool) -> std::io::Result<R
     })
 }
 
-/// True when the server closed the connection (a read returns end of file within `timeout`).
+/// True when the server closed the connection within `timeout`: a read sees end of file or a
+/// reset. Bytes, or a read that times out on an open connection, are not a close.
 pub fn closed_by_server(conn: &mut TcpStream, timeout: Duration) -> bool {
     conn.set_read_timeout(Some(timeout)).unwrap();
     let mut buf = [0u8; 64];
-    matches!(conn.read(&mut buf), Ok(0) | Err(_))
-        && conn.read(&mut buf).map(|n| n == 0).unwrap_or(true)
+    match conn.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+        ),
+    }
 }
 
 /// Runs the binary to completion with these flags and env, returning (exit code, stdout, stderr).

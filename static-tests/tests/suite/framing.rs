@@ -361,6 +361,8 @@ fn keep_alive_and_pipelining_answer_in_order() {
     assert_eq!(listed.status, 200);
     assert_eq!(listed.json()["service_name"], "pipe");
     assert_eq!(read_response(&mut conn, false).unwrap().status, 404);
+    // And the connection is still open.
+    assert!(!closed_by_server(&mut conn, Duration::from_millis(300)));
 }
 
 #[test]
