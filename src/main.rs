@@ -39,6 +39,7 @@ use http::server::{Limits, Shutdown};
 use registry::instance::TtlPolicy;
 use registry::memory::{MemoryConfig, MemoryStore};
 use registry::store::{Store, SystemClock};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -166,7 +167,7 @@ fn serve(config: Config) -> ExitCode {
         return ExitCode::from(1);
     }
 
-    let listener = match may::net::TcpListener::bind((config.api_bind, config.api_port)) {
+    let listener = match listen(SocketAddr::new(config.api_bind, config.api_port)) {
         Ok(listener) => listener,
         Err(e) => {
             error!(
@@ -211,6 +212,28 @@ fn serve(config: Config) -> ExitCode {
     }
     info!("stopped", "unfinished_requests" => shutdown.in_flight());
     ExitCode::SUCCESS
+}
+
+/// Connections the kernel queues for the acceptor (std listens with 128).
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Binds the API port. Not with `may::net::TcpListener::bind`: it sets SO_REUSEPORT, so a second
+/// registry started on a port in use would silently share it instead of failing. std binds
+/// without it; the backlog is then raised with a second listen(2), which Linux allows.
+fn listen(address: SocketAddr) -> std::io::Result<may::net::TcpListener> {
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let listener = std::net::TcpListener::bind(address)?;
+    let fd = listener.into_raw_fd();
+    // SAFETY: `fd` is the listening socket just created, owned by no one else; on failure it is
+    // wrapped again so that it is closed.
+    unsafe {
+        if libc::listen(fd, LISTEN_BACKLOG) != 0 {
+            let error = std::io::Error::last_os_error();
+            drop(std::net::TcpListener::from_raw_fd(fd));
+            return Err(error);
+        }
+        Ok(may::net::TcpListener::from_raw_fd(fd))
+    }
 }
 
 /// The effective configuration for the startup line, without the secrets.

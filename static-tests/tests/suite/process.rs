@@ -314,6 +314,16 @@ fn sigint_with_idle_connections_exits_0_at_once() {
 }
 
 #[test]
+fn a_second_registry_on_the_same_port_fails_to_start() {
+    let first = Server::start(&[]);
+    let port = first.address.port().to_string();
+    let (code, _, stderr) = run_to_exit(&["--api_bind", "127.0.0.1", "--api_port", &port], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert_eq!(first.get("/").status, 200, "the first one is unharmed");
+}
+
+#[test]
 fn a_port_in_use_is_a_startup_failure() {
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
