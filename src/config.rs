@@ -927,7 +927,7 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_option_with_env_and_default() {
+    fn help_lists_every_option_with_its_env_name() {
         let help = help_text();
         for o in OPTIONS {
             assert!(help.contains(&format!("--{} ", o.name)), "{}", o.name);

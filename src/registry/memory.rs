@@ -755,45 +755,44 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_heartbeats_and_expiry_keep_live_instances() {
+    fn re_registrations_racing_the_reaper_are_kept() {
         let (store, clock) = store(None);
-        for i in 0..200 {
+        for i in 0..400 {
             store
                 .register("ns", instance(&format!("i{i}"), "s", "UP", 10))
                 .unwrap();
         }
-        let threads: Vec<_> = (0..4)
+        // Everything is now expired, and nothing has been reaped yet.
+        clock.advance(11 * SECOND);
+        let reaper = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2_000 {
+                    store.expire_due();
+                }
+            })
+        };
+        // Meanwhile four clients register their instances again and renew them.
+        let clients: Vec<_> = (0..4)
             .map(|t| {
                 let store = store.clone();
                 std::thread::spawn(move || {
-                    for round in 0..50 {
-                        for i in (t..200).step_by(4) {
-                            // Even ids are kept alive; odd ones are left to expire.
-                            if i % 2 == 0 {
-                                store.heartbeat("ns", &format!("i{i}")).unwrap();
-                            }
-                        }
-                        if round % 10 == 0 {
-                            store.expire_due();
-                        }
+                    for i in (t..400).step_by(4) {
+                        let id = format!("i{i}");
+                        store.register("ns", instance(&id, "s", "UP", 10)).unwrap();
+                        store.heartbeat("ns", &id).unwrap();
                     }
                 })
             })
             .collect();
-        clock.advance(5 * SECOND);
-        for t in threads {
-            t.join().unwrap();
+        for client in clients {
+            client.join().unwrap();
         }
-        // Every even instance was renewed at or after +5s; the odd ones were not.
-        for i in (0..200).step_by(2) {
-            store.heartbeat("ns", &format!("i{i}")).unwrap();
-        }
-        clock.advance(6 * SECOND);
+        reaper.join().unwrap();
         store.expire_due();
-        let live = ids(&store, "ns", None);
-        assert_eq!(live.len(), 100);
-        assert!(live
-            .iter()
-            .all(|id| id[1..].parse::<u32>().unwrap() % 2 == 0));
+        // The old registrations expired; the new ones, all live until +21s, must all be there.
+        assert_eq!(ids(&store, "ns", None).len(), 400);
+        let count = store.find("ns").unwrap().count.load(Ordering::SeqCst);
+        assert_eq!(count, 400, "the count matches the entries");
     }
 }

@@ -299,6 +299,11 @@ pub fn read_response(conn: &mut TcpStream, head_only: bool) -> std::io::Result<R
     let text = String::from_utf8_lossy(&head).into_owned();
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
+    // Anything before the status line (a body that should not have been sent) is a failure.
+    assert!(
+        status_line.starts_with("HTTP/1."),
+        "not a status line: {status_line:?}"
+    );
     let status: u16 = status_line
         .split(' ')
         .nth(1)

@@ -186,23 +186,28 @@ fn accepted_registration_variants() {
     assert_eq!(status_of("vup"), "UP");
     assert_eq!(status_of("v"), "UP", "an empty status means UP");
 
-    for tags in ["[\"a\",\"b\"]", "[]", "null", "[\"\",\"a\",\"a\"]"] {
-        assert_eq!(
-            register(
-                &server,
-                &registration("tags", "t", &format!("\"tags\":{tags}"))
-            )
-            .status,
-            201
-        );
-        assert_eq!(
-            register(
-                &server,
-                &registration("tags", "t", &format!("\"tags\":{tags}"))
-            )
-            .status,
-            201
-        );
+    assert_eq!(status_of("vSTARTING"), "STARTING");
+    assert_eq!(status_of("vOUT_OF_SERVICE"), "OUT_OF_SERVICE");
+
+    // Tags are stored as given (empty strings and duplicates too); registering twice keeps one.
+    for (tags, stored) in [
+        ("[\"a\",\"b\"]", json!(["a", "b"])),
+        ("[]", Value::Null),
+        ("null", Value::Null),
+        ("[\"\",\"a\",\"a\"]", json!(["", "a", "a"])),
+    ] {
+        for _ in 0..2 {
+            let body = registration("tags", "t", &format!("\"tags\":{tags}"));
+            assert_eq!(register(&server, &body).status, 201, "{tags}");
+        }
+        let listing = server.get("/api/v1/instances?service_name=tags").json();
+        assert_eq!(instance_count(&listing), 1, "{tags}");
+        // An empty tag list is left out of the listing.
+        let shown = listing["instances"][0]
+            .get("tags")
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(shown, stored, "{tags}");
     }
     assert_eq!(
         register(&server, &registration(&"s".repeat(64), "e", "")).status,

@@ -424,10 +424,12 @@ fn tenants_share_nothing() {
     ];
     let mut ids = Vec::new();
     for tenant in tenants {
+        // Each tenant's record carries its own name, so a shared namespace would show.
+        let metadata = format!("\"metadata\":{}", serde_json::json!({ "tenant": tenant }));
         let r = server.post_json_as(
             tenant,
             "/api/v1/instances",
-            &registration("shared", "h:1", ""),
+            &registration("shared", "h:1", &metadata),
         );
         assert_eq!(r.status, 201, "{tenant:?}: {}", r.text());
         ids.push(r.json()["id"].as_str().unwrap().to_string());
@@ -445,9 +447,9 @@ fn tenants_share_nothing() {
                 None,
             )
             .json();
+        assert_eq!(instance_count(&listing), 1, "{tenant:?}");
         assert_eq!(
-            listing["instances"].as_array().unwrap().len(),
-            1,
+            listing["instances"][0]["metadata"]["tenant"], tenant,
             "{tenant:?}"
         );
         // Capacity is per namespace: each tenant is full with its one instance.

@@ -809,7 +809,8 @@ fn delta_and_hash_code() {
     assert_eq!(listed(&d).len(), 4);
     let v0 = version(&d);
 
-    server.request("PUT", &format!("{E}/apps/APP/u1"), &[], None);
+    let renewed = server.request("PUT", &format!("{E}/apps/APP/u1"), &[], None);
+    assert_eq!(renewed.status, 200);
     assert_eq!(version(&delta()), v0, "a renew is not a change");
     server.request(
         "PUT",
