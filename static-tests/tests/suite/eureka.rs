@@ -50,6 +50,18 @@ fn instance_in(applications: &Value, id: &str) -> Value {
         .clone()
 }
 
+/// The `actionType` of every instance of one app in an application list.
+fn actions_of(applications: &Value, app: &str) -> Vec<String> {
+    applications["applications"]["application"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["name"] == app)
+        .flat_map(|a| a["instance"].as_array().unwrap())
+        .map(|i| i["actionType"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Ids and statuses of every instance in an application list.
 fn listed(applications: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -875,37 +887,11 @@ fn delta_and_hash_code() {
         .as_str()
         .unwrap()
         .to_string();
-    let d = delta();
-    let a8_app = d["applications"]["application"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|app| app["name"] == "a8")
-        .unwrap()
-        .clone();
-    assert!(a8_app["instance"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|i| i["actionType"] == "ADDED"));
+    assert_eq!(actions_of(&delta(), "a8"), ["ADDED", "ADDED"]);
     server.request("DELETE", &format!("/api/v1/instances/{b}"), &[], None);
     std::thread::sleep(Duration::from_millis(2000));
-    let d = delta();
-    let a8_app = d["applications"]["application"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|app| app["name"] == "a8")
-        .unwrap()
-        .clone();
-    let actions: Vec<&str> = a8_app["instance"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["actionType"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        actions,
+        actions_of(&delta(), "a8"),
         ["DELETED", "DELETED"],
         "deregistered {b} and expired {a}"
     );
