@@ -1,44 +1,12 @@
-//! a8registry: the Amalgam8 service registry as one small static binary.
-//!
-//! Services register instances, keep them alive with heartbeats and are dropped when their TTL
-//! runs out; clients discover them by service, tags and status. Data flows one way, each layer
-//! knowing only the one below it:
-//!
-//! ```text
-//! bytes ─► http (decode, frame, limits) ─► router ─► api (amalgam8 | eureka | ops)
-//!       ─► auth (token → namespace) ─► registry (instances, TTLs, change events)
-//!       ─► store backend (sharded in-memory TTL map)
-//! ```
-//!
-//! - [`config`]: every option once (flag, `A8_` env twin, default, validation, `--help`).
-//! - [`log`]: levelled text, json or logstash lines on stderr.
-//! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder), `response`, `router`,
-//!   `server` (accept loop, one coroutine per connection, idle timeout, graceful drain).
-//! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
-//!   paths; `model` decodes JSON and XML registrations, `render` draws Netflix's JSON and XML,
-//!   `delta` keeps the recent-change log), `ops` (`/uptime`), `cache` (serialised bodies
-//!   invalidated by change events), `error` (the texts).
-//! - [`auth`]: token extraction and the none | trusted | jwt chain; `jwt` is HS256 by hand.
-//! - [`registry`]: `instance` (record, ids, limits, TTL clamp), `store` (the backend trait, change
-//!   events, clock) and `memory` (the sharded TTL map with its reaper).
-//!
-//! `main` wires them: configuration → store → API → listener; SIGTERM or SIGINT stops accepting,
-//! lets requests in flight finish and exits 0 within [`SHUTDOWN_GRACE`].
+//! The `a8registry` binary: parses the command and runs the server or `token`. The components
+//! live in the library crate (`lib.rs`).
 
-mod api;
-mod auth;
-mod config;
-mod http;
-mod log;
-mod registry;
-#[cfg(test)]
-mod testing;
-
-use config::{Command, Config};
-use http::server::{Limits, Shutdown};
-use registry::instance::TtlPolicy;
-use registry::memory::{MemoryConfig, MemoryStore};
-use registry::store::{Store, SystemClock};
+use a8registry::config::{Command, Config};
+use a8registry::http::server::{Limits, Shutdown};
+use a8registry::registry::instance::TtlPolicy;
+use a8registry::registry::memory::{MemoryConfig, MemoryStore};
+use a8registry::registry::store::{Store, SystemClock};
+use a8registry::{api, auth, config, debug, error, http, info, log};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
