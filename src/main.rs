@@ -19,8 +19,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// nesting limit of 64 with a margin (DESIGN decision 3).
 const COROUTINE_STACK_WORDS: usize = 16 * 1024;
 
-/// How often aged Eureka change-log entries are dropped (Netflix prunes every 30 s too).
-const CHANGE_LOG_PRUNE_INTERVAL: Duration = Duration::from_secs(30);
+/// How often aged Eureka change-log entries, tombstones and the bookkeeping of emptied namespaces
+/// are dropped (Netflix prunes its change log every 30 s too).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Coroutines kept for reuse. may fills its pool at startup: its default of 1,000 stacks cost
 /// about 6 MiB of idle RSS and 10 ms of startup; more are made on demand.
@@ -30,6 +31,21 @@ static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_signal: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// A fresh random member id for this process (cluster contract §2.1), from the kernel's
+/// generator; the clock and the pid stand in if it cannot be read.
+fn member_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled == bytes.len() as isize {
+        return u64::from_ne_bytes(bytes);
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 fn install_signal_handlers() {
@@ -100,6 +116,8 @@ fn serve(config: Config) -> ExitCode {
                 max: config.max_ttl,
             },
             capacity: config.namespace_capacity,
+            node_id: member_id(),
+            tombstone_retention: None,
         },
         Arc::new(SystemClock::default()),
     ));
@@ -114,21 +132,27 @@ fn serve(config: Config) -> ExitCode {
             "service" => change.instance.service_name,
             "id" => change.instance.id,
             "kind" => format!("{:?}", change.kind),
-            "version" => change.version
+            "version" => change.instance.version
         );
     }));
     let authenticator = auth::Authenticator::new(config.auth_modes.clone(), &config.jwt_secret);
-    let api = Arc::new(api::Api::new(store, authenticator, config.require_https));
+    let api = Arc::new(api::Api::new(
+        store.clone(),
+        authenticator,
+        config.require_https,
+    ));
 
     let housekeeping = Arc::downgrade(&api);
+    let pruned = Arc::downgrade(&store);
     let started = std::thread::Builder::new()
         .name("housekeeping".into())
         .spawn(move || loop {
-            std::thread::sleep(CHANGE_LOG_PRUNE_INTERVAL);
-            let Some(api) = housekeeping.upgrade() else {
+            std::thread::sleep(HOUSEKEEPING_INTERVAL);
+            let (Some(api), Some(store)) = (housekeeping.upgrade(), pruned.upgrade()) else {
                 return;
             };
-            api.prune_change_log();
+            store.prune();
+            api.housekeeping();
         });
     if let Err(e) = started {
         error!("cannot start the housekeeping thread", "error" => e);

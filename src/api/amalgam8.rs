@@ -1,6 +1,6 @@
 //! The Amalgam8 protocol, `/api/v1` (spec section 3): JSON in, domain calls, JSON out.
 
-use super::cache::{Built, View};
+use super::cache::{Built, Key, View};
 use super::error::*;
 use super::{Api, Context};
 use crate::http::request::Request;
@@ -9,7 +9,8 @@ use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::{
     derive_id, Endpoint, EndpointType, Instance, OUT_OF_SERVICE, STARTING, UP,
 };
-use crate::registry::store::StoreError;
+use crate::registry::store::Snapshot;
+use crate::registry::Error;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
     );
     instance.metadata = registration.metadata;
     instance.tags = registration.tags.unwrap_or_default();
-    let stored = match api.store.register(&ctx.namespace, instance) {
+    let stored = match api.registry.register(&ctx.call(), instance) {
         Ok(stored) => stored,
         Err(error) => return registration_error(&error),
     };
@@ -175,7 +176,7 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
 
 /// `DELETE /api/v1/instances/{id}` (spec 3.5).
 pub fn deregister(api: &Api, ctx: &Context, id: &str) -> Response {
-    match api.store.deregister(&ctx.namespace, id) {
+    match api.registry.deregister(&ctx.call(), id) {
         Ok(()) => Response::empty(200),
         Err(error) => lease_error(&error, DEREGISTRATION_FAILURE),
     }
@@ -186,7 +187,7 @@ pub fn heartbeat(api: &Api, ctx: &Context, id: &str) -> Response {
     if id.is_empty() {
         return Response::error(400, INSTANCE_ID_MISSING);
     }
-    match api.store.heartbeat(&ctx.namespace, id) {
+    match api.registry.heartbeat(&ctx.call(), id) {
         Ok(()) => Response::empty(200),
         Err(error) => lease_error(&error, HEARTBEAT_FAILURE),
     }
@@ -194,7 +195,7 @@ pub fn heartbeat(api: &Api, ctx: &Context, id: &str) -> Response {
 
 /// `GET /api/v1/services` (spec 3.8).
 pub fn list_services(api: &Api, ctx: &Context) -> Response {
-    match api.store.services(&ctx.namespace) {
+    match api.registry.services(&ctx.call()) {
         Ok(names) => {
             let mut body = Vec::with_capacity(16 + names.len() * 16);
             body.extend_from_slice(b"{\"services\":[");
@@ -207,7 +208,7 @@ pub fn list_services(api: &Api, ctx: &Context) -> Response {
             body.extend_from_slice(b"]}");
             Response::json(200, body)
         }
-        Err(_) => Response::error(500, SERVICE_ENUMERATION),
+        Err(error) => failure(&error, 500, SERVICE_ENUMERATION),
     }
 }
 
@@ -219,7 +220,7 @@ pub fn service_instances(api: &Api, ctx: &Context, name: &str) -> Response {
     match cached_service_body(api, ctx, name, View::Service, &prefix) {
         Ok(Some(body)) => Response::shared_json(200, body),
         Ok(None) => Response::error(404, SERVICE_ENUMERATION),
-        Err(_) => Response::error(500, SERVICE_ENUMERATION),
+        Err(error) => failure(&error, 500, SERVICE_ENUMERATION),
     }
 }
 
@@ -231,26 +232,31 @@ fn cached_service_body(
     service: &str,
     view: View,
     prefix: &[u8],
-) -> Result<Option<Arc<[u8]>>, StoreError> {
-    let now = api.store.clock().monotonic_nanos();
-    api.cache
-        .get_or_build(&ctx.namespace, service, view, now, || {
-            let snapshot = api.store.snapshot(&ctx.namespace, Some(service))?;
-            // Absent services are not cached: any client could otherwise fill the cache with the
-            // names of services (and namespaces) that do not exist.
-            if snapshot.instances.is_empty() {
-                return Ok(Built::Absent);
+) -> Result<Option<Arc<[u8]>>, Error> {
+    let key = Key {
+        namespace: &ctx.namespace,
+        service,
+        view,
+        index: api.registry.service_index(&ctx.namespace, service),
+    };
+    let now = || api.registry.clock().monotonic_nanos();
+    api.cache.get_or_build(key, &now, || {
+        let snapshot = api.registry.snapshot(&ctx.call(), Some(service))?;
+        // Absent services are not cached: any client could otherwise fill the cache with the
+        // names of services (and namespaces) that do not exist.
+        if snapshot.instances.is_empty() {
+            return Ok(Built::Absent);
+        }
+        let mut body = prefix.to_vec();
+        for (i, instance) in snapshot.instances.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
             }
-            let mut body = prefix.to_vec();
-            for (i, instance) in snapshot.instances.iter().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                write_instance(&mut body, instance, None);
-            }
-            body.extend_from_slice(b"]}");
-            Ok(Built::Cacheable(body, snapshot.stale_after))
-        })
+            write_instance(&mut body, instance, None);
+        }
+        body.extend_from_slice(b"]}");
+        Ok(Built::Cacheable(body, snapshot.stale_after))
+    })
 }
 
 /// The instance fields a `fields` projection may name (spec 3.7).
@@ -328,7 +334,7 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
         return match cached_service_body(api, ctx, service, View::Instances, b"{\"instances\":[") {
             Ok(Some(body)) => Response::shared_json(200, body),
             Ok(None) => Response::json(200, b"{\"instances\":[]}".to_vec()),
-            Err(_) => Response::error(500, INSTANCE_ENUMERATION),
+            Err(error) => failure(&error, 500, INSTANCE_ENUMERATION),
         };
     }
 
@@ -351,8 +357,20 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
             None => instance.status != STARTING && instance.status != OUT_OF_SERVICE,
         }
     };
-    let Ok(snapshot) = api.store.snapshot(&ctx.namespace, service) else {
-        return Response::error(500, INSTANCE_ENUMERATION);
+    // An id names at most one instance: look it up instead of scanning the namespace.
+    let found = match id {
+        Some(id) => api.registry.get(&ctx.call(), id).map(|found| Snapshot {
+            instances: found
+                .into_iter()
+                .filter(|i| service.is_none_or(|s| *i.service_name == *s))
+                .collect(),
+            stale_after: None,
+        }),
+        None => api.registry.snapshot(&ctx.call(), service),
+    };
+    let snapshot = match found {
+        Ok(snapshot) => snapshot,
+        Err(error) => return failure(&error, 500, INSTANCE_ENUMERATION),
     };
     let mut body = b"{\"instances\":[".to_vec();
     for (i, instance) in snapshot

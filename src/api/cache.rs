@@ -1,27 +1,44 @@
 //! Serialised list bodies, cached per (namespace, service, view) and per (namespace, view) for
 //! whole-namespace documents (DESIGN decision 7).
 //!
-//! Any change event of a namespace drops all of its bodies (changes are rare next to reads, and a
-//! namespace that empties leaves nothing behind). Heartbeats emit no event, so a cached
-//! body's `last_heartbeat` values may lag, by at most [`MAX_AGE`]. A body is also stale once the
-//! earliest deadline among its instances has passed, so an expired instance is never served.
+//! A body is keyed on the change index it was built at (the service's index for per-service views,
+//! the namespace's for whole-namespace ones): the caller reads the index *before* it reads the
+//! store, so a change that lands while a body is built leaves the body under an index that is
+//! already behind, and it is never served. A change event also frees the bodies it made stale at
+//! once (its service's and the namespace-wide ones), so memory follows what is live.
 //!
-//! Races with writers are settled by an epoch that every event bumps under the cache lock: a
-//! reader notes the epoch before it reads the store, and stores its body only if no event came
-//! in between. An event after the store was read removes what was stored.
+//! Heartbeats move no index, so a cached body's heartbeat timestamps may lag: by at most
+//! [`MAX_AGE`], or eight times the body's build time for bodies that take longer than that to
+//! build (a 100 MB listing is not rebuilt every second). A body is also stale once the earliest
+//! deadline among its instances has passed, so an expired instance is never served.
+//!
+//! Concurrent misses of one body build it once: builders take one of [`BUILD_LOCKS`] `may`
+//! mutexes (a coroutine waiting for one parks; its worker serves others) and look again before
+//! building.
 
-use super::eureka::render::Format;
 use crate::registry::store::Change;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Longest time a cached body is served, so heartbeat timestamps in it lag by at most this.
+/// Longest time a cheap cached body is served, so heartbeat timestamps in it lag by at most this.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
+/// A body that took `t` to build is served for up to this many times `t` (when more than
+/// [`MAX_AGE`]).
+const BUILD_TIME_FACTOR: u64 = 8;
+/// Locks that serialise the builds of bodies whose keys hash alike.
+const BUILD_LOCKS: usize = 64;
+
+/// The response formats of the Eureka API, for views that have one body per format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Format {
+    Json,
+    Xml,
+}
 
 /// Which response a body is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum View {
     /// `GET /api/v1/services/{name}`.
     Service,
@@ -31,12 +48,14 @@ pub enum View {
     EurekaApp(Format),
     /// Eureka `GET …/apps`, JSON or XML (whole namespace).
     EurekaApps(Format),
+    /// Eureka `GET …/apps/delta`, JSON or XML (whole namespace).
+    EurekaDelta(Format),
     /// The Eureka hash code of the whole namespace.
     EurekaHashCode,
 }
 
 const SERVICE_VIEWS: usize = 4;
-const NAMESPACE_VIEWS: usize = 3;
+const NAMESPACE_VIEWS: usize = 5;
 
 impl View {
     /// The slot of a per-service view, or `None` for a whole-namespace view.
@@ -54,24 +73,24 @@ impl View {
         match self {
             View::EurekaApps(Format::Json) => 0,
             View::EurekaApps(Format::Xml) => 1,
-            _ => 2,
+            View::EurekaDelta(Format::Json) => 2,
+            View::EurekaDelta(Format::Xml) => 3,
+            _ => 4,
         }
+    }
+
+    /// True for the views of one service (keyed on the service's change index).
+    pub fn is_per_service(self) -> bool {
+        self.service_slot().is_some()
     }
 }
 
 struct Cached {
     body: Arc<[u8]>,
-    built_at: u64,
-    /// Monotonic nanoseconds after which an instance in the body may have expired.
-    stale_after: Option<u64>,
-}
-
-impl Cached {
-    fn fresh(&self, now: u64) -> Option<Arc<[u8]>> {
-        let young = now.saturating_sub(self.built_at) < MAX_AGE.as_nanos() as u64;
-        let unexpired = self.stale_after.is_none_or(|d| now <= d);
-        (young && unexpired).then(|| self.body.clone())
-    }
+    /// The change index it was built at.
+    index: u64,
+    /// Monotonic nanoseconds until which it may be served.
+    fresh_until: u64,
 }
 
 #[derive(Default)]
@@ -80,18 +99,10 @@ struct NamespaceEntries {
     whole: [Option<Cached>; NAMESPACE_VIEWS],
 }
 
-/// A body to store: what it is and when it goes stale.
-struct Entry {
-    body: Arc<[u8]>,
-    /// Monotonic nanoseconds when the store read began.
-    built_at: u64,
-    stale_after: Option<u64>,
-}
-
 /// What a body builder returns.
 pub enum Built {
     /// A body to answer with and to cache, with the deadline (monotonic nanoseconds) after which
-    /// it may show an expired instance.
+    /// it may show an expired instance (or otherwise go stale).
     Cacheable(Vec<u8>, Option<u64>),
     /// A body to answer with but not to cache: it shows nothing stored (an empty namespace), and
     /// caching it would let clients grow memory by reading namespaces that do not exist.
@@ -100,84 +111,124 @@ pub enum Built {
     Absent,
 }
 
-#[derive(Default)]
+/// The key of one body.
+#[derive(Clone, Copy)]
+pub struct Key<'a> {
+    pub namespace: &'a str,
+    /// Ignored for whole-namespace views.
+    pub service: &'a str,
+    pub view: View,
+    /// The change index read before the store (see the module doc).
+    pub index: u64,
+}
+
 pub struct ResponseCache {
     entries: Mutex<HashMap<Arc<str>, NamespaceEntries>>,
-    epoch: AtomicU64,
+    build_locks: Vec<may::sync::Mutex<()>>,
+}
+
+impl Default for ResponseCache {
+    fn default() -> Self {
+        ResponseCache {
+            entries: Mutex::new(HashMap::new()),
+            build_locks: (0..BUILD_LOCKS)
+                .map(|_| may::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
 }
 
 impl ResponseCache {
-    /// The epoch to note before reading the store for a body that will be [`Self::put`].
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
-    }
-
-    /// A fresh cached body, or the one `build` makes from a store read (at monotonic time `now`),
-    /// which is then cached. `service` is ignored for whole-namespace views.
+    /// A fresh cached body, or the one `build` makes (at monotonic time `now()`), which is then
+    /// cached. Concurrent callers for one key build it once.
     pub fn get_or_build<E>(
         &self,
-        namespace: &str,
-        service: &str,
-        view: View,
-        now: u64,
+        key: Key,
+        now: &dyn Fn() -> u64,
         build: impl FnOnce() -> Result<Built, E>,
     ) -> Result<Option<Arc<[u8]>>, E> {
-        if let Some(body) = self.get(namespace, service, view, now) {
+        if let Some(body) = self.get(key, now()) {
             return Ok(Some(body));
         }
-        let epoch = self.epoch();
+        let _building = self.build_lock(key).lock();
+        // Someone else may have built it while this caller waited.
+        if let Some(body) = self.get(key, now()) {
+            return Ok(Some(body));
+        }
+        let started = now();
         let (body, stale_after) = match build()? {
             Built::Cacheable(body, stale_after) => (body, stale_after),
             Built::Uncacheable(body) => return Ok(Some(body.into())),
             Built::Absent => return Ok(None),
         };
+        let finished = now();
+        let took = finished.saturating_sub(started);
+        let age = (MAX_AGE.as_nanos() as u64).max(took.saturating_mul(BUILD_TIME_FACTOR));
+        let fresh_until = finished
+            .saturating_add(age)
+            .min(stale_after.unwrap_or(u64::MAX));
         let body: Arc<[u8]> = body.into();
-        let entry = Entry {
-            body: body.clone(),
-            built_at: now,
-            stale_after,
-        };
-        self.put(namespace, service, view, epoch, entry);
+        self.put(
+            key,
+            Cached {
+                body: body.clone(),
+                index: key.index,
+                fresh_until,
+            },
+        );
         Ok(Some(body))
     }
 
-    /// A fresh cached body, if there is one. `service` is ignored for whole-namespace views.
-    fn get(&self, namespace: &str, service: &str, view: View, now: u64) -> Option<Arc<[u8]>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let namespace = entries.get(namespace)?;
-        let cached = match view.service_slot() {
-            Some(slot) => namespace.services.get(service)?[slot].as_ref(),
-            None => namespace.whole[view.namespace_slot()].as_ref(),
-        };
-        cached?.fresh(now)
+    fn build_lock(&self, key: Key) -> &may::sync::Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.namespace.hash(&mut hasher);
+        if key.view.is_per_service() {
+            key.service.hash(&mut hasher);
+        }
+        key.view.hash(&mut hasher);
+        &self.build_locks[hasher.finish() as usize % BUILD_LOCKS]
     }
 
-    /// Stores a body built from a store read that started at `epoch`; nothing is stored if a
-    /// change came in since.
-    fn put(&self, namespace: &str, service: &str, view: View, epoch: u64, entry: Entry) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if self.epoch.load(Ordering::SeqCst) != epoch {
-            return;
-        }
-        let cached = Some(Cached {
-            body: entry.body,
-            built_at: entry.built_at,
-            stale_after: entry.stale_after,
-        });
-        let namespace = entries.entry(Arc::from(namespace)).or_default();
-        match view.service_slot() {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, NamespaceEntries>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh cached body for the key, if there is one.
+    fn get(&self, key: Key, now: u64) -> Option<Arc<[u8]>> {
+        let entries = self.lock();
+        let namespace = entries.get(key.namespace)?;
+        let cached = match key.view.service_slot() {
+            Some(slot) => namespace.services.get(key.service)?[slot].as_ref(),
+            None => namespace.whole[key.view.namespace_slot()].as_ref(),
+        }?;
+        (cached.index == key.index && now <= cached.fresh_until).then(|| cached.body.clone())
+    }
+
+    fn put(&self, key: Key, cached: Cached) {
+        let mut entries = self.lock();
+        let namespace = entries.entry(Arc::from(key.namespace)).or_default();
+        match key.view.service_slot() {
             Some(slot) => {
-                namespace.services.entry(Arc::from(service)).or_default()[slot] = cached;
+                namespace
+                    .services
+                    .entry(Arc::from(key.service))
+                    .or_default()[slot] = Some(cached);
             }
-            None => namespace.whole[view.namespace_slot()] = cached,
+            None => namespace.whole[key.view.namespace_slot()] = Some(cached),
         }
     }
 
-    /// Drops the bodies of the changed namespace.
+    /// Frees the bodies a change made stale: its service's and the whole-namespace ones.
     pub fn on_change(&self, change: &Change) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        entries.remove(&change.namespace);
+        let mut entries = self.lock();
+        let Some(namespace) = entries.get_mut(&change.namespace) else {
+            return;
+        };
+        namespace.services.remove(&change.instance.service_name);
+        namespace.whole = Default::default();
+        if namespace.services.is_empty() {
+            entries.remove(&change.namespace);
+        }
     }
 }
 
@@ -185,8 +236,7 @@ impl ResponseCache {
 mod tests {
     use super::*;
     use crate::registry::instance::{Endpoint, EndpointType, Instance};
-    use crate::registry::store::ChangeKind;
-    use std::time::Duration;
+    use crate::registry::store::{ChangeKind, Origin};
 
     fn change(service: &str) -> Change {
         let endpoint = Endpoint {
@@ -197,64 +247,101 @@ mod tests {
             namespace: "ns".into(),
             instance: Arc::new(Instance::new("i", service, endpoint, "UP", Duration::ZERO)),
             kind: ChangeKind::Registered,
-            version: 1,
+            origin: Origin::Local,
             at: 0,
         }
     }
 
-    fn entry(stale_after: Option<u64>) -> Entry {
-        Entry {
-            body: Arc::from(&b"x"[..]),
-            built_at: 0,
-            stale_after,
+    fn key(service: &'static str, view: View, index: u64) -> Key<'static> {
+        Key {
+            namespace: "ns",
+            service,
+            view,
+            index,
         }
     }
 
-    #[test]
-    fn bodies_expire_by_age_deadline_and_events() {
-        let cache = ResponseCache::default();
-        cache.put("ns", "s", View::Service, cache.epoch(), entry(Some(500)));
-        assert!(cache.get("ns", "s", View::Service, 100).is_some());
-        assert!(cache.get("ns", "s", View::Instances, 100).is_none());
-        let past_deadline = cache.get("ns", "s", View::Service, 501);
-        assert!(past_deadline.is_none());
-        cache.put("ns", "s", View::Service, cache.epoch(), entry(None));
-        let too_old = cache.get("ns", "s", View::Service, MAX_AGE.as_nanos() as u64);
-        assert!(too_old.is_none());
-        cache.put("ns", "s", View::Service, cache.epoch(), entry(None));
-        let whole = View::EurekaApps(Format::Xml);
-        cache.put("ns", "", whole, cache.epoch(), entry(None));
-        assert!(cache.get("ns", "any", whole, 1).is_some());
-        assert!(cache
-            .get("ns", "", View::EurekaApps(Format::Json), 1)
-            .is_none());
-        cache.on_change(&change("other"));
-        assert!(cache.get("ns", "s", View::Service, 1).is_none());
-        assert!(cache.get("ns", "", whole, 1).is_none());
+    fn build(cache: &ResponseCache, key: Key, now: u64, body: &'static [u8]) -> Arc<[u8]> {
+        cache
+            .get_or_build(key, &|| now, || {
+                Ok::<_, ()>(Built::Cacheable(body.to_vec(), None))
+            })
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
-    fn a_body_read_before_an_event_is_not_stored() {
+    fn bodies_are_keyed_on_the_index_and_age() {
         let cache = ResponseCache::default();
-        let built = cache.get_or_build("ns", "s", View::Service, 1, || {
-            // A change arrives while the body is being built from the store.
-            cache.on_change(&change("s"));
-            Ok::<_, ()>(Built::Cacheable(b"old".to_vec(), None))
-        });
+        build(&cache, key("s", View::Service, 5), 0, b"five");
         assert_eq!(
-            built.unwrap().as_deref(),
-            Some(&b"old"[..]),
-            "answered once"
+            &*build(&cache, key("s", View::Service, 5), 10, b"x"),
+            b"five"
         );
-        assert!(
-            cache.get("ns", "s", View::Service, 1).is_none(),
-            "but not cached"
+        assert_eq!(
+            &*build(&cache, key("s", View::Service, 6), 10, b"six"),
+            b"six"
         );
-        let absent = cache.get_or_build("ns", "t", View::Service, 1, || Ok::<_, ()>(Built::Absent));
+        let old = MAX_AGE.as_nanos() as u64 + 11;
+        assert_eq!(
+            &*build(&cache, key("s", View::Service, 6), old, b"new"),
+            b"new"
+        );
+    }
+
+    #[test]
+    fn a_body_is_stale_at_its_earliest_deadline() {
+        let cache = ResponseCache::default();
+        let k = key("s", View::Service, 1);
+        cache
+            .get_or_build(k, &|| 0, || {
+                Ok::<_, ()>(Built::Cacheable(b"a".to_vec(), Some(500)))
+            })
+            .unwrap();
+        assert!(cache.get(k, 500).is_some());
+        assert!(cache.get(k, 501).is_none());
+    }
+
+    #[test]
+    fn a_change_frees_its_service_and_the_namespace_documents_only() {
+        let cache = ResponseCache::default();
+        build(&cache, key("s", View::Service, 1), 0, b"s");
+        build(&cache, key("t", View::Service, 1), 0, b"t");
+        let whole = key("", View::EurekaApps(Format::Xml), 1);
+        build(&cache, whole, 0, b"all");
+        cache.on_change(&change("s"));
+        assert!(cache.get(key("s", View::Service, 1), 1).is_none());
+        assert!(cache.get(key("t", View::Service, 1), 1).is_some());
+        assert!(cache.get(whole, 1).is_none());
+    }
+
+    #[test]
+    fn absent_and_empty_bodies_are_not_cached() {
+        let cache = ResponseCache::default();
+        let absent = cache.get_or_build(key("t", View::Service, 1), &|| 1, || {
+            Ok::<_, ()>(Built::Absent)
+        });
         assert_eq!(absent, Ok(None));
         let empty = || Ok::<_, ()>(Built::Uncacheable(b"{}".to_vec()));
-        let answered = cache.get_or_build("ns", "", View::EurekaHashCode, 1, empty);
+        let answered = cache.get_or_build(key("", View::EurekaHashCode, 1), &|| 1, empty);
         assert_eq!(answered.unwrap().as_deref(), Some(&b"{}"[..]));
-        assert!(cache.entries.lock().unwrap().is_empty(), "nothing cached");
+        assert!(cache.lock().is_empty(), "nothing cached");
+    }
+
+    #[test]
+    fn slow_builds_are_served_longer() {
+        let cache = ResponseCache::default();
+        let k = key("", View::EurekaApps(Format::Json), 1);
+        let clock = std::sync::atomic::AtomicU64::new(0);
+        let two_seconds = 2_000_000_000;
+        let now = || clock.load(std::sync::atomic::Ordering::SeqCst);
+        cache
+            .get_or_build(k, &now, || {
+                clock.store(two_seconds, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, ()>(Built::Cacheable(b"big".to_vec(), None))
+            })
+            .unwrap();
+        assert!(cache.get(k, two_seconds + 15 * 1_000_000_000).is_some());
+        assert!(cache.get(k, two_seconds + 17 * 1_000_000_000).is_none());
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::http::response::Response;
 use crate::registry::instance::LimitError;
-use crate::registry::store::StoreError;
+use crate::registry::{Error, ErrorKind};
 
 pub const RESOURCE_NOT_FOUND: &str = "Resource not found";
 pub const METHOD_NOT_ALLOWED: &str = "Method not allowed";
@@ -31,28 +31,43 @@ const STATUS_TOO_LONG: &str = "Failed to register the instance because status ex
 const METADATA_TOO_LONG: &str =
     "Failed to register the instance because metadata exceeded 1024 bytes";
 
-/// The answer to a failed registration (spec 3.4 step 9).
-pub fn registration_error(error: &StoreError) -> Response {
-    match error {
-        StoreError::Limit(limit) => Response::error(
+/// The answer when the store could not be reached in time, on every route of both APIs.
+pub const STORE_UNAVAILABLE: &str = "Registry store unavailable";
+
+/// The one mapping of registry errors to answers, for both protocols: `unavailable` is always
+/// 503, a limit the 400 of spec 3.4 step 9, capacity 403; `not_found` is the protocol's own
+/// (410 on Amalgam8 leases, 404 on Eureka), and anything else is 500 with the route's message.
+pub fn failure(error: &Error, not_found_status: u16, message: &'static str) -> Response {
+    match error.kind() {
+        ErrorKind::Unavailable => {
+            crate::warn!("store unavailable", "error" => error);
+            Response::error(503, STORE_UNAVAILABLE)
+        }
+        ErrorKind::Limit => Response::error(
             400,
-            match limit {
-                LimitError::ServiceName => SERVICE_NAME_TOO_LONG,
-                LimitError::EndpointValue => ENDPOINT_TOO_LONG,
-                LimitError::Status => STATUS_TOO_LONG,
-                LimitError::Metadata => METADATA_TOO_LONG,
+            match error.broken_limit() {
+                Some(LimitError::ServiceName) => SERVICE_NAME_TOO_LONG,
+                Some(LimitError::EndpointValue) => ENDPOINT_TOO_LONG,
+                Some(LimitError::Status) => STATUS_TOO_LONG,
+                Some(LimitError::Metadata) | None => METADATA_TOO_LONG,
             },
         ),
-        StoreError::CapacityExceeded => Response::error(403, REGISTRATION_FAILURE),
-        StoreError::NotFound | StoreError::Backend(_) => Response::error(500, REGISTRATION_FAILURE),
+        ErrorKind::Capacity => Response::error(403, REGISTRATION_FAILURE),
+        ErrorKind::NotFound => Response::error(not_found_status, message),
+        ErrorKind::Internal => {
+            crate::error!("registry failure", "error" => error);
+            Response::error(500, message)
+        }
     }
 }
 
+/// The answer to a failed registration (spec 3.4 step 9).
+pub fn registration_error(error: &Error) -> Response {
+    failure(error, 500, REGISTRATION_FAILURE)
+}
+
 /// The answer to a failed heartbeat or deregistration on the Amalgam8 API: 410 for an unknown id
-/// (clients re-register on 410, D18), 500 for a backend failure.
-pub fn lease_error(error: &StoreError, message: &'static str) -> Response {
-    match error {
-        StoreError::NotFound => Response::error(410, message),
-        _ => Response::error(500, message),
-    }
+/// (clients re-register on 410, D18).
+pub fn lease_error(error: &Error, message: &'static str) -> Response {
+    failure(error, 410, message)
 }

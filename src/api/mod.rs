@@ -17,7 +17,8 @@ use crate::http::request::{Method, Request};
 use crate::http::response::Response;
 use crate::http::router::{percent_decode, Routed, Router};
 use crate::http::server::Handler;
-use crate::registry::store::Store;
+use crate::registry::store::{Call, Store, REQUEST_DEADLINE};
+use crate::registry::Registry;
 use cache::ResponseCache;
 use error::*;
 use std::sync::Arc;
@@ -111,14 +112,28 @@ fn routes() -> Router<Route> {
 /// What a handler knows about the request besides its bytes.
 pub struct Context {
     pub namespace: String,
+    /// The one deadline of all the request's store calls.
+    pub deadline: Instant,
+    /// The request came through the Eureka API.
+    pub eureka: bool,
+}
+
+impl Context {
+    /// The store's view of this request.
+    pub fn call(&self) -> Call<'_> {
+        Call {
+            namespace: &self.namespace,
+            deadline: self.deadline,
+            eureka: self.eureka,
+        }
+    }
 }
 
 /// The API service: routing, the cross-cutting stages and the shared state of the handlers.
 pub struct Api {
     router: Router<Route>,
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Registry,
     pub(crate) cache: Arc<ResponseCache>,
-    pub(crate) delta: Arc<eureka::delta::DeltaLog>,
     auth: Authenticator,
     require_https: bool,
     pub(crate) started: Instant,
@@ -126,26 +141,23 @@ pub struct Api {
 
 impl Api {
     pub fn new(store: Arc<dyn Store>, auth: Authenticator, require_https: bool) -> Api {
+        let registry = Registry::new(store);
         let cache = Arc::new(ResponseCache::default());
         let listener = cache.clone();
-        store.subscribe(Box::new(move |change| listener.on_change(change)));
-        let delta = Arc::new(eureka::delta::DeltaLog::default());
-        let log = delta.clone();
-        store.subscribe(Box::new(move |change| log.record(change)));
+        registry.subscribe(Box::new(move |change| listener.on_change(change)));
         Api {
             router: routes(),
-            store,
+            registry,
             cache,
-            delta,
             auth,
             require_https,
             started: Instant::now(),
         }
     }
 
-    /// Drops Eureka change-log entries older than their retention; run every so often.
-    pub fn prune_change_log(&self) {
-        self.delta.prune_all(self.store.clock().monotonic_nanos());
+    /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.
+    pub fn housekeeping(&self) {
+        self.registry.forget_empty();
     }
 
     /// The "is secure" test of spec 2.6.
@@ -204,7 +216,11 @@ impl Api {
             Ok(namespace) => namespace,
             Err(error) => return (Response::error(401, error.message()), None),
         };
-        let ctx = Context { namespace };
+        let ctx = Context {
+            namespace,
+            deadline: Instant::now() + REQUEST_DEADLINE,
+            eureka: matches!(route, Route::Eureka(..)),
+        };
         let param = |i: usize| params.get(i).map_or("", String::as_str);
         let response = match route {
             Route::Eureka(op, prefix) => {

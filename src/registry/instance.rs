@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::version::Version;
+
 /// Longest service name, in bytes (64 accepted, 65 refused).
 pub const MAX_SERVICE_NAME_BYTES: usize = 64;
 /// Longest endpoint value, in bytes.
@@ -123,6 +125,11 @@ impl Status {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The shared text, for maps keyed by status.
+    pub fn shared(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 impl std::ops::Deref for Status {
@@ -176,6 +183,11 @@ pub struct Instance {
     /// The lease renewal interval the client registered (Eureka), in seconds.
     pub renewal_interval_secs: u32,
     pub extension: Option<Extension>,
+    /// The version of the last change of this record (cluster contract §6); set by the store.
+    pub version: Version,
+    /// The version of the registration that created this record: a status or metadata change
+    /// keeps it, a re-registration starts a new one.
+    pub registration: Version,
 }
 
 impl Instance {
@@ -203,7 +215,27 @@ impl Instance {
             dirty_unix_millis: 0,
             renewal_interval_secs: DEFAULT_RENEWAL_INTERVAL_SECS,
             extension: None,
+            version: Version::ZERO,
+            registration: Version::ZERO,
         }
+    }
+
+    /// The keys of the store's secondary indexes: the Eureka `instanceId`, VIP address and
+    /// secure VIP address, for instances registered through Eureka.
+    pub fn lookup_keys(&self) -> [Option<&str>; 3] {
+        [None, None, None]
+    }
+
+    /// Roughly the heap bytes this instance holds, for byte budgets (the change log's).
+    pub fn approximate_bytes(&self) -> usize {
+        const FIXED_BYTES: usize = std::mem::size_of::<Instance>() + 64;
+        FIXED_BYTES
+            + self.id.len()
+            + self.service_name.len()
+            + self.endpoint.value.len()
+            + self.metadata.as_ref().map_or(0, |m| m.get().len())
+            + self.tags.iter().map(|t| t.len() + 24).sum::<usize>()
+            + if self.extension.is_some() { 512 } else { 0 }
     }
 }
 

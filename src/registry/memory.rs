@@ -7,21 +7,35 @@
 //!
 //! Expiry is exact: every entry carries its deadline on the monotonic clock, and every read and
 //! write treats an entry past it as absent. A reaper thread removes such entries (and emits their
-//! `Expired` events) every [`REAP_INTERVAL`]; empty namespaces are dropped then or on the write
-//! that emptied them, so reads of unknown namespaces never create state.
+//! `Expired` events) within [`REAP_INTERVAL`] of their deadline. It visits only the namespaces
+//! whose earliest deadline has passed, found in a deadline-ordered schedule, so an idle namespace
+//! costs it nothing. Empty namespaces are dropped on the write that emptied them or by the reaper,
+//! so reads of unknown namespaces never create state.
 //!
-//! Locks: the namespace map's `RwLock` is held (shared) by a registration while it inserts, and
-//! exclusively while an empty namespace is dropped, so an insert can never land in a namespace
-//! that was just dropped. Shard locks are `std::sync::Mutex`es held for a few hash-map operations,
-//! never across I/O; they are safe to take on a `may` worker.
+//! Every change takes a version from the store's hybrid logical clock and is recorded in the
+//! namespace's [`Journal`] (status counts, `versions__delta`, the Eureka change log) before the
+//! shard lock is released. Deregistrations and expiries leave tombstones when the store is
+//! configured to keep them (replication needs them; a single node does not).
+//!
+//! Locks, always taken in this order: the namespace map's `RwLock` (held shared by a registration
+//! while it inserts, exclusively while an empty namespace is dropped, so an insert never lands in
+//! a dropped namespace), one shard `Mutex`, the namespace's journal `Mutex`. Each is held for a
+//! few hash-map operations, never across I/O; they are safe to take on a `may` worker.
 
+use super::changelog::{ChangeBudget, Journal, Queued, MAX_CHANGE_LOG_BYTES};
+use super::error::Error;
 use super::instance::{Instance, TtlPolicy, UP};
-use super::store::{Change, ChangeKind, Clock, Listener, Snapshot, Store, StoreError};
+use super::store::{
+    Applied, Call, Change, ChangeKind, ChangeLog, Clock, Lease, LeaseListener, Listener, Lookup,
+    Origin, Record, Result, Snapshot, Store, Tombstone,
+};
+use super::version::{HybridClock, Version};
+use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 /// Shards per namespace. A power of two well above the core counts this runs on.
@@ -35,6 +49,10 @@ pub struct MemoryConfig {
     pub ttl: TtlPolicy,
     /// Most instances per namespace; `None` is unlimited.
     pub capacity: Option<usize>,
+    /// This node's member id, stamped on every version it issues.
+    pub node_id: u64,
+    /// How long tombstones are kept; `None` keeps none (a single node has no use for them).
+    pub tombstone_retention: Option<Duration>,
 }
 
 struct Entry {
@@ -51,11 +69,64 @@ impl Entry {
     }
 }
 
+struct KeptTombstone {
+    tombstone: Tombstone,
+    /// Monotonic nanoseconds after which it may be forgotten.
+    until: u64,
+}
+
+/// The Eureka secondary indexes of one shard: key → ids.
+#[derive(Default)]
+struct Secondary {
+    eureka_ids: HashMap<Arc<str>, Vec<Arc<str>>>,
+    vips: HashMap<Arc<str>, Vec<Arc<str>>>,
+    secure_vips: HashMap<Arc<str>, Vec<Arc<str>>>,
+}
+
+impl Secondary {
+    fn maps(&mut self) -> [&mut HashMap<Arc<str>, Vec<Arc<str>>>; 3] {
+        [&mut self.eureka_ids, &mut self.vips, &mut self.secure_vips]
+    }
+
+    fn add(&mut self, instance: &Instance) {
+        let keys = instance.lookup_keys();
+        for (map, key) in self.maps().into_iter().zip(keys) {
+            if let Some(key) = key {
+                map.entry(key.into()).or_default().push(instance.id.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, instance: &Instance) {
+        let keys = instance.lookup_keys();
+        for (map, key) in self.maps().into_iter().zip(keys) {
+            let Some(key) = key else { continue };
+            if let Some(ids) = map.get_mut(key) {
+                ids.retain(|id| *id != instance.id);
+                if ids.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+
+    fn ids(&self, lookup: Lookup) -> &[Arc<str>] {
+        let (map, key) = match lookup {
+            Lookup::EurekaInstanceId(key) => (&self.eureka_ids, key),
+            Lookup::Vip(key) => (&self.vips, key),
+            Lookup::SecureVip(key) => (&self.secure_vips, key),
+        };
+        map.get(key).map_or(&[], Vec::as_slice)
+    }
+}
+
 struct Shard {
     /// id → service, to find an entry by id alone.
     service_of: HashMap<Arc<str>, Arc<str>>,
     /// service → id → entry.
     services: HashMap<Arc<str>, HashMap<Arc<str>, Entry>>,
+    tombstones: HashMap<Arc<str>, KeptTombstone>,
+    secondary: Secondary,
     /// No entry expires before this (monotonic nanoseconds), so the reaper can skip the shard
     /// until then. Heartbeats only move deadlines later, so they never need to lower it.
     earliest_deadline: u64,
@@ -66,6 +137,8 @@ impl Default for Shard {
         Shard {
             service_of: HashMap::new(),
             services: HashMap::new(),
+            tombstones: HashMap::new(),
+            secondary: Secondary::default(),
             earliest_deadline: u64::MAX,
         }
     }
@@ -90,15 +163,38 @@ impl Shard {
         if instances.is_empty() {
             self.services.remove(&service);
         }
+        if let Some(entry) = &entry {
+            self.secondary.remove(&entry.instance);
+        }
         entry
     }
 
-    fn insert(&mut self, entry: Entry) {
+    /// Inserts a live entry; a tombstone of its id goes (counted down in `tombstones`).
+    fn insert(&mut self, entry: Entry, tombstones: &AtomicUsize) {
         self.note_deadline(entry.deadline);
+        self.secondary.add(&entry.instance);
         let id = entry.instance.id.clone();
         let service = entry.instance.service_name.clone();
+        if self.tombstones.remove(&id).is_some() {
+            tombstones.fetch_sub(1, Ordering::SeqCst);
+        }
         self.service_of.insert(id.clone(), service.clone());
         self.services.entry(service).or_default().insert(id, entry);
+    }
+
+    fn get(&self, id: &str) -> Option<&Entry> {
+        let service = self.service_of.get(id)?;
+        self.services.get(service)?.get(id)
+    }
+
+    /// The version held for `id`, live or dead: what a record from elsewhere must beat.
+    fn held(&self, id: &str) -> Option<(Version, Option<&Entry>, Option<&Tombstone>)> {
+        if let Some(entry) = self.get(id) {
+            return Some((entry.instance.version, Some(entry), None));
+        }
+        self.tombstones
+            .get(id)
+            .map(|kept| (kept.tombstone.version, None, Some(&kept.tombstone)))
     }
 }
 
@@ -107,16 +203,25 @@ struct Namespace {
     shards: Box<[Mutex<Shard>]>,
     /// Instances stored, live or expired-not-yet-reaped.
     count: AtomicUsize,
+    /// Tombstones kept (they keep an otherwise empty namespace alive).
+    tombstones: AtomicUsize,
+    journal: Arc<Mutex<Journal>>,
+    /// The earliest deadline the reaper's schedule holds for this namespace (a lower bound of
+    /// the true earliest one); `u64::MAX` when none is scheduled.
+    scheduled: AtomicU64,
 }
 
 impl Namespace {
-    fn new(name: &str) -> Namespace {
+    fn new(name: &str, version: u64) -> Namespace {
         Namespace {
             name: name.into(),
             shards: (0..SHARDS_PER_NAMESPACE)
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
             count: AtomicUsize::new(0),
+            tombstones: AtomicUsize::new(0),
+            journal: Arc::new(Mutex::new(Journal::new(version))),
+            scheduled: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -134,27 +239,74 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What an insert did: the stored instance, the kind of change and its version, and the instance
-/// it replaced.
-type Inserted = (Arc<Instance>, ChangeKind, u64, Option<Arc<Instance>>);
+/// A namespace due for the reaper at a deadline.
+struct Due {
+    deadline: u64,
+    namespace: Weak<Namespace>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        self.deadline == other.deadline
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.deadline.cmp(&other.deadline)
+    }
+}
+
+/// What one write did, for the work done after its locks are released.
+struct Done {
+    events: Vec<(Arc<Instance>, ChangeKind)>,
+    queued: Option<Queued>,
+    /// The deadline of the entry written, for the reaper's schedule.
+    deadline: Option<u64>,
+}
 
 /// The in-memory backend.
 pub struct MemoryStore {
     config: MemoryConfig,
     clock: Arc<dyn Clock>,
+    versions: HybridClock,
     namespaces: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
     listeners: RwLock<Vec<Listener>>,
-    version: AtomicU64,
+    lease_listeners: RwLock<Vec<LeaseListener>>,
+    has_lease_listeners: AtomicBool,
+    /// The store-wide change sequence: the source of every namespace's `versions__delta`.
+    sequence: AtomicU64,
+    budget: ChangeBudget,
+    schedule: Mutex<BinaryHeap<Reverse<Due>>>,
 }
 
 impl MemoryStore {
     pub fn new(config: MemoryConfig, clock: Arc<dyn Clock>) -> MemoryStore {
+        MemoryStore::with_change_log_budget(config, clock, MAX_CHANGE_LOG_BYTES)
+    }
+
+    /// A store whose change logs together hold at most `change_log_bytes`.
+    pub fn with_change_log_budget(
+        config: MemoryConfig,
+        clock: Arc<dyn Clock>,
+        change_log_bytes: usize,
+    ) -> MemoryStore {
         MemoryStore {
             config,
             clock,
+            versions: HybridClock::new(config.node_id),
             namespaces: RwLock::new(HashMap::new()),
             listeners: RwLock::new(Vec::new()),
-            version: AtomicU64::new(0),
+            lease_listeners: RwLock::new(Vec::new()),
+            has_lease_listeners: AtomicBool::new(false),
+            sequence: AtomicU64::new(0),
+            budget: ChangeBudget::new(change_log_bytes),
+            schedule: Mutex::new(BinaryHeap::new()),
         }
     }
 
@@ -171,28 +323,84 @@ impl MemoryStore {
             .map(|_| ())
     }
 
-    /// Removes every expired instance, emits its `Expired` event and drops emptied namespaces.
+    /// Bytes held by the change logs of every namespace.
+    pub fn change_log_bytes(&self) -> usize {
+        self.budget.bytes()
+    }
+
+    /// Removes every expired instance of the namespaces whose earliest deadline has passed,
+    /// emits their `Expired` events and drops emptied namespaces.
     pub fn expire_due(&self) {
-        let namespaces: Vec<Arc<Namespace>> = self
-            .namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for namespace in namespaces {
+        let now = self.clock.monotonic_nanos();
+        loop {
+            let due = {
+                let mut schedule = lock(&self.schedule);
+                match schedule.peek() {
+                    Some(Reverse(due)) if due.deadline < now => schedule.pop(),
+                    _ => None,
+                }
+            };
+            let Some(Reverse(due)) = due else { break };
+            let Some(namespace) = due.namespace.upgrade() else {
+                continue;
+            };
+            // A stale schedule entry: the namespace was rescheduled earlier than this one.
+            if namespace.scheduled.load(Ordering::SeqCst) != due.deadline {
+                continue;
+            }
+            namespace.scheduled.store(u64::MAX, Ordering::SeqCst);
             self.expire_namespace(&namespace);
             self.drop_if_empty(&namespace);
         }
     }
 
-    fn expire_namespace(&self, namespace: &Namespace) {
+    /// Drops aged change-log entries and tombstones, and namespaces left with neither; run
+    /// every so often (the change log may be pruned up to 30 s late, spec §4.8).
+    pub fn prune(&self) {
         let now = self.clock.monotonic_nanos();
+        self.budget.prune(now);
+        let namespaces: Vec<Arc<Namespace>> = read(&self.namespaces).values().cloned().collect();
+        for namespace in namespaces {
+            if namespace.tombstones.load(Ordering::SeqCst) > 0 {
+                for shard in namespace.shards.iter() {
+                    let mut shard = lock(shard);
+                    let before = shard.tombstones.len();
+                    shard.tombstones.retain(|_, kept| kept.until >= now);
+                    let dropped = before - shard.tombstones.len();
+                    namespace.tombstones.fetch_sub(dropped, Ordering::SeqCst);
+                }
+            }
+            lock(&namespace.journal).view(&self.budget, now);
+            self.drop_if_empty(&namespace);
+        }
+    }
+
+    /// Puts the namespace in the reaper's schedule at `deadline` unless it is due earlier.
+    fn schedule(&self, namespace: &Arc<Namespace>, deadline: Option<u64>) {
+        let Some(deadline) = deadline else { return };
+        let lowered = namespace
+            .scheduled
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |at| {
+                (deadline < at).then_some(deadline)
+            })
+            .is_ok();
+        if lowered {
+            lock(&self.schedule).push(Reverse(Due {
+                deadline,
+                namespace: Arc::downgrade(namespace),
+            }));
+        }
+    }
+
+    fn expire_namespace(&self, namespace: &Arc<Namespace>) {
+        let now = self.clock.monotonic_nanos();
+        let mut earliest_left = u64::MAX;
         for shard in namespace.shards.iter() {
-            let mut expired = Vec::new();
+            let mut done = Vec::new();
             {
                 let mut shard = lock(shard);
                 if now <= shard.earliest_deadline {
+                    earliest_left = earliest_left.min(shard.earliest_deadline);
                     continue;
                 }
                 let mut due: Vec<Arc<str>> = Vec::new();
@@ -205,27 +413,81 @@ impl MemoryStore {
                     }
                 }
                 shard.earliest_deadline = earliest;
+                earliest_left = earliest_left.min(earliest);
                 for id in due {
-                    if let Some(entry) = shard.remove(&id) {
-                        namespace.count.fetch_sub(1, Ordering::SeqCst);
-                        expired.push((entry.instance, self.next_version()));
-                    }
+                    let Some(entry) = shard.remove(&id) else {
+                        continue;
+                    };
+                    namespace.count.fetch_sub(1, Ordering::SeqCst);
+                    let version = self.issue();
+                    let mut last = (*entry.instance).clone();
+                    last.version = version;
+                    let last = Arc::new(last);
+                    let expired_at = entry.deadline.map(|d| self.unix_millis_at(d, now));
+                    self.keep_tombstone(namespace, &mut shard, &last, expired_at, now);
+                    let queued =
+                        self.journal(namespace, Some(&entry.instance), &last, ChangeKind::Expired);
+                    done.push(Done {
+                        events: vec![(last, ChangeKind::Expired)],
+                        queued,
+                        deadline: None,
+                    });
                 }
             }
-            for (instance, version) in expired {
-                self.emit(namespace, instance, ChangeKind::Expired, version);
+            for done in done {
+                self.finish(namespace, done, Origin::Local);
             }
+        }
+        self.schedule(
+            namespace,
+            (earliest_left != u64::MAX).then_some(earliest_left),
+        );
+    }
+
+    /// The unix milliseconds of monotonic time `at`, given monotonic `now`.
+    fn unix_millis_at(&self, at: u64, now: u64) -> i64 {
+        let unix_now = self.clock.unix_nanos();
+        (unix_now - (now as i64 - at as i64)) / 1_000_000
+    }
+
+    fn keep_tombstone(
+        &self,
+        namespace: &Namespace,
+        shard: &mut Shard,
+        last: &Instance,
+        expired_at_unix_millis: Option<i64>,
+        now: u64,
+    ) {
+        let Some(retention) = self.config.tombstone_retention else {
+            return;
+        };
+        let kept = KeptTombstone {
+            tombstone: Tombstone {
+                id: last.id.clone(),
+                service_name: last.service_name.clone(),
+                version: last.version,
+                registration: last.registration,
+                expired_at_unix_millis,
+            },
+            until: now.saturating_add(retention.as_nanos() as u64),
+        };
+        if shard.tombstones.insert(last.id.clone(), kept).is_none() {
+            namespace.tombstones.fetch_add(1, Ordering::SeqCst);
         }
     }
 
     fn drop_if_empty(&self, namespace: &Arc<Namespace>) {
-        if namespace.count.load(Ordering::SeqCst) != 0 {
+        let empty = |ns: &Namespace| {
+            ns.count.load(Ordering::SeqCst) == 0
+                && ns.tombstones.load(Ordering::SeqCst) == 0
+                && lock(&ns.journal).is_empty()
+        };
+        if !empty(namespace) {
             return;
         }
         let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        // Registrations insert while holding the map shared, so under the exclusive lock the
-        // count cannot change.
-        if namespace.count.load(Ordering::SeqCst) == 0 {
+        // Writes hold the map shared, so under the exclusive lock nothing can change.
+        if empty(namespace) {
             if let Some(current) = map.get(&namespace.name) {
                 if Arc::ptr_eq(current, namespace) {
                     map.remove(&namespace.name);
@@ -235,35 +497,75 @@ impl MemoryStore {
     }
 
     fn find(&self, namespace: &str) -> Option<Arc<Namespace>> {
-        self.namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(namespace)
-            .cloned()
+        read(&self.namespaces).get(namespace).cloned()
     }
 
-    /// The version of a change, taken while the shard lock that orders it is held, so that the
-    /// versions of two changes of one instance follow the order in which they happened (the
-    /// events themselves may reach listeners in another order).
-    fn next_version(&self) -> u64 {
-        self.version.fetch_add(1, Ordering::SeqCst) + 1
+    /// Runs `write` on the namespace, created if needed, while the map is held shared so the
+    /// namespace cannot be dropped under it.
+    fn with_namespace<T>(
+        &self,
+        name: &str,
+        write: impl Fn(&Arc<Namespace>) -> Result<T>,
+    ) -> Result<(T, Arc<Namespace>)> {
+        loop {
+            {
+                let map = read(&self.namespaces);
+                if let Some(ns) = map.get(name) {
+                    let value = write(ns)?;
+                    return Ok((value, ns.clone()));
+                }
+            }
+            let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+            let version = self.sequence.load(Ordering::SeqCst);
+            map.entry(Arc::from(name))
+                .or_insert_with(|| Arc::new(Namespace::new(name, version)));
+        }
     }
 
-    fn emit(&self, namespace: &Namespace, instance: Arc<Instance>, kind: ChangeKind, version: u64) {
-        let change = Change {
-            namespace: namespace.name.clone(),
-            instance,
+    fn issue(&self) -> Version {
+        self.versions
+            .issue((self.clock.unix_nanos() / 1_000_000).max(0) as u64)
+    }
+
+    /// Records a change in the namespace's journal; call with the shard lock held, so readers
+    /// never see a change the journal lacks.
+    fn journal(
+        &self,
+        namespace: &Namespace,
+        before: Option<&Arc<Instance>>,
+        after: &Arc<Instance>,
+        kind: ChangeKind,
+    ) -> Option<Queued> {
+        let version = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
+        let at = self.clock.monotonic_nanos();
+        lock(&namespace.journal).record(
+            &self.budget,
+            before.map(|b| &**b),
+            after,
             kind,
+            at,
             version,
-            at: self.clock.monotonic_nanos(),
-        };
-        for listener in self
-            .listeners
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            listener(&change);
+        )
+    }
+
+    /// The work after a write's locks are released: the change log's budget, then the events.
+    fn finish(&self, namespace: &Arc<Namespace>, done: Done, origin: Origin) {
+        if let Some(queued) = done.queued {
+            self.budget.queue(&namespace.journal, queued);
+        }
+        let at = self.clock.monotonic_nanos();
+        let listeners = read(&self.listeners);
+        for (instance, kind) in done.events {
+            let change = Change {
+                namespace: namespace.name.clone(),
+                instance,
+                kind,
+                origin,
+                at,
+            };
+            for listener in listeners.iter() {
+                listener(&change);
+            }
         }
     }
 
@@ -275,12 +577,25 @@ impl MemoryStore {
         }
     }
 
-    /// Inserts into a namespace that the caller keeps alive by holding the map shared.
-    fn insert(
-        &self,
-        namespace: &Namespace,
-        mut instance: Instance,
-    ) -> Result<Inserted, StoreError> {
+    /// Admits one more instance into the namespace, or refuses it at capacity.
+    fn admit(&self, namespace: &Namespace, check_capacity: bool) -> Result<()> {
+        match self.config.capacity.filter(|_| check_capacity) {
+            None => {
+                namespace.count.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+            Some(capacity) => namespace
+                .count
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < capacity).then_some(n + 1)
+                })
+                .map(|_| ())
+                .map_err(|_| Error::capacity()),
+        }
+    }
+
+    /// Inserts a local registration into a namespace the caller keeps alive.
+    fn insert(&self, namespace: &Namespace, mut instance: Instance) -> Result<Done> {
         let now = self.clock.monotonic_nanos();
         let mut shard = namespace.shard(&instance.id);
         let existing_live = shard.get_mut(&instance.id).map(|e| e.live(now));
@@ -288,21 +603,7 @@ impl MemoryStore {
             Some(true) => ChangeKind::Replaced,
             Some(false) => ChangeKind::Registered,
             None => {
-                let admitted = match self.config.capacity {
-                    None => {
-                        namespace.count.fetch_add(1, Ordering::SeqCst);
-                        true
-                    }
-                    Some(capacity) => namespace
-                        .count
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                            (n < capacity).then_some(n + 1)
-                        })
-                        .is_ok(),
-                };
-                if !admitted {
-                    return Err(StoreError::CapacityExceeded);
-                }
+                self.admit(namespace, true)?;
                 ChangeKind::Registered
             }
         };
@@ -318,151 +619,338 @@ impl MemoryStore {
         if instance.dirty_unix_millis == 0 {
             instance.dirty_unix_millis = unix_now / 1_000_000;
         }
+        instance.version = self.issue();
+        instance.registration = instance.version;
         let deadline = self.deadline(&instance, now);
         let instance = Arc::new(instance);
-        shard.insert(Entry {
-            instance: instance.clone(),
+        shard.insert(
+            Entry {
+                instance: instance.clone(),
+                deadline,
+            },
+            &namespace.tombstones,
+        );
+        let queued = self.journal(namespace, previous.as_ref(), &instance, kind);
+        let mut events = Vec::with_capacity(2);
+        if let Some(previous) = previous {
+            // Defensive: neither id scheme lets an id change service, but if one did, the old
+            // service must hear that the instance left it.
+            if previous.service_name != instance.service_name {
+                events.push((previous, ChangeKind::Deregistered));
+            }
+        }
+        events.push((instance, kind));
+        Ok(Done {
+            events,
+            queued,
             deadline,
-        });
-        Ok((instance, kind, self.next_version(), previous))
+        })
     }
 
-    fn try_register(
-        &self,
-        namespace: &str,
-        instance: Instance,
-    ) -> Result<Arc<Instance>, StoreError> {
-        loop {
-            {
-                let map = self.namespaces.read().unwrap_or_else(|e| e.into_inner());
-                if let Some(ns) = map.get(namespace) {
-                    let (stored, kind, version, previous) = self.insert(ns, instance)?;
-                    let ns = ns.clone();
-                    drop(map);
-                    if let Some(previous) = previous {
-                        // Defensive: neither id scheme lets an id change service, but if one
-                        // did, the old service must hear that the instance left it.
-                        if previous.service_name != stored.service_name {
-                            self.emit(&ns, previous, ChangeKind::Deregistered, version);
-                        }
-                    }
-                    self.emit(&ns, stored.clone(), kind, version);
-                    return Ok(stored);
-                }
+    fn try_register(&self, call: &Call, instance: &Instance) -> Result<Arc<Instance>> {
+        let (done, ns) = self.with_namespace(call.namespace, |ns| {
+            if call.eureka {
+                lock(&ns.journal).follow();
             }
-            let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-            map.entry(Arc::from(namespace))
-                .or_insert_with(|| Arc::new(Namespace::new(namespace)));
+            self.insert(ns, instance.clone())
+        })?;
+        let stored = done.events.last().map(|(i, _)| i.clone());
+        self.schedule(&ns, done.deadline);
+        self.finish(&ns, done, Origin::Local);
+        stored.ok_or_else(|| Error::internal("registration produced no event"))
+    }
+
+    fn notify_lease(&self, namespace: &Namespace, instance: &Instance, remaining: Duration) {
+        if !self.has_lease_listeners.load(Ordering::Relaxed) {
+            return;
         }
+        let lease = Lease {
+            namespace: namespace.name.clone(),
+            id: instance.id.clone(),
+            registration: instance.registration,
+            remaining,
+        };
+        for listener in read(&self.lease_listeners).iter() {
+            listener(&lease);
+        }
+    }
+
+    fn follow_if_eureka(&self, call: &Call, namespace: &Namespace) {
+        if call.eureka {
+            lock(&namespace.journal).follow();
+        }
+    }
+
+    /// Applies a live record from elsewhere (rules 1, 3 and 4 of the cluster contract §6).
+    fn apply_live(
+        &self,
+        namespace: &Arc<Namespace>,
+        instance: Instance,
+        remaining: Option<Duration>,
+    ) -> Result<(Applied, Option<Done>)> {
+        let now = self.clock.monotonic_nanos();
+        let unix_now = self.clock.unix_nanos();
+        let deadline = remaining.map(|r| now.saturating_add(r.as_nanos() as u64));
+        let mut shard = namespace.shard(&instance.id);
+        let (held_live, accept) = match shard.held(&instance.id) {
+            None => (false, true),
+            Some((held, live, tombstone)) => {
+                let newer = instance.version > held;
+                let outlived_expiry = tombstone.is_some_and(|t| {
+                    t.registration == instance.registration
+                        && match (t.expired_at_unix_millis, remaining) {
+                            (Some(expired), Some(left)) => {
+                                unix_now / 1_000_000 + left.as_millis() as i64 > expired
+                            }
+                            (Some(_), None) => true,
+                            (None, _) => false,
+                        }
+                });
+                (live.is_some_and(|e| e.live(now)), newer || outlived_expiry)
+            }
+        };
+        if !accept {
+            return Ok((Applied::Ignored, None));
+        }
+        let previous = shard.remove(&instance.id).map(|e| e.instance);
+        let kind = match &previous {
+            Some(p) if held_live && p.registration == instance.registration => ChangeKind::Modified,
+            Some(_) if held_live => ChangeKind::Replaced,
+            _ => ChangeKind::Registered,
+        };
+        if previous.is_none() {
+            self.admit(namespace, false)?;
+        }
+        self.versions.observe(instance.version);
+        if let Some(r) = remaining.filter(|_| !instance.never_expires()) {
+            instance
+                .last_heartbeat
+                .set(unix_now - instance.ttl.saturating_sub(r).as_nanos() as i64);
+        }
+        let deadline = if instance.never_expires() {
+            None
+        } else {
+            deadline
+        };
+        let instance = Arc::new(instance);
+        shard.insert(
+            Entry {
+                instance: instance.clone(),
+                deadline,
+            },
+            &namespace.tombstones,
+        );
+        let queued = self.journal(namespace, previous.as_ref(), &instance, kind);
+        let done = Done {
+            events: vec![(instance, kind)],
+            queued,
+            deadline,
+        };
+        Ok((Applied::Accepted, Some(done)))
+    }
+
+    /// Applies a tombstone from elsewhere (rules 1 and 2).
+    fn apply_tombstone(
+        &self,
+        namespace: &Arc<Namespace>,
+        tombstone: Tombstone,
+    ) -> (Applied, Option<Done>) {
+        let now = self.clock.monotonic_nanos();
+        let mut shard = namespace.shard(&tombstone.id);
+        let (held_live, accept) = match shard.held(&tombstone.id) {
+            None => (false, true),
+            Some((held, live, _)) => (live.is_some(), tombstone.version > held),
+        };
+        if !accept {
+            return (Applied::Ignored, None);
+        }
+        self.versions.observe(tombstone.version);
+        let retention = self.config.tombstone_retention.unwrap_or(Duration::ZERO);
+        let kept = KeptTombstone {
+            tombstone: tombstone.clone(),
+            until: now.saturating_add(retention.as_nanos() as u64),
+        };
+        if !held_live {
+            if self.config.tombstone_retention.is_some()
+                && shard
+                    .tombstones
+                    .insert(tombstone.id.clone(), kept)
+                    .is_none()
+            {
+                namespace.tombstones.fetch_add(1, Ordering::SeqCst);
+            }
+            return (Applied::Accepted, None);
+        }
+        let Some(entry) = shard.remove(&tombstone.id) else {
+            return (Applied::Accepted, None);
+        };
+        namespace.count.fetch_sub(1, Ordering::SeqCst);
+        if self.config.tombstone_retention.is_some() {
+            shard.tombstones.insert(tombstone.id.clone(), kept);
+            namespace.tombstones.fetch_add(1, Ordering::SeqCst);
+        }
+        let kind = if tombstone.expired_at_unix_millis.is_some() {
+            ChangeKind::Expired
+        } else {
+            ChangeKind::Deregistered
+        };
+        let mut last = (*entry.instance).clone();
+        last.version = tombstone.version;
+        let last = Arc::new(last);
+        let queued = if entry.live(now) {
+            self.journal(namespace, Some(&entry.instance), &last, kind)
+        } else {
+            None
+        };
+        let done = Done {
+            events: vec![(last, kind)],
+            queued,
+            deadline: None,
+        };
+        (Applied::Accepted, Some(done))
     }
 }
 
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Store for MemoryStore {
-    fn register(
-        &self,
-        namespace: &str,
-        mut instance: Instance,
-    ) -> Result<Arc<Instance>, StoreError> {
-        instance.check_limits().map_err(StoreError::Limit)?;
+    fn register(&self, call: &Call, mut instance: Instance) -> Result<Arc<Instance>> {
+        instance.check_limits().map_err(Error::limit)?;
         instance.ttl = self.config.ttl.clamp(instance.ttl);
-        match self.try_register(namespace, instance.clone()) {
-            Err(StoreError::CapacityExceeded) => {
+        match self.try_register(call, &instance) {
+            Err(error) if error.kind() == super::error::ErrorKind::Capacity => {
                 // Expired-but-not-reaped instances still count; reap this namespace and retry
                 // once, so capacity is judged on live instances only.
-                if let Some(ns) = self.find(namespace) {
+                if let Some(ns) = self.find(call.namespace) {
                     self.expire_namespace(&ns);
                 }
-                self.try_register(namespace, instance)
+                self.try_register(call, &instance)
             }
             other => other,
         }
     }
 
-    fn heartbeat(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
-        let ns = self.find(namespace).ok_or(StoreError::NotFound)?;
+    fn heartbeat(&self, call: &Call, id: &str) -> Result<()> {
+        let ns = self.find(call.namespace).ok_or_else(Error::not_found)?;
         let now = self.clock.monotonic_nanos();
         let unix_now = self.clock.unix_nanos();
-        let mut shard = ns.shard(id);
-        let entry = shard.get_mut(id).ok_or(StoreError::NotFound)?;
-        if !entry.live(now) {
-            return Err(StoreError::NotFound);
-        }
-        entry.instance.last_heartbeat.set(unix_now);
-        if entry.deadline.is_some() {
-            entry.deadline = self.deadline(&entry.instance, now);
+        let renewed = {
+            let mut shard = ns.shard(id);
+            let entry = shard.get_mut(id).ok_or_else(Error::not_found)?;
+            if !entry.live(now) {
+                return Err(Error::not_found());
+            }
+            entry.instance.last_heartbeat.set(unix_now);
+            if entry.deadline.is_some() {
+                entry.deadline = self.deadline(&entry.instance, now);
+            }
+            (entry.deadline.is_some() && self.has_lease_listeners.load(Ordering::Relaxed))
+                .then(|| entry.instance.clone())
+        };
+        self.follow_if_eureka(call, &ns);
+        if let Some(instance) = renewed {
+            self.notify_lease(&ns, &instance, instance.ttl);
         }
         Ok(())
     }
 
-    fn deregister(&self, namespace: &str, id: &str) -> Result<(), StoreError> {
-        let ns = self.find(namespace).ok_or(StoreError::NotFound)?;
+    fn deregister(&self, call: &Call, id: &str) -> Result<()> {
+        let ns = self.find(call.namespace).ok_or_else(Error::not_found)?;
+        self.follow_if_eureka(call, &ns);
         let now = self.clock.monotonic_nanos();
-        let removed = {
+        let done = {
             let mut shard = ns.shard(id);
             match shard.get_mut(id) {
-                Some(entry) if entry.live(now) => {
-                    shard.remove(id).map(|e| (e, self.next_version()))
-                }
-                _ => None,
+                Some(entry) if entry.live(now) => {}
+                _ => return Err(Error::not_found()),
+            }
+            let entry = shard.remove(id).ok_or_else(Error::not_found)?;
+            ns.count.fetch_sub(1, Ordering::SeqCst);
+            let mut last = (*entry.instance).clone();
+            last.version = self.issue();
+            let last = Arc::new(last);
+            self.keep_tombstone(&ns, &mut shard, &last, None, now);
+            let queued = self.journal(&ns, Some(&entry.instance), &last, ChangeKind::Deregistered);
+            Done {
+                events: vec![(last, ChangeKind::Deregistered)],
+                queued,
+                deadline: None,
             }
         };
-        let (entry, version) = removed.ok_or(StoreError::NotFound)?;
-        ns.count.fetch_sub(1, Ordering::SeqCst);
-        self.emit(&ns, entry.instance, ChangeKind::Deregistered, version);
+        self.finish(&ns, done, Origin::Local);
         self.drop_if_empty(&ns);
         Ok(())
     }
 
     fn modify(
         &self,
-        namespace: &str,
+        call: &Call,
         id: &str,
-        edit: &mut dyn FnMut(&mut Instance) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let ns = self.find(namespace).ok_or(StoreError::NotFound)?;
+        edit: &mut dyn FnMut(&mut Instance) -> Result<()>,
+    ) -> Result<()> {
+        let ns = self.find(call.namespace).ok_or_else(Error::not_found)?;
+        self.follow_if_eureka(call, &ns);
         let now = self.clock.monotonic_nanos();
         let unix_now = self.clock.unix_nanos();
-        let snapshot = {
+        let done = {
             let mut shard = ns.shard(id);
-            let entry = shard.get_mut(id).ok_or(StoreError::NotFound)?;
+            let entry = shard.get_mut(id).ok_or_else(Error::not_found)?;
             if !entry.live(now) {
-                return Err(StoreError::NotFound);
+                return Err(Error::not_found());
             }
             let mut changed = (*entry.instance).clone();
             edit(&mut changed)?;
             // The id and the service index the entry: an edit cannot move it.
             changed.id = entry.instance.id.clone();
             changed.service_name = entry.instance.service_name.clone();
-            changed.check_metadata_limit().map_err(StoreError::Limit)?;
+            changed.check_limits().map_err(Error::limit)?;
             changed.last_heartbeat.set(unix_now);
             changed.updated_unix_nanos = unix_now;
             changed.modified = true;
             if changed.status == UP && changed.service_up_unix_nanos == 0 {
                 changed.service_up_unix_nanos = unix_now;
             }
-            entry.deadline = self.deadline(&changed, now);
-            let deadline = entry.deadline;
-            entry.instance = Arc::new(changed);
-            let snapshot = entry.instance.clone();
-            // An instance leaving OUT_OF_SERVICE gets a deadline again.
-            shard.note_deadline(deadline);
-            (snapshot, self.next_version())
+            changed.version = self.issue();
+            let deadline = self.deadline(&changed, now);
+            let changed = Arc::new(changed);
+            // Remove and insert, so the secondary indexes follow a changed Eureka field.
+            let previous = shard.remove(id).map(|e| e.instance);
+            shard.insert(
+                Entry {
+                    instance: changed.clone(),
+                    deadline,
+                },
+                &ns.tombstones,
+            );
+            let queued = self.journal(&ns, previous.as_ref(), &changed, ChangeKind::Modified);
+            Done {
+                events: vec![(changed, ChangeKind::Modified)],
+                queued,
+                deadline,
+            }
         };
-        self.emit(&ns, snapshot.0, ChangeKind::Modified, snapshot.1);
+        // An instance leaving OUT_OF_SERVICE gets a deadline again.
+        self.schedule(&ns, done.deadline);
+        self.finish(&ns, done, Origin::Local);
         Ok(())
     }
 
-    fn get(&self, namespace: &str, id: &str) -> Option<Arc<Instance>> {
-        let ns = self.find(namespace)?;
+    fn get(&self, call: &Call, id: &str) -> Result<Option<Arc<Instance>>> {
+        let Some(ns) = self.find(call.namespace) else {
+            return Ok(None);
+        };
         let now = self.clock.monotonic_nanos();
         let mut shard = ns.shard(id);
-        let entry = shard.get_mut(id)?;
-        entry.live(now).then(|| entry.instance.clone())
+        Ok(shard
+            .get_mut(id)
+            .and_then(|entry| entry.live(now).then(|| entry.instance.clone())))
     }
 
-    fn snapshot(&self, namespace: &str, service: Option<&str>) -> Result<Snapshot, StoreError> {
+    fn snapshot(&self, call: &Call, service: Option<&str>) -> Result<Snapshot> {
         let mut snapshot = Snapshot::default();
-        let Some(ns) = self.find(namespace) else {
+        let Some(ns) = self.find(call.namespace) else {
             return Ok(snapshot);
         };
         let now = self.clock.monotonic_nanos();
@@ -488,15 +976,34 @@ impl Store for MemoryStore {
         Ok(snapshot)
     }
 
-    fn expire(&self, namespace: &str) {
-        if let Some(ns) = self.find(namespace) {
+    fn lookup(&self, call: &Call, lookup: Lookup) -> Result<Vec<Arc<Instance>>> {
+        let Some(ns) = self.find(call.namespace) else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut found = Vec::new();
+        for shard in ns.shards.iter() {
+            let mut shard = lock(shard);
+            let ids: Vec<Arc<str>> = shard.secondary.ids(lookup).to_vec();
+            for id in ids {
+                if let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) {
+                    found.push(entry.instance.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn expire(&self, call: &Call) -> Result<()> {
+        if let Some(ns) = self.find(call.namespace) {
             self.expire_namespace(&ns);
             self.drop_if_empty(&ns);
         }
+        Ok(())
     }
 
-    fn services(&self, namespace: &str) -> Result<Vec<Arc<str>>, StoreError> {
-        let Some(ns) = self.find(namespace) else {
+    fn services(&self, call: &Call) -> Result<Vec<Arc<str>>> {
+        let Some(ns) = self.find(call.namespace) else {
             return Ok(Vec::new());
         };
         let now = self.clock.monotonic_nanos();
@@ -514,6 +1021,85 @@ impl Store for MemoryStore {
         Ok(names)
     }
 
+    fn change_log(&self, call: &Call) -> Result<ChangeLog> {
+        let Some(ns) = self.find(call.namespace) else {
+            return Ok(ChangeLog {
+                version: self.sequence.load(Ordering::SeqCst),
+                ..ChangeLog::default()
+            });
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut journal = lock(&ns.journal);
+        if call.eureka {
+            journal.follow();
+        }
+        let mut view = journal.view(&self.budget, now);
+        // The reaper's schedule holds a lower bound of the namespace's earliest deadline.
+        let earliest = ns.scheduled.load(Ordering::SeqCst);
+        if earliest != u64::MAX {
+            view.stale_after = Some(view.stale_after.map_or(earliest, |s| s.min(earliest)));
+        }
+        Ok(view)
+    }
+
+    fn change_log_version(&self, call: &Call) -> Result<u64> {
+        let Some(ns) = self.find(call.namespace) else {
+            return Ok(self.sequence.load(Ordering::SeqCst));
+        };
+        let mut journal = lock(&ns.journal);
+        if call.eureka {
+            journal.follow();
+        }
+        Ok(journal.version())
+    }
+
+    fn apply(&self, namespace: &str, record: Record, origin: Origin) -> Result<Applied> {
+        let (done, ns) = self.with_namespace(namespace, |ns| match record.clone() {
+            Record::Live {
+                instance,
+                remaining,
+            } => self.apply_live(ns, instance, remaining),
+            Record::Tombstone(tombstone) => Ok(self.apply_tombstone(ns, tombstone)),
+        })?;
+        let (applied, Some(done)) = done else {
+            self.drop_if_empty(&ns);
+            return Ok(done.0);
+        };
+        self.schedule(&ns, done.deadline);
+        self.finish(&ns, done, origin);
+        self.drop_if_empty(&ns);
+        Ok(applied)
+    }
+
+    fn apply_lease(&self, lease: &Lease) -> Result<Applied> {
+        let Some(ns) = self.find(&lease.namespace) else {
+            return Ok(Applied::Ignored);
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut shard = ns.shard(&lease.id);
+        let Some(entry) = shard.get_mut(&lease.id) else {
+            return Ok(Applied::Ignored);
+        };
+        let proposed = now.saturating_add(lease.remaining.as_nanos() as u64);
+        match entry.deadline {
+            Some(current)
+                if entry.live(now)
+                    && entry.instance.registration == lease.registration
+                    && proposed > current =>
+            {
+                entry.deadline = Some(proposed);
+                let unix_now = self.clock.unix_nanos();
+                let lag = entry.instance.ttl.saturating_sub(lease.remaining);
+                entry
+                    .instance
+                    .last_heartbeat
+                    .set(unix_now - lag.as_nanos() as i64);
+                Ok(Applied::Accepted)
+            }
+            _ => Ok(Applied::Ignored),
+        }
+    }
+
     fn subscribe(&self, listener: Listener) {
         self.listeners
             .write()
@@ -521,15 +1107,18 @@ impl Store for MemoryStore {
             .push(listener);
     }
 
+    fn subscribe_leases(&self, listener: LeaseListener) {
+        self.lease_listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+        self.has_lease_listeners.store(true, Ordering::SeqCst);
+    }
+
     fn clock(&self) -> &dyn Clock {
         &*self.clock
     }
-
-    fn version(&self) -> u64 {
-        self.version.load(Ordering::SeqCst)
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +1147,10 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    fn c(namespace: &str) -> Call<'_> {
+        Call::new(namespace)
+    }
+
     fn store(capacity: Option<usize>) -> (Arc<MemoryStore>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());
         let config = MemoryConfig {
@@ -567,8 +1160,282 @@ mod tests {
                 max: 600 * SECOND,
             },
             capacity,
+            node_id: 1,
+            tombstone_retention: None,
         };
         (Arc::new(MemoryStore::new(config, clock.clone())), clock)
+    }
+
+    /// A store that keeps tombstones for 600 s, as a cluster node does.
+    fn cluster_store(node_id: u64) -> (Arc<MemoryStore>, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::default());
+        let config = MemoryConfig {
+            ttl: TtlPolicy {
+                default: 30 * SECOND,
+                min: 10 * SECOND,
+                max: 600 * SECOND,
+            },
+            capacity: Some(1),
+            node_id,
+            tombstone_retention: Some(600 * SECOND),
+        };
+        (Arc::new(MemoryStore::new(config, clock.clone())), clock)
+    }
+
+    fn live(instance: &Instance, remaining_secs: u64) -> Record {
+        Record::Live {
+            instance: instance.clone(),
+            remaining: Some(Duration::from_secs(remaining_secs)),
+        }
+    }
+
+    fn statuses(store: &MemoryStore, ns: &str) -> Vec<String> {
+        let mut out: Vec<String> = store
+            .snapshot(&c(ns), None)
+            .unwrap()
+            .instances
+            .iter()
+            .map(|i| format!("{}={}", i.id, i.status.as_str()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn records_from_elsewhere_keep_their_times_and_skip_capacity() {
+        let (origin, _) = store(None);
+        let (replica, _) = cluster_store(2);
+        let mut seen = Vec::new();
+        for id in ["a", "b"] {
+            // A TTL of 5 s is below the replica's minimum of 10 s: it is not re-clamped.
+            let mut i = instance(id, "s", "UP", 5);
+            i.version = origin.issue();
+            i.registration = i.version;
+            seen.push(replica.apply("ns", live(&i, 5), Origin::Peer).unwrap());
+        }
+        assert_eq!(
+            seen,
+            [Applied::Accepted, Applied::Accepted],
+            "capacity 1 not applied"
+        );
+        let stored = replica.get(&c("ns"), "a").unwrap().unwrap();
+        assert_eq!(stored.ttl, 5 * SECOND);
+    }
+
+    #[test]
+    fn the_higher_version_wins_in_any_order() {
+        let (origin, _) = store(None);
+        let mut old = instance("a", "s", "UP", 30);
+        old.version = origin.issue();
+        old.registration = old.version;
+        let mut new = old.clone();
+        new.status = crate::registry::instance::Status::new("STARTING");
+        new.version = origin.issue();
+        for order in [[&old, &new], [&new, &old]] {
+            let (replica, _) = cluster_store(2);
+            for record in order {
+                replica.apply("ns", live(record, 30), Origin::Peer).unwrap();
+            }
+            assert_eq!(statuses(&replica, "ns"), ["a=STARTING"]);
+        }
+    }
+
+    #[test]
+    fn tombstones_stop_late_records_and_leases() {
+        let (origin, _) = store(None);
+        let (replica, _) = cluster_store(2);
+        let mut a = instance("a", "s", "UP", 30);
+        a.version = origin.issue();
+        a.registration = a.version;
+        let tombstone = Tombstone {
+            id: "a".into(),
+            service_name: "s".into(),
+            version: origin.issue(),
+            registration: a.registration,
+            expired_at_unix_millis: None,
+        };
+        // The deregistration arrives before the registration it ends.
+        let first = replica.apply("ns", Record::Tombstone(tombstone.clone()), Origin::Peer);
+        assert_eq!(first.unwrap(), Applied::Accepted);
+        let late = replica.apply("ns", live(&a, 30), Origin::Peer).unwrap();
+        assert_eq!(late, Applied::Ignored);
+        let lease = Lease {
+            namespace: "ns".into(),
+            id: "a".into(),
+            registration: a.registration,
+            remaining: 30 * SECOND,
+        };
+        assert_eq!(replica.apply_lease(&lease).unwrap(), Applied::Ignored);
+        assert!(statuses(&replica, "ns").is_empty());
+        // A registration issued after the deregistration brings it back.
+        let mut again = a.clone();
+        again.version = origin.issue();
+        again.registration = again.version;
+        let back = replica.apply("ns", live(&again, 30), Origin::Peer).unwrap();
+        assert_eq!(back, Applied::Accepted);
+        assert_eq!(statuses(&replica, "ns"), ["a=UP"]);
+    }
+
+    #[test]
+    fn leases_renew_only_their_registration_and_never_shorten() {
+        let (replica, clock) = cluster_store(2);
+        let mut a = instance("a", "s", "UP", 30);
+        a.version = Version { clock: 10, node: 1 };
+        a.registration = a.version;
+        replica.apply("ns", live(&a, 30), Origin::Peer).unwrap();
+        let lease = |registration, secs| Lease {
+            namespace: "ns".into(),
+            id: "a".into(),
+            registration,
+            remaining: Duration::from_secs(secs),
+        };
+        let other = Version { clock: 9, node: 1 };
+        assert_eq!(
+            replica.apply_lease(&lease(other, 60)).unwrap(),
+            Applied::Ignored
+        );
+        assert_eq!(
+            replica.apply_lease(&lease(a.registration, 10)).unwrap(),
+            Applied::Ignored
+        );
+        clock.advance(20 * SECOND);
+        assert_eq!(
+            replica.apply_lease(&lease(a.registration, 30)).unwrap(),
+            Applied::Accepted
+        );
+        clock.advance(25 * SECOND);
+        assert_eq!(
+            statuses(&replica, "ns"),
+            ["a=UP"],
+            "alive thanks to the lease"
+        );
+        let unknown = Lease {
+            id: "b".into(),
+            ..lease(a.registration, 30)
+        };
+        assert_eq!(
+            replica.apply_lease(&unknown).unwrap(),
+            Applied::Ignored,
+            "leases never create"
+        );
+    }
+
+    #[test]
+    fn an_expiry_tombstone_yields_to_a_later_deadline_of_its_registration() {
+        let (replica, clock) = cluster_store(2);
+        let mut a = instance("a", "s", "UP", 10);
+        a.version = Version { clock: 10, node: 1 };
+        a.registration = a.version;
+        replica.apply("ns", live(&a, 10), Origin::Peer).unwrap();
+        clock.advance(11 * SECOND);
+        replica.expire_due();
+        assert!(statuses(&replica, "ns").is_empty());
+        // A heartbeat reached another node in time; its record arrives late with a later deadline.
+        let back = replica.apply("ns", live(&a, 8), Origin::Peer).unwrap();
+        assert_eq!(back, Applied::Accepted);
+        assert_eq!(statuses(&replica, "ns"), ["a=UP"]);
+    }
+
+    #[test]
+    fn deregistration_leaves_a_tombstone_with_a_newer_version() {
+        let (node, _) = cluster_store(2);
+        let stored = node
+            .register(&c("ns"), instance("a", "s", "UP", 30))
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        node.subscribe(Box::new(move |change| {
+            lock(&sink).push((change.kind, change.instance.version, change.origin))
+        }));
+        node.deregister(&c("ns"), "a").unwrap();
+        let (kind, version, origin) = lock(&events)[0];
+        assert_eq!((kind, origin), (ChangeKind::Deregistered, Origin::Local));
+        assert!(version > stored.version);
+        // The same record arriving late from a peer does not bring it back.
+        let late = node.apply("ns", live(&stored, 30), Origin::Peer).unwrap();
+        assert_eq!(late, Applied::Ignored);
+    }
+
+    #[test]
+    fn lease_events_are_seen_only_by_those_who_ask() {
+        let (node, _) = store(None);
+        node.register(&c("ns"), instance("a", "s", "UP", 30))
+            .unwrap();
+        let changes = Arc::new(AtomicUsize::new(0));
+        let counter = changes.clone();
+        node.subscribe(Box::new(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        node.heartbeat(&c("ns"), "a").unwrap();
+        assert_eq!(
+            changes.load(Ordering::SeqCst),
+            0,
+            "a heartbeat is no change"
+        );
+        let leases = Arc::new(Mutex::new(Vec::new()));
+        let sink = leases.clone();
+        node.subscribe_leases(Box::new(move |lease| lock(&sink).push(lease.remaining)));
+        node.heartbeat(&c("ns"), "a").unwrap();
+        assert_eq!(*lock(&leases), [30 * SECOND]);
+    }
+
+    #[test]
+    fn the_change_log_counts_what_it_logs_and_logs_only_for_eureka() {
+        let (node, _) = store(None);
+        let plain = c("ns");
+        node.register(&plain, instance("a", "s", "UP", 30)).unwrap();
+        assert!(node.change_log(&plain).unwrap().entries.is_empty());
+        let eureka = plain.from_eureka();
+        let before = node.change_log(&eureka).unwrap();
+        assert!(
+            before.entries.is_empty(),
+            "nothing logged before Eureka came"
+        );
+        node.register(&plain, instance("b", "s", "UP", 30)).unwrap();
+        node.modify(&plain, "a", &mut |i| {
+            i.status = crate::registry::instance::Status::new("DOWN");
+            Ok(())
+        })
+        .unwrap();
+        node.deregister(&plain, "b").unwrap();
+        let log = node.change_log(&eureka).unwrap();
+        assert!(log.version > before.version);
+        assert_eq!(log.status_counts, [(Arc::from("DOWN"), 1)]);
+        let mut kinds: Vec<_> = log
+            .entries
+            .iter()
+            .map(|(i, k)| (i.id.to_string(), *k))
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                ("a".into(), ChangeKind::Modified),
+                ("b".into(), ChangeKind::Deregistered)
+            ]
+        );
+    }
+
+    #[test]
+    fn idle_namespaces_are_not_visited_by_the_reaper() {
+        let (node, clock) = store(None);
+        for n in 0..1_000 {
+            let ns = format!("ns{n}");
+            node.register(&c(&ns), instance("a", "s", "OUT_OF_SERVICE", 30))
+                .unwrap();
+        }
+        node.register(&c("busy"), instance("a", "s", "UP", 10))
+            .unwrap();
+        assert_eq!(
+            lock(&node.schedule).len(),
+            1,
+            "only the namespace that can expire"
+        );
+        clock.advance(11 * SECOND);
+        node.expire_due();
+        assert!(lock(&node.schedule).is_empty());
+        assert!(node.find("busy").is_none(), "expired and dropped");
+        assert_eq!(read(&node.namespaces).len(), 1_000);
     }
 
     fn instance(id: &str, service: &str, status: &str, ttl_secs: u64) -> Instance {
@@ -581,7 +1448,7 @@ mod tests {
 
     fn ids(store: &MemoryStore, ns: &str, service: Option<&str>) -> Vec<String> {
         let mut out: Vec<String> = store
-            .snapshot(ns, service)
+            .snapshot(&c(ns), service)
             .unwrap()
             .instances
             .iter()
@@ -594,7 +1461,9 @@ mod tests {
     #[test]
     fn expiry_is_exact_at_the_deadline() {
         let (store, clock) = store(None);
-        let stored = store.register("ns", instance("a", "s", "UP", 10)).unwrap();
+        let stored = store
+            .register(&c("ns"), instance("a", "s", "UP", 10))
+            .unwrap();
         assert_eq!(stored.ttl, 10 * SECOND);
         clock.advance(10 * SECOND);
         assert_eq!(
@@ -607,18 +1476,20 @@ mod tests {
             ids(&store, "ns", None).is_empty(),
             "gone one nanosecond later"
         );
-        assert_eq!(store.heartbeat("ns", "a"), Err(StoreError::NotFound));
-        assert_eq!(store.deregister("ns", "a"), Err(StoreError::NotFound));
-        assert!(store.services("ns").unwrap().is_empty());
+        assert_eq!(store.heartbeat(&c("ns"), "a"), Err(Error::not_found()));
+        assert_eq!(store.deregister(&c("ns"), "a"), Err(Error::not_found()));
+        assert!(store.services(&c("ns")).unwrap().is_empty());
     }
 
     #[test]
     fn heartbeats_move_the_deadline() {
         let (store, clock) = store(None);
-        store.register("ns", instance("a", "s", "UP", 10)).unwrap();
+        store
+            .register(&c("ns"), instance("a", "s", "UP", 10))
+            .unwrap();
         for _ in 0..5 {
             clock.advance(9 * SECOND);
-            store.heartbeat("ns", "a").unwrap();
+            store.heartbeat(&c("ns"), "a").unwrap();
         }
         assert_eq!(ids(&store, "ns", Some("s")), ["a"]);
     }
@@ -627,10 +1498,10 @@ mod tests {
     fn out_of_service_never_expires() {
         let (store, clock) = store(None);
         store
-            .register("ns", instance("oos", "s", "OUT_OF_SERVICE", 10))
+            .register(&c("ns"), instance("oos", "s", "OUT_OF_SERVICE", 10))
             .unwrap();
         store
-            .register("ns", instance("st", "s", "STARTING", 10))
+            .register(&c("ns"), instance("st", "s", "STARTING", 10))
             .unwrap();
         clock.advance(3600 * SECOND);
         store.expire_due();
@@ -641,13 +1512,15 @@ mod tests {
     fn reaper_finds_an_instance_that_left_out_of_service() {
         let (store, clock) = store(None);
         store
-            .register("ns", instance("a", "s", "OUT_OF_SERVICE", 10))
+            .register(&c("ns"), instance("a", "s", "OUT_OF_SERVICE", 10))
             .unwrap();
-        store.register("ns", instance("b", "s", "UP", 60)).unwrap();
+        store
+            .register(&c("ns"), instance("b", "s", "UP", 60))
+            .unwrap();
         clock.advance(20 * SECOND);
         store.expire_due();
         store
-            .modify("ns", "a", &mut |i| {
+            .modify(&c("ns"), "a", &mut |i| {
                 i.status = crate::registry::instance::Status::new("UP");
                 Ok(())
             })
@@ -672,7 +1545,9 @@ mod tests {
         store.subscribe(Box::new(move |c| {
             lock(&sink).push((c.instance.id.to_string(), c.kind))
         }));
-        store.register("ns", instance("a", "s", "UP", 10)).unwrap();
+        store
+            .register(&c("ns"), instance("a", "s", "UP", 10))
+            .unwrap();
         clock.advance(11 * SECOND);
         store.expire_due();
         assert_eq!(
@@ -682,57 +1557,70 @@ mod tests {
                 ("a".to_string(), ChangeKind::Expired)
             ]
         );
+        store.prune();
         assert!(store.namespaces.read().unwrap().is_empty());
     }
 
     #[test]
     fn capacity_counts_new_ids_only() {
         let (store, clock) = store(Some(2));
-        store.register("ns", instance("a", "s", "UP", 10)).unwrap();
-        store.register("ns", instance("b", "s", "UP", 10)).unwrap();
+        store
+            .register(&c("ns"), instance("a", "s", "UP", 10))
+            .unwrap();
+        store
+            .register(&c("ns"), instance("b", "s", "UP", 10))
+            .unwrap();
         assert_eq!(
             store
-                .register("ns", instance("c", "s", "UP", 10))
+                .register(&c("ns"), instance("c", "s", "UP", 10))
                 .unwrap_err(),
-            StoreError::CapacityExceeded
+            Error::capacity()
         );
-        store.register("ns", instance("b", "s", "UP", 10)).unwrap();
         store
-            .register("other", instance("c", "s", "UP", 10))
+            .register(&c("ns"), instance("b", "s", "UP", 10))
             .unwrap();
-        store.deregister("ns", "a").unwrap();
-        store.register("ns", instance("c", "s", "UP", 10)).unwrap();
+        store
+            .register(&c("other"), instance("c", "s", "UP", 10))
+            .unwrap();
+        store.deregister(&c("ns"), "a").unwrap();
+        store
+            .register(&c("ns"), instance("c", "s", "UP", 10))
+            .unwrap();
         // An expired instance frees its slot at once, before the reaper runs.
         clock.advance(11 * SECOND);
-        store.register("ns", instance("d", "s", "UP", 10)).unwrap();
+        store
+            .register(&c("ns"), instance("d", "s", "UP", 10))
+            .unwrap();
     }
 
     #[test]
     fn reads_of_unknown_namespaces_create_nothing() {
         let (store, _) = store(None);
         assert!(ids(&store, "nobody", None).is_empty());
-        assert!(store.services("nobody").unwrap().is_empty());
-        assert_eq!(store.heartbeat("nobody", "x"), Err(StoreError::NotFound));
+        assert!(store.services(&c("nobody")).unwrap().is_empty());
+        assert_eq!(store.heartbeat(&c("nobody"), "x"), Err(Error::not_found()));
         assert!(store.namespaces.read().unwrap().is_empty());
     }
 
     #[test]
     fn re_registration_replaces_everything() {
         let (store, _) = store(None);
-        store.register("ns", instance("a", "s1", "UP", 10)).unwrap();
         store
-            .register("ns", instance("a", "s2", "STARTING", 20))
+            .register(&c("ns"), instance("a", "s1", "UP", 10))
+            .unwrap();
+        store
+            .register(&c("ns"), instance("a", "s2", "STARTING", 20))
             .unwrap();
         assert!(ids(&store, "ns", Some("s1")).is_empty());
         let seen: Vec<(String, Duration)> = store
-            .snapshot("ns", Some("s2"))
+            .snapshot(&c("ns"), Some("s2"))
             .unwrap()
             .instances
             .iter()
             .map(|i| (i.status.to_string(), i.ttl))
             .collect();
         assert_eq!(seen, [("STARTING".to_string(), 20 * SECOND)]);
-        assert_eq!(store.services("ns").unwrap(), [Arc::<str>::from("s2")]);
+        assert_eq!(store.services(&c("ns")).unwrap(), [Arc::<str>::from("s2")]);
     }
 
     #[test]
@@ -741,16 +1629,16 @@ mod tests {
         let mut long = instance("a", &"s".repeat(65), "UP", 10);
         long.endpoint.value = "v".repeat(129);
         assert_eq!(
-            store.register("ns", long).unwrap_err(),
-            StoreError::Limit(LimitError::ServiceName)
+            store.register(&c("ns"), long).unwrap_err(),
+            Error::limit(LimitError::ServiceName)
         );
         let mut long_status = instance("a", "s", &"S".repeat(33), 10);
         long_status.metadata = Some(
             serde_json::value::RawValue::from_string(format!("\"{}\"", "m".repeat(1023))).unwrap(),
         );
         assert_eq!(
-            store.register("ns", long_status).unwrap_err(),
-            StoreError::Limit(LimitError::Status)
+            store.register(&c("ns"), long_status).unwrap_err(),
+            Error::limit(LimitError::Status)
         );
     }
 
@@ -759,7 +1647,7 @@ mod tests {
         let (store, clock) = store(None);
         for i in 0..400 {
             store
-                .register("ns", instance(&format!("i{i}"), "s", "UP", 10))
+                .register(&c("ns"), instance(&format!("i{i}"), "s", "UP", 10))
                 .unwrap();
         }
         // Everything is now expired, and nothing has been reaped yet.
@@ -779,8 +1667,10 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in (t..400).step_by(4) {
                         let id = format!("i{i}");
-                        store.register("ns", instance(&id, "s", "UP", 10)).unwrap();
-                        store.heartbeat("ns", &id).unwrap();
+                        store
+                            .register(&c("ns"), instance(&id, "s", "UP", 10))
+                            .unwrap();
+                        store.heartbeat(&c("ns"), &id).unwrap();
                     }
                 })
             })

@@ -1,5 +1,14 @@
-//! The domain: instances, their leases, and the stores that keep them. Knows nothing about HTTP.
+//! The domain: instances, their leases, versions and change index, the stores that keep them,
+//! and the façade the protocols call ([`Registry`]). Knows nothing about HTTP.
 
+pub mod changelog;
+pub mod domain;
+pub mod error;
+pub mod index;
 pub mod instance;
 pub mod memory;
 pub mod store;
+pub mod version;
+
+pub use domain::Registry;
+pub use error::{Error, ErrorKind};

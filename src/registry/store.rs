@@ -1,53 +1,155 @@
-//! The storage interface every backend implements, its errors, its change events and its clock.
+//! The storage interface every backend implements (memory now, Redis next), its change events
+//! and its clock.
+//!
+//! Every operation can fail with [`Error`] (a network backend can be unreachable or late) and
+//! carries a [`Call`]: the namespace and the one deadline of the request it serves. Every change
+//! is an event with its origin, so consumers (caches, the change index, replication) can tell a
+//! local write from one that arrived from a peer and never echo a change back where it came from.
 
-use super::instance::{Instance, LimitError};
+use super::error::Error;
+use super::instance::Instance;
+use super::version::Version;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Why a store operation failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    /// No live instance with that id in the namespace (unknown, deregistered or expired).
-    NotFound,
-    /// The instance breaks a length limit.
-    Limit(LimitError),
-    /// A new id would take the namespace over its capacity.
-    CapacityExceeded,
-    /// The backend failed, or an edit could not be applied.
-    Backend(String),
+/// What a store operation returns.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Longest time one request may spend in store calls, all of them together.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// One request's view of the store: its namespace, the deadline all its store calls share, and
+/// whether it came through the Eureka API (whose namespaces keep a change log, spec §4.8).
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    pub namespace: &'a str,
+    pub deadline: Instant,
+    pub eureka: bool,
+}
+
+impl<'a> Call<'a> {
+    /// A call for a request that starts now.
+    pub fn new(namespace: &'a str) -> Call<'a> {
+        Call {
+            namespace,
+            deadline: Instant::now() + REQUEST_DEADLINE,
+            eureka: false,
+        }
+    }
+
+    /// The same call, marked as coming through the Eureka API.
+    pub fn from_eureka(self) -> Call<'a> {
+        Call {
+            eureka: true,
+            ..self
+        }
+    }
+
+    /// Time left before the deadline (zero once it passed).
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Where a change came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of this process (either API), or this process's own expiry.
+    Local,
+    /// A cluster peer (replication): never sent on to other peers.
+    Peer,
+    /// Another registry process through a shared store (Redis).
+    SharedStore,
+    /// A read-only catalog.
+    Catalog,
 }
 
 /// What changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ChangeKind {
-    /// A new id was registered (or an expired one registered again).
+    /// A new id was registered (or an expired or deregistered one registered again).
     Registered,
     /// An existing id was registered again; all of its data was replaced.
     Replaced,
-    /// The status or metadata of a live instance changed.
+    /// The status, metadata or tags of a live instance changed.
     Modified,
     Deregistered,
     Expired,
 }
 
-/// One change, as every consumer (response caches, the Eureka change log, later replication)
-/// sees it. Events of one instance may reach listeners out of order when two threads change it at
-/// once; their versions are in the true order.
+impl ChangeKind {
+    /// True for the kinds that end an instance.
+    pub fn is_removal(self) -> bool {
+        matches!(self, ChangeKind::Deregistered | ChangeKind::Expired)
+    }
+}
+
+/// One change, as every consumer sees it. Events of one instance may reach listeners out of
+/// order when two threads change it at once; `instance.version` gives the true order.
 #[derive(Clone, Debug)]
 pub struct Change {
     pub namespace: Arc<str>,
     /// The instance after the change; for removals, its last state.
     pub instance: Arc<Instance>,
     pub kind: ChangeKind,
-    /// Grows with every change of the store; never goes back while the process runs.
-    pub version: u64,
+    pub origin: Origin,
     /// When it happened, on the store's monotonic clock (nanoseconds).
     pub at: u64,
+}
+
+/// A heartbeat's effect, for the consumers that ask for it (replication): the lease of a
+/// registration now ends `remaining` from now. Caches never see these.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub namespace: Arc<str>,
+    pub id: Arc<str>,
+    /// The registration renewed ([`Instance::registration`]).
+    pub registration: Version,
+    pub remaining: Duration,
 }
 
 /// A consumer of changes. It runs on the thread that made the change, after the store's locks
 /// are released, so it must be quick and must not call back into the store's write paths.
 pub type Listener = Box<dyn Fn(&Change) + Send + Sync>;
+
+/// A consumer of lease events; the same rules as [`Listener`].
+pub type LeaseListener = Box<dyn Fn(&Lease) + Send + Sync>;
+
+/// A record made elsewhere (a peer, a snapshot, a repair), applied by the rules of the cluster
+/// contract §6 with its own times and TTL: no re-stamping, no re-clamping, no capacity check.
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// A live instance (its `version` and `registration` set) and the time its lease has left;
+    /// `None` never expires.
+    Live {
+        instance: Instance,
+        remaining: Option<Duration>,
+    },
+    /// A deregistration or an expiry.
+    Tombstone(Tombstone),
+}
+
+/// What a deregistration or an expiry leaves behind. Tombstones are never listed and never count
+/// against capacity; they stop late messages from bringing an instance back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    pub id: Arc<str>,
+    pub service_name: Arc<str>,
+    pub version: Version,
+    pub registration: Version,
+    /// For an expiry: the deadline that passed, as unix milliseconds (so that a late lease of the
+    /// same registration with a later deadline can still win, rule 4). `None` for a deregistration.
+    pub expired_at_unix_millis: Option<i64>,
+}
+
+/// What applying a [`Record`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The record replaced what was held (or filled a gap).
+    Accepted,
+    /// What was held is at least as new: nothing changed.
+    Ignored,
+}
 
 /// Time as the store sees it: a monotonic clock for deadlines, a wall clock for timestamps that
 /// are shown to clients. Tests inject a manual clock.
@@ -92,52 +194,99 @@ pub struct Snapshot {
     pub stale_after: Option<u64>,
 }
 
+/// What the Eureka change log of a namespace said at one moment (spec §4.8). The three parts are
+/// read together, so the counts describe exactly the store after the logged changes: a client
+/// that applies the entries to a full list it fetched earlier gets the hash code of the counts.
+#[derive(Default)]
+pub struct ChangeLog {
+    /// `versions__delta`: grows with every change, never goes back while the process runs.
+    pub version: u64,
+    /// Live instances per status, as the full list at this moment has them.
+    pub status_counts: Vec<(Arc<str>, u64)>,
+    /// Every instance changed within the retention, once, in its latest state, with its kind.
+    pub entries: Vec<(Arc<Instance>, ChangeKind)>,
+    /// The monotonic time until which this view stays true without a change event: when the
+    /// oldest entry leaves the log or an instance may expire; `None` when neither can happen.
+    pub stale_after: Option<u64>,
+}
+
+/// A secondary lookup that would otherwise scan a namespace.
+#[derive(Clone, Copy, Debug)]
+pub enum Lookup<'a> {
+    /// Instances registered through Eureka with this `instanceId`.
+    EurekaInstanceId(&'a str),
+    /// Instances registered through Eureka with this VIP address.
+    Vip(&'a str),
+    /// Instances registered through Eureka with this secure VIP address.
+    SecureVip(&'a str),
+}
+
 /// A namespace-partitioned instance store.
 ///
-/// Every operation names its namespace; namespaces share nothing. An instance whose TTL has run
-/// out is invisible to every operation from that moment, whether or not it was removed yet.
+/// Every operation names its namespace in its [`Call`]; namespaces share nothing. An instance
+/// whose TTL has run out is invisible to every operation from that moment, whether or not it was
+/// removed yet. Every method fails with `Unavailable` when the backend cannot answer before the
+/// call's deadline.
 pub trait Store: Send + Sync {
     /// Stores `instance` under its id, replacing any instance with that id; the TTL is clamped by
-    /// the store's policy and the heartbeat set to now. Returns the stored instance.
-    /// Fails on a length limit or, for a new id, when the namespace is full.
-    fn register(&self, namespace: &str, instance: Instance) -> Result<Arc<Instance>, StoreError>;
+    /// the store's policy, the heartbeat set to now and a new version issued. Returns the stored
+    /// instance. Fails on a limit or, for a new id, when the namespace is full.
+    fn register(&self, call: &Call, instance: Instance) -> Result<Arc<Instance>>;
 
     /// Renews the instance's lease. Fails with `NotFound` for an unknown or expired id.
-    fn heartbeat(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
+    fn heartbeat(&self, call: &Call, id: &str) -> Result<()>;
 
-    /// Removes the instance. Fails with `NotFound` for an unknown or expired id.
-    fn deregister(&self, namespace: &str, id: &str) -> Result<(), StoreError>;
+    /// Removes the instance, leaving a tombstone. Fails with `NotFound` for an unknown or expired
+    /// id.
+    fn deregister(&self, call: &Call, id: &str) -> Result<()>;
 
     /// Changes a live instance with `edit` (its status, metadata, tags or dirty timestamp; its id
-    /// and service stay), checks the metadata limit, renews the lease and marks it modified. Fails with
+    /// and service stay), checks the limits, renews the lease and marks it modified. Fails with
     /// `NotFound` for an unknown or expired id, with `edit`'s error, or on a limit; on failure
     /// nothing changes.
     fn modify(
         &self,
-        namespace: &str,
+        call: &Call,
         id: &str,
-        edit: &mut dyn FnMut(&mut Instance) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError>;
+        edit: &mut dyn FnMut(&mut Instance) -> Result<()>,
+    ) -> Result<()>;
 
     /// The live instance with this id.
-    fn get(&self, namespace: &str, id: &str) -> Option<Arc<Instance>>;
+    fn get(&self, call: &Call, id: &str) -> Result<Option<Arc<Instance>>>;
 
     /// Every live instance of the namespace, or of one service when `service` is given, shared
     /// rather than copied, so callers render them without holding any store lock.
-    fn snapshot(&self, namespace: &str, service: Option<&str>) -> Result<Snapshot, StoreError>;
+    fn snapshot(&self, call: &Call, service: Option<&str>) -> Result<Snapshot>;
 
-    /// Removes the expired instances of a namespace now, emitting their events, instead of
+    /// The live instances a secondary index finds, without scanning the namespace.
+    fn lookup(&self, call: &Call, lookup: Lookup) -> Result<Vec<Arc<Instance>>>;
+
+    /// Names of services with at least one live instance, sorted.
+    fn services(&self, call: &Call) -> Result<Vec<Arc<str>>>;
+
+    /// Removes the expired instances of the namespace now, emitting their events, instead of
     /// waiting for the periodic sweep.
-    fn expire(&self, namespace: &str);
+    fn expire(&self, call: &Call) -> Result<()>;
 
-    /// Names of services with at least one live instance.
-    fn services(&self, namespace: &str) -> Result<Vec<Arc<str>>, StoreError>;
+    /// The namespace's Eureka change log. The log is kept only for namespaces that Eureka calls
+    /// (`call.eureka`) have touched; for others it is empty, with the counts and version.
+    fn change_log(&self, call: &Call) -> Result<ChangeLog>;
+
+    /// `versions__delta` of the namespace (the [`ChangeLog::version`]) without the entries.
+    fn change_log_version(&self, call: &Call) -> Result<u64>;
+
+    /// Applies a record made elsewhere (cluster contract §6); `origin` is passed on in its event.
+    fn apply(&self, namespace: &str, record: Record, origin: Origin) -> Result<Applied>;
+
+    /// Applies a lease update made elsewhere: only to a live record of that registration, and
+    /// then the later deadline wins (rule 3).
+    fn apply_lease(&self, lease: &Lease) -> Result<Applied>;
 
     /// Adds a change listener.
     fn subscribe(&self, listener: Listener);
 
-    /// The version of the latest change of the whole store.
-    fn version(&self) -> u64;
+    /// Adds a lease listener: heartbeats are observed only by those who ask.
+    fn subscribe_leases(&self, listener: LeaseListener);
 
     /// The store's clock.
     fn clock(&self) -> &dyn Clock;

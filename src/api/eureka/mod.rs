@@ -5,19 +5,19 @@
 //! `model` decodes registrations, `render` draws instances and application documents, `delta`
 //! keeps the recent-change log.
 
-pub mod delta;
 pub mod model;
 pub mod render;
 
-use super::cache::{Built, View};
-use super::error::registration_error;
+use super::cache::{Built, Key, View};
+use super::error::{failure, registration_error};
 use super::{Api, Context};
 use crate::http::request::Request;
 use crate::http::response::{Body, Response};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::Status;
-use crate::registry::store::StoreError;
-use model::{RegisterError, Registration};
+use crate::registry::store::{ChangeKind, Lookup};
+use crate::registry::Error;
+use model::RegisterError;
 use render::{Action, Apps, Format};
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -83,18 +83,19 @@ pub fn handle(
     let store_id = || format!("{}:{}", param(0), param(1));
     match op {
         Op::Register => register(api, ctx, request, param(0)),
-        Op::Renew => lease_answer(api.store.heartbeat(&ctx.namespace, &store_id())),
-        Op::Cancel => lease_answer(api.store.deregister(&ctx.namespace, &store_id())),
+        Op::Renew => lease_answer(api.registry.heartbeat(&ctx.call(), &store_id())),
+        Op::Cancel => lease_answer(api.registry.deregister(&ctx.call(), &store_id())),
         Op::Apps => all_apps(api, ctx, format),
         Op::Delta => delta(api, ctx, format),
         Op::App => one_app(api, ctx, param(0), format),
-        Op::Instance => match api.store.get(&ctx.namespace, &store_id()) {
-            Some(instance) => document(
+        Op::Instance => match api.registry.get(&ctx.call(), &store_id()) {
+            Ok(Some(instance)) => document(
                 format,
                 200,
                 Body::Owned(render::instance_document(format, &instance)),
             ),
-            None => Response::error(404, INSTANCE_NOT_FOUND),
+            Ok(None) => Response::error(404, INSTANCE_NOT_FOUND),
+            Err(error) => failure(&error, 404, INSTANCE_NOT_FOUND),
         },
         Op::InstanceById => instance_by_id(api, ctx, param(0), format),
         Op::SetStatus | Op::RemoveStatus => set_status(
@@ -110,12 +111,11 @@ pub fn handle(
     }
 }
 
-/// Renew and cancel: 200, 404 for an unknown instance (D8), 500 for a store failure.
-fn lease_answer(result: Result<(), StoreError>) -> Response {
+/// Renew and cancel: 200, 404 for an unknown instance (D8), 503 when the store is unavailable.
+fn lease_answer(result: Result<(), Error>) -> Response {
     match result {
         Ok(()) => Response::empty(200),
-        Err(StoreError::NotFound) => Response::error(404, INSTANCE_NOT_FOUND),
-        Err(_) => Response::error(500, INSTANCE_NOT_FOUND),
+        Err(error) => failure(&error, 404, INSTANCE_NOT_FOUND),
     }
 }
 
@@ -135,7 +135,7 @@ fn register(api: &Api, ctx: &Context, request: &Request, app: &str) -> Response 
         Err(RegisterError::MissingFields) => return Response::error(400, REQUIRED_FIELDS_MISSING),
         Err(RegisterError::AppMismatch) => return Response::error(400, APPLICATION_MISMATCH),
     };
-    match api.store.register(&ctx.namespace, instance) {
+    match api.registry.register(&ctx.call(), instance) {
         Ok(_) => Response::empty(204),
         Err(error) => registration_error(&error),
     }
@@ -148,105 +148,143 @@ fn cached_document(
     ctx: &Context,
     service: Option<&str>,
     view: View,
-    build: &dyn Fn(&mut Apps) -> Vec<u8>,
+    build: &dyn Fn(&mut Apps, u64) -> Vec<u8>,
     format: Format,
-) -> Result<Option<Arc<[u8]>>, StoreError> {
-    let now = api.store.clock().monotonic_nanos();
-    let key = service.unwrap_or("");
-    api.cache.get_or_build(&ctx.namespace, key, view, now, || {
-        let snapshot = api.store.snapshot(&ctx.namespace, service)?;
+) -> Result<Option<Arc<[u8]>>, Error> {
+    let index = match service {
+        Some(service) => api.registry.service_index(&ctx.namespace, service),
+        None => api.registry.namespace_index(&ctx.namespace),
+    };
+    let key = Key {
+        namespace: &ctx.namespace,
+        service: service.unwrap_or(""),
+        view,
+        index,
+    };
+    let now = || api.registry.clock().monotonic_nanos();
+    api.cache.get_or_build(key, &now, || {
+        // The version is read before the store, so a cached body never carries a newer one
+        // than its instances.
+        let version = api.registry.change_log_version(&ctx.call())?;
+        let snapshot = api.registry.snapshot(&ctx.call(), service)?;
         let mut apps = Apps::default();
-        for instance in &snapshot.instances {
+        for (i, instance) in snapshot.instances.iter().enumerate() {
             apps.add(format, instance, Action::of(instance));
+            yield_every(i);
         }
         Ok(match (service, snapshot.instances.is_empty()) {
             (Some(_), true) => Built::Absent,
-            (None, true) => Built::Uncacheable(build(&mut apps)),
-            (_, false) => Built::Cacheable(build(&mut apps), snapshot.stale_after),
+            (None, true) => Built::Uncacheable(build(&mut apps, version)),
+            (_, false) => Built::Cacheable(build(&mut apps, version), snapshot.stale_after),
         })
     })
 }
 
+/// Instances rendered between two yields of a long render, so one request for a large list does
+/// not hold its worker while other connections wait.
+const RENDER_YIELD_EVERY: usize = 256;
+
+/// Lets other coroutines of this worker run every [`RENDER_YIELD_EVERY`] steps of a long loop.
+fn yield_every(step: usize) {
+    if step % RENDER_YIELD_EVERY == RENDER_YIELD_EVERY - 1 {
+        may::coroutine::yield_now();
+    }
+}
+
 /// `GET E/apps` and `E/apps/`: every instance of the namespace, all statuses.
 fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
-    // The version is read as the body is built, so a cached body never carries an older one.
-    let build = |apps: &mut Apps| {
-        apps.applications_document(format, api.store.version(), &apps.hash_code())
+    let build = |apps: &mut Apps, version: u64| {
+        apps.applications_document(format, version, &apps.hash_code())
     };
     match cached_document(api, ctx, None, View::EurekaApps(format), &build, format) {
         Ok(Some(body)) => document(format, 200, Body::Shared(body)),
-        _ => Response::error(500, APPLICATION_ENUMERATION),
+        Ok(None) => Response::error(500, APPLICATION_ENUMERATION),
+        Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
 }
 
 /// `GET E/apps/{app}`: 404 when the app has no instance (D9).
 fn one_app(api: &Api, ctx: &Context, app: &str, format: Format) -> Response {
-    let build = |apps: &mut Apps| apps.application_document(format);
+    let build = |apps: &mut Apps, _version: u64| apps.application_document(format);
     match cached_document(api, ctx, Some(app), View::EurekaApp(format), &build, format) {
         Ok(Some(body)) => document(format, 200, Body::Shared(body)),
         Ok(None) => Response::error(404, APPLICATION_NOT_FOUND),
-        Err(_) => Response::error(500, APPLICATION_ENUMERATION),
+        Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
 }
 
-/// The hash code of the whole namespace, as a full list at this moment would carry it.
-fn namespace_hash_code(api: &Api, ctx: &Context) -> Result<String, StoreError> {
-    let now = api.store.clock().monotonic_nanos();
-    let body = api
-        .cache
-        .get_or_build(&ctx.namespace, "", View::EurekaHashCode, now, || {
-            let snapshot = api.store.snapshot(&ctx.namespace, None)?;
-            let mut apps = Apps::default();
-            for instance in &snapshot.instances {
-                apps.count_status(&instance.status);
-            }
-            let hash = apps.hash_code().into_bytes();
-            Ok(match snapshot.instances.is_empty() {
-                true => Built::Uncacheable(hash),
-                false => Built::Cacheable(hash, snapshot.stale_after),
-            })
-        })?;
-    Ok(body.map_or_else(String::new, |b| String::from_utf8_lossy(&b).into_owned()))
+/// The hash code of spec §4.8 from per-status counts sorted by status; an empty status counts
+/// as `UP`.
+fn hash_code_of(counts: &[(Arc<str>, u64)]) -> String {
+    let mut merged: Vec<(&str, u64)> = Vec::with_capacity(counts.len());
+    for (status, count) in counts {
+        let status = if status.is_empty() { "UP" } else { status };
+        match merged.iter_mut().find(|(s, _)| *s == status) {
+            Some(entry) => entry.1 += count,
+            None => merged.push((status, *count)),
+        }
+    }
+    merged.sort_unstable();
+    merged
+        .iter()
+        .map(|(status, count)| format!("{status}_{count}_"))
+        .collect()
 }
 
-/// `GET E/apps/delta` (D7): the instances changed in the last 3 minutes, with the full hash code.
+/// `GET E/apps/delta` (D7): the instances changed in the last 3 minutes, with the hash code of
+/// the full list. The counts, the entries and the version come from one read of the change log,
+/// so they always agree; the body is cached until the namespace changes.
 fn delta(api: &Api, ctx: &Context, format: Format) -> Response {
-    // Expired instances leave the full list at their deadline; log their removal now too, so a
-    // client never sees a hash code the delta cannot explain.
-    api.store.expire(&ctx.namespace);
-    let version = api.store.version();
-    let Ok(hash_code) = namespace_hash_code(api, ctx) else {
-        return Response::error(500, APPLICATION_ENUMERATION);
+    let key = Key {
+        namespace: &ctx.namespace,
+        service: "",
+        view: View::EurekaDelta(format),
+        index: api.registry.namespace_index(&ctx.namespace),
     };
-    let now = api.store.clock().monotonic_nanos();
-    let mut apps = Apps::default();
-    for (instance, action) in api.delta.changes(&ctx.namespace, now) {
-        apps.add(format, &instance, action);
+    let now = || api.registry.clock().monotonic_nanos();
+    let built = api.cache.get_or_build(key, &now, || {
+        let log = api.registry.change_log(&ctx.call())?;
+        let mut apps = Apps::default();
+        for (i, (instance, kind)) in log.entries.iter().enumerate() {
+            let action = match kind {
+                ChangeKind::Registered | ChangeKind::Replaced => Action::Added,
+                ChangeKind::Modified => Action::Modified,
+                ChangeKind::Deregistered | ChangeKind::Expired => Action::Deleted,
+            };
+            apps.add(format, instance, action);
+            yield_every(i);
+        }
+        let body =
+            apps.applications_document(format, log.version, &hash_code_of(&log.status_counts));
+        Ok::<_, Error>(if log.entries.is_empty() && log.status_counts.is_empty() {
+            Built::Uncacheable(body)
+        } else {
+            Built::Cacheable(body, log.stale_after)
+        })
+    });
+    match built {
+        Ok(Some(body)) => document(format, 200, Body::Shared(body)),
+        Ok(None) => Response::error(500, APPLICATION_ENUMERATION),
+        Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
-    let body = apps.applications_document(format, version, &hash_code);
-    document(format, 200, Body::Owned(body))
 }
 
-/// `GET E/instances/{iid}`: the first instance whose id ends with `:{iid}` (kept as the original).
+/// `GET E/instances/{iid}`: an instance registered with that `instanceId`, from the store's
+/// index rather than a scan of the namespace.
 fn instance_by_id(api: &Api, ctx: &Context, iid: &str, format: Format) -> Response {
-    let suffix = format!(":{iid}");
-    let found = api
-        .store
-        .snapshot(&ctx.namespace, None)
-        .ok()
-        .and_then(|snapshot| {
-            snapshot
-                .instances
-                .into_iter()
-                .find(|instance| instance.id.ends_with(&suffix))
-        });
-    match found {
-        Some(instance) => document(
-            format,
-            200,
-            Body::Owned(render::instance_document(format, &instance)),
-        ),
-        None => Response::error(404, INSTANCE_NOT_FOUND),
+    match api
+        .registry
+        .lookup(&ctx.call(), Lookup::EurekaInstanceId(iid))
+    {
+        Ok(found) => match found.first() {
+            Some(instance) => document(
+                format,
+                200,
+                Body::Owned(render::instance_document(format, instance)),
+            ),
+            None => Response::error(404, INSTANCE_NOT_FOUND),
+        },
+        Err(error) => failure(&error, 404, INSTANCE_NOT_FOUND),
     }
 }
 
@@ -267,14 +305,16 @@ fn set_status(
         (_, Some(value)) => value.to_string(),
         (false, None) => "UNKNOWN".to_string(),
     };
-    let Some(current) = api.store.get(&ctx.namespace, id) else {
-        return Response::error(404, INSTANCE_NOT_FOUND);
+    let current = match api.registry.get(&ctx.call(), id) {
+        Ok(Some(current)) => current,
+        Ok(None) => return Response::error(404, INSTANCE_NOT_FOUND),
+        Err(error) => return failure(&error, 404, INSTANCE_NOT_FOUND),
     };
     if *current.service_name != *app {
         return Response::error(400, INSTANCE_NOT_FOUND);
     }
     let dirty = first_value(&query, "lastDirtyTimestamp").and_then(|d| d.parse::<i64>().ok());
-    let result = api.store.modify(&ctx.namespace, id, &mut |instance| {
+    let result = api.registry.modify(&ctx.call(), id, &mut |instance| {
         instance.status = Status::new(&status);
         if let Some(dirty) = dirty.filter(|d| *d > instance.dirty_unix_millis) {
             instance.dirty_unix_millis = dirty;
@@ -283,16 +323,17 @@ fn set_status(
     });
     match result {
         Ok(()) => Response::empty(200),
-        Err(StoreError::NotFound) => Response::error(404, INSTANCE_NOT_FOUND),
-        Err(_) => Response::error(500, INSTANCE_NOT_FOUND),
+        Err(error) => failure(&error, 404, INSTANCE_NOT_FOUND),
     }
 }
 
 /// `PUT …/metadata?k=v…` (D12): each query parameter sets one metadata key to a string.
 fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Response {
     let query = parse_query(request.query.as_deref());
-    if api.store.get(&ctx.namespace, id).is_none() {
-        return Response::error(404, INSTANCE_NOT_FOUND);
+    match api.registry.get(&ctx.call(), id) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Response::error(404, INSTANCE_NOT_FOUND),
+        Err(error) => return failure(&error, 404, INSTANCE_NOT_FOUND),
     }
     let mut updates: Vec<(&str, &str)> = Vec::new();
     for (name, value) in &query {
@@ -303,7 +344,7 @@ fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Res
     if updates.is_empty() {
         return Response::empty(200);
     }
-    let result = api.store.modify(&ctx.namespace, id, &mut |instance| {
+    let result = api.registry.modify(&ctx.call(), id, &mut |instance| {
         let mut members = instance
             .metadata
             .as_ref()
@@ -311,7 +352,7 @@ fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Res
             .unwrap_or_default();
         for (name, value) in &updates {
             let value = RawValue::from_string(serde_json::Value::from(*value).to_string())
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+                .map_err(|e| Error::internal(e.to_string()))?;
             match members.iter_mut().find(|(k, _)| k == name) {
                 Some(member) => member.1 = value,
                 None => members.push((name.to_string(), value)),
@@ -327,8 +368,7 @@ fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Res
             json.push_str(value.get());
         }
         json.push('}');
-        let metadata =
-            RawValue::from_string(json).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let metadata = RawValue::from_string(json).map_err(|e| Error::internal(e.to_string()))?;
         if updates.iter().any(|(name, _)| *name == "amalgam8.tags") {
             instance.tags = model::tags_of(&metadata);
         }
@@ -337,32 +377,30 @@ fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Res
     });
     match result {
         Ok(()) => Response::empty(200),
-        Err(StoreError::NotFound) => Response::error(404, INSTANCE_NOT_FOUND),
-        Err(error @ StoreError::Limit(_)) => registration_error(&error),
-        Err(_) => Response::error(500, INSTANCE_NOT_FOUND),
+        Err(error) => failure(&error, 404, INSTANCE_NOT_FOUND),
     }
 }
 
 /// `GET E/vips/{vip}` and `GET E/svips/{svip}`: Eureka-registered instances with that (secure)
-/// VIP address, exactly.
+/// VIP address, exactly, from the store's index.
 fn vip_list(api: &Api, ctx: &Context, vip: &str, secure: bool, format: Format) -> Response {
-    let version = api.store.version();
-    let Ok(snapshot) = api.store.snapshot(&ctx.namespace, None) else {
-        return Response::error(500, VIP_ENUMERATION);
+    let lookup = if secure {
+        Lookup::SecureVip(vip)
+    } else {
+        Lookup::Vip(vip)
+    };
+    let found = api
+        .registry
+        .change_log_version(&ctx.call())
+        .and_then(|version| Ok((version, api.registry.lookup(&ctx.call(), lookup)?)));
+    let (version, instances) = match found {
+        Ok(found) => found,
+        Err(error) => return failure(&error, 500, VIP_ENUMERATION),
     };
     let mut apps = Apps::default();
-    for instance in &snapshot.instances {
-        let Some(registration) = Registration::of(instance) else {
-            continue;
-        };
-        let matches = if secure {
-            registration.secure_vip_address.as_deref() == Some(vip)
-        } else {
-            registration.vip_address == vip
-        };
-        if matches {
-            apps.add(format, instance, Action::of(instance));
-        }
+    for (i, instance) in instances.iter().enumerate() {
+        apps.add(format, instance, Action::of(instance));
+        yield_every(i);
     }
     let body = apps.applications_document(format, version, &apps.hash_code());
     document(format, 200, Body::Owned(body))

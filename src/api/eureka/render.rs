@@ -6,12 +6,8 @@ use crate::registry::instance::Instance;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
-/// A response body format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Json,
-    Xml,
-}
+/// A response body format (defined beside the cache, which keeps one body per format).
+pub use crate::api::cache::Format;
 
 const DEFAULT_DATA_CENTER_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
 const DEFAULT_DATA_CENTER_NAME: &str = "MyOwn";
