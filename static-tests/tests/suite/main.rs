@@ -5,5 +5,6 @@ mod auth;
 mod eureka;
 mod expiry;
 mod framing;
+mod hardening;
 mod process;
 mod scratch;
