@@ -30,6 +30,8 @@ const ENDPOINT_TOO_LONG: &str =
 const STATUS_TOO_LONG: &str = "Failed to register the instance because status exceeded 32 bytes";
 const METADATA_TOO_LONG: &str =
     "Failed to register the instance because metadata exceeded 1024 bytes";
+/// D38: also for too many tags, whatever their length.
+const TAGS_TOO_LONG: &str = "Failed to register the instance because tags exceeded 8192 bytes";
 
 /// The answer to a failed registration (spec 3.4 step 9).
 pub fn registration_error(error: &StoreError) -> Response {
@@ -41,6 +43,7 @@ pub fn registration_error(error: &StoreError) -> Response {
                 LimitError::EndpointValue => ENDPOINT_TOO_LONG,
                 LimitError::Status => STATUS_TOO_LONG,
                 LimitError::Metadata => METADATA_TOO_LONG,
+                LimitError::Tags => TAGS_TOO_LONG,
             },
         ),
         StoreError::CapacityExceeded => Response::error(403, REGISTRATION_FAILURE),
