@@ -2,73 +2,33 @@
 
 use super::cache::{Built, Key, View};
 use super::error::*;
+use super::json::{self, nesting_within, write_string as write_str, MAX_JSON_DEPTH};
 use super::{Api, Context};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::{
-    derive_id, Endpoint, EndpointType, Instance, OUT_OF_SERVICE, STARTING, UP,
+    derive_id, Endpoint, EndpointType, Instance, LimitError, TagCollector, OUT_OF_SERVICE,
+    STARTING, UP,
 };
 use crate::registry::store::Snapshot;
 use crate::registry::Error;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Deepest JSON nesting accepted in a request body (spec D15): the top-level value counts as 1.
-pub const MAX_JSON_DEPTH: usize = 64;
-
-/// True when `body` nests arrays and objects at most `limit` deep. Runs before the parser so a
-/// hostile body never drives the recursive parser deep into a coroutine's small stack.
-pub fn nesting_within(body: &[u8], limit: usize) -> bool {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return false;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    true
-}
-
-/// The members of a JSON object, raw; the last of duplicate keys wins. `null` is an empty object.
-type Members<'a> = HashMap<String, &'a RawValue>;
-
-fn object(raw: &str) -> Option<Members<'_>> {
-    serde_json::from_str::<Option<Members<'_>>>(raw)
-        .ok()
-        .map(Option::unwrap_or_default)
-}
-
-/// A member decoded as `T`; `null` and absence are `None`; a type mismatch is an error.
-fn member<'a, T: serde::Deserialize<'a>>(
-    members: &Members<'a>,
-    key: &str,
-) -> Result<Option<T>, ()> {
-    match members.get(key) {
-        None => Ok(None),
-        Some(raw) => serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| ()),
-    }
-}
+const REGISTRATION_MEMBERS: &[&str] = &[
+    "service_name",
+    "endpoint",
+    "ttl",
+    "status",
+    "tags",
+    "metadata",
+];
+const ENDPOINT_MEMBERS: &[&str] = &["type", "value"];
 
 /// A registration body, decoded and type-checked but not yet validated.
 struct Registration {
@@ -77,32 +37,82 @@ struct Registration {
     endpoint: Option<(Option<String>, Option<String>)>,
     ttl: Option<u32>,
     status: Option<String>,
-    tags: Option<Vec<String>>,
+    tags: Option<Tags>,
     metadata: Option<Box<RawValue>>,
 }
 
-fn decode_registration(body: &[u8]) -> Result<Registration, ()> {
-    if !nesting_within(body, MAX_JSON_DEPTH) {
-        return Err(());
+/// The `tags` of a body: every element must be a string (else the body is invalid), and beyond
+/// the bound of D38 none are kept, so a body of a million tags costs no more than the bound.
+struct Tags(Result<Vec<String>, LimitError>);
+
+impl<'de> serde::Deserialize<'de> for Tags {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Tags, D::Error> {
+        deserializer.deserialize_seq(TagsVisitor)
     }
-    let text = std::str::from_utf8(body).map_err(|_| ())?;
-    let members = object(text).ok_or(())?;
+}
+
+struct TagsVisitor;
+
+impl<'de> Visitor<'de> for TagsVisitor {
+    type Value = Tags;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Tags, A::Error> {
+        let mut tags = TagCollector::default();
+        while seq.next_element_seed(PushTag(&mut tags))?.is_some() {}
+        Ok(Tags(tags.finish()))
+    }
+}
+
+/// One tag, handed to the collector without a copy of its own.
+struct PushTag<'c>(&'c mut TagCollector);
+
+impl<'de> DeserializeSeed<'de> for PushTag<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PushTag<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, tag: &str) -> Result<(), E> {
+        self.0.push(tag);
+        Ok(())
+    }
+}
+
+fn decode_registration(body: &[u8]) -> Result<Registration, json::Malformed> {
+    if !nesting_within(body, MAX_JSON_DEPTH) {
+        return Err(json::Malformed);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| json::Malformed)?;
+    let members = json::object(text, REGISTRATION_MEMBERS)?
+        .unwrap_or_else(|| json::Members::empty(REGISTRATION_MEMBERS));
     let endpoint = match members.get("endpoint") {
         None => None,
-        Some(raw) if raw.get() == "null" => None,
-        Some(raw) => {
-            let inner: Members<'_> = serde_json::from_str(raw.get()).map_err(|_| ())?;
-            Some((member(&inner, "type")?, member(&inner, "value")?))
-        }
+        Some(raw) => match json::object(raw.get(), ENDPOINT_MEMBERS)? {
+            None => None,
+            Some(inner) => Some((inner.field("type")?, inner.field("value")?)),
+        },
     };
     Ok(Registration {
-        service_name: member(&members, "service_name")?,
+        service_name: members.field("service_name")?,
         endpoint,
-        ttl: member(&members, "ttl")?,
-        status: member(&members, "status")?,
-        tags: member(&members, "tags")?,
+        ttl: members.field("ttl")?,
+        status: members.field("status")?,
+        tags: members.field("tags")?,
         // `null` metadata is kept and echoed as `null` (spec 3.1).
-        metadata: members.get("metadata").map(|raw| (*raw).to_owned()),
+        metadata: members.get("metadata").map(|raw| raw.to_owned()),
     })
 }
 
@@ -147,7 +157,14 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
         Duration::from_secs(u64::from(registration.ttl.unwrap_or(0))),
     );
     instance.metadata = registration.metadata;
-    instance.tags = registration.tags.unwrap_or_default();
+    match registration.tags {
+        None => {}
+        Some(Tags(Ok(tags))) => instance.tags = tags,
+        Some(Tags(Err(exceeded))) => {
+            let limit = instance.first_limit_error(exceeded);
+            return registration_error(&Error::limit(limit));
+        }
+    }
     let stored = match api.registry.register(&ctx.call(), instance) {
         Ok(stored) => stored,
         Err(error) => return registration_error(&error),
@@ -317,7 +334,7 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
     }
     let id = first_value(&query, "id");
     let service = first_value(&query, "service_name");
-    let tags: Option<Vec<&str>> = first_value(&query, "tags").map(|t| t.split(',').collect());
+    let tags = first_value(&query, "tags").map(TagFilter::new);
     let status = first_value(&query, "status").map(|s| {
         match ["UP", "STARTING", "OUT_OF_SERVICE", "ALL"]
             .into_iter()
@@ -338,15 +355,13 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
         };
     }
 
-    let selected = |instance: &Instance| -> bool {
+    let mut seen = Vec::new();
+    let mut selected = |instance: &Instance| -> bool {
         if id.is_some_and(|id| *instance.id != *id) {
             return false;
         }
         if let Some(tags) = &tags {
-            if !tags
-                .iter()
-                .all(|t| instance.tags.iter().any(|have| have == t))
-            {
+            if !tags.matches(&instance.tags, &mut seen) {
                 return false;
             }
         }
@@ -388,10 +403,45 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
     Response::json(200, body)
 }
 
-/// Writes a JSON string literal.
-fn write_str(out: &mut Vec<u8>, text: &str) {
-    // Serialising a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+/// A `tags=a,b` selection (spec 3.7): an instance must carry every listed tag. The distinct tags
+/// are numbered once per request, and each instance's tags are looked up in them, so the cost is
+/// one pass over the instance's tags whatever the length of the query.
+struct TagFilter<'q> {
+    wanted: HashMap<&'q str, usize>,
+}
+
+impl<'q> TagFilter<'q> {
+    fn new(query: &'q str) -> TagFilter<'q> {
+        let mut wanted = HashMap::new();
+        for tag in query.split(',') {
+            let next = wanted.len();
+            wanted.entry(tag).or_insert(next);
+        }
+        TagFilter { wanted }
+    }
+
+    /// True when `tags` holds every wanted tag; `seen` is scratch space kept between calls.
+    fn matches(&self, tags: &[String], seen: &mut Vec<bool>) -> bool {
+        let needed = self.wanted.len();
+        if tags.len() < needed {
+            return false;
+        }
+        seen.clear();
+        seen.resize(needed, false);
+        let mut found = 0;
+        for tag in tags {
+            if let Some(&slot) = self.wanted.get(tag.as_str()) {
+                if !seen[slot] {
+                    seen[slot] = true;
+                    found += 1;
+                    if found == needed {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
 }
 
 /// Writes one instance in the field order of spec 3.7, leaving out empty fields.
@@ -454,14 +504,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nesting_limit_counts_brackets_outside_strings() {
-        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert!(nesting_within(nested(64).as_bytes(), 64));
-        assert!(!nesting_within(nested(65).as_bytes(), 64));
-        assert!(nesting_within(br#"{"a":"[[[[[[[[[[\"[[["}"#, 2));
-    }
-
-    #[test]
     fn registration_decoding_is_strict_about_types() {
         assert!(decode_registration(b"").is_err());
         assert!(decode_registration(b"[]").is_err());
@@ -479,6 +521,35 @@ mod tests {
         assert_eq!(meta.metadata.unwrap().get(), "null");
         let keys = decode_registration(br#"{"SERVICE_NAME":"case"}"#).unwrap();
         assert!(keys.service_name.is_none());
+        assert!(decode_registration(br#"{"tags":["a",1]}"#).is_err());
+        assert!(decode_registration(br#"{"tags":["a",null]}"#).is_err());
+        let tags = |n: usize| {
+            let body = format!(r#"{{"tags":{}}}"#, serde_json::json!(vec!["t"; n]));
+            decode_registration(body.as_bytes())
+                .unwrap()
+                .tags
+                .unwrap()
+                .0
+        };
+        assert_eq!(tags(256).unwrap().len(), 256);
+        assert_eq!(tags(257), Err(LimitError::Tags));
+        assert_eq!(tags(300_000), Err(LimitError::Tags));
+    }
+
+    #[test]
+    fn tag_filters_need_every_distinct_tag() {
+        let owned = |tags: &[&str]| tags.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let mut seen = Vec::new();
+        let filter = TagFilter::new("DB,NoSQL,DB");
+        assert!(filter.matches(&owned(&["NoSQL", "x", "DB"]), &mut seen));
+        assert!(!filter.matches(&owned(&["DB", "DB", "DB"]), &mut seen));
+        assert!(!filter.matches(&owned(&["DB"]), &mut seen));
+        assert!(TagFilter::new("").matches(&owned(&["a", ""]), &mut seen));
+        assert!(!TagFilter::new("").matches(&owned(&["a"]), &mut seen));
+        let long = "z,".repeat(10_000) + "y";
+        let filter = TagFilter::new(&long);
+        assert_eq!(filter.wanted.len(), 2);
+        assert!(filter.matches(&owned(&["y", "z"]), &mut seen));
     }
 
     #[test]

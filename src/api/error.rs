@@ -30,6 +30,8 @@ const ENDPOINT_TOO_LONG: &str =
 const STATUS_TOO_LONG: &str = "Failed to register the instance because status exceeded 32 bytes";
 const METADATA_TOO_LONG: &str =
     "Failed to register the instance because metadata exceeded 1024 bytes";
+/// D38: also for too many tags, whatever their length.
+const TAGS_TOO_LONG: &str = "Failed to register the instance because tags exceeded 8192 bytes";
 
 /// The answer when the store could not be reached in time, on every route of both APIs.
 pub const STORE_UNAVAILABLE: &str = "Registry store unavailable";
@@ -50,6 +52,7 @@ pub fn failure(error: &Error, not_found_status: u16, message: &'static str) -> R
                 Some(LimitError::EndpointValue) => ENDPOINT_TOO_LONG,
                 Some(LimitError::Status) => STATUS_TOO_LONG,
                 Some(LimitError::Metadata) | None => METADATA_TOO_LONG,
+                Some(LimitError::Tags) => TAGS_TOO_LONG,
             },
         ),
         ErrorKind::Capacity => Response::error(403, REGISTRATION_FAILURE),

@@ -9,6 +9,7 @@ pub mod amalgam8;
 pub mod cache;
 pub mod error;
 pub mod eureka;
+pub mod json;
 pub mod ops;
 
 use crate::auth::{extract_token, AuthError, Authenticator};

@@ -1,8 +1,8 @@
 //! The instance record, its id derivation, its limits and TTL clamping (spec 3.1-3.3).
 
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use std::any::Any;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,10 @@ pub const MAX_ENDPOINT_VALUE_BYTES: usize = 128;
 pub const MAX_STATUS_BYTES: usize = 32;
 /// Largest metadata, in bytes of the raw JSON text as received.
 pub const MAX_METADATA_BYTES: usize = 1024;
+/// Most tags one registration carries (D38).
+pub const MAX_TAGS: usize = 256;
+/// Most bytes the tags of one registration add up to (D38).
+pub const MAX_TAGS_BYTES: usize = 8192;
 
 /// The status that never expires (spec 3.3, D18).
 pub const OUT_OF_SERVICE: &str = "OUT_OF_SERVICE";
@@ -64,14 +68,155 @@ pub struct Endpoint {
     pub value: String,
 }
 
-/// Protocol-specific data a store keeps with an instance without looking into it (the Eureka API
-/// keeps the original registration fields here).
-#[derive(Clone)]
-pub struct Extension(pub Arc<dyn Any + Send + Sync>);
+/// Protocol-specific data a store keeps with an instance. It is plain data, so it can be encoded
+/// and sent to a replication peer or another reader of a shared store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Extension {
+    /// The fields of a Eureka registration. Shared: a status change or a metadata update copies
+    /// the instance, not them.
+    Eureka(Arc<EurekaFields>),
+}
 
-impl fmt::Debug for Extension {
+/// A Eureka port as registered: `$` keeps its JSON type, so numbers come back as numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortNumber {
+    Number(serde_json::Number),
+    Text(Box<str>),
+}
+
+impl PortNumber {
+    /// The natural text form (`8080`, or a string as given).
+    pub fn text(&self) -> String {
+        match self {
+            PortNumber::Number(n) => n.to_string(),
+            PortNumber::Text(t) => t.to_string(),
+        }
+    }
+}
+
+/// A Eureka `port` or `securePort`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<PortNumber>,
+}
+
+/// JSON text known to be well-formed (it was parsed when it was received or decoded).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// `None` when `text` is not one well-formed JSON value.
+    pub fn parse(text: String) -> Option<JsonText> {
+        RawValue::from_string(text).ok().map(JsonText)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &JsonText) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// A Eureka `dataCenterInfo`; a field left `None` is rendered with Netflix's default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataCenter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Box<str>>,
+    /// The `metadata` object, as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<JsonText>,
+}
+
+/// The fields of a Eureka registration that the common record does not hold, laid over the
+/// defaults when the instance is rendered for Eureka clients (spec 4.5, 4.6 step 2). The lease
+/// data (registration, renewal and dirty timestamps, renewal interval) is kept by the record
+/// itself, since the store maintains it. A field left `None` was not registered.
+///
+/// Strings are boxed slices (two words, not three) and the app name shares the record's service
+/// name, because a registry holds a hundred thousand of these.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EurekaFields {
+    /// The app name; always the instance's service name.
+    pub app: Arc<str>,
+    /// The `instanceId` the client gave; `None` when the id was resolved from other fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<Box<str>>,
+    pub host_name: Box<str>,
+    pub ip_addr: Box<str>,
+    pub vip_address: Box<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_vip_address: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_group_name: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_port: Option<Port>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_page_url: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_page_url: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_url: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_center: Option<Box<DataCenter>>,
+}
+
+/// Bytes that are not an encoding of [`EurekaFields`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(String);
+
+impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Extension(..)")
+        write!(f, "not encoded Eureka fields: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl EurekaFields {
+    /// Roughly the heap bytes these fields hold.
+    pub fn approximate_bytes(&self) -> usize {
+        let text = |t: &Option<Box<str>>| t.as_ref().map_or(0, |t| t.len());
+        std::mem::size_of::<EurekaFields>()
+            + self.app.len()
+            + text(&self.instance_id)
+            + self.host_name.len()
+            + self.ip_addr.len()
+            + self.vip_address.len()
+            + text(&self.secure_vip_address)
+            + text(&self.app_group_name)
+            + text(&self.home_page_url)
+            + text(&self.status_page_url)
+            + text(&self.health_check_url)
+            + self.data_center.as_ref().map_or(0, |_| 256)
+    }
+
+    /// The fields as compact JSON text, for a replication peer or a shared store.
+    pub fn encode(&self) -> Vec<u8> {
+        // Strings, numbers, booleans and already-valid JSON text into memory: serde_json has
+        // nothing here that it could fail on.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads what [`EurekaFields::encode`] wrote. Fails on anything else; never panics. Unknown
+    /// members are skipped (a newer peer may send more); serde_json skips them, and checks the
+    /// embedded data-centre metadata, without recursion, so no input can exhaust a stack.
+    pub fn decode(bytes: &[u8]) -> Result<EurekaFields, DecodeError> {
+        serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))
     }
 }
 
@@ -220,10 +365,39 @@ impl Instance {
         }
     }
 
-    /// The keys of the store's secondary indexes: the Eureka `instanceId`, VIP address and
-    /// secure VIP address, for instances registered through Eureka.
+    /// The fields of its Eureka registration, if it was registered through Eureka.
+    pub fn eureka(&self) -> Option<&EurekaFields> {
+        match &self.extension {
+            Some(Extension::Eureka(fields)) => Some(fields),
+            None => None,
+        }
+    }
+
+    /// The keys of the store's secondary indexes, for instances registered through Eureka: the
+    /// instance id within its app (the part of the store id after the app, whose `:` and `~` are
+    /// escaped with `~`), the VIP address and the secure VIP address.
     pub fn lookup_keys(&self) -> [Option<&str>; 3] {
-        [None, None, None]
+        let Some(fields) = self.eureka() else {
+            return [None, None, None];
+        };
+        let mut escaped = false;
+        let mut split = None;
+        for (at, byte) in self.id.bytes().enumerate() {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'~') => escaped = true,
+                (false, b':') => {
+                    split = Some(at);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        [
+            split.map(|at| &self.id[at + 1..]),
+            Some(&fields.vip_address),
+            fields.secure_vip_address.as_deref(),
+        ]
     }
 
     /// Roughly the heap bytes this instance holds, for byte budgets (the change log's).
@@ -235,7 +409,7 @@ impl Instance {
             + self.endpoint.value.len()
             + self.metadata.as_ref().map_or(0, |m| m.get().len())
             + self.tags.iter().map(|t| t.len() + 24).sum::<usize>()
-            + if self.extension.is_some() { 512 } else { 0 }
+            + self.eureka().map_or(0, EurekaFields::approximate_bytes)
     }
 }
 
@@ -275,13 +449,51 @@ impl TtlPolicy {
     }
 }
 
-/// The field whose byte-length limit an instance broke (checked by the store, spec 3.4 step 9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The field whose limit an instance broke (checked by the store, spec 3.4 step 9). The variants
+/// are in the order the store checks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LimitError {
     ServiceName,
     EndpointValue,
     Status,
     Metadata,
+    /// More than [`MAX_TAGS`] tags, or more than [`MAX_TAGS_BYTES`] bytes of them.
+    Tags,
+}
+
+/// Gathers a registration's tags one at a time within D38's bound. Once the bound is passed it
+/// keeps nothing more, so a decoder holds at most the bound whatever the body carries.
+#[derive(Debug, Default)]
+pub struct TagCollector {
+    tags: Vec<String>,
+    bytes: usize,
+    exceeded: bool,
+}
+
+impl TagCollector {
+    /// Adds one tag; false once the bound has been passed.
+    pub fn push(&mut self, tag: &str) -> bool {
+        if self.exceeded {
+            return false;
+        }
+        self.bytes += tag.len();
+        if self.tags.len() == MAX_TAGS || self.bytes > MAX_TAGS_BYTES {
+            self.exceeded = true;
+            self.tags = Vec::new();
+            return false;
+        }
+        self.tags.push(tag.to_string());
+        true
+    }
+
+    /// The tags, or [`LimitError::Tags`] if there were too many.
+    pub fn finish(self) -> Result<Vec<String>, LimitError> {
+        if self.exceeded {
+            Err(LimitError::Tags)
+        } else {
+            Ok(self.tags)
+        }
+    }
 }
 
 impl Instance {
@@ -296,7 +508,26 @@ impl Instance {
         if self.status.len() > MAX_STATUS_BYTES {
             return Err(LimitError::Status);
         }
-        self.check_metadata_limit()
+        self.check_metadata_limit()?;
+        self.check_tags_limit()
+    }
+
+    /// Checks the tags bound of D38 (count, then bytes).
+    pub fn check_tags_limit(&self) -> Result<(), LimitError> {
+        let bytes: usize = self.tags.iter().map(String::len).sum();
+        if self.tags.len() > MAX_TAGS || bytes > MAX_TAGS_BYTES {
+            return Err(LimitError::Tags);
+        }
+        Ok(())
+    }
+
+    /// The limit error of a registration one of whose fields was found over its limit while
+    /// it was decoded, and so was not kept: the first limit broken in the store's order.
+    pub fn first_limit_error(&self, exceeded: LimitError) -> LimitError {
+        match self.check_limits() {
+            Err(earlier) if earlier < exceeded => earlier,
+            _ => exceeded,
+        }
     }
 
     /// Checks the metadata limit alone: the one limit a modification can break (a status set

@@ -905,7 +905,9 @@ impl Store for MemoryStore {
             // The id and the service index the entry: an edit cannot move it.
             changed.id = entry.instance.id.clone();
             changed.service_name = entry.instance.service_name.clone();
-            changed.check_limits().map_err(Error::limit)?;
+            // A status set through Eureka has no length limit (spec 4.3): only the metadata can
+            // break one here.
+            changed.check_metadata_limit().map_err(Error::limit)?;
             changed.last_heartbeat.set(unix_now);
             changed.updated_unix_nanos = unix_now;
             changed.modified = true;

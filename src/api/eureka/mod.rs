@@ -1,15 +1,18 @@
 //! The Eureka-compatible protocol (spec section 4): Netflix Eureka clients register, renew,
 //! discover and cancel here, in JSON or XML, under three base paths (D5).
 //!
-//! Eureka ids are `APP:instanceId` in the shared store, so both protocols see every instance.
-//! `model` decodes registrations, `render` draws instances and application documents, `delta`
-//! keeps the recent-change log.
+//! Eureka ids are `APP:instanceId` in the shared store (with `:` escaped in the app part where
+//! it has one, see [`model::store_id`]), so both protocols see every instance. `model` decodes
+//! registrations, `xml` reads and writes Netflix's XML, `render` draws instances and application
+//! documents, `delta` keeps the recent-change log.
 
 pub mod model;
 pub mod render;
+pub mod xml;
 
 use super::cache::{Built, Key, View};
 use super::error::{failure, registration_error};
+use super::json::{ordered_members, push_string, OrderedObject};
 use super::{Api, Context};
 use crate::http::request::Request;
 use crate::http::response::{Body, Response};
@@ -20,6 +23,7 @@ use crate::registry::Error;
 use model::RegisterError;
 use render::{Action, Apps, Format};
 use serde_json::value::RawValue;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 const INSTANCE_NOT_FOUND: &str = "Instance not found";
@@ -80,7 +84,7 @@ pub fn handle(
 ) -> Response {
     let param = |i: usize| params.get(i).map_or("", String::as_str);
     let format = negotiate(request, default_format);
-    let store_id = || format!("{}:{}", param(0), param(1));
+    let store_id = || model::store_id(param(0), param(1));
     match op {
         Op::Register => register(api, ctx, request, param(0)),
         Op::Renew => lease_answer(api.registry.heartbeat(&ctx.call(), &store_id())),
@@ -134,6 +138,7 @@ fn register(api: &Api, ctx: &Context, request: &Request, app: &str) -> Response 
         Err(RegisterError::Invalid) => return Response::error(400, REGISTRATION_FAILURE),
         Err(RegisterError::MissingFields) => return Response::error(400, REQUIRED_FIELDS_MISSING),
         Err(RegisterError::AppMismatch) => return Response::error(400, APPLICATION_MISMATCH),
+        Err(RegisterError::Limit(limit)) => return registration_error(&Error::limit(limit)),
     };
     match api.registry.register(&ctx.call(), instance) {
         Ok(_) => Response::empty(204),
@@ -335,44 +340,42 @@ fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Res
         Ok(None) => return Response::error(404, INSTANCE_NOT_FOUND),
         Err(error) => return failure(&error, 404, INSTANCE_NOT_FOUND),
     }
-    let mut updates: Vec<(&str, &str)> = Vec::new();
-    for (name, value) in &query {
-        if !updates.iter().any(|(n, _)| n == name) {
-            updates.push((name, value));
-        }
-    }
+    // The first value of each name counts.
+    let mut seen = HashSet::new();
+    let updates: Vec<(&str, &str)> = query
+        .iter()
+        .filter(|(name, _)| seen.insert(name.as_str()))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
     if updates.is_empty() {
         return Response::empty(200);
     }
     let result = api.registry.modify(&ctx.call(), id, &mut |instance| {
-        let mut members = instance
+        let mut members: OrderedObject<String> = OrderedObject::default();
+        if let Some(stored) = instance
             .metadata
             .as_ref()
-            .and_then(|m| render::ordered_members(m.get()))
-            .unwrap_or_default();
+            .and_then(|m| ordered_members(m.get()))
+        {
+            for (name, value) in stored.iter() {
+                members.insert(name, value.to_string());
+            }
+        }
         for (name, value) in &updates {
-            let value = RawValue::from_string(serde_json::Value::from(*value).to_string())
-                .map_err(|e| Error::internal(e.to_string()))?;
-            match members.iter_mut().find(|(k, _)| k == name) {
-                Some(member) => member.1 = value,
-                None => members.push((name.to_string(), value)),
-            }
+            let mut text = String::with_capacity(value.len() + 2);
+            push_string(&mut text, value);
+            members.insert(name, text);
         }
-        let mut json = String::from("{");
-        for (i, (key, value)) in members.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(&serde_json::Value::from(key.as_str()).to_string());
-            json.push(':');
-            json.push_str(value.get());
-        }
-        json.push('}');
-        let metadata = RawValue::from_string(json).map_err(|e| Error::internal(e.to_string()))?;
-        if updates.iter().any(|(name, _)| *name == "amalgam8.tags") {
-            instance.tags = model::tags_of(&metadata);
-        }
+        let metadata =
+            RawValue::from_string(members.to_json()).map_err(|e| Error::internal(e.to_string()))?;
         instance.metadata = Some(metadata);
+        // The store checks the metadata length after this edit; the tags derived from it are
+        // judged here, after the metadata as on registration.
+        instance.check_metadata_limit().map_err(Error::limit)?;
+        if updates.iter().any(|(name, _)| *name == "amalgam8.tags") {
+            let metadata = instance.metadata.as_ref().map_or("", |m| m.get());
+            instance.tags = model::tags_of(metadata).map_err(Error::limit)?;
+        }
         Ok(())
     });
     match result {

@@ -1,81 +1,23 @@
 //! Eureka registrations: decoding JSON and XML bodies, validating them in the order of spec 4.4,
-//! and mapping them to registry instances (spec 4.5).
+//! and mapping them to registry instances (spec 4.5), including their store ids.
 //!
-//! XML bodies are first converted to the JSON model of spec 4.2, so both formats share one decoder
-//! and one set of rules.
+//! XML bodies are first converted to the JSON model of spec 4.2 (by [`super::xml`]), so both
+//! formats share one decoder and one set of rules. Objects are read with [`crate::api::json`]:
+//! one pass, only the members the model names are kept.
 
-use super::super::amalgam8::{nesting_within, MAX_JSON_DEPTH};
-use crate::registry::instance::{Endpoint, EndpointType, Extension, Instance};
-use quick_xml::events::Event;
+use super::render::{DEFAULT_DATA_CENTER_CLASS, DEFAULT_DATA_CENTER_NAME};
+use super::xml;
+use crate::api::json::{self, nesting_within, Members, MAX_JSON_DEPTH};
+use crate::registry::instance::{
+    DataCenter, Endpoint, EndpointType, EurekaFields, Extension, Instance, JsonText, LimitError,
+    Port, PortNumber, TagCollector, DEFAULT_RENEWAL_INTERVAL_SECS, MAX_METADATA_BYTES,
+};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// TTL of a Eureka registration that gives no `leaseInfo.durationInSecs` (spec 4.5).
 const DEFAULT_DURATION_SECS: u32 = 90;
-
-/// A port as registered: `$` keeps its JSON type, so numbers come back as numbers.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PortNumber {
-    Number(serde_json::Number),
-    Text(String),
-}
-
-impl PortNumber {
-    /// The natural text form (`8080`, or a string as given).
-    pub fn text(&self) -> String {
-        match self {
-            PortNumber::Number(n) => n.to_string(),
-            PortNumber::Text(t) => t.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Port {
-    pub enabled: bool,
-    pub number: Option<PortNumber>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DataCenter {
-    pub class: Option<String>,
-    pub name: Option<String>,
-    /// The raw JSON text of the `metadata` object.
-    pub metadata: Option<String>,
-}
-
-/// The registration fields kept with a Eureka-registered instance and laid over the defaults when
-/// it is rendered (spec 4.6 step 2). Kept in the instance's [`Extension`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Registration {
-    pub instance_id: Option<String>,
-    pub host_name: String,
-    pub app: String,
-    pub app_group_name: Option<String>,
-    pub ip_addr: String,
-    pub vip_address: String,
-    pub secure_vip_address: Option<String>,
-    pub country_id: Option<i64>,
-    pub port: Option<Port>,
-    pub secure_port: Option<Port>,
-    pub home_page_url: Option<String>,
-    pub status_page_url: Option<String>,
-    pub health_check_url: Option<String>,
-    pub data_center: Option<DataCenter>,
-}
-
-impl Registration {
-    /// The registration kept in an instance, if it was registered through Eureka.
-    pub fn of(instance: &Instance) -> Option<&Registration> {
-        instance
-            .extension
-            .as_ref()?
-            .0
-            .downcast_ref::<Registration>()
-    }
-}
 
 /// Why a registration was refused (spec 4.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,77 +28,114 @@ pub enum RegisterError {
     MissingFields,
     /// 400 `Application name mismatch`.
     AppMismatch,
+    /// A limit found broken while decoding (the store's message for it): the tags derived from
+    /// the metadata, or an XML metadata that passed its length while it was read.
+    Limit(LimitError),
 }
 
-type Members<'a> = HashMap<String, &'a RawValue>;
+impl From<json::Malformed> for RegisterError {
+    fn from(_: json::Malformed) -> RegisterError {
+        RegisterError::Invalid
+    }
+}
+
+/// Escapes `:` and itself in the app part of a store id.
+const ID_ESCAPE: char = '~';
+
+/// The store id of a Eureka instance: `<app>:<instanceId>`, with every `:` and `~` of the app
+/// written `~:` and `~~`. The app part then never holds a bare `:`, so the first one ends it and
+/// no two (app, instanceId) pairs share an id: app `A` with instance `B:c` is `A:B:c`, app `A:B`
+/// with instance `c` is `A~:B:c`. Apps without either character, which is all of them in
+/// practice, keep the plain `APP:iid` form of the original.
+pub fn store_id(app: &str, instance_id: &str) -> String {
+    let mut id = String::with_capacity(app.len() + 1 + instance_id.len());
+    for c in app.chars() {
+        if c == ':' || c == ID_ESCAPE {
+            id.push(ID_ESCAPE);
+        }
+        id.push(c);
+    }
+    id.push(':');
+    id.push_str(instance_id);
+    id
+}
+
+const TOP_MEMBERS: &[&str] = &["instance"];
+const INSTANCE_MEMBERS: &[&str] = &[
+    "instanceId",
+    "hostName",
+    "app",
+    "appGroupName",
+    "ipAddr",
+    "vipAddress",
+    "secureVipAddress",
+    "status",
+    "overriddenstatus",
+    "actionType",
+    "countryId",
+    "port",
+    "securePort",
+    "homePageUrl",
+    "statusPageUrl",
+    "healthCheckUrl",
+    "dataCenterInfo",
+    "leaseInfo",
+    "metadata",
+    "lastDirtyTimestamp",
+];
+const PORT_MEMBERS: &[&str] = &["$", "@enabled"];
+const DATA_CENTER_MEMBERS: &[&str] = &["@class", "name", "metadata"];
+const DATA_CENTER_METADATA_MEMBERS: &[&str] = &["instance-id", "getId"];
+const LEASE_MEMBERS: &[&str] = &[
+    "renewalIntervalInSecs",
+    "durationInSecs",
+    "registrationTimestamp",
+    "lastRenewalTimestamp",
+];
+const TAGS_MEMBER: &[&str] = &["amalgam8.tags"];
 
 /// An object, or a one-element array holding one (spec D10); `null` is `None`.
-fn one_object(raw: &RawValue) -> Result<Option<Members<'_>>, RegisterError> {
+fn one_object<'a>(
+    raw: &'a RawValue,
+    names: &'static [&'static str],
+) -> Result<Option<Members<'a>>, RegisterError> {
     let text = raw.get();
-    if text == "null" {
-        return Ok(None);
-    }
     if text.starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(text).map_err(|_| RegisterError::Invalid)?;
-        return match items.as_slice() {
-            [only] => one_object(only),
-            _ => Err(RegisterError::Invalid),
-        };
+        return one_object(json::single_element(text)?, names);
     }
-    serde_json::from_str::<Members<'_>>(text)
-        .map(Some)
-        .map_err(|_| RegisterError::Invalid)
+    Ok(json::object(text, names)?)
 }
 
-/// The raw text of an object given as itself or as a one-element array; `Err(())` otherwise.
-fn one_object_text(raw: &RawValue) -> Result<Option<String>, ()> {
+/// The raw text of an object given as itself or as a one-element array; `null` is `None`.
+fn one_object_text(raw: &RawValue) -> Result<Option<&str>, RegisterError> {
     let text = raw.get();
     if text == "null" {
-        return Ok(None);
-    }
-    if text.starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| ())?;
-        return match items.as_slice() {
-            [only] => one_object_text(only),
-            _ => Err(()),
-        };
-    }
-    if text.starts_with('{') {
-        Ok(Some(text.to_string()))
+        Ok(None)
+    } else if text.starts_with('[') {
+        one_object_text(json::single_element(text)?)
+    } else if text.starts_with('{') {
+        Ok(Some(text))
     } else {
-        Err(())
+        Err(RegisterError::Invalid)
     }
 }
 
-fn field<'a, T: serde::Deserialize<'a>>(
-    members: &Members<'a>,
-    key: &str,
-) -> Result<Option<T>, RegisterError> {
-    match members.get(key) {
-        None => Ok(None),
-        Some(raw) => {
-            serde_json::from_str::<Option<T>>(raw.get()).map_err(|_| RegisterError::Invalid)
-        }
-    }
-}
-
-fn port(members: &Members<'_>, key: &str) -> Result<Option<Port>, RegisterError> {
-    let Some(raw) = members.get(key) else {
+fn port(members: &Members<'_>, name: &str) -> Result<Option<Port>, RegisterError> {
+    let Some(raw) = members.get(name) else {
         return Ok(None);
     };
-    let Some(port) = one_object(raw)? else {
+    let Some(port) = one_object(raw, PORT_MEMBERS)? else {
         return Ok(None);
     };
-    let number = match port.get("$").map(|r| r.get()) {
+    let number = match port.get("$").map(RawValue::get) {
         None | Some("null") => None,
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Number(n)) => Some(PortNumber::Number(n)),
-            Ok(serde_json::Value::String(s)) => Some(PortNumber::Text(s)),
+            Ok(serde_json::Value::String(s)) => Some(PortNumber::Text(s.into())),
             _ => return Err(RegisterError::Invalid),
         },
     };
-    let enabled = match port.get("@enabled").map(|r| r.get()) {
+    let enabled = match port.get("@enabled").map(RawValue::get) {
         None | Some("null") => false,
         Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(serde_json::Value::Bool(b)) => b,
@@ -167,70 +146,79 @@ fn port(members: &Members<'_>, key: &str) -> Result<Option<Port>, RegisterError>
     Ok(Some(Port { enabled, number }))
 }
 
+/// `dataCenterInfo` as given (spec 4.2).
+fn data_center(members: &Members<'_>) -> Result<Option<DataCenter>, RegisterError> {
+    let Some(raw) = members.get("dataCenterInfo") else {
+        return Ok(None);
+    };
+    let Some(dc) = one_object(raw, DATA_CENTER_MEMBERS)? else {
+        return Ok(None);
+    };
+    let class: Option<String> = dc.field("@class")?;
+    let name: Option<String> = dc.field("name")?;
+    let metadata = match dc.get("metadata") {
+        None => None,
+        Some(raw) => match one_object_text(raw)? {
+            None => None,
+            Some(text) => Some(JsonText::parse(text.to_string()).ok_or(RegisterError::Invalid)?),
+        },
+    };
+    Ok(Some(DataCenter {
+        class: class.map(Into::into),
+        name: name.map(Into::into),
+        metadata,
+    }))
+}
+
 /// Decodes and validates a registration body for the app of the path, in the order of spec 4.4.
 pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, RegisterError> {
-    let json;
-    let body = if is_xml {
-        json = xml_to_json(body)?;
-        json.as_bytes()
+    let converted;
+    let (body, xml_metadata_exceeded) = if is_xml {
+        converted = xml::registration_to_json(body).map_err(|_| RegisterError::Invalid)?;
+        (converted.json.as_bytes(), converted.metadata_exceeded)
     } else {
-        body
+        (body, false)
     };
     if !nesting_within(body, MAX_JSON_DEPTH) {
         return Err(RegisterError::Invalid);
     }
     let text = std::str::from_utf8(body).map_err(|_| RegisterError::Invalid)?;
-    let top: Members<'_> = serde_json::from_str::<Option<Members<'_>>>(text)
-        .map_err(|_| RegisterError::Invalid)?
-        .unwrap_or_default();
+    let top = json::object(text, TOP_MEMBERS)?.unwrap_or_else(|| Members::empty(TOP_MEMBERS));
     let instance = match top.get("instance") {
         None => None,
-        Some(raw) => one_object(raw)?,
+        Some(raw) => one_object(raw, INSTANCE_MEMBERS)?,
     };
 
     // Step 1: every type is checked before any field is judged.
     let present = instance.is_some();
-    let members = instance.unwrap_or_default();
-    let instance_id: Option<String> = field(&members, "instanceId")?;
-    let host_name: Option<String> = field(&members, "hostName")?;
-    let app: Option<String> = field(&members, "app")?;
-    let app_group_name: Option<String> = field(&members, "appGroupName")?;
-    let ip_addr: Option<String> = field(&members, "ipAddr")?;
-    let vip_address: Option<String> = field(&members, "vipAddress")?;
-    let secure_vip_address: Option<String> = field(&members, "secureVipAddress")?;
-    let status: Option<String> = field(&members, "status")?;
-    field::<String>(&members, "overriddenstatus")?;
-    field::<String>(&members, "actionType")?;
-    let country_id: Option<i64> = field(&members, "countryId")?;
+    let members = instance.unwrap_or_else(|| Members::empty(INSTANCE_MEMBERS));
+    let instance_id: Option<String> = members.field("instanceId")?;
+    let host_name: Option<String> = members.field("hostName")?;
+    let app: Option<String> = members.field("app")?;
+    let app_group_name: Option<String> = members.field("appGroupName")?;
+    let ip_addr: Option<String> = members.field("ipAddr")?;
+    let vip_address: Option<String> = members.field("vipAddress")?;
+    let secure_vip_address: Option<String> = members.field("secureVipAddress")?;
+    let status: Option<String> = members.field("status")?;
+    members.field::<String>("overriddenstatus")?;
+    members.field::<String>("actionType")?;
+    let country_id: Option<i64> = members.field("countryId")?;
     let port_plain = port(&members, "port")?;
     let port_secure = port(&members, "securePort")?;
-    let home_page_url: Option<String> = field(&members, "homePageUrl")?;
-    let status_page_url: Option<String> = field(&members, "statusPageUrl")?;
-    let health_check_url: Option<String> = field(&members, "healthCheckUrl")?;
-    let data_center = match members.get("dataCenterInfo") {
-        None => None,
-        Some(raw) => match one_object(raw)? {
-            None => None,
-            Some(dc) => Some(DataCenter {
-                class: field(&dc, "@class")?,
-                name: field(&dc, "name")?,
-                metadata: match dc.get("metadata") {
-                    None => None,
-                    Some(raw) => one_object_text(raw).map_err(|_| RegisterError::Invalid)?,
-                },
-            }),
-        },
-    };
+    let home_page_url: Option<String> = members.field("homePageUrl")?;
+    let status_page_url: Option<String> = members.field("statusPageUrl")?;
+    let health_check_url: Option<String> = members.field("healthCheckUrl")?;
+    let data_center = data_center(&members)?;
     let (renewal_interval, duration) = match members.get("leaseInfo") {
         None => (None, None),
-        Some(raw) => match one_object(raw)? {
+        Some(raw) => match one_object(raw, LEASE_MEMBERS)? {
             None => (None, None),
             Some(lease) => {
-                field::<i64>(&lease, "registrationTimestamp")?;
-                field::<i64>(&lease, "lastRenewalTimestamp")?;
+                lease.field::<i64>("registrationTimestamp")?;
+                lease.field::<i64>("lastRenewalTimestamp")?;
                 (
-                    field::<u32>(&lease, "renewalIntervalInSecs")?,
-                    field::<u32>(&lease, "durationInSecs")?,
+                    lease.field::<u32>("renewalIntervalInSecs")?,
+                    lease.field::<u32>("durationInSecs")?,
                 )
             }
         },
@@ -248,10 +236,7 @@ pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, Reg
             }
         });
     // Metadata of the wrong type is judged at step 8, after the required fields.
-    let metadata = match members.get("metadata") {
-        None => Ok(None),
-        Some(raw) => one_object_text(raw),
-    };
+    let metadata = members.get("metadata").map(one_object_text);
 
     // Steps 2 to 5.
     if !present {
@@ -280,43 +265,69 @@ pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, Reg
     };
 
     // Step 8: metadata must be an object, null or absent.
-    let metadata = metadata
-        .map_err(|_| RegisterError::Invalid)?
-        .unwrap_or_else(|| "{}".into());
-    let metadata = RawValue::from_string(metadata).map_err(|_| RegisterError::Invalid)?;
-    let tags = tags_of(&metadata);
+    let metadata = metadata.transpose()?.flatten().unwrap_or("{}");
+    let metadata =
+        RawValue::from_string(metadata.to_string()).map_err(|_| RegisterError::Invalid)?;
 
     let endpoint = endpoint_of(&host_name, port_plain.as_ref(), port_secure.as_ref());
     let duration = duration.filter(|d| *d > 0).unwrap_or(DEFAULT_DURATION_SECS);
-    let id = format!("{app}:{resolved_id}");
     let mut instance = Instance::new(
-        &id,
+        &store_id(&app, &resolved_id),
         &app,
         endpoint,
         status.as_deref().unwrap_or(""),
         Duration::from_secs(u64::from(duration)),
     );
+    // Metadata over its limit is refused by the store before the tags are judged, so they are
+    // not derived from it (a megabyte of commas would be a million tags).
+    let tags = if metadata.get().len() <= MAX_METADATA_BYTES {
+        tags_of(metadata.get())
+    } else {
+        Ok(Vec::new())
+    };
     instance.metadata = Some(metadata);
-    instance.tags = tags;
-    instance.renewal_interval_secs = renewal_interval.filter(|r| *r > 0).unwrap_or(30);
+    instance.renewal_interval_secs = renewal_interval
+        .filter(|r| *r > 0)
+        .unwrap_or(DEFAULT_RENEWAL_INTERVAL_SECS);
     instance.dirty_unix_millis = dirty_millis.unwrap_or(0);
-    instance.extension = Some(Extension(Arc::new(Registration {
-        instance_id: instance_id.filter(|i| !i.is_empty()),
-        host_name,
-        app,
-        app_group_name,
-        ip_addr: ip_addr.unwrap_or_default(),
-        vip_address: vip_address.unwrap_or_default(),
-        secure_vip_address,
+    instance.extension = Some(Extension::Eureka(Arc::new(EurekaFields {
+        app: instance.service_name.clone(),
+        instance_id: instance_id.filter(|i| !i.is_empty()).map(Into::into),
+        host_name: host_name.into(),
+        ip_addr: ip_addr.unwrap_or_default().into(),
+        vip_address: vip_address.unwrap_or_default().into(),
+        secure_vip_address: secure_vip_address.map(Into::into),
+        app_group_name: app_group_name.map(Into::into),
         country_id,
         port: port_plain,
         secure_port: port_secure,
-        home_page_url,
-        status_page_url,
-        health_check_url,
-        data_center,
+        home_page_url: home_page_url.map(Into::into),
+        status_page_url: status_page_url.map(Into::into),
+        health_check_url: health_check_url.map(Into::into),
+        data_center: data_center.and_then(without_defaults).map(Box::new),
     })));
+    if xml_metadata_exceeded {
+        return Err(RegisterError::Limit(
+            instance.first_limit_error(LimitError::Metadata),
+        ));
+    }
+    match tags {
+        Ok(tags) => instance.tags = tags,
+        Err(exceeded) => return Err(RegisterError::Limit(instance.first_limit_error(exceeded))),
+    }
     Ok(instance)
+}
+
+/// The data centre without the fields that equal what the renderer shows by default (the Java
+/// client always sends them), so a hundred thousand instances do not each keep a copy.
+fn without_defaults(mut dc: DataCenter) -> Option<DataCenter> {
+    if dc.class.as_deref() == Some(DEFAULT_DATA_CENTER_CLASS) {
+        dc.class = None;
+    }
+    if dc.name.as_deref() == Some(DEFAULT_DATA_CENTER_NAME) {
+        dc.name = None;
+    }
+    (dc != DataCenter::default()).then_some(dc)
 }
 
 /// Spec 4.4 step 6: the id when the registration gives no `instanceId`.
@@ -326,9 +337,9 @@ fn resolve_id(data_center: Option<&DataCenter>, host_name: &str) -> Result<Strin
     };
     let name = dc.name.as_deref().unwrap_or("");
     let metadata_value = |key: &str| -> Option<serde_json::Value> {
-        let metadata: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(dc.metadata.as_deref()?).ok()?;
-        metadata.get(key).cloned()
+        let text = dc.metadata.as_ref()?.get();
+        let members = json::object(text, DATA_CENTER_METADATA_MEMBERS).ok()??;
+        members.field(key).ok()?
     };
     if name.eq_ignore_ascii_case("MyOwn") || name.eq_ignore_ascii_case("Netflix") {
         Ok(host_name.to_string())
@@ -378,323 +389,30 @@ fn endpoint_of(host_name: &str, port: Option<&Port>, secure_port: Option<&Port>)
 }
 
 /// Tags from `metadata["amalgam8.tags"]` (spec 4.5): trimmed; `;` counts as `,`; pieces trimmed;
-/// empty pieces kept.
-pub fn tags_of(metadata: &RawValue) -> Vec<String> {
-    let Ok(members) = serde_json::from_str::<Members<'_>>(metadata.get()) else {
-        return Vec::new();
+/// empty pieces kept. Fails, without keeping more, once they pass the bound of D38.
+pub fn tags_of(metadata: &str) -> Result<Vec<String>, LimitError> {
+    let Ok(Some(members)) = json::object(metadata, TAGS_MEMBER) else {
+        return Ok(Vec::new());
     };
     let Some(raw) = members.get("amalgam8.tags") else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let text = match serde_json::from_str::<serde_json::Value>(raw.get()) {
         Ok(serde_json::Value::String(s)) => s,
-        Ok(serde_json::Value::Null) | Err(_) => return Vec::new(),
+        Ok(serde_json::Value::Null) | Err(_) => return Ok(Vec::new()),
         Ok(other) => other.to_string(),
     };
     let text = text.trim();
     if text.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    text.replace(';', ",")
-        .split(',')
-        .map(|piece| piece.trim().to_string())
-        .collect()
-}
-
-/// The deepest element nesting accepted in an XML body (spec D15).
-const MAX_XML_DEPTH: usize = 64;
-
-/// One element of an XML body.
-#[derive(Default)]
-struct Element {
-    name: String,
-    attributes: Vec<(String, String)>,
-    children: Vec<Element>,
-    text: String,
-}
-
-impl Element {
-    fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The last child with this name (a repeated element: the last one wins).
-    fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().rev().find(|c| c.name == name)
-    }
-}
-
-fn xml_error<E>(_: E) -> RegisterError {
-    RegisterError::Invalid
-}
-
-/// Parses an XML body into its root element, refusing DTDs, foreign encodings, entities other than
-/// the five predefined ones and nesting deeper than [`MAX_XML_DEPTH`].
-fn parse_xml(body: &[u8]) -> Result<Element, RegisterError> {
-    let text = std::str::from_utf8(body).map_err(xml_error)?;
-    let mut reader = quick_xml::Reader::from_str(text);
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
-    loop {
-        let event = reader.read_event().map_err(xml_error)?;
-        match event {
-            Event::Decl(decl) => {
-                if let Some(encoding) = decl.encoding() {
-                    let encoding = encoding.map_err(xml_error)?;
-                    if !encoding.eq_ignore_ascii_case("utf-8") {
-                        return Err(RegisterError::Invalid);
-                    }
-                }
-            }
-            Event::DocType(_) => return Err(RegisterError::Invalid),
-            Event::Start(start) | Event::Empty(start) if root.is_some() => {
-                let _ = start;
-                return Err(RegisterError::Invalid);
-            }
-            Event::Start(start) => {
-                if stack.len() >= MAX_XML_DEPTH {
-                    return Err(RegisterError::Invalid);
-                }
-                stack.push(element_of(&start)?);
-            }
-            Event::Empty(start) => {
-                if stack.len() >= MAX_XML_DEPTH {
-                    return Err(RegisterError::Invalid);
-                }
-                let element = element_of(&start)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(element),
-                    None => root = Some(element),
-                }
-            }
-            Event::End(_) => {
-                let element = stack.pop().ok_or(RegisterError::Invalid)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(element),
-                    None => root = Some(element),
-                }
-            }
-            Event::Text(text) => {
-                let content = text.xml10_content();
-                match stack.last_mut() {
-                    Some(current) => current.text.push_str(&content),
-                    None if content.trim().is_empty() => {}
-                    None => return Err(RegisterError::Invalid),
-                }
-            }
-            Event::CData(data) => {
-                let content = data.xml10_content();
-                stack
-                    .last_mut()
-                    .ok_or(RegisterError::Invalid)?
-                    .text
-                    .push_str(&content);
-            }
-            Event::GeneralRef(reference) => {
-                let resolved = if reference.is_char_ref() {
-                    reference
-                        .resolve_char_ref()
-                        .map_err(xml_error)?
-                        .ok_or(RegisterError::Invalid)?
-                } else {
-                    match reference.xml10_content().as_ref() {
-                        "amp" => '&',
-                        "lt" => '<',
-                        "gt" => '>',
-                        "quot" => '"',
-                        "apos" => '\'',
-                        _ => return Err(RegisterError::Invalid),
-                    }
-                };
-                stack
-                    .last_mut()
-                    .ok_or(RegisterError::Invalid)?
-                    .text
-                    .push(resolved);
-            }
-            Event::Comment(_) | Event::PI(_) => {}
-            Event::Eof => break,
+    let mut tags = TagCollector::default();
+    for piece in text.split([',', ';']) {
+        if !tags.push(piece.trim()) {
+            break;
         }
     }
-    if !stack.is_empty() {
-        return Err(RegisterError::Invalid);
-    }
-    root.ok_or(RegisterError::Invalid)
-}
-
-fn element_of(start: &quick_xml::events::BytesStart<'_>) -> Result<Element, RegisterError> {
-    let name = start.name().as_ref().to_string();
-    let mut attributes = Vec::new();
-    for attribute in start.attributes() {
-        let attribute = attribute.map_err(xml_error)?;
-        let key = attribute.key.as_ref().to_string();
-        let value = attribute
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(xml_error)?
-            .into_owned();
-        attributes.push((key, value));
-    }
-    Ok(Element {
-        name,
-        attributes,
-        ..Element::default()
-    })
-}
-
-/// Writes a JSON string literal.
-fn push_json_string(out: &mut String, text: &str) {
-    out.push_str(&serde_json::Value::from(text).to_string());
-}
-
-/// The text of a leaf element; an element with children is a type mismatch.
-fn leaf_text(element: &Element) -> Result<&str, RegisterError> {
-    if element.children.is_empty() {
-        Ok(&element.text)
-    } else {
-        Err(RegisterError::Invalid)
-    }
-}
-
-fn decimal(text: &str) -> Result<i64, RegisterError> {
-    let trimmed = text.trim();
-    let digits = trimmed.strip_prefix('-').unwrap_or(trimmed);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(RegisterError::Invalid);
-    }
-    trimmed.parse().map_err(xml_error)
-}
-
-/// Decodes a metadata element name as Netflix codes it: `__` → `_`, `_-` → `$`.
-fn decode_xml_name(name: &str) -> String {
-    name.replace("_-", "$").replace("__", "_")
-}
-
-/// `<metadata>` → a JSON object of strings in document order.
-fn metadata_json(element: &Element) -> Result<String, RegisterError> {
-    let mut entries: Vec<(String, String)> = Vec::new();
-    for child in &element.children {
-        let key = decode_xml_name(&child.name);
-        let value = leaf_text(child)?.to_string();
-        match entries.iter_mut().find(|(k, _)| *k == key) {
-            Some(entry) => entry.1 = value,
-            None => entries.push((key, value)),
-        }
-    }
-    let mut out = String::from("{");
-    for (i, (key, value)) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        push_json_string(&mut out, key);
-        out.push(':');
-        push_json_string(&mut out, value);
-    }
-    out.push('}');
-    Ok(out)
-}
-
-fn port_json(element: &Element, enabled_by_default: bool) -> Result<String, RegisterError> {
-    let text = leaf_text(element)?.trim();
-    let mut out = String::from("{\"$\":");
-    match decimal(text) {
-        Ok(n) => out.push_str(&n.to_string()),
-        Err(_) => push_json_string(&mut out, text),
-    }
-    out.push_str(",\"@enabled\":");
-    let enabled = element
-        .attribute("enabled")
-        .map_or(enabled_by_default, |v| v == "true");
-    out.push_str(if enabled { "true" } else { "false" });
-    out.push('}');
-    Ok(out)
-}
-
-/// Converts an XML registration to the JSON model of spec 4.2 (`{"instance":{…}}`); a root other
-/// than `<instance>` gives `{}`, which the decoder answers as a body without `instance`.
-fn xml_to_json(body: &[u8]) -> Result<String, RegisterError> {
-    let root = parse_xml(body)?;
-    if root.name != "instance" {
-        return Ok("{}".into());
-    }
-    const STRINGS: [&str; 15] = [
-        "instanceId",
-        "hostName",
-        "app",
-        "appGroupName",
-        "ipAddr",
-        "vipAddress",
-        "secureVipAddress",
-        "status",
-        "overriddenstatus",
-        "homePageUrl",
-        "statusPageUrl",
-        "healthCheckUrl",
-        "actionType",
-        "lastDirtyTimestamp",
-        "lastUpdatedTimestamp",
-    ];
-    let mut members: Vec<(&str, String)> = Vec::new();
-    for name in STRINGS {
-        if let Some(element) = root.child(name) {
-            let mut value = String::new();
-            push_json_string(&mut value, leaf_text(element)?);
-            members.push((name, value));
-        }
-    }
-    if let Some(element) = root.child("countryId") {
-        members.push(("countryId", decimal(leaf_text(element)?)?.to_string()));
-    }
-    if let Some(element) = root.child("port") {
-        members.push(("port", port_json(element, true)?));
-    }
-    if let Some(element) = root.child("securePort") {
-        members.push(("securePort", port_json(element, false)?));
-    }
-    if let Some(element) = root.child("dataCenterInfo") {
-        let mut value = String::from("{");
-        let mut parts = Vec::new();
-        if let Some(class) = element.attribute("class") {
-            let mut part = String::from("\"@class\":");
-            push_json_string(&mut part, class);
-            parts.push(part);
-        }
-        if let Some(name) = element.child("name") {
-            let mut part = String::from("\"name\":");
-            push_json_string(&mut part, leaf_text(name)?);
-            parts.push(part);
-        }
-        if let Some(metadata) = element.child("metadata") {
-            parts.push(format!("\"metadata\":{}", metadata_json(metadata)?));
-        }
-        value.push_str(&parts.join(","));
-        value.push('}');
-        members.push(("dataCenterInfo", value));
-    }
-    if let Some(element) = root.child("leaseInfo") {
-        let mut parts = Vec::new();
-        for name in [
-            "renewalIntervalInSecs",
-            "durationInSecs",
-            "registrationTimestamp",
-            "lastRenewalTimestamp",
-        ] {
-            if let Some(child) = element.child(name) {
-                parts.push(format!("\"{name}\":{}", decimal(leaf_text(child)?)?));
-            }
-        }
-        members.push(("leaseInfo", format!("{{{}}}", parts.join(","))));
-    }
-    if let Some(element) = root.child("metadata") {
-        members.push(("metadata", metadata_json(element)?));
-    }
-    let body: Vec<String> = members
-        .iter()
-        .map(|(name, value)| format!("\"{name}\":{value}"))
-        .collect();
-    Ok(format!("{{\"instance\":{{{}}}}}", body.join(",")))
+    tags.finish()
 }
 
 #[cfg(test)]
@@ -713,8 +431,10 @@ mod tests {
         assert_eq!(decoded.ttl, Duration::from_secs(90));
         assert_eq!(decoded.tags, ["v1", "canary"]);
         assert_eq!(decoded.status, "UP");
-        let registration = Registration::of(&decoded).unwrap();
-        assert_eq!(registration.vip_address, "myapp");
+        let registration = decoded.eureka().unwrap();
+        assert_eq!(&*registration.vip_address, "myapp");
+        assert_eq!(registration.app, decoded.service_name);
+        assert_eq!(registration.data_center, None, "the defaults are not kept");
         assert_eq!(
             registration.port,
             Some(Port {
@@ -809,13 +529,19 @@ mod tests {
 
     #[test]
     fn tags_follow_the_original_rules() {
-        let tags = |m: &str| tags_of(&RawValue::from_string(m.into()).unwrap());
+        let tags = |m: &str| tags_of(m).unwrap();
         assert_eq!(tags(r#"{"amalgam8.tags":"v1; canary"}"#), ["v1", "canary"]);
         assert_eq!(tags(r#"{"amalgam8.tags":"a,b;c"}"#), ["a", "b", "c"]);
         assert_eq!(tags(r#"{"amalgam8.tags":"a,,b"}"#), ["a", "", "b"]);
         assert_eq!(tags(r#"{"amalgam8.tags":"  "}"#), Vec::<String>::new());
         assert_eq!(tags(r#"{"amalgam8.tags":5}"#), ["5"]);
         assert_eq!(tags(r#"{"other":"x"}"#), Vec::<String>::new());
+        assert_eq!(tags("[1]"), Vec::<String>::new());
+        let bound = |n: usize| format!(r#"{{"amalgam8.tags":"{}"}}"#, vec!["t"; n].join(";"));
+        assert_eq!(tags(&bound(256)).len(), 256);
+        assert_eq!(tags_of(&bound(257)), Err(LimitError::Tags));
+        let commas = format!(r#"{{"amalgam8.tags":"{}"}}"#, ",".repeat(100_000));
+        assert_eq!(tags_of(&commas), Err(LimitError::Tags));
     }
 
     #[test]
@@ -858,7 +584,7 @@ mod tests {
         assert_eq!(from_xml.id, from_json.id);
         assert_eq!(from_xml.endpoint, from_json.endpoint);
         assert_eq!(from_xml.tags, from_json.tags);
-        assert_eq!(Registration::of(&from_xml), Registration::of(&from_json));
+        assert_eq!(from_xml.eureka(), from_json.eureka());
         assert_eq!(
             from_xml.metadata.unwrap().get(),
             r#"{"amalgam8.tags":"v1; canary","management_port":"8081"}"#

@@ -1,16 +1,19 @@
 //! Registry instances as Eureka renders them: JSON (spec 4.6) and Netflix's XML (spec 4.7), the
 //! application documents around them, and the hash code (spec 4.8).
 
-use super::model::{PortNumber, Registration};
-use crate::registry::instance::Instance;
+use super::xml::{element as xml_element, escape_attribute, escape_text, write_metadata};
+use crate::api::json::write_string as json_str;
+use crate::registry::instance::{EndpointType, EurekaFields, Instance, Port, PortNumber};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
 /// A response body format (defined beside the cache, which keeps one body per format).
 pub use crate::api::cache::Format;
 
-const DEFAULT_DATA_CENTER_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
-const DEFAULT_DATA_CENTER_NAME: &str = "MyOwn";
+/// The `dataCenterInfo` shown when none was registered (and not kept when one equals it).
+pub const DEFAULT_DATA_CENTER_CLASS: &str =
+    "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
+pub const DEFAULT_DATA_CENTER_NAME: &str = "MyOwn";
 const UNKNOWN: &str = "UNKNOWN";
 
 /// `actionType` of a rendered instance.
@@ -41,25 +44,40 @@ impl Action {
 }
 
 /// A port as rendered.
-struct PortView {
+struct PortView<'a> {
     enabled: bool,
-    /// `Some(true)` when `$` is a JSON number.
-    value: Option<PortNumber>,
+    value: Option<PortValue<'a>>,
+}
+
+enum PortValue<'a> {
+    /// As registered: a JSON number stays a number.
+    Registered(&'a PortNumber),
+    /// Taken from a URL endpoint: rendered as a JSON string.
+    FromUrl(&'a str),
+}
+
+impl PortValue<'_> {
+    fn text(&self) -> String {
+        match self {
+            PortValue::Registered(number) => number.text(),
+            PortValue::FromUrl(text) => text.to_string(),
+        }
+    }
 }
 
 /// Every field of spec 4.6, defaults overlaid with the registration.
 struct View<'a> {
     instance_id: Option<&'a str>,
-    host_name: String,
+    host_name: &'a str,
     app: &'a str,
     app_group_name: &'a str,
-    ip_addr: String,
+    ip_addr: &'a str,
     vip_address: &'a str,
     secure_vip_address: Option<&'a str>,
     status: Option<&'a str>,
     country_id: i64,
-    port: Option<PortView>,
-    secure_port: Option<PortView>,
+    port: Option<PortView<'a>>,
+    secure_port: Option<PortView<'a>>,
     home_page_url: Option<&'a str>,
     status_page_url: Option<&'a str>,
     health_check_url: Option<&'a str>,
@@ -98,18 +116,16 @@ fn split_url(value: &str) -> Option<(&str, &str, &str)> {
 }
 
 fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
-    let mut host = instance.endpoint.value.clone();
+    let mut host = instance.endpoint.value.as_str();
     let mut port = None;
     let mut secure_port = None;
     if let Some((scheme, url_host, url_port)) = split_url(&instance.endpoint.value) {
-        host = url_host.to_string();
+        host = url_host;
         let rendered = Some(PortView {
             enabled: true,
-            value: Some(PortNumber::Text(url_port.to_string())),
+            value: Some(PortValue::FromUrl(url_port)),
         });
-        if scheme.eq_ignore_ascii_case("https")
-            || instance.endpoint.kind == crate::registry::instance::EndpointType::Https
-        {
+        if scheme.eq_ignore_ascii_case("https") || instance.endpoint.kind == EndpointType::Https {
             secure_port = rendered;
         } else {
             port = rendered;
@@ -117,7 +133,7 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
     }
     let mut view = View {
         instance_id: None,
-        ip_addr: host.clone(),
+        ip_addr: host,
         host_name: host,
         app: &instance.service_name,
         app_group_name: UNKNOWN,
@@ -143,52 +159,47 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
         dirty_ms: instance.dirty_unix_millis,
         action,
     };
-    if let Some(registration) = Registration::of(instance) {
-        overlay(&mut view, registration);
+    if let Some(fields) = instance.eureka() {
+        overlay(&mut view, fields);
     }
     view
 }
 
-fn overlay<'a>(view: &mut View<'a>, registration: &'a Registration) {
-    view.instance_id = registration.instance_id.as_deref();
-    view.host_name = registration.host_name.clone();
-    view.app = &registration.app;
-    if let Some(group) = &registration.app_group_name {
+fn overlay<'a>(view: &mut View<'a>, fields: &'a EurekaFields) {
+    view.instance_id = fields.instance_id.as_deref();
+    view.host_name = &fields.host_name;
+    view.app = &fields.app;
+    if let Some(group) = &fields.app_group_name {
         view.app_group_name = group;
     }
-    view.ip_addr = registration.ip_addr.clone();
-    view.vip_address = &registration.vip_address;
-    view.secure_vip_address = registration.secure_vip_address.as_deref();
-    if let Some(country) = registration.country_id {
+    view.ip_addr = &fields.ip_addr;
+    view.vip_address = &fields.vip_address;
+    view.secure_vip_address = fields.secure_vip_address.as_deref();
+    if let Some(country) = fields.country_id {
         view.country_id = country;
     }
-    let port_view = |p: &super::model::Port| PortView {
+    let port_view = |p: &'a Port| PortView {
         enabled: p.enabled,
-        value: p.number.clone(),
+        value: p.number.as_ref().map(PortValue::Registered),
     };
-    if let Some(port) = &registration.port {
+    if let Some(port) = &fields.port {
         view.port = Some(port_view(port));
     }
-    if let Some(port) = &registration.secure_port {
+    if let Some(port) = &fields.secure_port {
         view.secure_port = Some(port_view(port));
     }
-    view.home_page_url = registration.home_page_url.as_deref();
-    view.status_page_url = registration.status_page_url.as_deref();
-    view.health_check_url = registration.health_check_url.as_deref();
-    if let Some(dc) = &registration.data_center {
+    view.home_page_url = fields.home_page_url.as_deref();
+    view.status_page_url = fields.status_page_url.as_deref();
+    view.health_check_url = fields.health_check_url.as_deref();
+    if let Some(dc) = &fields.data_center {
         if let Some(class) = &dc.class {
             view.data_center_class = class;
         }
         if let Some(name) = &dc.name {
             view.data_center_name = name;
         }
-        view.data_center_metadata = dc.metadata.as_deref();
+        view.data_center_metadata = dc.metadata.as_ref().map(|m| m.get());
     }
-}
-
-fn json_str(out: &mut Vec<u8>, text: &str) {
-    // Serialising a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 fn json_key_str(out: &mut Vec<u8>, key: &str, value: &str) {
@@ -201,8 +212,14 @@ fn json_key_str(out: &mut Vec<u8>, key: &str, value: &str) {
 fn json_port(out: &mut Vec<u8>, key: &str, port: &PortView) {
     out.extend_from_slice(format!(",\"{key}\":{{\"@enabled\":\"{}\"", port.enabled).as_bytes());
     match &port.value {
-        Some(PortNumber::Number(n)) => out.extend_from_slice(format!(",\"$\":{n}").as_bytes()),
-        Some(PortNumber::Text(t)) => {
+        Some(PortValue::Registered(PortNumber::Number(n))) => {
+            out.extend_from_slice(format!(",\"$\":{n}").as_bytes())
+        }
+        Some(PortValue::Registered(PortNumber::Text(t))) => {
+            out.extend_from_slice(b",\"$\":");
+            json_str(out, t);
+        }
+        Some(PortValue::FromUrl(t)) => {
             out.extend_from_slice(b",\"$\":");
             json_str(out, t);
         }
@@ -220,10 +237,10 @@ fn write_json(out: &mut Vec<u8>, v: &View<'_>) {
         out.push(b',');
     }
     out.extend_from_slice(b"\"hostName\":");
-    json_str(out, &v.host_name);
+    json_str(out, v.host_name);
     json_key_str(out, "app", v.app);
     json_key_str(out, "appGroupName", v.app_group_name);
-    json_key_str(out, "ipAddr", &v.ip_addr);
+    json_key_str(out, "ipAddr", v.ip_addr);
     json_key_str(out, "vipAddress", v.vip_address);
     if let Some(svip) = v.secure_vip_address {
         json_key_str(out, "secureVipAddress", svip);
@@ -278,117 +295,10 @@ fn write_json(out: &mut Vec<u8>, v: &View<'_>) {
     );
 }
 
-/// Escapes XML text, replacing characters XML 1.0 forbids with U+FFFD.
-fn xml_escape(out: &mut Vec<u8>, text: &str) {
-    escape(out, text, false);
-}
-
-/// Escapes an attribute value (as text, plus `"`).
-fn xml_escape_attribute(out: &mut Vec<u8>, text: &str) {
-    escape(out, text, true);
-}
-
-fn escape(out: &mut Vec<u8>, text: &str, attribute: bool) {
-    for c in text.chars() {
-        match c {
-            '&' => out.extend_from_slice(b"&amp;"),
-            '<' => out.extend_from_slice(b"&lt;"),
-            '>' => out.extend_from_slice(b"&gt;"),
-            '"' if attribute => out.extend_from_slice(b"&quot;"),
-            '\t' | '\n' | '\r' => out.push(c as u8),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
-                out.extend_from_slice("\u{fffd}".as_bytes())
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-}
-
-fn xml_element(out: &mut Vec<u8>, name: &str, text: &str) {
-    out.push(b'<');
-    out.extend_from_slice(name.as_bytes());
-    out.push(b'>');
-    xml_escape(out, text);
-    out.extend_from_slice(b"</");
-    out.extend_from_slice(name.as_bytes());
-    out.push(b'>');
-}
-
-/// A metadata key as a Netflix XML element name (`_` → `__`, `$` → `_-`), or `None` when the
-/// result is still not a valid XML name.
-fn xml_name(key: &str) -> Option<String> {
-    let coded = key.replace('_', "__").replace('$', "_-");
-    let mut chars = coded.chars();
-    let first = chars.next()?;
-    let name_start = |c: char| c.is_alphabetic() || c == '_';
-    let name_char = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.');
-    (name_start(first) && chars.all(name_char)).then_some(coded)
-}
-
-/// Ordered members of a JSON object (serde_json's map would sort them).
-struct OrderedMembers(Vec<(String, Box<RawValue>)>);
-
-impl<'de> serde::Deserialize<'de> for OrderedMembers {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = OrderedMembers;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut members: Vec<(String, Box<RawValue>)> = Vec::new();
-                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
-                    match members.iter_mut().find(|(k, _)| *k == key) {
-                        Some(existing) => existing.1 = value,
-                        None => members.push((key, value)),
-                    }
-                }
-                Ok(OrderedMembers(members))
-            }
-        }
-        deserializer.deserialize_map(Visitor)
-    }
-}
-
-/// The members of a JSON object text in document order (the last of duplicate keys wins).
-pub fn ordered_members(json: &str) -> Option<Vec<(String, Box<RawValue>)>> {
-    serde_json::from_str::<OrderedMembers>(json)
-        .ok()
-        .map(|m| m.0)
-}
-
-/// The XML form of a metadata object; nothing for a value that is not an object.
-fn xml_metadata(out: &mut Vec<u8>, json: &str) {
-    let Some(members) = ordered_members(json) else {
-        return;
-    };
-    if members.is_empty() {
-        out.extend_from_slice(b"<metadata class=\"java.util.Collections$EmptyMap\"/>");
-        return;
-    }
-    out.extend_from_slice(b"<metadata>");
-    for (key, value) in &members {
-        let Some(name) = xml_name(key) else { continue };
-        let text = match serde_json::from_str::<String>(value.get()) {
-            Ok(s) => s,
-            Err(_) => value.get().to_string(),
-        };
-        xml_element(out, &name, &text);
-    }
-    out.extend_from_slice(b"</metadata>");
-}
-
 fn xml_port(out: &mut Vec<u8>, name: &str, port: &PortView) {
     out.extend_from_slice(format!("<{name} enabled=\"{}\">", port.enabled).as_bytes());
     if let Some(value) = &port.value {
-        xml_escape(out, &value.text());
+        escape_text(out, &value.text());
     }
     out.extend_from_slice(format!("</{name}>").as_bytes());
 }
@@ -399,9 +309,9 @@ fn write_xml(out: &mut Vec<u8>, v: &View<'_>) {
     if let Some(id) = v.instance_id {
         xml_element(out, "instanceId", id);
     }
-    xml_element(out, "hostName", &v.host_name);
+    xml_element(out, "hostName", v.host_name);
     xml_element(out, "app", v.app);
-    xml_element(out, "ipAddr", &v.ip_addr);
+    xml_element(out, "ipAddr", v.ip_addr);
     if let Some(status) = v.status {
         xml_element(out, "status", status);
     }
@@ -414,11 +324,11 @@ fn write_xml(out: &mut Vec<u8>, v: &View<'_>) {
     }
     xml_element(out, "countryId", &v.country_id.to_string());
     out.extend_from_slice(b"<dataCenterInfo class=\"");
-    xml_escape_attribute(out, v.data_center_class);
+    escape_attribute(out, v.data_center_class);
     out.extend_from_slice(b"\">");
     xml_element(out, "name", v.data_center_name);
     if let Some(metadata) = v.data_center_metadata {
-        xml_metadata(out, metadata);
+        write_metadata(out, metadata);
     }
     out.extend_from_slice(b"</dataCenterInfo>");
     out.extend_from_slice(
@@ -429,7 +339,7 @@ fn write_xml(out: &mut Vec<u8>, v: &View<'_>) {
         .as_bytes(),
     );
     if let Some(metadata) = v.metadata {
-        xml_metadata(out, metadata.get());
+        write_metadata(out, metadata.get());
     }
     xml_element(out, "appGroupName", v.app_group_name);
     for (name, value) in [
@@ -490,18 +400,25 @@ impl Apps {
     pub fn add(&mut self, format: Format, instance: &Instance, action: Action) {
         let mut body = Vec::with_capacity(1024);
         write_instance(&mut body, format, instance, action);
-        let app = match Registration::of(instance) {
-            Some(registration) => registration.app.clone(),
-            None => instance.service_name.to_string(),
-        };
-        self.apps.entry(app).or_default().push(body);
+        match self.apps.get_mut(&*instance.service_name) {
+            Some(instances) => instances.push(body),
+            None => {
+                self.apps
+                    .insert(instance.service_name.to_string(), vec![body]);
+            }
+        }
         self.count_status(&instance.status);
     }
 
     /// Counts a status toward the hash code without rendering an instance.
     pub fn count_status(&mut self, status: &str) {
         let status = if status.is_empty() { "UP" } else { status };
-        *self.statuses.entry(status.to_string()).or_default() += 1;
+        match self.statuses.get_mut(status) {
+            Some(count) => *count += 1,
+            None => {
+                self.statuses.insert(status.to_string(), 1);
+            }
+        }
     }
 
     /// The hash code of the instances counted: `<STATUS>_<count>_` per status, sorted by status.
@@ -636,31 +553,6 @@ mod tests {
     }
 
     #[test]
-    fn metadata_names_are_coded_for_xml() {
-        assert_eq!(
-            xml_name("management_port").as_deref(),
-            Some("management__port")
-        );
-        assert_eq!(xml_name("a$b").as_deref(), Some("a_-b"));
-        assert_eq!(xml_name("amalgam8.tags").as_deref(), Some("amalgam8.tags"));
-        for bad in ["", "1a", "-a", ".a", "a b", "a:b"] {
-            assert_eq!(xml_name(bad), None, "{bad}");
-        }
-        let mut out = Vec::new();
-        xml_metadata(&mut out, r#"{"z":"1","a":{"n":2},"bad key":"x","e":"<&>"}"#);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"<metadata><z>1</z><a>{"n":2}</a><e>&lt;&amp;&gt;</e></metadata>"#
-        );
-        let mut empty = Vec::new();
-        xml_metadata(&mut empty, "{}");
-        assert_eq!(
-            empty,
-            br#"<metadata class="java.util.Collections$EmptyMap"/>"#
-        );
-    }
-
-    #[test]
     fn hash_code_sorts_statuses_and_counts_missing_as_up() {
         let mut apps = Apps::default();
         for status in ["UP", "UP", "", "DOWN"] {
@@ -668,12 +560,5 @@ mod tests {
         }
         assert_eq!(apps.hash_code(), "DOWN_1_UP_3_");
         assert_eq!(Apps::default().hash_code(), "");
-    }
-
-    #[test]
-    fn control_characters_are_replaced_in_xml() {
-        let mut out = Vec::new();
-        xml_escape_attribute(&mut out, "a\u{1}b\tc\"");
-        assert_eq!(String::from_utf8(out).unwrap(), "a\u{fffd}b\tc&quot;");
     }
 }

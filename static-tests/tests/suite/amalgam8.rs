@@ -600,3 +600,129 @@ fn error_texts_ignore_accept_language() {
     );
     r.assert_error(400, "Service name is required");
 }
+
+const TAGS_EXCEEDED: &str = "Failed to register the instance because tags exceeded 8192 bytes";
+
+/// D38: a registration carries at most 256 tags whose lengths add up to at most 8,192 bytes.
+/// The other limits are checked first, in the store's order.
+#[test]
+fn tags_are_bounded() {
+    let server = Server::start(&[]);
+    let tags = |list: Vec<String>| format!("\"tags\":{}", Value::from(list));
+    let many = |n: usize, text: &str| vec![text.to_string(); n];
+    let accepted = [
+        ("count", many(256, "t")),
+        ("empty", many(256, "")),
+        ("bytes", many(8, &"b".repeat(1024))),
+    ];
+    for (value, list) in accepted {
+        let r = register(&server, &registration("bounded", value, &tags(list)));
+        assert_eq!(r.status, 201, "{value}: {}", r.text());
+    }
+    let mut just_over = many(7, &"b".repeat(1024));
+    just_over.push("b".repeat(1025));
+    let refused = [
+        ("count", many(257, "t")),
+        ("empty", many(257, "")),
+        ("bytes", just_over),
+        ("huge", many(200_000, "a")),
+    ];
+    for (value, list) in refused {
+        register(&server, &registration("refused", value, &tags(list)))
+            .assert_error(400, TAGS_EXCEEDED);
+    }
+    // Re-registering a stored instance with too many tags changes nothing either.
+    register(
+        &server,
+        &registration("bounded", "count", &tags(many(300, "x"))),
+    )
+    .assert_error(400, TAGS_EXCEEDED);
+    let listing = server
+        .get(&format!("{INSTANCES}?service_name=bounded"))
+        .json();
+    assert_eq!(instance_count(&listing), 3);
+    for instance in listing["instances"].as_array().unwrap() {
+        let stored = instance["tags"].as_array().unwrap();
+        assert!(stored.iter().all(|t| t != "x"), "{instance}");
+    }
+    assert_eq!(
+        server
+            .get(&format!("{INSTANCES}?service_name=refused"))
+            .json(),
+        json!({"instances": []})
+    );
+
+    let over = tags(many(257, "t"));
+    register(&server, &registration(&"s".repeat(65), "v", &over)).assert_error(
+        400,
+        "Failed to register the instance because service name exceeded 64 bytes",
+    );
+    register(&server, &registration("s", &"v".repeat(129), &over)).assert_error(
+        400,
+        "Failed to register the instance because endpoint value exceeded 128 bytes",
+    );
+    let big_metadata = format!("\"metadata\":\"{}\",{over}", "m".repeat(1100));
+    register(&server, &registration("s", "v", &big_metadata)).assert_error(
+        400,
+        "Failed to register the instance because metadata exceeded 1024 bytes",
+    );
+    // A type mismatch anywhere still wins over every limit.
+    register(
+        &server,
+        &registration("s", "v", &format!("{over},\"ttl\":\"x\"")),
+    )
+    .assert_error(400, "Failed to register instance");
+    register(&server, &registration("s", "v", "\"tags\":[\"a\",1]"))
+        .assert_error(400, "Failed to register instance");
+}
+
+/// Hole: `?tags=` with thousands of tags against instances carrying many tags compared every
+/// query tag with every instance tag, so four such requests froze the server for tens of
+/// seconds. The query is now a set built once, and `GET /` is answered while they run. The
+/// client's 10 s read timeout is the functional bound.
+#[test]
+fn tag_filter_with_thousands_of_query_tags_keeps_the_server_responsive() {
+    let server = Server::start(&[]);
+    // 3,000 instances of 256 one-byte tags each: 255 times `y`, then `z`.
+    let mut tags = vec!["y"; 255];
+    tags.push("z");
+    let extra = format!("\"tags\":{}", Value::from(tags));
+    let mut conn = server.connect();
+    const INSTANCE_COUNT: usize = 3_000;
+    const BATCH: usize = 100;
+    for batch in 0..INSTANCE_COUNT / BATCH {
+        for i in 0..BATCH {
+            let body = registration("tagged", &format!("h{}", batch * BATCH + i), &extra);
+            send(
+                &mut conn,
+                "POST",
+                INSTANCES,
+                &[("Content-Type", "application/json")],
+                Some(&body),
+            );
+        }
+        for _ in 0..BATCH {
+            let r = read_response(&mut conn, false).unwrap();
+            assert_eq!(r.status, 201, "{}", r.text());
+        }
+    }
+    // 7,400 copies of `z`, then a tag nobody carries: nothing matches.
+    let query = format!("{INSTANCES}?tags={}nope", "z,".repeat(7_400));
+    let mut slow: Vec<_> = (0..4)
+        .map(|_| {
+            let mut conn = server.connect();
+            send(&mut conn, "GET", &query, &[], None);
+            conn
+        })
+        .collect();
+    let root = server.get("/");
+    assert_eq!(root.status, 200);
+    for conn in &mut slow {
+        let r = read_response(conn, false).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json(), json!({"instances": []}));
+    }
+    let query = format!("{INSTANCES}?tags={}y", "z,".repeat(7_400));
+    let all = server.get(&query).json();
+    assert_eq!(instance_count(&all), INSTANCE_COUNT);
+}

@@ -1091,3 +1091,244 @@ fn python_eureka_client_in_a_trusted_namespace() {
     );
     assert_eq!(other.json()["services"], json!([]));
 }
+
+/// Distinct short XML element names (`a`, `b`, … `aa0`, …), `count` of them.
+fn distinct_element_names(count: usize) -> Vec<String> {
+    const FIRST: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const REST: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut names = Vec::with_capacity(count);
+    let mut n = 0usize;
+    while names.len() < count {
+        let mut name = vec![FIRST[n % FIRST.len()]];
+        let mut rest = n / FIRST.len();
+        while rest > 0 {
+            rest -= 1;
+            name.push(REST[rest % REST.len()]);
+            rest /= REST.len();
+        }
+        names.push(String::from_utf8(name).unwrap());
+        n += 1;
+    }
+    names
+}
+
+/// An XML registration of `MANY/m1` whose `<metadata>` (or, with `in_data_center`, whose
+/// `dataCenterInfo` metadata) holds `children` empty elements of distinct names, kept under the
+/// 1 MiB body limit.
+fn xml_with_many_metadata_children(children: usize, in_data_center: bool) -> String {
+    let mut entries = String::with_capacity(children * 7);
+    for name in distinct_element_names(children) {
+        entries.push('<');
+        entries.push_str(&name);
+        entries.push_str("/>");
+    }
+    let (data_center, metadata) = if in_data_center {
+        (format!("<dataCenterInfo class=\"com.netflix.appinfo.AmazonInfo\"><name>Amazon</name><metadata>{entries}</metadata></dataCenterInfo>"), String::new())
+    } else {
+        (String::new(), format!("<metadata>{entries}</metadata>"))
+    };
+    let xml = format!("<instance><instanceId>m1</instanceId><hostName>h</hostName><app>MANY</app><ipAddr>10.0.0.1</ipAddr><vipAddress>many</vipAddress>{data_center}{metadata}</instance>");
+    assert!(xml.len() < 1_048_576, "{} bytes", xml.len());
+    xml
+}
+
+/// Hole: an XML `<metadata>` of ~170,000 empty children cost tens of seconds of CPU (each key was
+/// looked up in a vector of all keys before it). It is now read in one pass and refused as soon
+/// as it is sure to pass its 1,024-byte limit. The client's 10 s read timeout is the functional
+/// bound: the old code answered the same 400 only after about half a minute.
+#[test]
+fn xml_metadata_with_many_children_is_refused_promptly() {
+    let server = Server::start(&[]);
+    let xml = xml_with_many_metadata_children(170_000, false);
+    let answer = server.request(
+        "POST",
+        "/eureka/v2/apps/MANY",
+        &[("Content-Type", "application/xml")],
+        Some(&xml),
+    );
+    answer.assert_error(
+        400,
+        "Failed to register the instance because metadata exceeded 1024 bytes",
+    );
+    get_json(&server, "/eureka/v2/apps/MANY").assert_error(404, "Failed to look-up application");
+    // The server is still fine, and a small metadata of the same shape still registers.
+    let small = xml_with_many_metadata_children(20, false);
+    let r = server.request(
+        "POST",
+        "/eureka/v2/apps/MANY",
+        &[("Content-Type", "application/xml")],
+        Some(&small),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let metadata = a8_instance(&server, "MANY:m1")["metadata"].clone();
+    assert_eq!(metadata.as_object().unwrap().len(), 20, "{metadata}");
+}
+
+/// The data-centre metadata of an XML registration is read in one pass too (the same vector
+/// lookup made ~170,000 children cost tens of seconds).
+#[test]
+fn xml_data_center_metadata_with_many_children_is_read_promptly() {
+    let server = Server::start(&[]);
+    let xml = xml_with_many_metadata_children(170_000, true);
+    let answer = server.request(
+        "POST",
+        "/eureka/v2/apps/MANY",
+        &[("Content-Type", "application/xml")],
+        Some(&xml),
+    );
+    assert_eq!(answer.status, 204, "{}", answer.text());
+    let one = get_json(&server, "/eureka/v2/apps/MANY/m1");
+    assert_eq!(one.status, 200);
+    let data_center = &one.json()["instance"]["dataCenterInfo"];
+    assert_eq!(data_center["name"], "Amazon");
+    assert_eq!(data_center["metadata"].as_object().unwrap().len(), 170_000);
+    // And rendered back as XML in one pass.
+    let xml_one = server.get("/eureka/v2/apps/MANY/m1");
+    assert_eq!(xml_one.status, 200);
+    assert!(xml_one.text().contains("<a/>") || xml_one.text().contains("<a></a>"));
+}
+
+const TAGS_EXCEEDED: &str = "Failed to register the instance because tags exceeded 8192 bytes";
+
+/// D38 on the Eureka API: the tags derived from `metadata["amalgam8.tags"]` are bounded like the
+/// Amalgam8 API's, on registration (JSON and XML) and on a metadata update.
+#[test]
+fn eureka_tags_are_bounded() {
+    let server = Server::start(&[]);
+    let with_tags = |id: &str, tags: &str| {
+        let mut body = instance("TAGS", id, "UP");
+        body["instance"]["metadata"] = json!({ "amalgam8.tags": tags });
+        body
+    };
+    let pieces = |n: usize| vec!["t"; n].join(",");
+    let r = register(&server, E, "TAGS", &with_tags("ok", &pieces(256)));
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        a8_instance(&server, "TAGS:ok")["tags"]
+            .as_array()
+            .unwrap()
+            .len(),
+        256
+    );
+    register(&server, E, "TAGS", &with_tags("many", &pieces(257))).assert_error(400, TAGS_EXCEEDED);
+    // Empty pieces are tags too: 300 commas give 301 empty tags.
+    register(&server, E, "TAGS", &with_tags("empty", &",".repeat(300)))
+        .assert_error(400, TAGS_EXCEEDED);
+    let xml = format!(
+        "<instance><instanceId>x</instanceId><hostName>h</hostName><app>TAGS</app><ipAddr>1</ipAddr><vipAddress>v</vipAddress><metadata><amalgam8.tags>{}</amalgam8.tags></metadata></instance>",
+        pieces(257)
+    );
+    server
+        .request(
+            "POST",
+            "/eureka/v2/apps/TAGS",
+            &[("Content-Type", "application/xml")],
+            Some(&xml),
+        )
+        .assert_error(400, TAGS_EXCEEDED);
+    // The metadata limit is checked before the tags limit.
+    let both = with_tags("both", &format!("{},{}", pieces(257), "x".repeat(1100)));
+    register(&server, E, "TAGS", &both).assert_error(
+        400,
+        "Failed to register the instance because metadata exceeded 1024 bytes",
+    );
+
+    let path = format!("{E}/apps/TAGS/ok/metadata");
+    let before = a8_instance(&server, "TAGS:ok");
+    server
+        .request(
+            "PUT",
+            &format!("{path}?amalgam8.tags={}", ",".repeat(400)),
+            &[],
+            None,
+        )
+        .assert_error(400, TAGS_EXCEEDED);
+    assert_eq!(
+        a8_instance(&server, "TAGS:ok")["tags"],
+        before["tags"],
+        "unchanged"
+    );
+    assert_eq!(
+        a8_instance(&server, "TAGS:ok")["metadata"],
+        before["metadata"]
+    );
+    let r = server.request("PUT", &format!("{path}?amalgam8.tags=a,b"), &[], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(a8_instance(&server, "TAGS:ok")["tags"], json!(["a", "b"]));
+    let ids: Vec<String> = server.get("/api/v1/instances?service_name=TAGS").json()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["TAGS:ok"], "nothing refused was stored");
+}
+
+/// Hole: app `A` with instance `B:c` and app `A:B` with instance `c` were one record `A:B:c`,
+/// so the second registration silently replaced the first. They are two instances now, listed,
+/// renewed and cancelled independently; ordinary ids keep the `APP:iid` form.
+#[test]
+fn eureka_ids_of_different_apps_never_collide() {
+    let server = Server::start(&[]);
+    let r = register(&server, E, "A", &instance("A", "B:c", "UP"));
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = register(&server, E, "A:B", &instance("A:B", "c", "DOWN"));
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    let apps = get_json(&server, &format!("{E}/apps")).json();
+    let mut seen: Vec<(String, String, String)> = apps["applications"]["application"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|app| {
+            app["instance"].as_array().unwrap().iter().map(|i| {
+                (
+                    app["name"].as_str().unwrap().to_string(),
+                    i["instanceId"].as_str().unwrap().to_string(),
+                    i["status"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("A".to_string(), "B:c".to_string(), "UP".to_string()),
+            ("A:B".to_string(), "c".to_string(), "DOWN".to_string())
+        ]
+    );
+    assert_eq!(apps["applications"]["apps__hashcode"], "DOWN_1_UP_1_");
+    let a = get_json(&server, &format!("{E}/apps/A/B:c")).json();
+    assert_eq!(a["instance"]["app"], "A");
+    let ab = get_json(&server, &format!("{E}/apps/A%3AB/c")).json();
+    assert_eq!(ab["instance"]["app"], "A:B");
+    assert_eq!(ab["instance"]["status"], "DOWN");
+
+    // Both are visible through the Amalgam8 API under different ids; the plain one keeps `APP:iid`.
+    let listing = server.get("/api/v1/instances?status=ALL").json();
+    let ids = ids_of(&listing);
+    assert_eq!(ids.len(), 2, "{listing}");
+    assert!(ids.contains(&"A:B:c".to_string()), "{ids:?}");
+    let other = ids.iter().find(|id| *id != "A:B:c").unwrap().clone();
+
+    // Renewed and cancelled independently, on both APIs.
+    let put = |path: &str| server.request("PUT", path, &[], None).status;
+    let delete = |path: &str| server.request("DELETE", path, &[], None).status;
+    assert_eq!(put(&format!("{E}/apps/A/B:c")), 200);
+    assert_eq!(put(&format!("{E}/apps/A:B/c")), 200);
+    let encoded: String = other.bytes().map(|b| format!("%{b:02X}")).collect();
+    assert_eq!(put(&format!("/api/v1/instances/{encoded}/heartbeat")), 200);
+    assert_eq!(delete(&format!("{E}/apps/A:B/c")), 200);
+    assert_eq!(put(&format!("{E}/apps/A:B/c")), 404, "cancelled");
+    assert_eq!(
+        put(&format!("{E}/apps/A/B:c")),
+        200,
+        "the other one lives on"
+    );
+    assert_eq!(
+        ids_of(&server.get("/api/v1/instances?status=ALL").json()),
+        ["A:B:c"]
+    );
+    assert_eq!(put(&format!("/api/v1/instances/{encoded}/heartbeat")), 410);
+}
