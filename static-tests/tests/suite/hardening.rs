@@ -141,44 +141,60 @@ fn small_eureka_reads_do_not_scan_the_namespace() {
     );
 }
 
-#[test]
-fn concurrent_readers_of_a_large_list_build_it_once() {
-    let server = Server::start(&[]);
-    fill_with_eureka_instances(&server, 20_000);
-    let full = || server.get("/eureka/v2/apps");
-    // The cost of one build of the XML list, after a change.
-    let change = || {
-        let body = eureka_instance("OTHER", "o", "o", "UP", 0);
-        assert_eq!(server.post_json("/eureka/v2/apps/OTHER", &body).status, 204);
-    };
-    change();
-    let before = cpu_time(server.pid());
-    assert_eq!(full().status, 200);
-    let one_build = cpu_time(server.pid()) - before;
-
-    // Sixteen readers at once after a change: one build between them, then copies.
-    change();
+/// The CPU time the server spends on `requests`, sent at once from one thread each.
+fn cpu_of_concurrent(server: &Server, requests: usize, path: &str) -> Duration {
     let address = server.address;
+    let path = path.to_string();
     let before = cpu_time(server.pid());
-    let readers: Vec<_> = (0..16)
+    let readers: Vec<_> = (0..requests)
         .map(|_| {
+            let path = path.clone();
             std::thread::spawn(move || {
                 let mut conn = connect(address);
-                for _ in 0..4 {
-                    send(&mut conn, "GET", "/eureka/v2/apps", &[], None);
-                    let answer = read_response(&mut conn, false).expect("answer");
-                    assert_eq!(answer.status, 200);
-                }
+                send(&mut conn, "HEAD", &path, &[], None);
+                let answer = read_response(&mut conn, true).expect("answer");
+                assert_eq!(answer.status, 200);
             })
         })
         .collect();
     for reader in readers {
         reader.join().unwrap();
     }
-    let sixty_four = cpu_time(server.pid()) - before;
+    cpu_time(server.pid()) - before
+}
+
+#[test]
+fn large_bodies_are_built_once_until_something_changes() {
+    // Eight workers, so that eight builds could run at once if nothing stopped them.
+    let server = Server::start(&["--workers", "8"]);
+    fill_with_eureka_instances(&server, 20_000);
+    let change = || {
+        let body = eureka_instance("OTHER", "o", "o", "UP", 0);
+        assert_eq!(server.post_json("/eureka/v2/apps/OTHER", &body).status, 204);
+    };
+    // HEAD answers carry no body, so what they cost is building it.
+    for path in ["/eureka/v2/apps", "/eureka/v2/apps/delta"] {
+        change();
+        let one_build = cpu_of_concurrent(&server, 1, path);
+        change();
+        let sixteen = cpu_of_concurrent(&server, 16, path);
+        assert!(
+            sixteen < one_build * 3 + Duration::from_millis(50),
+            "{path}: 16 concurrent reads cost {sixteen:?}; one build costs {one_build:?}"
+        );
+    }
+    // Polls of the delta with no change in between are answered from the cache.
+    change();
+    let one_build = cpu_of_concurrent(&server, 1, "/eureka/v2/apps/delta");
+    let before = cpu_time(server.pid());
+    for _ in 0..30 {
+        let poll = server.request("HEAD", "/eureka/v2/apps/delta", &[], None);
+        assert_eq!(poll.status, 200);
+    }
+    let thirty = cpu_time(server.pid()) - before;
     assert!(
-        sixty_four < one_build * 8 + Duration::from_millis(200),
-        "64 reads cost {sixty_four:?}; one build costs {one_build:?}"
+        thirty < one_build * 3 + Duration::from_millis(50),
+        "30 delta polls cost {thirty:?}; one build costs {one_build:?}"
     );
 }
 
