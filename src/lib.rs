@@ -15,11 +15,13 @@
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder), `response`, `router`,
 //!   `server` (accept loop, one coroutine per connection, idle timeout, graceful drain).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
-//!   paths; `model` decodes JSON and XML registrations, `render` draws Netflix's JSON and XML,
-//!   `delta` keeps the recent-change log), `ops` (`/uptime`), `cache` (serialised bodies
-//!   invalidated by change events), `error` (the texts).
+//!   paths; `model` decodes registrations and derives store ids, `xml` reads and writes Netflix's
+//!   XML, `render` draws Netflix's JSON and XML, `delta` keeps the recent-change log), `ops`
+//!   (`/uptime`), `cache` (serialised bodies invalidated by change events), `json` (the JSON
+//!   helpers both protocols share), `error` (the texts).
 //! - [`auth`]: token extraction and the none | trusted | jwt chain; `jwt` is HS256 by hand.
-//! - [`registry`]: `instance` (record, ids, limits, TTL clamp), `store` (the backend trait, change
+//! - [`registry`]: `instance` (record, ids, limits, TTL clamp, the typed and encodable Eureka
+//!   fields), `store` (the backend trait, change
 //!   events, clock) and `memory` (the sharded TTL map with its reaper).
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT stops accepting,

@@ -598,6 +598,169 @@ mod tests {
         );
     }
 
+    fn full_eureka_fields() -> EurekaFields {
+        EurekaFields {
+            app: "MYAPP".into(),
+            instance_id: Some("host1:myapp:8080".into()),
+            host_name: "host1".into(),
+            ip_addr: "10.0.0.7".into(),
+            vip_address: "myapp".into(),
+            secure_vip_address: Some("myapp-secure".into()),
+            app_group_name: Some("GROUP".into()),
+            country_id: Some(-3),
+            port: Some(Port {
+                enabled: true,
+                number: Some(PortNumber::Number(8080.into())),
+            }),
+            secure_port: Some(Port {
+                enabled: false,
+                number: Some(PortNumber::Text("443\"x\u{e9}".into())),
+            }),
+            home_page_url: Some("http://host1:8080/".into()),
+            status_page_url: Some("http://host1:8080/info".into()),
+            health_check_url: None,
+            data_center: Some(Box::new(DataCenter {
+                class: Some("com.netflix.appinfo.AmazonInfo".into()),
+                name: Some("Amazon".into()),
+                metadata: JsonText::parse(r#"{"instance-id":"i-1","n":[1,{"x":null}]}"#.into()),
+            })),
+        }
+    }
+
+    #[test]
+    fn eureka_fields_round_trip_through_their_encoding() {
+        let full = full_eureka_fields();
+        let encoded = full.encode();
+        let text = std::str::from_utf8(&encoded).unwrap();
+        assert!(!text.contains(['\n', ' ']), "compact: {text}");
+        assert_eq!(EurekaFields::decode(&encoded).unwrap(), full);
+        let minimal = EurekaFields {
+            app: "A".into(),
+            instance_id: None,
+            host_name: "h".into(),
+            ip_addr: "1".into(),
+            vip_address: "v".into(),
+            secure_vip_address: None,
+            app_group_name: None,
+            country_id: None,
+            port: None,
+            secure_port: Some(Port {
+                enabled: true,
+                number: None,
+            }),
+            home_page_url: None,
+            status_page_url: None,
+            health_check_url: None,
+            data_center: None,
+        };
+        let encoded = minimal.encode();
+        assert_eq!(
+            std::str::from_utf8(&encoded).unwrap(),
+            r#"{"app":"A","hostName":"h","ipAddr":"1","vipAddress":"v","securePort":{"enabled":true}}"#
+        );
+        assert_eq!(EurekaFields::decode(&encoded).unwrap(), minimal);
+        // Members a newer peer may add are skipped.
+        let newer =
+            br#"{"app":"A","hostName":"h","ipAddr":"1","vipAddress":"v","sid":{"x":[[1]]}}"#;
+        assert_eq!(EurekaFields::decode(newer).unwrap().host_name.as_ref(), "h");
+        // An instance carries them through a clone unchanged and shared.
+        let mut instance = Instance::new(
+            "A:h",
+            "A",
+            endpoint(EndpointType::Tcp, "h"),
+            "UP",
+            Duration::ZERO,
+        );
+        instance.extension = Some(Extension::Eureka(Arc::new(full.clone())));
+        let copy = instance.clone();
+        assert_eq!(copy.eureka(), Some(&full));
+        match (&instance.extension, &copy.extension) {
+            (Some(Extension::Eureka(a)), Some(Extension::Eureka(b))) => assert!(Arc::ptr_eq(a, b)),
+            _ => unreachable!("both are Eureka instances"),
+        }
+    }
+
+    #[test]
+    fn decoding_garbage_is_an_error_never_a_panic() {
+        let encoded = full_eureka_fields().encode();
+        let deep = format!("{{\"app\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        for bad in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{}",
+            b"\xff\xfe",
+            br#"{"app":"A"}"#,
+            br#"{"app":1,"hostName":"h","ipAddr":"1","vipAddress":"v"}"#,
+            br#"{"app":"A","hostName":"h","ipAddr":"1","vipAddress":"v","port":{"number":{"number":1}}}"#,
+            br#"{"app":"A","hostName":"h","ipAddr":"1","vipAddress":"v","dataCenter":{"metadata":}}"#,
+            br#"{"app":"A","hostName":"h","ipAddr":"1","vipAddress":"v"} trailing"#,
+            deep.as_bytes(),
+            &encoded[..encoded.len() - 1],
+        ] {
+            assert!(EurekaFields::decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let mut rng = crate::testing::Rng::new(17);
+        for _ in 0..20_000 {
+            let _ = EurekaFields::decode(&rng.mutate(&encoded));
+        }
+    }
+
+    #[test]
+    fn tags_are_bounded_by_count_then_bytes() {
+        let mut collector = TagCollector::default();
+        for _ in 0..MAX_TAGS {
+            assert!(collector.push(""));
+        }
+        assert!(!collector.push(""));
+        assert_eq!(collector.finish(), Err(LimitError::Tags));
+        let mut collector = TagCollector::default();
+        assert!(collector.push(&"b".repeat(MAX_TAGS_BYTES)));
+        assert!(!collector.push("b"));
+        assert!(!collector.push(""), "nothing more once passed");
+        let mut collector = TagCollector::default();
+        collector.push("a");
+        assert_eq!(collector.finish(), Ok(vec!["a".to_string()]));
+
+        let mut instance = Instance::new(
+            "i",
+            "s",
+            endpoint(EndpointType::Tcp, "v"),
+            "UP",
+            Duration::ZERO,
+        );
+        instance.tags = vec![String::new(); MAX_TAGS];
+        assert_eq!(instance.check_limits(), Ok(()));
+        instance.tags.push(String::new());
+        assert_eq!(instance.check_limits(), Err(LimitError::Tags));
+        instance.metadata =
+            Some(RawValue::from_string(format!("\"{}\"", "m".repeat(2000))).unwrap());
+        assert_eq!(
+            instance.check_limits(),
+            Err(LimitError::Metadata),
+            "metadata first"
+        );
+        assert_eq!(
+            instance.first_limit_error(LimitError::Tags),
+            LimitError::Metadata
+        );
+        instance.metadata = None;
+        instance.tags.clear();
+        assert_eq!(
+            instance.first_limit_error(LimitError::Tags),
+            LimitError::Tags
+        );
+        assert_eq!(
+            instance.first_limit_error(LimitError::Metadata),
+            LimitError::Metadata
+        );
+        instance.service_name = "s".repeat(65).into();
+        assert_eq!(
+            instance.first_limit_error(LimitError::Metadata),
+            LimitError::ServiceName
+        );
+    }
+
     #[test]
     fn endpoint_types_are_lowercase_only() {
         assert_eq!(EndpointType::parse("udp"), Some(EndpointType::Udp));

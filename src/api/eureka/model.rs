@@ -544,6 +544,95 @@ mod tests {
         assert_eq!(tags_of(&commas), Err(LimitError::Tags));
     }
 
+    /// The inverse of [`store_id`]: the first `:` not escaped ends the app.
+    fn split_store_id(id: &str) -> Option<(String, &str)> {
+        let mut app = String::new();
+        let mut chars = id.char_indices();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                ID_ESCAPE => app.push(chars.next()?.1),
+                ':' => return Some((app, &id[at + 1..])),
+                c => app.push(c),
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn store_ids_are_unambiguous_and_plain_when_they_can_be() {
+        assert_eq!(
+            store_id("MYAPP", "host1:myapp:8080"),
+            "MYAPP:host1:myapp:8080"
+        );
+        assert_eq!(store_id("A", "B:c"), "A:B:c");
+        assert_eq!(store_id("A:B", "c"), "A~:B:c");
+        assert_eq!(store_id("A~", "c"), "A~~:c");
+        let parts = ["", "A", "B", ":", "~", "::", "~:", ":~", "A:B", "~~", "é:"];
+        let mut seen = std::collections::HashMap::new();
+        for app in parts {
+            for iid in parts {
+                let id = store_id(app, iid);
+                assert_eq!(split_store_id(&id), Some((app.to_string(), iid)), "{id}");
+                if let Some(other) = seen.insert(id.clone(), (app, iid)) {
+                    panic!("{id} is both {other:?} and {:?}", (app, iid));
+                }
+            }
+        }
+        let decoded = decode(
+            br#"{"instance":{"instanceId":"c","hostName":"h","ipAddr":"1","vipAddress":"v"}}"#,
+            false,
+            "A:B",
+        )
+        .unwrap();
+        assert_eq!(&*decoded.id, "A~:B:c");
+        assert_eq!(decoded.eureka().unwrap().instance_id.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn limits_found_while_decoding_keep_the_store_order() {
+        let body = |metadata: &str, host: &str| {
+            format!(
+                r#"{{"instance":{{"hostName":"{host}","ipAddr":"1","vipAddress":"v","port":{{"$":1,"@enabled":true}},"metadata":{metadata}}}}}"#
+            )
+        };
+        let many = format!(r#"{{"amalgam8.tags":"{}"}}"#, ",".repeat(300));
+        assert_eq!(
+            decode(body(&many, "h").as_bytes(), false, "A").unwrap_err(),
+            RegisterError::Limit(LimitError::Tags)
+        );
+        let long_host = "h".repeat(200);
+        assert_eq!(
+            decode(body(&many, &long_host).as_bytes(), false, "A").unwrap_err(),
+            RegisterError::Limit(LimitError::EndpointValue)
+        );
+        let mut huge = String::from("{\"amalgam8.tags\":\"");
+        huge.push_str(&",".repeat(500_000));
+        huge.push_str("\"}");
+        let decoded = decode(body(&huge, "h").as_bytes(), false, "A").unwrap();
+        assert!(
+            decoded.tags.is_empty(),
+            "left to the store's metadata check"
+        );
+        assert_eq!(decoded.check_limits(), Err(LimitError::Metadata));
+        let mut xml = String::from("<instance><hostName>h</hostName><ipAddr>1</ipAddr><vipAddress>v</vipAddress><metadata>");
+        for i in 0..1_000 {
+            xml.push_str(&format!("<key{i}/>"));
+        }
+        xml.push_str("</metadata></instance>");
+        assert_eq!(
+            decode(xml.as_bytes(), true, "A").unwrap_err(),
+            RegisterError::Limit(LimitError::Metadata)
+        );
+        let xml = xml.replace(
+            "<hostName>h</hostName>",
+            &format!("<hostName>{long_host}</hostName>"),
+        );
+        assert_eq!(
+            decode(xml.as_bytes(), true, "A").unwrap_err(),
+            RegisterError::Limit(LimitError::EndpointValue)
+        );
+    }
+
     #[test]
     fn both_ports_enabled_prefers_https() {
         let body = r#"{"instance":{"hostName":"h6","app":"A","ipAddr":"1","vipAddress":"v","status":"STARTING","port":{"$":80,"@enabled":"true"},"securePort":{"$":8443,"@enabled":"true"},"leaseInfo":{"durationInSecs":5000},"metadata":{"amalgam8.tags":"a,b;c"}}}"#;
