@@ -17,6 +17,7 @@ use crate::http::request::{Method, Request};
 use crate::http::response::Response;
 use crate::http::router::{percent_decode, Routed, Router};
 use crate::http::server::Handler;
+use crate::registry::namespace::Namespace;
 use crate::registry::store::Store;
 use cache::ResponseCache;
 use error::*;
@@ -110,7 +111,7 @@ fn routes() -> Router<Route> {
 
 /// What a handler knows about the request besides its bytes.
 pub struct Context {
-    pub namespace: String,
+    pub namespace: Namespace,
 }
 
 /// The API service: routing, the cross-cutting stages and the shared state of the handlers.
@@ -156,7 +157,7 @@ impl Api {
     }
 
     /// The stages of spec 1.2; returns the response and the namespace, once known.
-    fn respond(&self, request: &Request) -> (Response, Option<String>) {
+    fn respond(&self, request: &Request) -> (Response, Option<Namespace>) {
         if request.declared_length.is_some_and(|n| n > 0) && !acceptable_content_type(request) {
             return (Response::error(415, BAD_CONTENT_TYPE), None);
         }
@@ -241,7 +242,10 @@ impl Handler for Api {
                     ("status", &response.status),
                     ("bytes", &response.body.as_bytes().len()),
                     ("micros", &started.elapsed().as_micros()),
-                    ("namespace", &namespace.unwrap_or_default()),
+                    (
+                        "namespace",
+                        &namespace.as_ref().map_or("", Namespace::as_str),
+                    ),
                 ],
             );
         }

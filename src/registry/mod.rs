@@ -2,4 +2,5 @@
 
 pub mod instance;
 pub mod memory;
+pub mod namespace;
 pub mod store;
