@@ -79,12 +79,20 @@ fn main() -> ExitCode {
             println!("{}", auth::jwt::sign(&claims, secret.as_bytes()));
             ExitCode::SUCCESS
         }
-        Command::Serve(config) => serve(*config),
+        Command::Serve(config) => {
+            let code = serve(*config);
+            // The log thread writes asynchronously: give it the last lines before exiting.
+            log::flush();
+            code
+        }
     }
 }
 
 fn serve(config: Config) -> ExitCode {
-    log::init(config.log_level, config.log_format);
+    if let Err(e) = log::init(config.log_level, config.log_format) {
+        eprintln!("a8registry: cannot start the log thread: {e}");
+        return ExitCode::from(1);
+    }
     let exec_started = Instant::now();
     may::config()
         .set_workers(config.workers)
