@@ -10,17 +10,21 @@
 //!       ─► store backend (sharded in-memory TTL map)
 //! ```
 //!
-//! - [`config`]: every option once (flag, `A8_` env twin, default, validation, `--help`).
-//! - [`log`]: levelled text, json or logstash lines on stderr.
+//! - [`config`]: one option table per command (flag, `A8_` env twin, default, validation, secret or
+//!   not, `--help`); the startup summary is rendered from it with every secret masked.
+//! - [`log`]: levelled text, json or logstash lines, queued (bounded) and written to stderr by one
+//!   plain thread.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder), `response`, `router`,
 //!   `server` (accept loop, one coroutine per connection, idle timeout, graceful drain).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
 //!   paths; `model` decodes JSON and XML registrations, `render` draws Netflix's JSON and XML,
 //!   `delta` keeps the recent-change log), `ops` (`/uptime`), `cache` (serialised bodies
 //!   invalidated by change events), `error` (the texts).
-//! - [`auth`]: token extraction and the none | trusted | jwt chain; `jwt` is HS256 by hand.
-//! - [`registry`]: `instance` (record, ids, limits, TTL clamp), `store` (the backend trait, change
-//!   events, clock) and `memory` (the sharded TTL map with its reaper).
+//! - [`auth`]: token extraction and the none | trusted | jwt chain, ending in a validated
+//!   `Namespace`; `jwt` is HS256 by hand.
+//! - [`registry`]: `namespace` (the validated tenant name), `instance` (record, ids, limits, TTL
+//!   clamp), `store` (the backend trait, change events, clock) and `memory` (the sharded TTL map
+//!   with its reaper).
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT stops accepting,
 //! lets requests in flight finish and exits 0 within [`SHUTDOWN_GRACE`].

@@ -7,7 +7,7 @@
 //!
 //! Callers never write to stderr themselves: they run on may workers, and a write to a pipe that
 //! nobody reads blocks until the reader catches up, which stalled every connection of the worker
-//! (an unread stderr pipe stopped the server after 428 requests at debug level). [`write`]
+//! (an unread stderr pipe stopped the server after 428 requests at debug level). [`write()`]
 //! formats the line and appends it to a bounded in-memory queue ([`MAX_QUEUED_BYTES`], with a
 //! reserve for lines at info level and above) under a short lock; the `log` thread takes the whole queue and writes it with one `write_all`, so lines
 //! never interleave and a burst costs one system call. A line that does not fit is dropped and

@@ -360,6 +360,38 @@ fn the_token_tool_mints_tokens_the_server_accepts() {
 }
 
 #[test]
+fn the_token_tool_has_its_own_options_and_refuses_bad_namespaces() {
+    let (code, help, _) = run_to_exit(&["token", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    for option in ["--secret <text>", "--namespace <text>", "--ttl <duration>"] {
+        assert!(help.contains(option), "{option} in {help}");
+    }
+    assert!(!help.contains("--api_port"), "{help}");
+    // A token for a namespace the server would refuse is refused when minted.
+    for namespace in ["a\nb", "tab\there", &"n".repeat(257)] {
+        let (code, token, stderr) = run_to_exit(
+            &["token", "--secret", SECRET, "--namespace", namespace],
+            &[],
+        );
+        assert_eq!(code, Some(2), "{namespace:?}: minted {token}");
+        assert!(stderr.contains("--namespace"), "{stderr}");
+    }
+    // The environment does not change what is minted.
+    let (code, token, _) = run_to_exit(
+        &["token", "--secret", SECRET, "--namespace", "n"],
+        &[("A8_TTL", "1s"), ("A8_NAMESPACE", "other")],
+    );
+    assert_eq!(code, Some(0));
+    let payload: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.trim().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload, json!({"namespace": "n"}));
+}
+
+#[test]
 fn require_https_redirects_api_routes_before_auth() {
     let server = Server::start(&["--require_https"]);
     let r = server.request(

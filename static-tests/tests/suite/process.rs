@@ -461,3 +461,35 @@ fn read_response_to(conn: &mut std::net::TcpStream, raw: &str) -> u16 {
     conn.write_all(raw.as_bytes()).unwrap();
     read_response(conn, false).unwrap().status
 }
+
+#[test]
+fn the_startup_summary_names_every_option_and_masks_every_secret() {
+    const SENTINEL: &str = "sentinel-value-0x5ec";
+    let server = Server::start_with_env(
+        &["--auth_mode", "jwt", "--jwt_secret", SENTINEL],
+        &[("A8_STORE_PASSWORD", SENTINEL), ("A8_K8S_TOKEN", SENTINEL)],
+    );
+    // Something is logged after startup too, and nothing may carry the secret.
+    server.get("/uptime");
+    let lines = server.stderr();
+    assert!(
+        lines.iter().all(|l| !l.contains(SENTINEL)),
+        "a secret in {lines:?}"
+    );
+    let startup = &lines[0];
+    for shown in [
+        "jwt_secret=(set)",
+        "store_password=(set)",
+        "k8s_token=(set)",
+        "auth_mode=jwt",
+        "api_port=0",
+    ] {
+        assert!(startup.contains(shown), "{shown} in {startup}");
+    }
+    for name in help_options() {
+        assert!(
+            startup.contains(&format!(" {name}=")) || startup.contains(&format!("\"{name}=")),
+            "{name} in {startup}"
+        );
+    }
+}
