@@ -1,11 +1,18 @@
-//! Every option of the registry, once: its flag, its `A8_` environment twin, its default, its value
-//! syntax, its validation and its `--help` line.
+//! Every option of every command, once: its flag, its `A8_` environment twin, its default, its
+//! value syntax, its validation, whether it is a secret, and its `--help` line.
 //!
-//! Precedence is flag > environment > default. Flags are accepted Go-style (`-name value`,
-//! `-name=value`, `--name value`, `--name=value`); a boolean flag alone means true. Every bad value
-//! is a [`ConfigError`] whose one-line message names the flag and its env var; `main` prints it and
-//! exits with status 2 (spec D13).
+//! Each command has one option table (`SERVER`, `TOKEN`; the sidecar's goes next to them) and
+//! one parser engine reads them all. Precedence is flag > environment > default. Flags are
+//! accepted Go-style (`-name value`, `-name=value`, `--name value`, `--name=value`); a boolean flag
+//! alone means true. Every bad value is a [`ConfigError`] whose one-line message names the flag and
+//! its env var; `main` prints it and exits with status 2 (spec D13).
+//!
+//! The startup summary of the server ([`Command::Serve`]'s `summary`) is rendered from the table
+//! and the values as they were read, and an option marked `secret` is recorded only as `(set)` or
+//! `(unset)`: no code path can print a secret, and secret values live in [`Secret`], whose `Debug`
+//! masks them too.
 
+use crate::registry::namespace::Namespace;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::IpAddr;
@@ -40,40 +47,152 @@ struct OptionSpec {
     name: &'static str,
     kind: Kind,
     default: &'static str,
+    /// Never shown: the startup summary says only whether it is set.
+    secret: bool,
     help: &'static str,
 }
 
-/// The option table, in `--help` order. The README's configuration table is checked against the
-/// `--help` output by a static test, so the two cannot drift.
+/// The server's options, in `--help` order. The README's configuration table is checked against
+/// the `--help` output by a static test, so the two cannot drift.
 #[rustfmt::skip]
-const OPTIONS: &[OptionSpec] = &[
-    OptionSpec { name: "api_bind", kind: Kind::Ip, default: "0.0.0.0", help: "address the API listens on (an IP literal, e.g. 127.0.0.1 or ::1)" },
-    OptionSpec { name: "api_port", kind: Kind::Int, default: "8080", help: "API listen port, 0..65535" },
-    OptionSpec { name: "workers", kind: Kind::Int, default: "CPUs available", help: "worker threads serving connections, >= 1" },
-    OptionSpec { name: "max_body_size", kind: Kind::Int, default: "1048576", help: "largest request body in bytes, >= 1 (larger: 413)" },
-    OptionSpec { name: "idle_timeout", kind: Kind::Duration, default: "60s", help: "close keep-alive connections idle this long, > 0" },
-    OptionSpec { name: "log_level", kind: Kind::Text, default: "info", help: "debug, info, warn, warning, error, fatal or panic" },
-    OptionSpec { name: "log_format", kind: Kind::Text, default: "text", help: "text, json or logstash" },
-    OptionSpec { name: "auth_mode", kind: Kind::List, default: "", help: "trusted and/or jwt, tried in order (repeatable; comma-separated in env); empty: single tenant" },
-    OptionSpec { name: "jwt_secret", kind: Kind::Text, default: "", help: "HS256 secret (raw bytes), required with --auth_mode jwt" },
-    OptionSpec { name: "require_https", kind: Kind::Bool, default: "false", help: "redirect plain-HTTP API requests to https (301)" },
-    OptionSpec { name: "namespace_capacity", kind: Kind::Int, default: "-1", help: "most instances per namespace; negative: unlimited" },
-    OptionSpec { name: "default_ttl", kind: Kind::Duration, default: "30s", help: "TTL of a registration that gives none; within [min_ttl, max_ttl]" },
-    OptionSpec { name: "min_ttl", kind: Kind::Duration, default: "10s", help: "smallest TTL; shorter requests are raised to it" },
-    OptionSpec { name: "max_ttl", kind: Kind::Duration, default: "10m", help: "largest TTL; longer requests are lowered to it" },
-    OptionSpec { name: "store", kind: Kind::Text, default: "inmem", help: "inmem or redis" },
-    OptionSpec { name: "store_address", kind: Kind::Text, default: "", help: "Redis host:port, required with --store redis" },
-    OptionSpec { name: "store_password", kind: Kind::Text, default: "", help: "Redis AUTH password (sent only if non-empty)" },
-    OptionSpec { name: "replication", kind: Kind::Bool, default: "false", help: "replicate the in-memory store between cluster peers" },
-    OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", help: "replication listener port, 0..65535" },
-    OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", help: "how long startup waits for the initial peer sync" },
-    OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", help: "shared directory for cluster membership files" },
-    OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", help: "minimal healthy cluster size (reported in /uptime only)" },
-    OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", help: "Kubernetes API server URL: mirror its endpoints read-only" },
-    OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", help: "bearer token for the Kubernetes API" },
-    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env)" },
-    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", help: "directory of <namespace>.json files to mirror read-only" },
+const SERVER_OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "api_bind", kind: Kind::Ip, default: "0.0.0.0", secret: false, help: "address the API listens on (an IP literal, e.g. 127.0.0.1 or ::1)" },
+    OptionSpec { name: "api_port", kind: Kind::Int, default: "8080", secret: false, help: "API listen port, 0..65535" },
+    OptionSpec { name: "workers", kind: Kind::Int, default: "CPUs available", secret: false, help: "worker threads serving connections, >= 1" },
+    OptionSpec { name: "max_body_size", kind: Kind::Int, default: "1048576", secret: false, help: "largest request body in bytes, >= 1 (larger: 413)" },
+    OptionSpec { name: "idle_timeout", kind: Kind::Duration, default: "60s", secret: false, help: "close keep-alive connections idle this long, > 0" },
+    OptionSpec { name: "log_level", kind: Kind::Text, default: "info", secret: false, help: "debug, info, warn, warning, error, fatal or panic" },
+    OptionSpec { name: "log_format", kind: Kind::Text, default: "text", secret: false, help: "text, json or logstash" },
+    OptionSpec { name: "auth_mode", kind: Kind::List, default: "", secret: false, help: "trusted and/or jwt, tried in order (repeatable; comma-separated in env); empty: single tenant" },
+    OptionSpec { name: "jwt_secret", kind: Kind::Text, default: "", secret: true, help: "HS256 secret (raw bytes), required with --auth_mode jwt" },
+    OptionSpec { name: "require_https", kind: Kind::Bool, default: "false", secret: false, help: "redirect plain-HTTP API requests to https (301)" },
+    OptionSpec { name: "namespace_capacity", kind: Kind::Int, default: "-1", secret: false, help: "most instances per namespace; negative: unlimited" },
+    OptionSpec { name: "default_ttl", kind: Kind::Duration, default: "30s", secret: false, help: "TTL of a registration that gives none; within [min_ttl, max_ttl]" },
+    OptionSpec { name: "min_ttl", kind: Kind::Duration, default: "10s", secret: false, help: "smallest TTL; shorter requests are raised to it" },
+    OptionSpec { name: "max_ttl", kind: Kind::Duration, default: "10m", secret: false, help: "largest TTL; longer requests are lowered to it" },
+    OptionSpec { name: "store", kind: Kind::Text, default: "inmem", secret: false, help: "inmem or redis" },
+    OptionSpec { name: "store_address", kind: Kind::Text, default: "", secret: false, help: "Redis host:port, required with --store redis" },
+    OptionSpec { name: "store_password", kind: Kind::Text, default: "", secret: true, help: "Redis AUTH password (sent only if non-empty)" },
+    OptionSpec { name: "replication", kind: Kind::Bool, default: "false", secret: false, help: "replicate the in-memory store between cluster peers" },
+    OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", secret: false, help: "replication listener port, 0..65535" },
+    OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "how long startup waits for the initial peer sync" },
+    OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", secret: false, help: "shared directory for cluster membership files" },
+    OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", secret: false, help: "minimal healthy cluster size (reported in /uptime only)" },
+    OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL: mirror its endpoints read-only" },
+    OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API" },
+    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env)" },
+    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json files to mirror read-only" },
 ];
+
+/// The options of `a8registry token`, which mints a JWT for `--auth_mode jwt`. They have no
+/// environment twins: a stray `A8_TTL` or `A8_NAMESPACE` must not change what is minted.
+#[rustfmt::skip]
+const TOKEN_OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "secret", kind: Kind::Text, default: "", secret: true, help: "the registry's --jwt_secret, required" },
+    OptionSpec { name: "namespace", kind: Kind::Text, default: "", secret: false, help: "the namespace claim, required (a valid namespace name)" },
+    OptionSpec { name: "ttl", kind: Kind::Duration, default: "", secret: false, help: "lifetime, > 0: the token expires then (exp claim); empty: never" },
+];
+
+// The sidecar's options (sidecar.md §2: `--register`, `--service`, `--registry_url`, the secret
+// `--registry_token`, ...) get a `SIDECAR_OPTIONS` table and a `SIDECAR` command here, with env
+// twins, parsed by the same engine; its parsing stops at `--` or at the first free argument,
+// which starts the supervised command.
+
+/// A command line: its name (which starts its error lines), usage and option table.
+struct CommandSpec {
+    /// `a8registry` or `a8registry <subcommand>`.
+    name: &'static str,
+    usage: &'static str,
+    options: &'static [OptionSpec],
+    /// Whether each option also reads its `A8_<FLAG>` environment variable.
+    env_twins: bool,
+}
+
+/// The server: `a8registry [options]`.
+const SERVER: CommandSpec = CommandSpec {
+    name: "a8registry",
+    usage: "a8registry [options]",
+    options: SERVER_OPTIONS,
+    env_twins: true,
+};
+
+/// `a8registry token --secret S --namespace N [--ttl 24h]`.
+const TOKEN: CommandSpec = CommandSpec {
+    name: "a8registry token",
+    usage: "a8registry token --secret S --namespace N [--ttl 24h]",
+    options: TOKEN_OPTIONS,
+    env_twins: false,
+};
+
+impl CommandSpec {
+    fn spec(&self, name: &str) -> &'static OptionSpec {
+        self.options
+            .iter()
+            .find(|o| o.name == name)
+            .expect("every option read by the parser is in its command's table")
+    }
+
+    /// How error lines name an option: `--flag (A8_FLAG)`, or `--flag` without env twins.
+    fn flag(&self, name: &str) -> String {
+        if self.env_twins {
+            format!("--{name} ({})", env_name(name))
+        } else {
+            format!("--{name}")
+        }
+    }
+
+    fn error(&'static self, message: String) -> ConfigError {
+        ConfigError {
+            command: self.name,
+            message,
+        }
+    }
+
+    fn invalid(&'static self, name: &str, value: &str, why: &str) -> ConfigError {
+        self.error(format!(
+            "invalid value {value:?} for {}: {why}",
+            self.flag(name)
+        ))
+    }
+
+    /// The `--help` text: usage, then every option with its env name (if any) and default.
+    fn help(&self) -> String {
+        let mut out = String::new();
+        if self.env_twins {
+            out.push_str(
+                "a8registry: a service registry with the Amalgam8 and Eureka APIs\n\n\
+                 Usage:\n",
+            );
+            out.push_str(&format!("  {}\n  {}\n\n", self.usage, TOKEN.usage));
+            out.push_str("Options (flag > environment variable > default):\n");
+        } else {
+            out.push_str(&format!("Usage:\n  {}\n\nOptions:\n", self.usage));
+        }
+        for o in self.options {
+            let default = if o.default.is_empty() {
+                "(empty)"
+            } else {
+                o.default
+            };
+            let env = if self.env_twins {
+                format!("env {}, ", env_name(o.name))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "  --{} {}\n      {env}default {default}: {}\n",
+                o.name,
+                o.kind.placeholder(),
+                o.help
+            ));
+        }
+        out.push_str("  -h, --help\n      print this help\n");
+        if self.env_twins {
+            out.push_str("  -v, --version\n      print the version\n");
+        }
+        out
+    }
+}
 
 /// Log verbosity, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -122,7 +241,47 @@ pub enum StoreKind {
     Redis,
 }
 
-/// The validated configuration.
+/// The value of an option marked `secret`. `Debug` and `Display` show only `(set)` or `(unset)`,
+/// so a secret cannot reach a log line by accident; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the code that uses it (an HMAC key, a password on the wire).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    fn mask(value: &str) -> &'static str {
+        if value.is_empty() {
+            "(unset)"
+        } else {
+            "(set)"
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Secret::mask(&self.0))
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Secret::mask(&self.0))
+    }
+}
+
+/// The validated configuration of the server.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub api_bind: IpAddr,
@@ -133,7 +292,7 @@ pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub auth_modes: Vec<AuthMode>,
-    pub jwt_secret: String,
+    pub jwt_secret: Secret,
     pub require_https: bool,
     /// `None` means unlimited.
     pub namespace_capacity: Option<usize>,
@@ -142,88 +301,74 @@ pub struct Config {
     pub max_ttl: Duration,
     pub store: StoreKind,
     pub store_address: String,
-    pub store_password: String,
+    pub store_password: Secret,
     pub replication: bool,
     pub replication_port: u16,
     pub sync_timeout: Duration,
     pub cluster_dir: String,
     pub cluster_size: i64,
     pub k8s_url: String,
-    pub k8s_token: String,
+    pub k8s_token: Secret,
     pub eureka_urls: Vec<String>,
     pub fs_catalog: String,
 }
 
 /// What the command line asks for.
 pub enum Command {
-    Serve(Box<Config>),
-    Help,
+    Serve {
+        config: Box<Config>,
+        /// The effective options as one line for the startup log, every secret masked.
+        summary: String,
+    },
+    /// Print this help text and exit 0.
+    Help(String),
     Version,
     /// `a8registry token --secret S --namespace N [--ttl 24h]`.
     Token {
-        secret: String,
-        namespace: String,
+        secret: Secret,
+        namespace: Namespace,
         ttl: Option<Duration>,
     },
 }
 
-/// A configuration error: one line that names the option and its environment variable.
+/// A configuration error: one line that begins with the command and names the option (and, for
+/// the server, its environment variable).
 #[derive(Debug, PartialEq, Eq)]
-pub struct ConfigError(String);
+pub struct ConfigError {
+    command: &'static str,
+    message: String,
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a8registry: {}", self.0)
+        write!(f, "{}: {}", self.command, self.message)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 fn env_name(flag: &str) -> String {
     format!("A8_{}", flag.to_ascii_uppercase())
 }
 
+/// A server option's bad value: `invalid value "x" for --flag (A8_FLAG): why`.
 fn invalid(name: &str, value: &str, why: &str) -> ConfigError {
-    ConfigError(format!(
-        "invalid value {value:?} for --{name} ({}): {why}",
-        env_name(name)
-    ))
+    SERVER.invalid(name, value, why)
 }
 
-fn spec(name: &str) -> &'static OptionSpec {
-    OPTIONS
-        .iter()
-        .find(|o| o.name == name)
-        .expect("every option read by the parser is in OPTIONS")
+/// A server configuration error with this message.
+fn error(message: String) -> ConfigError {
+    SERVER.error(message)
 }
 
-/// The `--help` text: every option with its env name and default.
+/// The server's `--help` text: every option with its env name and default.
 pub fn help_text() -> String {
-    let mut out = String::from(
-        "a8registry: a service registry with the Amalgam8 and Eureka APIs\n\n\
-         Usage:\n  a8registry [options]\n  a8registry token --secret S --namespace N [--ttl 24h]\n\n\
-         Options (flag > environment variable > default):\n",
-    );
-    for o in OPTIONS {
-        let default = if o.default.is_empty() {
-            "(empty)"
-        } else {
-            o.default
-        };
-        out.push_str(&format!(
-            "  --{} {}\n      env {}, default {}: {}\n",
-            o.name,
-            o.kind.placeholder(),
-            env_name(o.name),
-            default,
-            o.help
-        ));
-    }
-    out.push_str("  -h, --help\n      print this help\n  -v, --version\n      print the version\n");
-    out
+    SERVER.help()
 }
 
 /// Rewrites Go-style arguments into the form pico-args reads: `-name` becomes `--name`, and a
 /// boolean flag given alone becomes `--name=true`.
-fn normalise_args(args: Vec<OsString>) -> Vec<OsString> {
+fn normalise_args(args: Vec<OsString>, options: &[OptionSpec]) -> Vec<OsString> {
     args.into_iter()
         .map(|arg| {
             let Some(text) = arg.to_str() else { return arg };
@@ -234,12 +379,12 @@ fn normalise_args(args: Vec<OsString>) -> Vec<OsString> {
                 .strip_prefix('-')
                 .filter(|rest| !rest.starts_with('-'))
                 .map(|rest| rest.split('=').next().unwrap_or(rest));
-            if single_dash_name.is_some_and(|name| OPTIONS.iter().any(|o| o.name == name)) {
+            if single_dash_name.is_some_and(|name| options.iter().any(|o| o.name == name)) {
                 text.insert(0, '-');
             }
             if let Some(flag) = text.strip_prefix("--") {
                 if !flag.contains('=')
-                    && OPTIONS
+                    && options
                         .iter()
                         .any(|o| o.name == flag && o.kind == Kind::Bool)
                 {
@@ -253,68 +398,61 @@ fn normalise_args(args: Vec<OsString>) -> Vec<OsString> {
 
 /// Parses the command line (without the program name) and the environment.
 pub fn parse(
+    mut args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, ConfigError> {
+    // A subcommand is the first argument; each has its own table.
+    match args.first().and_then(|a| a.to_str()) {
+        Some("token") => parse_token(args.split_off(1)),
+        // Some("sidecar") => parse_sidecar(args.split_off(1), env), on its own table.
+        _ => parse_server(args, env),
+    }
+}
+
+fn parse_server(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Command, ConfigError> {
-    let mut pargs = pico_args::Arguments::from_vec(normalise_args(args));
-    if pargs.contains(["-h", "--help"]) {
-        return Ok(Command::Help);
+    let mut raw = RawValues::new(&SERVER, args, env);
+    if raw.pargs.contains(["-h", "--help"]) {
+        return Ok(Command::Help(SERVER.help()));
     }
-    if pargs.contains(["-v", "--version"]) {
+    if raw.pargs.contains(["-v", "--version"]) {
         return Ok(Command::Version);
     }
-    let mut first = pargs.clone();
-    if let Ok(Some(sub)) = first.subcommand() {
-        if sub == "token" {
-            return parse_token(first);
-        }
-    }
-    let mut raw = RawValues { pargs, env };
     let config = build(&mut raw)?;
-    let rest = raw.pargs.finish();
-    if let Some(extra) = rest.first() {
-        return Err(ConfigError(format!(
-            "unknown argument {:?} (see --help)",
-            extra.to_string_lossy()
-        )));
-    }
-    Ok(Command::Serve(Box::new(config)))
+    raw.finish()?;
+    Ok(Command::Serve {
+        config: Box::new(config),
+        summary: raw.summary(),
+    })
 }
 
-fn parse_token(mut pargs: pico_args::Arguments) -> Result<Command, ConfigError> {
-    let mut text = |key: &'static str| -> Result<Option<String>, ConfigError> {
-        pargs
-            .opt_value_from_str::<_, String>(key)
-            .map_err(|e| ConfigError(format!("token: {key}: {e}")))
-    };
-    let secret = text("--secret")?.unwrap_or_default();
-    let namespace = text("--namespace")?.unwrap_or_default();
-    let ttl = text("--ttl")?;
-    if secret.is_empty() {
-        return Err(ConfigError("token: --secret is required".into()));
+fn parse_token(args: Vec<OsString>) -> Result<Command, ConfigError> {
+    let no_env = |_: &str| None;
+    let mut raw = RawValues::new(&TOKEN, args, &no_env);
+    if raw.pargs.contains(["-h", "--help"]) {
+        return Ok(Command::Help(TOKEN.help()));
     }
+    let secret = raw.secret("secret")?;
+    if !secret.is_set() {
+        return Err(TOKEN.error(format!("{} is required", TOKEN.flag("secret"))));
+    }
+    let namespace = raw.text("namespace")?;
     if namespace.is_empty() {
-        return Err(ConfigError("token: --namespace is required".into()));
+        return Err(TOKEN.error(format!("{} is required", TOKEN.flag("namespace"))));
     }
-    let ttl = match ttl {
+    let namespace = Namespace::new(&namespace)
+        .map_err(|why| TOKEN.invalid("namespace", &namespace, &why.to_string()))?;
+    let ttl = match raw.single("ttl")? {
         None => None,
-        Some(v) => match parse_duration(&v) {
-            Ok(d) if d > Duration::ZERO => Some(d),
-            Ok(_) => {
-                return Err(ConfigError(format!(
-                    "token: invalid --ttl {v:?}: must be > 0"
-                )))
-            }
-            Err(why) => return Err(ConfigError(format!("token: invalid --ttl {v:?}: {why}"))),
+        Some(value) => match parse_duration(&value) {
+            Ok(ttl) if ttl > Duration::ZERO => Some(ttl),
+            Ok(_) => return Err(TOKEN.invalid("ttl", &value, "must be > 0")),
+            Err(why) => return Err(TOKEN.invalid("ttl", &value, why)),
         },
     };
-    let rest = pargs.finish();
-    if let Some(extra) = rest.first() {
-        return Err(ConfigError(format!(
-            "token: unknown argument {:?}",
-            extra.to_string_lossy()
-        )));
-    }
+    raw.finish()?;
     Ok(Command::Token {
         secret,
         namespace,
@@ -322,36 +460,80 @@ fn parse_token(mut pargs: pico_args::Arguments) -> Result<Command, ConfigError> 
     })
 }
 
-/// Raw option values, before conversion: a flag wins over its env twin.
+/// Raw option values of one command, before conversion: a flag wins over its env twin. Every
+/// value read is also recorded, as text, for the summary; a secret only as `(set)`/`(unset)`.
 struct RawValues<'a> {
+    command: &'static CommandSpec,
     pargs: pico_args::Arguments,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// (option, effective value as shown), in the order read; secrets already masked.
+    effective: Vec<(&'static str, String)>,
 }
 
-impl RawValues<'_> {
+impl<'a> RawValues<'a> {
+    fn new(
+        command: &'static CommandSpec,
+        args: Vec<OsString>,
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> RawValues<'a> {
+        RawValues {
+            command,
+            pargs: pico_args::Arguments::from_vec(normalise_args(args, command.options)),
+            env,
+            effective: Vec::new(),
+        }
+    }
+
+    /// Remembers what `name` is in effect as; a secret is masked here, whoever calls.
+    fn record(&mut self, name: &'static str, value: &str) {
+        let shown = if self.command.spec(name).secret {
+            Secret::mask(value).to_string()
+        } else {
+            value.to_string()
+        };
+        self.effective.retain(|(n, _)| *n != name);
+        self.effective.push((name, shown));
+    }
+
+    /// The value in effect for an option whose default is computed (`workers`), for the summary.
+    fn resolved(&mut self, name: &'static str, value: &dyn fmt::Display) {
+        self.record(name, &value.to_string());
+    }
+
+    fn env_value(&self, name: &str) -> Option<String> {
+        if self.command.env_twins {
+            (self.env)(&env_name(name))
+        } else {
+            None
+        }
+    }
+
+    fn flag_values(&mut self, name: &'static str) -> Result<Vec<String>, ConfigError> {
+        let key = leak_flag(name);
+        self.pargs.values_from_str(key).map_err(|e| {
+            self.command
+                .error(format!("{}: {e}", self.command.flag(name)))
+        })
+    }
+
     /// The flag's value, else the env var's, else `None`.
     fn single(&mut self, name: &'static str) -> Result<Option<String>, ConfigError> {
-        let key = leak_flag(name);
-        let values: Vec<String> = self
-            .pargs
-            .values_from_str(key)
-            .map_err(|e| ConfigError(format!("--{name} ({}): {e}", env_name(name))))?;
         // Go's flag package lets the last occurrence win.
-        if let Some(last) = values.into_iter().last() {
-            return Ok(Some(last));
+        let value = match self.flag_values(name)?.into_iter().last() {
+            Some(last) => Some(last),
+            None => self.env_value(name),
+        };
+        if let Some(value) = &value {
+            self.record(name, value);
         }
-        Ok((self.env)(&env_name(name)))
+        Ok(value)
     }
 
     /// Env values (comma-separated, trimmed) followed by every flag occurrence, as urfave/cli v1
     /// combined them.
     fn list(&mut self, name: &'static str) -> Result<Option<Vec<String>>, ConfigError> {
-        let key = leak_flag(name);
-        let flags: Vec<String> = self
-            .pargs
-            .values_from_str(key)
-            .map_err(|e| ConfigError(format!("--{name} ({}): {e}", env_name(name))))?;
-        let env = (self.env)(&env_name(name));
+        let flags = self.flag_values(name)?;
+        let env = self.env_value(name);
         if env.is_none() && flags.is_empty() {
             return Ok(None);
         }
@@ -360,30 +542,40 @@ impl RawValues<'_> {
             None => Vec::new(),
         };
         all.extend(flags);
+        self.record(name, &all.join(","));
         Ok(Some(all))
     }
 
     fn text(&mut self, name: &'static str) -> Result<String, ConfigError> {
         Ok(self
             .single(name)?
-            .unwrap_or_else(|| spec(name).default.to_string()))
+            .unwrap_or_else(|| self.command.spec(name).default.to_string()))
+    }
+
+    /// An option marked `secret`, wrapped so that it cannot be printed.
+    fn secret(&mut self, name: &'static str) -> Result<Secret, ConfigError> {
+        debug_assert!(self.command.spec(name).secret, "--{name} is not a secret");
+        self.text(name).map(Secret)
     }
 
     fn int(&mut self, name: &'static str) -> Result<i64, ConfigError> {
         let value = self.text(name)?;
-        parse_int(&value).map_err(|why| invalid(name, &value, why))
+        parse_int(&value).map_err(|why| self.command.invalid(name, &value, why))
     }
 
     fn port(&mut self, name: &'static str) -> Result<u16, ConfigError> {
         let value = self.text(name)?;
-        let n = parse_int(&value).map_err(|why| invalid(name, &value, why))?;
-        u16::try_from(n).map_err(|_| invalid(name, &value, "a port must be within 0..65535"))
+        let n = parse_int(&value).map_err(|why| self.command.invalid(name, &value, why))?;
+        u16::try_from(n).map_err(|_| {
+            self.command
+                .invalid(name, &value, "a port must be within 0..65535")
+        })
     }
 
     fn bool(&mut self, name: &'static str) -> Result<bool, ConfigError> {
         let value = self.text(name)?;
         parse_bool(&value).ok_or_else(|| {
-            invalid(
+            self.command.invalid(
                 name,
                 &value,
                 "a boolean is one of 1 t T TRUE true True 0 f F FALSE false False",
@@ -393,7 +585,48 @@ impl RawValues<'_> {
 
     fn duration(&mut self, name: &'static str) -> Result<Duration, ConfigError> {
         let value = self.text(name)?;
-        parse_duration(&value).map_err(|why| invalid(name, &value, why))
+        parse_duration(&value).map_err(|why| self.command.invalid(name, &value, why))
+    }
+
+    /// Refuses whatever is left on the command line.
+    fn finish(&mut self) -> Result<(), ConfigError> {
+        let rest =
+            std::mem::replace(&mut self.pargs, pico_args::Arguments::from_vec(Vec::new())).finish();
+        match rest.first() {
+            None => Ok(()),
+            Some(extra) => Err(self.command.error(format!(
+                "unknown argument {:?} (see {} --help)",
+                extra.to_string_lossy(),
+                self.command.name
+            ))),
+        }
+    }
+
+    /// Every option of the table, in table order, as `name=value`: the value read (flag or
+    /// environment), else the default. Secrets were masked when they were recorded, and an
+    /// option never read shows its default, masked too if it is a secret.
+    fn summary(&self) -> String {
+        let mut out = String::new();
+        for option in self.command.options {
+            let value = match self.effective.iter().find(|(n, _)| *n == option.name) {
+                Some((_, shown)) => shown.clone(),
+                None if option.secret => Secret::mask(option.default).to_string(),
+                None => option.default.to_string(),
+            };
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            let plain = !value.is_empty()
+                && !value
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=');
+            if plain {
+                out.push_str(&format!("{}={value}", option.name));
+            } else {
+                out.push_str(&format!("{}={value:?}", option.name));
+            }
+        }
+        out
     }
 }
 
@@ -427,6 +660,7 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
             Err(why) => return Err(invalid("workers", &value, why)),
         },
     };
+    raw.resolved("workers", &workers);
     let max_body_size = {
         let n = raw.int("max_body_size")?;
         if n < 1 {
@@ -473,9 +707,9 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
             _ => return Err(invalid("auth_mode", &mode, "one of trusted, jwt")),
         });
     }
-    let jwt_secret = raw.text("jwt_secret")?;
-    if auth_modes.contains(&AuthMode::Jwt) && jwt_secret.is_empty() {
-        return Err(ConfigError(format!(
+    let jwt_secret = raw.secret("jwt_secret")?;
+    if auth_modes.contains(&AuthMode::Jwt) && !jwt_secret.is_set() {
+        return Err(error(format!(
             "--jwt_secret ({}) is required when --auth_mode includes jwt",
             env_name("jwt_secret")
         )));
@@ -486,7 +720,7 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
     let min_ttl = raw.duration("min_ttl")?;
     let max_ttl = raw.duration("max_ttl")?;
     if min_ttl > max_ttl {
-        return Err(ConfigError(format!(
+        return Err(error(format!(
             "--min_ttl ({}) {:?} is larger than --max_ttl ({}) {:?}",
             env_name("min_ttl"),
             min_ttl,
@@ -495,7 +729,7 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         )));
     }
     if default_ttl < min_ttl || default_ttl > max_ttl {
-        return Err(ConfigError(format!(
+        return Err(error(format!(
             "--default_ttl ({}) {:?} is outside [--min_ttl, --max_ttl] = [{:?}, {:?}]",
             env_name("default_ttl"),
             default_ttl,
@@ -513,19 +747,19 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
     };
     let store_address = raw.text("store_address")?;
     if store == StoreKind::Redis && store_address.is_empty() {
-        return Err(ConfigError(format!(
+        return Err(error(format!(
             "--store_address ({}) is required with --store redis",
             env_name("store_address")
         )));
     }
-    let store_password = raw.text("store_password")?;
+    let store_password = raw.secret("store_password")?;
     let replication = raw.bool("replication")?;
     let replication_port = raw.port("replication_port")?;
     let sync_timeout = raw.duration("sync_timeout")?;
     let cluster_dir = raw.text("cluster_dir")?;
     let cluster_size = raw.int("cluster_size")?;
     let k8s_url = raw.text("k8s_url")?;
-    let k8s_token = raw.text("k8s_token")?;
+    let k8s_token = raw.secret("k8s_token")?;
     let eureka_urls: Vec<String> = raw
         .list("eureka_url")?
         .unwrap_or_default()
@@ -569,7 +803,7 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
 /// Options of capabilities this build does not have yet are refused, never silently ignored.
 fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
     let unavailable = |name: &str, what: &str| {
-        Err(ConfigError(format!(
+        Err(error(format!(
             "--{name} ({}): {what} is not available yet in this version",
             env_name(name)
         )))
@@ -739,9 +973,38 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        match parse(args.iter().map(OsString::from).collect(), &lookup)? {
-            Command::Serve(c) => Ok(*c),
+        parse_serve(args, &lookup).map(|(config, _)| config)
+    }
+
+    /// The configuration and the startup summary.
+    fn parse_serve(
+        args: &[&str],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Config, String), ConfigError> {
+        match parse(args.iter().map(OsString::from).collect(), env)? {
+            Command::Serve { config, summary } => Ok((*config, summary)),
             _ => panic!("expected a serve command"),
+        }
+    }
+
+    fn parse_token_with(
+        args: &[&str],
+    ) -> Result<(Secret, Namespace, Option<Duration>), ConfigError> {
+        let mut all = vec!["token"];
+        all.extend_from_slice(args);
+        // The environment is never read for `token`: this one would change every value.
+        let env = |name: &str| match name {
+            "A8_TTL" => Some("1s".to_string()),
+            "A8_NAMESPACE" | "A8_SECRET" => Some("from-env".to_string()),
+            _ => None,
+        };
+        match parse(all.into_iter().map(OsString::from).collect(), &env)? {
+            Command::Token {
+                secret,
+                namespace,
+                ttl,
+            } => Ok((secret, namespace, ttl)),
+            _ => panic!("expected a token command"),
         }
     }
 
@@ -776,11 +1039,11 @@ mod tests {
     #[test]
     fn values_that_start_with_a_dash_are_values() {
         let c = parse_with(&["--jwt_secret", "-abc", "--auth_mode", "jwt"], &[]).unwrap();
-        assert_eq!(c.jwt_secret, "-abc");
+        assert_eq!(c.jwt_secret.expose(), "-abc");
         let c = parse_with(&["-namespace_capacity", "-10"], &[]).unwrap();
         assert_eq!(c.namespace_capacity, None);
         let c = parse_with(&["-jwt_secret=-x"], &[]).unwrap();
-        assert_eq!(c.jwt_secret, "-x");
+        assert_eq!(c.jwt_secret.expose(), "-x");
     }
 
     #[test]
@@ -929,10 +1192,182 @@ mod tests {
     #[test]
     fn help_lists_every_option_with_its_env_name() {
         let help = help_text();
-        for o in OPTIONS {
+        for o in SERVER_OPTIONS {
             assert!(help.contains(&format!("--{} ", o.name)), "{}", o.name);
             assert!(help.contains(&env_name(o.name)), "{}", o.name);
         }
+        for o in TOKEN_OPTIONS {
+            assert!(!help.contains(&format!("\n  --{} ", o.name)), "{}", o.name);
+        }
+    }
+
+    #[test]
+    fn tables_name_each_option_once_and_secrets_are_text() {
+        for command in [&SERVER, &TOKEN] {
+            for (i, o) in command.options.iter().enumerate() {
+                assert!(
+                    command.options[i + 1..].iter().all(|p| p.name != o.name),
+                    "{} lists --{} twice",
+                    command.name,
+                    o.name
+                );
+                assert!(!o.secret || o.kind == Kind::Text, "--{}", o.name);
+                assert!(o.name != "help" && o.name != "version");
+            }
+        }
+    }
+
+    #[test]
+    fn no_secret_reaches_the_summary_or_debug_output() {
+        const SENTINEL: &str = "hunter2-sentinel";
+        let secrets: Vec<&str> = SERVER_OPTIONS
+            .iter()
+            .filter(|o| o.secret)
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(secrets, ["jwt_secret", "store_password", "k8s_token"]);
+        // Every secret set by flag, then every one by environment.
+        let flags: Vec<String> = secrets
+            .iter()
+            .flat_map(|name| [format!("--{name}"), SENTINEL.to_string()])
+            .collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let by_env = |name: &str| {
+            secrets
+                .iter()
+                .any(|s| env_name(s) == name)
+                .then(|| SENTINEL.to_string())
+        };
+        for (args, env) in [
+            (
+                &flags[..],
+                &(|_: &str| None) as &dyn Fn(&str) -> Option<String>,
+            ),
+            (&[][..], &by_env),
+        ] {
+            let (config, summary) = parse_serve(args, env).unwrap();
+            assert!(!summary.contains(SENTINEL), "{summary}");
+            assert!(!format!("{config:?}").contains(SENTINEL));
+            for name in &secrets {
+                assert!(summary.contains(&format!("{name}=(set)")), "{summary}");
+            }
+            assert_eq!(config.jwt_secret.expose(), SENTINEL);
+            assert_eq!(config.k8s_token.expose(), SENTINEL);
+        }
+        let (_, summary) = parse_serve(&[], &|_| None).unwrap();
+        for name in &secrets {
+            assert!(summary.contains(&format!("{name}=(unset)")), "{summary}");
+        }
+    }
+
+    #[test]
+    fn summary_lists_every_option_in_table_order_with_its_effective_value() {
+        let env = |name: &str| match name {
+            "A8_API_PORT" => Some("9000".to_string()),
+            "A8_AUTH_MODE" => Some("jwt, trusted".to_string()),
+            "A8_DEFAULT_TTL" => Some("20s".to_string()),
+            _ => None,
+        };
+        let (config, summary) = parse_serve(
+            &[
+                "--api_port",
+                "0",
+                "--jwt_secret",
+                "s",
+                "--cluster_dir",
+                "/a b",
+            ],
+            &env,
+        )
+        .unwrap();
+        let names: Vec<&str> = summary
+            .split(' ')
+            .filter_map(|pair| pair.split_once('=').map(|(name, _)| name))
+            .filter(|name| SERVER_OPTIONS.iter().any(|o| o.name == *name))
+            .collect();
+        let table: Vec<&str> = SERVER_OPTIONS.iter().map(|o| o.name).collect();
+        assert_eq!(names, table);
+        for expected in [
+            "api_bind=0.0.0.0",
+            "api_port=0",
+            "auth_mode=jwt,trusted",
+            "default_ttl=20s",
+            "idle_timeout=60s",
+            "store_address=\"\"",
+            "cluster_dir=\"/a b\"",
+            "namespace_capacity=-1",
+        ] {
+            assert!(summary.contains(expected), "{expected} in {summary}");
+        }
+        assert!(summary.contains(&format!("workers={} ", config.workers)));
+    }
+
+    #[test]
+    fn token_options_come_from_flags_only() {
+        let (secret, namespace, ttl) =
+            parse_token_with(&["--secret", "s", "--namespace", "team-a", "--ttl", "24h"]).unwrap();
+        assert_eq!(secret.expose(), "s");
+        assert_eq!(namespace.as_str(), "team-a");
+        assert_eq!(ttl, Some(Duration::from_secs(86_400)));
+        let (_, _, ttl) = parse_token_with(&["-secret=s", "-namespace", "n"]).unwrap();
+        assert_eq!(ttl, None, "A8_TTL is not read");
+        assert_eq!(format!("{secret:?}"), "(set)");
+    }
+
+    #[test]
+    fn token_errors_name_the_flag() {
+        for (args, expected) in [
+            (
+                &["--namespace", "n"][..],
+                "a8registry token: --secret is required",
+            ),
+            (
+                &["--secret", "s"],
+                "a8registry token: --namespace is required",
+            ),
+            (
+                &["--secret", "s", "--namespace", "n", "--ttl", "30"],
+                "a8registry token: invalid value \"30\" for --ttl: a duration needs a unit",
+            ),
+            (
+                &["--secret", "s", "--namespace", "n", "--ttl", "0s"],
+                "a8registry token: invalid value \"0s\" for --ttl: must be > 0",
+            ),
+            (
+                &["--secret", "s", "--namespace", "a\nb"],
+                "a8registry token: invalid value \"a\\nb\" for --namespace: a namespace must not",
+            ),
+            (
+                &["--secret", "s", "--namespace", "n", "--api_port", "1"],
+                "a8registry token: unknown argument \"--api_port\"",
+            ),
+        ] {
+            let err = parse_token_with(args).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn each_command_has_its_own_help() {
+        let help = |args: &[&str]| match parse(args.iter().map(OsString::from).collect(), &|_| None)
+        {
+            Ok(Command::Help(text)) => text,
+            _ => panic!("expected help for {args:?}"),
+        };
+        let server = help(&["--help"]);
+        assert!(server.contains("--api_port <int>\n      env A8_API_PORT, default 8080: "));
+        assert!(server.contains("a8registry token --secret S"));
+        let token = help(&["token", "--help"]);
+        assert!(
+            token.contains("--secret <text>\n      default (empty): "),
+            "{token}"
+        );
+        assert!(token.contains("--ttl <duration>"));
+        assert!(
+            !token.contains("A8_") && !token.contains("--api_port"),
+            "{token}"
+        );
     }
 
     #[test]

@@ -10,19 +10,26 @@
 //!       ─► store backend (sharded in-memory TTL map)
 //! ```
 //!
-//! - [`config`]: every option once (flag, `A8_` env twin, default, validation, `--help`).
-//! - [`log`]: levelled text, json or logstash lines on stderr.
+//! - [`config`]: one option table per command (flag, `A8_` env twin, default, validation, secret or
+//!   not, `--help`); the startup summary is rendered from it with every secret masked.
+//! - [`log`]: levelled text, json or logstash lines, queued (bounded) and written to stderr by one
+//!   plain thread.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder), `response`, `router`,
 //!   `server` (accept loop, one coroutine per connection, idle timeout, graceful drain).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
 //!   paths; `model` decodes registrations and derives store ids, `xml` reads and writes Netflix's
-//!   XML, `render` draws Netflix's JSON and XML, `delta` keeps the recent-change log), `ops`
-//!   (`/uptime`), `cache` (serialised bodies invalidated by change events), `json` (the JSON
-//!   helpers both protocols share), `error` (the texts).
-//! - [`auth`]: token extraction and the none | trusted | jwt chain; `jwt` is HS256 by hand.
-//! - [`registry`]: `instance` (record, ids, limits, TTL clamp, the typed and encodable Eureka
-//!   fields), `store` (the backend trait, change
-//!   events, clock) and `memory` (the sharded TTL map with its reaper).
+//!   XML, `render` draws Netflix's JSON and XML), `ops` (`/uptime`), `cache` (serialised bodies
+//!   keyed on the change index, built once for concurrent readers), `json` (the JSON helpers both
+//!   protocols share), `error` (the texts and the one mapping of registry errors to answers).
+//! - [`auth`]: token extraction and the none | trusted | jwt chain, ending in a validated
+//!   `Namespace`; `jwt` is HS256 by hand.
+//! - [`registry`]: the domain façade every handler calls (`Registry`, in `domain`), `namespace`
+//!   (the validated tenant name), `instance` (record, ids, limits, TTL clamp, the typed and
+//!   encodable Eureka fields), `version` (hybrid logical clock + member id), `error` (the one
+//!   error type), `store` (the fallible backend trait, calls with deadlines, change events with
+//!   their origin, lease events, records from elsewhere), `index` (the per-namespace and
+//!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
+//!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT stops accepting,
 //! lets requests in flight finish and exits 0 within [`SHUTDOWN_GRACE`].

@@ -71,8 +71,8 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Help => {
-            print!("{}", config::help_text());
+        Command::Help(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Command::Version => {
@@ -85,22 +85,32 @@ fn main() -> ExitCode {
             ttl,
         } => {
             let mut claims = serde_json::Map::new();
-            claims.insert("namespace".into(), namespace.into());
+            claims.insert("namespace".into(), namespace.as_str().into());
             if let Some(ttl) = ttl {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
                 claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
             }
-            println!("{}", auth::jwt::sign(&claims, secret.as_bytes()));
+            println!("{}", auth::jwt::sign(&claims, secret.expose().as_bytes()));
             ExitCode::SUCCESS
         }
-        Command::Serve(config) => serve(*config),
+        Command::Serve { config, summary } => {
+            let code = serve(*config, &summary);
+            // The log thread writes asynchronously: give it the last lines before exiting.
+            log::flush();
+            code
+        }
     }
 }
 
-fn serve(config: Config) -> ExitCode {
-    log::init(config.log_level, config.log_format);
+/// Runs the server until a stop signal; `summary` is the effective configuration for the startup
+/// line, its secrets masked.
+fn serve(config: Config, summary: &str) -> ExitCode {
+    if let Err(e) = log::init(config.log_level, config.log_format) {
+        eprintln!("a8registry: cannot start the log thread: {e}");
+        return ExitCode::from(1);
+    }
     let exec_started = Instant::now();
     may::config()
         .set_workers(config.workers)
@@ -135,7 +145,8 @@ fn serve(config: Config) -> ExitCode {
             "version" => change.instance.version
         );
     }));
-    let authenticator = auth::Authenticator::new(config.auth_modes.clone(), &config.jwt_secret);
+    let authenticator =
+        auth::Authenticator::new(config.auth_modes.clone(), config.jwt_secret.expose());
     let api = Arc::new(api::Api::new(
         store.clone(),
         authenticator,
@@ -188,7 +199,7 @@ fn serve(config: Config) -> ExitCode {
         "listening",
         "address" => address,
         "startup_micros" => exec_started.elapsed().as_micros(),
-        "config" => describe(&config)
+        "config" => summary
     );
 
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
@@ -226,53 +237,4 @@ fn listen(address: SocketAddr) -> std::io::Result<may::net::TcpListener> {
         }
         Ok(may::net::TcpListener::from_raw_fd(fd))
     }
-}
-
-/// The effective configuration for the startup line, without the secrets.
-fn describe(config: &Config) -> String {
-    format!(
-        "api_bind={} api_port={} workers={} max_body_size={} idle_timeout={:?} log_level={} \
-         auth_mode={:?} jwt_secret={} require_https={} namespace_capacity={} default_ttl={:?} \
-         min_ttl={:?} max_ttl={:?} store=inmem store_address={:?} store_password={} \
-         replication={} replication_port={} sync_timeout={:?} cluster_dir={:?} cluster_size={} \
-         k8s_url={:?} k8s_token={} eureka_url={:?} fs_catalog={:?}",
-        config.api_bind,
-        config.api_port,
-        config.workers,
-        config.max_body_size,
-        config.idle_timeout,
-        config.log_level.name(),
-        config.auth_modes,
-        if config.jwt_secret.is_empty() {
-            "(unset)"
-        } else {
-            "(set)"
-        },
-        config.require_https,
-        config
-            .namespace_capacity
-            .map_or("unlimited".to_string(), |c| c.to_string()),
-        config.default_ttl,
-        config.min_ttl,
-        config.max_ttl,
-        config.store_address,
-        if config.store_password.is_empty() {
-            "(unset)"
-        } else {
-            "(set)"
-        },
-        config.replication,
-        config.replication_port,
-        config.sync_timeout,
-        config.cluster_dir,
-        config.cluster_size,
-        config.k8s_url,
-        if config.k8s_token.is_empty() {
-            "(unset)"
-        } else {
-            "(set)"
-        },
-        config.eureka_urls,
-        config.fs_catalog,
-    )
 }

@@ -18,6 +18,7 @@ use crate::http::request::{Method, Request};
 use crate::http::response::Response;
 use crate::http::router::{percent_decode, Routed, Router};
 use crate::http::server::Handler;
+use crate::registry::namespace::Namespace;
 use crate::registry::store::{Call, Store, REQUEST_DEADLINE};
 use crate::registry::Registry;
 use cache::ResponseCache;
@@ -112,7 +113,7 @@ fn routes() -> Router<Route> {
 
 /// What a handler knows about the request besides its bytes.
 pub struct Context {
-    pub namespace: String,
+    pub namespace: Namespace,
     /// The one deadline of all the request's store calls.
     pub deadline: Instant,
     /// The request came through the Eureka API.
@@ -123,7 +124,7 @@ impl Context {
     /// The store's view of this request.
     pub fn call(&self) -> Call<'_> {
         Call {
-            namespace: &self.namespace,
+            namespace: self.namespace.as_str(),
             deadline: self.deadline,
             eureka: self.eureka,
         }
@@ -169,7 +170,7 @@ impl Api {
     }
 
     /// The stages of spec 1.2; returns the response and the namespace, once known.
-    fn respond(&self, request: &Request) -> (Response, Option<String>) {
+    fn respond(&self, request: &Request) -> (Response, Option<Namespace>) {
         if request.declared_length.is_some_and(|n| n > 0) && !acceptable_content_type(request) {
             return (Response::error(415, BAD_CONTENT_TYPE), None);
         }
@@ -258,7 +259,10 @@ impl Handler for Api {
                     ("status", &response.status),
                     ("bytes", &response.body.as_bytes().len()),
                     ("micros", &started.elapsed().as_micros()),
-                    ("namespace", &namespace.unwrap_or_default()),
+                    (
+                        "namespace",
+                        &namespace.as_ref().map_or("", Namespace::as_str),
+                    ),
                 ],
             );
         }

@@ -9,6 +9,10 @@
 //! JWTs that fail validation ([`Verdict::Rejected`]), so that a caller chaining several
 //! authenticators can hand the former on to the next one, while the latter must be refused.
 //!
+//! Hostile input is bounded before it is parsed: the token's length, then the nesting depth of
+//! its decoded header and payload (a byte scan), so the recursive JSON parser never sees more
+//! than a few levels.
+//!
 //! The token is taken exactly as given: callers strip any `Bearer ` prefix and surrounding
 //! whitespace first.
 
@@ -27,6 +31,13 @@ type HmacSha256 = Hmac<Sha256>;
 /// arbitrarily large input on every request.
 pub const MAX_TOKEN_BYTES: usize = 8192;
 
+/// Deepest nesting of arrays and objects accepted in a token's header or payload, the object
+/// itself counting 1. Claims are scalars in practice; the bound is checked by a byte scan before
+/// any JSON parsing, because the recursive parser needs stack for every level, and a hostile
+/// header 80 levels deep overflowed a coroutine's stack (in debug builds) before the signature
+/// was even looked at.
+pub const MAX_JSON_DEPTH: usize = 16;
+
 /// The only `alg` header value accepted.
 const ALG: &str = "HS256";
 
@@ -42,7 +53,8 @@ pub enum Verdict {
     /// Structurally not a JWT (not three base64url segments whose header and payload decode to JSON objects).
     /// A caller chaining authenticators may pass such a token on to the next one.
     Unrecognised,
-    /// A JWT that fails validation (too long, wrong alg, bad signature, expired, not yet valid, bad namespace claim).
+    /// A JWT that fails validation (too long, nested too deep, wrong alg, a `crit` header, bad
+    /// signature, expired, not yet valid, bad namespace claim).
     /// The caller must refuse the request rather than try another authenticator.
     Rejected,
 }
@@ -51,9 +63,14 @@ pub enum Verdict {
 ///
 /// Returns [`Verdict::Namespace`] only when all of the following hold:
 /// - the token is at most [`MAX_TOKEN_BYTES`] long (otherwise [`Verdict::Rejected`]);
-/// - it is three `.`-separated base64url segments, each with or without `=` padding,
-///   whose header and payload are JSON objects (otherwise [`Verdict::Unrecognised`]);
+/// - it is three `.`-separated base64url segments, each with or without `=` padding
+///   (otherwise [`Verdict::Unrecognised`]);
+/// - neither the decoded header nor the decoded payload nests arrays and objects deeper than
+///   [`MAX_JSON_DEPTH`] (otherwise [`Verdict::Rejected`], before any JSON parsing);
+/// - the header and payload are JSON objects (otherwise [`Verdict::Unrecognised`]);
 /// - the header's `alg` is exactly `"HS256"` (otherwise [`Verdict::Rejected`]);
+/// - the header has no `crit` member: it would name extensions the verifier must understand,
+///   and this one understands none (RFC 7515 §4.1.11; otherwise [`Verdict::Rejected`]);
 /// - the signature is the HMAC-SHA256, under `secret`, of the first two segments exactly as
 ///   they appear in the token, compared in constant time (otherwise [`Verdict::Rejected`]);
 /// - a numeric `exp` is not before `now_secs` and a numeric `nbf` is not after it; non-numeric
@@ -117,13 +134,19 @@ fn validated_claims(
     if payload.contains('.') {
         return Err(Verdict::Unrecognised);
     }
-    let header = decode_json_object(header).ok_or(Verdict::Unrecognised)?;
-    let claims = decode_json_object(payload).ok_or(Verdict::Unrecognised)?;
+    let header = decode_json_object(header)?;
+    let claims = decode_json_object(payload)?;
     let signature = decode_segment(signature).ok_or(Verdict::Unrecognised)?;
 
     // Decide the algorithm ourselves; the header only gets to agree. Accepting what it names
     // would let `none` skip the signature or another algorithm reinterpret the secret.
     if header.get("alg").and_then(Value::as_str) != Some(ALG) {
+        return Err(Verdict::Rejected);
+    }
+    // `crit` lists header extensions that a verifier must understand and enforce, or else
+    // refuse the token. None is understood here, so any `crit` at all (even an empty or
+    // malformed one, which RFC 7515 forbids producers to send) makes the token invalid.
+    if header.contains_key("crit") {
         return Err(Verdict::Rejected);
     }
 
@@ -163,9 +186,43 @@ fn decode_segment(segment: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(segment.trim_end_matches('=')).ok()
 }
 
-/// Decodes a segment that must hold a JSON object.
-fn decode_json_object(segment: &str) -> Option<Map<String, Value>> {
-    serde_json::from_slice(&decode_segment(segment)?).ok()
+/// Decodes a segment that must hold a JSON object: [`Verdict::Unrecognised`] when it does not,
+/// [`Verdict::Rejected`] when it nests deeper than [`MAX_JSON_DEPTH`] (it is then not parsed).
+fn decode_json_object(segment: &str) -> Result<Map<String, Value>, Verdict> {
+    let json = decode_segment(segment).ok_or(Verdict::Unrecognised)?;
+    if json_depth(&json) > MAX_JSON_DEPTH {
+        return Err(Verdict::Rejected);
+    }
+    serde_json::from_slice(&json).map_err(|_| Verdict::Unrecognised)
+}
+
+/// The deepest nesting of `[` and `{` in `json`, counted outside strings, without parsing it.
+/// Linear, allocation-free and without recursion, so it is safe on any input (for text that is
+/// not JSON the figure is meaningless but still bounded by the input length).
+fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Compares `now` with a numeric time claim. Integers compare exactly; only fractional or
@@ -612,6 +669,95 @@ mod tests {
         assert_eq!(verify(&at_limit, SECRET, NOW), ns("ns1"));
         let over_limit = signed_of_len(MAX_TOKEN_BYTES + 1);
         assert_eq!(verify(&over_limit, SECRET, NOW), Verdict::Rejected);
+    }
+
+    // --- Nesting and critical extensions --------------------------------------------------
+
+    #[test]
+    fn payload_nesting_up_to_the_limit_verifies() {
+        // tok(H, {"namespace": "ns1", "x": nest(15)}), nest(n) = n arrays around 0: depth 16.
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJuYW1lc3BhY2UiOiJuczEiLCJ4IjpbW1tbW1tbW1tbW1tbW1swXV1dXV1dXV1dXV1dXV1dfQ.Qc-4MLUden7cZ5sk5zjFsE9tZXt1Gu96ge6hvVf1PUE";
+        assert_eq!(verify(token, SECRET, NOW), ns("ns1"));
+    }
+
+    #[test]
+    fn payload_nesting_beyond_the_limit_is_rejected_though_signed() {
+        // tok(H, {"namespace": "ns1", "x": nest(16)}): depth 17.
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJuYW1lc3BhY2UiOiJuczEiLCJ4IjpbW1tbW1tbW1tbW1tbW1tbMF1dXV1dXV1dXV1dXV1dXV19.pTTtymUg0hUzRAiKvpErBsF2R7fIzkvlVEqomodb_yg";
+        assert_eq!(verify(token, SECRET, NOW), Verdict::Rejected);
+    }
+
+    #[test]
+    fn deep_header_is_rejected_before_parsing_and_before_the_signature() {
+        // enc({"alg": "HS256", "x": nest(80)}) + "." + enc(V) + ".AAAA": the attack needs no
+        // secret, and in a jwt,trusted chain it must not reach trusted either.
+        let token = "eyJhbGciOiJIUzI1NiIsIngiOltbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbMF1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dfQ.eyJuYW1lc3BhY2UiOiJuczEiLCJleHAiOjQxMDI0NDQ4MDB9.AAAA";
+        assert_eq!(verify(token, SECRET, NOW), Verdict::Rejected);
+        // Far beyond what the JSON parser would accept: still a plain rejection.
+        let deep = format!(
+            "{}.{}.AAAA",
+            URL_SAFE_NO_PAD.encode("[".repeat(5000)),
+            URL_SAFE_NO_PAD.encode("{}")
+        );
+        assert_eq!(verify(&deep, SECRET, NOW), Verdict::Rejected);
+    }
+
+    #[test]
+    fn hostile_nesting_fits_a_coroutine_stack() {
+        // The server verifies tokens on coroutines with 128 KiB stacks. Nesting just below the
+        // JSON parser's own limit of 128 overflowed such a stack in debug builds; the depth scan
+        // refuses it first, so this passes in any build.
+        const COROUTINE_STACK_BYTES: usize = 128 * 1024;
+        let header = format!(
+            r#"{{"alg":"HS256","x":{}0{}}}"#,
+            "[".repeat(126),
+            "]".repeat(126)
+        );
+        let token = format!(
+            "{}.{}.AAAA",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(r#"{"namespace":"ns1"}"#)
+        );
+        let verdict = std::thread::Builder::new()
+            .stack_size(COROUTINE_STACK_BYTES)
+            .spawn(move || verify(&token, SECRET, NOW))
+            .expect("spawn")
+            .join()
+            .expect("no overflow");
+        assert_eq!(verdict, Verdict::Rejected);
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count() {
+        // tok(H, {"namespace": "ns1", "x": "[{" * 40 + '\\"' + "[" * 40}): the string holds an
+        // escaped backslash and an escaped quote, and the brackets after them are still text.
+        let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJuYW1lc3BhY2UiOiJuczEiLCJ4IjoiW3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tcXFwiW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbWyJ9.JdI2QaCymQGYXdE-zE8jMwO54QZoEdV1ZQNwitbvQao";
+        assert_eq!(verify(token, SECRET, NOW), ns("ns1"));
+    }
+
+    #[test]
+    fn json_depth_counts_only_structure() {
+        assert_eq!(json_depth(b"{}"), 1);
+        assert_eq!(json_depth(br#"{"a":[1,{"b":[]}],"c":{}}"#), 4);
+        assert_eq!(json_depth(br#"{"a":"[[[{{{"}"#), 1);
+        // An escaped quote stays in the string; an escaped backslash does not escape the quote.
+        assert_eq!(json_depth(br#"{"a":"\"[[["}"#), 1);
+        assert_eq!(json_depth(br#"{"a":"\\"}[["#), 2);
+        assert_eq!(json_depth(b"]]]]{"), 1);
+        assert_eq!(json_depth(b""), 0);
+    }
+
+    #[test]
+    fn any_crit_header_is_rejected() {
+        let cases = [
+            // tok({"alg": "HS256", "crit": ["exp"]}, V): correctly signed.
+            ("exp", "eyJhbGciOiJIUzI1NiIsImNyaXQiOlsiZXhwIl19.eyJuYW1lc3BhY2UiOiJuczEiLCJleHAiOjQxMDI0NDQ4MDB9.NLbJEzcJqMAZ7WY9VU1E1L4KgvPefsT8sT3-u-W4W8g"),
+            // tok({"alg": "HS256", "crit": []}, V)
+            ("empty", "eyJhbGciOiJIUzI1NiIsImNyaXQiOltdfQ.eyJuYW1lc3BhY2UiOiJuczEiLCJleHAiOjQxMDI0NDQ4MDB9.1QMheYjBR7JxenHKxmCb5nBCOYkudv2rabfenPCbxU4"),
+        ];
+        for (kind, token) in cases {
+            assert_eq!(verify(token, SECRET, NOW), Verdict::Rejected, "crit {kind}");
+        }
     }
 
     // --- Signing --------------------------------------------------------------------------

@@ -3,10 +3,15 @@
 //! The token comes from the `Authorization: Bearer <token>` header, or else from the Eureka path
 //! (`/api/eureka/{token}/v2`). The configured modes are tried in order; a mode passes a token on
 //! only when it does not recognise it (only `jwt` does that, for strings that are not JWTs).
+//!
+//! Whatever the mode, the name it yields becomes a [`Namespace`] here, and only here: a name that
+//! is not valid (empty, over 256 bytes, or with a control character) is refused like a bad token.
 
 pub mod jwt;
 
 use crate::config::AuthMode;
+use crate::registry::namespace::Namespace;
+pub use crate::registry::namespace::DEFAULT_NAMESPACE;
 
 /// Why a request was not authenticated; each is a 401 with its own message (spec 2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,9 +36,6 @@ impl AuthError {
         }
     }
 }
-
-/// The namespace of single-tenant mode.
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Extracts the token: the `Authorization` header, when present and non-empty, overrides the
 /// path token. The header is split at its first space; the rest is the token, untrimmed.
@@ -65,10 +67,16 @@ impl Authenticator {
     }
 
     /// The namespace `token` stands for at unix time `now_secs`.
-    pub fn namespace(&self, token: &str, now_secs: i64) -> Result<String, AuthError> {
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::MissingToken`] for an empty token in `trusted` or `jwt` mode;
+    /// [`AuthError::InvalidToken`] when the token is refused, no mode recognises it, or the name
+    /// it yields is not a valid [`Namespace`] (spec 2.2, 2.4).
+    pub fn namespace(&self, token: &str, now_secs: i64) -> Result<Namespace, AuthError> {
         if self.modes.is_empty() {
             return match token {
-                "" | DEFAULT_NAMESPACE => Ok(DEFAULT_NAMESPACE.to_string()),
+                "" | DEFAULT_NAMESPACE => Ok(Namespace::default_namespace()),
                 _ => Err(AuthError::InvalidToken),
             };
         }
@@ -76,14 +84,15 @@ impl Authenticator {
             return Err(AuthError::MissingToken);
         }
         for mode in &self.modes {
-            match mode {
-                AuthMode::Trusted => return Ok(token.to_string()),
+            let named = match mode {
+                AuthMode::Trusted => Namespace::new(token),
                 AuthMode::Jwt => match jwt::verify(token, &self.jwt_secret, now_secs) {
-                    jwt::Verdict::Namespace(namespace) => return Ok(namespace),
+                    jwt::Verdict::Namespace(name) => Namespace::new(&name),
                     jwt::Verdict::Rejected => return Err(AuthError::InvalidToken),
                     jwt::Verdict::Unrecognised => continue,
                 },
-            }
+            };
+            return named.map_err(|_| AuthError::InvalidToken);
         }
         Err(AuthError::InvalidToken)
     }
@@ -141,12 +150,42 @@ mod tests {
         );
 
         let trusted_jwt = Authenticator::new(vec![AuthMode::Trusted, AuthMode::Jwt], secret);
-        assert_eq!(trusted_jwt.namespace(&valid, 100).unwrap(), valid);
+        assert_eq!(trusted_jwt.namespace(&valid, 100).unwrap(), valid.as_str());
 
         let jwt_only = Authenticator::new(vec![AuthMode::Jwt], secret);
         assert_eq!(
             jwt_only.namespace("garbage", 100),
             Err(AuthError::InvalidToken)
+        );
+    }
+
+    #[test]
+    fn names_that_are_not_namespaces_are_invalid_tokens_in_every_mode() {
+        let secret = "s3cr3t";
+        let claim = |name: &str| {
+            let mut claims = serde_json::Map::new();
+            claims.insert("namespace".into(), name.into());
+            jwt::sign(&claims, secret.as_bytes())
+        };
+        let longest = "n".repeat(crate::registry::namespace::MAX_NAMESPACE_BYTES);
+        let too_long = format!("{longest}n");
+        let trusted = Authenticator::new(vec![AuthMode::Trusted], secret);
+        let jwt = Authenticator::new(vec![AuthMode::Jwt], secret);
+        let jwt_trusted = Authenticator::new(vec![AuthMode::Jwt, AuthMode::Trusted], secret);
+        for bad in ["../x\0y", "a\nb", "\t", "a\u{85}", too_long.as_str()] {
+            assert_eq!(trusted.namespace(bad, 0), Err(AuthError::InvalidToken));
+            assert_eq!(jwt.namespace(&claim(bad), 0), Err(AuthError::InvalidToken));
+            assert_eq!(
+                jwt_trusted.namespace(&claim(bad), 0),
+                Err(AuthError::InvalidToken),
+                "a JWT with a bad claim is refused, not handed to trusted"
+            );
+            assert_eq!(jwt_trusted.namespace(bad, 0), Err(AuthError::InvalidToken));
+        }
+        assert_eq!(trusted.namespace(&longest, 0).unwrap(), longest.as_str());
+        assert_eq!(
+            jwt.namespace(&claim(&longest), 0).unwrap(),
+            longest.as_str()
         );
     }
 }

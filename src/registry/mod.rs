@@ -7,6 +7,7 @@ pub mod error;
 pub mod index;
 pub mod instance;
 pub mod memory;
+pub mod namespace;
 pub mod store;
 pub mod version;
 

@@ -360,6 +360,38 @@ fn the_token_tool_mints_tokens_the_server_accepts() {
 }
 
 #[test]
+fn the_token_tool_has_its_own_options_and_refuses_bad_namespaces() {
+    let (code, help, _) = run_to_exit(&["token", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    for option in ["--secret <text>", "--namespace <text>", "--ttl <duration>"] {
+        assert!(help.contains(option), "{option} in {help}");
+    }
+    assert!(!help.contains("--api_port"), "{help}");
+    // A token for a namespace the server would refuse is refused when minted.
+    for namespace in ["a\nb", "tab\there", &"n".repeat(257)] {
+        let (code, token, stderr) = run_to_exit(
+            &["token", "--secret", SECRET, "--namespace", namespace],
+            &[],
+        );
+        assert_eq!(code, Some(2), "{namespace:?}: minted {token}");
+        assert!(stderr.contains("--namespace"), "{stderr}");
+    }
+    // The environment does not change what is minted.
+    let (code, token, _) = run_to_exit(
+        &["token", "--secret", SECRET, "--namespace", "n"],
+        &[("A8_TTL", "1s"), ("A8_NAMESPACE", "other")],
+    );
+    assert_eq!(code, Some(0));
+    let payload: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.trim().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(payload, json!({"namespace": "n"}));
+}
+
+#[test]
 fn require_https_redirects_api_routes_before_auth() {
     let server = Server::start(&["--require_https"]);
     let r = server.request(
@@ -575,5 +607,225 @@ fn reads_with_100000_distinct_tokens_do_not_grow_memory() {
     assert!(
         after < before + 4 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+/// A minimal Eureka registration of app `APP`.
+fn eureka_instance() -> String {
+    json!({"instance":{"instanceId":"i1","hostName":"h1","app":"APP","ipAddr":"10.0.0.1","status":"UP","port":{"$":80,"@enabled":"true"},"vipAddress":"app","dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}}}).to_string()
+}
+
+/// One write and one read with `token` on every route family that authenticates: the Amalgam8
+/// API and the three Eureka prefixes (the path-token prefix with the token in the header, which
+/// overrides the path).
+fn every_route_with(server: &Server, token: &str) -> Vec<(String, Response)> {
+    let auth = format!("Bearer {token}");
+    let amalgam8 = registration("svc", "h:1", "");
+    let eureka = eureka_instance();
+    let json_type = ("Content-Type", "application/json");
+    let accept = ("Accept", "application/json");
+    [
+        ("POST", "/api/v1/instances", Some(amalgam8.as_str())),
+        ("GET", "/api/v1/services", None),
+        (
+            "POST",
+            "/api/eureka/path/v2/apps/APP",
+            Some(eureka.as_str()),
+        ),
+        ("GET", "/api/eureka/path/v2/apps", None),
+        ("POST", "/eureka/v2/apps/APP", Some(eureka.as_str())),
+        ("GET", "/eureka/v2/apps", None),
+        ("POST", "/eureka/apps/APP", Some(eureka.as_str())),
+        ("GET", "/eureka/apps", None),
+    ]
+    .into_iter()
+    .map(|(method, path, body)| {
+        let headers = [("Authorization", auth.as_str()), json_type, accept];
+        let response = server.request(method, path, &headers, body);
+        (format!("{method} {path}"), response)
+    })
+    .collect()
+}
+
+#[test]
+fn namespaces_with_control_characters_or_over_256_bytes_are_refused_everywhere() {
+    let server = Server::start(&["--auth_mode", "trusted"]);
+    // The Eureka path token is percent-decoded: this one names "../x" NUL "y".
+    for token in ["..%2Fx%00y", "a%09b", "a%0Ab", "a%C2%85b", &"n".repeat(257)] {
+        let base = format!("/api/eureka/{token}/v2");
+        server
+            .post_json(&format!("{base}/apps/APP"), &eureka_instance())
+            .assert_error(401, INVALID);
+        server
+            .request(
+                "GET",
+                &format!("{base}/apps"),
+                &[("Accept", "application/json")],
+                None,
+            )
+            .assert_error(401, INVALID);
+    }
+    // Header tokens: a tab and a C1 control pass HTTP parsing; 257 bytes is one too many.
+    let too_long = "n".repeat(257);
+    for token in ["a\tb", "a\u{85}b", too_long.as_str()] {
+        for (route, response) in every_route_with(&server, token) {
+            assert_eq!(
+                response.status,
+                401,
+                "{token:?} {route}: {}",
+                response.text()
+            );
+            response.assert_error(401, INVALID);
+        }
+    }
+    // 256 bytes is a name like any other, on every route; so are odd but printable names.
+    for token in ["n".repeat(256).as_str(), "../x", "tenant é"] {
+        for (route, response) in every_route_with(&server, token) {
+            assert!(
+                matches!(response.status, 200 | 201 | 204),
+                "{token:?} {route}: {} {}",
+                response.status,
+                response.text()
+            );
+        }
+    }
+    let path_token = format!("/api/eureka/{}/v2/apps", "n".repeat(256));
+    assert_eq!(
+        server
+            .request("GET", &path_token, &[("Accept", "application/json")], None)
+            .status,
+        200
+    );
+}
+
+#[test]
+fn jwt_namespace_claims_are_validated_like_trusted_tokens() {
+    let server = Server::start_with_env(
+        &["--jwt_secret", SECRET],
+        &[("A8_AUTH_MODE", "jwt,trusted")],
+    );
+    for claim in ["../x\u{0}y", "a\nb", "\u{1b}[31mred", &"n".repeat(257)] {
+        let token = hs256(json!({ "namespace": claim }));
+        for (route, response) in every_route_with(&server, &token) {
+            assert_eq!(
+                response.status,
+                401,
+                "{claim:?} {route}: {}",
+                response.text()
+            );
+            response.assert_error(401, INVALID);
+        }
+        // As the Eureka path token too.
+        server
+            .post_json(
+                &format!("/api/eureka/{token}/v2/apps/APP"),
+                &eureka_instance(),
+            )
+            .assert_error(401, INVALID);
+    }
+    let longest = "n".repeat(256);
+    let token = hs256(json!({ "namespace": longest }));
+    let r = server.post_json_as(&token, "/api/v1/instances", &registration("s", "h:1", ""));
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The claim, not the token, is the namespace: trusted sees it under the plain name.
+    assert_eq!(
+        service_names(&services_as(&server, Some(&format!("Bearer {longest}")))),
+        ["s"]
+    );
+}
+
+#[test]
+fn single_tenant_default_namespace_still_works_on_every_prefix() {
+    let server = Server::start(&[]);
+    for (route, response) in every_route_with(&server, "default") {
+        assert!(
+            matches!(response.status, 200 | 201 | 204),
+            "{route}: {} {}",
+            response.status,
+            response.text()
+        );
+    }
+    for path in [
+        "/api/eureka/default/v2/apps",
+        "/api/eureka//v2/apps",
+        "/eureka/v2/apps",
+        "/eureka/apps",
+    ] {
+        let r = server.request("GET", path, &[("Accept", "application/json")], None);
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let names = service_names(&server.get("/api/v1/services"));
+    assert!(
+        names.contains(&"svc".to_string()) && names.contains(&"APP".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn jwt_nesting_is_bounded_before_parsing() {
+    let server = Server::start_with_env(
+        &["--jwt_secret", SECRET],
+        &[("A8_AUTH_MODE", "jwt,trusted")],
+    );
+    let nested = |depth: usize| -> Value { (0..depth).fold(json!(0), |inner, _| json!([inner])) };
+    // The payload object plus 15 arrays is at the limit of 16.
+    let at_limit = hs256(json!({"namespace": "ns1", "x": nested(15)}));
+    assert_eq!(
+        services_as(&server, Some(&format!("Bearer {at_limit}"))).status,
+        200
+    );
+    // Signed, but nested deeper: refused, also by the jwt,trusted chain.
+    for depth in [16, 40, 126] {
+        let token = hs256(json!({"namespace": "ns1", "x": nested(depth)}));
+        services_as(&server, Some(&format!("Bearer {token}"))).assert_error(401, INVALID);
+    }
+    // An unsigned header 80 levels deep: refused without a signature, and the connection that
+    // carried it keeps serving.
+    let header = json!({"alg": "HS256", "x": nested(80)});
+    let token = format!(
+        "{}.{}.AAAA",
+        b64(header.to_string().as_bytes()),
+        b64(br#"{"namespace":"ns1"}"#)
+    );
+    let mut conn = server.connect();
+    for _ in 0..3 {
+        send(
+            &mut conn,
+            "GET",
+            "/api/v1/services",
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        );
+        read_response(&mut conn, false)
+            .expect("an answer on the same connection")
+            .assert_error(401, INVALID);
+    }
+    send(
+        &mut conn,
+        "GET",
+        "/api/v1/services",
+        &[("Authorization", "Bearer plain")],
+        None,
+    );
+    assert_eq!(read_response(&mut conn, false).unwrap().status, 200);
+}
+
+#[test]
+fn jwt_with_a_crit_header_is_refused() {
+    let server = Server::start(&["--auth_mode", "jwt", "--jwt_secret", SECRET]);
+    let payload = json!({"namespace": "ns1", "exp": now() + 3600});
+    for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("exp")] {
+        let token = forge(
+            &json!({"alg": "HS256", "crit": crit}),
+            &payload,
+            SECRET,
+            256,
+        );
+        services_as(&server, Some(&format!("Bearer {token}"))).assert_error(401, INVALID);
+    }
+    let plain = forge(&json!({"alg": "HS256"}), &payload, SECRET, 256);
+    assert_eq!(
+        services_as(&server, Some(&format!("Bearer {plain}"))).status,
+        200
     );
 }

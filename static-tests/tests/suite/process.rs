@@ -340,3 +340,156 @@ fn a_port_in_use_is_a_startup_failure() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("cannot listen"), "{stderr}");
 }
+
+/// A registry whose stderr is a pipe that this test reads only when it chooses to; killed by PID
+/// when dropped.
+struct UnreadStderr {
+    child: std::process::Child,
+    address: std::net::SocketAddr,
+    /// The pipe, positioned after the startup line; nothing reads it until a test takes it.
+    stderr: Option<std::io::BufReader<std::process::ChildStderr>>,
+}
+
+impl UnreadStderr {
+    /// Starts the registry and reads its stderr up to the startup line only.
+    fn start(args: &[&str]) -> UnreadStderr {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary())
+            .args(["--api_bind", "127.0.0.1", "--api_port", "0"])
+            .args(args)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the registry");
+        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("piped"));
+        let mut line = String::new();
+        stderr.read_line(&mut line).expect("a startup line");
+        let address = line
+            .split("address=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no listen address in {line:?}"));
+        UnreadStderr {
+            child,
+            address,
+            stderr: Some(stderr),
+        }
+    }
+}
+
+impl Drop for UnreadStderr {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn debug_logging_into_a_stderr_pipe_nobody_reads_never_stalls_the_server() {
+    use std::io::BufRead;
+    let mut server = UnreadStderr::start(&["--log_level", "debug"]);
+    // Every request writes an access line of about 150 bytes: 20,000 of them are some 3 MB, far
+    // more than the 64 KiB a pipe holds (the server used to stop after 428 requests).
+    const REQUESTS: usize = 20_000;
+    const PIPELINED: usize = 100;
+    let mut conn = connect(server.address);
+    let batch = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(PIPELINED);
+    for round in 0..REQUESTS / PIPELINED {
+        conn.write_all(batch.as_bytes()).unwrap();
+        for i in 0..PIPELINED {
+            let response = read_response(&mut conn, false)
+                .unwrap_or_else(|e| panic!("request {} unanswered: {e}", round * PIPELINED + i));
+            assert_eq!(response.status, 200);
+        }
+    }
+    // Now drain the pipe: the lines that did not fit were counted, and the count is reported.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stderr = server.stderr.take().expect("the pipe");
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + CLIENT_TIMEOUT;
+    let dropped: u64 = loop {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines_rx
+            .recv_timeout(wait)
+            .expect("a \"log lines dropped\" line once the pipe drains");
+        if line.contains("msg=\"log lines dropped\"") {
+            assert!(line.contains("level=warning"), "{line}");
+            break line
+                .split("count=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no count in {line}"));
+        }
+    };
+    assert!(
+        dropped > 0 && dropped < REQUESTS as u64,
+        "dropped {dropped}"
+    );
+    // Logging carries on, and the last line reaches stderr before the process exits.
+    assert_eq!(
+        read_response_to(&mut conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        200
+    );
+    // SAFETY: kill(2) on the PID of a child this test started.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    drop(conn);
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines_rx.iter().collect();
+    let last = rest
+        .iter()
+        .rfind(|l| !l.contains("log lines dropped"))
+        .expect("lines after the drop report");
+    assert!(last.contains("msg=\"stopped\""), "last line: {last}");
+}
+
+/// Sends one raw request on `conn` and returns the response status.
+fn read_response_to(conn: &mut std::net::TcpStream, raw: &str) -> u16 {
+    conn.write_all(raw.as_bytes()).unwrap();
+    read_response(conn, false).unwrap().status
+}
+
+#[test]
+fn the_startup_summary_names_every_option_and_masks_every_secret() {
+    const SENTINEL: &str = "sentinel-value-0x5ec";
+    let server = Server::start_with_env(
+        &["--auth_mode", "jwt", "--jwt_secret", SENTINEL],
+        &[("A8_STORE_PASSWORD", SENTINEL), ("A8_K8S_TOKEN", SENTINEL)],
+    );
+    // Something is logged after startup too, and nothing may carry the secret.
+    server.get("/uptime");
+    let lines = server.stderr();
+    assert!(
+        lines.iter().all(|l| !l.contains(SENTINEL)),
+        "a secret in {lines:?}"
+    );
+    let startup = &lines[0];
+    for shown in [
+        "jwt_secret=(set)",
+        "store_password=(set)",
+        "k8s_token=(set)",
+        "auth_mode=jwt",
+        "api_port=0",
+    ] {
+        assert!(startup.contains(shown), "{shown} in {startup}");
+    }
+    for name in help_options() {
+        assert!(
+            startup.contains(&format!(" {name}=")) || startup.contains(&format!("\"{name}=")),
+            "{name} in {startup}"
+        );
+    }
+}
