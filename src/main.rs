@@ -2,18 +2,19 @@
 //! live in the library crate (`lib.rs`).
 
 use a8registry::config::{Command, Config};
-use a8registry::http::server::{Limits, Shutdown};
+use a8registry::http::server::{refuse_connection, Limits, Server};
+use a8registry::net::{spawn_acceptor, AcceptOptions, Connections};
 use a8registry::registry::instance::TtlPolicy;
 use a8registry::registry::memory::{MemoryConfig, MemoryStore};
 use a8registry::registry::store::{Store, SystemClock};
-use a8registry::{api, auth, config, debug, error, http, info, log};
+use a8registry::{api, auth, config, debug, error, info, log};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Longest wait for requests in flight after a stop signal.
+/// Longest wait after a stop signal for the connections to answer what they have received.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Coroutine stack size in machine words (128 KiB on 64-bit): room for the JSON decoder at the
 /// nesting limit of 64 with a margin (DESIGN decision 3).
@@ -153,13 +154,39 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let connections = match Connections::start() {
+        Ok(connections) => connections,
+        Err(e) => {
+            error!("cannot start the connection deadline thread", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
     install_signal_handlers();
-    let shutdown = Arc::new(Shutdown::default());
     let limits = Limits {
         max_body_bytes: config.max_body_size,
+        max_body_memory: config.max_body_memory,
         idle_timeout: config.idle_timeout,
+        request_timeout: config.request_timeout,
     };
-    let acceptor = http::server::serve(listener, api, limits, shutdown.clone());
+    let server = Arc::new(Server::new(api, limits));
+    let serving = server.clone();
+    let options = AcceptOptions {
+        name: "api",
+        max_connections: config.max_connections,
+    };
+    let acceptor = match spawn_acceptor(
+        listener,
+        options,
+        &connections,
+        refuse_connection,
+        move |link| serving.serve(link),
+    ) {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            error!("cannot start accepting", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
     info!(
         "listening",
         "address" => address,
@@ -170,15 +197,20 @@ fn serve(config: Config) -> ExitCode {
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    info!("stopping: no new connections, finishing requests in flight");
-    shutdown.begin();
-    http::server::wake_acceptor(address);
+    info!("stopping: no new connections, answering the requests received");
+    // The acceptor takes the connections already queued and closes the listener; every
+    // connection answers what it has received and closes, idle ones at once.
+    connections.stop();
     let _ = acceptor.join();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while shutdown.in_flight() > 0 && Instant::now() < deadline {
+    while connections.open() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    info!("stopped", "unfinished_requests" => shutdown.in_flight());
+    info!(
+        "stopped",
+        "unfinished_requests" => server.in_flight(),
+        "open_connections" => connections.open()
+    );
     ExitCode::SUCCESS
 }
 
@@ -188,26 +220,21 @@ const LISTEN_BACKLOG: libc::c_int = 1024;
 /// Binds the API port. Not with `may::net::TcpListener::bind`: it sets SO_REUSEPORT, so a second
 /// registry started on a port in use would silently share it instead of failing. std binds
 /// without it; the backlog is then raised with a second listen(2), which Linux allows.
-fn listen(address: SocketAddr) -> std::io::Result<may::net::TcpListener> {
-    use std::os::unix::io::{FromRawFd, IntoRawFd};
+fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use std::os::unix::io::AsRawFd;
     let listener = std::net::TcpListener::bind(address)?;
-    let fd = listener.into_raw_fd();
-    // SAFETY: `fd` is the listening socket just created, owned by no one else; on failure it is
-    // wrapped again so that it is closed.
-    unsafe {
-        if libc::listen(fd, LISTEN_BACKLOG) != 0 {
-            let error = std::io::Error::last_os_error();
-            drop(std::net::TcpListener::from_raw_fd(fd));
-            return Err(error);
-        }
-        Ok(may::net::TcpListener::from_raw_fd(fd))
+    // SAFETY: listen(2) on the listening socket just created, which `listener` owns.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(listener)
 }
 
 /// The effective configuration for the startup line, without the secrets.
 fn describe(config: &Config) -> String {
     format!(
-        "api_bind={} api_port={} workers={} max_body_size={} idle_timeout={:?} log_level={} \
+        "api_bind={} api_port={} workers={} max_body_size={} idle_timeout={:?} \
+         request_timeout={:?} max_connections={} max_body_memory={} log_level={} \
          auth_mode={:?} jwt_secret={} require_https={} namespace_capacity={} default_ttl={:?} \
          min_ttl={:?} max_ttl={:?} store=inmem store_address={:?} store_password={} \
          replication={} replication_port={} sync_timeout={:?} cluster_dir={:?} cluster_size={} \
@@ -217,6 +244,9 @@ fn describe(config: &Config) -> String {
         config.workers,
         config.max_body_size,
         config.idle_timeout,
+        config.request_timeout,
+        config.max_connections,
+        config.max_body_memory,
         config.log_level.name(),
         config.auth_modes,
         if config.jwt_secret.is_empty() {
