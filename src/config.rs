@@ -59,8 +59,11 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "api_bind", kind: Kind::Ip, default: "0.0.0.0", secret: false, help: "address the API listens on (an IP literal, e.g. 127.0.0.1 or ::1)" },
     OptionSpec { name: "api_port", kind: Kind::Int, default: "8080", secret: false, help: "API listen port, 0..65535" },
     OptionSpec { name: "workers", kind: Kind::Int, default: "CPUs available", secret: false, help: "worker threads serving connections, >= 1" },
-    OptionSpec { name: "max_body_size", kind: Kind::Int, default: "1048576", secret: false, help: "largest request body in bytes, >= 1 (larger: 413)" },
+    OptionSpec { name: "max_body_size", kind: Kind::Int, default: "1048576", secret: false, help: "largest request body in bytes, 1..1073741824 (larger: 413)" },
     OptionSpec { name: "idle_timeout", kind: Kind::Duration, default: "60s", secret: false, help: "close keep-alive connections idle this long, > 0" },
+    OptionSpec { name: "request_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "a request's head and body must arrive within this of its first byte, > 0 (late body: 408)" },
+    OptionSpec { name: "max_connections", kind: Kind::Int, default: "10000", secret: false, help: "most open API connections, 1..1000000 (one more gets 503 and is closed)" },
+    OptionSpec { name: "max_body_memory", kind: Kind::Int, default: "67108864", secret: false, help: "bytes all request bodies may hold at once, >= max_body_size (over it: 503)" },
     OptionSpec { name: "log_level", kind: Kind::Text, default: "info", secret: false, help: "debug, info, warn, warning, error, fatal or panic" },
     OptionSpec { name: "log_format", kind: Kind::Text, default: "text", secret: false, help: "text, json or logstash" },
     OptionSpec { name: "auth_mode", kind: Kind::List, default: "", secret: false, help: "trusted and/or jwt, tried in order (repeatable; comma-separated in env); empty: single tenant" },
@@ -83,6 +86,11 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env)" },
     OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json files to mirror read-only" },
 ];
+
+/// The largest `--max_body_size`: 1 GiB. A body is held whole in memory before it is decoded.
+const MAX_BODY_SIZE_LIMIT: i64 = 1 << 30;
+/// The largest `--max_connections`; far beyond what one process's descriptors allow anyway.
+const MAX_CONNECTIONS_LIMIT: i64 = 1_000_000;
 
 /// The options of `a8registry token`, which mints a JWT for `--auth_mode jwt`. They have no
 /// environment twins: a stray `A8_TTL` or `A8_NAMESPACE` must not change what is minted.
@@ -289,6 +297,9 @@ pub struct Config {
     pub workers: usize,
     pub max_body_size: usize,
     pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    pub max_body_memory: usize,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub auth_modes: Vec<AuthMode>,
@@ -663,8 +674,12 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
     raw.resolved("workers", &workers);
     let max_body_size = {
         let n = raw.int("max_body_size")?;
-        if n < 1 {
-            return Err(invalid("max_body_size", &n.to_string(), "must be >= 1"));
+        if !(1..=MAX_BODY_SIZE_LIMIT).contains(&n) {
+            return Err(invalid(
+                "max_body_size",
+                &n.to_string(),
+                "must be within 1..1073741824 (1 GiB)",
+            ));
         }
         usize::try_from(n).unwrap_or(usize::MAX)
     };
@@ -672,6 +687,37 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
     if idle_timeout.is_zero() {
         return Err(invalid("idle_timeout", "0", "must be > 0"));
     }
+    let request_timeout = raw.duration("request_timeout")?;
+    if request_timeout.is_zero() {
+        return Err(invalid("request_timeout", "0", "must be > 0"));
+    }
+    let max_connections = {
+        let n = raw.int("max_connections")?;
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&n) {
+            return Err(invalid(
+                "max_connections",
+                &n.to_string(),
+                "must be within 1..1000000",
+            ));
+        }
+        usize::try_from(n).unwrap_or(usize::MAX)
+    };
+    let max_body_memory = {
+        let n = raw.int("max_body_memory")?;
+        if n < 1 || usize::try_from(n).is_err() {
+            return Err(invalid("max_body_memory", &n.to_string(), "must be >= 1"));
+        }
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if n < max_body_size {
+            return Err(error(format!(
+                "--max_body_memory ({}) {n} is smaller than --max_body_size ({}) {max_body_size}: \
+                 no body that large could be read",
+                env_name("max_body_memory"),
+                env_name("max_body_size")
+            )));
+        }
+        n
+    };
     let log_level = {
         let value = raw.text("log_level")?;
         match value.as_str() {
@@ -774,6 +820,9 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         workers,
         max_body_size,
         idle_timeout,
+        request_timeout,
+        max_connections,
+        max_body_memory,
         log_level,
         log_format,
         auth_modes,
@@ -1017,6 +1066,9 @@ mod tests {
         assert_eq!(c.max_ttl, Duration::from_secs(600));
         assert_eq!(c.max_body_size, 1_048_576);
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_body_memory, 64 << 20);
         assert_eq!(c.namespace_capacity, None);
         assert!(c.auth_modes.is_empty());
         assert!(c.workers >= 1);
@@ -1118,6 +1170,22 @@ mod tests {
             (
                 ("A8_IDLE_TIMEOUT", "0s"),
                 "--idle_timeout (A8_IDLE_TIMEOUT)",
+            ),
+            (
+                ("A8_MAX_BODY_SIZE", "1073741825"),
+                "--max_body_size (A8_MAX_BODY_SIZE)",
+            ),
+            (
+                ("A8_REQUEST_TIMEOUT", "0"),
+                "--request_timeout (A8_REQUEST_TIMEOUT)",
+            ),
+            (
+                ("A8_MAX_CONNECTIONS", "0"),
+                "--max_connections (A8_MAX_CONNECTIONS)",
+            ),
+            (
+                ("A8_MAX_BODY_MEMORY", "1000"),
+                "--max_body_memory (A8_MAX_BODY_MEMORY)",
             ),
             (("A8_API_BIND", "localhost"), "--api_bind (A8_API_BIND)"),
         ] {

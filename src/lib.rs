@@ -14,8 +14,11 @@
 //!   not, `--help`); the startup summary is rendered from it with every secret masked.
 //! - [`log`]: levelled text, json or logstash lines, queued (bounded) and written to stderr by one
 //!   plain thread.
-//! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder), `response`, `router`,
-//!   `server` (accept loop, one coroutine per connection, idle timeout, graceful drain).
+//! - [`net`]: the acceptor every port uses (connection limit, accept-error backoff, shutdown) and
+//!   the open connections with their deadlines, woken by one timer thread.
+//! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder, body memory budget),
+//!   `response`, `router` (routes with metadata), `server` (one coroutine per connection, time
+//!   limits, graceful drain) and `wait` (replies that wait to be woken).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
 //!   paths; `model` decodes registrations and derives store ids, `xml` reads and writes Netflix's
 //!   XML, `render` draws Netflix's JSON and XML), `ops` (`/uptime`), `cache` (serialised bodies
@@ -31,14 +34,15 @@
 //!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
 //!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
 //!
-//! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT stops accepting,
-//! lets requests in flight finish and exits 0 within [`SHUTDOWN_GRACE`].
+//! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
+//! stops accepting, answers the requests already received and exits 0 within 5 seconds.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod net;
 pub mod registry;
 #[cfg(test)]
 mod testing;

@@ -2,18 +2,19 @@
 //! live in the library crate (`lib.rs`).
 
 use a8registry::config::{Command, Config};
-use a8registry::http::server::{Limits, Shutdown};
+use a8registry::http::server::{refuse_connection, Limits, Server};
+use a8registry::net::{spawn_acceptor, AcceptOptions, Connections};
 use a8registry::registry::instance::TtlPolicy;
 use a8registry::registry::memory::{MemoryConfig, MemoryStore};
 use a8registry::registry::store::{Store, SystemClock};
-use a8registry::{api, auth, config, debug, error, http, info, log};
+use a8registry::{api, auth, config, debug, error, info, log};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Longest wait for requests in flight after a stop signal.
+/// Longest wait after a stop signal for the connections to answer what they have received.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Coroutine stack size in machine words (128 KiB on 64-bit): room for the JSON decoder at the
 /// nesting limit of 64 with a margin (DESIGN decision 3).
@@ -188,13 +189,39 @@ fn serve(config: Config, summary: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let connections = match Connections::start() {
+        Ok(connections) => connections,
+        Err(e) => {
+            error!("cannot start the connection deadline thread", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
     install_signal_handlers();
-    let shutdown = Arc::new(Shutdown::default());
     let limits = Limits {
         max_body_bytes: config.max_body_size,
+        max_body_memory: config.max_body_memory,
         idle_timeout: config.idle_timeout,
+        request_timeout: config.request_timeout,
     };
-    let acceptor = http::server::serve(listener, api, limits, shutdown.clone());
+    let server = Arc::new(Server::new(api, limits));
+    let serving = server.clone();
+    let options = AcceptOptions {
+        name: "api",
+        max_connections: config.max_connections,
+    };
+    let acceptor = match spawn_acceptor(
+        listener,
+        options,
+        &connections,
+        refuse_connection,
+        move |link| serving.serve(link),
+    ) {
+        Ok(acceptor) => acceptor,
+        Err(e) => {
+            error!("cannot start accepting", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
     info!(
         "listening",
         "address" => address,
@@ -205,15 +232,20 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    info!("stopping: no new connections, finishing requests in flight");
-    shutdown.begin();
-    http::server::wake_acceptor(address);
+    info!("stopping: no new connections, answering the requests received");
+    // The acceptor takes the connections already queued and closes the listener; every
+    // connection answers what it has received and closes, idle ones at once.
+    connections.stop();
     let _ = acceptor.join();
     let deadline = Instant::now() + SHUTDOWN_GRACE;
-    while shutdown.in_flight() > 0 && Instant::now() < deadline {
+    while connections.open() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    info!("stopped", "unfinished_requests" => shutdown.in_flight());
+    info!(
+        "stopped",
+        "unfinished_requests" => server.in_flight(),
+        "open_connections" => connections.open()
+    );
     ExitCode::SUCCESS
 }
 
@@ -223,18 +255,12 @@ const LISTEN_BACKLOG: libc::c_int = 1024;
 /// Binds the API port. Not with `may::net::TcpListener::bind`: it sets SO_REUSEPORT, so a second
 /// registry started on a port in use would silently share it instead of failing. std binds
 /// without it; the backlog is then raised with a second listen(2), which Linux allows.
-fn listen(address: SocketAddr) -> std::io::Result<may::net::TcpListener> {
-    use std::os::unix::io::{FromRawFd, IntoRawFd};
+fn listen(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use std::os::unix::io::AsRawFd;
     let listener = std::net::TcpListener::bind(address)?;
-    let fd = listener.into_raw_fd();
-    // SAFETY: `fd` is the listening socket just created, owned by no one else; on failure it is
-    // wrapped again so that it is closed.
-    unsafe {
-        if libc::listen(fd, LISTEN_BACKLOG) != 0 {
-            let error = std::io::Error::last_os_error();
-            drop(std::net::TcpListener::from_raw_fd(fd));
-            return Err(error);
-        }
-        Ok(may::net::TcpListener::from_raw_fd(fd))
+    // SAFETY: listen(2) on the listening socket just created, which `listener` owns.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(listener)
 }

@@ -16,8 +16,9 @@ use crate::auth::{extract_token, AuthError, Authenticator};
 use crate::config::LogLevel;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
-use crate::http::router::{percent_decode, Routed, Router};
+use crate::http::router::{percent_decode, RouteMeta, Routed, Router};
 use crate::http::server::Handler;
+use crate::http::wait::Reply;
 use crate::registry::namespace::Namespace;
 use crate::registry::store::{Call, Store, REQUEST_DEADLINE};
 use crate::registry::Registry;
@@ -49,34 +50,126 @@ enum EurekaPrefix {
     HeaderOnly,
 }
 
-impl Route {
-    /// Routes that are authenticated and redirected to HTTPS (all but `/` and `/uptime`).
-    fn is_api(self) -> bool {
-        !matches!(self, Route::Root | Route::Uptime)
+/// What a request does, for metrics and logs: one name per operation, whichever protocol
+/// carries it (an Amalgam8 heartbeat and a Eureka renewal are both `Renew`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Root,
+    Uptime,
+    Register,
+    Deregister,
+    Renew,
+    ListInstances,
+    ListServices,
+    ListServiceInstances,
+    /// Eureka: all applications.
+    Apps,
+    /// Eureka: the recent changes.
+    AppsDelta,
+    /// Eureka: one application.
+    App,
+    /// Eureka: one instance.
+    GetInfo,
+    /// Eureka: a status change or its removal.
+    SetStatus,
+    UpdateMetadata,
+    /// Eureka: the instances of a VIP or secure VIP.
+    Vips,
+    /// No route: 404 and 405.
+    NotFound,
+}
+
+impl Operation {
+    /// The name metrics and logs use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Root => "Root",
+            Operation::Uptime => "Uptime",
+            Operation::Register => "Register",
+            Operation::Deregister => "Deregister",
+            Operation::Renew => "Renew",
+            Operation::ListInstances => "ListInstances",
+            Operation::ListServices => "ListServices",
+            Operation::ListServiceInstances => "ListServiceInstances",
+            Operation::Apps => "Apps",
+            Operation::AppsDelta => "AppsDelta",
+            Operation::App => "App",
+            Operation::GetInfo => "GetInfo",
+            Operation::SetStatus => "SetStatus",
+            Operation::UpdateMetadata => "UpdateMetadata",
+            Operation::Vips => "Vips",
+            Operation::NotFound => "NotFound",
+        }
+    }
+
+    fn of_eureka(op: eureka::Op) -> Operation {
+        use eureka::Op;
+        match op {
+            Op::Apps => Operation::Apps,
+            Op::Delta => Operation::AppsDelta,
+            Op::App => Operation::App,
+            Op::Register => Operation::Register,
+            Op::Instance | Op::InstanceById => Operation::GetInfo,
+            Op::Renew => Operation::Renew,
+            Op::Cancel => Operation::Deregister,
+            Op::SetStatus | Op::RemoveStatus => Operation::SetStatus,
+            Op::UpdateMetadata => Operation::UpdateMetadata,
+            Op::Vip | Op::SecureVip => Operation::Vips,
+        }
     }
 }
 
-fn routes() -> Router<Route> {
+type Meta = RouteMeta<Operation>;
+
+fn routes() -> Router<Route, Operation> {
     let mut router = Router::default();
-    for (method, path, route) in [
-        (Method::Get, "/", Route::Root),
-        (Method::Get, "/uptime", Route::Uptime),
-        (Method::Post, "/api/v1/instances", Route::Register),
-        (Method::Get, "/api/v1/instances", Route::ListInstances),
-        (Method::Delete, "/api/v1/instances/{id}", Route::Deregister),
+    // `/` and `/uptime` are never authenticated nor redirected (spec 1.2, 2.5).
+    for (method, path, route, meta) in [
+        (Method::Get, "/", Route::Root, Meta::public(Operation::Root)),
+        (
+            Method::Get,
+            "/uptime",
+            Route::Uptime,
+            Meta::public(Operation::Uptime),
+        ),
+        (
+            Method::Post,
+            "/api/v1/instances",
+            Route::Register,
+            Meta::protected(Operation::Register),
+        ),
+        (
+            Method::Get,
+            "/api/v1/instances",
+            Route::ListInstances,
+            Meta::protected(Operation::ListInstances),
+        ),
+        (
+            Method::Delete,
+            "/api/v1/instances/{id}",
+            Route::Deregister,
+            Meta::protected(Operation::Deregister),
+        ),
         (
             Method::Put,
             "/api/v1/instances/{id}/heartbeat",
             Route::Heartbeat,
+            Meta::protected(Operation::Renew),
         ),
-        (Method::Get, "/api/v1/services", Route::ListServices),
+        (
+            Method::Get,
+            "/api/v1/services",
+            Route::ListServices,
+            Meta::protected(Operation::ListServices),
+        ),
         (
             Method::Get,
             "/api/v1/services/{name}",
             Route::ServiceInstances,
+            Meta::protected(Operation::ListServiceInstances),
         ),
     ] {
-        router.add(method, path, route);
+        router.add(method, path, route, meta);
     }
     use eureka::Op;
     for (prefix, kind) in [
@@ -105,7 +198,12 @@ fn routes() -> Router<Route> {
             (Method::Get, "/vips/{vip}", Op::Vip),
             (Method::Get, "/svips/{svip}", Op::SecureVip),
         ] {
-            router.add(method, &format!("{prefix}{path}"), Route::Eureka(op, kind));
+            router.add(
+                method,
+                &format!("{prefix}{path}"),
+                Route::Eureka(op, kind),
+                Meta::protected(Operation::of_eureka(op)),
+            );
         }
     }
     router
@@ -133,7 +231,7 @@ impl Context {
 
 /// The API service: routing, the cross-cutting stages and the shared state of the handlers.
 pub struct Api {
-    router: Router<Route>,
+    router: Router<Route, Operation>,
     pub(crate) registry: Registry,
     pub(crate) cache: Arc<ResponseCache>,
     auth: Authenticator,
@@ -169,62 +267,51 @@ impl Api {
             || request.header("$wssc") == Some("https")
     }
 
-    /// The stages of spec 1.2; returns the response and the namespace, once known.
-    fn respond(&self, request: &Request) -> (Response, Option<Namespace>) {
+    /// The stages of spec 1.2; returns the response, the operation and the namespace, once
+    /// known.
+    fn respond(&self, request: &Request) -> (Response, Operation, Option<Namespace>) {
+        let not_found = Operation::NotFound;
         if request.declared_length.is_some_and(|n| n > 0) && !acceptable_content_type(request) {
-            return (Response::error(415, BAD_CONTENT_TYPE), None);
+            return (Response::error(415, BAD_CONTENT_TYPE), not_found, None);
         }
-        let (route, raw_params) = match self.router.route(request.method, &request.path) {
-            Routed::Found(route, params) => (route, params),
-            Routed::MethodNotAllowed => return (Response::error(405, METHOD_NOT_ALLOWED), None),
-            Routed::NotFound => return (Response::error(404, RESOURCE_NOT_FOUND), None),
+        let (route, meta, raw_params) = match self.router.route(request.method, &request.path) {
+            Routed::Found(route, meta, params) => (route, meta, params),
+            Routed::MethodNotAllowed => {
+                return (Response::error(405, METHOD_NOT_ALLOWED), not_found, None)
+            }
+            Routed::NotFound => return (Response::error(404, RESOURCE_NOT_FOUND), not_found, None),
         };
+        let operation = meta.operation;
         let mut params = Vec::with_capacity(raw_params.len());
         for raw in raw_params {
             match percent_decode(raw) {
                 Some(p) => params.push(p),
-                None => return (Response::error(400, MALFORMED_PERCENT_ENCODING), None),
+                None => {
+                    let response = Response::error(400, MALFORMED_PERCENT_ENCODING);
+                    return (response, operation, None);
+                }
             }
         }
-        if !route.is_api() {
-            let response = match route {
-                Route::Root => Response::empty(200),
-                _ => ops::uptime(self),
-            };
-            return (response, None);
+        if meta.https_redirect && self.require_https && !self.is_secure(request) {
+            return (https_redirect(request), operation, None);
         }
-        if self.require_https && !self.is_secure(request) {
-            return (https_redirect(request), None);
-        }
-        let path_token = match route {
-            Route::Eureka(_, EurekaPrefix::PathToken) => params.remove(0),
-            _ => String::new(),
-        };
-        // A token that is not UTF-8 would reach the namespace as a lossy copy, in which different
-        // bytes look the same: refuse it rather than let two tenants share a namespace.
-        if request
-            .non_utf8_headers
-            .iter()
-            .any(|h| h == "authorization")
-        {
-            return (
-                Response::error(401, AuthError::MalformedHeader.message()),
-                None,
-            );
-        }
-        let namespace = match extract_token(request.header("authorization"), &path_token)
-            .and_then(|token| self.auth.namespace(token, unix_now_secs()))
-        {
-            Ok(namespace) => namespace,
-            Err(error) => return (Response::error(401, error.message()), None),
+        let namespace = if meta.authenticated {
+            match self.authenticate(request, route, &mut params) {
+                Ok(namespace) => Some(namespace),
+                Err(response) => return (response, operation, None),
+            }
+        } else {
+            None
         };
         let ctx = Context {
-            namespace,
+            namespace: namespace.unwrap_or_else(Namespace::default_namespace),
             deadline: Instant::now() + REQUEST_DEADLINE,
             eureka: matches!(route, Route::Eureka(..)),
         };
         let param = |i: usize| params.get(i).map_or("", String::as_str);
         let response = match route {
+            Route::Root => Response::empty(200),
+            Route::Uptime => ops::uptime(self),
             Route::Eureka(op, prefix) => {
                 let default_format = match prefix {
                     EurekaPrefix::PathToken => eureka::render::Format::Json,
@@ -238,17 +325,43 @@ impl Api {
             Route::Heartbeat => amalgam8::heartbeat(self, &ctx, param(0)),
             Route::ListServices => amalgam8::list_services(self, &ctx),
             Route::ServiceInstances => amalgam8::service_instances(self, &ctx, param(0)),
-            Route::Root | Route::Uptime => unreachable!("answered above"),
         };
-        (response, Some(ctx.namespace))
+        let namespace = meta.authenticated.then_some(ctx.namespace);
+        (response, operation, namespace)
+    }
+
+    /// The namespace of an authenticated route's request, or its 401. A path token is taken
+    /// out of `params`.
+    fn authenticate(
+        &self,
+        request: &Request,
+        route: Route,
+        params: &mut Vec<String>,
+    ) -> Result<Namespace, Response> {
+        let path_token = match route {
+            Route::Eureka(_, EurekaPrefix::PathToken) => params.remove(0),
+            _ => String::new(),
+        };
+        // A token that is not UTF-8 would reach the namespace as a lossy copy, in which different
+        // bytes look the same: refuse it rather than let two tenants share a namespace.
+        if request
+            .non_utf8_headers
+            .iter()
+            .any(|h| h == "authorization")
+        {
+            return Err(Response::error(401, AuthError::MalformedHeader.message()));
+        }
+        extract_token(request.header("authorization"), &path_token)
+            .and_then(|token| self.auth.namespace(token, unix_now_secs()))
+            .map_err(|error| Response::error(401, error.message()))
     }
 }
 
 impl Handler for Api {
-    fn handle(&self, request: &Request) -> Response {
+    fn handle(&self, request: &Request) -> Reply {
         // Reading the clock is skipped unless the access log is on.
         let started = crate::log::enabled(LogLevel::Debug).then(Instant::now);
-        let (response, namespace) = self.respond(request);
+        let (response, operation, namespace) = self.respond(request);
         if let Some(started) = started {
             crate::log::write(
                 LogLevel::Debug,
@@ -256,6 +369,7 @@ impl Handler for Api {
                 &[
                     ("method", &request.method_text),
                     ("path", &request.path),
+                    ("operation", &operation.name()),
                     ("status", &response.status),
                     ("bytes", &response.body.as_bytes().len()),
                     ("micros", &started.elapsed().as_micros()),
@@ -266,7 +380,7 @@ impl Handler for Api {
                 ],
             );
         }
-        response
+        Reply::Now(response)
     }
 }
 

@@ -3,8 +3,14 @@
 //! The decoder keeps the state of one connection between reads: a head that is not complete yet,
 //! or a body that is still arriving (by `Content-Length` or chunked). It never reads a socket, so it
 //! is tested with byte strings, and the socket loop in `server.rs` stays a thin shell around it.
+//!
+//! Body buffers grow as bytes arrive, never from the declared length, and every byte of growth is
+//! taken from a process-wide [`BodyBudget`] first: bodies sent before authentication cannot hold
+//! more memory than the budget, however many connections send them.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Largest request line plus header block, in bytes; exactly this many are accepted (spec D15).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -14,6 +20,70 @@ pub const MAX_HEADERS: usize = 100;
 const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// Largest trailer section of a chunked body; trailers are read and dropped.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Smallest allocation of a body that arrives in pieces, so that small bodies split over a few
+/// reads do not regrow at every read.
+const MIN_BODY_ALLOCATION_BYTES: usize = 1024;
+
+/// The bytes of request bodies that all connections together may hold in memory at once.
+///
+/// A body takes its buffer's growth from here before it grows and gives it back when the request
+/// is dropped. A body that cannot grow is refused with [`FramingError::Busy`].
+#[derive(Debug)]
+pub struct BodyBudget {
+    limit_bytes: usize,
+    in_use_bytes: AtomicUsize,
+}
+
+impl BodyBudget {
+    /// A budget of `limit_bytes`.
+    pub fn new(limit_bytes: usize) -> BodyBudget {
+        BodyBudget {
+            limit_bytes,
+            in_use_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes currently held by bodies.
+    pub fn in_use(&self) -> usize {
+        self.in_use_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` from the budget; false (and nothing taken) when they are not there.
+    fn try_take(&self, bytes: usize) -> bool {
+        self.in_use_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes)
+                    .filter(|&total| total <= self.limit_bytes)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.in_use_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// What a request's body took from the budget; given back when the request is dropped.
+#[derive(Debug, Default)]
+struct BodyCharge {
+    budget: Option<Arc<BodyBudget>>,
+    bytes: usize,
+}
+
+impl BodyCharge {
+    fn add(&mut self, budget: &Arc<BodyBudget>, bytes: usize) {
+        self.budget.get_or_insert_with(|| budget.clone());
+        self.bytes += bytes;
+    }
+}
+
+impl Drop for BodyCharge {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give_back(self.bytes);
+        }
+    }
+}
 
 /// Request methods the registry routes on; anything else is `Other` (405 or 404).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +132,8 @@ pub struct Request {
     pub declared_length: Option<usize>,
     /// The connection stays open after the response.
     pub keep_alive: bool,
+    /// The body's share of the [`BodyBudget`].
+    body_charge: BodyCharge,
 }
 
 impl Request {
@@ -74,10 +146,15 @@ impl Request {
     }
 }
 
+/// The answer to a body that finds the [`BodyBudget`] spent.
+pub const BODIES_BUSY: &str = "Too many request bodies in progress, retry later";
+
 /// A request the decoder cannot accept; each maps to one status and one message (spec 1.8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FramingError {
-    /// 400: malformed request line, header, version or `Content-Length`.
+    /// 400: malformed request line, header, version, `Content-Length` or chunked framing; an
+    /// HTTP/1.1 request without `Host`, any request with several or an invalid one; any
+    /// `Transfer-Encoding` on HTTP/1.0 (RFC 9112 3.2, 6.1, 7.1).
     Malformed,
     /// 431: head over [`MAX_HEAD_BYTES`] or more than [`MAX_HEADERS`] fields.
     HeadTooLarge,
@@ -85,6 +162,8 @@ pub enum FramingError {
     BodyTooLarge,
     /// 501: a transfer coding other than `chunked`.
     UnsupportedTransferEncoding,
+    /// 503: the bodies of all connections already hold the whole [`BodyBudget`].
+    Busy,
 }
 
 impl FramingError {
@@ -95,6 +174,7 @@ impl FramingError {
             FramingError::HeadTooLarge => (431, "Request header fields too large"),
             FramingError::BodyTooLarge => (413, "Request body too large"),
             FramingError::UnsupportedTransferEncoding => (501, "Transfer-Encoding not supported"),
+            FramingError::Busy => (503, BODIES_BUSY),
         }
     }
 }
@@ -145,15 +225,25 @@ enum State {
 /// The per-connection request decoder.
 pub struct Decoder {
     max_body_bytes: usize,
+    budget: Option<Arc<BodyBudget>>,
     state: State,
 }
 
 impl Decoder {
-    /// A decoder that refuses bodies over `max_body_bytes`.
+    /// A decoder that refuses bodies over `max_body_bytes`, with no memory budget.
     pub fn new(max_body_bytes: usize) -> Decoder {
         Decoder {
             max_body_bytes,
+            budget: None,
             state: State::Head { scanned: 0 },
+        }
+    }
+
+    /// A decoder that refuses bodies over `max_body_bytes` and takes body memory from `budget`.
+    pub fn with_budget(max_body_bytes: usize, budget: Arc<BodyBudget>) -> Decoder {
+        Decoder {
+            budget: Some(budget),
+            ..Decoder::new(max_body_bytes)
         }
     }
 
@@ -209,7 +299,11 @@ impl Decoder {
                 framing,
                 continue_pending,
             } => {
-                let used = read_body(framing, &mut request.body, input, self.max_body_bytes)?;
+                let limits = BodyLimits {
+                    max_body_bytes: self.max_body_bytes,
+                    budget: self.budget.as_ref(),
+                };
+                let used = read_body(framing, request, input, &limits)?;
                 if body_complete(framing) {
                     let State::Body { request, .. } =
                         std::mem::replace(&mut self.state, State::Head { scanned: 0 })
@@ -270,6 +364,20 @@ fn parse_head(
     let method_text = parsed.method.ok_or(FramingError::Malformed)?.to_string();
     let target = parsed.path.ok_or(FramingError::Malformed)?;
     let version_minor = parsed.version.ok_or(FramingError::Malformed)?;
+    // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; no request may carry two, or an
+    // invalid one.
+    let mut hosts = 0;
+    for header in parsed.headers.iter() {
+        if header.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if hosts > 1 || !valid_host(header.value) {
+                return Err(FramingError::Malformed);
+            }
+        }
+    }
+    if hosts == 0 && version_minor == 1 {
+        return Err(FramingError::Malformed);
+    }
     let mut non_utf8_headers = Vec::new();
     let headers: Vec<(String, String)> = parsed
         .headers
@@ -314,6 +422,8 @@ fn parse_head(
         }
     }
     let framing = match (transfer_encoding, content_length) {
+        // RFC 9112 6.1: Transfer-Encoding on HTTP/1.0 means faulty framing.
+        (Some(_), _) if version_minor == 0 => return Err(FramingError::Malformed),
         (Some(_), Some(_)) => return Err(FramingError::Malformed),
         (Some(coding), None) => {
             if !coding.eq_ignore_ascii_case("chunked") {
@@ -337,10 +447,6 @@ fn parse_head(
         1 => !connection.is_some_and(|v| header_has_token(v, "close")),
         _ => connection.is_some_and(|v| header_has_token(v, "keep-alive")),
     };
-    let body_capacity = match framing {
-        BodyFraming::Length(n) => n,
-        BodyFraming::Chunked(_) => 0,
-    };
     let request = Box::new(Request {
         method: Method::parse(&method_text),
         method_text,
@@ -350,11 +456,32 @@ fn parse_head(
         version_minor,
         headers,
         non_utf8_headers,
-        body: Vec::with_capacity(body_capacity),
+        // Grown as the bytes arrive (`append_body`), never reserved from the declared length.
+        body: Vec::new(),
         declared_length: content_length,
         keep_alive,
+        body_charge: BodyCharge::default(),
     });
     Ok((request, framing))
+}
+
+/// A Host value as RFC 9112 3.2 allows it: `uri-host [":" port]`, possibly empty. The check is on
+/// the characters only (reg-name, IP literal, port), which is what keeps the value safe to echo.
+fn valid_host(value: &[u8]) -> bool {
+    let value = trim_ows_bytes(value);
+    value
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+}
+
+fn trim_ows_bytes(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
 }
 
 /// Splits an origin-form or absolute-form request-target into its path (with query) and whether
@@ -385,18 +512,74 @@ fn body_complete(framing: &BodyFraming) -> bool {
     }
 }
 
-/// Moves body bytes from `input` into `body`; returns the bytes consumed. A chunked body that has
-/// ended turns its framing into `Length(0)`, which reads as complete.
+/// What bounds a body: its largest size and the shared memory budget.
+struct BodyLimits<'a> {
+    max_body_bytes: usize,
+    budget: Option<&'a Arc<BodyBudget>>,
+}
+
+/// Appends `bytes` to the request's body. The buffer grows to what has arrived (at least doubling,
+/// never past `growth_cap`), and the growth is taken from the budget first.
+fn append_body(
+    request: &mut Request,
+    bytes: &[u8],
+    growth_cap: usize,
+    limits: &BodyLimits<'_>,
+) -> Result<(), FramingError> {
+    let body = &mut request.body;
+    let needed = body.len() + bytes.len();
+    if needed > body.capacity() {
+        let target = body
+            .capacity()
+            .saturating_mul(2)
+            .max(MIN_BODY_ALLOCATION_BYTES)
+            .min(growth_cap)
+            .max(needed);
+        let growth = target - body.capacity();
+        if let Some(budget) = limits.budget {
+            if !budget.try_take(growth) {
+                return Err(FramingError::Busy);
+            }
+            request.body_charge.add(budget, growth);
+        }
+        body.reserve_exact(target - body.len());
+    }
+    body.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Reads one line of chunked framing byte by byte into `line`; true when its LF came. A line must
+/// end in CRLF and hold no other CR or control byte (RFC 9112 7.1: no bare LF or CR).
+fn chunk_line_byte(line: &mut Vec<u8>, byte: u8, max_bytes: usize) -> Result<bool, FramingError> {
+    if byte == b'\n' {
+        if line.pop() != Some(b'\r') {
+            return Err(FramingError::Malformed);
+        }
+        return Ok(true);
+    }
+    if line.last() == Some(&b'\r') || (byte.is_ascii_control() && byte != b'\t' && byte != b'\r') {
+        return Err(FramingError::Malformed);
+    }
+    line.push(byte);
+    if line.len() > max_bytes {
+        return Err(FramingError::Malformed);
+    }
+    Ok(false)
+}
+
+/// Moves body bytes from `input` into the request's body; returns the bytes consumed. A chunked
+/// body that has ended turns its framing into `Length(0)`, which reads as complete.
 fn read_body(
     framing: &mut BodyFraming,
-    body: &mut Vec<u8>,
+    request: &mut Request,
     input: &[u8],
-    max_body_bytes: usize,
+    limits: &BodyLimits<'_>,
 ) -> Result<usize, FramingError> {
     match framing {
         BodyFraming::Length(remaining) => {
             let take = (*remaining).min(input.len());
-            body.extend_from_slice(&input[..take]);
+            let total = request.body.len() + *remaining;
+            append_body(request, &input[..take], total, limits)?;
             *remaining -= take;
             Ok(take)
         }
@@ -407,18 +590,14 @@ fn read_body(
                     ChunkState::Size(line) => {
                         let byte = input[pos];
                         pos += 1;
-                        if byte != b'\n' {
-                            line.push(byte);
-                            if line.len() > MAX_CHUNK_LINE_BYTES {
-                                return Err(FramingError::Malformed);
-                            }
+                        if !chunk_line_byte(line, byte, MAX_CHUNK_LINE_BYTES)? {
                             continue;
                         }
                         let size = parse_chunk_size(line)?;
                         if size == 0 {
                             *state = ChunkState::Trailers(Vec::new(), 0);
                         } else {
-                            if body.len().saturating_add(size) > max_body_bytes {
+                            if request.body.len().saturating_add(size) > limits.max_body_bytes {
                                 return Err(FramingError::BodyTooLarge);
                             }
                             *state = ChunkState::Data(size);
@@ -426,7 +605,12 @@ fn read_body(
                     }
                     ChunkState::Data(remaining) => {
                         let take = (*remaining).min(input.len() - pos);
-                        body.extend_from_slice(&input[pos..pos + take]);
+                        append_body(
+                            request,
+                            &input[pos..pos + take],
+                            limits.max_body_bytes,
+                            limits,
+                        )?;
                         pos += take;
                         *remaining -= take;
                         if *remaining == 0 {
@@ -438,7 +622,7 @@ fn read_body(
                         pos += 1;
                         match (*seen, byte) {
                             (0, b'\r') => *seen = 1,
-                            (_, b'\n') => *state = ChunkState::Size(Vec::new()),
+                            (1, b'\n') => *state = ChunkState::Size(Vec::new()),
                             _ => return Err(FramingError::Malformed),
                         }
                     }
@@ -449,11 +633,10 @@ fn read_body(
                         if *total > MAX_TRAILER_BYTES {
                             return Err(FramingError::HeadTooLarge);
                         }
-                        if byte != b'\n' {
-                            line.push(byte);
+                        if !chunk_line_byte(line, byte, MAX_TRAILER_BYTES)? {
                             continue;
                         }
-                        if line.is_empty() || line.as_slice() == b"\r" {
+                        if line.is_empty() {
                             *framing = BodyFraming::Length(0);
                             return Ok(pos);
                         }
@@ -467,7 +650,6 @@ fn read_body(
 }
 
 fn parse_chunk_size(line: &[u8]) -> Result<usize, FramingError> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let size_end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
     let digits = std::str::from_utf8(&line[..size_end])
         .map_err(|_| FramingError::Malformed)?
@@ -530,7 +712,7 @@ mod tests {
 
     #[test]
     fn pipelined_requests_come_out_in_order() {
-        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n\r\n";
+        let raw = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
         let reqs = requests(raw, raw.len());
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].body, b"abc");
@@ -539,7 +721,7 @@ mod tests {
 
     #[test]
     fn chunked_body_with_extensions_and_trailers() {
-        let raw = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\nGET /n HTTP/1.1\r\n\r\n";
+        let raw = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: v\r\n\r\nGET /n HTTP/1.1\r\nHost: h\r\n\r\n";
         for step in [1, 5, raw.len()] {
             let reqs = requests(raw, step);
             assert_eq!(reqs.len(), 2, "step {step}");
@@ -551,7 +733,7 @@ mod tests {
 
     #[test]
     fn chunked_body_over_the_limit_is_413() {
-        let mut raw = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut raw = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         for _ in 0..3 {
             raw.extend_from_slice(b"200\r\n");
             raw.extend_from_slice(&[b'x'; 0x200]);
@@ -565,13 +747,13 @@ mod tests {
 
     #[test]
     fn declared_length_over_the_limit_is_413_before_the_body() {
-        let raw = b"POST /a HTTP/1.1\r\nContent-Length: 1025\r\n\r\n";
+        let raw = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1025\r\n\r\n";
         assert_eq!(
             decode_all(raw, raw.len()).unwrap_err(),
             FramingError::BodyTooLarge
         );
         let ok = format!(
-            "POST /a HTTP/1.1\r\nContent-Length: 1024\r\n\r\n{}",
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1024\r\n\r\n{}",
             "x".repeat(1024)
         );
         assert_eq!(requests(ok.as_bytes(), 100)[0].body.len(), 1024);
@@ -580,18 +762,20 @@ mod tests {
     #[test]
     fn malformed_lengths_are_400() {
         for cl in ["abc", "-1", "1 2", "", "+5", "3, 4"] {
-            let raw = format!("POST /a HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            let raw = format!("POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: {cl}\r\n\r\n");
             assert_eq!(
                 decode_all(raw.as_bytes(), raw.len()).unwrap_err(),
                 FramingError::Malformed,
                 "{cl:?}"
             );
         }
-        let twice = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        let twice =
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
         assert_eq!(decode_all(twice, 99).unwrap_err(), FramingError::Malformed);
-        let same = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+        let same =
+            b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
         assert_eq!(requests(same, 99)[0].body, b"x");
-        let both = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let both = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(decode_all(both, 99).unwrap_err(), FramingError::Malformed);
     }
 
@@ -600,8 +784,8 @@ mod tests {
         for raw in [
             &b"GARBAGE\r\n\r\n"[..],
             b"GET / HTTP/2.0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
-            b"GET  HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nbad header\r\n\r\n",
+            b"GET  HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
             assert_eq!(
                 decode_all(raw, raw.len()).unwrap_err(),
@@ -612,7 +796,7 @@ mod tests {
 
     #[test]
     fn other_transfer_codings_are_501() {
-        let raw = b"POST /a HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        let raw = b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n";
         assert_eq!(
             decode_all(raw, raw.len()).unwrap_err(),
             FramingError::UnsupportedTransferEncoding
@@ -622,8 +806,11 @@ mod tests {
     #[test]
     fn head_limits() {
         let head_of = |total: usize| {
-            let base = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
-            format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(total - base))
+            let base = "GET / HTTP/1.1\r\nHost: h\r\nX: \r\n\r\n".len();
+            format!(
+                "GET / HTTP/1.1\r\nHost: h\r\nX: {}\r\n\r\n",
+                "a".repeat(total - base)
+            )
         };
         assert_eq!(requests(head_of(MAX_HEAD_BYTES).as_bytes(), 1000).len(), 1);
         let too_big = head_of(MAX_HEAD_BYTES + 1);
@@ -631,9 +818,10 @@ mod tests {
             decode_all(too_big.as_bytes(), 1000).unwrap_err(),
             FramingError::HeadTooLarge
         );
+        // `n` fields, Host among them.
         let headers = |n: usize| {
-            let mut s = String::from("GET / HTTP/1.1\r\n");
-            for i in 0..n {
+            let mut s = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+            for i in 1..n {
                 s.push_str(&format!("H{i}: v\r\n"));
             }
             s + "\r\n"
@@ -653,7 +841,8 @@ mod tests {
 
     #[test]
     fn expect_continue_is_signalled_once_before_the_body() {
-        let head = b"POST /a HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let head =
+            b"POST /a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
         let mut decoder = Decoder::new(LIMIT);
         let (decoded, used) = decoder.decode(head).unwrap();
         assert!(matches!(decoded, Decoded::SendContinue));
@@ -666,7 +855,10 @@ mod tests {
 
     #[test]
     fn connection_semantics_per_version() {
-        let close = requests(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 99);
+        let close = requests(
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            99,
+        );
         assert!(!close[0].keep_alive);
         let old = requests(b"GET / HTTP/1.0\r\n\r\n", 99);
         assert!(!old[0].keep_alive);
@@ -676,11 +868,14 @@ mod tests {
 
     #[test]
     fn absolute_form_targets() {
-        let r = requests(b"GET https://h:1/api/v1/services?a=b HTTP/1.1\r\n\r\n", 99);
+        let r = requests(
+            b"GET https://h:1/api/v1/services?a=b HTTP/1.1\r\nHost: h\r\n\r\n",
+            99,
+        );
         assert!(r[0].absolute_https);
         assert_eq!(r[0].path, "/api/v1/services");
         assert_eq!(r[0].query.as_deref(), Some("a=b"));
-        let r = requests(b"GET http://h HTTP/1.1\r\n\r\n", 99);
+        let r = requests(b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", 99);
         assert!(!r[0].absolute_https);
         assert_eq!(r[0].path, "/");
     }
@@ -688,7 +883,7 @@ mod tests {
     #[test]
     fn non_utf8_header_values_are_flagged() {
         let r = requests(
-            b"GET / HTTP/1.1\r\nAuthorization: Bearer \xff\r\nX: ok\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer \xff\r\nX: ok\r\n\r\n",
             99,
         );
         assert_eq!(r[0].non_utf8_headers, ["authorization"]);
@@ -696,15 +891,140 @@ mod tests {
 
     #[test]
     fn header_values_are_trimmed() {
-        let r = requests(b"GET / HTTP/1.1\r\nAuthorization: Bearer  x \r\n\r\n", 99);
+        let r = requests(
+            b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer  x \r\n\r\n",
+            99,
+        );
         assert_eq!(r[0].header("authorization"), Some("Bearer  x"));
+    }
+
+    #[test]
+    fn host_is_required_once_on_http_1_1() {
+        let missing = b"GET / HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            decode_all(missing, 99).unwrap_err(),
+            FramingError::Malformed
+        );
+        let twice = b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n";
+        assert_eq!(decode_all(twice, 99).unwrap_err(), FramingError::Malformed);
+        let twice_old = b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n";
+        assert_eq!(
+            decode_all(twice_old, 99).unwrap_err(),
+            FramingError::Malformed
+        );
+        for bad in ["a b", "a/b", "a\"b", "a@b"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(
+                decode_all(raw.as_bytes(), 99).unwrap_err(),
+                FramingError::Malformed,
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "",
+            "h",
+            "h:8080",
+            "10.0.0.1:1",
+            "[::1]:80",
+            "xn--bcher-kva.example",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+            assert_eq!(requests(raw.as_bytes(), 99).len(), 1, "{good:?}");
+        }
+        assert_eq!(requests(b"GET / HTTP/1.0\r\n\r\n", 99).len(), 1);
+    }
+
+    #[test]
+    fn transfer_encoding_on_http_1_0_is_400() {
+        for coding in ["chunked", "gzip"] {
+            let raw = format!("POST /a HTTP/1.0\r\nTransfer-Encoding: {coding}\r\n\r\n0\r\n\r\n");
+            assert_eq!(
+                decode_all(raw.as_bytes(), 99).unwrap_err(),
+                FramingError::Malformed
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_framing_lines_end_in_crlf() {
+        let head = "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            "3\nabc\r\n0\r\n\r\n",
+            "3\r\nabc\n0\r\n\r\n",
+            "3\r\nabc\r\n0\n\r\n",
+            "3\r\nabc\r\n0\r\n\n",
+            "3\r\nabc\r\n0\r\nT: v\n\r\n",
+            "3;a=\rb\r\nabc\r\n0\r\n\r\n",
+            "3\r\r\nabc\r\n0\r\n\r\n",
+            "3;\x01\r\nabc\r\n0\r\n\r\n",
+        ] {
+            let raw = format!("{head}{body}");
+            for step in [1, raw.len()] {
+                assert_eq!(
+                    decode_all(raw.as_bytes(), step).unwrap_err(),
+                    FramingError::Malformed,
+                    "{body:?} in steps of {step}"
+                );
+            }
+        }
+        let good = format!("{head}3;a=b\r\nabc\r\n0\r\nT: v\r\n\r\n");
+        assert_eq!(requests(good.as_bytes(), 1)[0].body, b"abc");
+    }
+
+    #[test]
+    fn body_buffers_grow_as_bytes_arrive() {
+        let mut decoder = Decoder::new(usize::MAX);
+        let raw = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000000000\r\n\r\n0123456789";
+        let (decoded, used) = decoder.decode(raw).unwrap();
+        assert!(matches!(decoded, Decoded::NeedMore));
+        assert_eq!(used, raw.len());
+        let State::Body { request, .. } = &decoder.state else {
+            panic!("reading the body");
+        };
+        assert_eq!(request.body, b"0123456789");
+        assert!(request.body.capacity() <= MIN_BODY_ALLOCATION_BYTES);
+        // A body that arrives whole takes exactly its length.
+        let small = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(requests(small, 99)[0].body.capacity(), 5);
+    }
+
+    #[test]
+    fn bodies_share_one_memory_budget() {
+        let budget = Arc::new(BodyBudget::new(3000));
+        let post = |n: usize| {
+            format!(
+                "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: {n}\r\n\r\n{}",
+                "x".repeat(n)
+            )
+        };
+        let mut first = Decoder::with_budget(LIMIT * 10, budget.clone());
+        let (decoded, _) = first.decode(post(2000).as_bytes()).unwrap();
+        let Decoded::Request(held) = decoded else {
+            panic!("a whole request");
+        };
+        assert_eq!(budget.in_use(), 2000);
+        let mut second = Decoder::with_budget(LIMIT * 10, budget.clone());
+        assert_eq!(
+            second.decode(post(1500).as_bytes()).unwrap_err(),
+            FramingError::Busy
+        );
+        assert_eq!(budget.in_use(), 2000, "a refused body takes nothing");
+        drop(held);
+        assert_eq!(budget.in_use(), 0);
+        let mut third = Decoder::with_budget(LIMIT * 10, budget.clone());
+        let (decoded, _) = third.decode(post(1500).as_bytes()).unwrap();
+        assert!(matches!(decoded, Decoded::Request(_)));
+        assert_eq!(budget.in_use(), 1500);
+        drop(decoded);
+        assert_eq!(budget.in_use(), 0, "given back when the request is dropped");
+        assert_eq!(FramingError::Busy.status_and_message().0, 503);
     }
 
     #[test]
     fn hostile_bytes_never_panic_or_loop() {
         let seed_requests: [&[u8]; 3] = [
             b"POST /api/v1/instances HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
-            b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             b"GET /x?y=%20 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
         ];
         let mut rng = crate::testing::Rng::new(7);

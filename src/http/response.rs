@@ -9,12 +9,15 @@ pub const JSON: &str = "application/json; charset=utf-8";
 /// `Content-Type` of Eureka XML responses (spec D6).
 pub const XML: &str = "application/xml; charset=utf-8";
 
-/// A response body: owned bytes, or a cached body shared between responses.
+/// A response body: owned bytes, a cached body shared between responses, or bytes compiled into
+/// the binary (embedded files). Large bodies of every kind are written from where they are, never
+/// copied into a connection's buffer.
 #[derive(Clone, Debug)]
 pub enum Body {
     Empty,
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
+    Static(&'static [u8]),
 }
 
 impl Body {
@@ -23,6 +26,7 @@ impl Body {
             Body::Empty => &[],
             Body::Owned(v) => v,
             Body::Shared(v) => v,
+            Body::Static(v) => v,
         }
     }
 }
@@ -67,6 +71,16 @@ impl Response {
         }
     }
 
+    /// A response with bytes compiled into the binary, e.g. an embedded file.
+    pub fn static_body(status: u16, content_type: &'static str, body: &'static [u8]) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: Body::Static(body),
+        }
+    }
+
     /// The error body `{"Error":"..."}` of spec 1.4.
     pub fn error(status: u16, message: &str) -> Response {
         let body = serde_json::to_vec(&serde_json::json!({ "Error": message }))
@@ -93,6 +107,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         410 => "Gone",
         413 => "Payload Too Large",
         415 => "Unsupported Media Type",

@@ -1,9 +1,12 @@
-//! A table of (method, path pattern) → handler, matched on the raw path (spec 1.5).
+//! A table of (method, path pattern) → handler and metadata, matched on the raw path (spec 1.5).
 //!
 //! Patterns are `/`-separated segments; `{name}` is a parameter matching one raw segment. A
 //! parameter at the end of a path must be non-empty; one in the middle may be empty. Literal
 //! segments are compared raw (`/api/v1/%73ervices` is not `/api/v1/services`). Parameters are
 //! percent-decoded only after a route matched (D2), by [`percent_decode`].
+//!
+//! Each route carries a [`RouteMeta`]: what the stages before its handler do (authenticate,
+//! redirect plain HTTP to https) and its operation, the name metrics and logs count it under.
 
 use super::request::Method;
 
@@ -12,17 +15,50 @@ enum Segment {
     Param,
 }
 
-struct Route<H> {
+/// What the stages before a route's handler need to know of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMeta<Op> {
+    /// What the route does, for metrics and logs.
+    pub operation: Op,
+    /// Requests are authenticated before the handler runs.
+    pub authenticated: bool,
+    /// Plain-HTTP requests are redirected to https when HTTPS is required.
+    pub https_redirect: bool,
+}
+
+impl<Op> RouteMeta<Op> {
+    /// A route open to everyone over any scheme (liveness, health).
+    pub const fn public(operation: Op) -> RouteMeta<Op> {
+        RouteMeta {
+            operation,
+            authenticated: false,
+            https_redirect: false,
+        }
+    }
+
+    /// A route of a protocol: redirected to https when required, then authenticated.
+    pub const fn protected(operation: Op) -> RouteMeta<Op> {
+        RouteMeta {
+            operation,
+            authenticated: true,
+            https_redirect: true,
+        }
+    }
+}
+
+struct Route<H, Op> {
     method: Method,
     segments: Vec<Segment>,
     handler: H,
+    meta: RouteMeta<Op>,
 }
 
 /// What routing found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Routed<'p, H> {
-    /// A route matched: its handler and the raw (still percent-encoded) parameters in order.
-    Found(H, Vec<&'p str>),
+pub enum Routed<'p, H, Op> {
+    /// A route matched: its handler, its metadata and the raw (still percent-encoded)
+    /// parameters in order.
+    Found(H, RouteMeta<Op>, Vec<&'p str>),
     /// 405: some route has this path, none this method.
     MethodNotAllowed,
     /// 404: no route has this path.
@@ -31,19 +67,19 @@ pub enum Routed<'p, H> {
 
 /// The route table. Earlier routes win, so list literal routes before parameter routes that
 /// overlap them (`/apps/delta` before `/apps/{app}`).
-pub struct Router<H> {
-    routes: Vec<Route<H>>,
+pub struct Router<H, Op> {
+    routes: Vec<Route<H, Op>>,
 }
 
-impl<H: Copy> Default for Router<H> {
+impl<H: Copy, Op: Copy> Default for Router<H, Op> {
     fn default() -> Self {
         Router { routes: Vec::new() }
     }
 }
 
-impl<H: Copy> Router<H> {
+impl<H: Copy, Op: Copy> Router<H, Op> {
     /// Adds a route; `pattern` starts with `/`, parameters are written `{name}`.
-    pub fn add(&mut self, method: Method, pattern: &str, handler: H) {
+    pub fn add(&mut self, method: Method, pattern: &str, handler: H, meta: RouteMeta<Op>) {
         let segments = pattern
             .split('/')
             .skip(1)
@@ -59,11 +95,12 @@ impl<H: Copy> Router<H> {
             method,
             segments,
             handler,
+            meta,
         });
     }
 
     /// Finds the route for `method` and the raw `path`. HEAD is served by GET routes (D16).
-    pub fn route<'p>(&self, method: Method, path: &'p str) -> Routed<'p, H> {
+    pub fn route<'p>(&self, method: Method, path: &'p str) -> Routed<'p, H, Op> {
         let Some(rest) = path.strip_prefix('/') else {
             return Routed::NotFound;
         };
@@ -79,7 +116,7 @@ impl<H: Copy> Router<H> {
                 continue;
             };
             if route.method == wanted {
-                return Routed::Found(route.handler, params);
+                return Routed::Found(route.handler, route.meta, params);
             }
             path_known = true;
         }
@@ -178,27 +215,34 @@ pub fn first_value<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q 
 mod tests {
     use super::*;
 
-    fn table() -> Router<u8> {
+    const OPEN: RouteMeta<&str> = RouteMeta::public("Open");
+
+    fn table() -> Router<u8, &'static str> {
         let mut r = Router::default();
-        r.add(Method::Get, "/", 1);
-        r.add(Method::Get, "/api/v1/instances", 2);
-        r.add(Method::Post, "/api/v1/instances", 3);
-        r.add(Method::Delete, "/api/v1/instances/{id}", 4);
-        r.add(Method::Put, "/api/v1/instances/{id}/heartbeat", 5);
-        r.add(Method::Get, "/api/eureka/{token}/v2/apps/delta", 6);
-        r.add(Method::Get, "/api/eureka/{token}/v2/apps/{app}", 7);
-        r.add(Method::Post, "/api/eureka/{token}/v2/apps/{app}", 8);
+        r.add(Method::Get, "/", 1, OPEN);
+        r.add(Method::Get, "/api/v1/instances", 2, OPEN);
+        r.add(Method::Post, "/api/v1/instances", 3, OPEN);
+        r.add(Method::Delete, "/api/v1/instances/{id}", 4, OPEN);
+        r.add(Method::Put, "/api/v1/instances/{id}/heartbeat", 5, OPEN);
+        r.add(Method::Get, "/api/eureka/{token}/v2/apps/delta", 6, OPEN);
+        r.add(Method::Get, "/api/eureka/{token}/v2/apps/{app}", 7, OPEN);
+        r.add(
+            Method::Post,
+            "/api/eureka/{token}/v2/apps/{app}",
+            8,
+            RouteMeta::protected("Register"),
+        );
         r
     }
 
     #[test]
     fn literal_routes_and_head() {
         let r = table();
-        assert_eq!(r.route(Method::Get, "/"), Routed::Found(1, vec![]));
-        assert_eq!(r.route(Method::Head, "/"), Routed::Found(1, vec![]));
+        assert_eq!(r.route(Method::Get, "/"), Routed::Found(1, OPEN, vec![]));
+        assert_eq!(r.route(Method::Head, "/"), Routed::Found(1, OPEN, vec![]));
         assert_eq!(
             r.route(Method::Post, "/api/v1/instances"),
-            Routed::Found(3, vec![])
+            Routed::Found(3, OPEN, vec![])
         );
         assert_eq!(
             r.route(Method::Put, "/api/v1/instances"),
@@ -219,11 +263,11 @@ mod tests {
         let r = table();
         assert_eq!(
             r.route(Method::Put, "/api/v1/instances/a%3Ab/heartbeat"),
-            Routed::Found(5, vec!["a%3Ab"])
+            Routed::Found(5, OPEN, vec!["a%3Ab"])
         );
         assert_eq!(
             r.route(Method::Put, "/api/v1/instances//heartbeat"),
-            Routed::Found(5, vec![""])
+            Routed::Found(5, OPEN, vec![""])
         );
         assert_eq!(
             r.route(Method::Delete, "/api/v1/instances/"),
@@ -235,7 +279,7 @@ mod tests {
         );
         assert_eq!(
             r.route(Method::Get, "/api/eureka//v2/apps/X"),
-            Routed::Found(7, vec!["", "X"])
+            Routed::Found(7, OPEN, vec!["", "X"])
         );
     }
 
@@ -244,11 +288,11 @@ mod tests {
         let r = table();
         assert_eq!(
             r.route(Method::Get, "/api/eureka/t/v2/apps/delta"),
-            Routed::Found(6, vec!["t"])
+            Routed::Found(6, OPEN, vec!["t"])
         );
         assert_eq!(
             r.route(Method::Post, "/api/eureka/t/v2/apps/delta"),
-            Routed::Found(8, vec!["t", "delta"])
+            Routed::Found(8, RouteMeta::protected("Register"), vec!["t", "delta"])
         );
     }
 

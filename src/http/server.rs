@@ -1,176 +1,248 @@
-//! The socket shell around the decoder: an accept loop and one `may` coroutine per connection.
+//! The socket shell around the decoder: one `may` coroutine per connection (the acceptor in
+//! [`crate::net`] starts it), reading requests, answering them in order, and closing.
 //!
-//! A coroutine blocked on a read yields its worker, so slow or idle clients cost memory, not
+//! A coroutine that waits for bytes yields its worker, so slow or idle clients cost memory, not
 //! workers (DESIGN decision 2). Each connection owns one read buffer; every complete request in it
 //! is answered into one output buffer that is written when the input runs dry, so pipelined
-//! requests are answered in order with one write.
+//! requests are answered in order with one write. Large bodies are written from where they are
+//! (the cache, the handler's buffer, the binary) and never copied into, or kept by, the
+//! connection; its buffers shrink back once a large response or head has passed.
+//!
+//! Time limits: a new request must start within the idle timeout; its head must be complete
+//! within the idle timeout of the connection becoming idle and, like its body, within the request
+//! timeout of its first byte (a trickle does not extend it). A head that stalls is closed without
+//! an answer (spec 1.8); a body that stalls gets 408.
+//!
+//! At shutdown every connection answers what it has received (the requests in its buffer, in the
+//! socket, and one still arriving), says `Connection: close` on the last answer, and closes;
+//! idle connections close at once. A request that waits ([`Reply::Wait`]) is answered at once.
 
-use super::request::{Decoded, Decoder, FramingError, Method, Request};
+use super::request::{BodyBudget, Decoded, Decoder, FramingError, Method, Request};
 use super::response::{write_head, Body, ConnectionHeader, Response};
-use std::io::{ErrorKind, IoSlice, Read, Write};
-use std::net::SocketAddr;
+use super::wait::{Reply, WaitEnd, Waiter};
+use crate::net::Link;
+use std::io::{ErrorKind, IoSlice};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Bytes asked of the socket per read.
+/// The read buffer's size, and the bytes asked of the socket per read. It grows only for a head
+/// larger than this (the decoder bounds heads) and shrinks back when the connection is idle.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Pipelined bytes read behind a waiting request; beyond this the socket is left unread (and a
+/// close of the client is noticed only when the wait ends).
+const MAX_READ_WHILE_WAITING_BYTES: usize = 64 * 1024;
+/// Pipelined responses are written once this many bytes wait, so a client that pipelines many
+/// requests for large bodies cannot make the server buffer their answers without bound.
+const MAX_BUFFERED_OUTPUT_BYTES: usize = 256 * 1024;
+/// Bodies at least this large are written from where they are (with a vectored write) instead of
+/// being copied into the output buffer.
+const VECTORED_BODY_MIN_BYTES: usize = 4096;
+/// Large bodies waiting in the output at most; reaching it writes the output. Bounds the write's
+/// slice list, which lives on the stack.
+const MAX_SPLICED_BODIES: usize = 16;
+/// Output buffer capacity kept after a write; a larger one (many pipelined answers) is freed.
+const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
+/// After a response that closes the connection, how long unread client bytes are read and dropped
+/// before the socket closes (closing with unread bytes resets the connection, which can destroy
+/// the response before the client reads it), and how many at most.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_LINGER_BYTES: usize = 256 * 1024;
+
+/// The answer to a connection over `--max_connections`.
+pub const TOO_MANY_CONNECTIONS: &str = "Too many open connections, retry later";
+/// The answer to a request whose body did not arrive within the request timeout.
+pub const REQUEST_TIMED_OUT: &str = "Request not received in time";
 
 /// What serves decoded requests: the API layer implements it.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request. A panic here is caught and answered with 500.
-    fn handle(&self, request: &Request) -> Response;
+    /// Answers one request, now or after a wait. A panic here is caught and answered with 500.
+    fn handle(&self, request: &Request) -> Reply;
 }
 
 /// Connection limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// Largest request body.
     pub max_body_bytes: usize,
+    /// Bytes of request bodies all connections may hold at once.
+    pub max_body_memory: usize,
+    /// Longest wait for a new request, and for a head from the moment the connection was idle.
     pub idle_timeout: Duration,
+    /// Longest time from a request's first byte to its last.
+    pub request_timeout: Duration,
 }
 
-/// Shared between the accept loop, the connections and the signal handler in `main`.
-#[derive(Default)]
-pub struct Shutdown {
-    stopping: AtomicBool,
+/// The HTTP side of the API port: the handler, the limits and what all connections share.
+pub struct Server {
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    budget: Arc<BodyBudget>,
     in_flight: AtomicUsize,
 }
 
-impl Shutdown {
-    /// Asks the server to stop accepting and to close connections after their current response.
-    pub fn begin(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
+impl Server {
+    pub fn new(handler: Arc<dyn Handler>, limits: Limits) -> Server {
+        Server {
+            handler,
+            limits,
+            budget: Arc::new(BodyBudget::new(limits.max_body_memory)),
+            in_flight: AtomicUsize::new(0),
+        }
     }
 
     /// Requests that have started arriving and are not answered yet.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
-}
 
-/// Accepts connections until shutdown begins; runs on its own coroutine.
-pub fn serve(
-    listener: may::net::TcpListener,
-    handler: Arc<dyn Handler>,
-    limits: Limits,
-    shutdown: Arc<Shutdown>,
-) -> may::coroutine::JoinHandle<()> {
-    may::go!(move || {
-        for stream in listener.incoming() {
-            if shutdown.is_stopping() {
-                break;
-            }
-            let stream = match stream {
-                Ok(s) => s,
-                Err(e) => {
-                    crate::warn!("accept failed", "error" => e);
-                    // Out of descriptors: back off instead of spinning on the error.
-                    may::coroutine::sleep(Duration::from_millis(10));
-                    continue;
-                }
-            };
-            let handler = handler.clone();
-            let shutdown = shutdown.clone();
-            may::go!(move || {
-                let _ = stream.set_nodelay(true);
-                Connection::new(stream, limits, &*handler, &shutdown).run();
-            });
-        }
-    })
-}
-
-/// Wakes an accept loop blocked in `accept` so it notices the shutdown: connects to it once.
-pub fn wake_acceptor(address: SocketAddr) {
-    let mut target = address;
-    if target.ip().is_unspecified() {
-        target.set_ip(match target {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+    /// Bytes request bodies hold now.
+    pub fn body_memory_in_use(&self) -> usize {
+        self.budget.in_use()
     }
-    let _ = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500));
+
+    /// Serves one connection until it closes; runs on the connection's own coroutine.
+    pub fn serve(&self, link: Link) {
+        let _ = link.stream().socket().set_nodelay(true);
+        let mut connection = Connection {
+            link,
+            server: self,
+            decoder: Decoder::with_budget(self.limits.max_body_bytes, self.budget.clone()),
+            input: vec![0; READ_CHUNK_BYTES],
+            start: 0,
+            end: 0,
+            output: Output::default(),
+            counted: false,
+        };
+        let end = connection.serve_requests();
+        if let Ok(End::Linger) = end {
+            connection.linger();
+        }
+        connection.set_counted(false);
+    }
 }
 
-/// Pipelined responses are written once this many bytes wait, so a client that pipelines many
-/// requests for large bodies cannot make the server buffer their answers without bound.
-const MAX_BUFFERED_OUTPUT_BYTES: usize = 256 * 1024;
+/// The answer to a connection over the connection limit: a JSON 503 that closes. Written without
+/// blocking on the fresh socket (it fits its send buffer); the acceptor closes the socket.
+pub fn refuse_connection(socket: &std::net::TcpStream) {
+    use std::io::Write;
+    let response = Response::error(503, TOO_MANY_CONNECTIONS);
+    let mut bytes = Vec::with_capacity(256);
+    write_head(&mut bytes, &response, ConnectionHeader::Close);
+    bytes.extend_from_slice(response.body.as_bytes());
+    let _ = (&*socket).write(&bytes);
+}
 
-/// Shared bodies at least this large are written from the cache with a vectored write instead of
-/// being copied into the output buffer.
-const VECTORED_BODY_MIN_BYTES: usize = 4096;
+/// How a connection ends.
+enum End {
+    /// Close now: the client closed, or the connection was idle (nothing unread).
+    Drop,
+    /// The server closes after a response: half-close, drop what the client still sends, close.
+    Linger,
+}
 
-/// Responses waiting to be written: heads and small bodies copied into `bytes`, large cached
-/// bodies kept by reference and spliced in at their offsets.
+/// What reading found.
+enum Filled {
+    Bytes,
+    PeerClosed,
+    /// The connection is idle and the server is shutting down.
+    Stopping,
+    TimedOut,
+}
+
+/// After an answer.
+enum Answered {
+    KeepOpen,
+    Close,
+    /// The client went away while its request waited.
+    ClientGone,
+}
+
+/// Responses waiting to be written: heads and small bodies copied into `bytes`, large bodies
+/// kept by value (moved, not copied) and spliced in at their offsets.
 #[derive(Default)]
 struct Output {
     bytes: Vec<u8>,
     /// (offset in `bytes`, body) in order.
-    shared: Vec<(usize, Arc<[u8]>)>,
+    spliced: Vec<(usize, Body)>,
+    spliced_bytes: usize,
 }
 
 impl Output {
     fn is_empty(&self) -> bool {
-        self.bytes.is_empty() && self.shared.is_empty()
+        self.bytes.is_empty() && self.spliced.is_empty()
     }
 
-    fn len(&self) -> usize {
-        self.bytes.len()
-            + self
-                .shared
-                .iter()
-                .map(|(_, body)| body.len())
-                .sum::<usize>()
+    fn should_write(&self) -> bool {
+        self.bytes.len() + self.spliced_bytes >= MAX_BUFFERED_OUTPUT_BYTES
+            || self.spliced.len() >= MAX_SPLICED_BODIES
     }
 
-    fn push(&mut self, response: &Response, head_only: bool, connection: ConnectionHeader) {
-        write_head(&mut self.bytes, response, connection);
+    fn push(&mut self, response: Response, head_only: bool, connection: ConnectionHeader) {
+        write_head(&mut self.bytes, &response, connection);
         if head_only {
             return;
         }
-        match &response.body {
-            Body::Shared(body) if body.len() >= VECTORED_BODY_MIN_BYTES => {
-                self.shared.push((self.bytes.len(), body.clone()));
-            }
-            body => self.bytes.extend_from_slice(body.as_bytes()),
+        let body = response.body;
+        let length = body.as_bytes().len();
+        if length >= VECTORED_BODY_MIN_BYTES {
+            self.spliced_bytes += length;
+            self.spliced.push((self.bytes.len(), body));
+        } else {
+            self.bytes.extend_from_slice(body.as_bytes());
         }
     }
 
-    /// Writes everything, in order, and empties the buffer.
-    fn write_to(&mut self, stream: &mut may::net::TcpStream) -> std::io::Result<()> {
-        let mut slices = Vec::with_capacity(2 * self.shared.len() + 1);
+    /// Writes everything, in order, and empties the buffer. A write that makes no progress for
+    /// `stall_timeout` fails.
+    fn write_to(&mut self, link: &Link, stall_timeout: Duration) -> std::io::Result<()> {
+        let mut slices: [IoSlice<'_>; 2 * MAX_SPLICED_BODIES + 1] =
+            [IoSlice::new(&[]); 2 * MAX_SPLICED_BODIES + 1];
+        let mut count = 0;
         let mut at = 0;
-        for (offset, body) in &self.shared {
-            slices.push(IoSlice::new(&self.bytes[at..*offset]));
-            slices.push(IoSlice::new(body));
+        for (offset, body) in &self.spliced {
+            slices[count] = IoSlice::new(&self.bytes[at..*offset]);
+            slices[count + 1] = IoSlice::new(body.as_bytes());
+            count += 2;
             at = *offset;
         }
-        slices.push(IoSlice::new(&self.bytes[at..]));
-        slices.retain(|s| !s.is_empty());
-        let mut remaining = &mut slices[..];
+        slices[count] = IoSlice::new(&self.bytes[at..]);
+        count += 1;
+        let mut remaining = &mut slices[..count];
+        IoSlice::advance_slices(&mut remaining, 0);
+        let mut stalled_until: Option<Instant> = None;
         while !remaining.is_empty() {
-            match stream.write_vectored(remaining) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut remaining, n),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match link.stream().try_write(remaining)? {
+                Some(0) => return Err(ErrorKind::WriteZero.into()),
+                Some(n) => {
+                    IoSlice::advance_slices(&mut remaining, n);
+                    stalled_until = None;
+                }
+                None => {
+                    let now = Instant::now();
+                    let deadline = *stalled_until.get_or_insert(now + stall_timeout);
+                    if now >= deadline {
+                        return Err(ErrorKind::TimedOut.into());
+                    }
+                    link.wait(Some(deadline));
+                }
             }
         }
         self.bytes.clear();
-        self.shared.clear();
+        if self.bytes.capacity() > OUTPUT_RETAINED_BYTES {
+            self.bytes = Vec::new();
+        }
+        // Drops the large bodies: a connection keeps none of them.
+        self.spliced.clear();
+        self.spliced_bytes = 0;
         Ok(())
     }
 }
 
 struct Connection<'a> {
-    stream: may::net::TcpStream,
-    limits: Limits,
-    handler: &'a dyn Handler,
-    shutdown: &'a Shutdown,
+    link: Link,
+    server: &'a Server,
     decoder: Decoder,
     /// The read buffer: bytes `start..end` are unconsumed; the rest is room for the next read.
     /// It is zeroed only when it grows, never per read.
@@ -178,85 +250,59 @@ struct Connection<'a> {
     start: usize,
     end: usize,
     output: Output,
-    /// The read timeout last given to the socket (setting it is a system call).
-    read_timeout: Option<Duration>,
-    /// Counted in `shutdown.in_flight` since the first byte of the current request.
+    /// Counted in `server.in_flight` since the first byte of the current request.
     counted: bool,
 }
 
-impl<'a> Connection<'a> {
-    fn new(
-        stream: may::net::TcpStream,
-        limits: Limits,
-        handler: &'a dyn Handler,
-        shutdown: &'a Shutdown,
-    ) -> Connection<'a> {
-        Connection {
-            stream,
-            limits,
-            handler,
-            shutdown,
-            decoder: Decoder::new(limits.max_body_bytes),
-            input: vec![0; READ_CHUNK_BYTES],
-            start: 0,
-            end: 0,
-            output: Output::default(),
-            read_timeout: None,
-            counted: false,
-        }
-    }
-
-    fn run(mut self) {
-        if self
-            .stream
-            .set_write_timeout(Some(self.limits.idle_timeout))
-            .is_ok()
-        {
-            let _ = self.serve_requests();
-        }
-        self.set_counted(false);
-    }
-
+impl Connection<'_> {
     fn set_counted(&mut self, counted: bool) {
         if counted != self.counted {
             if counted {
-                self.shutdown.in_flight.fetch_add(1, Ordering::SeqCst);
+                self.server.in_flight.fetch_add(1, Ordering::SeqCst);
             } else {
-                self.shutdown.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.server.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
             self.counted = counted;
         }
     }
 
+    fn limits(&self) -> Limits {
+        self.server.limits
+    }
+
     /// Serves requests until the connection should close; an `Err` is a socket failure.
-    fn serve_requests(&mut self) -> std::io::Result<()> {
-        // The head of a request must arrive within the idle timeout counted from the moment the
-        // connection became idle; a body must keep making progress within it.
+    fn serve_requests(&mut self) -> std::io::Result<End> {
+        // When the head of the next request must be complete: the idle timeout from the moment
+        // the connection became idle.
         let mut head_deadline: Option<Instant> = None;
+        // When the current request must be complete: the request timeout from its first byte.
+        let mut request_deadline: Option<Instant> = None;
         loop {
             let decoded = self.decoder.decode(&self.input[self.start..self.end]);
             let (decoded, used) = match decoded {
                 Ok(ok) => ok,
-                Err(error) => return self.fail(error),
+                Err(error) => {
+                    self.fail(error)?;
+                    return Ok(End::Linger);
+                }
             };
             self.start += used;
-            if self.start > 0 || used > 0 {
-                self.set_counted(true);
-            }
             match decoded {
                 Decoded::Request(request) => {
-                    let keep_open = self.answer(&request);
-                    if !keep_open {
-                        self.flush()?;
-                        return Ok(());
+                    self.set_counted(true);
+                    match self.answer(request)? {
+                        Answered::KeepOpen => {}
+                        Answered::Close => {
+                            self.flush()?;
+                            return Ok(End::Linger);
+                        }
+                        Answered::ClientGone => return Ok(End::Drop),
                     }
-                    if self.output.len() >= MAX_BUFFERED_OUTPUT_BYTES {
+                    if self.output.should_write() {
                         self.flush()?;
-                    }
-                    if self.start == self.end {
-                        self.set_counted(false);
                     }
                     head_deadline = None;
+                    request_deadline = None;
                 }
                 Decoded::SendContinue => {
                     self.output
@@ -266,102 +312,525 @@ impl<'a> Connection<'a> {
                 }
                 Decoded::NeedMore => {
                     self.flush()?;
-                    if self.decoder.is_idle() && self.start == self.end {
-                        self.set_counted(false);
-                        if self.shutdown.is_stopping() {
-                            return Ok(());
-                        }
-                    }
+                    let idle = self.decoder.is_idle() && self.start == self.end;
                     let now = Instant::now();
-                    let deadline = if self.decoder.in_body() {
-                        now + self.limits.idle_timeout
+                    let limits = self.limits();
+                    let head_by = *head_deadline.get_or_insert(now + limits.idle_timeout);
+                    let deadline = if idle {
+                        self.set_counted(false);
+                        self.shrink_input();
+                        head_by
                     } else {
-                        *head_deadline.get_or_insert(now + self.limits.idle_timeout)
+                        self.set_counted(true);
+                        let whole_by =
+                            *request_deadline.get_or_insert(now + limits.request_timeout);
+                        if self.decoder.in_body() {
+                            whole_by
+                        } else {
+                            whole_by.min(head_by)
+                        }
                     };
-                    if !self.fill(now, deadline)? {
-                        return Ok(());
+                    match self.fill(deadline, idle)? {
+                        Filled::Bytes => {}
+                        Filled::PeerClosed | Filled::Stopping => return Ok(End::Drop),
+                        Filled::TimedOut if self.decoder.in_body() => {
+                            self.output.push(
+                                Response::error(408, REQUEST_TIMED_OUT),
+                                false,
+                                ConnectionHeader::Close,
+                            );
+                            self.flush()?;
+                            return Ok(End::Linger);
+                        }
+                        // An idle connection, or a head that stalled: closed without an answer.
+                        Filled::TimedOut => return Ok(End::Drop),
                     }
                 }
             }
         }
     }
 
-    /// Answers one request into the output buffer; returns whether the connection stays open.
-    fn answer(&mut self, request: &Request) -> bool {
-        let response = catch_unwind(AssertUnwindSafe(|| self.handler.handle(request)))
-            .unwrap_or_else(|_| Response::error(500, "Internal Server Error"));
-        let keep_open = request.keep_alive && !self.shutdown.is_stopping();
-        let connection = match (keep_open, request.version_minor) {
+    /// Answers one request into the output buffer.
+    fn answer(&mut self, request: Box<Request>) -> std::io::Result<Answered> {
+        let head_only = request.method == Method::Head;
+        let keep_alive = request.keep_alive;
+        let version_minor = request.version_minor;
+        let handler = &*self.server.handler;
+        let reply = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)))
+            .unwrap_or_else(|_| Reply::Now(internal_error()));
+        // The body's memory goes back to the budget before any wait.
+        drop(request);
+        let response = match reply {
+            Reply::Now(response) => response,
+            Reply::Wait(waiter) => match self.park(waiter)? {
+                Some(response) => response,
+                None => return Ok(Answered::ClientGone),
+            },
+        };
+        // At shutdown the last request received gets `Connection: close`.
+        let keep_open = keep_alive && (!self.link.is_stopping() || self.more_input()?);
+        let connection = match (keep_open, version_minor) {
             (false, _) => ConnectionHeader::Close,
             (true, 0) => ConnectionHeader::KeepAlive,
             (true, _) => ConnectionHeader::None,
         };
-        self.output
-            .push(&response, request.method == Method::Head, connection);
-        keep_open
+        self.output.push(response, head_only, connection);
+        Ok(if keep_open {
+            Answered::KeepOpen
+        } else {
+            Answered::Close
+        })
+    }
+
+    /// Parks a waiting request until it is woken, its deadline passes or shutdown begins, while
+    /// reading what the client sends behind it; `None` when the client went away (the waiter is
+    /// dropped, which frees it).
+    fn park(&mut self, waiter: Waiter) -> std::io::Result<Option<Response>> {
+        // Answers pipelined before this request go out first.
+        self.flush()?;
+        let deadline = waiter.deadline();
+        waiter.attach(self.link.stream().waker());
+        let end = loop {
+            // Attempt first, then check, then park: a wake-up after the attempt ends the park.
+            if self.make_room(MAX_READ_WHILE_WAITING_BYTES) {
+                match self.link.stream().try_read(&mut self.input[self.end..])? {
+                    Some(0) => return Ok(None),
+                    Some(n) => {
+                        self.end += n;
+                        continue;
+                    }
+                    None => {}
+                }
+            } else {
+                self.link.stream().clear_readiness();
+            }
+            if self.link.is_stopping() {
+                break WaitEnd::Shutdown;
+            }
+            if waiter.is_woken() {
+                break WaitEnd::Woken;
+            }
+            if Instant::now() >= deadline {
+                break WaitEnd::TimedOut;
+            }
+            self.link.wait(Some(deadline));
+        };
+        let response = catch_unwind(AssertUnwindSafe(|| waiter.finish(end)))
+            .unwrap_or_else(|_| internal_error());
+        Ok(Some(response))
+    }
+
+    /// True when bytes of another request are buffered or have arrived (read without waiting).
+    fn more_input(&mut self) -> std::io::Result<bool> {
+        if self.start < self.end {
+            return Ok(true);
+        }
+        if !self.make_room(READ_CHUNK_BYTES) {
+            return Ok(true);
+        }
+        match self.link.stream().try_read(&mut self.input[self.end..])? {
+            Some(n) if n > 0 => {
+                self.end += n;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Answers a framing error and closes (spec 1.8: every framing error closes the connection).
     fn fail(&mut self, error: FramingError) -> std::io::Result<()> {
         let (status, message) = error.status_and_message();
         self.output.push(
-            &Response::error(status, message),
+            Response::error(status, message),
             false,
             ConnectionHeader::Close,
         );
-        self.flush()?;
-        // Let the client read the answer before the close resets the connection.
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
-        Ok(())
+        self.flush()
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         if self.output.is_empty() {
             return Ok(());
         }
-        self.output.write_to(&mut self.stream)
+        let stall_timeout = self.limits().idle_timeout;
+        self.output.write_to(&self.link, stall_timeout)
     }
 
-    /// Reads more bytes before `deadline`; false when the peer closed or the deadline passed.
-    fn fill(&mut self, now: Instant, deadline: Instant) -> std::io::Result<bool> {
+    /// Makes room after `end` for a read, moving unconsumed bytes to the front or growing the
+    /// buffer up to `max_bytes`; false when it is full at that size.
+    fn make_room(&mut self, max_bytes: usize) -> bool {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        } else if self.end == self.input.len() {
-            // Make room: move the unconsumed bytes to the front, or grow when they fill it all
-            // (a head or body larger than one read; the decoder bounds how large).
-            if self.start > 0 {
-                self.input.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                let grown = self.input.len() * 2;
-                self.input.resize(grown, 0);
+        }
+        if self.end < self.input.len() {
+            return true;
+        }
+        if self.start > 0 {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            return true;
+        }
+        if self.input.len() >= max_bytes {
+            return false;
+        }
+        // A head larger than one read (the decoder bounds how large).
+        let grown = (self.input.len() * 2).min(max_bytes.max(self.input.len()));
+        self.input.resize(grown, 0);
+        true
+    }
+
+    /// Gives back a read buffer that grew for a large head, once the connection is idle.
+    fn shrink_input(&mut self) {
+        if self.input.len() > READ_CHUNK_BYTES {
+            self.input = vec![0; READ_CHUNK_BYTES];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes before `deadline`.
+    fn fill(&mut self, deadline: Instant, idle: bool) -> std::io::Result<Filled> {
+        // The decoder refuses heads over its limit before the buffer passes twice that.
+        let max_bytes = 2 * super::request::MAX_HEAD_BYTES + READ_CHUNK_BYTES;
+        if !self.make_room(max_bytes) {
+            return Err(ErrorKind::OutOfMemory.into());
+        }
+        loop {
+            // Attempt first, then check, then park: an event after the attempt ends the park.
+            match self.link.stream().try_read(&mut self.input[self.end..])? {
+                Some(0) => return Ok(Filled::PeerClosed),
+                Some(n) => {
+                    self.end += n;
+                    return Ok(Filled::Bytes);
+                }
+                None => {}
+            }
+            if idle && self.link.is_stopping() {
+                return Ok(Filled::Stopping);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Filled::TimedOut);
+            }
+            self.link.wait(Some(deadline));
+        }
+    }
+
+    /// Closes after a response that said so: half-closes, then reads and drops what the client
+    /// still sends until it closes, for a short while, so the close does not reset the
+    /// connection under the response.
+    fn linger(&mut self) {
+        if self
+            .link
+            .stream()
+            .socket()
+            .shutdown(std::net::Shutdown::Write)
+            .is_err()
+        {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TIMEOUT;
+        let mut dropped = 0;
+        while dropped <= MAX_LINGER_BYTES {
+            match self.link.stream().try_read(&mut self.input) {
+                Ok(Some(0)) | Err(_) => return,
+                Ok(Some(n)) => dropped += n,
+                Ok(None) => {
+                    if Instant::now() >= deadline {
+                        return;
+                    }
+                    self.link.wait(Some(deadline));
+                }
             }
         }
-        let remaining = deadline.saturating_duration_since(now);
-        if remaining.is_zero() {
-            return Ok(false);
+    }
+}
+
+fn internal_error() -> Response {
+    Response::error(500, "Internal Server Error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::wait::Wakeup;
+    use crate::net::{spawn_acceptor, AcceptOptions, Connections};
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::sync::{Mutex, Once};
+
+    const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// Counts its drops: tells when a waiter's `finish` closure was freed.
+    struct DropCounter(Arc<AtomicUsize>);
+
+    impl Drop for DropCounter {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
         }
-        // Setting the timeout is a system call: skip it while the one in force is within a
-        // sixteenth of the idle timeout of what is wanted (the close may come that much late).
-        let slack = self.limits.idle_timeout / 16;
-        let close_enough = self
-            .read_timeout
-            .is_some_and(|set| set <= remaining + slack && remaining <= set + slack);
-        if !close_enough {
-            self.stream.set_read_timeout(Some(remaining))?;
-            self.read_timeout = Some(remaining);
-        }
-        match self.stream.read(&mut self.input[self.end..]) {
-            Ok(0) => Ok(false),
-            Ok(n) => {
-                self.end += n;
-                Ok(true)
+    }
+
+    /// `/wait` waits (its wake-up goes to the test), `/wake-at-once` is woken before the server
+    /// parks it, anything else is answered at once with `now`.
+    struct TestHandler {
+        wakeups: Mutex<Sender<Wakeup>>,
+        wait_for: Duration,
+        freed: Arc<AtomicUsize>,
+    }
+
+    impl Handler for TestHandler {
+        fn handle(&self, request: &Request) -> Reply {
+            if request.path != "/wait" && request.path != "/wake-at-once" {
+                return Reply::Now(Response::json(200, b"now".to_vec()));
             }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
-            Err(e) if e.kind() == ErrorKind::Interrupted => Ok(true),
-            Err(e) => Err(e),
+            let guard = DropCounter(self.freed.clone());
+            let (waiter, wakeup) = Waiter::new(Instant::now() + self.wait_for, move |end| {
+                let _freed_with_the_closure = guard;
+                let text: &[u8] = match end {
+                    WaitEnd::Woken => b"woken",
+                    WaitEnd::TimedOut => b"timed out",
+                    WaitEnd::Shutdown => b"shutdown",
+                };
+                Response::json(200, text.to_vec())
+            });
+            if request.path == "/wake-at-once" {
+                wakeup.wake();
+            }
+            let _ = self.wakeups.lock().unwrap().send(wakeup);
+            Reply::Wait(waiter)
         }
+    }
+
+    struct TestServer {
+        address: SocketAddr,
+        connections: Connections,
+        wakeups: Receiver<Wakeup>,
+        freed: Arc<AtomicUsize>,
+        acceptor: may::coroutine::JoinHandle<()>,
+    }
+
+    impl TestServer {
+        fn start(wait_for: Duration) -> TestServer {
+            static RUNTIME: Once = Once::new();
+            // Room for the JSON error bodies, as the binary configures it.
+            RUNTIME.call_once(|| {
+                may::config().set_stack_size(16 * 1024);
+            });
+            let connections = Connections::start().unwrap();
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            let (sender, wakeups) = channel();
+            let freed = Arc::new(AtomicUsize::new(0));
+            let handler = Arc::new(TestHandler {
+                wakeups: Mutex::new(sender),
+                wait_for,
+                freed: freed.clone(),
+            });
+            let limits = Limits {
+                max_body_bytes: 1024,
+                max_body_memory: 1 << 20,
+                idle_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(10),
+            };
+            let server = Arc::new(Server::new(handler, limits));
+            let options = AcceptOptions {
+                name: "test",
+                max_connections: 16,
+            };
+            let acceptor = spawn_acceptor(
+                listener,
+                options,
+                &connections,
+                refuse_connection,
+                move |link| server.serve(link),
+            )
+            .unwrap();
+            TestServer {
+                address,
+                connections,
+                wakeups,
+                freed,
+                acceptor,
+            }
+        }
+
+        fn client(&self) -> TcpStream {
+            let stream = TcpStream::connect(self.address).unwrap();
+            stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+            stream
+        }
+
+        fn next_wakeup(&self) -> Wakeup {
+            self.wakeups.recv_timeout(CLIENT_TIMEOUT).unwrap()
+        }
+    }
+
+    fn get(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")
+    }
+
+    /// One response: its head and its body.
+    fn read_response(stream: &mut TcpStream) -> (String, String) {
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed mid-head");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).unwrap();
+        (head, String::from_utf8(body).unwrap())
+    }
+
+    /// True when nothing arrives on `stream` for a while.
+    fn silent(stream: &mut TcpStream) -> bool {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut byte = [0u8];
+        let silent = matches!(stream.read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock);
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        silent
+    }
+
+    fn eventually(what: &str, condition: impl Fn() -> bool) {
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        while !condition() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_wake_from_a_plain_thread_answers_the_waiting_request() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let mut client = server.client();
+        client.write_all(get("/wait").as_bytes()).unwrap();
+        let wakeup = server.next_wakeup();
+        assert!(silent(&mut client), "answered before the wake-up");
+        assert!(wakeup.is_waiting());
+        let waker = wakeup.clone();
+        std::thread::spawn(move || waker.wake()).join().unwrap();
+        assert_eq!(read_response(&mut client).1, "woken");
+        eventually("the wait is over", || !wakeup.is_waiting());
+        // The connection goes on.
+        client.write_all(get("/now").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut client).1, "now");
+    }
+
+    #[test]
+    fn a_wake_before_the_park_is_not_lost() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let mut client = server.client();
+        client.write_all(get("/wake-at-once").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut client).1, "woken");
+    }
+
+    #[test]
+    fn the_deadline_answers_a_waiting_request() {
+        let server = TestServer::start(Duration::from_millis(300));
+        let mut client = server.client();
+        let started = Instant::now();
+        client.write_all(get("/wait").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut client).1, "timed out");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_client_that_goes_away_frees_its_waiting_request() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let client = server.client();
+        (&client).write_all(get("/wait").as_bytes()).unwrap();
+        let wakeup = server.next_wakeup();
+        assert!(wakeup.is_waiting());
+        assert_eq!(server.freed.load(Ordering::SeqCst), 0);
+        drop(client);
+        eventually("the waiter is freed", || {
+            !wakeup.is_waiting() && server.freed.load(Ordering::SeqCst) == 1
+        });
+        eventually("the connection is closed", || {
+            server.connections.open() == 0
+        });
+    }
+
+    #[test]
+    fn shutdown_answers_a_waiting_request_at_once() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let mut client = server.client();
+        client.write_all(get("/wait").as_bytes()).unwrap();
+        let _wakeup = server.next_wakeup();
+        let idle = server.client();
+        server.connections.stop();
+        let (head, body) = read_response(&mut client);
+        assert_eq!(body, "shutdown");
+        assert!(head.contains("Connection: close\r\n"), "{head}");
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).unwrap(), 0, "closed after it");
+        let mut idle = idle;
+        assert_eq!(
+            idle.read_to_end(&mut rest).unwrap(),
+            0,
+            "idle connections close"
+        );
+        server.acceptor.join().unwrap();
+        eventually("every connection closed", || server.connections.open() == 0);
+    }
+
+    #[test]
+    fn pipelined_requests_behind_a_waiting_one_stay_in_order() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let mut client = server.client();
+        let pipelined = format!("{}{}{}", get("/now"), get("/wait"), get("/now"));
+        client.write_all(pipelined.as_bytes()).unwrap();
+        assert_eq!(
+            read_response(&mut client).1,
+            "now",
+            "answered before the wait"
+        );
+        let wakeup = server.next_wakeup();
+        assert!(
+            silent(&mut client),
+            "the request behind the wait came first"
+        );
+        client.write_all(get("/now").as_bytes()).unwrap();
+        assert!(silent(&mut client));
+        wakeup.wake();
+        assert_eq!(read_response(&mut client).1, "woken");
+        assert_eq!(read_response(&mut client).1, "now");
+        assert_eq!(read_response(&mut client).1, "now");
+    }
+
+    #[test]
+    fn connections_over_the_limit_get_503_and_are_closed() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let mut held: Vec<TcpStream> = (0..16).map(|_| server.client()).collect();
+        for client in &mut held {
+            client.write_all(get("/now").as_bytes()).unwrap();
+            assert_eq!(read_response(client).1, "now");
+        }
+        let mut refused = server.client();
+        let (head, body) = read_response(&mut refused);
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains("Connection: close\r\n"));
+        assert_eq!(
+            body,
+            r#"{"Error":"Too many open connections, retry later"}"#
+        );
+        let mut rest = Vec::new();
+        assert_eq!(refused.read_to_end(&mut rest).unwrap(), 0);
+        drop(held.pop());
+        eventually("a place is free", || server.connections.open() < 16);
+        let mut admitted = server.client();
+        admitted.write_all(get("/now").as_bytes()).unwrap();
+        assert_eq!(read_response(&mut admitted).1, "now");
     }
 }

@@ -1,0 +1,94 @@
+//! A socket registered with may's event loop and used without blocking.
+
+use may::io::{CoIo, WaitIo, WaitIoWaker};
+use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// The descriptor handed to may's event loop. It does not own the descriptor: the socket next to
+/// it does, so that the drop order below is ours to choose.
+#[derive(Debug)]
+pub(super) struct Descriptor(pub(super) RawFd);
+
+impl AsRawFd for Descriptor {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Registers `fd` with may's event loop (and makes it non-blocking).
+pub(super) fn register(fd: RawFd) -> std::io::Result<CoIo<Descriptor>> {
+    CoIo::new(Descriptor(fd)).map_err(std::io::Error::from)
+}
+
+/// One accepted TCP connection.
+///
+/// Reads and writes are single non-blocking system calls that report "nothing yet" as `None`;
+/// the caller then parks the coroutine with [`super::Link::wait`] and tries again. This is what
+/// may's own blocking calls do inside, with the difference that a park here also ends on a
+/// deadline, a wake-up or shutdown.
+pub struct Stream {
+    // Fields drop in order: the registration leaves the event loop while the descriptor is still
+    // open, so a descriptor number already reused by a new connection is never removed from it.
+    registration: CoIo<Descriptor>,
+    socket: std::net::TcpStream,
+}
+
+impl Stream {
+    /// Registers an accepted socket; fails when the event loop cannot take it.
+    pub fn new(socket: std::net::TcpStream) -> std::io::Result<Stream> {
+        let registration = register(socket.as_raw_fd())?;
+        Ok(Stream {
+            registration,
+            socket,
+        })
+    }
+
+    /// The socket, for options (`TCP_NODELAY`) and `shutdown`.
+    pub fn socket(&self) -> &std::net::TcpStream {
+        &self.socket
+    }
+
+    /// Reads what has arrived: `Some(0)` at end of stream, `None` when nothing is there yet.
+    pub fn try_read(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        self.clear_readiness();
+        loop {
+            match (&self.socket).read(buf) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes what the socket takes now, in order: `None` when it takes nothing yet.
+    pub fn try_write(&self, slices: &[IoSlice<'_>]) -> std::io::Result<Option<usize>> {
+        self.clear_readiness();
+        loop {
+            match (&self.socket).write_vectored(slices) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Forgets the readiness seen so far: the next [`super::Link::wait`] returns on a later event
+    /// only. `try_read` and `try_write` do this themselves; call it before a wait that follows no
+    /// attempt on the socket.
+    pub fn clear_readiness(&self) {
+        #[allow(deprecated)] // The documented way to reset may's readiness flag before an attempt.
+        self.registration.reset_io();
+    }
+
+    /// A handle that ends the current or next park of this stream's coroutine, from any thread.
+    pub fn waker(&self) -> WaitIoWaker {
+        self.registration.waker()
+    }
+
+    /// Parks the coroutine until an event on the socket or a waker fires.
+    pub(super) fn wait_ready(&self) {
+        self.registration.wait_io();
+    }
+}
