@@ -37,6 +37,11 @@ pub const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait of [`flush`] at exit: a stderr that nobody reads must not keep the process alive.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The writer's pause after each write: a stream of lines is then written in batches, with one
+/// system call and one wake-up per pause rather than per line. An isolated line is still written
+/// at once.
+const BATCH_PAUSE: Duration = Duration::from_millis(1);
+
 /// Capacity the writer keeps for its batch buffer between bursts.
 const IDLE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -163,6 +168,8 @@ struct QueueState {
     dropped: u64,
     /// The writer holds a batch or a report it has not finished writing.
     writing: bool,
+    /// The writer sleeps on `work` and must be woken for new lines.
+    writer_waiting: bool,
 }
 
 impl LineQueue {
@@ -180,6 +187,9 @@ impl LineQueue {
                 0
             };
         let mut state = self.lock();
+        // Unless the writer sleeps on an empty queue, it is busy or pausing and will find this
+        // line (or this drop) when it next looks: no wake-up, no system call.
+        let wake_writer = std::mem::take(&mut state.writer_waiting);
         if state.pending.len() + line.len() > limit {
             state.dropped += 1;
         } else {
@@ -187,7 +197,9 @@ impl LineQueue {
             state.accepted += 1;
         }
         drop(state);
-        self.work.notify_one();
+        if wake_writer {
+            self.work.notify_one();
+        }
     }
 
     /// Waits until the lines accepted before the call are written and no drop is left
@@ -219,8 +231,10 @@ impl LineQueue {
         loop {
             let mut state = self.lock();
             while state.pending.is_empty() && state.dropped == 0 {
+                state.writer_waiting = true;
                 state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
             }
+            state.writer_waiting = false;
             std::mem::swap(&mut batch, &mut state.pending);
             let through = state.accepted;
             state.writing = true;
@@ -249,6 +263,7 @@ impl LineQueue {
             state.writing = false;
             drop(state);
             self.progress.notify_all();
+            std::thread::sleep(BATCH_PAUSE);
         }
     }
 }

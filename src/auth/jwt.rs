@@ -36,7 +36,7 @@ pub const MAX_TOKEN_BYTES: usize = 8192;
 /// any JSON parsing, because the recursive parser needs stack for every level, and a hostile
 /// header 80 levels deep overflowed a coroutine's stack (in debug builds) before the signature
 /// was even looked at.
-pub const MAX_JSON_DEPTH: usize = 16;
+pub const MAX_TOKEN_JSON_DEPTH: usize = 16;
 
 /// The only `alg` header value accepted.
 const ALG: &str = "HS256";
@@ -66,7 +66,7 @@ pub enum Verdict {
 /// - it is three `.`-separated base64url segments, each with or without `=` padding
 ///   (otherwise [`Verdict::Unrecognised`]);
 /// - neither the decoded header nor the decoded payload nests arrays and objects deeper than
-///   [`MAX_JSON_DEPTH`] (otherwise [`Verdict::Rejected`], before any JSON parsing);
+///   [`MAX_TOKEN_JSON_DEPTH`] (otherwise [`Verdict::Rejected`], before any JSON parsing);
 /// - the header and payload are JSON objects (otherwise [`Verdict::Unrecognised`]);
 /// - the header's `alg` is exactly `"HS256"` (otherwise [`Verdict::Rejected`]);
 /// - the header has no `crit` member: it would name extensions the verifier must understand,
@@ -187,10 +187,10 @@ fn decode_segment(segment: &str) -> Option<Vec<u8>> {
 }
 
 /// Decodes a segment that must hold a JSON object: [`Verdict::Unrecognised`] when it does not,
-/// [`Verdict::Rejected`] when it nests deeper than [`MAX_JSON_DEPTH`] (it is then not parsed).
+/// [`Verdict::Rejected`] when it nests deeper than [`MAX_TOKEN_JSON_DEPTH`] (it is then not parsed).
 fn decode_json_object(segment: &str) -> Result<Map<String, Value>, Verdict> {
     let json = decode_segment(segment).ok_or(Verdict::Unrecognised)?;
-    if json_depth(&json) > MAX_JSON_DEPTH {
+    if json_depth(&json) > MAX_TOKEN_JSON_DEPTH {
         return Err(Verdict::Rejected);
     }
     serde_json::from_slice(&json).map_err(|_| Verdict::Unrecognised)
