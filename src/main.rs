@@ -228,6 +228,7 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         "startup_micros" => exec_started.elapsed().as_micros(),
         "config" => summary
     );
+    a8registry::net::warn_if_descriptors_run_out(options);
 
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));

@@ -369,7 +369,6 @@ impl Handler for Api {
                 &[
                     ("method", &request.method_text),
                     ("path", &request.path),
-                    ("operation", &operation.name()),
                     ("status", &response.status),
                     ("bytes", &response.body.as_bytes().len()),
                     ("micros", &started.elapsed().as_micros()),
@@ -377,6 +376,7 @@ impl Handler for Api {
                         "namespace",
                         &namespace.as_ref().map_or("", Namespace::as_str),
                     ),
+                    ("operation", &operation.name()),
                 ],
             );
         }

@@ -125,7 +125,6 @@ where
 {
     let registration = register(listener.as_raw_fd())?;
     let parking = connections.register(registration.waker());
-    warn_if_descriptors_run_out(options);
     let mut acceptor = Acceptor {
         registration,
         listener,
@@ -140,8 +139,9 @@ where
     Ok(may::go!(move || acceptor.run()))
 }
 
-/// Says at startup when the open-file limit would stop accepts before the connection limit.
-fn warn_if_descriptors_run_out(options: AcceptOptions) {
+/// Says when the open-file limit would stop accepts before the connection limit; called once at
+/// startup, after the `listening` line.
+pub fn warn_if_descriptors_run_out(options: AcceptOptions) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

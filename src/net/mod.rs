@@ -19,6 +19,6 @@ mod acceptor;
 mod connections;
 mod stream;
 
-pub use acceptor::{spawn_acceptor, AcceptOptions};
+pub use acceptor::{spawn_acceptor, warn_if_descriptors_run_out, AcceptOptions};
 pub use connections::{Connections, Link};
 pub use stream::Stream;
