@@ -74,3 +74,30 @@ pub fn registration_error(error: &Error) -> Response {
 pub fn lease_error(error: &Error, message: &'static str) -> Response {
     failure(error, 410, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: &Error, not_found_status: u16) -> (u16, String) {
+        let response = failure(error, not_found_status, HEARTBEAT_FAILURE);
+        let body = String::from_utf8(response.body.as_bytes().to_vec()).unwrap();
+        (response.status, body)
+    }
+
+    #[test]
+    fn every_kind_has_one_answer() {
+        assert_eq!(
+            answer(&Error::unavailable("timed out"), 410),
+            (503, r#"{"Error":"Registry store unavailable"}"#.to_string()),
+            "never 500"
+        );
+        assert_eq!(answer(&Error::not_found(), 410).0, 410);
+        assert_eq!(answer(&Error::not_found(), 404).0, 404);
+        assert_eq!(answer(&Error::capacity(), 410).0, 403);
+        let (status, body) = answer(&Error::limit(LimitError::Tags), 410);
+        assert_eq!(status, 400);
+        assert!(body.contains("tags exceeded 8192 bytes"), "{body}");
+        assert_eq!(answer(&Error::internal("bug"), 410).0, 500);
+    }
+}
