@@ -52,6 +52,16 @@ impl Server {
 
     /// Starts the registry with extra flags and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::start_with_open_files(args, env, None)
+    }
+
+    /// Starts the registry with extra flags and environment variables, and at most
+    /// `open_files` descriptors (RLIMIT_NOFILE) when given.
+    pub fn start_with_open_files(
+        args: &[&str],
+        env: &[(&str, &str)],
+        open_files: Option<u64>,
+    ) -> Server {
         let mut command = Command::new(binary());
         command
             .args(["--api_bind", "127.0.0.1", "--api_port", "0"])
@@ -61,6 +71,23 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the child between fork and exec and only calls
+            // setrlimit(2), which is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", binary()));
@@ -109,6 +136,22 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A field of `/proc/<pid>/status` in KiB, e.g. `VmRSS` (resident) or `VmSize` (virtual).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Everything the server wrote to stderr so far.

@@ -524,3 +524,76 @@ fn many_pipelined_requests_for_large_bodies_are_all_answered_in_order() {
     }
     sender.join().unwrap();
 }
+
+#[test]
+fn host_is_required_once_as_rfc_9112_says() {
+    let server = Server::start(&[]);
+    let mut bystander = server.connect();
+    for raw in [
+        // HTTP/1.1 without Host.
+        "GET /api/v1/services HTTP/1.1\r\n\r\n",
+        "GET http://x/api/v1/services HTTP/1.1\r\n\r\n",
+        // Two Host fields, on either version.
+        "GET /api/v1/services HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        "GET /api/v1/services HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+        // A Host that is no host.
+        "GET /api/v1/services HTTP/1.1\r\nHost: a b\r\n\r\n",
+        "GET /api/v1/services HTTP/1.1\r\nHost: a/b\r\n\r\n",
+    ] {
+        let (r, mut conn) = raw_exchange(&server, raw.as_bytes());
+        r.assert_error(400, "Malformed HTTP request");
+        assert_eq!(r.header("connection"), Some("close"), "{raw:?}");
+        assert!(
+            closed_by_server(&mut conn, Duration::from_secs(5)),
+            "{raw:?}"
+        );
+        send(&mut bystander, "GET", "/", &[], None);
+        assert_eq!(read_response(&mut bystander, false).unwrap().status, 200);
+    }
+    // HTTP/1.0 may leave it out; an empty Host and a port are fine.
+    for raw in [
+        "GET /api/v1/services HTTP/1.0\r\n\r\n",
+        "GET /api/v1/services HTTP/1.1\r\nHost:\r\n\r\n",
+        "GET /api/v1/services HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+    ] {
+        let (r, _) = raw_exchange(&server, raw.as_bytes());
+        assert_eq!(r.status, 200, "{raw:?}: {}", r.text());
+    }
+}
+
+#[test]
+fn chunk_lines_need_crlf_and_http_1_0_has_no_transfer_coding() {
+    let server = Server::start(&[]);
+    let body = registration("lenient", "h:1", "");
+    let head = "POST /api/v1/instances HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let len = body.len();
+    for raw in [
+        // A bare LF ends the chunk-size line, the chunk data, the last chunk, the trailers.
+        format!("{head}{len:x}\n{body}\r\n0\r\n\r\n"),
+        format!("{head}{len:x}\r\n{body}\n0\r\n\r\n"),
+        format!("{head}{len:x}\r\n{body}\r\n0\n\r\n"),
+        format!("{head}{len:x}\r\n{body}\r\n0\r\n\n"),
+        // A bare CR inside a chunk line.
+        format!("{head}{len:x};a=\rb\r\n{body}\r\n0\r\n\r\n"),
+        // Chunked on HTTP/1.0 (RFC 9112 6.1: faulty framing).
+        format!(
+            "POST /api/v1/instances HTTP/1.0\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{len:x}\r\n{body}\r\n0\r\n\r\n"
+        ),
+    ] {
+        let (r, mut conn) = raw_exchange(&server, raw.as_bytes());
+        r.assert_error(400, "Malformed HTTP request");
+        assert_eq!(r.header("connection"), Some("close"), "{raw:?}");
+        assert!(closed_by_server(&mut conn, Duration::from_secs(5)), "{raw:?}");
+    }
+    assert_eq!(
+        server.get("/api/v1/services").json()["services"],
+        serde_json::json!([]),
+        "nothing was registered"
+    );
+    // The same body with CRLF everywhere registers.
+    let (r, _) = raw_exchange(
+        &server,
+        format!("{head}{len:x}\r\n{body}\r\n0\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+}

@@ -3,7 +3,8 @@
 
 use a8registry_static_tests::*;
 use std::io::Write;
-use std::time::Duration;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 #[track_caller]
 fn assert_config_error(env: &[(&str, &str)], args: &[&str], names: &[&str]) {
@@ -164,6 +165,9 @@ fn help_lists_every_option_with_env_and_default() {
         "workers",
         "max_body_size",
         "idle_timeout",
+        "request_timeout",
+        "max_connections",
+        "max_body_memory",
         "log_level",
         "log_format",
         "auth_mode",
@@ -492,4 +496,148 @@ fn the_startup_summary_names_every_option_and_masks_every_secret() {
             "{name} in {startup}"
         );
     }
+}
+
+/// Runs the binary on a free loopback port with these flags and env; its exit code and stderr,
+/// or `None` when it is still running after `timeout` (then it is killed).
+fn exit_within(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> (Option<i32>, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(binary())
+        .args(["--api_bind", "127.0.0.1", "--api_port", "0"])
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run binary");
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if code.is_some() {
+        let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    }
+    (code, stderr)
+}
+
+#[test]
+fn connection_and_body_limits_are_bounded_options() {
+    for (args, env, names) in [
+        (
+            &["--max_body_size", "1000000000000"][..],
+            &[][..],
+            &["--max_body_size", "A8_MAX_BODY_SIZE"][..],
+        ),
+        (
+            &["--max_body_size", "1073741825"],
+            &[],
+            &["--max_body_size", "A8_MAX_BODY_SIZE"],
+        ),
+        (
+            &[],
+            &[("A8_MAX_CONNECTIONS", "0")],
+            &["--max_connections", "A8_MAX_CONNECTIONS"],
+        ),
+        (
+            &[],
+            &[("A8_MAX_CONNECTIONS", "1000001")],
+            &["--max_connections", "A8_MAX_CONNECTIONS"],
+        ),
+        (
+            &[],
+            &[("A8_REQUEST_TIMEOUT", "0s")],
+            &["--request_timeout", "A8_REQUEST_TIMEOUT"],
+        ),
+        (
+            &[],
+            &[("A8_MAX_BODY_MEMORY", "1048575")],
+            &["--max_body_memory", "A8_MAX_BODY_MEMORY", "--max_body_size"],
+        ),
+    ] {
+        let (code, stderr) = exit_within(args, env, Duration::from_secs(5));
+        assert_eq!(code, Some(2), "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        for name in names {
+            assert!(
+                stderr.contains(name),
+                "{args:?} {env:?}: {stderr:?} lacks {name}"
+            );
+        }
+    }
+    // At the bound, the registry starts.
+    let server = Server::start(&[
+        "--max_body_size",
+        "1073741824",
+        "--max_body_memory",
+        "1073741824",
+    ]);
+    assert_eq!(server.get("/").status, 200);
+}
+
+#[test]
+fn sigterm_answers_every_request_already_received() {
+    let mut server = Server::start(&[]);
+    const CLIENTS: usize = 32;
+    // Pipelined per client: together far more than the server answers before it notices the
+    // signal, so connections still have requests received and unanswered when it does.
+    const PIPELINED: usize = 3000;
+    let written = Arc::new(Barrier::new(CLIENTS + 1));
+    let pipeline = "GET /api/v1/services HTTP/1.1\r\nHost: x\r\n\r\n".repeat(PIPELINED);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (address, written, pipeline) = (server.address, written.clone(), pipeline.clone());
+            std::thread::spawn(move || {
+                let mut conn = connect(address);
+                send(&mut conn, "GET", "/", &[], None);
+                assert_eq!(read_response(&mut conn, false).unwrap().status, 200);
+                // Answers are read while the requests are written, until the server closes; a
+                // connection that answered everything before the signal closes without one more.
+                let mut reader = conn.try_clone().unwrap();
+                let answers = std::thread::spawn(move || {
+                    let (mut answered, mut closed_early) = (0, false);
+                    while let Ok(r) = read_response(&mut reader, false) {
+                        assert_eq!(r.status, 200);
+                        answered += 1;
+                        if r.header("connection") == Some("close") {
+                            closed_early = answered < PIPELINED;
+                            assert!(closed_by_server(&mut reader, Duration::from_secs(5)));
+                            break;
+                        }
+                    }
+                    (answered, closed_early)
+                });
+                // On loopback a completed write has arrived in the server's socket.
+                conn.write_all(pipeline.as_bytes()).unwrap();
+                written.wait();
+                answers.join().unwrap()
+            })
+        })
+        .collect();
+    written.wait();
+    server.signal(libc::SIGTERM);
+    let (mut unanswered, mut cut_short) = (0, 0);
+    for client in clients {
+        let (answered, closed_early) = client.join().unwrap();
+        unanswered += PIPELINED - answered;
+        cut_short += usize::from(closed_early || answered < PIPELINED);
+    }
+    assert_eq!(
+        unanswered,
+        0,
+        "{unanswered} of {} requests received before SIGTERM got no answer \
+         ({cut_short} connections cut short)",
+        CLIENTS * PIPELINED
+    );
+    assert_eq!(server.wait_exit(Duration::from_secs(6)), Some(0));
 }
