@@ -358,9 +358,9 @@ fn vip_list(api: &Api, ctx: &Context, vip: &str, secure: bool, format: Format) -
             continue;
         };
         let matches = if secure {
-            fields.secure_vip_address.as_deref() == Some(vip)
+            fields.secure_vip_address() == Some(vip)
         } else {
-            &*fields.vip_address == vip
+            fields.vip_address() == vip
         };
         if matches {
             apps.add(format, instance, Action::of(instance));
