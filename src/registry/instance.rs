@@ -137,28 +137,25 @@ pub struct DataCenter {
     pub metadata: Option<JsonText>,
 }
 
-/// The fields of a Eureka registration that the common record does not hold, laid over the
-/// defaults when the instance is rendered for Eureka clients (spec 4.5, 4.6 step 2). The lease
-/// data (registration, renewal and dirty timestamps, renewal interval) is kept by the record
-/// itself, since the store maintains it. A field left `None` was not registered.
-///
-/// Strings are boxed slices (two words, not three) and the app name shares the record's service
-/// name, because a registry holds a hundred thousand of these.
+/// The fields of a Eureka registration that the common record does not hold, in their plain
+/// form: what the Eureka decoder builds, and what [`EurekaFields::encode`] writes. A field left
+/// `None` was not registered. The lease data (registration, renewal and dirty timestamps, renewal
+/// interval) is kept by the record itself, since the store maintains it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EurekaFields {
+pub struct EurekaRegistration {
     /// The app name; always the instance's service name.
     pub app: Arc<str>,
     /// The `instanceId` the client gave; `None` when the id was resolved from other fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<Box<str>>,
-    pub host_name: Box<str>,
-    pub ip_addr: Box<str>,
-    pub vip_address: Box<str>,
+    pub instance_id: Option<String>,
+    pub host_name: String,
+    pub ip_addr: String,
+    pub vip_address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secure_vip_address: Option<Box<str>>,
+    pub secure_vip_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app_group_name: Option<Box<str>>,
+    pub app_group_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,13 +163,206 @@ pub struct EurekaFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_port: Option<Port>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub home_page_url: Option<Box<str>>,
+    pub home_page_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_page_url: Option<Box<str>>,
+    pub status_page_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check_url: Option<Box<str>>,
+    pub health_check_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_center: Option<Box<DataCenter>>,
+    pub data_center: Option<DataCenter>,
+}
+
+/// The text fields of [`EurekaFields`], in the order they are laid out.
+#[derive(Clone, Copy)]
+enum TextField {
+    InstanceId,
+    HostName,
+    IpAddr,
+    VipAddress,
+    SecureVipAddress,
+    AppGroupName,
+    HomePageUrl,
+    StatusPageUrl,
+    HealthCheckUrl,
+}
+
+const TEXT_FIELDS: usize = 9;
+
+/// A [`EurekaRegistration`] as an instance keeps it, laid over the defaults when the instance is
+/// rendered for Eureka clients (spec 4.5, 4.6 step 2).
+///
+/// A registry holds a hundred thousand of these, so the nine text fields share one allocation
+/// (each a separate string cost its own heap block and three words), the app name shares the
+/// record's service name, and the whole is shared by the versions of an instance through an
+/// `Arc` (see [`Extension`]). Encoded and decoded in the plain form.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "EurekaRegistration", try_from = "EurekaRegistration")]
+pub struct EurekaFields {
+    app: Arc<str>,
+    /// The text fields one after the other.
+    text: Box<str>,
+    /// Where each text field ends in `text` ([`TextField`] order); each starts where the one
+    /// before it ends.
+    ends: [u32; TEXT_FIELDS],
+    /// Bit `i` set: text field `i` was registered (an absent field and an empty one differ).
+    present: u16,
+    country_id: Option<i64>,
+    port: Option<Port>,
+    secure_port: Option<Port>,
+    data_center: Option<Box<DataCenter>>,
+}
+
+/// The text fields of a registration add up to more than 4 GiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLong;
+
+impl fmt::Display for TooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the text fields add up to more than 4 GiB")
+    }
+}
+
+impl TryFrom<EurekaRegistration> for EurekaFields {
+    type Error = TooLong;
+
+    fn try_from(registration: EurekaRegistration) -> Result<EurekaFields, TooLong> {
+        EurekaFields::new(registration)
+    }
+}
+
+impl From<EurekaFields> for EurekaRegistration {
+    fn from(fields: EurekaFields) -> EurekaRegistration {
+        fields.to_registration()
+    }
+}
+
+impl fmt::Debug for EurekaFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_registration(), f)
+    }
+}
+
+impl EurekaFields {
+    /// Lays out a registration.
+    pub fn new(registration: EurekaRegistration) -> Result<EurekaFields, TooLong> {
+        let texts: [Option<&str>; TEXT_FIELDS] = [
+            registration.instance_id.as_deref(),
+            Some(&registration.host_name),
+            Some(&registration.ip_addr),
+            Some(&registration.vip_address),
+            registration.secure_vip_address.as_deref(),
+            registration.app_group_name.as_deref(),
+            registration.home_page_url.as_deref(),
+            registration.status_page_url.as_deref(),
+            registration.health_check_url.as_deref(),
+        ];
+        let mut text = String::with_capacity(texts.iter().flatten().map(|t| t.len()).sum());
+        let mut ends = [0u32; TEXT_FIELDS];
+        let mut present = 0u16;
+        for (slot, field) in texts.iter().enumerate() {
+            if let Some(field) = field {
+                text.push_str(field);
+                present |= 1 << slot;
+            }
+            ends[slot] = u32::try_from(text.len()).map_err(|_| TooLong)?;
+        }
+        Ok(EurekaFields {
+            app: registration.app,
+            text: text.into_boxed_str(),
+            ends,
+            present,
+            country_id: registration.country_id,
+            port: registration.port,
+            secure_port: registration.secure_port,
+            data_center: registration.data_center.map(Box::new),
+        })
+    }
+
+    /// The plain form.
+    pub fn to_registration(&self) -> EurekaRegistration {
+        let owned = |field| self.text(field).map(str::to_string);
+        EurekaRegistration {
+            app: self.app.clone(),
+            instance_id: owned(TextField::InstanceId),
+            host_name: self.host_name().to_string(),
+            ip_addr: self.ip_addr().to_string(),
+            vip_address: self.vip_address().to_string(),
+            secure_vip_address: owned(TextField::SecureVipAddress),
+            app_group_name: owned(TextField::AppGroupName),
+            country_id: self.country_id,
+            port: self.port.clone(),
+            secure_port: self.secure_port.clone(),
+            home_page_url: owned(TextField::HomePageUrl),
+            status_page_url: owned(TextField::StatusPageUrl),
+            health_check_url: owned(TextField::HealthCheckUrl),
+            data_center: self.data_center.as_deref().cloned(),
+        }
+    }
+
+    fn text(&self, field: TextField) -> Option<&str> {
+        let slot = field as usize;
+        if self.present & (1 << slot) == 0 {
+            return None;
+        }
+        let start = if slot == 0 { 0 } else { self.ends[slot - 1] };
+        self.text.get(start as usize..self.ends[slot] as usize)
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    pub fn instance_id(&self) -> Option<&str> {
+        self.text(TextField::InstanceId)
+    }
+
+    pub fn host_name(&self) -> &str {
+        self.text(TextField::HostName).unwrap_or_default()
+    }
+
+    pub fn ip_addr(&self) -> &str {
+        self.text(TextField::IpAddr).unwrap_or_default()
+    }
+
+    pub fn vip_address(&self) -> &str {
+        self.text(TextField::VipAddress).unwrap_or_default()
+    }
+
+    pub fn secure_vip_address(&self) -> Option<&str> {
+        self.text(TextField::SecureVipAddress)
+    }
+
+    pub fn app_group_name(&self) -> Option<&str> {
+        self.text(TextField::AppGroupName)
+    }
+
+    pub fn home_page_url(&self) -> Option<&str> {
+        self.text(TextField::HomePageUrl)
+    }
+
+    pub fn status_page_url(&self) -> Option<&str> {
+        self.text(TextField::StatusPageUrl)
+    }
+
+    pub fn health_check_url(&self) -> Option<&str> {
+        self.text(TextField::HealthCheckUrl)
+    }
+
+    pub fn country_id(&self) -> Option<i64> {
+        self.country_id
+    }
+
+    pub fn port(&self) -> Option<&Port> {
+        self.port.as_ref()
+    }
+
+    pub fn secure_port(&self) -> Option<&Port> {
+        self.secure_port.as_ref()
+    }
+
+    pub fn data_center(&self) -> Option<&DataCenter> {
+        self.data_center.as_deref()
+    }
 }
 
 /// Bytes that are not an encoding of [`EurekaFields`].
@@ -190,22 +380,14 @@ impl std::error::Error for DecodeError {}
 impl EurekaFields {
     /// Roughly the heap bytes these fields hold.
     pub fn approximate_bytes(&self) -> usize {
-        let text = |t: &Option<Box<str>>| t.as_ref().map_or(0, |t| t.len());
         std::mem::size_of::<EurekaFields>()
             + self.app.len()
-            + text(&self.instance_id)
-            + self.host_name.len()
-            + self.ip_addr.len()
-            + self.vip_address.len()
-            + text(&self.secure_vip_address)
-            + text(&self.app_group_name)
-            + text(&self.home_page_url)
-            + text(&self.status_page_url)
-            + text(&self.health_check_url)
+            + self.text.len()
             + self.data_center.as_ref().map_or(0, |_| 256)
     }
 
-    /// The fields as compact JSON text, for a replication peer or a shared store.
+    /// The fields as compact JSON text (their plain form), for a replication peer or a shared
+    /// store.
     pub fn encode(&self) -> Vec<u8> {
         // Strings, numbers, booleans and already-valid JSON text into memory: serde_json has
         // nothing here that it could fail on.
@@ -395,8 +577,8 @@ impl Instance {
         }
         [
             split.map(|at| &self.id[at + 1..]),
-            Some(&fields.vip_address),
-            fields.secure_vip_address.as_deref(),
+            Some(fields.vip_address()),
+            fields.secure_vip_address(),
         ]
     }
 
@@ -487,12 +669,13 @@ impl TagCollector {
     }
 
     /// The tags, or [`LimitError::Tags`] if there were too many.
-    pub fn finish(self) -> Result<Vec<String>, LimitError> {
+    pub fn finish(mut self) -> Result<Vec<String>, LimitError> {
         if self.exceeded {
-            Err(LimitError::Tags)
-        } else {
-            Ok(self.tags)
+            return Err(LimitError::Tags);
         }
+        // Kept for the life of the instance: no spare capacity from growing.
+        self.tags.shrink_to_fit();
+        Ok(self.tags)
     }
 }
 
@@ -598,15 +781,15 @@ mod tests {
         );
     }
 
-    fn full_eureka_fields() -> EurekaFields {
-        EurekaFields {
+    fn full_registration() -> EurekaRegistration {
+        EurekaRegistration {
             app: "MYAPP".into(),
             instance_id: Some("host1:myapp:8080".into()),
             host_name: "host1".into(),
             ip_addr: "10.0.0.7".into(),
             vip_address: "myapp".into(),
             secure_vip_address: Some("myapp-secure".into()),
-            app_group_name: Some("GROUP".into()),
+            app_group_name: Some(String::new()),
             country_id: Some(-3),
             port: Some(Port {
                 enabled: true,
@@ -619,12 +802,40 @@ mod tests {
             home_page_url: Some("http://host1:8080/".into()),
             status_page_url: Some("http://host1:8080/info".into()),
             health_check_url: None,
-            data_center: Some(Box::new(DataCenter {
+            data_center: Some(DataCenter {
                 class: Some("com.netflix.appinfo.AmazonInfo".into()),
                 name: Some("Amazon".into()),
                 metadata: JsonText::parse(r#"{"instance-id":"i-1","n":[1,{"x":null}]}"#.into()),
-            })),
+            }),
         }
+    }
+
+    fn full_eureka_fields() -> EurekaFields {
+        EurekaFields::new(full_registration()).unwrap()
+    }
+
+    #[test]
+    fn eureka_fields_keep_every_field_apart() {
+        let fields = full_eureka_fields();
+        assert_eq!(fields.to_registration(), full_registration());
+        assert_eq!(fields.instance_id(), Some("host1:myapp:8080"));
+        assert_eq!(fields.host_name(), "host1");
+        assert_eq!(fields.ip_addr(), "10.0.0.7");
+        assert_eq!(fields.vip_address(), "myapp");
+        assert_eq!(fields.secure_vip_address(), Some("myapp-secure"));
+        assert_eq!(fields.app_group_name(), Some(""), "empty, not absent");
+        assert_eq!(fields.home_page_url(), Some("http://host1:8080/"));
+        assert_eq!(fields.status_page_url(), Some("http://host1:8080/info"));
+        assert_eq!(fields.health_check_url(), None);
+        assert_eq!(fields.country_id(), Some(-3));
+        assert_eq!(
+            fields.data_center().unwrap().name.as_deref(),
+            Some("Amazon")
+        );
+        assert_eq!(
+            fields.secure_port().unwrap().number,
+            Some(PortNumber::Text("443\"x\u{e9}".into()))
+        );
     }
 
     #[test]
@@ -634,7 +845,7 @@ mod tests {
         let text = std::str::from_utf8(&encoded).unwrap();
         assert!(!text.contains(['\n', ' ']), "compact: {text}");
         assert_eq!(EurekaFields::decode(&encoded).unwrap(), full);
-        let minimal = EurekaFields {
+        let minimal = EurekaFields::new(EurekaRegistration {
             app: "A".into(),
             instance_id: None,
             host_name: "h".into(),
@@ -652,7 +863,8 @@ mod tests {
             status_page_url: None,
             health_check_url: None,
             data_center: None,
-        };
+        })
+        .unwrap();
         let encoded = minimal.encode();
         assert_eq!(
             std::str::from_utf8(&encoded).unwrap(),
@@ -662,7 +874,7 @@ mod tests {
         // Members a newer peer may add are skipped.
         let newer =
             br#"{"app":"A","hostName":"h","ipAddr":"1","vipAddress":"v","sid":{"x":[[1]]}}"#;
-        assert_eq!(EurekaFields::decode(newer).unwrap().host_name.as_ref(), "h");
+        assert_eq!(EurekaFields::decode(newer).unwrap().host_name(), "h");
         // An instance carries them through a clone unchanged and shared.
         let mut instance = Instance::new(
             "A:h",

@@ -9,8 +9,9 @@ use super::render::{DEFAULT_DATA_CENTER_CLASS, DEFAULT_DATA_CENTER_NAME};
 use super::xml;
 use crate::api::json::{self, nesting_within, Members, MAX_JSON_DEPTH};
 use crate::registry::instance::{
-    DataCenter, Endpoint, EndpointType, EurekaFields, Extension, Instance, JsonText, LimitError,
-    Port, PortNumber, TagCollector, DEFAULT_RENEWAL_INTERVAL_SECS, MAX_METADATA_BYTES,
+    DataCenter, Endpoint, EndpointType, EurekaFields, EurekaRegistration, Extension, Instance,
+    JsonText, LimitError, Port, PortNumber, TagCollector, DEFAULT_RENEWAL_INTERVAL_SECS,
+    MAX_METADATA_BYTES,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -290,22 +291,24 @@ pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, Reg
         .filter(|r| *r > 0)
         .unwrap_or(DEFAULT_RENEWAL_INTERVAL_SECS);
     instance.dirty_unix_millis = dirty_millis.unwrap_or(0);
-    instance.extension = Some(Extension::Eureka(Arc::new(EurekaFields {
+    let fields = EurekaFields::new(EurekaRegistration {
         app: instance.service_name.clone(),
-        instance_id: instance_id.filter(|i| !i.is_empty()).map(Into::into),
-        host_name: host_name.into(),
-        ip_addr: ip_addr.unwrap_or_default().into(),
-        vip_address: vip_address.unwrap_or_default().into(),
-        secure_vip_address: secure_vip_address.map(Into::into),
-        app_group_name: app_group_name.map(Into::into),
+        instance_id: instance_id.filter(|i| !i.is_empty()),
+        host_name,
+        ip_addr: ip_addr.unwrap_or_default(),
+        vip_address: vip_address.unwrap_or_default(),
+        secure_vip_address,
+        app_group_name,
         country_id,
         port: port_plain,
         secure_port: port_secure,
-        home_page_url: home_page_url.map(Into::into),
-        status_page_url: status_page_url.map(Into::into),
-        health_check_url: health_check_url.map(Into::into),
-        data_center: data_center.and_then(without_defaults).map(Box::new),
-    })));
+        home_page_url,
+        status_page_url,
+        health_check_url,
+        data_center: data_center.and_then(without_defaults),
+    })
+    .map_err(|_| RegisterError::Invalid)?;
+    instance.extension = Some(Extension::Eureka(Arc::new(fields)));
     if xml_metadata_exceeded {
         return Err(RegisterError::Limit(
             instance.first_limit_error(LimitError::Metadata),
@@ -432,12 +435,16 @@ mod tests {
         assert_eq!(decoded.tags, ["v1", "canary"]);
         assert_eq!(decoded.status, "UP");
         let registration = decoded.eureka().unwrap();
-        assert_eq!(&*registration.vip_address, "myapp");
-        assert_eq!(registration.app, decoded.service_name);
-        assert_eq!(registration.data_center, None, "the defaults are not kept");
+        assert_eq!(registration.vip_address(), "myapp");
+        assert_eq!(registration.app(), &*decoded.service_name);
         assert_eq!(
-            registration.port,
-            Some(Port {
+            registration.data_center(),
+            None,
+            "the defaults are not kept"
+        );
+        assert_eq!(
+            registration.port(),
+            Some(&Port {
                 enabled: true,
                 number: Some(PortNumber::Number(8080.into()))
             })
@@ -585,7 +592,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(&*decoded.id, "A~:B:c");
-        assert_eq!(decoded.eureka().unwrap().instance_id.as_deref(), Some("c"));
+        assert_eq!(decoded.eureka().unwrap().instance_id(), Some("c"));
     }
 
     #[test]

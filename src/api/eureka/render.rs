@@ -166,32 +166,32 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
 }
 
 fn overlay<'a>(view: &mut View<'a>, fields: &'a EurekaFields) {
-    view.instance_id = fields.instance_id.as_deref();
-    view.host_name = &fields.host_name;
-    view.app = &fields.app;
-    if let Some(group) = &fields.app_group_name {
+    view.instance_id = fields.instance_id();
+    view.host_name = fields.host_name();
+    view.app = fields.app();
+    if let Some(group) = fields.app_group_name() {
         view.app_group_name = group;
     }
-    view.ip_addr = &fields.ip_addr;
-    view.vip_address = &fields.vip_address;
-    view.secure_vip_address = fields.secure_vip_address.as_deref();
-    if let Some(country) = fields.country_id {
+    view.ip_addr = fields.ip_addr();
+    view.vip_address = fields.vip_address();
+    view.secure_vip_address = fields.secure_vip_address();
+    if let Some(country) = fields.country_id() {
         view.country_id = country;
     }
     let port_view = |p: &'a Port| PortView {
         enabled: p.enabled,
         value: p.number.as_ref().map(PortValue::Registered),
     };
-    if let Some(port) = &fields.port {
+    if let Some(port) = fields.port() {
         view.port = Some(port_view(port));
     }
-    if let Some(port) = &fields.secure_port {
+    if let Some(port) = fields.secure_port() {
         view.secure_port = Some(port_view(port));
     }
-    view.home_page_url = fields.home_page_url.as_deref();
-    view.status_page_url = fields.status_page_url.as_deref();
-    view.health_check_url = fields.health_check_url.as_deref();
-    if let Some(dc) = &fields.data_center {
+    view.home_page_url = fields.home_page_url();
+    view.status_page_url = fields.status_page_url();
+    view.health_check_url = fields.health_check_url();
+    if let Some(dc) = fields.data_center() {
         if let Some(class) = &dc.class {
             view.data_center_class = class;
         }

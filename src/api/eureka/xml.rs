@@ -64,6 +64,11 @@ const LEASE_FIELDS: [&str; 4] = [
 /// mismatch, which only counts if no later occurrence replaces it).
 type LeafText = Result<String, Invalid>;
 
+/// The text of the occurrence that counts, or the type mismatch it had.
+fn leaf(value: &LeafText) -> Result<&str, Invalid> {
+    value.as_deref().map_err(|e| *e)
+}
+
 /// What a leaf element's text is for.
 #[derive(Debug)]
 enum LeafKind {
@@ -265,7 +270,7 @@ fn open(
         _ => None,
     };
     let attribute = attributes(start, wanted)?;
-    let leaf = |kind| Frame::Leaf {
+    let leaf_frame = |kind| Frame::Leaf {
         kind,
         text: String::new(),
         has_children: false,
@@ -282,13 +287,13 @@ fn open(
             }
         }
         Some(Frame::Instance) => match name {
-            "countryId" => leaf(LeafKind::CountryId),
+            "countryId" => leaf_frame(LeafKind::CountryId),
             "port" | "securePort" => {
                 let secure = name == "securePort";
                 // Without the attribute Netflix's reader takes `port` as enabled and
                 // `securePort` as disabled.
                 let enabled = attribute.map_or(!secure, |v| v == "true");
-                leaf(LeafKind::Port { secure, enabled })
+                leaf_frame(LeafKind::Port { secure, enabled })
             }
             "dataCenterInfo" => Frame::DataCenter(DataCenter {
                 class: attribute,
@@ -300,12 +305,12 @@ fn open(
                 in_data_center: false,
             },
             _ => match STRING_FIELDS.iter().position(|f| *f == name) {
-                Some(slot) => leaf(LeafKind::String(slot)),
+                Some(slot) => leaf_frame(LeafKind::String(slot)),
                 None => Frame::Ignored,
             },
         },
         Some(Frame::DataCenter(_)) => match name {
-            "name" => leaf(LeafKind::DataCenterName),
+            "name" => leaf_frame(LeafKind::DataCenterName),
             "metadata" => Frame::Metadata {
                 metadata: Metadata::default(),
                 in_data_center: true,
@@ -313,10 +318,10 @@ fn open(
             _ => Frame::Ignored,
         },
         Some(Frame::Lease(_)) => match LEASE_FIELDS.iter().position(|f| *f == name) {
-            Some(slot) => leaf(LeafKind::Lease(slot)),
+            Some(slot) => leaf_frame(LeafKind::Lease(slot)),
             None => Frame::Ignored,
         },
-        Some(Frame::Metadata { .. }) => leaf(LeafKind::MetadataEntry(decode_name(name))),
+        Some(Frame::Metadata { .. }) => leaf_frame(LeafKind::MetadataEntry(decode_name(name))),
         Some(Frame::Leaf { has_children, .. }) => {
             *has_children = true;
             Frame::Ignored
@@ -418,16 +423,16 @@ impl Fields {
         for (name, value) in STRING_FIELDS.iter().zip(&self.strings) {
             if let Some(value) = value {
                 let mut text = String::new();
-                push_string(&mut text, value.as_deref().map_err(|e| *e)?);
+                push_string(&mut text, leaf(value)?);
                 members.insert(name, text);
             }
         }
         if let Some(country) = &self.country_id {
-            members.insert("countryId", decimal(country.as_deref().map_err(|e| *e)?)?);
+            members.insert("countryId", decimal(leaf(country)?)?);
         }
         for (name, port) in [("port", &self.port), ("securePort", &self.secure_port)] {
             if let Some((text, enabled)) = port {
-                members.insert(name, port_json(text.as_deref().map_err(|e| *e)?, *enabled));
+                members.insert(name, port_json(leaf(text)?, *enabled));
             }
         }
         if let Some(dc) = &self.data_center {
@@ -439,7 +444,7 @@ impl Fields {
             }
             if let Some(name) = &dc.name {
                 let mut text = String::new();
-                push_string(&mut text, name.as_deref().map_err(|e| *e)?);
+                push_string(&mut text, leaf(name)?);
                 parts.insert("name", text);
             }
             if let Some(metadata) = &dc.metadata {
@@ -451,20 +456,18 @@ impl Fields {
             let mut parts: OrderedObject<String> = OrderedObject::default();
             for (name, value) in LEASE_FIELDS.iter().zip(lease) {
                 if let Some(value) = value {
-                    parts.insert(name, decimal(value.as_deref().map_err(|e| *e)?)?);
+                    parts.insert(name, decimal(leaf(value)?)?);
                 }
             }
             members.insert("leaseInfo", parts.to_json());
         }
         let mut metadata_exceeded = false;
         if let Some(metadata) = &self.metadata {
-            if metadata.invalid {
-                return Err(Invalid);
-            }
+            let json = metadata.json()?;
             if metadata.exceeded {
                 metadata_exceeded = true;
             } else {
-                members.insert("metadata", metadata.json()?);
+                members.insert("metadata", json);
             }
         }
         Ok(Converted {
