@@ -35,7 +35,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 /// Shards per namespace. A power of two well above the core counts this runs on.
@@ -200,7 +200,8 @@ impl Shard {
 
 struct Namespace {
     name: Arc<str>,
-    shards: Box<[Mutex<Shard>]>,
+    /// Made on first use, so a namespace of a few instances costs a few shards.
+    shards: Box<[OnceLock<Box<Mutex<Shard>>>]>,
     /// Instances stored, live or expired-not-yet-reaped.
     count: AtomicUsize,
     /// Tombstones kept (they keep an otherwise empty namespace alive).
@@ -215,9 +216,7 @@ impl Namespace {
     fn new(name: &str, version: u64) -> Namespace {
         Namespace {
             name: name.into(),
-            shards: (0..SHARDS_PER_NAMESPACE)
-                .map(|_| Mutex::new(Shard::default()))
-                .collect(),
+            shards: (0..SHARDS_PER_NAMESPACE).map(|_| OnceLock::new()).collect(),
             count: AtomicUsize::new(0),
             tombstones: AtomicUsize::new(0),
             journal: Arc::new(Mutex::new(Journal::new(version))),
@@ -229,7 +228,14 @@ impl Namespace {
         let mut hasher = DefaultHasher::new();
         id.hash(&mut hasher);
         let index = hasher.finish() as usize % SHARDS_PER_NAMESPACE;
-        lock(&self.shards[index])
+        lock(self.shards[index].get_or_init(Box::default))
+    }
+
+    /// The shards made so far.
+    fn existing_shards(&self) -> impl Iterator<Item = &Mutex<Shard>> {
+        self.shards
+            .iter()
+            .filter_map(|shard| shard.get().map(|s| &**s))
     }
 }
 
@@ -362,7 +368,7 @@ impl MemoryStore {
         let namespaces: Vec<Arc<Namespace>> = read(&self.namespaces).values().cloned().collect();
         for namespace in namespaces {
             if namespace.tombstones.load(Ordering::SeqCst) > 0 {
-                for shard in namespace.shards.iter() {
+                for shard in namespace.existing_shards() {
                     let mut shard = lock(shard);
                     let before = shard.tombstones.len();
                     shard.tombstones.retain(|_, kept| kept.until >= now);
@@ -395,7 +401,7 @@ impl MemoryStore {
     fn expire_namespace(&self, namespace: &Arc<Namespace>) {
         let now = self.clock.monotonic_nanos();
         let mut earliest_left = u64::MAX;
-        for shard in namespace.shards.iter() {
+        for shard in namespace.existing_shards() {
             let mut done = Vec::new();
             {
                 let mut shard = lock(shard);
@@ -956,7 +962,7 @@ impl Store for MemoryStore {
             return Ok(snapshot);
         };
         let now = self.clock.monotonic_nanos();
-        for shard in ns.shards.iter() {
+        for shard in ns.existing_shards() {
             let shard = lock(shard);
             let mut take = |entries: &HashMap<Arc<str>, Entry>| {
                 for entry in entries.values().filter(|e| e.live(now)) {
@@ -984,7 +990,7 @@ impl Store for MemoryStore {
         };
         let now = self.clock.monotonic_nanos();
         let mut found = Vec::new();
-        for shard in ns.shards.iter() {
+        for shard in ns.existing_shards() {
             let mut shard = lock(shard);
             let ids: Vec<Arc<str>> = shard.secondary.ids(lookup).to_vec();
             for id in ids {
@@ -1010,7 +1016,7 @@ impl Store for MemoryStore {
         };
         let now = self.clock.monotonic_nanos();
         let mut names: Vec<Arc<str>> = Vec::new();
-        for shard in ns.shards.iter() {
+        for shard in ns.existing_shards() {
             let shard = lock(shard);
             for (name, entries) in &shard.services {
                 if entries.values().any(|e| e.live(now)) {
