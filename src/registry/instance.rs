@@ -555,31 +555,20 @@ impl Instance {
         }
     }
 
-    /// The keys of the store's secondary indexes, for instances registered through Eureka: the
-    /// instance id within its app (the part of the store id after the app, whose `:` and `~` are
-    /// escaped with `~`), the VIP address and the secure VIP address.
-    pub fn lookup_keys(&self) -> [Option<&str>; 3] {
-        let Some(fields) = self.eureka() else {
-            return [None, None, None];
-        };
-        let mut escaped = false;
-        let mut split = None;
-        for (at, byte) in self.id.bytes().enumerate() {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'~') => escaped = true,
-                (false, b':') => {
-                    split = Some(at);
-                    break;
-                }
-                _ => {}
-            }
+    /// Every part of the id after one of its `:`, longest first (`A:b:c` has `b:c` and `c`): what
+    /// Eureka's `GET …/instances/{iid}` matches (spec §4.3).
+    pub fn id_suffixes(&self) -> impl Iterator<Item = &str> {
+        self.id
+            .match_indices(':')
+            .map(move |(at, _)| &self.id[at + 1..])
+    }
+
+    /// The VIP address and the secure VIP address, for instances registered through Eureka.
+    pub fn vip_keys(&self) -> [Option<&str>; 2] {
+        match self.eureka() {
+            Some(fields) => [Some(fields.vip_address()), fields.secure_vip_address()],
+            None => [None, None],
         }
-        [
-            split.map(|at| &self.id[at + 1..]),
-            Some(fields.vip_address()),
-            fields.secure_vip_address(),
-        ]
     }
 
     /// Roughly the heap bytes this instance holds, for byte budgets (the change log's).

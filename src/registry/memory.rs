@@ -75,48 +75,95 @@ struct KeptTombstone {
     until: u64,
 }
 
-/// The Eureka secondary indexes of one shard: key → ids.
+/// Most `:`-separated suffixes of one id that the suffix index keeps; ids with more are kept in
+/// a short list that suffix lookups check one by one (only a client that makes such ids pays).
+const MAX_INDEXED_SUFFIXES: usize = 16;
+
+/// The secondary indexes of one shard: id suffixes (hashed) and Eureka VIPs → ids.
 #[derive(Default)]
 struct Secondary {
-    eureka_ids: HashMap<Arc<str>, Vec<Arc<str>>>,
+    /// Hash of each suffix after a `:` of an id → the ids with that suffix.
+    suffixes: HashMap<u64, Vec<Arc<str>>>,
+    /// Ids with more than [`MAX_INDEXED_SUFFIXES`] suffixes.
+    deep: Vec<Arc<str>>,
     vips: HashMap<Arc<str>, Vec<Arc<str>>>,
     secure_vips: HashMap<Arc<str>, Vec<Arc<str>>>,
 }
 
-impl Secondary {
-    fn maps(&mut self) -> [&mut HashMap<Arc<str>, Vec<Arc<str>>>; 3] {
-        [&mut self.eureka_ids, &mut self.vips, &mut self.secure_vips]
-    }
+fn suffix_hash(suffix: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    suffix.hash(&mut hasher);
+    hasher.finish()
+}
 
+fn unlist<K, Q>(map: &mut HashMap<K, Vec<Arc<str>>>, key: &Q, id: &Arc<str>)
+where
+    K: Eq + Hash + std::borrow::Borrow<Q>,
+    Q: Eq + Hash + ?Sized,
+{
+    if let Some(ids) = map.get_mut(key) {
+        ids.retain(|listed| listed != id);
+        if ids.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Secondary {
     fn add(&mut self, instance: &Instance) {
-        let keys = instance.lookup_keys();
-        for (map, key) in self.maps().into_iter().zip(keys) {
+        let id = &instance.id;
+        if instance.id_suffixes().nth(MAX_INDEXED_SUFFIXES).is_some() {
+            self.deep.push(id.clone());
+        } else {
+            for suffix in instance.id_suffixes() {
+                let ids = self.suffixes.entry(suffix_hash(suffix)).or_default();
+                // An id lists a hash once, even when two of its suffixes share it.
+                if !ids.contains(id) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        let [vip, secure_vip] = instance.vip_keys();
+        for (map, key) in [(&mut self.vips, vip), (&mut self.secure_vips, secure_vip)] {
             if let Some(key) = key {
-                map.entry(key.into()).or_default().push(instance.id.clone());
+                map.entry(key.into()).or_default().push(id.clone());
             }
         }
     }
 
     fn remove(&mut self, instance: &Instance) {
-        let keys = instance.lookup_keys();
-        for (map, key) in self.maps().into_iter().zip(keys) {
-            let Some(key) = key else { continue };
-            if let Some(ids) = map.get_mut(key) {
-                ids.retain(|id| *id != instance.id);
-                if ids.is_empty() {
-                    map.remove(key);
-                }
+        let id = &instance.id;
+        if instance.id_suffixes().nth(MAX_INDEXED_SUFFIXES).is_some() {
+            self.deep.retain(|listed| listed != id);
+        } else {
+            for suffix in instance.id_suffixes() {
+                unlist(&mut self.suffixes, &suffix_hash(suffix), id);
             }
+        }
+        let [vip, secure_vip] = instance.vip_keys();
+        if let Some(vip) = vip {
+            unlist(&mut self.vips, vip, id);
+        }
+        if let Some(secure_vip) = secure_vip {
+            unlist(&mut self.secure_vips, secure_vip, id);
         }
     }
 
-    fn ids(&self, lookup: Lookup) -> &[Arc<str>] {
-        let (map, key) = match lookup {
-            Lookup::EurekaInstanceId(key) => (&self.eureka_ids, key),
-            Lookup::Vip(key) => (&self.vips, key),
-            Lookup::SecureVip(key) => (&self.secure_vips, key),
-        };
-        map.get(key).map_or(&[], Vec::as_slice)
+    /// Candidate ids for the lookup; callers check each against the instance itself.
+    fn candidates(&self, lookup: Lookup) -> Vec<Arc<str>> {
+        match lookup {
+            Lookup::IdSuffix(suffix) => {
+                let mut ids = self
+                    .suffixes
+                    .get(&suffix_hash(suffix))
+                    .cloned()
+                    .unwrap_or_default();
+                ids.extend(self.deep.iter().cloned());
+                ids
+            }
+            Lookup::Vip(key) => self.vips.get(key).cloned().unwrap_or_default(),
+            Lookup::SecureVip(key) => self.secure_vips.get(key).cloned().unwrap_or_default(),
+        }
     }
 }
 
@@ -991,10 +1038,12 @@ impl Store for MemoryStore {
         let now = self.clock.monotonic_nanos();
         let mut found = Vec::new();
         for shard in ns.existing_shards() {
-            let mut shard = lock(shard);
-            let ids: Vec<Arc<str>> = shard.secondary.ids(lookup).to_vec();
-            for id in ids {
-                if let Some(entry) = shard.get_mut(&id).filter(|e| e.live(now)) {
+            let shard = lock(shard);
+            for id in shard.secondary.candidates(lookup) {
+                let Some(entry) = shard.get(&id).filter(|e| e.live(now)) else {
+                    continue;
+                };
+                if lookup.matches(&entry.instance) {
                     found.push(entry.instance.clone());
                 }
             }
@@ -1422,6 +1471,35 @@ mod tests {
                 ("b".into(), ChangeKind::Deregistered)
             ]
         );
+    }
+
+    #[test]
+    fn id_suffix_lookups_find_every_suffix_and_deep_ids() {
+        let (node, _) = store(None);
+        let deep = format!("APP:{}", ["x"; 20].join(":"));
+        for id in ["APP:host:8080", "OTHER:8080", "plain", deep.as_str()] {
+            node.register(&c("ns"), instance(id, "s", "UP", 30))
+                .unwrap();
+        }
+        let found = |suffix: &str| {
+            let mut ids: Vec<String> = node
+                .lookup(&c("ns"), Lookup::IdSuffix(suffix))
+                .unwrap()
+                .iter()
+                .map(|i| i.id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(found("8080"), ["APP:host:8080", "OTHER:8080"]);
+        assert_eq!(found("host:8080"), ["APP:host:8080"]);
+        assert!(found("plain").is_empty(), "a suffix follows a colon");
+        assert!(found("ost:8080").is_empty());
+        assert_eq!(found("x:x"), std::slice::from_ref(&deep));
+        node.deregister(&c("ns"), "APP:host:8080").unwrap();
+        node.deregister(&c("ns"), &deep).unwrap();
+        assert_eq!(found("8080"), ["OTHER:8080"]);
+        assert!(found("x").is_empty());
     }
 
     #[test]

@@ -213,12 +213,23 @@ pub struct ChangeLog {
 /// A secondary lookup that would otherwise scan a namespace.
 #[derive(Clone, Copy, Debug)]
 pub enum Lookup<'a> {
-    /// Instances registered through Eureka with this `instanceId`.
-    EurekaInstanceId(&'a str),
+    /// Instances whose id ends with `:` and this suffix (Eureka's `GET …/instances/{iid}`).
+    IdSuffix(&'a str),
     /// Instances registered through Eureka with this VIP address.
     Vip(&'a str),
     /// Instances registered through Eureka with this secure VIP address.
     SecureVip(&'a str),
+}
+
+impl Lookup<'_> {
+    /// True when `instance` is what the lookup asks for.
+    pub fn matches(&self, instance: &Instance) -> bool {
+        match *self {
+            Lookup::IdSuffix(suffix) => instance.id_suffixes().any(|s| s == suffix),
+            Lookup::Vip(vip) => instance.vip_keys()[0] == Some(vip),
+            Lookup::SecureVip(vip) => instance.vip_keys()[1] == Some(vip),
+        }
+    }
 }
 
 /// A namespace-partitioned instance store.

@@ -274,13 +274,10 @@ fn delta(api: &Api, ctx: &Context, format: Format) -> Response {
     }
 }
 
-/// `GET E/instances/{iid}`: an instance registered with that `instanceId`, from the store's
-/// index rather than a scan of the namespace.
+/// `GET E/instances/{iid}`: the first instance whose id ends with `:{iid}` (kept as the
+/// original), from the store's suffix index rather than a scan of the namespace.
 fn instance_by_id(api: &Api, ctx: &Context, iid: &str, format: Format) -> Response {
-    match api
-        .registry
-        .lookup(&ctx.call(), Lookup::EurekaInstanceId(iid))
-    {
+    match api.registry.lookup(&ctx.call(), Lookup::IdSuffix(iid)) {
         Ok(found) => match found.first() {
             Some(instance) => document(
                 format,
