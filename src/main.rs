@@ -3,7 +3,7 @@
 
 use a8registry::config::{Command, Config};
 use a8registry::http::server::{refuse_connection, Limits, Server};
-use a8registry::net::{spawn_acceptor, AcceptOptions, Connections};
+use a8registry::net::{provide_descriptors, spawn_acceptor, AcceptOptions, Connections};
 use a8registry::registry::instance::TtlPolicy;
 use a8registry::registry::memory::{MemoryConfig, MemoryStore};
 use a8registry::registry::store::{Store, SystemClock};
@@ -228,7 +228,7 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         "startup_micros" => exec_started.elapsed().as_micros(),
         "config" => summary
     );
-    a8registry::net::warn_if_descriptors_run_out(options);
+    provide_descriptors(options);
 
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));

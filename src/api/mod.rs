@@ -430,3 +430,71 @@ fn https_redirect(request: &Request) -> Response {
     }
     Response::empty(301).with_header("Location", location)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(method: Method, path: &str) -> (Route, Meta) {
+        match routes().route(method, path) {
+            Routed::Found(route, meta, _) => (route, meta),
+            _ => panic!("no route for {method:?} {path}"),
+        }
+    }
+
+    #[test]
+    fn only_root_and_uptime_are_public() {
+        for path in ["/", "/uptime"] {
+            let (_, meta) = found(Method::Get, path);
+            assert!(!meta.authenticated && !meta.https_redirect, "{path}");
+        }
+        for (method, path) in [
+            (Method::Post, "/api/v1/instances"),
+            (Method::Get, "/api/v1/instances"),
+            (Method::Delete, "/api/v1/instances/x"),
+            (Method::Put, "/api/v1/instances/x/heartbeat"),
+            (Method::Get, "/api/v1/services"),
+            (Method::Get, "/api/v1/services/s"),
+            (Method::Get, "/eureka/v2/apps"),
+            (Method::Get, "/eureka/apps/delta"),
+            (Method::Put, "/api/eureka/t/v2/apps/A/i/status"),
+            (Method::Get, "/eureka/v2/svips/v"),
+        ] {
+            let (_, meta) = found(method, path);
+            assert!(meta.authenticated && meta.https_redirect, "{path}");
+        }
+    }
+
+    #[test]
+    fn operations_are_named_across_protocols() {
+        for (method, path, name) in [
+            (Method::Get, "/", "Root"),
+            (Method::Head, "/uptime", "Uptime"),
+            (Method::Post, "/api/v1/instances", "Register"),
+            (Method::Post, "/eureka/v2/apps/A", "Register"),
+            (Method::Put, "/api/v1/instances/x/heartbeat", "Renew"),
+            (Method::Put, "/eureka/apps/A/i", "Renew"),
+            (Method::Delete, "/api/v1/instances/x", "Deregister"),
+            (Method::Delete, "/api/eureka/t/v2/apps/A/i", "Deregister"),
+            (Method::Get, "/api/v1/instances", "ListInstances"),
+            (Method::Get, "/api/v1/services", "ListServices"),
+            (Method::Get, "/api/v1/services/s", "ListServiceInstances"),
+            (Method::Get, "/eureka/v2/apps", "Apps"),
+            (Method::Get, "/eureka/v2/apps/delta", "AppsDelta"),
+            (Method::Post, "/eureka/v2/apps/delta", "Register"),
+            (Method::Get, "/eureka/v2/apps/A", "App"),
+            (Method::Get, "/eureka/v2/apps/A/i", "GetInfo"),
+            (Method::Get, "/eureka/v2/instances/i", "GetInfo"),
+            (Method::Delete, "/eureka/v2/apps/A/i/status", "SetStatus"),
+            (
+                Method::Put,
+                "/eureka/v2/apps/A/i/metadata",
+                "UpdateMetadata",
+            ),
+            (Method::Get, "/eureka/v2/vips/v", "Vips"),
+        ] {
+            assert_eq!(found(method, path).1.operation.name(), name, "{path}");
+        }
+        assert_eq!(Operation::NotFound.name(), "NotFound");
+    }
+}

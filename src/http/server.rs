@@ -711,6 +711,47 @@ mod tests {
     }
 
     #[test]
+    fn large_bodies_are_spliced_not_copied() {
+        static PAGE: [u8; 8192] = [b'x'; 8192];
+        let mut output = Output::default();
+        let owned = vec![b'y'; 100_000];
+        let owned_at = owned.as_ptr();
+        output.push(Response::json(200, owned), false, ConnectionHeader::None);
+        output.push(
+            Response::static_body(200, "text/html", &PAGE),
+            false,
+            ConnectionHeader::None,
+        );
+        output.push(
+            Response::json(200, b"small".to_vec()),
+            false,
+            ConnectionHeader::None,
+        );
+        assert!(
+            output.bytes.len() < 1000,
+            "only heads and small bodies are copied"
+        );
+        assert!(output.bytes.ends_with(b"small"));
+        assert_eq!(output.spliced.len(), 2);
+        assert_eq!(
+            output.spliced[0].1.as_bytes().as_ptr(),
+            owned_at,
+            "moved, not copied"
+        );
+        assert_eq!(output.spliced[1].1.as_bytes().as_ptr(), PAGE.as_ptr());
+        assert_eq!(output.spliced_bytes, 108_192);
+        // A HEAD answer carries the length of the body it does not send.
+        let mut head = Output::default();
+        head.push(
+            Response::json(200, vec![0; 5000]),
+            true,
+            ConnectionHeader::None,
+        );
+        assert!(head.spliced.is_empty());
+        assert!(String::from_utf8_lossy(&head.bytes).contains("Content-Length: 5000\r\n"));
+    }
+
+    #[test]
     fn a_wake_from_a_plain_thread_answers_the_waiting_request() {
         let server = TestServer::start(Duration::from_secs(60));
         let mut client = server.client();

@@ -139,3 +139,25 @@ impl Wakeup {
         !self.shared.over.load(Ordering::Acquire)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakeups_go_anywhere_and_outlive_their_waiter() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Wakeup>();
+        let (waiter, wakeup) = Waiter::new(Instant::now(), |end| {
+            Response::json(200, format!("{end:?}").into_bytes())
+        });
+        assert!(wakeup.is_waiting());
+        assert!(!waiter.is_woken());
+        wakeup.wake();
+        wakeup.clone().wake();
+        assert!(waiter.is_woken());
+        assert_eq!(waiter.finish(WaitEnd::Woken).body.as_bytes(), b"Woken");
+        assert!(!wakeup.is_waiting(), "over once answered");
+        wakeup.wake();
+    }
+}

@@ -139,9 +139,10 @@ where
     Ok(may::go!(move || acceptor.run()))
 }
 
-/// Says when the open-file limit would stop accepts before the connection limit; called once at
-/// startup, after the `listening` line.
-pub fn warn_if_descriptors_run_out(options: AcceptOptions) {
+/// Raises the soft open-file limit toward the hard one, as far as `options.max_connections`
+/// needs (the hard limit is the operator's; the soft one is often left at a default of 1024),
+/// and warns when even the hard limit is short: accepts would fail before the connection limit.
+pub fn provide_descriptors(options: AcceptOptions) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -151,12 +152,30 @@ pub fn warn_if_descriptors_run_out(options: AcceptOptions) {
         return;
     }
     let wanted = (options.max_connections as u64).saturating_add(RESERVED_DESCRIPTORS);
-    if limit.rlim_cur != libc::RLIM_INFINITY && wanted > limit.rlim_cur {
+    if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= wanted {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: if limit.rlim_max == libc::RLIM_INFINITY {
+            wanted
+        } else {
+            wanted.min(limit.rlim_max)
+        },
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we pass; raising the soft limit up to the hard one is
+    // always permitted.
+    let available = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        raised.rlim_cur
+    } else {
+        limit.rlim_cur
+    };
+    if available < wanted {
         crate::warn!(
             "the open-file limit is below the connection limit: accepts fail before it",
             "listener" => options.name,
             "max_connections" => options.max_connections,
-            "open_file_limit" => limit.rlim_cur
+            "open_file_limit" => available
         );
     }
 }
@@ -184,6 +203,8 @@ where
                     }
                 }
                 Err(e) if concerns_one_connection(&e) => self.errors.note("accept failed", &e),
+                // Out of descriptors or memory at shutdown: what is still queued is left.
+                Err(_) if stopping => return,
                 Err(e) => {
                     self.errors.note("accept failed", &e);
                     let pause = self.errors.next_backoff();
@@ -244,5 +265,47 @@ where
             }
         }
         let _ = socket.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_back_off_and_are_counted_between_lines() {
+        let mut errors = AcceptErrors::new("test");
+        let pauses: Vec<Duration> = (0..10).map(|_| errors.next_backoff()).collect();
+        assert_eq!(pauses[0], FIRST_ACCEPT_BACKOFF);
+        assert_eq!(pauses[1], FIRST_ACCEPT_BACKOFF * 2);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*pauses.last().unwrap(), MAX_ACCEPT_BACKOFF);
+        errors.accepted();
+        assert_eq!(errors.next_backoff(), FIRST_ACCEPT_BACKOFF);
+
+        let error = std::io::Error::from_raw_os_error(libc::EMFILE);
+        errors.note("accept failed", &error);
+        let first_line = errors.last_line;
+        for _ in 0..50 {
+            errors.note("accept failed", &error);
+        }
+        assert_eq!(
+            errors.last_line, first_line,
+            "no second line within a second"
+        );
+        assert_eq!(errors.suppressed, 50);
+        errors.last_line = first_line.and_then(|at| at.checked_sub(ACCEPT_ERROR_LOG_INTERVAL));
+        errors.note("accept failed", &error);
+        assert_eq!(errors.suppressed, 0, "the next line counts them");
+    }
+
+    #[test]
+    fn errors_about_one_connection_do_not_pause_accepting() {
+        let aborted = std::io::Error::from(ErrorKind::ConnectionAborted);
+        assert!(concerns_one_connection(&aborted));
+        for resource in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            let error = std::io::Error::from_raw_os_error(resource);
+            assert!(!concerns_one_connection(&error), "{error}");
+        }
     }
 }

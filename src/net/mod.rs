@@ -11,7 +11,8 @@
 //! - [`spawn_acceptor`]: the accept loop: the connection limit (over it, the protocol's refusal is
 //!   written and the connection closed), backoff on accept errors with at most one log line a
 //!   second, and at shutdown the connections already queued are taken and served before the
-//!   listener closes.
+//!   listener closes. [`provide_descriptors`] raises the soft open-file limit to what the
+//!   connection limit needs, as far as the hard limit allows.
 //!
 //! A protocol provides a closure that serves one [`Link`] on its own coroutine.
 
@@ -19,6 +20,6 @@ mod acceptor;
 mod connections;
 mod stream;
 
-pub use acceptor::{spawn_acceptor, warn_if_descriptors_run_out, AcceptOptions};
+pub use acceptor::{provide_descriptors, spawn_acceptor, AcceptOptions};
 pub use connections::{Connections, Link};
 pub use stream::Stream;

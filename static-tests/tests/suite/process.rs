@@ -641,3 +641,48 @@ fn sigterm_answers_every_request_already_received() {
     );
     assert_eq!(server.wait_exit(Duration::from_secs(6)), Some(0));
 }
+
+#[test]
+fn access_lines_name_the_operation_of_the_route() {
+    let server = Server::start(&["--log_level", "debug"]);
+    let id = server
+        .post_json("/api/v1/instances", &registration("ops", "h:1", ""))
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let heartbeat = format!("/api/v1/instances/{id}/heartbeat");
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/uptime"),
+        ("PUT", heartbeat.as_str()),
+        ("GET", "/api/v1/services/ops"),
+        ("GET", "/eureka/v2/apps/delta"),
+        ("GET", "/nowhere"),
+        ("PATCH", "/api/v1/services"),
+    ] {
+        server.request(method, path, &[], None);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = server.stderr();
+    for (path, operation) in [
+        ("/api/v1/instances", "Register"),
+        ("/", "Root"),
+        ("/uptime", "Uptime"),
+        (heartbeat.as_str(), "Renew"),
+        ("/api/v1/services/ops", "ListServiceInstances"),
+        ("/eureka/v2/apps/delta", "AppsDelta"),
+        ("/nowhere", "NotFound"),
+        ("/api/v1/services", "NotFound"),
+    ] {
+        let field = format!("path=\"{path}\"");
+        let line = lines
+            .iter()
+            .find(|l| l.contains("msg=\"request\"") && l.contains(&field))
+            .unwrap_or_else(|| panic!("no access line for {path}: {lines:#?}"));
+        assert!(
+            line.contains(&format!("operation=\"{operation}\"")),
+            "{path} is {operation}: {line}"
+        );
+    }
+}
