@@ -3,7 +3,7 @@
 use super::cache::{Built, Key, View};
 use super::error::*;
 use super::json::{self, nesting_within, write_string as write_str, MAX_JSON_DEPTH};
-use super::{Api, Context};
+use super::{yield_every, Api, Context};
 use crate::http::request::Request;
 use crate::http::response::Response;
 use crate::http::router::{first_value, parse_query};
@@ -254,7 +254,6 @@ fn cached_service_body(
         namespace: &ctx.namespace,
         service,
         view,
-        index: api.registry.service_index(&ctx.namespace, service),
     };
     let now = || api.registry.clock().monotonic_nanos();
     api.cache.get_or_build(key, &now, || {
@@ -388,16 +387,18 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
         Err(error) => return failure(&error, 500, INSTANCE_ENUMERATION),
     };
     let mut body = b"{\"instances\":[".to_vec();
-    for (i, instance) in snapshot
-        .instances
-        .iter()
-        .filter(|i| selected(i))
-        .enumerate()
-    {
-        if i > 0 {
+    let mut written = 0;
+    for (i, instance) in snapshot.instances.iter().enumerate() {
+        // Every instance looked at counts toward a yield, matched or not.
+        yield_every(i);
+        if !selected(instance) {
+            continue;
+        }
+        if written > 0 {
             body.push(b',');
         }
         write_instance(&mut body, instance, projection);
+        written += 1;
     }
     body.extend_from_slice(b"]}");
     Response::json(200, body)

@@ -16,6 +16,7 @@
 //! mutexes (a coroutine waiting for one parks; its worker serves others) and look again before
 //! building.
 
+use crate::registry::index::ChangeIndex;
 use crate::registry::store::Change;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -118,27 +119,35 @@ pub struct Key<'a> {
     /// Ignored for whole-namespace views.
     pub service: &'a str,
     pub view: View,
-    /// The change index read before the store (see the module doc).
-    pub index: u64,
 }
 
 pub struct ResponseCache {
+    index: Arc<ChangeIndex>,
     entries: Mutex<HashMap<Arc<str>, NamespaceEntries>>,
     build_locks: Vec<may::sync::Mutex<()>>,
 }
 
-impl Default for ResponseCache {
-    fn default() -> Self {
+impl ResponseCache {
+    /// A cache whose bodies are keyed on `index`.
+    pub fn new(index: Arc<ChangeIndex>) -> ResponseCache {
         ResponseCache {
+            index,
             entries: Mutex::new(HashMap::new()),
             build_locks: (0..BUILD_LOCKS)
                 .map(|_| may::sync::Mutex::new(()))
                 .collect(),
         }
     }
-}
 
-impl ResponseCache {
+    /// The change index a body of `key` depends on, now.
+    fn index_of(&self, key: Key) -> u64 {
+        if key.view.is_per_service() {
+            self.index.service(key.namespace, key.service)
+        } else {
+            self.index.namespace(key.namespace)
+        }
+    }
+
     /// A fresh cached body, or the one `build` makes (at monotonic time `now()`), which is then
     /// cached. Concurrent callers for one key build it once.
     pub fn get_or_build<E>(
@@ -147,12 +156,14 @@ impl ResponseCache {
         now: &dyn Fn() -> u64,
         build: impl FnOnce() -> Result<Built, E>,
     ) -> Result<Option<Arc<[u8]>>, E> {
-        if let Some(body) = self.get(key, now()) {
+        if let Some(body) = self.get(key, self.index_of(key), now()) {
             return Ok(Some(body));
         }
         let _building = self.build_lock(key).lock();
+        // Read before the store: a change from here on leaves the body behind the index.
+        let index = self.index_of(key);
         // Someone else may have built it while this caller waited.
-        if let Some(body) = self.get(key, now()) {
+        if let Some(body) = self.get(key, index, now()) {
             return Ok(Some(body));
         }
         let started = now();
@@ -172,7 +183,7 @@ impl ResponseCache {
             key,
             Cached {
                 body: body.clone(),
-                index: key.index,
+                index,
                 fresh_until,
             },
         );
@@ -193,19 +204,25 @@ impl ResponseCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A fresh cached body for the key, if there is one.
-    fn get(&self, key: Key, now: u64) -> Option<Arc<[u8]>> {
+    /// A fresh cached body for the key at this index, if there is one.
+    fn get(&self, key: Key, index: u64, now: u64) -> Option<Arc<[u8]>> {
         let entries = self.lock();
         let namespace = entries.get(key.namespace)?;
         let cached = match key.view.service_slot() {
             Some(slot) => namespace.services.get(key.service)?[slot].as_ref(),
             None => namespace.whole[key.view.namespace_slot()].as_ref(),
         }?;
-        (cached.index == key.index && now <= cached.fresh_until).then(|| cached.body.clone())
+        (cached.index == index && now <= cached.fresh_until).then(|| cached.body.clone())
     }
 
+    /// Stores a body unless a change came in since its index was read. The check is made under
+    /// the entries' lock, and a change moves the index before [`Self::on_change`] takes that lock,
+    /// so a body is either refused here or freed there: none outlives its namespace.
     fn put(&self, key: Key, cached: Cached) {
         let mut entries = self.lock();
+        if self.index_of(key) != cached.index {
+            return;
+        }
         let namespace = entries.entry(Arc::from(key.namespace)).or_default();
         match key.view.service_slot() {
             Some(slot) => {
@@ -252,13 +269,23 @@ mod tests {
         }
     }
 
-    fn key(service: &'static str, view: View, index: u64) -> Key<'static> {
+    fn key(service: &'static str, view: View) -> Key<'static> {
         Key {
             namespace: "ns",
             service,
             view,
-            index,
         }
+    }
+
+    fn cache() -> (ResponseCache, Arc<ChangeIndex>) {
+        let index = Arc::new(ChangeIndex::default());
+        (ResponseCache::new(index.clone()), index)
+    }
+
+    /// A change of `service`, as the registry reports it: the index moves, then the cache hears.
+    fn changed(cache: &ResponseCache, index: &ChangeIndex, service: &str) {
+        index.changed(&Arc::from("ns"), &[&Arc::from(service)]);
+        cache.on_change(&change(service));
     }
 
     fn build(cache: &ResponseCache, key: Key, now: u64, body: &'static [u8]) -> Arc<[u8]> {
@@ -272,66 +299,83 @@ mod tests {
 
     #[test]
     fn bodies_are_keyed_on_the_index_and_age() {
-        let cache = ResponseCache::default();
-        build(&cache, key("s", View::Service, 5), 0, b"five");
-        assert_eq!(
-            &*build(&cache, key("s", View::Service, 5), 10, b"x"),
-            b"five"
-        );
-        assert_eq!(
-            &*build(&cache, key("s", View::Service, 6), 10, b"six"),
-            b"six"
-        );
+        let (cache, index) = cache();
+        let k = key("s", View::Service);
+        build(&cache, k, 0, b"first");
+        assert_eq!(&*build(&cache, k, 10, b"x"), b"first");
+        index.changed(&Arc::from("ns"), &[&Arc::from("s")]);
+        assert_eq!(&*build(&cache, k, 10, b"second"), b"second");
         let old = MAX_AGE.as_nanos() as u64 + 11;
-        assert_eq!(
-            &*build(&cache, key("s", View::Service, 6), old, b"new"),
-            b"new"
-        );
+        assert_eq!(&*build(&cache, k, old, b"third"), b"third");
     }
 
     #[test]
     fn a_body_is_stale_at_its_earliest_deadline() {
-        let cache = ResponseCache::default();
-        let k = key("s", View::Service, 1);
+        let (cache, _) = cache();
+        let k = key("s", View::Service);
         cache
             .get_or_build(k, &|| 0, || {
                 Ok::<_, ()>(Built::Cacheable(b"a".to_vec(), Some(500)))
             })
             .unwrap();
-        assert!(cache.get(k, 500).is_some());
-        assert!(cache.get(k, 501).is_none());
+        let at = cache.index_of(k);
+        assert!(cache.get(k, at, 500).is_some());
+        assert!(cache.get(k, at, 501).is_none());
     }
 
     #[test]
     fn a_change_frees_its_service_and_the_namespace_documents_only() {
-        let cache = ResponseCache::default();
-        build(&cache, key("s", View::Service, 1), 0, b"s");
-        build(&cache, key("t", View::Service, 1), 0, b"t");
-        let whole = key("", View::EurekaApps(Format::Xml), 1);
+        let (cache, index) = cache();
+        // Both services were registered: the index knows them.
+        changed(&cache, &index, "s");
+        changed(&cache, &index, "t");
+        build(&cache, key("s", View::Service), 0, b"s");
+        build(&cache, key("t", View::Service), 0, b"t");
+        let whole = key("", View::EurekaApps(Format::Xml));
         build(&cache, whole, 0, b"all");
-        cache.on_change(&change("s"));
-        assert!(cache.get(key("s", View::Service, 1), 1).is_none());
-        assert!(cache.get(key("t", View::Service, 1), 1).is_some());
-        assert!(cache.get(whole, 1).is_none());
+        changed(&cache, &index, "s");
+        assert_eq!(&*build(&cache, key("t", View::Service), 1, b"new"), b"t");
+        assert_eq!(&*build(&cache, key("s", View::Service), 1, b"new"), b"new");
+        assert_eq!(&*build(&cache, whole, 1, b"new"), b"new");
+    }
+
+    #[test]
+    fn a_body_built_across_a_change_is_not_kept() {
+        let (cache, index) = cache();
+        let k = key("s", View::Service);
+        let answered = cache.get_or_build(k, &|| 0, || {
+            // The last instance leaves while the body is built.
+            changed(&cache, &index, "s");
+            Ok::<_, ()>(Built::Cacheable(b"old".to_vec(), None))
+        });
+        assert_eq!(
+            answered.unwrap().as_deref(),
+            Some(&b"old"[..]),
+            "answered once"
+        );
+        assert!(
+            cache.lock().is_empty(),
+            "and not kept for a namespace that is gone"
+        );
     }
 
     #[test]
     fn absent_and_empty_bodies_are_not_cached() {
-        let cache = ResponseCache::default();
-        let absent = cache.get_or_build(key("t", View::Service, 1), &|| 1, || {
+        let (cache, _) = cache();
+        let absent = cache.get_or_build(key("t", View::Service), &|| 1, || {
             Ok::<_, ()>(Built::Absent)
         });
         assert_eq!(absent, Ok(None));
         let empty = || Ok::<_, ()>(Built::Uncacheable(b"{}".to_vec()));
-        let answered = cache.get_or_build(key("", View::EurekaHashCode, 1), &|| 1, empty);
+        let answered = cache.get_or_build(key("", View::EurekaHashCode), &|| 1, empty);
         assert_eq!(answered.unwrap().as_deref(), Some(&b"{}"[..]));
         assert!(cache.lock().is_empty(), "nothing cached");
     }
 
     #[test]
     fn slow_builds_are_served_longer() {
-        let cache = ResponseCache::default();
-        let k = key("", View::EurekaApps(Format::Json), 1);
+        let (cache, _) = cache();
+        let k = key("", View::EurekaApps(Format::Json));
         let clock = std::sync::atomic::AtomicU64::new(0);
         let two_seconds = 2_000_000_000;
         let now = || clock.load(std::sync::atomic::Ordering::SeqCst);
@@ -341,7 +385,8 @@ mod tests {
                 Ok::<_, ()>(Built::Cacheable(b"big".to_vec(), None))
             })
             .unwrap();
-        assert!(cache.get(k, two_seconds + 15 * 1_000_000_000).is_some());
-        assert!(cache.get(k, two_seconds + 17 * 1_000_000_000).is_none());
+        let at = cache.index_of(k);
+        assert!(cache.get(k, at, two_seconds + 15 * 1_000_000_000).is_some());
+        assert!(cache.get(k, at, two_seconds + 17 * 1_000_000_000).is_none());
     }
 }

@@ -242,7 +242,7 @@ pub struct Api {
 impl Api {
     pub fn new(store: Arc<dyn Store>, auth: Authenticator, require_https: bool) -> Api {
         let registry = Registry::new(store);
-        let cache = Arc::new(ResponseCache::default());
+        let cache = Arc::new(ResponseCache::new(registry.change_index()));
         let listener = cache.clone();
         registry.subscribe(Box::new(move |change| listener.on_change(change)));
         Api {
@@ -381,6 +381,17 @@ impl Handler for Api {
             );
         }
         Reply::Now(response)
+    }
+}
+
+/// Instances rendered between two yields of a long render, so one request for a large list does
+/// not hold its worker while other connections wait.
+const RENDER_YIELD_EVERY: usize = 256;
+
+/// Lets other coroutines of this worker run every [`RENDER_YIELD_EVERY`] steps of a long loop.
+pub(crate) fn yield_every(step: usize) {
+    if step % RENDER_YIELD_EVERY == RENDER_YIELD_EVERY - 1 {
+        may::coroutine::yield_now();
     }
 }
 

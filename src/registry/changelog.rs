@@ -22,8 +22,11 @@ use std::time::Duration;
 pub const RETENTION: Duration = Duration::from_secs(180);
 /// Most bytes all change logs together may hold (entries and their bookkeeping).
 pub const MAX_CHANGE_LOG_BYTES: usize = 64 * 1024 * 1024;
-/// What one queued entry costs besides its instance: the queue item and the map slot.
-const ENTRY_OVERHEAD_BYTES: usize = 128;
+/// What one kept entry costs besides its instance: its map slot.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+/// What one item of the age queue costs. Items are charged to the budget too: an id changed a
+/// million times leaves one entry but a million items until they age out or are evicted.
+const QUEUE_ITEM_BYTES: usize = 64;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -133,7 +136,7 @@ impl Journal {
     }
 
     /// Drops entries older than the retention at monotonic time `now`.
-    fn prune(&mut self, budget: &ChangeBudget, now: u64) {
+    pub fn prune(&mut self, budget: &ChangeBudget, now: u64) {
         let retention = RETENTION.as_nanos() as u64;
         self.latest.retain(|_, entry| {
             let keep = now.saturating_sub(entry.at) <= retention;
@@ -228,6 +231,7 @@ impl ChangeBudget {
             journal: Arc::downgrade(journal),
             id: queued.id,
         });
+        self.add(QUEUE_ITEM_BYTES);
         self.drain(|_| self.bytes() > self.limit_bytes);
     }
 
@@ -251,6 +255,7 @@ impl ChangeBudget {
                 }
             };
             let Some(item) = item else { return };
+            self.release(QUEUE_ITEM_BYTES);
             if let Some(journal) = item.journal.upgrade() {
                 lock(&journal).evict(self, &item.id, item.seq);
             }
@@ -386,7 +391,8 @@ mod tests {
 
     #[test]
     fn the_budget_evicts_the_oldest_entries_of_any_namespace() {
-        let one = instance("probe", "UP").approximate_bytes() + ENTRY_OVERHEAD_BYTES;
+        let one =
+            instance("probe", "UP").approximate_bytes() + ENTRY_OVERHEAD_BYTES + QUEUE_ITEM_BYTES;
         let budget = ChangeBudget::new(3 * one);
         let journals: Vec<_> = (0..5).map(|_| followed()).collect();
         for (i, journal) in journals.iter().enumerate() {
@@ -426,6 +432,29 @@ mod tests {
             );
         }
         let one = a.approximate_bytes() + ENTRY_OVERHEAD_BYTES;
-        assert_eq!(budget.bytes(), one);
+        assert_eq!(budget.bytes(), one + 100 * QUEUE_ITEM_BYTES);
+    }
+
+    #[test]
+    fn one_id_changed_without_end_stays_within_the_budget() {
+        let limit = 64 * 1024;
+        let budget = ChangeBudget::new(limit);
+        let journal = followed();
+        let a = instance("a", "UP");
+        for version in 1..=100_000 {
+            record(
+                &budget,
+                &journal,
+                Some(&a),
+                &a,
+                ChangeKind::Modified,
+                version,
+                version,
+            );
+        }
+        assert!(budget.bytes() <= limit, "{} bytes", budget.bytes());
+        assert!(budget.queued() <= limit / QUEUE_ITEM_BYTES);
+        let view = lock(&journal).view(&budget, 100_000);
+        assert_eq!(view.entries.len(), 1, "the latest change is kept");
     }
 }

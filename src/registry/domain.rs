@@ -96,6 +96,11 @@ impl Registry {
         self.index.service(namespace, service)
     }
 
+    /// The change index itself, for the caches keyed on it.
+    pub fn change_index(&self) -> Arc<ChangeIndex> {
+        self.index.clone()
+    }
+
     /// Adds a consumer of the store's change events (response caches).
     pub fn subscribe(&self, listener: Listener) {
         self.store.subscribe(listener);

@@ -40,6 +40,9 @@ use std::time::Duration;
 
 /// Shards per namespace. A power of two well above the core counts this runs on.
 const SHARDS_PER_NAMESPACE: usize = 16;
+/// Expired instances removed under one shard lock before the lock is released and the caller
+/// yields.
+const EXPIRE_BATCH: usize = 512;
 /// How often the reaper removes expired instances; the contract asks for "within a second".
 pub const REAP_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -423,7 +426,7 @@ impl MemoryStore {
                     namespace.tombstones.fetch_sub(dropped, Ordering::SeqCst);
                 }
             }
-            lock(&namespace.journal).view(&self.budget, now);
+            lock(&namespace.journal).prune(&self.budget, now);
             self.drop_if_empty(&namespace);
         }
     }
@@ -449,8 +452,7 @@ impl MemoryStore {
         let now = self.clock.monotonic_nanos();
         let mut earliest_left = u64::MAX;
         for shard in namespace.existing_shards() {
-            let mut done = Vec::new();
-            {
+            let due = {
                 let mut shard = lock(shard);
                 if now <= shard.earliest_deadline {
                     earliest_left = earliest_left.min(shard.earliest_deadline);
@@ -467,28 +469,41 @@ impl MemoryStore {
                 }
                 shard.earliest_deadline = earliest;
                 earliest_left = earliest_left.min(earliest);
-                for id in due {
-                    let Some(entry) = shard.remove(&id) else {
-                        continue;
-                    };
-                    namespace.count.fetch_sub(1, Ordering::SeqCst);
-                    let version = self.issue();
-                    let mut last = (*entry.instance).clone();
-                    last.version = version;
-                    let last = Arc::new(last);
-                    let expired_at = entry.deadline.map(|d| self.unix_millis_at(d, now));
-                    self.keep_tombstone(namespace, &mut shard, &last, expired_at, now);
-                    let queued =
-                        self.journal(namespace, Some(&entry.instance), &last, ChangeKind::Expired);
-                    done.push(Done {
-                        events: vec![(last, ChangeKind::Expired)],
-                        queued,
-                        deadline: None,
-                    });
+                due
+            };
+            // In batches, each under the lock once, with a yield between them: a request that
+            // reaps (a delta, a registration at capacity) lets the other connections of its
+            // worker run, and writers of the shard wait for one batch at most.
+            for batch in due.chunks(EXPIRE_BATCH) {
+                let mut done = Vec::with_capacity(batch.len());
+                {
+                    let mut shard = lock(shard);
+                    for id in batch {
+                        // Re-registered since the scan: no longer due.
+                        if shard.get(id).is_none_or(|e| e.live(now)) {
+                            continue;
+                        }
+                        let Some(entry) = shard.remove(id) else {
+                            continue;
+                        };
+                        namespace.count.fetch_sub(1, Ordering::SeqCst);
+                        // An expiry keeps the record's version (cluster contract §6, rule 4).
+                        let last = entry.instance;
+                        let expired_at = entry.deadline.map(|d| self.unix_millis_at(d, now));
+                        self.keep_tombstone(namespace, &mut shard, &last, expired_at, now);
+                        let queued =
+                            self.journal(namespace, Some(&last), &last, ChangeKind::Expired);
+                        done.push(Done {
+                            events: vec![(last, ChangeKind::Expired)],
+                            queued,
+                            deadline: None,
+                        });
+                    }
                 }
-            }
-            for done in done {
-                self.finish(namespace, done, Origin::Local);
+                for done in done {
+                    self.finish(namespace, done, Origin::Local);
+                }
+                may::coroutine::yield_now();
             }
         }
         self.schedule(
@@ -575,9 +590,12 @@ impl MemoryStore {
         }
     }
 
+    fn wall_millis(&self) -> u64 {
+        (self.clock.unix_nanos() / 1_000_000).max(0) as u64
+    }
+
     fn issue(&self) -> Version {
-        self.versions
-            .issue((self.clock.unix_nanos() / 1_000_000).max(0) as u64)
+        self.versions.issue(self.wall_millis())
     }
 
     /// Records a change in the namespace's journal; call with the shard lock held, so readers
@@ -774,7 +792,7 @@ impl MemoryStore {
         if previous.is_none() {
             self.admit(namespace, false)?;
         }
-        self.versions.observe(instance.version);
+        self.versions.observe(instance.version, self.wall_millis());
         if let Some(r) = remaining.filter(|_| !instance.never_expires()) {
             instance
                 .last_heartbeat
@@ -817,7 +835,7 @@ impl MemoryStore {
         if !accept {
             return (Applied::Ignored, None);
         }
-        self.versions.observe(tombstone.version);
+        self.versions.observe(tombstone.version, self.wall_millis());
         let retention = self.config.tombstone_retention.unwrap_or(Duration::ZERO);
         let kept = KeptTombstone {
             tombstone: tombstone.clone(),
@@ -850,11 +868,13 @@ impl MemoryStore {
         let mut last = (*entry.instance).clone();
         last.version = tombstone.version;
         let last = Arc::new(last);
-        let queued = if entry.live(now) {
-            self.journal(namespace, Some(&entry.instance), &last, kind)
+        // An entry past its deadline that the reaper had not removed yet ends as an expiry.
+        let kind = if entry.live(now) {
+            kind
         } else {
-            None
+            ChangeKind::Expired
         };
+        let queued = self.journal(namespace, Some(&entry.instance), &last, kind);
         let done = Done {
             events: vec![(last, kind)],
             queued,

@@ -11,6 +11,9 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// How far ahead of the wall clock an observed version may be and still be followed.
+pub const MAX_OBSERVED_LEAD: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Bits of the logical counter below the milliseconds.
 const COUNTER_BITS: u32 = 16;
 
@@ -103,8 +106,15 @@ impl HybridClock {
         }
     }
 
-    /// Takes note of a version made elsewhere, so that every later issued one is greater.
-    pub fn observe(&self, version: Version) {
+    /// Takes note of a version made elsewhere, so that every later issued one is greater; at
+    /// wall-clock milliseconds `wall_millis` now. A version more than [`MAX_OBSERVED_LEAD`] ahead
+    /// of the wall clock is not followed (a peer with a broken clock must not pin this node's
+    /// clock at the end of time); it still orders as what it is.
+    pub fn observe(&self, version: Version, wall_millis: u64) {
+        let lead_millis = MAX_OBSERVED_LEAD.as_millis() as u64;
+        if version.millis() > wall_millis.saturating_add(lead_millis) {
+            return;
+        }
         self.last.fetch_max(version.clock, Ordering::AcqRel);
     }
 }
@@ -137,10 +147,19 @@ mod tests {
             clock: 5_000 << COUNTER_BITS | 3,
             node: 9,
         };
-        clock.observe(remote);
+        clock.observe(remote, 5_000);
         let next = clock.issue(10);
         assert!(next > remote);
         assert_eq!(next.clock, remote.clock + 1);
+        let broken = Version {
+            clock: u64::MAX,
+            node: 9,
+        };
+        clock.observe(broken, 5_000);
+        assert!(
+            clock.issue(6_000).millis() == 6_000,
+            "a far-future clock is not followed"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod xml;
 use super::cache::{Built, Key, View};
 use super::error::{failure, registration_error};
 use super::json::{ordered_members, push_string, OrderedObject};
+use super::yield_every;
 use super::{Api, Context};
 use crate::http::request::Request;
 use crate::http::response::{Body, Response};
@@ -156,15 +157,10 @@ fn cached_document(
     build: &dyn Fn(&mut Apps, u64) -> Vec<u8>,
     format: Format,
 ) -> Result<Option<Arc<[u8]>>, Error> {
-    let index = match service {
-        Some(service) => api.registry.service_index(&ctx.namespace, service),
-        None => api.registry.namespace_index(&ctx.namespace),
-    };
     let key = Key {
         namespace: &ctx.namespace,
         service: service.unwrap_or(""),
         view,
-        index,
     };
     let now = || api.registry.clock().monotonic_nanos();
     api.cache.get_or_build(key, &now, || {
@@ -183,17 +179,6 @@ fn cached_document(
             (_, false) => Built::Cacheable(build(&mut apps, version), snapshot.stale_after),
         })
     })
-}
-
-/// Instances rendered between two yields of a long render, so one request for a large list does
-/// not hold its worker while other connections wait.
-const RENDER_YIELD_EVERY: usize = 256;
-
-/// Lets other coroutines of this worker run every [`RENDER_YIELD_EVERY`] steps of a long loop.
-fn yield_every(step: usize) {
-    if step % RENDER_YIELD_EVERY == RENDER_YIELD_EVERY - 1 {
-        may::coroutine::yield_now();
-    }
 }
 
 /// `GET E/apps` and `E/apps/`: every instance of the namespace, all statuses.
@@ -244,7 +229,6 @@ fn delta(api: &Api, ctx: &Context, format: Format) -> Response {
         namespace: &ctx.namespace,
         service: "",
         view: View::EurekaDelta(format),
-        index: api.registry.namespace_index(&ctx.namespace),
     };
     let now = || api.registry.clock().monotonic_nanos();
     let built = api.cache.get_or_build(key, &now, || {
