@@ -693,6 +693,20 @@ impl MemoryStore {
         instance.version = self.issue();
         instance.registration = instance.version;
         let deadline = self.deadline(&instance, now);
+        Ok(self.put_live(namespace, &mut shard, instance, deadline, previous, kind))
+    }
+
+    /// Stores a live record in its shard (whose lock the caller holds) after `previous` was
+    /// removed from it, and journals the change.
+    fn put_live(
+        &self,
+        namespace: &Namespace,
+        shard: &mut Shard,
+        instance: Instance,
+        deadline: Option<u64>,
+        previous: Option<Arc<Instance>>,
+        kind: ChangeKind,
+    ) -> Done {
         let instance = Arc::new(instance);
         shard.insert(
             Entry {
@@ -704,18 +718,18 @@ impl MemoryStore {
         let queued = self.journal(namespace, previous.as_ref(), &instance, kind);
         let mut events = Vec::with_capacity(2);
         if let Some(previous) = previous {
-            // Defensive: neither id scheme lets an id change service, but if one did, the old
-            // service must hear that the instance left it.
+            // Neither id scheme lets an id change service, but a record from elsewhere could:
+            // the old service must hear that the instance left it.
             if previous.service_name != instance.service_name {
                 events.push((previous, ChangeKind::Deregistered));
             }
         }
         events.push((instance, kind));
-        Ok(Done {
+        Done {
             events,
             queued,
             deadline,
-        })
+        }
     }
 
     fn try_register(&self, call: &Call, instance: &Instance) -> Result<Arc<Instance>> {
@@ -803,20 +817,7 @@ impl MemoryStore {
         } else {
             deadline
         };
-        let instance = Arc::new(instance);
-        shard.insert(
-            Entry {
-                instance: instance.clone(),
-                deadline,
-            },
-            &namespace.tombstones,
-        );
-        let queued = self.journal(namespace, previous.as_ref(), &instance, kind);
-        let done = Done {
-            events: vec![(instance, kind)],
-            queued,
-            deadline,
-        };
+        let done = self.put_live(namespace, &mut shard, instance, deadline, previous, kind);
         Ok((Applied::Accepted, Some(done)))
     }
 
@@ -989,22 +990,16 @@ impl Store for MemoryStore {
             }
             changed.version = self.issue();
             let deadline = self.deadline(&changed, now);
-            let changed = Arc::new(changed);
             // Remove and insert, so the secondary indexes follow a changed Eureka field.
             let previous = shard.remove(id).map(|e| e.instance);
-            shard.insert(
-                Entry {
-                    instance: changed.clone(),
-                    deadline,
-                },
-                &ns.tombstones,
-            );
-            let queued = self.journal(&ns, previous.as_ref(), &changed, ChangeKind::Modified);
-            Done {
-                events: vec![(changed, ChangeKind::Modified)],
-                queued,
+            self.put_live(
+                &ns,
+                &mut shard,
+                changed,
                 deadline,
-            }
+                previous,
+                ChangeKind::Modified,
+            )
         };
         // An instance leaving OUT_OF_SERVICE gets a deadline again.
         self.schedule(&ns, done.deadline);
