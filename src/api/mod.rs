@@ -369,6 +369,7 @@ impl Handler for Api {
                 &[
                     ("method", &request.method_text),
                     ("path", &request.path),
+                    ("query", &request.query.as_deref().unwrap_or("")),
                     ("status", &response.status),
                     ("bytes", &response.body.as_bytes().len()),
                     ("micros", &started.elapsed().as_micros()),
@@ -376,6 +377,11 @@ impl Handler for Api {
                         "namespace",
                         &namespace.as_ref().map_or("", Namespace::as_str),
                     ),
+                    (
+                        "client",
+                        &request.peer.map_or_else(String::new, |p| p.to_string()),
+                    ),
+                    ("user_agent", &request.header("user-agent").unwrap_or("")),
                     ("operation", &operation.name()),
                 ],
             );
