@@ -369,7 +369,6 @@ impl Handler for Api {
                 &[
                     ("method", &request.method_text),
                     ("path", &request.path),
-                    ("query", &request.query.as_deref().unwrap_or("")),
                     ("status", &response.status),
                     ("bytes", &response.body.as_bytes().len()),
                     ("micros", &started.elapsed().as_micros()),
@@ -377,6 +376,8 @@ impl Handler for Api {
                         "namespace",
                         &namespace.as_ref().map_or("", Namespace::as_str),
                     ),
+                    // Later fields come after the first ones, so readers matching `path=… status=…` still work.
+                    ("query", &request.query.as_deref().unwrap_or("")),
                     (
                         "client",
                         &request.peer.map_or_else(String::new, |p| p.to_string()),
