@@ -376,7 +376,8 @@ impl Handler for Api {
                         "namespace",
                         &namespace.as_ref().map_or("", Namespace::as_str),
                     ),
-                    // Later fields come after the first ones, so readers matching `path=… status=…` still work.
+                    // Later fields come after the first ones, so that readers matching
+                    // `path=… status=…` keep working.
                     ("query", &request.query.as_deref().unwrap_or("")),
                     (
                         "client",
