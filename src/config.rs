@@ -73,18 +73,18 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "default_ttl", kind: Kind::Duration, default: "30s", secret: false, help: "TTL of a registration that gives none; within [min_ttl, max_ttl]" },
     OptionSpec { name: "min_ttl", kind: Kind::Duration, default: "10s", secret: false, help: "smallest TTL; shorter requests are raised to it" },
     OptionSpec { name: "max_ttl", kind: Kind::Duration, default: "10m", secret: false, help: "largest TTL; longer requests are lowered to it" },
-    OptionSpec { name: "store", kind: Kind::Text, default: "inmem", secret: false, help: "inmem or redis" },
-    OptionSpec { name: "store_address", kind: Kind::Text, default: "", secret: false, help: "Redis host:port, required with --store redis" },
-    OptionSpec { name: "store_password", kind: Kind::Text, default: "", secret: true, help: "Redis AUTH password (sent only if non-empty)" },
-    OptionSpec { name: "replication", kind: Kind::Bool, default: "false", secret: false, help: "replicate the in-memory store between cluster peers" },
-    OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", secret: false, help: "replication listener port, 0..65535" },
-    OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "how long startup waits for the initial peer sync" },
-    OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", secret: false, help: "shared directory for cluster membership files" },
-    OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", secret: false, help: "minimal healthy cluster size (reported in /uptime only)" },
-    OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL: mirror its endpoints read-only" },
-    OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API" },
-    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env)" },
-    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json files to mirror read-only" },
+    OptionSpec { name: "store", kind: Kind::Text, default: "inmem", secret: false, help: "inmem or redis (redis: not available yet)" },
+    OptionSpec { name: "store_address", kind: Kind::Text, default: "", secret: false, help: "Redis host:port, required with --store redis (not available yet)" },
+    OptionSpec { name: "store_password", kind: Kind::Text, default: "", secret: true, help: "Redis AUTH password, sent only if non-empty (not available yet)" },
+    OptionSpec { name: "replication", kind: Kind::Bool, default: "false", secret: false, help: "replicate the in-memory store between cluster peers (not available yet)" },
+    OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", secret: false, help: "replication listener port, 0..65535 (not available yet)" },
+    OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "how long startup waits for the initial peer sync (not available yet)" },
+    OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", secret: false, help: "shared directory for cluster membership files (not available yet)" },
+    OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", secret: false, help: "minimal healthy cluster size, reported in /uptime only (not available yet)" },
+    OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL: mirror its endpoints read-only (not available yet)" },
+    OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API (not available yet)" },
+    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env; not available yet)" },
+    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json files to mirror read-only (not available yet)" },
 ];
 
 /// The largest `--max_body_size`: 1 GiB. A body is held whole in memory before it is decoded.
@@ -98,7 +98,7 @@ const MAX_CONNECTIONS_LIMIT: i64 = 1_000_000;
 const TOKEN_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "secret", kind: Kind::Text, default: "", secret: true, help: "the registry's --jwt_secret, required" },
     OptionSpec { name: "namespace", kind: Kind::Text, default: "", secret: false, help: "the namespace claim, required (a valid namespace name)" },
-    OptionSpec { name: "ttl", kind: Kind::Duration, default: "", secret: false, help: "lifetime, > 0: the token expires then (exp claim); empty: never" },
+    OptionSpec { name: "ttl", kind: Kind::Duration, default: "", secret: false, help: "lifetime, > 0: the token expires then (exp claim); empty: it never expires, with a warning on stderr" },
 ];
 
 // The sidecar's options (sidecar.md §2: `--register`, `--service`, `--registry_url`, the secret

@@ -28,6 +28,10 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
 /// about 6 MiB of idle RSS and 10 ms of startup; more are made on demand.
 const COROUTINE_POOL_CAPACITY: usize = 64;
 
+/// Printed on stderr when `a8registry token` mints a token without `--ttl`.
+const NEVER_EXPIRES_WARNING: &str = "a8registry token: warning: without --ttl the token never \
+expires; it stays valid until the registry's --jwt_secret changes";
+
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_signal: libc::c_int) {
@@ -87,11 +91,16 @@ fn main() -> ExitCode {
         } => {
             let mut claims = serde_json::Map::new();
             claims.insert("namespace".into(), namespace.as_str().into());
-            if let Some(ttl) = ttl {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+            match ttl {
+                Some(ttl) => {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    claims.insert("exp".into(), now.saturating_add(ttl.as_secs()).into());
+                }
+                // Allowed, but a leaked token without an expiry works until the secret changes:
+                // say so where the operator sees it, outside the token on stdout.
+                None => eprintln!("{NEVER_EXPIRES_WARNING}"),
             }
             println!("{}", auth::jwt::sign(&claims, secret.expose().as_bytes()));
             ExitCode::SUCCESS

@@ -21,6 +21,27 @@ if ! "$venv/bin/python" -c 'import py_eureka_client' >/dev/null 2>&1; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$PY_EUREKA_CLIENT"
 fi
 
+# Prometheus, whose Eureka service discovery is another real third-party client: Debian's
+# package, installed when missing (CI runs as root on a fresh Debian machine; elsewhere sudo).
+if ! command -v prometheus >/dev/null 2>&1; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "run.sh: prometheus is missing; install it as root: apt-get install prometheus" >&2
+      exit 1
+    fi
+    as_root=(sudo)
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends prometheus
+  # Where systemd runs, the package starts its own service on port 9090 of every interface; the
+  # tests start their own process on 127.0.0.1 and need no service.
+  if [ -d /run/systemd/system ]; then
+    "${as_root[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
 cargo build --release --bin a8registry
 export A8REGISTRY_BIN="$PWD/target/release/a8registry"
 

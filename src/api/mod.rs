@@ -376,6 +376,14 @@ impl Handler for Api {
                         "namespace",
                         &namespace.as_ref().map_or("", Namespace::as_str),
                     ),
+                    // Later fields come after the first ones, so that readers matching
+                    // `path=… status=…` keep working.
+                    ("query", &request.query.as_deref().unwrap_or("")),
+                    (
+                        "client",
+                        &request.peer.map_or_else(String::new, |p| p.to_string()),
+                    ),
+                    ("user_agent", &request.header("user-agent").unwrap_or("")),
                     ("operation", &operation.name()),
                 ],
             );

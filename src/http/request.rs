@@ -132,6 +132,8 @@ pub struct Request {
     pub declared_length: Option<usize>,
     /// The connection stays open after the response.
     pub keep_alive: bool,
+    /// The client's address, filled in by the connection (the decoder knows no socket).
+    pub peer: Option<std::net::SocketAddr>,
     /// The body's share of the [`BodyBudget`].
     body_charge: BodyCharge,
 }
@@ -460,6 +462,7 @@ fn parse_head(
         body: Vec::new(),
         declared_length: content_length,
         keep_alive,
+        peer: None,
         body_charge: BodyCharge::default(),
     });
     Ok((request, framing))

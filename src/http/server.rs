@@ -105,6 +105,7 @@ impl Server {
     /// Serves one connection until it closes; runs on the connection's own coroutine.
     pub fn serve(&self, link: Link) {
         let _ = link.stream().socket().set_nodelay(true);
+        let peer = link.stream().socket().peer_addr().ok();
         let mut connection = Connection {
             link,
             server: self,
@@ -114,6 +115,7 @@ impl Server {
             end: 0,
             output: Output::default(),
             counted: false,
+            peer,
         };
         let end = connection.serve_requests();
         if let Ok(End::Linger) = end {
@@ -252,6 +254,8 @@ struct Connection<'a> {
     output: Output,
     /// Counted in `server.in_flight` since the first byte of the current request.
     counted: bool,
+    /// The client's address, read once, for the requests' access log lines.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Connection<'_> {
@@ -351,7 +355,8 @@ impl Connection<'_> {
     }
 
     /// Answers one request into the output buffer.
-    fn answer(&mut self, request: Box<Request>) -> std::io::Result<Answered> {
+    fn answer(&mut self, mut request: Box<Request>) -> std::io::Result<Answered> {
+        request.peer = self.peer;
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive;
         let version_minor = request.version_minor;

@@ -52,22 +52,22 @@ struct PortView<'a> {
 enum PortValue<'a> {
     /// As registered: a JSON number stays a number.
     Registered(&'a PortNumber),
-    /// Taken from a URL endpoint: rendered as a JSON string.
-    FromUrl(&'a str),
+    /// Taken from the endpoint value (a URL or `host:port`): rendered as a JSON string.
+    FromEndpoint(&'a str),
 }
 
 impl PortValue<'_> {
     fn text(&self) -> String {
         match self {
             PortValue::Registered(number) => number.text(),
-            PortValue::FromUrl(text) => text.to_string(),
+            PortValue::FromEndpoint(text) => text.to_string(),
         }
     }
 }
 
 /// Every field of spec 4.6, defaults overlaid with the registration.
 struct View<'a> {
-    instance_id: Option<&'a str>,
+    instance_id: &'a str,
     host_name: &'a str,
     app: &'a str,
     app_group_name: &'a str,
@@ -103,8 +103,7 @@ fn millis(unix_nanos: i64) -> i64 {
     }
 }
 
-/// `scheme://host:port…` → (scheme, host, port); anything else → `None` (spec 4.6: no port is
-/// extracted from `host:port` values).
+/// `scheme://host:port…` → (scheme, host, port); anything else → `None` (spec 4.6).
 fn split_url(value: &str) -> Option<(&str, &str, &str)> {
     let (scheme, rest) = value.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
@@ -115,24 +114,61 @@ fn split_url(value: &str) -> Option<(&str, &str, &str)> {
     Some((scheme, host, port))
 }
 
+/// The most digits a `host:port` port may have (65535).
+const MAX_PORT_DIGITS: usize = 5;
+
+/// `host:port` → (host, port) when `host` is a name, an IPv4 literal or a bracketed IPv6 literal
+/// (returned without its brackets) and `port` a decimal 1..65535 (returned without leading
+/// zeros); anything else → `None`, and the value is rendered whole (spec D37, 4.6).
+fn split_host_port(value: &str) -> Option<(&str, &str)> {
+    let (host, port) = match value.strip_prefix('[') {
+        Some(bracketed) => {
+            let (literal, rest) = bracketed.split_once(']')?;
+            literal.parse::<std::net::Ipv6Addr>().ok()?;
+            (literal, rest.strip_prefix(':')?)
+        }
+        None => {
+            let (host, port) = value.split_once(':')?;
+            let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+            if host.is_empty() || !host.bytes().all(name_byte) {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    let digits = !port.is_empty()
+        && port.len() <= MAX_PORT_DIGITS
+        && port.bytes().all(|b| b.is_ascii_digit());
+    if !digits || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return None;
+    }
+    Some((host, port.trim_start_matches('0')))
+}
+
 fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
-    let mut host = instance.endpoint.value.as_str();
+    let value = instance.endpoint.value.as_str();
+    let mut host = value;
     let mut port = None;
     let mut secure_port = None;
-    if let Some((scheme, url_host, url_port)) = split_url(&instance.endpoint.value) {
-        host = url_host;
+    let split = split_url(value)
+        .map(|(scheme, host, port)| (scheme.eq_ignore_ascii_case("https"), host, port))
+        .or_else(|| split_host_port(value).map(|(host, port)| (false, host, port)));
+    if let Some((https_url, endpoint_host, endpoint_port)) = split {
+        host = endpoint_host;
         let rendered = Some(PortView {
             enabled: true,
-            value: Some(PortValue::FromUrl(url_port)),
+            value: Some(PortValue::FromEndpoint(endpoint_port)),
         });
-        if scheme.eq_ignore_ascii_case("https") || instance.endpoint.kind == EndpointType::Https {
+        if https_url || instance.endpoint.kind == EndpointType::Https {
             secure_port = rendered;
         } else {
             port = rendered;
         }
     }
     let mut view = View {
-        instance_id: None,
+        // D37: the registry id keeps two instances on one host apart in a client's map; a
+        // Eureka registration's own `instanceId` replaces it (step 2).
+        instance_id: &instance.id,
         ip_addr: host,
         host_name: host,
         app: &instance.service_name,
@@ -166,7 +202,9 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
 }
 
 fn overlay<'a>(view: &mut View<'a>, fields: &'a EurekaFields) {
-    view.instance_id = fields.instance_id();
+    if let Some(id) = fields.instance_id() {
+        view.instance_id = id;
+    }
     view.host_name = fields.host_name();
     view.app = fields.app();
     if let Some(group) = fields.app_group_name() {
@@ -219,7 +257,7 @@ fn json_port(out: &mut Vec<u8>, key: &str, port: &PortView) {
             out.extend_from_slice(b",\"$\":");
             json_str(out, t);
         }
-        Some(PortValue::FromUrl(t)) => {
+        Some(PortValue::FromEndpoint(t)) => {
             out.extend_from_slice(b",\"$\":");
             json_str(out, t);
         }
@@ -230,14 +268,9 @@ fn json_port(out: &mut Vec<u8>, key: &str, port: &PortView) {
 
 /// Writes the JSON instance object (without a wrapper), keys in the order of spec 4.6.
 fn write_json(out: &mut Vec<u8>, v: &View<'_>) {
-    out.push(b'{');
-    if let Some(id) = v.instance_id {
-        out.extend_from_slice(b"\"instanceId\":");
-        json_str(out, id);
-        out.push(b',');
-    }
-    out.extend_from_slice(b"\"hostName\":");
-    json_str(out, v.host_name);
+    out.extend_from_slice(b"{\"instanceId\":");
+    json_str(out, v.instance_id);
+    json_key_str(out, "hostName", v.host_name);
     json_key_str(out, "app", v.app);
     json_key_str(out, "appGroupName", v.app_group_name);
     json_key_str(out, "ipAddr", v.ip_addr);
@@ -306,9 +339,7 @@ fn xml_port(out: &mut Vec<u8>, name: &str, port: &PortView) {
 /// Writes the `<instance>` element, children in Netflix's order (spec 4.7).
 fn write_xml(out: &mut Vec<u8>, v: &View<'_>) {
     out.extend_from_slice(b"<instance>");
-    if let Some(id) = v.instance_id {
-        xml_element(out, "instanceId", id);
-    }
+    xml_element(out, "instanceId", v.instance_id);
     xml_element(out, "hostName", v.host_name);
     xml_element(out, "app", v.app);
     xml_element(out, "ipAddr", v.ip_addr);
@@ -530,15 +561,99 @@ mod tests {
         i
     }
 
+    fn rendered(format: Format, i: &Instance) -> String {
+        let mut out = Vec::new();
+        write_instance(&mut out, format, i, Action::Added);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn amalgam8_instance_renders_as_the_contract_example() {
         let i = a8_instance(EndpointType::Tcp, "x:1");
-        let mut out = Vec::new();
-        write_instance(&mut out, Format::Json, &i, Action::Added);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"hostName":"x:1","app":"s0","appGroupName":"UNKNOWN","ipAddr":"x:1","vipAddress":"s0","status":"UP","overriddenstatus":"UNKNOWN","countryId":1,"dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},"leaseInfo":{"renewalIntervalInSecs":30,"durationInSecs":30,"registrationTimestamp":1795355906245,"lastRenewalTimestamp":1795355931118,"evictionTimestamp":0,"serviceUpTimestamp":1795355906245},"isCoordinatingDiscoveryServer":"false","lastUpdatedTimestamp":"1795355906245","lastDirtyTimestamp":"1795355906245","actionType":"ADDED"}"#
+            rendered(Format::Json, &i),
+            r#"{"instanceId":"id","hostName":"x","app":"s0","appGroupName":"UNKNOWN","ipAddr":"x","vipAddress":"s0","status":"UP","overriddenstatus":"UNKNOWN","countryId":1,"port":{"@enabled":"true","$":"1"},"dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},"leaseInfo":{"renewalIntervalInSecs":30,"durationInSecs":30,"registrationTimestamp":1795355906245,"lastRenewalTimestamp":1795355931118,"evictionTimestamp":0,"serviceUpTimestamp":1795355906245},"isCoordinatingDiscoveryServer":"false","lastUpdatedTimestamp":"1795355906245","lastDirtyTimestamp":"1795355906245","actionType":"ADDED"}"#
         );
+        assert_eq!(
+            rendered(Format::Xml, &i),
+            r#"<instance><instanceId>id</instanceId><hostName>x</hostName><app>s0</app><ipAddr>x</ipAddr><status>UP</status><overriddenstatus>UNKNOWN</overriddenstatus><port enabled="true">1</port><countryId>1</countryId><dataCenterInfo class="com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"><name>MyOwn</name></dataCenterInfo><leaseInfo><renewalIntervalInSecs>30</renewalIntervalInSecs><durationInSecs>30</durationInSecs><registrationTimestamp>1795355906245</registrationTimestamp><lastRenewalTimestamp>1795355931118</lastRenewalTimestamp><evictionTimestamp>0</evictionTimestamp><serviceUpTimestamp>1795355906245</serviceUpTimestamp></leaseInfo><appGroupName>UNKNOWN</appGroupName><vipAddress>s0</vipAddress><isCoordinatingDiscoveryServer>false</isCoordinatingDiscoveryServer><lastUpdatedTimestamp>1795355906245</lastUpdatedTimestamp><lastDirtyTimestamp>1795355906245</lastDirtyTimestamp><actionType>ADDED</actionType></instance>"#
+        );
+    }
+
+    #[test]
+    fn host_port_values_are_split_into_host_and_port() {
+        for (value, host, port) in [
+            ("10.0.0.5:9080", "10.0.0.5", "9080"),
+            ("reviews.default.svc:80", "reviews.default.svc", "80"),
+            ("my_host-1:65535", "my_host-1", "65535"),
+            ("[2001:db8::5]:9080", "2001:db8::5", "9080"),
+            ("[::1]:1", "::1", "1"),
+            ("h:0080", "h", "80"),
+        ] {
+            assert_eq!(split_host_port(value), Some((host, port)), "{value}");
+        }
+        for value in [
+            "justahost",
+            "h:99999",
+            "h:65536",
+            "h:0",
+            "h:000",
+            "h:x",
+            "h:",
+            ":80",
+            "h:+80",
+            "h:8 0",
+            "a:b:80",
+            "2001:db8::5:9080",
+            "[2001:db8::5]",
+            "[2001:db8::5]9080",
+            "[not-ipv6]:80",
+            "[fe80::1%eth0]:80",
+            "h o:80",
+            "h/x:80",
+            "",
+        ] {
+            assert_eq!(split_host_port(value), None, "{value}");
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_host_port_stay_whole_without_a_port() {
+        for value in ["justahost", "h:99999", "h:x"] {
+            let text = rendered(Format::Json, &a8_instance(EndpointType::Tcp, value));
+            let host = format!(r#""hostName":"{value}","#);
+            assert!(text.contains(&host), "{text}");
+            assert!(text.contains(&format!(r#""ipAddr":"{value}","#)), "{text}");
+            assert!(!text.contains("Port\""), "{text}");
+            assert!(!text.contains("\"port\""), "{text}");
+        }
+    }
+
+    #[test]
+    fn ipv6_and_https_endpoints() {
+        let i = a8_instance(EndpointType::Http, "[2001:db8::5]:9080");
+        let text = rendered(Format::Json, &i);
+        assert!(text.contains(r#""hostName":"2001:db8::5","#), "{text}");
+        assert!(text.contains(r#""ipAddr":"2001:db8::5","#), "{text}");
+        assert!(
+            text.contains(r#""port":{"@enabled":"true","$":"9080"}"#),
+            "{text}"
+        );
+
+        let i = a8_instance(EndpointType::Https, "10.0.0.5:8443");
+        let json = rendered(Format::Json, &i);
+        assert!(
+            json.contains(r#""securePort":{"@enabled":"true","$":"8443"}"#),
+            "{json}"
+        );
+        assert!(!json.contains("\"port\""), "{json}");
+        let xml = rendered(Format::Xml, &i);
+        assert!(
+            xml.contains(r#"<securePort enabled="true">8443</securePort>"#),
+            "{xml}"
+        );
+        assert!(xml.contains("<hostName>10.0.0.5</hostName>"), "{xml}");
+        assert!(!xml.contains("<port "), "{xml}");
     }
 
     #[test]

@@ -829,3 +829,39 @@ fn jwt_with_a_crit_header_is_refused() {
         200
     );
 }
+
+#[test]
+fn a_token_without_ttl_never_expires_and_the_tool_warns() {
+    let (code, token, stderr) =
+        run_to_exit(&["token", "--secret", SECRET, "--namespace", "n"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("never expires"),
+        "{stderr:?}"
+    );
+    // The token alone is on stdout, and it has no expiry.
+    assert_eq!(token.lines().count(), 1, "{token:?}");
+    let payload: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.trim().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(payload.get("exp").is_none(), "{payload}");
+    // With a lifetime there is no warning; --help says what an empty one means.
+    let (code, _, stderr) = run_to_exit(
+        &[
+            "token",
+            "--secret",
+            SECRET,
+            "--namespace",
+            "n",
+            "--ttl",
+            "1h",
+        ],
+        &[],
+    );
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    let (_, help, _) = run_to_exit(&["token", "--help"], &[]);
+    assert!(help.contains("never expires, with a warning"), "{help}");
+}

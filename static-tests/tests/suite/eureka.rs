@@ -1332,3 +1332,81 @@ fn eureka_ids_of_different_apps_never_collide() {
     );
     assert_eq!(put(&format!("/api/v1/instances/{encoded}/heartbeat")), 410);
 }
+
+/// The Amalgam8 registration of `service` at a `kind` endpoint `value`; returns its id.
+fn a8_register(server: &Server, service: &str, kind: &str, value: &str) -> String {
+    let body = json!({"service_name": service, "endpoint": {"type": kind, "value": value}});
+    let r = server.post_json("/api/v1/instances", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+/// D37: an Amalgam8 instance at `host:port` is listed with the host in `hostName` and `ipAddr`,
+/// the port in `port` (or `securePort` for https), and the registry id as `instanceId`, in JSON
+/// and in XML; a value that is not `host:port` stays whole, without a port.
+#[test]
+fn amalgam8_host_port_endpoints_render_as_callable_eureka_instances() {
+    let server = Server::start(&[]);
+    let first = a8_register(&server, "reviews", "http", "10.0.0.5:9080");
+    let second = a8_register(&server, "reviews", "http", "10.0.0.5:9081");
+    let ipv6 = a8_register(&server, "reviews", "tcp", "[2001:db8::7]:7000");
+    let secure = a8_register(&server, "reviews", "https", "web.example.com:8443");
+    let plain = a8_register(&server, "reviews", "tcp", "justahost");
+    let out_of_range = a8_register(&server, "reviews", "tcp", "h:99999");
+
+    let app = get_json(&server, "/eureka/v2/apps/reviews").json();
+    let listed = app["application"]["instance"].as_array().unwrap();
+    let by_id = |id: &str| {
+        listed
+            .iter()
+            .find(|i| i["instanceId"] == id)
+            .unwrap_or_else(|| panic!("no instanceId {id} in {app}"))
+            .clone()
+    };
+    for (id, host, port) in [
+        (&first, "10.0.0.5", "9080"),
+        (&second, "10.0.0.5", "9081"),
+        (&ipv6, "2001:db8::7", "7000"),
+    ] {
+        let i = by_id(id);
+        assert_eq!(i["hostName"], host, "{i}");
+        assert_eq!(i["ipAddr"], host, "{i}");
+        assert_eq!(i["port"], json!({"@enabled": "true", "$": port}), "{i}");
+        assert!(i.get("securePort").is_none(), "{i}");
+    }
+    let i = by_id(&secure);
+    assert_eq!(i["hostName"], "web.example.com");
+    assert_eq!(i["securePort"], json!({"@enabled": "true", "$": "8443"}));
+    assert!(i.get("port").is_none(), "{i}");
+    for (id, value) in [(&plain, "justahost"), (&out_of_range, "h:99999")] {
+        let i = by_id(id);
+        assert_eq!(i["hostName"], value, "{i}");
+        assert_eq!(i["ipAddr"], value, "{i}");
+        assert!(
+            i.get("port").is_none() && i.get("securePort").is_none(),
+            "{i}"
+        );
+    }
+
+    // The same in XML, on every list route; the hash code counts the six instances.
+    let xml = server.get("/eureka/apps").text();
+    for piece in [
+        format!("<instanceId>{first}</instanceId><hostName>10.0.0.5</hostName><app>reviews</app><ipAddr>10.0.0.5</ipAddr><status>UP</status><overriddenstatus>UNKNOWN</overriddenstatus><port enabled=\"true\">9080</port><countryId>"),
+        format!("<instanceId>{second}</instanceId><hostName>10.0.0.5</hostName>"),
+        "<port enabled=\"true\">9081</port>".to_string(),
+        format!("<instanceId>{ipv6}</instanceId><hostName>2001:db8::7</hostName>"),
+        "<securePort enabled=\"true\">8443</securePort>".to_string(),
+        format!("<instanceId>{plain}</instanceId><hostName>justahost</hostName><app>reviews</app><ipAddr>justahost</ipAddr><status>UP</status><overriddenstatus>UNKNOWN</overriddenstatus><countryId>"),
+        "<apps__hashcode>UP_6_</apps__hashcode>".to_string(),
+    ] {
+        assert!(xml.contains(&piece), "{piece} not in {xml}");
+    }
+    // Deltas render the same way (the change log started with the first Eureka read above).
+    let later = a8_register(&server, "ratings", "http", "10.0.0.6:9080");
+    let delta = get_json(&server, "/eureka/apps/delta").json();
+    let i = instance_in(&delta, &later);
+    assert_eq!(
+        (&i["hostName"], &i["port"]["$"]),
+        (&json!("10.0.0.6"), &json!("9080"))
+    );
+}

@@ -8,4 +8,5 @@ mod expiry;
 mod framing;
 mod hardening;
 mod process;
+mod prometheus;
 mod scratch;

@@ -121,6 +121,41 @@ fn capabilities_not_built_yet_are_refused_not_ignored() {
     }
 }
 
+/// The options of capabilities this build does not have: `--help` says so on each one's line.
+const NOT_AVAILABLE_YET: &[&str] = &[
+    "store",
+    "store_address",
+    "store_password",
+    "replication",
+    "replication_port",
+    "sync_timeout",
+    "cluster_dir",
+    "cluster_size",
+    "k8s_url",
+    "k8s_token",
+    "eureka_url",
+    "fs_catalog",
+];
+
+#[test]
+fn help_says_which_options_are_not_available_yet() {
+    let (code, help, _) = run_to_exit(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = help.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.trim_start().strip_prefix("--") else {
+            continue;
+        };
+        let name = name.split_whitespace().next().unwrap();
+        let described = lines.get(i + 1).copied().unwrap_or_default();
+        assert_eq!(
+            described.contains("not available yet"),
+            NOT_AVAILABLE_YET.contains(&name),
+            "--{name}: {described}"
+        );
+    }
+}
+
 #[test]
 fn negative_capacity_means_unlimited() {
     let server = Server::start_with_env(&[], &[("A8_NAMESPACE_CAPACITY", "-5")]);
@@ -281,6 +316,50 @@ fn logs_in_every_format_with_access_lines_at_debug() {
         .stderr()
         .iter()
         .any(|l| l.contains("/api/v1/services")));
+}
+
+#[test]
+fn access_lines_carry_the_query_the_client_and_the_user_agent() {
+    let server = Server::start(&["--log_level", "debug"]);
+    let mut conn = server.connect();
+    let client = conn.local_addr().unwrap().to_string();
+    send(
+        &mut conn,
+        "GET",
+        "/api/v1/instances?service_name=probe&tags=a,b",
+        &[("User-Agent", "probe/1.0 (\"quoted\")")],
+        None,
+    );
+    assert_eq!(read_response(&mut conn, false).unwrap().status, 200);
+    server.get("/api/v1/services");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let lines = server.stderr();
+        if let Some(line) = lines.iter().find(|l| l.contains("service_name=probe")) {
+            break line.clone();
+        }
+        assert!(Instant::now() < deadline, "no access line in {lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for field in [
+        "path=\"/api/v1/instances\"",
+        "query=\"service_name=probe&tags=a,b\"",
+        &format!("client=\"{client}\""),
+        "user_agent=\"probe/1.0 (\\\"quoted\\\")\"",
+        "operation=\"ListInstances\"",
+    ] {
+        assert!(line.contains(field), "{field} not in {line}");
+    }
+    // Without a query or a User-Agent, the fields are there and empty.
+    let lines = server.stderr();
+    let plain = lines
+        .iter()
+        .find(|l| l.contains("path=\"/api/v1/services\""))
+        .unwrap_or_else(|| panic!("no access line in {lines:?}"));
+    assert!(
+        plain.contains("query=\"\"") && plain.contains("user_agent=\"\""),
+        "{plain}"
+    );
 }
 
 #[test]
