@@ -150,9 +150,16 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
     let mut host = value;
     let mut port = None;
     let mut secure_port = None;
+    // D37 is about instances registered through `/api/v1` (or mirrored): a Eureka registration
+    // brings its own host and ports, and gets no port it did not register.
+    let registered_through_eureka = instance.eureka().is_some();
     let split = split_url(value)
         .map(|(scheme, host, port)| (scheme.eq_ignore_ascii_case("https"), host, port))
-        .or_else(|| split_host_port(value).map(|(host, port)| (false, host, port)));
+        .or_else(|| {
+            split_host_port(value)
+                .filter(|_| !registered_through_eureka)
+                .map(|(host, port)| (false, host, port))
+        });
     if let Some((https_url, endpoint_host, endpoint_port)) = split {
         host = endpoint_host;
         let rendered = Some(PortView {
@@ -201,10 +208,27 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
     view
 }
 
-fn overlay<'a>(view: &mut View<'a>, fields: &'a EurekaFields) {
-    if let Some(id) = fields.instance_id() {
-        view.instance_id = id;
+/// The instance id of a Eureka store id `APP:iid`: what follows the first `:` of the app part,
+/// whose own `:` and `~` are escaped with `~`.
+fn resolved_instance_id(store_id: &str) -> &str {
+    let mut escaped = false;
+    for (at, byte) in store_id.bytes().enumerate() {
+        match (escaped, byte) {
+            (true, _) => escaped = false,
+            (false, b'~') => escaped = true,
+            (false, b':') => return &store_id[at + 1..],
+            _ => {}
+        }
     }
+    store_id
+}
+
+fn overlay<'a>(view: &mut View<'a>, fields: &'a EurekaFields) {
+    // Its own `instanceId`, or the one resolved at registration (the store id after the app), so
+    // that a client renewing by the id it reads reaches the record.
+    view.instance_id = fields
+        .instance_id()
+        .unwrap_or_else(|| resolved_instance_id(view.instance_id));
     view.host_name = fields.host_name();
     view.app = fields.app();
     if let Some(group) = fields.app_group_name() {

@@ -1410,3 +1410,24 @@ fn amalgam8_host_port_endpoints_render_as_callable_eureka_instances() {
         (&json!("10.0.0.6"), &json!("9080"))
     );
 }
+
+#[test]
+fn eureka_registrations_keep_their_own_host_ports_and_resolved_id() {
+    let server = Server::start(&[]);
+    // No instanceId and no port: a host name that looks like host:port must not grow a port,
+    // and the id a client reads must be the one it can renew with.
+    let body = json!({"instance":{"hostName":"h:9","app":"NOID","ipAddr":"10.0.0.9","status":"UP","vipAddress":"noid","dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}}});
+    assert_eq!(register(&server, "/eureka/v2", "NOID", &body).status, 204);
+    let app = get_json(&server, "/eureka/v2/apps/NOID").json();
+    let listed = &app["application"]["instance"][0];
+    assert_eq!(listed["hostName"], "h:9");
+    assert!(
+        listed.get("port").is_none(),
+        "no port was registered: {listed}"
+    );
+    let id = listed["instanceId"].as_str().unwrap().to_string();
+    let renewed = server.request("PUT", &format!("/eureka/v2/apps/NOID/{id}"), &[], None);
+    assert_eq!(renewed.status, 200, "renew by the listed id {id}");
+    let by_id = get_json(&server, &format!("/eureka/v2/instances/{id}"));
+    assert_eq!(by_id.status, 200);
+}
