@@ -42,6 +42,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod registry;
 #[cfg(test)]

@@ -59,6 +59,13 @@ pub const REQUEST_TIMED_OUT: &str = "Request not received in time";
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request, now or after a wait. A panic here is caught and answered with 500.
     fn handle(&self, request: &Request) -> Reply;
+
+    /// Told of each response with a non-zero [`Response::tag`] once it is written: its tag, its
+    /// status, and when its request was complete. Not told of responses that could not be
+    /// written, nor of requests whose client went away while they waited. Must be quick.
+    fn written(&self, tag: u16, status: u16, received: Instant) {
+        let _ = (tag, status, received);
+    }
 }
 
 /// Connection limits.
@@ -167,6 +174,8 @@ struct Output {
     /// (offset in `bytes`, body) in order.
     spliced: Vec<(usize, Body)>,
     spliced_bytes: usize,
+    /// (tag, status, request complete) of the marked responses in the buffer.
+    marked: Vec<(u16, u16, Instant)>,
 }
 
 impl Output {
@@ -180,6 +189,21 @@ impl Output {
     }
 
     fn push(&mut self, response: Response, head_only: bool, connection: ConnectionHeader) {
+        self.push_received(response, head_only, connection, None);
+    }
+
+    /// Adds a response; a marked one with the time its request was complete is remembered for
+    /// [`Handler::written`].
+    fn push_received(
+        &mut self,
+        response: Response,
+        head_only: bool,
+        connection: ConnectionHeader,
+        received: Option<Instant>,
+    ) {
+        if let (Some(received), tag @ 1..) = (received, response.tag) {
+            self.marked.push((tag, response.status, received));
+        }
         write_head(&mut self.bytes, &response, connection);
         if head_only {
             return;
@@ -290,7 +314,7 @@ impl Connection<'_> {
             match decoded {
                 Decoded::Request(request) => {
                     self.set_counted(true);
-                    match self.answer(request)? {
+                    match self.answer(request, Instant::now())? {
                         Answered::KeepOpen => {}
                         Answered::Close => {
                             self.flush()?;
@@ -350,8 +374,8 @@ impl Connection<'_> {
         }
     }
 
-    /// Answers one request into the output buffer.
-    fn answer(&mut self, request: Box<Request>) -> std::io::Result<Answered> {
+    /// Answers one request, complete at `received`, into the output buffer.
+    fn answer(&mut self, request: Box<Request>, received: Instant) -> std::io::Result<Answered> {
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive;
         let version_minor = request.version_minor;
@@ -374,7 +398,8 @@ impl Connection<'_> {
             (true, 0) => ConnectionHeader::KeepAlive,
             (true, _) => ConnectionHeader::None,
         };
-        self.output.push(response, head_only, connection);
+        self.output
+            .push_received(response, head_only, connection, Some(received));
         Ok(if keep_open {
             Answered::KeepOpen
         } else {
@@ -453,7 +478,15 @@ impl Connection<'_> {
             return Ok(());
         }
         let stall_timeout = self.limits().idle_timeout;
-        self.output.write_to(&self.link, stall_timeout)
+        let written = self.output.write_to(&self.link, stall_timeout);
+        let handler = &*self.server.handler;
+        if written.is_ok() {
+            for &(tag, status, received) in &self.output.marked {
+                handler.written(tag, status, received);
+            }
+        }
+        self.output.marked.clear();
+        written
     }
 
     /// Makes room after `end` for a read, moving unconsumed bytes to the front or growing the
