@@ -21,6 +21,19 @@ if ! "$venv/bin/python" -c 'import py_eureka_client' >/dev/null 2>&1; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$PY_EUREKA_CLIENT"
 fi
 
+# Prometheus's promtool and server (Debian's `prometheus` package) for the metrics tests. Any
+# part of the suite that needs the package asks for it here; installing it twice is harmless.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "run.sh: installing Debian's prometheus package" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "run.sh: promtool and prometheus are required (Debian: apt-get install prometheus)" >&2
+    exit 1
+  fi
+fi
+
 cargo build --release --bin a8registry
 export A8REGISTRY_BIN="$PWD/target/release/a8registry"
 

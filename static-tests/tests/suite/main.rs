@@ -7,5 +7,7 @@ mod eureka;
 mod expiry;
 mod framing;
 mod hardening;
+mod metrics;
 mod process;
 mod scratch;
+mod watches;
