@@ -109,10 +109,13 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched, query: Option<&str>) ->
         return Reply::Now(Response::error(400, INVALID_WATCH));
     };
     let namespace = ctx.namespace.as_str();
-    let wanted = match params.index {
-        Some(wanted) if wanted > 0 && wanted >= current_index(api, namespace, &watched) => wanted,
+    let seen = current_index(api, namespace, &watched);
+    // An index ahead of the current one (a client that watched a process before a restart, say)
+    // also waits for the next change rather than for the index to catch up with it.
+    match params.index {
+        Some(wanted) if wanted > 0 && wanted >= seen => {}
         _ => return Reply::Now(answer(api, ctx, &watched)),
-    };
+    }
     let deadline = Instant::now() + params.wait + jitter(params.wait);
     let waiting = WaitingCount::new(&api.watchers);
     let owner = api.me.clone();
@@ -131,8 +134,9 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched, query: Option<&str>) ->
     };
     api.registry
         .watch(namespace, service, Box::new(WakeRequest(wakeup.clone())));
-    // A change between the first read and the registration was not seen by the watches.
-    if current_index(api, namespace, &watched) > wanted {
+    // A change between the first read and the registration was not seen by the watches; the
+    // index never goes back, so a higher one means it moved.
+    if current_index(api, namespace, &watched) > seen {
         wakeup.wake();
     }
     Reply::Wait(waiter)
