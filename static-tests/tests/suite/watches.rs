@@ -589,3 +589,26 @@ fn ten_thousand_watchers_are_woken_by_one_change() {
         metric(&server, "a8registry_watchers") == 0.0
     });
 }
+
+#[test]
+fn an_index_ahead_of_the_current_one_waits_for_the_next_change() {
+    // A client that kept the index of a process that has since restarted.
+    let server = Server::start(&[]);
+    let current = index_of(&server.get(INSTANCES));
+    let mut conn = server.connect();
+    let ahead = current + 1_000_000;
+    send(
+        &mut conn,
+        "GET",
+        &format!("/api/v1/services/a?index={ahead}&wait={LONG_WAIT}"),
+        &[],
+        None,
+    );
+    assert!(still_waiting(&mut conn, Duration::from_millis(300)));
+    let r = server.post_json(INSTANCES, &registration("a", "10.0.0.1:80", ""));
+    assert_eq!(r.status, 201);
+    let r = finish_get(&mut conn, WOKEN_WITHIN);
+    assert_eq!(r.status, 200);
+    let index = index_of(&r);
+    assert!(index > current && index < ahead, "{index}");
+}
