@@ -109,12 +109,14 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched, query: Option<&str>) ->
         return Reply::Now(Response::error(400, INVALID_WATCH));
     };
     let namespace = ctx.namespace.as_str();
-    let seen = current_index(api, namespace, &watched);
     // An index ahead of the current one (a client that watched a process before a restart, say)
     // also waits for the next change rather than for the index to catch up with it.
-    match params.index {
-        Some(wanted) if wanted > 0 && wanted >= seen => {}
-        _ => return Reply::Now(answer(api, ctx, &watched)),
+    let Some(wanted) = params.index.filter(|&index| index > 0) else {
+        return Reply::Now(answer(api, ctx, &watched));
+    };
+    let seen = current_index(api, namespace, &watched);
+    if wanted < seen {
+        return Reply::Now(answer(api, ctx, &watched));
     }
     let deadline = Instant::now() + params.wait + jitter(params.wait);
     let waiting = WaitingCount::new(&api.watchers);
