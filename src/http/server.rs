@@ -611,12 +611,17 @@ mod tests {
         wakeups: Mutex<Sender<Wakeup>>,
         wait_for: Duration,
         freed: Arc<AtomicUsize>,
+        /// (tag, status) of every response the server said was written.
+        written: Arc<Mutex<Vec<(u16, u16)>>>,
     }
 
     impl Handler for TestHandler {
         fn handle(&self, request: &Request) -> Reply {
             if request.path != "/wait" && request.path != "/wake-at-once" {
-                return Reply::Now(Response::json(200, b"now".to_vec()));
+                let mut response = Response::json(200, b"now".to_vec());
+                // `/now` is marked for `written`; other paths are not.
+                response.tag = if request.path == "/now" { 7 } else { 0 };
+                return Reply::Now(response);
             }
             let guard = DropCounter(self.freed.clone());
             let (waiter, wakeup) = Waiter::new(Instant::now() + self.wait_for, move |end| {
@@ -632,7 +637,15 @@ mod tests {
                 wakeup.wake();
             }
             let _ = self.wakeups.lock().unwrap().send(wakeup);
-            Reply::Wait(waiter)
+            Reply::Wait(waiter.map(|mut response| {
+                response.tag = 9;
+                response
+            }))
+        }
+
+        fn written(&self, tag: u16, status: u16, received: Instant) {
+            assert!(received <= Instant::now());
+            self.written.lock().unwrap().push((tag, status));
         }
     }
 
@@ -641,6 +654,7 @@ mod tests {
         connections: Connections,
         wakeups: Receiver<Wakeup>,
         freed: Arc<AtomicUsize>,
+        written: Arc<Mutex<Vec<(u16, u16)>>>,
         acceptor: may::coroutine::JoinHandle<()>,
     }
 
@@ -656,10 +670,12 @@ mod tests {
             let address = listener.local_addr().unwrap();
             let (sender, wakeups) = channel();
             let freed = Arc::new(AtomicUsize::new(0));
+            let written = Arc::new(Mutex::new(Vec::new()));
             let handler = Arc::new(TestHandler {
                 wakeups: Mutex::new(sender),
                 wait_for,
                 freed: freed.clone(),
+                written: written.clone(),
             });
             let limits = Limits {
                 max_body_bytes: 1024,
@@ -685,6 +701,7 @@ mod tests {
                 connections,
                 wakeups,
                 freed,
+                written,
                 acceptor,
             }
         }
@@ -865,5 +882,33 @@ mod tests {
         let mut admitted = server.client();
         admitted.write_all(get("/now").as_bytes()).unwrap();
         assert_eq!(read_response(&mut admitted).1, "now");
+    }
+
+    #[test]
+    fn the_handler_is_told_of_marked_responses_once_written() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let mut client = server.client();
+        let pipelined = format!("{}{}{}", get("/now"), get("/unmarked"), get("/wait"));
+        client.write_all(pipelined.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut client).1, "now");
+        assert_eq!(read_response(&mut client).1, "now");
+        let wakeup = server.next_wakeup();
+        eventually("the first answer is reported", || {
+            *server.written.lock().unwrap() == [(7, 200)]
+        });
+        wakeup.wake();
+        assert_eq!(read_response(&mut client).1, "woken");
+        eventually("the waiting request's answer is reported", || {
+            *server.written.lock().unwrap() == [(7, 200), (9, 200)]
+        });
+        // A waiting request whose client goes away is never reported.
+        let gone = server.client();
+        (&gone).write_all(get("/wait").as_bytes()).unwrap();
+        let _wakeup = server.next_wakeup();
+        drop(gone);
+        eventually("the waiter is freed", || {
+            server.freed.load(Ordering::SeqCst) == 2
+        });
+        assert_eq!(server.written.lock().unwrap().len(), 2);
     }
 }
