@@ -44,6 +44,9 @@ const VECTORED_BODY_MIN_BYTES: usize = 4096;
 const MAX_SPLICED_BODIES: usize = 16;
 /// Output buffer capacity kept after a write; a larger one (many pipelined answers) is freed.
 const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
+/// Marked responses remembered per write whose room is kept after it (many pipelined answers
+/// free theirs).
+const MARKED_RETAINED: usize = 64;
 /// After a response that closes the connection, how long unread client bytes are read and dropped
 /// before the socket closes (closing with unread bytes resets the connection, which can destroy
 /// the response before the client reads it), and how many at most.
@@ -486,6 +489,9 @@ impl Connection<'_> {
             }
         }
         self.output.marked.clear();
+        if self.output.marked.capacity() > MARKED_RETAINED {
+            self.output.marked = Vec::new();
+        }
         written
     }
 
