@@ -18,10 +18,12 @@
 //!   the open connections with their deadlines, woken by one timer thread.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder, body memory budget),
 //!   `response`, `router` (routes with metadata), `server` (one coroutine per connection, time
-//!   limits, graceful drain) and `wait` (replies that wait to be woken).
+//!   limits, graceful drain, telling the handler when a response is written) and `wait` (replies
+//!   that wait to be woken).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
 //!   paths; `model` decodes registrations and derives store ids, `xml` reads and writes Netflix's
-//!   XML, `render` draws Netflix's JSON and XML), `ops` (`/uptime`), `cache` (serialised bodies
+//!   XML, `render` draws Netflix's JSON and XML), `ops` (`/uptime`, `/ready`, `/metrics`),
+//!   `watch` (blocking queries: `X-A8-Index`, `index` and `wait`), `cache` (serialised bodies
 //!   keyed on the change index, built once for concurrent readers), `json` (the JSON helpers both
 //!   protocols share), `error` (the texts and the one mapping of registry errors to answers).
 //! - [`auth`]: token extraction and the none | trusted | jwt chain, ending in a validated
@@ -31,8 +33,11 @@
 //!   encodable Eureka fields), `version` (hybrid logical clock + member id), `error` (the one
 //!   error type), `store` (the fallible backend trait, calls with deadlines, change events with
 //!   their origin, lease events, records from elsewhere), `index` (the per-namespace and
-//!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
-//!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
+//!   per-service change index), `watch` (the requests waiting for a change, woken by one plain
+//!   thread), `changelog` (the Eureka change log with its byte budget) and `memory` (the sharded
+//!   TTL map with tombstones and its reaper schedule).
+//! - [`metrics`]: striped counters and histograms, and the Prometheus text exposition with the
+//!   standard `process_*` series; every label value comes from a fixed set or a bounded list.
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
@@ -42,6 +47,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod net;
 pub mod registry;
 #[cfg(test)]

@@ -157,11 +157,13 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     }));
     let authenticator =
         auth::Authenticator::new(config.auth_modes.clone(), config.jwt_secret.expose());
-    let api = Arc::new(api::Api::new(
-        store.clone(),
-        authenticator,
-        config.require_https,
-    ));
+    let api = match api::Api::new(store.clone(), authenticator, config.require_https) {
+        Ok(api) => api,
+        Err(e) => {
+            error!("cannot start the watch thread", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
 
     let housekeeping = Arc::downgrade(&api);
     let pruned = Arc::downgrade(&store);
@@ -206,6 +208,8 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         }
     };
     install_signal_handlers();
+    let counted = connections.clone();
+    api.count_connections(Box::new(move || counted.open()));
     let limits = Limits {
         max_body_bytes: config.max_body_size,
         max_body_memory: config.max_body_memory,

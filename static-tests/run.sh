@@ -10,8 +10,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# The suite opens a thousand concurrent connections; give it descriptors to spare.
-ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+# The suite opens ten thousand concurrent connections; give it descriptors to spare (where the
+# hard limit is below 65536, raise the soft limit to it rather than lower both).
+ulimit -n 65536 2>/dev/null || ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
 
 # A real third-party Eureka client for the compatibility tests, in a venv of its own.
 PY_EUREKA_CLIENT=py_eureka_client==0.13.3
@@ -23,7 +24,7 @@ fi
 
 # Prometheus, whose Eureka service discovery is another real third-party client: Debian's
 # package, installed when missing (CI runs as root on a fresh Debian machine; elsewhere sudo).
-if ! command -v prometheus >/dev/null 2>&1; then
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   as_root=()
   if [ "$(id -u)" -ne 0 ]; then
     if ! command -v sudo >/dev/null 2>&1; then

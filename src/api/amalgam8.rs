@@ -299,9 +299,9 @@ struct Projection {
     tags: bool,
 }
 
-/// `GET /api/v1/instances` (spec 3.7).
-pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
-    let query = parse_query(request.query.as_deref());
+/// `GET /api/v1/instances` (spec 3.7) with the raw query string.
+pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response {
+    let query = parse_query(query);
     let projection = match first_value(&query, "fields") {
         None => None,
         Some(fields) => {
@@ -323,10 +323,11 @@ pub fn list_instances(api: &Api, ctx: &Context, request: &Request) -> Response {
             Some(projection)
         }
     };
+    // `index` and `wait` belong to blocking queries (observability contract §1.2).
     if query.iter().any(|(name, _)| {
         !matches!(
             name.as_str(),
-            "fields" | "id" | "service_name" | "status" | "tags"
+            "fields" | "id" | "service_name" | "status" | "tags" | "index" | "wait"
         )
     }) {
         return Response::error(400, FILTER_SELECTION_CRITERIA);

@@ -22,6 +22,8 @@ pub const HEARTBEAT_FAILURE: &str = "Failed to renew instance registration";
 pub const REGISTRATION_FAILURE: &str = "Failed to register instance";
 pub const SERVICE_NAME_MISSING: &str = "Service name is required";
 pub const SERVICE_ENUMERATION: &str = "Failed to enumerate service names";
+/// A blocking query's `index` or `wait` is malformed (observability contract §1.2).
+pub const INVALID_WATCH: &str = "Invalid index or wait parameter";
 
 const SERVICE_NAME_TOO_LONG: &str =
     "Failed to register the instance because service name exceeded 64 bytes";

@@ -11,6 +11,7 @@ pub mod error;
 pub mod eureka;
 pub mod json;
 pub mod ops;
+pub mod watch;
 
 use crate::auth::{extract_token, AuthError, Authenticator};
 use crate::config::LogLevel;
@@ -19,12 +20,14 @@ use crate::http::response::Response;
 use crate::http::router::{percent_decode, RouteMeta, Routed, Router};
 use crate::http::server::Handler;
 use crate::http::wait::Reply;
+use crate::metrics::{HttpMetrics, Protocol};
 use crate::registry::namespace::Namespace;
 use crate::registry::store::{Call, Store, REQUEST_DEADLINE};
 use crate::registry::Registry;
 use cache::ResponseCache;
 use error::*;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Every route of the API port.
@@ -32,6 +35,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 enum Route {
     Root,
     Uptime,
+    Ready,
+    Metrics,
     Register,
     ListInstances,
     Deregister,
@@ -50,12 +55,37 @@ enum EurekaPrefix {
     HeaderOnly,
 }
 
+impl Route {
+    /// The `protocol` label of the route's requests.
+    fn protocol(self) -> Protocol {
+        match self {
+            Route::Root | Route::Uptime | Route::Ready | Route::Metrics => Protocol::Ops,
+            Route::Eureka(..) => Protocol::Eureka,
+            _ => Protocol::Amalgam8,
+        }
+    }
+}
+
+/// The `protocol` label of a request that matched no route, from the fixed prefixes of the
+/// protocols (never from the rest of the path).
+fn protocol_of_path(path: &str) -> Protocol {
+    if path.starts_with("/api/v1/") {
+        Protocol::Amalgam8
+    } else if path.starts_with("/eureka/") || path.starts_with("/api/eureka/") {
+        Protocol::Eureka
+    } else {
+        Protocol::Ops
+    }
+}
+
 /// What a request does, for metrics and logs: one name per operation, whichever protocol
 /// carries it (an Amalgam8 heartbeat and a Eureka renewal are both `Renew`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Operation {
     Root,
     Uptime,
+    Ready,
+    Metrics,
     Register,
     Deregister,
     Renew,
@@ -79,12 +109,54 @@ pub enum Operation {
     NotFound,
 }
 
+/// The names of the operations, in the order of their variants (metrics index them so).
+const OPERATION_NAMES: &[&str] = &[
+    "Root",
+    "Uptime",
+    "Ready",
+    "Metrics",
+    "Register",
+    "Deregister",
+    "Renew",
+    "ListInstances",
+    "ListServices",
+    "ListServiceInstances",
+    "Apps",
+    "AppsDelta",
+    "App",
+    "GetInfo",
+    "SetStatus",
+    "UpdateMetadata",
+    "Vips",
+    "NotFound",
+];
+
+/// The [`Response::tag`] of an answer: which (protocol, operation) pair the metrics count it
+/// under, offset by one (0 is unmarked).
+fn metrics_tag(protocol: Protocol, operation: Operation) -> u16 {
+    let index = protocol as usize * OPERATION_NAMES.len() + operation as usize;
+    (1 + index) as u16
+}
+
+fn of_metrics_tag(tag: u16) -> Option<(Protocol, usize)> {
+    let index = usize::from(tag).checked_sub(1)?;
+    let protocol = match index / OPERATION_NAMES.len() {
+        0 => Protocol::Amalgam8,
+        1 => Protocol::Eureka,
+        2 => Protocol::Ops,
+        _ => return None,
+    };
+    Some((protocol, index % OPERATION_NAMES.len()))
+}
+
 impl Operation {
     /// The name metrics and logs use.
     pub fn name(self) -> &'static str {
         match self {
             Operation::Root => "Root",
             Operation::Uptime => "Uptime",
+            Operation::Ready => "Ready",
+            Operation::Metrics => "Metrics",
             Operation::Register => "Register",
             Operation::Deregister => "Deregister",
             Operation::Renew => "Renew",
@@ -123,7 +195,8 @@ type Meta = RouteMeta<Operation>;
 
 fn routes() -> Router<Route, Operation> {
     let mut router = Router::default();
-    // `/` and `/uptime` are never authenticated nor redirected (spec 1.2, 2.5).
+    // `/`, `/uptime`, `/ready` and `/metrics` are never authenticated nor redirected (spec 1.2,
+    // 2.5; observability contract §2, §3).
     for (method, path, route, meta) in [
         (Method::Get, "/", Route::Root, Meta::public(Operation::Root)),
         (
@@ -131,6 +204,18 @@ fn routes() -> Router<Route, Operation> {
             "/uptime",
             Route::Uptime,
             Meta::public(Operation::Uptime),
+        ),
+        (
+            Method::Get,
+            "/ready",
+            Route::Ready,
+            Meta::public(Operation::Ready),
+        ),
+        (
+            Method::Get,
+            "/metrics",
+            Route::Metrics,
+            Meta::public(Operation::Metrics),
         ),
         (
             Method::Post,
@@ -237,22 +322,48 @@ pub struct Api {
     auth: Authenticator,
     require_https: bool,
     pub(crate) started: Instant,
+    /// Itself, for waiting requests that answer later.
+    me: Weak<Api>,
+    pub(crate) http_metrics: HttpMetrics,
+    /// Requests waiting in a blocking query.
+    pub(crate) watchers: Arc<AtomicUsize>,
+    /// Open client connections, once the listener tells.
+    connections: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
 }
 
 impl Api {
-    pub fn new(store: Arc<dyn Store>, auth: Authenticator, require_https: bool) -> Api {
-        let registry = Registry::new(store);
+    /// The API over `store`; fails when a thread it needs (the watchers' waker) cannot start.
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Authenticator,
+        require_https: bool,
+    ) -> std::io::Result<Arc<Api>> {
+        let registry = Registry::new(store)?;
         let cache = Arc::new(ResponseCache::new(registry.change_index()));
         let listener = cache.clone();
         registry.subscribe(Box::new(move |change| listener.on_change(change)));
-        Api {
+        Ok(Arc::new_cyclic(|me| Api {
             router: routes(),
             registry,
             cache,
             auth,
             require_https,
             started: Instant::now(),
-        }
+            me: me.clone(),
+            http_metrics: HttpMetrics::new(OPERATION_NAMES),
+            watchers: Arc::new(AtomicUsize::new(0)),
+            connections: OnceLock::new(),
+        }))
+    }
+
+    /// Where `a8registry_connections` reads the open connections; set once.
+    pub fn count_connections(&self, open: Box<dyn Fn() -> usize + Send + Sync>) {
+        let _ = self.connections.set(open);
+    }
+
+    /// Open client connections (0 until [`Api::count_connections`] was called).
+    pub(crate) fn open_connections(&self) -> usize {
+        self.connections.get().map_or(0, |open| open())
     }
 
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.
@@ -267,38 +378,39 @@ impl Api {
             || request.header("$wssc") == Some("https")
     }
 
-    /// The stages of spec 1.2; returns the response, the operation and the namespace, once
-    /// known.
-    fn respond(&self, request: &Request) -> (Response, Operation, Option<Namespace>) {
-        let not_found = Operation::NotFound;
-        if request.declared_length.is_some_and(|n| n > 0) && !acceptable_content_type(request) {
-            return (Response::error(415, BAD_CONTENT_TYPE), not_found, None);
-        }
-        let (route, meta, raw_params) = match self.router.route(request.method, &request.path) {
-            Routed::Found(route, meta, params) => (route, meta, params),
-            Routed::MethodNotAllowed => {
-                return (Response::error(405, METHOD_NOT_ALLOWED), not_found, None)
-            }
-            Routed::NotFound => return (Response::error(404, RESOURCE_NOT_FOUND), not_found, None),
+    /// The stages of spec 1.2; returns the reply, the operation with its protocol, and the
+    /// namespace, once known.
+    fn respond(&self, request: &Request) -> (Reply, Operation, Protocol, Option<Namespace>) {
+        // Routing is pure: it runs first so that a 415 is counted under its route's operation,
+        // and its answers still come in the order of spec 1.2.
+        let routed = self.router.route(request.method, &request.path);
+        let (operation, protocol) = match &routed {
+            Routed::Found(route, meta, _) => (meta.operation, route.protocol()),
+            _ => (Operation::NotFound, protocol_of_path(&request.path)),
         };
-        let operation = meta.operation;
+        let now = |response: Response| (Reply::Now(response), operation, protocol, None);
+        if request.declared_length.is_some_and(|n| n > 0) && !acceptable_content_type(request) {
+            return now(Response::error(415, BAD_CONTENT_TYPE));
+        }
+        let (route, meta, raw_params) = match routed {
+            Routed::Found(route, meta, params) => (route, meta, params),
+            Routed::MethodNotAllowed => return now(Response::error(405, METHOD_NOT_ALLOWED)),
+            Routed::NotFound => return now(Response::error(404, RESOURCE_NOT_FOUND)),
+        };
         let mut params = Vec::with_capacity(raw_params.len());
         for raw in raw_params {
             match percent_decode(raw) {
                 Some(p) => params.push(p),
-                None => {
-                    let response = Response::error(400, MALFORMED_PERCENT_ENCODING);
-                    return (response, operation, None);
-                }
+                None => return now(Response::error(400, MALFORMED_PERCENT_ENCODING)),
             }
         }
         if meta.https_redirect && self.require_https && !self.is_secure(request) {
-            return (https_redirect(request), operation, None);
+            return now(https_redirect(request));
         }
         let namespace = if meta.authenticated {
             match self.authenticate(request, route, &mut params) {
                 Ok(namespace) => Some(namespace),
-                Err(response) => return (response, operation, None),
+                Err(response) => return now(response),
             }
         } else {
             None
@@ -309,25 +421,34 @@ impl Api {
             eureka: matches!(route, Route::Eureka(..)),
         };
         let param = |i: usize| params.get(i).map_or("", String::as_str);
-        let response = match route {
-            Route::Root => Response::empty(200),
-            Route::Uptime => ops::uptime(self),
+        let query = request.query.as_deref();
+        let reply = match route {
+            Route::Root => Response::empty(200).into(),
+            Route::Uptime => ops::uptime(self).into(),
+            Route::Ready => ops::ready(self).into(),
+            Route::Metrics => ops::metrics(self).into(),
             Route::Eureka(op, prefix) => {
                 let default_format = match prefix {
                     EurekaPrefix::PathToken => eureka::render::Format::Json,
                     EurekaPrefix::HeaderOnly => eureka::render::Format::Xml,
                 };
-                eureka::handle(self, &ctx, op, request, &params, default_format)
+                eureka::handle(self, &ctx, op, request, &params, default_format).into()
             }
-            Route::Register => amalgam8::register(self, &ctx, request),
-            Route::ListInstances => amalgam8::list_instances(self, &ctx, request),
-            Route::Deregister => amalgam8::deregister(self, &ctx, param(0)),
-            Route::Heartbeat => amalgam8::heartbeat(self, &ctx, param(0)),
-            Route::ListServices => amalgam8::list_services(self, &ctx),
-            Route::ServiceInstances => amalgam8::service_instances(self, &ctx, param(0)),
+            Route::Register => amalgam8::register(self, &ctx, request).into(),
+            Route::ListInstances => {
+                let watched = watch::Watched::Instances(request.query.clone());
+                watch::serve(self, &ctx, watched, query)
+            }
+            Route::Deregister => amalgam8::deregister(self, &ctx, param(0)).into(),
+            Route::Heartbeat => amalgam8::heartbeat(self, &ctx, param(0)).into(),
+            Route::ListServices => watch::serve(self, &ctx, watch::Watched::Services, query),
+            Route::ServiceInstances => {
+                let watched = watch::Watched::Service(param(0).to_string());
+                watch::serve(self, &ctx, watched, query)
+            }
         };
         let namespace = meta.authenticated.then_some(ctx.namespace);
-        (response, operation, namespace)
+        (reply, operation, protocol, namespace)
     }
 
     /// The namespace of an authenticated route's request, or its 401. A path token is taken
@@ -357,38 +478,84 @@ impl Api {
     }
 }
 
+/// One line of the access log (at debug level).
+struct AccessLine {
+    method: String,
+    path: String,
+    started: Instant,
+    namespace: Option<Namespace>,
+    operation: Operation,
+    query: String,
+    client: String,
+    user_agent: String,
+}
+
+impl AccessLine {
+    fn write(&self, response: &Response) {
+        crate::log::write(
+            LogLevel::Debug,
+            "request",
+            &[
+                ("method", &self.method),
+                ("path", &self.path),
+                ("status", &response.status),
+                ("bytes", &response.body.as_bytes().len()),
+                ("micros", &self.started.elapsed().as_micros()),
+                (
+                    "namespace",
+                    &self.namespace.as_ref().map_or("", Namespace::as_str),
+                ),
+                // Later fields come after the first ones, so that readers matching
+                // `path=… status=…` keep working.
+                ("query", &self.query),
+                ("client", &self.client),
+                ("user_agent", &self.user_agent),
+                ("operation", &self.operation.name()),
+            ],
+        );
+    }
+}
+
 impl Handler for Api {
     fn handle(&self, request: &Request) -> Reply {
         // Reading the clock is skipped unless the access log is on.
         let started = crate::log::enabled(LogLevel::Debug).then(Instant::now);
-        let (response, operation, namespace) = self.respond(request);
-        if let Some(started) = started {
-            crate::log::write(
-                LogLevel::Debug,
-                "request",
-                &[
-                    ("method", &request.method_text),
-                    ("path", &request.path),
-                    ("status", &response.status),
-                    ("bytes", &response.body.as_bytes().len()),
-                    ("micros", &started.elapsed().as_micros()),
-                    (
-                        "namespace",
-                        &namespace.as_ref().map_or("", Namespace::as_str),
-                    ),
-                    // Later fields come after the first ones, so that readers matching
-                    // `path=… status=…` keep working.
-                    ("query", &request.query.as_deref().unwrap_or("")),
-                    (
-                        "client",
-                        &request.peer.map_or_else(String::new, |p| p.to_string()),
-                    ),
-                    ("user_agent", &request.header("user-agent").unwrap_or("")),
-                    ("operation", &operation.name()),
-                ],
-            );
+        let (reply, operation, protocol, namespace) = self.respond(request);
+        let tag = metrics_tag(protocol, operation);
+        let line = started.map(|started| AccessLine {
+            method: request.method_text.clone(),
+            path: request.path.clone(),
+            started,
+            namespace,
+            operation,
+            query: request.query.clone().unwrap_or_default(),
+            client: request.peer.map_or_else(String::new, |p| p.to_string()),
+            user_agent: request.header("user-agent").unwrap_or("").to_string(),
+        });
+        match reply {
+            Reply::Now(mut response) => {
+                if let Some(line) = line {
+                    line.write(&response);
+                }
+                response.tag = tag;
+                Reply::Now(response)
+            }
+            // A waiting request is logged and marked when it is answered.
+            Reply::Wait(waiter) => Reply::Wait(waiter.map(move |mut response| {
+                if let Some(line) = line {
+                    line.write(&response);
+                }
+                response.tag = tag;
+                response
+            })),
         }
-        Reply::Now(response)
+    }
+
+    fn written(&self, tag: u16, status: u16, received: Instant) {
+        if let Some((protocol, operation)) = of_metrics_tag(tag) {
+            self.http_metrics
+                .record(protocol, operation, status, received.elapsed());
+        }
     }
 }
 
@@ -515,5 +682,48 @@ mod tests {
             assert_eq!(found(method, path).1.operation.name(), name, "{path}");
         }
         assert_eq!(Operation::NotFound.name(), "NotFound");
+    }
+
+    #[test]
+    fn metrics_name_every_operation_by_its_index_and_tags_round_trip() {
+        use Operation::*;
+        let all = [
+            Root,
+            Uptime,
+            Ready,
+            Metrics,
+            Register,
+            Deregister,
+            Renew,
+            ListInstances,
+            ListServices,
+            ListServiceInstances,
+            Apps,
+            AppsDelta,
+            App,
+            GetInfo,
+            SetStatus,
+            UpdateMetadata,
+            Vips,
+            NotFound,
+        ];
+        assert_eq!(all.len(), OPERATION_NAMES.len());
+        for operation in all {
+            assert_eq!(OPERATION_NAMES[operation as usize], operation.name());
+            for protocol in [Protocol::Amalgam8, Protocol::Eureka, Protocol::Ops] {
+                let tag = metrics_tag(protocol, operation);
+                assert_eq!(of_metrics_tag(tag), Some((protocol, operation as usize)));
+            }
+        }
+        assert_eq!(of_metrics_tag(0), None);
+        assert_eq!(of_metrics_tag(u16::MAX), None);
+    }
+
+    #[test]
+    fn unrouted_requests_take_their_protocol_from_fixed_prefixes() {
+        assert_eq!(protocol_of_path("/api/v1/nope"), Protocol::Amalgam8);
+        assert_eq!(protocol_of_path("/eureka/v2/x"), Protocol::Eureka);
+        assert_eq!(protocol_of_path("/api/eureka/t/v2/x"), Protocol::Eureka);
+        assert_eq!(protocol_of_path("/favicon.ico"), Protocol::Ops);
     }
 }

@@ -1,8 +1,12 @@
-//! `GET /uptime` (spec 5.2); `GET /` is answered in `mod.rs` with an empty 200.
+//! `GET /uptime` (spec 5.2), `GET /ready` and `GET /metrics` (observability contract §3, §2);
+//! `GET /` is answered in `mod.rs` with an empty 200.
 
 use super::Api;
 use crate::http::response::Response;
+use crate::metrics::{self, Exposition};
+use crate::registry::domain::StoreCount;
 use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
 
 /// The load averages of the last 1, 5 and 15 minutes, or zeros where the OS does not tell.
 fn load_averages() -> [f64; 3] {
@@ -35,4 +39,98 @@ pub fn uptime(api: &Api) -> Response {
     );
     let body = json!({ "UPTIME": { "healthy": true, "properties": Value::Object(properties) } });
     Response::json(200, body.to_string().into_bytes())
+}
+
+/// The readiness probe: 200 when the registry can answer reads and writes, else 503 naming what
+/// it waits for. The in-memory store always answers; there is no replication to wait for yet.
+pub fn ready(api: &Api) -> Response {
+    let mut waiting: Vec<&str> = Vec::new();
+    if api.registry.instance_counts().is_err() {
+        waiting.push("store");
+    }
+    if waiting.is_empty() {
+        return Response::json(200, br#"{"ready":true}"#.to_vec());
+    }
+    let body = json!({ "ready": false, "waiting": waiting });
+    Response::json(503, body.to_string().into_bytes())
+}
+
+/// The Prometheus exposition of the process. Replication and catalog series appear with those
+/// capabilities.
+pub fn metrics(api: &Api) -> Response {
+    let mut out = Exposition::default();
+    api.http_metrics.expose(&mut out);
+    let counts = api.registry.instance_counts();
+    let store_up = counts.is_ok();
+    metrics::expose_instances(&mut out, counts.unwrap_or_default());
+    for (name, what, help) in [
+        (
+            "a8registry_registrations_total",
+            StoreCount::Registrations,
+            "Registrations the store accepted.",
+        ),
+        (
+            "a8registry_deregistrations_total",
+            StoreCount::Deregistrations,
+            "Deregistrations the store accepted.",
+        ),
+        (
+            "a8registry_expirations_total",
+            StoreCount::Expirations,
+            "Instances removed because their TTL ran out.",
+        ),
+        (
+            "a8registry_heartbeats_total",
+            StoreCount::Heartbeats,
+            "Heartbeats (lease renewals) the store accepted.",
+        ),
+    ] {
+        out.family(name, "counter", help);
+        out.sample(name, &[], api.registry.count(what) as f64);
+    }
+    out.family(
+        "a8registry_watchers",
+        "gauge",
+        "Requests waiting in a blocking query.",
+    );
+    out.sample(
+        "a8registry_watchers",
+        &[],
+        api.watchers.load(Ordering::SeqCst) as f64,
+    );
+    out.family(
+        "a8registry_connections",
+        "gauge",
+        "Open client connections.",
+    );
+    out.sample("a8registry_connections", &[], api.open_connections() as f64);
+    let store = [("store", api.registry.store_name())];
+    out.family(
+        "a8registry_store_up",
+        "gauge",
+        "1 when the store answers, else 0.",
+    );
+    out.sample("a8registry_store_up", &store, f64::from(u8::from(store_up)));
+    out.family(
+        "a8registry_store_errors_total",
+        "counter",
+        "Store backend calls that failed.",
+    );
+    out.sample(
+        "a8registry_store_errors_total",
+        &store,
+        api.registry.count(StoreCount::Errors) as f64,
+    );
+    out.family(
+        "a8registry_build_info",
+        "gauge",
+        "Always 1; the version of the running binary in its label.",
+    );
+    out.sample(
+        "a8registry_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    metrics::expose_process(&mut out);
+    Response::typed(200, metrics::CONTENT_TYPE, out.into_bytes())
 }

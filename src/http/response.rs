@@ -38,6 +38,11 @@ pub struct Response {
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: Body,
+    /// The handler's mark for this response, handed back to [`Handler::written`] once it is
+    /// written (metrics label it with it); 0 when unmarked.
+    ///
+    /// [`Handler::written`]: super::server::Handler::written
+    pub tag: u16,
 }
 
 impl Response {
@@ -48,6 +53,7 @@ impl Response {
             content_type: JSON,
             headers: Vec::new(),
             body: Body::Empty,
+            tag: 0,
         }
     }
 
@@ -58,6 +64,7 @@ impl Response {
             content_type: JSON,
             headers: Vec::new(),
             body: Body::Owned(body),
+            tag: 0,
         }
     }
 
@@ -68,6 +75,7 @@ impl Response {
             content_type: JSON,
             headers: Vec::new(),
             body: Body::Shared(body),
+            tag: 0,
         }
     }
 
@@ -78,6 +86,18 @@ impl Response {
             content_type,
             headers: Vec::new(),
             body: Body::Static(body),
+            tag: 0,
+        }
+    }
+
+    /// A response of another content type with the given body bytes.
+    pub fn typed(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: Body::Owned(body),
+            tag: 0,
         }
     }
 

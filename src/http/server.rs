@@ -44,6 +44,9 @@ const VECTORED_BODY_MIN_BYTES: usize = 4096;
 const MAX_SPLICED_BODIES: usize = 16;
 /// Output buffer capacity kept after a write; a larger one (many pipelined answers) is freed.
 const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
+/// Marked responses remembered per write whose room is kept after it (many pipelined answers
+/// free theirs).
+const MARKED_RETAINED: usize = 64;
 /// After a response that closes the connection, how long unread client bytes are read and dropped
 /// before the socket closes (closing with unread bytes resets the connection, which can destroy
 /// the response before the client reads it), and how many at most.
@@ -59,6 +62,13 @@ pub const REQUEST_TIMED_OUT: &str = "Request not received in time";
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request, now or after a wait. A panic here is caught and answered with 500.
     fn handle(&self, request: &Request) -> Reply;
+
+    /// Told of each response with a non-zero [`Response::tag`] once it is written: its tag, its
+    /// status, and when its request was complete. Not told of responses that could not be
+    /// written, nor of requests whose client went away while they waited. Must be quick.
+    fn written(&self, tag: u16, status: u16, received: Instant) {
+        let _ = (tag, status, received);
+    }
 }
 
 /// Connection limits.
@@ -169,6 +179,8 @@ struct Output {
     /// (offset in `bytes`, body) in order.
     spliced: Vec<(usize, Body)>,
     spliced_bytes: usize,
+    /// (tag, status, request complete) of the marked responses in the buffer.
+    marked: Vec<(u16, u16, Instant)>,
 }
 
 impl Output {
@@ -182,6 +194,21 @@ impl Output {
     }
 
     fn push(&mut self, response: Response, head_only: bool, connection: ConnectionHeader) {
+        self.push_received(response, head_only, connection, None);
+    }
+
+    /// Adds a response; a marked one with the time its request was complete is remembered for
+    /// [`Handler::written`].
+    fn push_received(
+        &mut self,
+        response: Response,
+        head_only: bool,
+        connection: ConnectionHeader,
+        received: Option<Instant>,
+    ) {
+        if let (Some(received), tag @ 1..) = (received, response.tag) {
+            self.marked.push((tag, response.status, received));
+        }
         write_head(&mut self.bytes, &response, connection);
         if head_only {
             return;
@@ -294,7 +321,7 @@ impl Connection<'_> {
             match decoded {
                 Decoded::Request(request) => {
                     self.set_counted(true);
-                    match self.answer(request)? {
+                    match self.answer(request, Instant::now())? {
                         Answered::KeepOpen => {}
                         Answered::Close => {
                             self.flush()?;
@@ -354,8 +381,12 @@ impl Connection<'_> {
         }
     }
 
-    /// Answers one request into the output buffer.
-    fn answer(&mut self, mut request: Box<Request>) -> std::io::Result<Answered> {
+    /// Answers one request, complete at `received`, into the output buffer.
+    fn answer(
+        &mut self,
+        mut request: Box<Request>,
+        received: Instant,
+    ) -> std::io::Result<Answered> {
         request.peer = self.peer;
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive;
@@ -379,7 +410,8 @@ impl Connection<'_> {
             (true, 0) => ConnectionHeader::KeepAlive,
             (true, _) => ConnectionHeader::None,
         };
-        self.output.push(response, head_only, connection);
+        self.output
+            .push_received(response, head_only, connection, Some(received));
         Ok(if keep_open {
             Answered::KeepOpen
         } else {
@@ -458,7 +490,18 @@ impl Connection<'_> {
             return Ok(());
         }
         let stall_timeout = self.limits().idle_timeout;
-        self.output.write_to(&self.link, stall_timeout)
+        let written = self.output.write_to(&self.link, stall_timeout);
+        let handler = &*self.server.handler;
+        if written.is_ok() {
+            for &(tag, status, received) in &self.output.marked {
+                handler.written(tag, status, received);
+            }
+        }
+        self.output.marked.clear();
+        if self.output.marked.capacity() > MARKED_RETAINED {
+            self.output.marked = Vec::new();
+        }
+        written
     }
 
     /// Makes room after `end` for a read, moving unconsumed bytes to the front or growing the
@@ -583,12 +626,17 @@ mod tests {
         wakeups: Mutex<Sender<Wakeup>>,
         wait_for: Duration,
         freed: Arc<AtomicUsize>,
+        /// (tag, status) of every response the server said was written.
+        written: Arc<Mutex<Vec<(u16, u16)>>>,
     }
 
     impl Handler for TestHandler {
         fn handle(&self, request: &Request) -> Reply {
             if request.path != "/wait" && request.path != "/wake-at-once" {
-                return Reply::Now(Response::json(200, b"now".to_vec()));
+                let mut response = Response::json(200, b"now".to_vec());
+                // `/now` is marked for `written`; other paths are not.
+                response.tag = if request.path == "/now" { 7 } else { 0 };
+                return Reply::Now(response);
             }
             let guard = DropCounter(self.freed.clone());
             let (waiter, wakeup) = Waiter::new(Instant::now() + self.wait_for, move |end| {
@@ -604,7 +652,15 @@ mod tests {
                 wakeup.wake();
             }
             let _ = self.wakeups.lock().unwrap().send(wakeup);
-            Reply::Wait(waiter)
+            Reply::Wait(waiter.map(|mut response| {
+                response.tag = 9;
+                response
+            }))
+        }
+
+        fn written(&self, tag: u16, status: u16, received: Instant) {
+            assert!(received <= Instant::now());
+            self.written.lock().unwrap().push((tag, status));
         }
     }
 
@@ -613,6 +669,7 @@ mod tests {
         connections: Connections,
         wakeups: Receiver<Wakeup>,
         freed: Arc<AtomicUsize>,
+        written: Arc<Mutex<Vec<(u16, u16)>>>,
         acceptor: may::coroutine::JoinHandle<()>,
     }
 
@@ -628,10 +685,12 @@ mod tests {
             let address = listener.local_addr().unwrap();
             let (sender, wakeups) = channel();
             let freed = Arc::new(AtomicUsize::new(0));
+            let written = Arc::new(Mutex::new(Vec::new()));
             let handler = Arc::new(TestHandler {
                 wakeups: Mutex::new(sender),
                 wait_for,
                 freed: freed.clone(),
+                written: written.clone(),
             });
             let limits = Limits {
                 max_body_bytes: 1024,
@@ -657,6 +716,7 @@ mod tests {
                 connections,
                 wakeups,
                 freed,
+                written,
                 acceptor,
             }
         }
@@ -878,5 +938,33 @@ mod tests {
         let mut admitted = server.client();
         admitted.write_all(get("/now").as_bytes()).unwrap();
         assert_eq!(read_response(&mut admitted).1, "now");
+    }
+
+    #[test]
+    fn the_handler_is_told_of_marked_responses_once_written() {
+        let server = TestServer::start(Duration::from_secs(60));
+        let mut client = server.client();
+        let pipelined = format!("{}{}{}", get("/now"), get("/unmarked"), get("/wait"));
+        client.write_all(pipelined.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut client).1, "now");
+        assert_eq!(read_response(&mut client).1, "now");
+        let wakeup = server.next_wakeup();
+        eventually("the first answer is reported", || {
+            *server.written.lock().unwrap() == [(7, 200)]
+        });
+        wakeup.wake();
+        assert_eq!(read_response(&mut client).1, "woken");
+        eventually("the waiting request's answer is reported", || {
+            *server.written.lock().unwrap() == [(7, 200), (9, 200)]
+        });
+        // A waiting request whose client goes away is never reported.
+        let gone = server.client();
+        (&gone).write_all(get("/wait").as_bytes()).unwrap();
+        let _wakeup = server.next_wakeup();
+        drop(gone);
+        eventually("the waiter is freed", || {
+            server.freed.load(Ordering::SeqCst) == 2
+        });
+        assert_eq!(server.written.lock().unwrap().len(), 2);
     }
 }

@@ -85,6 +85,17 @@ impl Waiter {
         (waiter, Wakeup { shared })
     }
 
+    /// The same wait, whose response passes through `then` (to mark or log it).
+    pub fn map<F>(mut self, then: F) -> Waiter
+    where
+        F: FnOnce(Response) -> Response + Send + 'static,
+    {
+        if let Some(finish) = self.finish.take() {
+            self.finish = Some(Box::new(move |end| then(finish(end))));
+        }
+        self
+    }
+
     /// When the wait ends at the latest.
     pub fn deadline(&self) -> Instant {
         self.deadline

@@ -3,45 +3,128 @@
 //!
 //! Handlers of both protocols go through [`Registry`]; none calls a store directly. Reads that
 //! catalogs extend (snapshots, service names, lookups, the Eureka change log's counts) pass here,
-//! so a catalog plugs in by merging its `Arc` snapshot into these answers and by moving the change
-//! index of the namespaces it changes.
+//! so a catalog plugs in by merging its `Arc` snapshot into these answers and by calling
+//! [`Registry::changed`] for the namespaces it changes (which moves their index and wakes their
+//! watchers).
+//!
+//! It also counts what the store did, for metrics: the operations that succeeded and the calls
+//! the backend failed.
 
+use super::error::ErrorKind;
 use super::index::ChangeIndex;
 use super::instance::Instance;
-use super::store::{Call, ChangeLog, Clock, Listener, Lookup, Result, Snapshot, Store};
+use super::store::{Call, ChangeKind, ChangeLog, Clock, Listener, Lookup, Result, Snapshot, Store};
+use super::watch::{Wake, Watches};
+use crate::metrics::Striped;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// What the registry counts of its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreCount {
+    Registrations,
+    Deregistrations,
+    Expirations,
+    Heartbeats,
+    /// Backend calls that failed (unavailable or inconsistent).
+    Errors,
+}
+
+const STORE_COUNTS: usize = 5;
+
+/// The change index and the watchers, moved together by every change.
+struct Changes {
+    index: Arc<ChangeIndex>,
+    watches: Watches,
+}
+
+impl Changes {
+    fn changed(&self, namespace: &Arc<str>, services: &[&Arc<str>]) {
+        // The index first: a watcher that registers after its list was taken must see the move.
+        self.index.changed(namespace, services);
+        self.watches.changed(namespace, services);
+    }
+}
 
 /// The registry as the protocols see it.
 pub struct Registry {
     store: Arc<dyn Store>,
-    index: Arc<ChangeIndex>,
+    changes: Arc<Changes>,
+    counts: Arc<Striped>,
 }
 
 impl Registry {
-    /// A registry over `store`; the change index follows the store's events.
-    pub fn new(store: Arc<dyn Store>) -> Registry {
-        let index = Arc::new(ChangeIndex::default());
-        let follower = index.clone();
+    /// A registry over `store`; the change index and the watchers follow the store's events.
+    /// Fails when the thread that wakes watchers cannot be started.
+    pub fn new(store: Arc<dyn Store>) -> std::io::Result<Registry> {
+        let changes = Arc::new(Changes {
+            index: Arc::new(ChangeIndex::default()),
+            watches: Watches::start()?,
+        });
+        let counts = Arc::new(Striped::new(STORE_COUNTS));
+        let follower = changes.clone();
+        let counter = counts.clone();
         store.subscribe(Box::new(move |change| {
             follower.changed(&change.namespace, &[&change.instance.service_name]);
+            if change.kind == ChangeKind::Expired {
+                counter.add(StoreCount::Expirations as usize, 1);
+            }
         }));
-        Registry { store, index }
+        Ok(Registry {
+            store,
+            changes,
+            counts,
+        })
+    }
+
+    /// Counts a successful operation as `what`, and a failed backend call as an error.
+    fn counted<T>(&self, what: Option<StoreCount>, result: Result<T>) -> Result<T> {
+        match &result {
+            Ok(_) => {
+                if let Some(what) = what {
+                    self.counts.add(what as usize, 1);
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Internal) => {
+                self.counts.add(StoreCount::Errors as usize, 1);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// How many times the store did `what` since the process started.
+    pub fn count(&self, what: StoreCount) -> u64 {
+        self.counts.get(what as usize)
+    }
+
+    /// The backend's name (`inmem`, `redis`).
+    pub fn store_name(&self) -> &'static str {
+        self.store.name()
+    }
+
+    /// The instances held per namespace.
+    pub fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>> {
+        let counts = self.store.instance_counts();
+        self.counted(None, counts)
     }
 
     /// Registers (or registers again) an instance; see [`Store::register`].
     pub fn register(&self, call: &Call, instance: Instance) -> Result<Arc<Instance>> {
-        self.store.register(call, instance)
+        let stored = self.store.register(call, instance);
+        self.counted(Some(StoreCount::Registrations), stored)
     }
 
     /// Renews a lease; `NotFound` for an unknown or expired id.
     pub fn heartbeat(&self, call: &Call, id: &str) -> Result<()> {
-        self.store.heartbeat(call, id)
+        let renewed = self.store.heartbeat(call, id);
+        self.counted(Some(StoreCount::Heartbeats), renewed)
     }
 
     /// Removes an instance; `NotFound` for an unknown or expired id.
     pub fn deregister(&self, call: &Call, id: &str) -> Result<()> {
-        self.store.deregister(call, id)
+        let removed = self.store.deregister(call, id);
+        self.counted(Some(StoreCount::Deregistrations), removed)
     }
 
     /// Changes a live instance; see [`Store::modify`].
@@ -51,54 +134,76 @@ impl Registry {
         id: &str,
         edit: &mut dyn FnMut(&mut Instance) -> Result<()>,
     ) -> Result<()> {
-        self.store.modify(call, id, edit)
+        let modified = self.store.modify(call, id, edit);
+        self.counted(None, modified)
     }
 
     /// The live instance with this id.
     pub fn get(&self, call: &Call, id: &str) -> Result<Option<Arc<Instance>>> {
-        self.store.get(call, id)
+        let found = self.store.get(call, id);
+        self.counted(None, found)
     }
 
     /// The live instances of the namespace or of one service.
     pub fn snapshot(&self, call: &Call, service: Option<&str>) -> Result<Snapshot> {
-        self.store.snapshot(call, service)
+        let snapshot = self.store.snapshot(call, service);
+        self.counted(None, snapshot)
     }
 
     /// The live instances a secondary index finds.
     pub fn lookup(&self, call: &Call, lookup: Lookup) -> Result<Vec<Arc<Instance>>> {
-        self.store.lookup(call, lookup)
+        let found = self.store.lookup(call, lookup);
+        self.counted(None, found)
     }
 
     /// Names of the services with a live instance, sorted.
     pub fn services(&self, call: &Call) -> Result<Vec<Arc<str>>> {
-        self.store.services(call)
+        let names = self.store.services(call);
+        self.counted(None, names)
     }
 
     /// The Eureka change log of the namespace, after removing what expired, so an instance that
     /// left the full list is already `DELETED` here.
     pub fn change_log(&self, call: &Call) -> Result<ChangeLog> {
-        self.store.expire(call)?;
-        self.store.change_log(call)
+        let expired = self.store.expire(call);
+        self.counted(None, expired)?;
+        let log = self.store.change_log(call);
+        self.counted(None, log)
     }
 
     /// `versions__delta` of the namespace.
     pub fn change_log_version(&self, call: &Call) -> Result<u64> {
-        self.store.change_log_version(call)
+        let version = self.store.change_log_version(call);
+        self.counted(None, version)
     }
 
     /// The change index of the namespace.
     pub fn namespace_index(&self, namespace: &str) -> u64 {
-        self.index.namespace(namespace)
+        self.changes.index.namespace(namespace)
     }
 
     /// The change index of one service.
     pub fn service_index(&self, namespace: &str, service: &str) -> u64 {
-        self.index.service(namespace, service)
+        self.changes.index.service(namespace, service)
+    }
+
+    /// A change of what `namespace` lists that is not a store event (a read-only catalog's
+    /// update): moves its index and that of `services`, and wakes their watchers.
+    pub fn changed(&self, namespace: &Arc<str>, services: &[&Arc<str>]) {
+        self.changes.changed(namespace, services);
+    }
+
+    /// Registers `watcher` for the next change of `service` in `namespace`, or of the whole
+    /// namespace when `service` is `None`; it is woken once, from a plain thread. Read the index
+    /// again afterwards: a change between the caller's first read and this call may have been
+    /// missed, and the caller answers (or wakes the watcher) itself when the index moved.
+    pub fn watch(&self, namespace: &str, service: Option<&str>, watcher: Box<dyn Wake>) {
+        self.changes.watches.watch(namespace, service, watcher);
     }
 
     /// The change index itself, for the caches keyed on it.
     pub fn change_index(&self) -> Arc<ChangeIndex> {
-        self.index.clone()
+        self.changes.index.clone()
     }
 
     /// Adds a consumer of the store's change events (response caches).
@@ -110,11 +215,12 @@ impl Registry {
         self.store.clock()
     }
 
-    /// Forgets the change index of namespaces and services that have nothing left; run every so
-    /// often.
+    /// Forgets the change index of namespaces and services that have nothing left, and the
+    /// entries of watchers that stopped waiting; run every so often.
     pub fn forget_empty(&self) {
         let mut live: HashSet<(Arc<str>, Option<Arc<str>>)> = HashSet::new();
-        for namespace in self.index.namespaces() {
+        self.changes.watches.sweep();
+        for namespace in self.changes.index.namespaces() {
             let call = Call::new(&namespace);
             let Ok(services) = self.store.services(&call) else {
                 return;
@@ -127,7 +233,7 @@ impl Registry {
             }
             live.insert((namespace, None));
         }
-        self.index.retain(|namespace, service| {
+        self.changes.index.retain(|namespace, service| {
             live.contains(&(Arc::from(namespace), service.map(Arc::from)))
         });
     }

@@ -4,7 +4,10 @@
 //!
 //! Response caches key their bodies on it; blocking queries and `X-A8-Index` read it. Every value
 //! comes from one process-wide counter, so a namespace or service that is forgotten (emptied) and
-//! comes back never shows a lower index than before: an unknown one reads the counter itself.
+//! comes back never shows a lower index than before: an unknown namespace reads the highest index
+//! ever forgotten (the floor), and an unknown service its namespace's index. The floor moves only
+//! when something is forgotten, never with changes of other namespaces, so an empty namespace's
+//! index stays put while others change (a watcher of it is not woken by them, §1.2).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +23,9 @@ struct NamespaceIndex {
 pub struct ChangeIndex {
     counter: AtomicU64,
     namespaces: Mutex<HashMap<Arc<str>, NamespaceIndex>>,
+    /// The highest index of a forgotten namespace (the index of every unknown one); changed
+    /// under the `namespaces` lock.
+    floor: AtomicU64,
 }
 
 impl Default for ChangeIndex {
@@ -28,6 +34,7 @@ impl Default for ChangeIndex {
             // The contract's index is at least 1.
             counter: AtomicU64::new(1),
             namespaces: Mutex::new(HashMap::new()),
+            floor: AtomicU64::new(1),
         }
     }
 }
@@ -58,7 +65,7 @@ impl ChangeIndex {
     pub fn namespace(&self, namespace: &str) -> u64 {
         match self.lock().get(namespace) {
             Some(entry) => entry.index,
-            None => self.counter.load(Ordering::SeqCst),
+            None => self.floor.load(Ordering::SeqCst),
         }
     }
 
@@ -67,7 +74,7 @@ impl ChangeIndex {
     pub fn service(&self, namespace: &str, service: &str) -> u64 {
         match self.lock().get(namespace) {
             Some(entry) => entry.services.get(service).copied().unwrap_or(entry.index),
-            None => self.counter.load(Ordering::SeqCst),
+            None => self.floor.load(Ordering::SeqCst),
         }
     }
 
@@ -80,8 +87,10 @@ impl ChangeIndex {
     /// that clients cycle through do not pile up.
     pub fn retain(&self, keep: impl Fn(&str, Option<&str>) -> bool) {
         let mut namespaces = self.lock();
+        let mut floor = self.floor.load(Ordering::SeqCst);
         namespaces.retain(|name, entry| {
             if !keep(name, None) {
+                floor = floor.max(entry.index);
                 return false;
             }
             entry
@@ -89,6 +98,7 @@ impl ChangeIndex {
                 .retain(|service, _| keep(name, Some(service)));
             true
         });
+        self.floor.store(floor, Ordering::SeqCst);
     }
 
     /// Namespaces the index holds.
@@ -121,11 +131,20 @@ mod tests {
             second,
             "other namespaces do not move it"
         );
+        let b = index.namespace("b");
         index.retain(|ns, service| ns != "a" && service.is_none_or(|s| s == "s"));
         assert_eq!(index.namespace_count(), 1);
         assert!(
-            index.namespace("a") > second,
+            index.namespace("a") >= second,
             "a forgotten namespace never goes back"
         );
+        assert_eq!(
+            index.namespace("never-seen"),
+            second,
+            "unknown namespaces read the highest forgotten index, not other namespaces' changes"
+        );
+        index.changed(&"b".into(), &[&t]);
+        assert_eq!(index.namespace("a"), second);
+        assert!(index.namespace("b") > b);
     }
 }

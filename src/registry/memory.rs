@@ -1190,6 +1190,19 @@ impl Store for MemoryStore {
     fn clock(&self) -> &dyn Clock {
         &*self.clock
     }
+
+    fn name(&self) -> &'static str {
+        "inmem"
+    }
+
+    fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>> {
+        // Instances stored: an expired one is counted until the reaper removes it (within
+        // REAP_INTERVAL), which a gauge scraped every few seconds can bear.
+        Ok(read(&self.namespaces)
+            .values()
+            .map(|ns| (ns.name.clone(), ns.count.load(Ordering::SeqCst)))
+            .collect())
+    }
 }
 #[cfg(test)]
 mod tests {

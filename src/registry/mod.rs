@@ -10,6 +10,7 @@ pub mod memory;
 pub mod namespace;
 pub mod store;
 pub mod version;
+pub mod watch;
 
 pub use domain::Registry;
 pub use error::{Error, ErrorKind};

@@ -301,4 +301,10 @@ pub trait Store: Send + Sync {
 
     /// The store's clock.
     fn clock(&self) -> &dyn Clock;
+
+    /// The backend's name, as metrics label it (`inmem`, `redis`).
+    fn name(&self) -> &'static str;
+
+    /// The instances held per namespace, for metrics; namespaces may be listed with 0.
+    fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>>;
 }

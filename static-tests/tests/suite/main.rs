@@ -7,6 +7,8 @@ mod eureka;
 mod expiry;
 mod framing;
 mod hardening;
+mod metrics;
 mod process;
 mod prometheus;
 mod scratch;
+mod watches;

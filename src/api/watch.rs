@@ -1,0 +1,250 @@
+//! Blocking queries on the three Amalgam8 read routes (observability contract §1): every answer
+//! carries `X-A8-Index`, and `index=<n>&wait=<duration>` holds the request until the index moves
+//! past `n` or the wait (capped, with a random extra) has passed.
+//!
+//! A request that waits is a [`Waiter`] parked by the HTTP server; its wake-up is registered with
+//! the registry's watches, under the namespace (`/api/v1/instances`, `/api/v1/services`) or under
+//! the one service (`/api/v1/services/{name}`). When the wait ends, however it ends (woken, timed
+//! out, shutdown), the route is answered in full again, with its filters, from the state then.
+
+use super::amalgam8;
+use super::error::INVALID_WATCH;
+use super::{Api, Context};
+use crate::http::response::Response;
+use crate::http::router::{first_value, parse_query};
+use crate::http::wait::{Reply, Waiter, Wakeup};
+use crate::registry::namespace::Namespace;
+use crate::registry::store::REQUEST_DEADLINE;
+use crate::registry::watch::Wake;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// The wait when a request gives none.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
+/// The longest wait a request can ask for (before the random extra).
+pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+/// The random extra is at most the wait divided by this, so that watchers that started together
+/// do not all time out together.
+const JITTER_DIVISOR: u32 = 16;
+/// The response header that carries the namespace's change index.
+pub const INDEX_HEADER: &str = "X-A8-Index";
+
+/// What a blocking query reads.
+#[derive(Clone, Debug)]
+pub enum Watched {
+    /// `GET /api/v1/instances`, with its query.
+    Instances(Option<String>),
+    /// `GET /api/v1/services`.
+    Services,
+    /// `GET /api/v1/services/{name}`.
+    Service(String),
+}
+
+/// The `index` and `wait` parameters of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WatchParams {
+    index: Option<u64>,
+    wait: Duration,
+}
+
+/// Parses `index` (a non-negative decimal integer) and `wait` (a non-negative Go duration) from
+/// the query; `Err` for either when malformed. The wait comes back capped, without its extra.
+fn parse_params(query: Option<&str>) -> Result<WatchParams, ()> {
+    let query = parse_query(query);
+    let index = match first_value(&query, "index") {
+        None => None,
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(text.parse::<u64>().map_err(|_| ())?)
+        }
+        Some(_) => return Err(()),
+    };
+    let wait = match first_value(&query, "wait") {
+        None => DEFAULT_WAIT,
+        Some(text) => crate::config::parse_duration(text).map_err(|_| ())?,
+    };
+    Ok(WatchParams {
+        index,
+        wait: wait.min(MAX_WAIT),
+    })
+}
+
+/// A random duration in `0..=wait/JITTER_DIVISOR`.
+fn jitter(wait: Duration) -> Duration {
+    let most = (wait / JITTER_DIVISOR).as_nanos() as u64;
+    if most == 0 {
+        return Duration::ZERO;
+    }
+    // std's per-process random keys, moved on for every hasher: enough to spread deadlines.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_nanos(random % (most + 1))
+}
+
+/// The index a wait compares with: the service's for one service, else the namespace's.
+fn current_index(api: &Api, namespace: &str, watched: &Watched) -> u64 {
+    match watched {
+        Watched::Service(name) => api.registry.service_index(namespace, name),
+        _ => api.registry.namespace_index(namespace),
+    }
+}
+
+/// The route's answer now, with the namespace's index (read before the state, so the body is at
+/// least as new as the index it carries).
+fn answer(api: &Api, ctx: &Context, watched: &Watched) -> Response {
+    let index = api.registry.namespace_index(ctx.namespace.as_str());
+    let response = match watched {
+        Watched::Instances(query) => amalgam8::list_instances(api, ctx, query.as_deref()),
+        Watched::Services => amalgam8::list_services(api, ctx),
+        Watched::Service(name) => amalgam8::service_instances(api, ctx, name),
+    };
+    response.with_header(INDEX_HEADER, index.to_string())
+}
+
+/// Serves a read route: at once, or after a wait when the request's `index` is not behind.
+pub fn serve(api: &Api, ctx: &Context, watched: Watched, query: Option<&str>) -> Reply {
+    let Ok(params) = parse_params(query) else {
+        return Reply::Now(Response::error(400, INVALID_WATCH));
+    };
+    let namespace = ctx.namespace.as_str();
+    // An index ahead of the current one (a client that watched a process before a restart, say)
+    // also waits for the next change rather than for the index to catch up with it.
+    let Some(wanted) = params.index.filter(|&index| index > 0) else {
+        return Reply::Now(answer(api, ctx, &watched));
+    };
+    let seen = current_index(api, namespace, &watched);
+    if wanted < seen {
+        return Reply::Now(answer(api, ctx, &watched));
+    }
+    let deadline = Instant::now() + params.wait + jitter(params.wait);
+    let waiting = WaitingCount::new(&api.watchers);
+    let owner = api.me.clone();
+    let later = Later {
+        namespace: ctx.namespace.clone(),
+        eureka: ctx.eureka,
+        watched: watched.clone(),
+    };
+    let (waiter, wakeup) = Waiter::new(deadline, move |_end| {
+        let _counted_until_answered = waiting;
+        later.answer(&owner)
+    });
+    let service = match &watched {
+        Watched::Service(name) => Some(name.as_str()),
+        _ => None,
+    };
+    api.registry
+        .watch(namespace, service, Box::new(WakeRequest(wakeup.clone())));
+    // A change between the first read and the registration was not seen by the watches; the
+    // index never goes back, so a higher one means it moved.
+    if current_index(api, namespace, &watched) > seen {
+        wakeup.wake();
+    }
+    Reply::Wait(waiter)
+}
+
+/// What a waiting request needs to be answered later.
+struct Later {
+    namespace: Namespace,
+    eureka: bool,
+    watched: Watched,
+}
+
+impl Later {
+    fn answer(self, owner: &Weak<Api>) -> Response {
+        let Some(api) = owner.upgrade() else {
+            return Response::error(503, super::error::STORE_UNAVAILABLE);
+        };
+        let ctx = Context {
+            namespace: self.namespace,
+            deadline: Instant::now() + REQUEST_DEADLINE,
+            eureka: self.eureka,
+        };
+        answer(&api, &ctx, &self.watched)
+    }
+}
+
+/// The HTTP layer's wake-up, as the registry's watches call it.
+struct WakeRequest(Wakeup);
+
+impl Wake for WakeRequest {
+    fn wake(&self) {
+        self.0.wake();
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.0.is_waiting()
+    }
+}
+
+/// Counts a waiting request in `a8registry_watchers` until it is answered or dropped (its
+/// client gone): it lives in the waiter's closure.
+struct WaitingCount(Arc<AtomicUsize>);
+
+impl WaitingCount {
+    fn new(count: &Arc<AtomicUsize>) -> WaitingCount {
+        count.fetch_add(1, Ordering::SeqCst);
+        WaitingCount(count.clone())
+    }
+}
+
+impl Drop for WaitingCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_parameters() {
+        let parse = |q: &str| parse_params(Some(q));
+        assert_eq!(
+            parse("service_name=a"),
+            Ok(WatchParams {
+                index: None,
+                wait: DEFAULT_WAIT
+            })
+        );
+        assert_eq!(
+            parse("index=42&wait=1m30s"),
+            Ok(WatchParams {
+                index: Some(42),
+                wait: Duration::from_secs(90)
+            })
+        );
+        assert_eq!(parse("index=0").unwrap().index, Some(0));
+        assert_eq!(parse("wait=2h").unwrap().wait, MAX_WAIT, "capped");
+        assert_eq!(parse("wait=0").unwrap().wait, Duration::ZERO);
+        for bad in [
+            "index=",
+            "index=-1",
+            "index=+1",
+            "index=1.5",
+            "index=x",
+            "index=99999999999999999999999",
+            "wait=",
+            "wait=10",
+            "wait=-1s",
+            "wait=soon",
+            "index=1&wait=1x",
+        ] {
+            assert_eq!(parse(bad), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_random_extra_stays_within_a_sixteenth() {
+        let wait = Duration::from_secs(160);
+        let extras: Vec<Duration> = (0..200).map(|_| jitter(wait)).collect();
+        assert!(extras.iter().all(|e| *e <= Duration::from_secs(10)));
+        assert!(
+            extras.iter().any(|e| *e != extras[0]),
+            "the extra varies between requests"
+        );
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
+}
