@@ -34,6 +34,10 @@
 //!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
 //!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
 //!
+//! - [`sidecar`]: `a8registry sidecar`, on plain threads: registers one application, heartbeats
+//!   while its health checks pass, registers again after outages and supervises it (`settings`,
+//!   `yaml`, `protocol`, `agent`, `health`, `process`, `client`).
+//!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
 
@@ -44,5 +48,6 @@ pub mod http;
 pub mod log;
 pub mod net;
 pub mod registry;
+pub mod sidecar;
 #[cfg(test)]
 mod testing;
