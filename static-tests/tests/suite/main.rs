@@ -9,3 +9,4 @@ mod framing;
 mod hardening;
 mod process;
 mod scratch;
+mod sidecar;
