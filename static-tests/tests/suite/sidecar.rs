@@ -812,7 +812,8 @@ fn tcp_and_command_checks_from_the_configuration_file() {
              endpoint:\n  host: 127.0.0.1\n  port: {port}\n  type: tcp\nregistry:\n  url: http://{registry}\n\
              ttl: 3s\nhealthchecks:\n  - type: tcp\n    value: tcp://127.0.0.1:{port}\n    interval: 300ms\n\
              \x20 - type: file\n    value: /bin/sh\n    args: [-c, 'exit 3']\n    code: 3\n    interval: 300ms\n\
-             commands:\n  - cmd: [{cmd}]\n    on_exit: terminate\nlog_level: debug\nunknown_key: 1\n",
+             commands:\n  - cmd: [{cmd}]\n    on_exit: terminate\n  - cmd: [sh, -c, 'exit 9']\n    on_exit: ignore\n\
+             log_level: debug\nunknown_key: 1\n",
             port = app.port,
             registry = registry.address,
             cmd = quoted.join(", ")
@@ -840,6 +841,14 @@ fn tcp_and_command_checks_from_the_configuration_file() {
     assert_eq!(instance["tags"], serde_json::json!(["v2"]));
     let stderr = sidecar.stderr();
     assert!(stderr.contains("Health checks passing"), "{stderr}");
+    // An `ignore` command that exits is only logged.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("level=warning") && l.contains("App terminated with exit code 9")),
+        "{stderr}"
+    );
+    assert!(app.running(), "the `terminate` application runs on");
     assert!(
         stderr.contains("unknown key unknown_key in the configuration file is ignored"),
         "{stderr}"
@@ -1236,4 +1245,39 @@ fn sidecar_help_lists_every_option_with_its_variable_and_default() {
     assert!(stdout.starts_with("a8registry "));
     let (_, stdout, _) = run_to_exit(&["--help"], &[]);
     assert!(stdout.contains("a8registry sidecar [options]"), "{stdout}");
+}
+
+#[test]
+fn readme_sidecar_table_matches_sidecar_help() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `A8_")).collect();
+    let (_, help, _) = run_to_exit(&["sidecar", "--help"], &[]);
+    let lines: Vec<&str> = help.lines().collect();
+    let mut expected = Vec::new();
+    for pair in lines.windows(2) {
+        let Some(name) = pair[0]
+            .strip_prefix("  --")
+            .and_then(|l| l.split(' ').next())
+        else {
+            continue;
+        };
+        let Some(rest) = pair[1].trim_start().strip_prefix("env ") else {
+            continue;
+        };
+        let (env, rest) = rest.split_once(", default ").unwrap();
+        let default = rest.split(": ").next().unwrap();
+        expected.push(format!("| `{env}` | `--{name}` | `{default}` |"));
+    }
+    assert_eq!(
+        rows.len(),
+        expected.len(),
+        "README sidecar rows vs sidecar --help"
+    );
+    for (row, start) in rows.iter().zip(&expected) {
+        assert!(
+            row.starts_with(start.as_str()),
+            "{row:?} should start with {start:?}"
+        );
+    }
 }
