@@ -2,6 +2,7 @@
 which can exit with a given code.
 
     python3 sidecar_app.py PORT [--unhealthy] [--ignore-term] [--report FILE --registry URL]
+                                [--tls CERT KEY]
 
 (with the registry token, if any, in the environment variable APP_TOKEN)
 
@@ -9,11 +10,13 @@ GET /health answers 200 while healthy, else 503. POST /health/ok and /health/fai
 POST /exit/N answers, then exits with status N. On SIGTERM it appends one line to the report
 file, "SIGTERM <the registry's instance listing at that moment>", and exits 0 (or ignores the
 signal with --ignore-term). It writes "pid <pid>" to the report file when it starts listening.
+With --tls it serves HTTPS with that certificate and key.
 """
 
 import http.server
 import os
 import signal
+import ssl
 import sys
 import threading
 import urllib.request
@@ -90,5 +93,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+if "--tls" in args:
+    at = args.index("--tls")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args[at + 1], args[at + 2])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 note("pid %d" % os.getpid())
 server.serve_forever()

@@ -178,7 +178,7 @@ impl<'a> Reader<'a> {
             let rest = after_dash.trim_start_matches(' ');
             if rest.is_empty() || rest.starts_with('#') {
                 self.next += 1;
-                items.push(self.nested(indent, line.number, depth)?);
+                items.push(self.nested(indent, depth)?);
                 continue;
             }
             // `- key: value` or `- - item`: a block whose first line starts at the item's column.
@@ -229,7 +229,7 @@ impl<'a> Reader<'a> {
                     Some(next) if next.indent == indent && is_item(next.text) => {
                         self.sequence(indent, depth + 1)?
                     }
-                    _ => self.nested(indent, line.number, depth)?,
+                    _ => self.nested(indent, depth)?,
                 }
             } else {
                 inline_value(rest, line.number)?
@@ -240,7 +240,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The block nested under a line of indentation `indent` (a key or a `-` alone), if any.
-    fn nested(&mut self, indent: usize, _number: usize, depth: usize) -> Result<Node, YamlError> {
+    fn nested(&mut self, indent: usize, depth: usize) -> Result<Node, YamlError> {
         match self.peek() {
             Some(next) if next.indent > indent => {
                 let inner = next.indent;

@@ -1281,3 +1281,75 @@ fn readme_sidecar_table_matches_sidecar_help() {
         );
     }
 }
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn https_checks_trust_their_ca_cert_file_and_not_an_unknown_issuer() {
+    let registry = registry(&[]);
+    let dir = scratch("https");
+    let app = App::new(&dir);
+    let command = app.command(&[
+        "--tls",
+        &fixture("test-server.pem"),
+        &fixture("test-server.key"),
+    ]);
+    let quoted: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
+    let config = dir.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "register: true\nservice:\n  name: secure\nendpoint:\n  host: 127.0.0.1\n  port: {port}\n\
+             registry:\n  url: http://{registry}\nttl: 3s\nhealthchecks:\n  - type: https\n\
+             \x20   value: https://localhost:{port}/health\n    ca_cert_file: {ca:?}\n    interval: 300ms\n\
+             commands:\n  - cmd: [{cmd}]\n    on_exit: terminate\n",
+            port = app.port,
+            registry = registry.address,
+            ca = fixture("test-ca.pem"),
+            cmd = quoted.join(", ")
+        ),
+    )
+    .unwrap();
+    let sidecar = Sidecar::start(&strings(&["--config", &config.to_string_lossy()]), &[]);
+    assert!(
+        sidecar.wait_line("Service successfully registered", Duration::from_secs(8)),
+        "{}",
+        sidecar.stderr()
+    );
+    assert_eq!(
+        listing(&registry, None)["instances"][0]["service_name"],
+        "secure"
+    );
+
+    // The same check without the CA file: the certificate's issuer is unknown, it never passes.
+    let other = Server::start(&["--min_ttl", "1s"]);
+    let mut args = flags(&format!("http://{}", other.address), app.port);
+    args.extend(strings(&[
+        "--healthchecks",
+        &format!("https://localhost:{}/health", app.port),
+        "--healthcheck_interval",
+        "300ms",
+    ]));
+    let untrusting = Sidecar::start(&args, &[]);
+    assert!(
+        untrusting.wait_line(
+            "Health check failed: GET https://localhost:",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        untrusting.stderr()
+    );
+    let failure = untrusting.stderr();
+    assert!(
+        failure.to_lowercase().contains("issuer"),
+        "a certificate error: {failure}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(instance_count(&listing(&other, None)), 0);
+}
