@@ -1585,6 +1585,77 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_command_starts_at_dashdash_or_the_first_free_argument() {
+        let split = |args: &[&str]| {
+            let (options, command) =
+                split_sidecar_command(args.iter().map(OsString::from).collect());
+            let text = |v: Vec<OsString>| -> Vec<String> {
+                v.into_iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect()
+            };
+            (text(options), text(command))
+        };
+        assert_eq!(
+            split(&[
+                "--register",
+                "--registry_token",
+                "-abc",
+                "app",
+                "--port",
+                "5000"
+            ]),
+            (
+                vec![
+                    "--register".into(),
+                    "--registry_token".into(),
+                    "-abc".into()
+                ],
+                vec!["app".into(), "--port".into(), "5000".into()]
+            )
+        );
+        assert_eq!(
+            split(&["-service=s", "--", "--looks-like-an-option"]),
+            (
+                vec!["-service=s".into()],
+                vec!["--looks-like-an-option".into()]
+            )
+        );
+        // A boolean takes no separate value: the next word starts the command.
+        assert_eq!(split(&["--register", "true"]).1, ["true"]);
+        let sidecar = |args: &[&str]| {
+            let mut all = vec!["sidecar"];
+            all.extend_from_slice(args);
+            parse(all.iter().map(OsString::from).collect(), &|name: &str| {
+                (name == "A8_SERVICE").then(|| "from-env:v1".to_string())
+            })
+        };
+        match sidecar(&[
+            "--register",
+            "--endpoint_port",
+            "80",
+            "--registry_url",
+            "http://r",
+            "--",
+            "app",
+        ]) {
+            Ok(Command::Sidecar(config)) => {
+                assert_eq!(config.service_name, "from-env");
+                assert_eq!(config.commands[0].argv, [OsString::from("app")]);
+            }
+            _ => panic!("expected a sidecar command"),
+        }
+        assert!(
+            matches!(sidecar(&["--help"]), Ok(Command::Help(text)) if text.contains("A8_REGISTRY_URL"))
+        );
+        let err = sidecar(&["--dns_port", "x"]).err().unwrap().to_string();
+        assert!(
+            err.starts_with("a8registry sidecar: invalid value \"x\" for --dns_port (A8_DNS_PORT)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_arguments_are_errors() {
         assert!(parse_with(&["--bogus", "1"], &[]).is_err());
     }

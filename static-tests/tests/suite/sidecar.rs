@@ -1353,3 +1353,66 @@ fn https_checks_trust_their_ca_cert_file_and_not_an_unknown_issuer() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(instance_count(&listing(&other, None)), 0);
 }
+
+#[test]
+fn kill_group_signals_reach_what_the_command_started() {
+    let registry = registry(&[]);
+    let dir = scratch("group");
+    let pid_file = dir.join("grandchild");
+    let config = dir.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "register: true\nservice:\n  name: group\nendpoint:\n  host: 127.0.0.1\n  port: 9080\n\
+             registry:\n  url: http://{}\ncommands:\n  - cmd: [sh, -c, 'sleep 60 & echo $! > {}; wait']\n\
+             \x20   kill_group: true\n    on_exit: terminate\n",
+            registry.address,
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let mut sidecar = Sidecar::start(&strings(&["--config", &config.to_string_lossy()]), &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let grandchild: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the command never started its child"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(
+        sidecar.wait_exit(Duration::from_secs(8)),
+        Some(0),
+        "{}",
+        sidecar.stderr()
+    );
+    // Running, not merely a zombie waiting for whoever reaps orphans here.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .map(|rest| rest.trim_start().to_string())
+            })
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive() {
+        // SAFETY: kill(2) on the test's own leftover process.
+        unsafe {
+            libc::kill(grandchild, libc::SIGKILL);
+        }
+        panic!("the signal did not reach the command's process group");
+    }
+}
