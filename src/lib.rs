@@ -33,7 +33,6 @@
 //!   their origin, lease events, records from elsewhere), `index` (the per-namespace and
 //!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
 //!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
-//!
 //! - [`sidecar`]: `a8registry sidecar`, on plain threads: registers one application, heartbeats
 //!   while its health checks pass, registers again after outages and supervises it (`settings`,
 //!   `yaml`, `protocol`, `agent`, `health`, `process`, `client`).

@@ -1,5 +1,5 @@
-//! The `a8registry` binary: parses the command and runs the server, `token` or `sidecar`. The components
-//! live in the library crate (`lib.rs`).
+//! The `a8registry` binary: parses the command and runs the server, `token` or `sidecar`. The
+//! components live in the library crate (`lib.rs`).
 
 use a8registry::config::{Command, Config};
 use a8registry::http::server::{refuse_connection, Limits, Server};
