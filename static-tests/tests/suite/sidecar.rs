@@ -349,7 +349,20 @@ impl Sidecar {
     /// Starts `a8registry sidecar` with these arguments and only these environment variables
     /// (and `PATH`, to find the application).
     fn start(args: &[String], env: &[(&str, &str)]) -> Sidecar {
-        let mut command = Command::new(binary());
+        Sidecar::start_with(Command::new(binary()), args, env)
+    }
+
+    /// Starts it as process 1 of a new PID namespace, as a container's entrypoint; its host pid
+    /// is then the only child of `unshare`, which forwards nothing and dies with it.
+    fn start_as_process_1(args: &[String]) -> Sidecar {
+        let mut command = Command::new("unshare");
+        command
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(binary());
+        Sidecar::start_with(command, args, &[])
+    }
+
+    fn start_with(mut command: Command, args: &[String], env: &[(&str, &str)]) -> Sidecar {
         command
             .arg("sidecar")
             .args(args)
@@ -1416,4 +1429,83 @@ fn kill_group_signals_reach_what_the_command_started() {
         }
         panic!("the signal did not reach the command's process group");
     }
+}
+
+/// The children of a process (every thread's), with their state letter (`Z`: a zombie).
+fn children_of(pid: u32) -> Vec<(u32, char)> {
+    let mut children = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return children;
+    };
+    for task in tasks.flatten() {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in list
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            let state = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| stat.rsplit(')').next()?.trim_start().chars().next())
+                .unwrap_or('?');
+            children.push((child, state));
+        }
+    }
+    children
+}
+
+#[test]
+fn as_process_1_the_sidecar_reaps_orphans_and_keeps_its_exit_rules() {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut args = flags(&closed, 9080);
+    // The subshell leaves an orphan (`sleep 1`) that is handed to process 1: the sidecar.
+    args.extend(strings(&["--", "sh", "-c", "(sleep 1 &); exec sleep 30"]));
+    let mut unshare = Sidecar::start_as_process_1(&args);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sidecar = loop {
+        if let Some((pid, _)) = children_of(unshare.child.id()).first() {
+            break *pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sidecar under unshare: {}",
+            unshare.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The orphan becomes its child...
+    let deadline = Instant::now() + Duration::from_millis(900);
+    while children_of(sidecar).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the orphan never reached process 1: {:?}\n{}",
+            children_of(sidecar),
+            unshare.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...and, once it exits, is reaped: no zombie stays.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let children = children_of(sidecar);
+        if children.len() == 1 && children.iter().all(|(_, state)| *state != 'Z') {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "children of process 1: {children:?} (Z: a zombie)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGTERM to process 1 still stops it with status 0.
+    // SAFETY: kill(2) on the sidecar this test started, by its host pid.
+    unsafe {
+        libc::kill(sidecar as i32, libc::SIGTERM);
+    }
+    assert_eq!(
+        unshare.wait_exit(Duration::from_secs(8)),
+        Some(0),
+        "{}",
+        unshare.stderr()
+    );
+    assert!(unshare.stderr().contains("Intercepted signal SIGTERM"));
 }
