@@ -101,10 +101,55 @@ const TOKEN_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "ttl", kind: Kind::Duration, default: "", secret: false, help: "lifetime, > 0: the token expires then (exp claim); empty: it never expires, with a warning on stderr" },
 ];
 
-// The sidecar's options (sidecar.md §2: `--register`, `--service`, `--registry_url`, the secret
-// `--registry_token`, ...) get a `SIDECAR_OPTIONS` table and a `SIDECAR` command here, with env
-// twins, parsed by the same engine; its parsing stops at `--` or at the first free argument,
-// which starts the supervised command.
+/// The options of `a8registry sidecar` (sidecar contract §2), with the original `a8sidecar`'s names
+/// and defaults, then the new ones, then the original's options of features outside the scope,
+/// which are type-checked and ignored with a warning (`sidecar::settings::IGNORED_OPTIONS`).
+/// Precedence is flag > environment > `--config` file > default; the merge with the file and
+/// the validation are in `sidecar::settings`.
+#[rustfmt::skip]
+const SIDECAR_OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "config", kind: Kind::Text, default: "", secret: false, help: "YAML configuration file; flags and environment variables override it" },
+    OptionSpec { name: "register", kind: Kind::Bool, default: "false", secret: false, help: "register the application and heartbeat for it; required" },
+    OptionSpec { name: "service", kind: Kind::Text, default: "", secret: false, help: "service name, optionally followed by :tag,tag...; required" },
+    OptionSpec { name: "endpoint_host", kind: Kind::Text, default: "", secret: false, help: "host of the registered endpoint; empty: the host's first non-loopback address" },
+    OptionSpec { name: "endpoint_port", kind: Kind::Int, default: "0", secret: false, help: "port of the registered endpoint, 1..65535; required" },
+    OptionSpec { name: "endpoint_type", kind: Kind::Text, default: "http", secret: false, help: "http, https, tcp, udp or user" },
+    OptionSpec { name: "discovery_adapter", kind: Kind::Text, default: "amalgam8", secret: false, help: "must be amalgam8 (for a Eureka server: --registry_protocol eureka)" },
+    OptionSpec { name: "registry_url", kind: Kind::Text, default: "", secret: false, help: "registry base URL, http:// or https://, e.g. http://registry:8080; required" },
+    OptionSpec { name: "registry_token", kind: Kind::Text, default: "", secret: true, help: "sent as Authorization: Bearer <token> when set (the tenant token)" },
+    OptionSpec { name: "registry_protocol", kind: Kind::Text, default: "amalgam8", secret: false, help: "amalgam8 (/api/v1) or eureka (--registry_url is then the Eureka base URL)" },
+    OptionSpec { name: "ttl", kind: Kind::Duration, default: "60s", secret: false, help: "TTL asked for at registration, >= 1s; heartbeats every answered TTL / 3" },
+    OptionSpec { name: "eureka_app", kind: Kind::Text, default: "service name upper-cased", secret: false, help: "Eureka application name (with --registry_protocol eureka)" },
+    OptionSpec { name: "eureka_instance_id", kind: Kind::Text, default: "<host>:<service>:<port>", secret: false, help: "Eureka instance id (with --registry_protocol eureka)" },
+    OptionSpec { name: "healthchecks", kind: Kind::List, default: "", secret: false, help: "http://..., https://..., tcp://host:port or file:///path checks (repeatable; comma-separated in env)" },
+    OptionSpec { name: "healthcheck_interval", kind: Kind::Duration, default: "30s", secret: false, help: "interval of the --healthchecks checks, > 0" },
+    OptionSpec { name: "healthcheck_timeout", kind: Kind::Duration, default: "5s", secret: false, help: "timeout of the --healthchecks checks, > 0" },
+    OptionSpec { name: "supervise", kind: Kind::Bool, default: "false", secret: false, help: "deprecated and ignored: the command after the options is always supervised" },
+    OptionSpec { name: "log_level", kind: Kind::Text, default: "info", secret: false, help: "debug, info, warn, warning, error, fatal or panic" },
+    OptionSpec { name: "log_format", kind: Kind::Text, default: "text", secret: false, help: "text, json or logstash" },
+    OptionSpec { name: "proxy", kind: Kind::Bool, default: "false", secret: false, help: "not included: true is a configuration error" },
+    OptionSpec { name: "dns", kind: Kind::Bool, default: "false", secret: false, help: "not included: true is a configuration error" },
+    OptionSpec { name: "kubernetes_pod_name", kind: Kind::Text, default: "", secret: false, help: "not included: a non-empty value is a configuration error" },
+    OptionSpec { name: "proxy_adapter", kind: Kind::Text, default: "envoy", secret: false, help: "ignored (proxy not included)" },
+    OptionSpec { name: "proxy_tls", kind: Kind::Bool, default: "false", secret: false, help: "ignored (proxy not included)" },
+    OptionSpec { name: "proxy_cert_chain_file", kind: Kind::Text, default: "", secret: false, help: "ignored (proxy not included)" },
+    OptionSpec { name: "proxy_private_key_file", kind: Kind::Text, default: "", secret: false, help: "ignored (proxy not included)" },
+    OptionSpec { name: "proxy_ca_cert_file", kind: Kind::Text, default: "", secret: false, help: "ignored (proxy not included)" },
+    OptionSpec { name: "rules_adapter", kind: Kind::Text, default: "amalgam8", secret: false, help: "ignored (rules client not included)" },
+    OptionSpec { name: "controller_url", kind: Kind::Text, default: "", secret: false, help: "ignored (rules client not included)" },
+    OptionSpec { name: "controller_token", kind: Kind::Text, default: "", secret: true, help: "ignored (rules client not included)" },
+    OptionSpec { name: "controller_poll", kind: Kind::Duration, default: "15s", secret: false, help: "ignored (rules client not included)" },
+    OptionSpec { name: "dns_port", kind: Kind::Int, default: "8053", secret: false, help: "ignored (DNS server not included)" },
+    OptionSpec { name: "dns_domain", kind: Kind::Text, default: "amalgam8", secret: false, help: "ignored (DNS server not included)" },
+    OptionSpec { name: "registry_poll", kind: Kind::Duration, default: "15s", secret: false, help: "ignored (discovery cache not included)" },
+    OptionSpec { name: "kubernetes_url", kind: Kind::Text, default: "", secret: false, help: "ignored (Kubernetes lookup not included)" },
+    OptionSpec { name: "kubernetes_token", kind: Kind::Text, default: "", secret: true, help: "ignored (Kubernetes lookup not included)" },
+    OptionSpec { name: "kubernetes_namespace", kind: Kind::Text, default: "default", secret: false, help: "ignored (Kubernetes lookup not included)" },
+    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "ignored (discovery not included; for registering into Eureka see --registry_protocol)" },
+];
+
+/// How the sidecar's error lines begin.
+pub(crate) const SIDECAR_COMMAND: &str = "a8registry sidecar";
 
 /// A command line: its name (which starts its error lines), usage and option table.
 struct CommandSpec {
@@ -115,6 +160,14 @@ struct CommandSpec {
     /// Whether each option also reads its `A8_<FLAG>` environment variable.
     env_twins: bool,
 }
+
+/// `a8registry sidecar [options] [--] [command [args...]]`.
+const SIDECAR: CommandSpec = CommandSpec {
+    name: SIDECAR_COMMAND,
+    usage: "a8registry sidecar [options] [--] [command [args...]]",
+    options: SIDECAR_OPTIONS,
+    env_twins: true,
+};
 
 /// The server: `a8registry [options]`.
 const SERVER: CommandSpec = CommandSpec {
@@ -166,12 +219,22 @@ impl CommandSpec {
     /// The `--help` text: usage, then every option with its env name (if any) and default.
     fn help(&self) -> String {
         let mut out = String::new();
-        if self.env_twins {
+        if self.name == SIDECAR_COMMAND {
+            out.push_str(
+                "a8registry sidecar: registers an application, heartbeats while it is healthy \
+                 and supervises it\n\nUsage:\n",
+            );
+            out.push_str(&format!("  {}\n\n", self.usage));
+            out.push_str("Options (flag > environment variable > --config file > default):\n");
+        } else if self.env_twins {
             out.push_str(
                 "a8registry: a service registry with the Amalgam8 and Eureka APIs\n\n\
                  Usage:\n",
             );
-            out.push_str(&format!("  {}\n  {}\n\n", self.usage, TOKEN.usage));
+            out.push_str(&format!(
+                "  {}\n  {}\n  {}\n\n",
+                self.usage, TOKEN.usage, SIDECAR.usage
+            ));
             out.push_str("Options (flag > environment variable > default):\n");
         } else {
             out.push_str(&format!("Usage:\n  {}\n\nOptions:\n", self.usage));
@@ -334,6 +397,8 @@ pub enum Command {
     /// Print this help text and exit 0.
     Help(String),
     Version,
+    /// `a8registry sidecar ...`: register, heartbeat and supervise.
+    Sidecar(Box<crate::sidecar::SidecarConfig>),
     /// `a8registry token --secret S --namespace N [--ttl 24h]`.
     Token {
         secret: Secret,
@@ -357,6 +422,13 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error line of `command` (e.g. [`SIDECAR_COMMAND`]).
+    pub(crate) fn new(command: &'static str, message: String) -> ConfigError {
+        ConfigError { command, message }
+    }
+}
 
 fn env_name(flag: &str) -> String {
     format!("A8_{}", flag.to_ascii_uppercase())
@@ -415,7 +487,7 @@ pub fn parse(
     // A subcommand is the first argument; each has its own table.
     match args.first().and_then(|a| a.to_str()) {
         Some("token") => parse_token(args.split_off(1)),
-        // Some("sidecar") => parse_sidecar(args.split_off(1), env), on its own table.
+        Some("sidecar") => parse_sidecar(args.split_off(1), env),
         _ => parse_server(args, env),
     }
 }
@@ -469,6 +541,80 @@ fn parse_token(args: Vec<OsString>) -> Result<Command, ConfigError> {
         namespace,
         ttl,
     })
+}
+
+/// Splits the sidecar's arguments where the supervised command begins: at `--` (dropped) or at
+/// the first argument that is neither an option nor the value of the option before it.
+fn split_sidecar_command(args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    let mut options = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str().map(str::to_string) else {
+            return (options, std::iter::once(arg).chain(args).collect());
+        };
+        if text == "--" {
+            return (options, args.collect());
+        }
+        if !text.starts_with('-') || text == "-" {
+            return (options, std::iter::once(arg).chain(args).collect());
+        }
+        let name = text.trim_start_matches('-');
+        let takes_value = !name.contains('=')
+            && SIDECAR_OPTIONS
+                .iter()
+                .any(|o| o.name == name && o.kind != Kind::Bool);
+        options.push(arg);
+        if takes_value {
+            if let Some(value) = args.next() {
+                options.push(value);
+            }
+        }
+    }
+    (options, Vec::new())
+}
+
+fn parse_sidecar(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, ConfigError> {
+    let (options, command) = split_sidecar_command(args);
+    let mut raw = RawValues::new(&SIDECAR, options, env);
+    if raw.pargs.contains(["-h", "--help"]) {
+        return Ok(Command::Help(SIDECAR.help()));
+    }
+    if raw.pargs.contains(["-v", "--version"]) {
+        return Ok(Command::Version);
+    }
+    let mut given = crate::sidecar::Given::default();
+    for option in SIDECAR_OPTIONS {
+        if option.kind == Kind::List {
+            if let Some(items) = raw.list(option.name)? {
+                given.set_list(option.name, items);
+            }
+            continue;
+        }
+        let Some(value) = raw.single(option.name)? else {
+            continue;
+        };
+        // Every value is checked for its type here, those of ignored options too (§2.3).
+        let why = match option.kind {
+            Kind::Int => parse_int(&value).err(),
+            Kind::Bool => parse_bool(&value).map_or(
+                Some("a boolean is one of 1 t T TRUE true True 0 f F FALSE false False"),
+                |_| None,
+            ),
+            Kind::Duration => parse_duration(&value).err(),
+            Kind::Text | Kind::List | Kind::Ip => None,
+        };
+        if let Some(why) = why {
+            return Err(SIDECAR.invalid(option.name, &value, why));
+        }
+        given.set(option.name, value);
+    }
+    raw.finish()?;
+    given.command = command;
+    let config = crate::sidecar::resolve(&given)?;
+    Ok(Command::Sidecar(Box::new(config)))
 }
 
 /// Raw option values of one command, before conversion: a flag wins over its env twin. Every
@@ -1271,7 +1417,7 @@ mod tests {
 
     #[test]
     fn tables_name_each_option_once_and_secrets_are_text() {
-        for command in [&SERVER, &TOKEN] {
+        for command in [&SERVER, &TOKEN, &SIDECAR] {
             for (i, o) in command.options.iter().enumerate() {
                 assert!(
                     command.options[i + 1..].iter().all(|p| p.name != o.name),
@@ -1435,6 +1581,77 @@ mod tests {
         assert!(
             !token.contains("A8_") && !token.contains("--api_port"),
             "{token}"
+        );
+    }
+
+    #[test]
+    fn the_sidecar_command_starts_at_dashdash_or_the_first_free_argument() {
+        let split = |args: &[&str]| {
+            let (options, command) =
+                split_sidecar_command(args.iter().map(OsString::from).collect());
+            let text = |v: Vec<OsString>| -> Vec<String> {
+                v.into_iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect()
+            };
+            (text(options), text(command))
+        };
+        assert_eq!(
+            split(&[
+                "--register",
+                "--registry_token",
+                "-abc",
+                "app",
+                "--port",
+                "5000"
+            ]),
+            (
+                vec![
+                    "--register".into(),
+                    "--registry_token".into(),
+                    "-abc".into()
+                ],
+                vec!["app".into(), "--port".into(), "5000".into()]
+            )
+        );
+        assert_eq!(
+            split(&["-service=s", "--", "--looks-like-an-option"]),
+            (
+                vec!["-service=s".into()],
+                vec!["--looks-like-an-option".into()]
+            )
+        );
+        // A boolean takes no separate value: the next word starts the command.
+        assert_eq!(split(&["--register", "true"]).1, ["true"]);
+        let sidecar = |args: &[&str]| {
+            let mut all = vec!["sidecar"];
+            all.extend_from_slice(args);
+            parse(all.iter().map(OsString::from).collect(), &|name: &str| {
+                (name == "A8_SERVICE").then(|| "from-env:v1".to_string())
+            })
+        };
+        match sidecar(&[
+            "--register",
+            "--endpoint_port",
+            "80",
+            "--registry_url",
+            "http://r",
+            "--",
+            "app",
+        ]) {
+            Ok(Command::Sidecar(config)) => {
+                assert_eq!(config.service_name, "from-env");
+                assert_eq!(config.commands[0].argv, [OsString::from("app")]);
+            }
+            _ => panic!("expected a sidecar command"),
+        }
+        assert!(
+            matches!(sidecar(&["--help"]), Ok(Command::Help(text)) if text.contains("A8_REGISTRY_URL"))
+        );
+        let err = sidecar(&["--dns_port", "x"]).err().unwrap().to_string();
+        assert!(
+            err.starts_with("a8registry sidecar: invalid value \"x\" for --dns_port (A8_DNS_PORT)"),
+            "{err}"
         );
     }
 

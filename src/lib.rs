@@ -38,6 +38,11 @@
 //!   TTL map with tombstones and its reaper schedule).
 //! - [`metrics`]: striped counters and histograms, and the Prometheus text exposition with the
 //!   standard `process_*` series; every label value comes from a fixed set or a bounded list.
+//!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
+//!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
+//! - [`sidecar`]: `a8registry sidecar`, on plain threads: registers one application, heartbeats
+//!   while its health checks pass, registers again after outages and supervises it (`settings`,
+//!   `yaml`, `protocol`, `agent`, `health`, `process`, `client`).
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
@@ -50,5 +55,6 @@ pub mod log;
 pub mod metrics;
 pub mod net;
 pub mod registry;
+pub mod sidecar;
 #[cfg(test)]
 mod testing;

@@ -1,5 +1,5 @@
-//! The `a8registry` binary: parses the command and runs the server or `token`. The components
-//! live in the library crate (`lib.rs`).
+//! The `a8registry` binary: parses the command and runs the server, `token` or `sidecar`. The
+//! components live in the library crate (`lib.rs`).
 
 use a8registry::config::{Command, Config};
 use a8registry::http::server::{refuse_connection, Limits, Server};
@@ -105,6 +105,7 @@ fn main() -> ExitCode {
             println!("{}", auth::jwt::sign(&claims, secret.expose().as_bytes()));
             ExitCode::SUCCESS
         }
+        Command::Sidecar(config) => ExitCode::from(a8registry::sidecar::run(*config)),
         Command::Serve { config, summary } => {
             let code = serve(*config, &summary);
             // The log thread writes asynchronously: give it the last lines before exiting.

@@ -116,6 +116,25 @@ fn decode_registration(body: &[u8]) -> Result<Registration, json::Malformed> {
     })
 }
 
+/// For the sidecar's tests: a registration body as this decoder reads it, as (service name, the
+/// id it gets, ttl, tags), so the sidecar's encoder is checked against the server's decoder.
+#[cfg(test)]
+pub(crate) fn decode_for_tests(body: &[u8]) -> (String, String, Option<u32>, Vec<String>) {
+    let registration = decode_registration(body).expect("a well-formed registration body");
+    let service = registration.service_name.unwrap_or_default();
+    let (kind, value) = registration.endpoint.expect("an endpoint");
+    let endpoint = Endpoint {
+        kind: EndpointType::parse(&kind.unwrap_or_default()).expect("a valid endpoint type"),
+        value: value.unwrap_or_default(),
+    };
+    let tags = registration
+        .tags
+        .map(|tags| tags.0.expect("tags within the limits"))
+        .unwrap_or_default();
+    let id = derive_id(&service, &endpoint);
+    (service, id, registration.ttl, tags)
+}
+
 /// `POST /api/v1/instances` (spec 3.4).
 pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
     let Ok(registration) = decode_registration(&request.body) else {

@@ -12,3 +12,4 @@ mod process;
 mod prometheus;
 mod scratch;
 mod watches;
+mod sidecar;
