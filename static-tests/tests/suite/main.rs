@@ -11,5 +11,5 @@ mod metrics;
 mod process;
 mod prometheus;
 mod scratch;
-mod watches;
 mod sidecar;
+mod watches;
