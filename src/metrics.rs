@@ -386,9 +386,7 @@ pub fn expose_process(out: &mut Exposition) {
         );
         out.sample("process_resident_memory_bytes", &[], pages * page_bytes);
     }
-    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
-        // The directory being read holds a descriptor of its own.
-        let open = entries.count().saturating_sub(1);
+    if let Some(open) = open_fds() {
         out.family(
             "process_open_fds",
             "gauge",
@@ -417,6 +415,30 @@ pub fn expose_process(out: &mut Exposition) {
         );
         out.sample("process_start_time_seconds", &[], started);
     }
+}
+
+/// How long a count of open descriptors is reused: counting costs a pass over `/proc/self/fd`,
+/// one entry per connection, and scrapes come from unauthenticated clients.
+const OPEN_FDS_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Open file descriptors, counted at most once per [`OPEN_FDS_REUSE`].
+fn open_fds() -> Option<usize> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static LAST: Mutex<Option<(Instant, usize)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, count)) = *last {
+        if at.elapsed() < OPEN_FDS_REUSE {
+            return Some(count);
+        }
+    }
+    // The directory being read holds a descriptor of its own.
+    let count = std::fs::read_dir("/proc/self/fd")
+        .ok()?
+        .count()
+        .saturating_sub(1);
+    *last = Some((Instant::now(), count));
+    Some(count)
 }
 
 /// The process's start time in seconds since the epoch: its start in clock ticks after boot

@@ -439,7 +439,9 @@ impl Connection<'_> {
                     None => {}
                 }
             } else {
-                self.link.stream().clear_readiness();
+                // More than the budget waits behind this request: answer it now with the current
+                // state, rather than park without watching for the client going away.
+                break WaitEnd::TimedOut;
             }
             if self.link.is_stopping() {
                 break WaitEnd::Shutdown;

@@ -13,6 +13,7 @@
 use super::error::ErrorKind;
 use super::index::ChangeIndex;
 use super::instance::Instance;
+use super::instance::MAX_SERVICE_NAME_BYTES;
 use super::store::{Call, ChangeKind, ChangeLog, Clock, Listener, Lookup, Result, Snapshot, Store};
 use super::watch::{Wake, Watches};
 use crate::metrics::Striped;
@@ -198,6 +199,10 @@ impl Registry {
     /// again afterwards: a change between the caller's first read and this call may have been
     /// missed, and the caller answers (or wakes the watcher) itself when the index moved.
     pub fn watch(&self, namespace: &str, service: Option<&str>, watcher: Box<dyn Wake>) {
+        // No instance can have a longer name: nothing would ever wake it, so it is not kept.
+        if service.is_some_and(|s| s.len() > MAX_SERVICE_NAME_BYTES) {
+            return;
+        }
         self.changes.watches.watch(namespace, service, watcher);
     }
 

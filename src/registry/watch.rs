@@ -17,12 +17,16 @@
 //!
 //! A watcher whose request ended otherwise (timed out, its client gone) says so through
 //! [`Wake::is_waiting`]; such entries are dropped when their list is next woken, when the list
-//! has doubled since it was last cleaned, and by [`Watches::sweep`] (housekeeping).
+//! has doubled since it was last cleaned, when all entries held have doubled since the last
+//! sweep, and by [`Watches::sweep`] (housekeeping). So what departed clients leave behind stays
+//! within twice the live watchers plus a constant.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+/// Entries held in all below which a registration never sweeps them.
+const MIN_SWEEP_ENTRIES: usize = 1024;
 /// Entries of one list below which it is never cleaned on insert.
 const MIN_CLEANUP_LENGTH: usize = 64;
 
@@ -85,6 +89,8 @@ struct Shared {
     /// Entries registered and not yet taken or swept (some may have stopped waiting): zero means
     /// a change has nothing to look up.
     registered: AtomicUsize,
+    /// Entries held above which the next registration sweeps.
+    sweep_at: AtomicUsize,
     queue: Mutex<Queue>,
     queued: Condvar,
 }
@@ -105,6 +111,7 @@ impl Watches {
         let shared = Arc::new(Shared {
             namespaces: Mutex::new(HashMap::new()),
             registered: AtomicUsize::new(0),
+            sweep_at: AtomicUsize::new(MIN_SWEEP_ENTRIES),
             queue: Mutex::new(Queue::default()),
             queued: Condvar::new(),
         });
@@ -137,6 +144,16 @@ impl Watches {
         let dropped = before + 1 - list.watchers.len();
         self.shared.registered.fetch_add(1, Ordering::SeqCst);
         self.shared.registered.fetch_sub(dropped, Ordering::SeqCst);
+        drop(namespaces);
+        // Clients that leave before a change leave their entries behind, spread over lists that
+        // may never be woken again (a new service name each time): once the entries held pass
+        // twice what the last sweep kept, sweep now. Each sweep's cost is paid for by the
+        // registrations since the previous one.
+        if self.shared.registered.load(Ordering::SeqCst)
+            > self.shared.sweep_at.load(Ordering::SeqCst)
+        {
+            self.sweep();
+        }
     }
 
     /// A change of `services` in `namespace`: its watchers are handed to the waking thread. Quick
@@ -189,6 +206,9 @@ impl Watches {
             !entry.is_empty()
         });
         self.shared.registered.store(held, Ordering::SeqCst);
+        self.shared
+            .sweep_at
+            .store((2 * held).max(MIN_SWEEP_ENTRIES), Ordering::SeqCst);
     }
 
     /// Entries held (watchers registered and not yet woken or swept).

@@ -612,3 +612,23 @@ fn an_index_ahead_of_the_current_one_waits_for_the_next_change() {
     let index = index_of(&r);
     assert!(index > current && index < ahead, "{index}");
 }
+
+#[test]
+fn a_watch_with_a_large_pipeline_behind_it_is_answered_and_freed_when_the_client_leaves() {
+    use std::io::Write;
+    let server = Server::start(&[]);
+    let mut conn = server.connect();
+    // A wait, then more than the server reads while a request waits, then the client leaves.
+    let mut bytes =
+        b"GET /api/v1/services?index=99999&wait=10m HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    bytes.extend_from_slice(b"GET /x HTTP/1.1\r\nX-Pad: ");
+    bytes.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    conn.write_all(&bytes).unwrap();
+    let first = read_response(&mut conn, false).expect("the wait is answered at once");
+    assert_eq!(first.status, 200);
+    drop(conn);
+    eventually("the connection is freed", Duration::from_secs(10), || {
+        metric(&server, "a8registry_watchers") == 0.0
+            && metric(&server, "a8registry_connections") <= 1.0
+    });
+}
