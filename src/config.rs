@@ -84,7 +84,7 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL: mirror its endpoints read-only (not available yet)" },
     OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API (not available yet)" },
     OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env; not available yet)" },
-    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json files to mirror read-only (not available yet)" },
+    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json and <namespace>.conf files to mirror read-only (an existing directory)" },
 ];
 
 /// The largest `--max_body_size`: 1 GiB. A body is held whole in memory before it is decoded.
@@ -813,6 +813,9 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         .filter(|u| !u.is_empty())
         .collect();
     let fs_catalog = raw.text("fs_catalog")?;
+    if !fs_catalog.is_empty() && !std::path::Path::new(&fs_catalog).is_dir() {
+        return Err(invalid("fs_catalog", &fs_catalog, "not an existing directory"));
+    }
 
     let config = Config {
         api_bind,
@@ -868,9 +871,6 @@ fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
     }
     if !config.eureka_urls.is_empty() {
         return unavailable("eureka_url", "the external Eureka catalog");
-    }
-    if !config.fs_catalog.is_empty() {
-        return unavailable("fs_catalog", "the file catalog");
     }
     Ok(())
 }
@@ -1201,13 +1201,21 @@ mod tests {
             ("A8_REPLICATION", "true"),
             ("A8_K8S_URL", "http://k8s"),
             ("A8_EUREKA_URL", "http://e/eureka/v2"),
-            ("A8_FS_CATALOG", "/srv/catalog"),
         ] {
             let err = parse_with(&[], &[env]).unwrap_err().to_string();
             assert!(err.contains("not available yet"), "{env:?}: {err}");
         }
         let err = parse_with(&[], &[("A8_STORE", "redis"), ("A8_STORE_ADDRESS", "h:1")]);
         assert!(err.unwrap_err().to_string().contains("not available yet"));
+    }
+
+    #[test]
+    fn the_file_catalog_needs_an_existing_directory() {
+        let err = parse_with(&[], &[("A8_FS_CATALOG", "/nonexistent/catalog")]).unwrap_err();
+        assert!(err.to_string().contains("--fs_catalog (A8_FS_CATALOG)"), "{err}");
+        let dir = std::env::temp_dir();
+        let config = parse_with(&[], &[("A8_FS_CATALOG", dir.to_str().unwrap())]);
+        assert!(config.is_ok());
     }
 
     #[test]

@@ -33,12 +33,15 @@
 //!   their origin, lease events, records from elsewhere), `index` (the per-namespace and
 //!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
 //!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
+//! - [`catalogs`]: read-only sources (`files`) on plain threads, publishing per-namespace `Arc`
+//!   snapshots that the façade merges after the store's instances, and their `/uptime` health.
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
 
 pub mod api;
 pub mod auth;
+pub mod catalogs;
 pub mod config;
 pub mod http;
 pub mod log;

@@ -163,6 +163,14 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         config.require_https,
     ));
 
+    if !config.fs_catalog.is_empty() {
+        let directory = std::path::Path::new(&config.fs_catalog);
+        if let Err(e) = a8registry::catalogs::files::start(directory, api.catalogs()) {
+            error!("cannot start the file catalog", "error" => e);
+            return ExitCode::from(1);
+        }
+    }
+
     let housekeeping = Arc::downgrade(&api);
     let pruned = Arc::downgrade(&store);
     let started = std::thread::Builder::new()

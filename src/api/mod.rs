@@ -255,6 +255,11 @@ impl Api {
         }
     }
 
+    /// The read-only catalogs merged into this API's reads, for the sources to publish into.
+    pub fn catalogs(&self) -> Arc<crate::catalogs::Catalogs> {
+        self.registry.catalogs()
+    }
+
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.
     pub fn housekeeping(&self) {
         self.registry.forget_empty();

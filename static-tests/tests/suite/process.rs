@@ -99,6 +99,11 @@ fn configuration_errors_exit_2_naming_the_option() {
         &["--api_bind", "A8_API_BIND"],
     );
     assert_config_error(&[], &["--no_such_flag"], &["--no_such_flag"]);
+    assert_config_error(
+        &[],
+        &["--fs_catalog", "/nonexistent/catalog"],
+        &["--fs_catalog", "A8_FS_CATALOG", "not an existing directory"],
+    );
 }
 
 #[test]
@@ -110,7 +115,6 @@ fn capabilities_not_built_yet_are_refused_not_ignored() {
             ("A8_EUREKA_URL", "http://127.0.0.1:1/eureka/v2"),
             "--eureka_url",
         ),
-        (("A8_FS_CATALOG", "/nonexistent"), "--fs_catalog"),
     ] {
         let (code, _, stderr) = run_to_exit(&[], &[env]);
         assert_eq!(code, Some(2), "{env:?}");
@@ -134,7 +138,6 @@ const NOT_AVAILABLE_YET: &[&str] = &[
     "k8s_url",
     "k8s_token",
     "eureka_url",
-    "fs_catalog",
 ];
 
 #[test]
