@@ -81,8 +81,8 @@ pub fn parse(text: &[u8]) -> Result<Parsed, String> {
         return Err(format!("larger than {MAX_FILE_BYTES} bytes"));
     }
     check_nesting(text)?;
-    let top: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(text)
-        .map_err(|e| format!("not one JSON object: {e}"))?;
+    let top: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_slice(text).map_err(|e| format!("not one JSON object: {e}"))?;
     let mut parsed = Parsed {
         instances: Vec::new(),
         skipped: Vec::new(),
@@ -107,7 +107,10 @@ fn optional_text(
     fields: &BTreeMap<String, Box<RawValue>>,
     name: &str,
 ) -> Result<Option<String>, String> {
-    match fields.get(name).map(|raw| serde_json::from_str::<Value>(raw.get())) {
+    match fields
+        .get(name)
+        .map(|raw| serde_json::from_str::<Value>(raw.get()))
+    {
         None => Ok(None),
         Some(Ok(Value::Null)) => Ok(None),
         Some(Ok(Value::String(text))) => Ok(Some(text)),
@@ -356,7 +359,13 @@ mod tests {
     fn candidates_are_json_and_conf_files_of_a_visible_name() {
         assert_eq!(namespace_of("default.json"), Some(("default", true)));
         assert_eq!(namespace_of("team-a.conf"), Some(("team-a", false)));
-        for name in [".json", ".default.json.swp", ".hidden.json", "x.txt", "json"] {
+        for name in [
+            ".json",
+            ".default.json.swp",
+            ".hidden.json",
+            "x.txt",
+            "json",
+        ] {
             assert_eq!(namespace_of(name), None, "{name}");
         }
     }
@@ -392,7 +401,10 @@ mod tests {
     #[test]
     fn unparsable_files_are_told_apart_from_empty_ones() {
         assert!(parse(b"{}").unwrap().instances.is_empty());
-        assert!(parse(br#"{"instances":null}"#).unwrap().instances.is_empty());
+        assert!(parse(br#"{"instances":null}"#)
+            .unwrap()
+            .instances
+            .is_empty());
         for bad in [
             &b"[]"[..],
             b"{\"instances\":{}}",
@@ -409,6 +421,9 @@ mod tests {
         );
         assert!(parse(deep.as_bytes()).is_err());
         let shallow = r#"{"instances":[{"metadata":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}]}"#;
-        assert!(parse(shallow.as_bytes()).is_ok(), "brackets in strings do not nest");
+        assert!(
+            parse(shallow.as_bytes()).is_ok(),
+            "brackets in strings do not nest"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! index of the namespace and of the services it touched, so cached bodies and waiting queries
 //! follow. The merge with the store happens in the domain façade (`registry::Registry`).
 
+pub mod eureka;
 pub mod files;
 mod health;
 
@@ -167,8 +168,7 @@ fn changed_services(old: &[Arc<Instance>], new: &[Arc<Instance>]) -> BTreeSet<Ar
     let mut changed = BTreeSet::new();
     for (service, before) in &old {
         let same = new.get(service).is_some_and(|after| {
-            after.len() == before.len()
-                && after.iter().zip(before).all(|(a, b)| lists_alike(a, b))
+            after.len() == before.len() && after.iter().zip(before).all(|(a, b)| lists_alike(a, b))
         });
         if !same {
             changed.insert(service.clone());
@@ -231,7 +231,10 @@ impl Catalogs {
         if changed.is_empty() {
             return false;
         }
-        let mut slots = current.as_ref().map(|v| v.slots.clone()).unwrap_or_default();
+        let mut slots = current
+            .as_ref()
+            .map(|v| v.slots.clone())
+            .unwrap_or_default();
         slots[slot] = instances.into();
         let view = NamespaceView::build(slots);
         let name: Arc<str> = Arc::from(namespace);
@@ -264,7 +267,11 @@ impl Catalogs {
     /// The configured sources' reports, in alphabetical order of their names; empty when none is
     /// configured.
     pub fn reports(&self) -> Vec<SourceReport> {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut reports: Vec<SourceReport> = sources
             .iter()
             .map(|h| h.report(self.count(h.kind())))
@@ -312,7 +319,10 @@ mod tests {
         assert!(catalogs.publish(SourceKind::Files, "team", vec![instance("a", "s", "DOWN")]));
         assert!(index.service("team", "s") > after);
         assert!(catalogs.publish(SourceKind::Files, "team", vec![]));
-        assert!(catalogs.view("team").is_none(), "an empty namespace is dropped");
+        assert!(
+            catalogs.view("team").is_none(),
+            "an empty namespace is dropped"
+        );
     }
 
     #[test]
@@ -323,7 +333,11 @@ mod tests {
             "default",
             vec![instance("x", "s", "FILE"), instance("y", "t", "UP")],
         );
-        catalogs.publish(SourceKind::Eureka, "default", vec![instance("x", "s", "EUREKA")]);
+        catalogs.publish(
+            SourceKind::Eureka,
+            "default",
+            vec![instance("x", "s", "EUREKA")],
+        );
         let view = catalogs.view("default").unwrap();
         let listed: Vec<(&str, &str)> = view
             .all()

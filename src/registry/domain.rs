@@ -8,9 +8,9 @@
 //! go to the store only, which does not know catalog ids: they answer as for an unknown id.
 
 use super::index::ChangeIndex;
-use crate::catalogs::{append_visible, Catalogs};
 use super::instance::Instance;
 use super::store::{Call, ChangeLog, Clock, Listener, Lookup, Result, Snapshot, Store};
+use crate::catalogs::{append_visible, Catalogs};
 use std::collections::HashSet;
 use std::sync::Arc;
 

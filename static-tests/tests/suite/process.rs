@@ -111,10 +111,6 @@ fn capabilities_not_built_yet_are_refused_not_ignored() {
     for (env, flag) in [
         (("A8_REPLICATION", "true"), "--replication"),
         (("A8_K8S_URL", "http://127.0.0.1:1"), "--k8s_url"),
-        (
-            ("A8_EUREKA_URL", "http://127.0.0.1:1/eureka/v2"),
-            "--eureka_url",
-        ),
     ] {
         let (code, _, stderr) = run_to_exit(&[], &[env]);
         assert_eq!(code, Some(2), "{env:?}");
@@ -137,7 +133,6 @@ const NOT_AVAILABLE_YET: &[&str] = &[
     "cluster_size",
     "k8s_url",
     "k8s_token",
-    "eureka_url",
 ];
 
 #[test]
@@ -226,6 +221,7 @@ fn help_lists_every_option_with_env_and_default() {
         "k8s_url",
         "k8s_token",
         "eureka_url",
+        "catalog_poll",
         "fs_catalog",
     ] {
         assert!(
