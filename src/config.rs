@@ -83,8 +83,9 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", secret: false, help: "minimal healthy cluster size, reported in /uptime only (not available yet)" },
     OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL: mirror its endpoints read-only (not available yet)" },
     OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API (not available yet)" },
-    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs to mirror read-only (repeatable; comma-separated in env; not available yet)" },
-    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json files to mirror read-only (not available yet)" },
+    OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs (http:// or https://) to mirror read-only into the default namespace, tried in order (repeatable; comma-separated in env)" },
+    OptionSpec { name: "catalog_poll", kind: Kind::Duration, default: "30s", secret: false, help: "interval of the remote Eureka catalog's refresh, >= 1s" },
+    OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json and <namespace>.conf files to mirror read-only (an existing directory)" },
 ];
 
 /// The largest `--max_body_size`: 1 GiB. A body is held whole in memory before it is decoded.
@@ -384,6 +385,7 @@ pub struct Config {
     pub k8s_url: String,
     pub k8s_token: Secret,
     pub eureka_urls: Vec<String>,
+    pub catalog_poll: Duration,
     pub fs_catalog: String,
 }
 
@@ -957,8 +959,29 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         .unwrap_or_default()
         .into_iter()
         .filter(|u| !u.is_empty())
+        .map(|u| u.trim_end_matches('/').to_string())
         .collect();
+    for url in &eureka_urls {
+        if let Err(why) = check_base_url(url) {
+            return Err(invalid("eureka_url", url, why));
+        }
+    }
+    let catalog_poll = raw.duration("catalog_poll")?;
+    if catalog_poll < MIN_CATALOG_POLL {
+        return Err(invalid(
+            "catalog_poll",
+            &format_go_duration(catalog_poll),
+            "must be >= 1s",
+        ));
+    }
     let fs_catalog = raw.text("fs_catalog")?;
+    if !fs_catalog.is_empty() && !std::path::Path::new(&fs_catalog).is_dir() {
+        return Err(invalid(
+            "fs_catalog",
+            &fs_catalog,
+            "not an existing directory",
+        ));
+    }
 
     let config = Config {
         api_bind,
@@ -989,10 +1012,52 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         k8s_url,
         k8s_token,
         eureka_urls,
+        catalog_poll,
         fs_catalog,
     };
     refuse_unavailable(&config)?;
     Ok(config)
+}
+
+/// The shortest `--catalog_poll`.
+const MIN_CATALOG_POLL: Duration = Duration::from_secs(1);
+
+/// Checks a catalog base URL: absolute `http://` or `https://`, a host, an optional port and
+/// path, no query, fragment or credentials.
+fn check_base_url(url: &str) -> Result<(), &'static str> {
+    const WHY: &str =
+        "must be an absolute http:// or https:// URL with a host, without query or fragment";
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or(WHY)?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']').ok_or(WHY)?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or(WHY)?),
+            };
+            (host, port)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err(WHY);
+    }
+    if host.is_empty()
+        || url.contains('?')
+        || url.contains('#')
+        || authority.contains('@')
+        || url.bytes().any(|b| b <= b' ' || b == 0x7f)
+    {
+        return Err(WHY);
+    }
+    Ok(())
 }
 
 /// Options of capabilities this build does not have yet are refused, never silently ignored.
@@ -1011,12 +1076,6 @@ fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
     }
     if !config.k8s_url.is_empty() {
         return unavailable("k8s_url", "the Kubernetes catalog");
-    }
-    if !config.eureka_urls.is_empty() {
-        return unavailable("eureka_url", "the external Eureka catalog");
-    }
-    if !config.fs_catalog.is_empty() {
-        return unavailable("fs_catalog", "the file catalog");
     }
     Ok(())
 }
@@ -1343,17 +1402,57 @@ mod tests {
 
     #[test]
     fn unavailable_capabilities_are_refused() {
-        for env in [
-            ("A8_REPLICATION", "true"),
-            ("A8_K8S_URL", "http://k8s"),
-            ("A8_EUREKA_URL", "http://e/eureka/v2"),
-            ("A8_FS_CATALOG", "/srv/catalog"),
-        ] {
+        for env in [("A8_REPLICATION", "true"), ("A8_K8S_URL", "http://k8s")] {
             let err = parse_with(&[], &[env]).unwrap_err().to_string();
             assert!(err.contains("not available yet"), "{env:?}: {err}");
         }
         let err = parse_with(&[], &[("A8_STORE", "redis"), ("A8_STORE_ADDRESS", "h:1")]);
         assert!(err.unwrap_err().to_string().contains("not available yet"));
+    }
+
+    #[test]
+    fn eureka_urls_are_absolute_http_urls() {
+        let config = parse_with(
+            &[],
+            &[(
+                "A8_EUREKA_URL",
+                "http://a:8761/eureka/v2/,https://[::1]:8443/e",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            config.eureka_urls,
+            ["http://a:8761/eureka/v2", "https://[::1]:8443/e"]
+        );
+        assert_eq!(config.catalog_poll, Duration::from_secs(30));
+        for bad in [
+            "ftp://a",
+            "a:8761",
+            "http://",
+            "http://a?x=1",
+            "http://a#f",
+            "http://a:x/",
+        ] {
+            let err = parse_with(&[], &[("A8_EUREKA_URL", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("--eureka_url (A8_EUREKA_URL)"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse_with(&[], &[("A8_CATALOG_POLL", "500ms")]).unwrap_err();
+        assert!(err.to_string().contains("--catalog_poll"), "{err}");
+    }
+
+    #[test]
+    fn the_file_catalog_needs_an_existing_directory() {
+        let err = parse_with(&[], &[("A8_FS_CATALOG", "/nonexistent/catalog")]).unwrap_err();
+        assert!(
+            err.to_string().contains("--fs_catalog (A8_FS_CATALOG)"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir();
+        let config = parse_with(&[], &[("A8_FS_CATALOG", dir.to_str().unwrap())]);
+        assert!(config.is_ok());
     }
 
     #[test]

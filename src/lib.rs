@@ -43,12 +43,15 @@
 //! - [`sidecar`]: `a8registry sidecar`, on plain threads: registers one application, heartbeats
 //!   while its health checks pass, registers again after outages and supervises it (`settings`,
 //!   `yaml`, `protocol`, `agent`, `health`, `process`, `client`).
+//! - [`catalogs`]: read-only sources (`files`) on plain threads, publishing per-namespace `Arc`
+//!   snapshots that the façade merges after the store's instances, and their `/uptime` health.
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
 
 pub mod api;
 pub mod auth;
+pub mod catalogs;
 pub mod config;
 pub mod http;
 pub mod log;

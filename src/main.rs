@@ -166,6 +166,26 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         }
     };
 
+    if !config.fs_catalog.is_empty() {
+        let directory = std::path::Path::new(&config.fs_catalog);
+        if let Err(e) = a8registry::catalogs::files::start(directory, api.catalogs()) {
+            error!("cannot start the file catalog", "error" => e);
+            return ExitCode::from(1);
+        }
+    }
+
+    if !config.eureka_urls.is_empty() {
+        let started = a8registry::catalogs::eureka::start(
+            config.eureka_urls.clone(),
+            config.catalog_poll,
+            api.catalogs(),
+        );
+        if let Err(e) = started {
+            error!("cannot start the Eureka catalog", "error" => e);
+            return ExitCode::from(1);
+        }
+    }
+
     let housekeeping = Arc::downgrade(&api);
     let pruned = Arc::downgrade(&store);
     let started = std::thread::Builder::new()

@@ -13,6 +13,9 @@ use crate::registry::instance::{
 };
 use crate::registry::store::Snapshot;
 use crate::registry::Error;
+
+/// `last_heartbeat` of an instance that never had one (a catalog instance).
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -502,9 +505,12 @@ fn write_instance(out: &mut Vec<u8>, instance: &Instance, projection: Option<Pro
     }
     if show.last_heartbeat {
         out.extend_from_slice(b",\"last_heartbeat\":\"");
-        out.extend_from_slice(
-            crate::log::rfc3339(i128::from(instance.last_heartbeat.get()), 9).as_bytes(),
-        );
+        // A catalog instance has no heartbeat: Go's zero time, as the original showed it.
+        let heartbeat = match instance.last_heartbeat.get() {
+            0 => ZERO_TIME.to_string(),
+            unix_nanos => crate::log::rfc3339(i128::from(unix_nanos), 9),
+        };
+        out.extend_from_slice(heartbeat.as_bytes());
         out.push(b'"');
     }
     if show.tags && !instance.tags.is_empty() {

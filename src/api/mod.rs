@@ -366,6 +366,11 @@ impl Api {
         self.connections.get().map_or(0, |open| open())
     }
 
+    /// The read-only catalogs merged into this API's reads, for the sources to publish into.
+    pub fn catalogs(&self) -> Arc<crate::catalogs::Catalogs> {
+        self.registry.catalogs()
+    }
+
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.
     pub fn housekeeping(&self) {
         self.registry.forget_empty();

@@ -7,6 +7,7 @@ use crate::metrics::{self, Exposition};
 use crate::registry::domain::StoreCount;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// The load averages of the last 1, 5 and 15 minutes, or zeros where the OS does not tell.
 fn load_averages() -> [f64; 3] {
@@ -19,7 +20,17 @@ fn load_averages() -> [f64; 3] {
     loads
 }
 
-/// The health report: one `UPTIME` component, always healthy.
+/// A catalog source in the error state this long without interruption makes `CATALOGS`
+/// unhealthy (catalogs contract §7).
+const CATALOG_UNHEALTHY_AFTER: Duration = Duration::from_secs(600);
+
+/// A duration in Go's form, to the second (`12m3s`).
+fn whole_seconds(duration: Duration) -> String {
+    crate::config::format_go_duration(Duration::from_secs(duration.as_secs()))
+}
+
+/// The health report: the `UPTIME` component, always healthy, and `CATALOGS` when a catalog is
+/// configured.
 pub fn uptime(api: &Api) -> Response {
     let [load_1m, load_5m, load_15m] = load_averages();
     let mut properties = Map::new();
@@ -37,8 +48,36 @@ pub fn uptime(api: &Api) -> Response {
         "uptime".into(),
         crate::config::format_go_duration(api.started.elapsed()).into(),
     );
-    let body = json!({ "UPTIME": { "healthy": true, "properties": Value::Object(properties) } });
-    Response::json(200, body.to_string().into_bytes())
+    let mut components = Map::new();
+    components.insert(
+        "UPTIME".into(),
+        json!({ "healthy": true, "properties": Value::Object(properties) }),
+    );
+    let mut status = 200;
+    let reports = api.catalogs().reports();
+    if !reports.is_empty() {
+        let failing: Vec<String> = reports
+            .iter()
+            .filter_map(|r| {
+                r.failing_for
+                    .filter(|d| *d > CATALOG_UNHEALTHY_AFTER)
+                    .map(|d| format!("{} in error for {}", r.name, whole_seconds(d)))
+            })
+            .collect();
+        let mut sources = Map::new();
+        for report in reports {
+            sources.insert(report.name.into(), report.properties);
+        }
+        let mut catalogs = Map::new();
+        catalogs.insert("healthy".into(), failing.is_empty().into());
+        if !failing.is_empty() {
+            catalogs.insert("message".into(), failing.join(", ").into());
+            status = 503;
+        }
+        catalogs.insert("properties".into(), Value::Object(sources));
+        components.insert("CATALOGS".into(), Value::Object(catalogs));
+    }
+    Response::json(status, Value::Object(components).to_string().into_bytes())
 }
 
 /// The readiness probe: 200 when the registry can answer reads and writes, else 503 naming what

@@ -19,6 +19,7 @@
 mod acceptor;
 mod connections;
 mod stream;
+pub mod tls;
 
 pub use acceptor::{provide_descriptors, spawn_acceptor, AcceptOptions};
 pub use connections::{Connections, Link};

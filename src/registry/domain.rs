@@ -1,11 +1,13 @@
 //! The domain façade every handler calls instead of the store: it owns the store, the change
-//! index, and the point where read-only catalogs will join reads.
+//! index, and the point where read-only catalogs join reads.
 //!
 //! Handlers of both protocols go through [`Registry`]; none calls a store directly. Reads that
-//! catalogs extend (snapshots, service names, lookups, the Eureka change log's counts) pass here,
-//! so a catalog plugs in by merging its `Arc` snapshot into these answers and by calling
-//! [`Registry::changed`] for the namespaces it changes (which moves their index and wakes their
-//! watchers).
+//! catalogs extend (snapshots, service names, lookups, the Eureka change log's counts) pass here:
+//! the store's instances come first and the published catalog instances follow, an id listed
+//! once, so a registered instance hides a catalog one with its id (catalogs contract §6). Writes
+//! go to the store only, which does not know catalog ids: they answer as for an unknown id. A
+//! catalog's changes move the change index of the namespaces it changes and wake their watchers,
+//! as the store's do.
 //!
 //! It also counts what the store did, for metrics: the operations that succeeded and the calls
 //! the backend failed.
@@ -16,6 +18,7 @@ use super::instance::Instance;
 use super::instance::MAX_SERVICE_NAME_BYTES;
 use super::store::{Call, ChangeKind, ChangeLog, Clock, Listener, Lookup, Result, Snapshot, Store};
 use super::watch::{Wake, Watches};
+use crate::catalogs::{append_visible, Catalogs};
 use crate::metrics::Striped;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -52,6 +55,7 @@ pub struct Registry {
     store: Arc<dyn Store>,
     changes: Arc<Changes>,
     counts: Arc<Striped>,
+    catalogs: Arc<Catalogs>,
 }
 
 impl Registry {
@@ -71,10 +75,15 @@ impl Registry {
                 counter.add(StoreCount::Expirations as usize, 1);
             }
         }));
+        let notified = changes.clone();
+        let catalogs = Arc::new(Catalogs::new(Box::new(move |namespace, services| {
+            notified.changed(namespace, services);
+        })));
         Ok(Registry {
             store,
             changes,
             counts,
+            catalogs,
         })
     }
 
@@ -139,37 +148,86 @@ impl Registry {
         self.counted(None, modified)
     }
 
-    /// The live instance with this id.
+    /// The read-only catalogs whose instances join every read.
+    pub fn catalogs(&self) -> Arc<Catalogs> {
+        self.catalogs.clone()
+    }
+
+    /// The live instance with this id: the store's, else a catalog's.
     pub fn get(&self, call: &Call, id: &str) -> Result<Option<Arc<Instance>>> {
-        let found = self.store.get(call, id);
-        self.counted(None, found)
+        if let Some(found) = self.counted(None, self.store.get(call, id))? {
+            return Ok(Some(found));
+        }
+        Ok(self
+            .catalogs
+            .view(call.namespace)
+            .and_then(|view| view.get(id).cloned()))
     }
 
-    /// The live instances of the namespace or of one service.
+    /// The live instances of the namespace or of one service: the store's, then the catalogs'.
     pub fn snapshot(&self, call: &Call, service: Option<&str>) -> Result<Snapshot> {
-        let snapshot = self.store.snapshot(call, service);
-        self.counted(None, snapshot)
+        let mut snapshot = self.counted(None, self.store.snapshot(call, service))?;
+        if let Some(view) = self.catalogs.view(call.namespace) {
+            match service {
+                Some(name) => append_visible(&mut snapshot.instances, view.service(name)),
+                None => append_visible(&mut snapshot.instances, view.all().iter()),
+            }
+        }
+        Ok(snapshot)
     }
 
-    /// The live instances a secondary index finds.
+    /// The live instances a secondary index finds, then the catalog instances it matches that
+    /// no store instance hides.
     pub fn lookup(&self, call: &Call, lookup: Lookup) -> Result<Vec<Arc<Instance>>> {
-        let found = self.store.lookup(call, lookup);
-        self.counted(None, found)
+        let mut found = self.counted(None, self.store.lookup(call, lookup))?;
+        if let Some(view) = self.catalogs.view(call.namespace) {
+            for instance in view.all().iter().filter(|i| lookup.matches(i)) {
+                if self
+                    .counted(None, self.store.get(call, &instance.id))?
+                    .is_none()
+                {
+                    found.push(instance.clone());
+                }
+            }
+        }
+        Ok(found)
     }
 
-    /// Names of the services with a live instance, sorted.
+    /// Names of the services with a live instance, in the store or a catalog, sorted.
     pub fn services(&self, call: &Call) -> Result<Vec<Arc<str>>> {
-        let names = self.store.services(call);
-        self.counted(None, names)
+        let mut names = self.counted(None, self.store.services(call))?;
+        if let Some(view) = self.catalogs.view(call.namespace) {
+            names.extend(view.services().cloned());
+            names.sort();
+            names.dedup();
+        }
+        Ok(names)
     }
 
     /// The Eureka change log of the namespace, after removing what expired, so an instance that
-    /// left the full list is already `DELETED` here.
+    /// left the full list is already `DELETED` here. Its counts include the catalog instances
+    /// the full list shows; catalog changes are not entries (catalogs contract §6).
     pub fn change_log(&self, call: &Call) -> Result<ChangeLog> {
         let expired = self.store.expire(call);
         self.counted(None, expired)?;
-        let log = self.store.change_log(call);
-        self.counted(None, log)
+        let mut log = self.counted(None, self.store.change_log(call))?;
+        if let Some(view) = self.catalogs.view(call.namespace) {
+            for instance in view.all() {
+                if self
+                    .counted(None, self.store.get(call, &instance.id))?
+                    .is_some()
+                {
+                    continue;
+                }
+                let status = instance.status.shared();
+                match log.status_counts.iter_mut().find(|(s, _)| s == status) {
+                    Some((_, count)) => *count += 1,
+                    None => log.status_counts.push((status.clone(), 1)),
+                }
+            }
+            log.status_counts.sort();
+        }
+        Ok(log)
     }
 
     /// `versions__delta` of the namespace.
@@ -225,6 +283,14 @@ impl Registry {
     pub fn forget_empty(&self) {
         let mut live: HashSet<(Arc<str>, Option<Arc<str>>)> = HashSet::new();
         self.changes.watches.sweep();
+        for namespace in self.catalogs.namespaces() {
+            if let Some(view) = self.catalogs.view(&namespace) {
+                for service in view.services() {
+                    live.insert((namespace.clone(), Some(service.clone())));
+                }
+            }
+            live.insert((namespace, None));
+        }
         for namespace in self.changes.index.namespaces() {
             let call = Call::new(&namespace);
             let Ok(services) = self.store.services(&call) else {

@@ -3,56 +3,13 @@
 
 use super::protocol::Request;
 use crate::config::Secret;
+use crate::net::tls::{platform_roots, trusting};
 use std::time::Duration;
 
 /// Bound of every registry request: connection, sending and the whole answer (S9).
 pub const REGISTRY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer body read from a registry or a health endpoint; the rest is not read.
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
-
-/// Where platforms keep their trusted roots (Debian and Alpine; Fedora and RHEL; openSUSE;
-/// others): the first file that exists is read. `SSL_CERT_FILE` overrides them, as for OpenSSL.
-const PLATFORM_ROOT_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-/// The platform's trusted roots, read once. Empty in an image without a certificate store: an
-/// `https` registry or check then fails verification until the store is mounted (or a check
-/// names its `ca_cert_file`).
-fn platform_roots() -> &'static [ureq::tls::Certificate<'static>] {
-    static ROOTS: std::sync::OnceLock<Vec<ureq::tls::Certificate<'static>>> =
-        std::sync::OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let from_env = std::env::var("SSL_CERT_FILE")
-            .ok()
-            .filter(|p| !p.is_empty());
-        let candidates = from_env
-            .iter()
-            .map(String::as_str)
-            .chain(PLATFORM_ROOT_FILES.iter().copied());
-        for path in candidates {
-            if let Ok(pem) = std::fs::read(path) {
-                return ureq::tls::parse_pem(&pem)
-                    .filter_map(|item| match item {
-                        Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-                        _ => None,
-                    })
-                    .collect();
-            }
-        }
-        Vec::new()
-    })
-}
-
-/// TLS that trusts `roots`. Always explicit: the client has no bundled root list.
-fn trusting(roots: &[ureq::tls::Certificate<'static>]) -> ureq::tls::TlsConfig {
-    ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(roots))
-        .build()
-}
 
 fn user_agent() -> String {
     format!("a8registry-sidecar/{}", env!("CARGO_PKG_VERSION"))

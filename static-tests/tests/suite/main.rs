@@ -2,6 +2,7 @@
 
 mod amalgam8;
 mod auth;
+mod catalogs;
 mod connections;
 mod eureka;
 mod expiry;

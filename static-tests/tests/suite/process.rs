@@ -99,6 +99,11 @@ fn configuration_errors_exit_2_naming_the_option() {
         &["--api_bind", "A8_API_BIND"],
     );
     assert_config_error(&[], &["--no_such_flag"], &["--no_such_flag"]);
+    assert_config_error(
+        &[],
+        &["--fs_catalog", "/nonexistent/catalog"],
+        &["--fs_catalog", "A8_FS_CATALOG", "not an existing directory"],
+    );
 }
 
 #[test]
@@ -106,11 +111,6 @@ fn capabilities_not_built_yet_are_refused_not_ignored() {
     for (env, flag) in [
         (("A8_REPLICATION", "true"), "--replication"),
         (("A8_K8S_URL", "http://127.0.0.1:1"), "--k8s_url"),
-        (
-            ("A8_EUREKA_URL", "http://127.0.0.1:1/eureka/v2"),
-            "--eureka_url",
-        ),
-        (("A8_FS_CATALOG", "/nonexistent"), "--fs_catalog"),
     ] {
         let (code, _, stderr) = run_to_exit(&[], &[env]);
         assert_eq!(code, Some(2), "{env:?}");
@@ -133,8 +133,6 @@ const NOT_AVAILABLE_YET: &[&str] = &[
     "cluster_size",
     "k8s_url",
     "k8s_token",
-    "eureka_url",
-    "fs_catalog",
 ];
 
 #[test]
@@ -223,6 +221,7 @@ fn help_lists_every_option_with_env_and_default() {
         "k8s_url",
         "k8s_token",
         "eureka_url",
+        "catalog_poll",
         "fs_catalog",
     ] {
         assert!(
