@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn sources_merge_in_order_one_instance_per_id() {
-        let catalogs = Catalogs::new(Arc::new(ChangeIndex::default()));
+        let catalogs = Catalogs::new(Box::new(|_, _| {}));
         catalogs.publish(
             SourceKind::Files,
             "default",
