@@ -34,11 +34,15 @@
 //!   per-service change index), `changelog` (the Eureka change log with its byte budget) and
 //!   `memory` (the sharded TTL map with tombstones and its reaper schedule).
 //!
+//! - [`cluster`]: clustered mode: membership (directory, `--peers`), the sans-IO line protocol
+//!   (`codec`), links on plain threads with bounded queues, sync, digest repair and leave.
+//!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod log;

@@ -237,7 +237,13 @@ pub struct Api {
     auth: Authenticator,
     require_https: bool,
     pub(crate) started: Instant,
+    /// More `/uptime` components (the cluster's), set once at startup.
+    pub(crate) health: std::sync::OnceLock<HealthComponents>,
 }
+
+/// Extra `/uptime` components: (name, healthy, properties) each.
+pub type HealthComponents =
+    Box<dyn Fn() -> Vec<(&'static str, bool, serde_json::Value)> + Send + Sync>;
 
 impl Api {
     pub fn new(store: Arc<dyn Store>, auth: Authenticator, require_https: bool) -> Api {
@@ -252,7 +258,13 @@ impl Api {
             auth,
             require_https,
             started: Instant::now(),
+            health: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds components to `/uptime` (once; later calls are ignored).
+    pub fn set_health(&self, components: HealthComponents) {
+        let _ = self.health.set(components);
     }
 
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.

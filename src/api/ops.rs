@@ -33,6 +33,16 @@ pub fn uptime(api: &Api) -> Response {
         "uptime".into(),
         crate::config::format_go_duration(api.started.elapsed()).into(),
     );
-    let body = json!({ "UPTIME": { "healthy": true, "properties": Value::Object(properties) } });
-    Response::json(200, body.to_string().into_bytes())
+    let mut body =
+        json!({ "UPTIME": { "healthy": true, "properties": Value::Object(properties) } });
+    let mut status = 200;
+    if let Some(components) = api.health.get() {
+        for (name, healthy, properties) in components() {
+            if !healthy {
+                status = 503;
+            }
+            body[name] = json!({ "healthy": healthy, "properties": properties });
+        }
+    }
+    Response::json(status, body.to_string().into_bytes())
 }

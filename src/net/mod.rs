@@ -21,5 +21,5 @@ mod connections;
 mod stream;
 
 pub use acceptor::{provide_descriptors, spawn_acceptor, AcceptOptions};
-pub use connections::{Connections, Link};
+pub use connections::{Connections, Detached, Link};
 pub use stream::Stream;

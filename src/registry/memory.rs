@@ -1172,6 +1172,36 @@ impl Store for MemoryStore {
         }
     }
 
+    fn namespaces(&self) -> Result<Vec<Arc<str>>> {
+        Ok(read(&self.namespaces).keys().cloned().collect())
+    }
+
+    fn records(&self, namespace: &str) -> Result<Vec<Record>> {
+        let Some(ns) = self.find(namespace) else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut records = Vec::new();
+        for shard in ns.existing_shards() {
+            let shard = lock(shard);
+            for entry in shard.services.values().flat_map(|m| m.values()) {
+                if !entry.live(now) {
+                    continue;
+                }
+                records.push(Record::Live {
+                    instance: (*entry.instance).clone(),
+                    remaining: entry
+                        .deadline
+                        .map(|d| Duration::from_nanos(d.saturating_sub(now))),
+                });
+            }
+            for kept in shard.tombstones.values() {
+                records.push(Record::Tombstone(kept.tombstone.clone()));
+            }
+        }
+        Ok(records)
+    }
+
     fn subscribe(&self, listener: Listener) {
         self.listeners
             .write()
