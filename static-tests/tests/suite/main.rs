@@ -2,6 +2,7 @@
 
 mod amalgam8;
 mod auth;
+mod cluster;
 mod connections;
 mod eureka;
 mod expiry;
