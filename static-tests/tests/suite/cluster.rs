@@ -537,3 +537,32 @@ fn member_files_are_judged_by_the_readers_clock() {
     let reader = BufReader::new(std::fs::File::open(&fake).unwrap());
     assert_eq!(reader.lines().count(), 1);
 }
+
+#[test]
+fn heartbeats_on_one_node_keep_the_instance_alive_everywhere_and_expiry_is_shared() {
+    // W4 and W14: deadlines travel as remaining time; every node expires on its own.
+    let dir = ClusterDir::new("leases");
+    let ttl_args = ["--min_ttl", "1s", "--default_ttl", "2s"];
+    let (a, _) = node(&dir, &ttl_args);
+    let (b, _) = node(&dir, &ttl_args);
+    assert!(wait_until(PROPAGATION, || cluster_size(&a) == 2));
+    let id = register(&a, "beating", "10.0.11.1:80", r#""ttl":2"#);
+    assert!(wait_until(PROPAGATION, || ids(&b, "beating") == [id.clone()]));
+    // Heartbeats go to b only, for three TTLs: a keeps the instance through b's leases.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert_eq!(heartbeat(&b, &id), 200);
+        assert_eq!(ids(&a, "beating"), [id.clone()], "a follows b's leases");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Once they stop, both nodes drop it, within a second or so of each other.
+    assert!(wait_until(Duration::from_secs(5), || ids(&a, "beating").is_empty()));
+    let a_gone = Instant::now();
+    assert!(wait_until(Duration::from_secs(5), || ids(&b, "beating").is_empty()));
+    assert!(
+        a_gone.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        a_gone.elapsed()
+    );
+    assert_eq!(heartbeat(&a, &id), 410);
+}
