@@ -552,7 +552,11 @@ fn heartbeats_on_one_node_keep_the_instance_alive_everywhere_and_expiry_is_share
     let until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < until {
         assert_eq!(heartbeat(&b, &id), 200);
-        assert_eq!(ids(&a, "beating"), [id.clone()], "a follows b's leases");
+        assert_eq!(
+            ids(&a, "beating"),
+            std::slice::from_ref(&id),
+            "a follows b's leases"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     // Once they stop, both nodes drop it, within a second or so of each other.
