@@ -542,14 +542,14 @@ fn member_files_are_judged_by_the_readers_clock() {
 fn heartbeats_on_one_node_keep_the_instance_alive_everywhere_and_expiry_is_shared() {
     // W4 and W14: deadlines travel as remaining time; every node expires on its own.
     let dir = ClusterDir::new("leases");
-    let ttl_args = ["--min_ttl", "1s", "--default_ttl", "2s"];
+    let ttl_args = ["--min_ttl", "1s", "--default_ttl", "3s"];
     let (a, _) = node(&dir, &ttl_args);
     let (b, _) = node(&dir, &ttl_args);
     assert!(wait_until(PROPAGATION, || cluster_size(&a) == 2));
-    let id = register(&a, "beating", "10.0.11.1:80", r#""ttl":2"#);
+    let id = register(&a, "beating", "10.0.11.1:80", r#""ttl":3"#);
     assert!(wait_until(PROPAGATION, || ids(&b, "beating") == [id.clone()]));
     // Heartbeats go to b only, for three TTLs: a keeps the instance through b's leases.
-    let until = Instant::now() + Duration::from_secs(6);
+    let until = Instant::now() + Duration::from_secs(9);
     while Instant::now() < until {
         assert_eq!(heartbeat(&b, &id), 200);
         assert_eq!(

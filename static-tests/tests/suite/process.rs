@@ -104,7 +104,6 @@ fn configuration_errors_exit_2_naming_the_option() {
 #[test]
 fn capabilities_not_built_yet_are_refused_not_ignored() {
     for (env, flag) in [
-        (("A8_REPLICATION", "true"), "--replication"),
         (("A8_K8S_URL", "http://127.0.0.1:1"), "--k8s_url"),
         (
             ("A8_EUREKA_URL", "http://127.0.0.1:1/eureka/v2"),
@@ -126,11 +125,6 @@ const NOT_AVAILABLE_YET: &[&str] = &[
     "store",
     "store_address",
     "store_password",
-    "replication",
-    "replication_port",
-    "sync_timeout",
-    "cluster_dir",
-    "cluster_size",
     "k8s_url",
     "k8s_token",
     "eureka_url",
