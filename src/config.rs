@@ -76,11 +76,15 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "store", kind: Kind::Text, default: "inmem", secret: false, help: "inmem or redis (redis: not available yet)" },
     OptionSpec { name: "store_address", kind: Kind::Text, default: "", secret: false, help: "Redis host:port, required with --store redis (not available yet)" },
     OptionSpec { name: "store_password", kind: Kind::Text, default: "", secret: true, help: "Redis AUTH password, sent only if non-empty (not available yet)" },
-    OptionSpec { name: "replication", kind: Kind::Bool, default: "false", secret: false, help: "replicate the in-memory store between cluster peers (not available yet)" },
-    OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", secret: false, help: "replication listener port, 0..65535 (not available yet)" },
-    OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "how long startup waits for the initial peer sync (not available yet)" },
-    OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", secret: false, help: "shared directory for cluster membership files (not available yet)" },
-    OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", secret: false, help: "minimal healthy cluster size, reported in /uptime only (not available yet)" },
+    OptionSpec { name: "replication", kind: Kind::Bool, default: "false", secret: false, help: "replicate the in-memory store between cluster peers (only with --store inmem)" },
+    OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", secret: false, help: "replication listener port, 1..65535 with --replication" },
+    OptionSpec { name: "replication_bind", kind: Kind::Text, default: "the value of --api_bind", secret: false, help: "address the replication listener binds (an IP literal)" },
+    OptionSpec { name: "replication_address", kind: Kind::Text, default: "", secret: false, help: "host:port other nodes reach this node at (IPv6 in brackets); empty: derived" },
+    OptionSpec { name: "replication_secret", kind: Kind::Text, default: "", secret: true, help: "shared secret: links authenticate with HMAC-SHA256 before any state moves" },
+    OptionSpec { name: "peers", kind: Kind::List, default: "", secret: false, help: "static peers host:port, DNS names re-resolved every 10s (repeatable; comma-separated)" },
+    OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "longest wait for the initial peer sync before the API opens" },
+    OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", secret: false, help: "shared membership directory; used when given or without --peers; \"\" turns it off" },
+    OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", secret: false, help: "expected cluster size, reported in /uptime only, >= 0" },
     OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL: mirror its endpoints read-only (not available yet)" },
     OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API (not available yet)" },
     OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs (http:// or https://) to mirror read-only into the default namespace, tried in order (repeatable; comma-separated in env)" },
@@ -382,6 +386,8 @@ pub struct Config {
     pub sync_timeout: Duration,
     pub cluster_dir: String,
     pub cluster_size: i64,
+    /// The cluster options, validated (used with `replication`).
+    pub cluster: crate::cluster::ClusterConfig,
     pub k8s_url: String,
     pub k8s_token: Secret,
     pub eureka_urls: Vec<String>,
@@ -950,8 +956,28 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
     let replication = raw.bool("replication")?;
     let replication_port = raw.port("replication_port")?;
     let sync_timeout = raw.duration("sync_timeout")?;
-    let cluster_dir = raw.text("cluster_dir")?;
+    let cluster_dir_given = raw.single("cluster_dir")?;
+    let cluster_dir = cluster_dir_given
+        .clone()
+        .unwrap_or_else(|| SERVER.spec("cluster_dir").default.to_string());
     let cluster_size = raw.int("cluster_size")?;
+    let cluster = cluster_options(
+        raw,
+        ClusterInputs {
+            api_bind,
+            replication,
+            replication_port,
+            sync_timeout,
+            cluster_dir_given,
+            cluster_size,
+        },
+    )?;
+    if replication && store == StoreKind::Redis {
+        return Err(error(format!(
+            "--replication ({}) works only with --store inmem, not --store redis",
+            env_name("replication")
+        )));
+    }
     let k8s_url = raw.text("k8s_url")?;
     let k8s_token = raw.secret("k8s_token")?;
     let eureka_urls: Vec<String> = raw
@@ -1009,6 +1035,7 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         sync_timeout,
         cluster_dir,
         cluster_size,
+        cluster,
         k8s_url,
         k8s_token,
         eureka_urls,
@@ -1060,6 +1087,78 @@ fn check_base_url(url: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The cluster options already read, for [`cluster_options`].
+struct ClusterInputs {
+    api_bind: IpAddr,
+    replication: bool,
+    replication_port: u16,
+    sync_timeout: Duration,
+    cluster_dir_given: Option<String>,
+    cluster_size: i64,
+}
+
+/// Reads and checks the replication options (cluster contract §1.2); their syntax is checked
+/// with or without `--replication`.
+fn cluster_options(
+    raw: &mut RawValues,
+    inputs: ClusterInputs,
+) -> Result<crate::cluster::ClusterConfig, ConfigError> {
+    use crate::cluster::address::{split_list, HostPort};
+    let bind = match raw.single("replication_bind")? {
+        Some(text) => text.trim().parse::<IpAddr>().map_err(|_| {
+            invalid(
+                "replication_bind",
+                &text,
+                "not an IP literal, e.g. 0.0.0.0, ::, 127.0.0.1",
+            )
+        })?,
+        None => inputs.api_bind,
+    };
+    let advertised = match raw.text("replication_address")?.as_str() {
+        "" => None,
+        text => {
+            Some(HostPort::parse(text).map_err(|why| invalid("replication_address", text, why))?)
+        }
+    };
+    let secret = raw.secret("replication_secret")?;
+    let mut peers = Vec::new();
+    for entry in split_list(&raw.list("peers")?.unwrap_or_default()) {
+        peers.push(HostPort::parse(&entry).map_err(|why| invalid("peers", &entry, why))?);
+    }
+    if inputs.replication && inputs.replication_port == 0 {
+        return Err(invalid(
+            "replication_port",
+            "0",
+            "a port must be within 1..65535 with --replication",
+        ));
+    }
+    if inputs.cluster_size < 0 {
+        return Err(invalid(
+            "cluster_size",
+            &inputs.cluster_size.to_string(),
+            "must be 0 or more",
+        ));
+    }
+    let dir = match inputs.cluster_dir_given {
+        Some(given) if given.is_empty() => None,
+        Some(given) => Some(std::path::PathBuf::from(given)),
+        None if peers.is_empty() => {
+            Some(std::path::PathBuf::from(SERVER.spec("cluster_dir").default))
+        }
+        None => None,
+    };
+    Ok(crate::cluster::ClusterConfig {
+        bind,
+        port: inputs.replication_port,
+        advertised,
+        secret,
+        peers,
+        dir,
+        size: inputs.cluster_size,
+        sync_timeout: inputs.sync_timeout,
+    })
+}
+
 /// Options of capabilities this build does not have yet are refused, never silently ignored.
 fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
     let unavailable = |name: &str, what: &str| {
@@ -1070,9 +1169,6 @@ fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
     };
     if config.store == StoreKind::Redis {
         return unavailable("store", "the redis store");
-    }
-    if config.replication {
-        return unavailable("replication", "replication");
     }
     if !config.k8s_url.is_empty() {
         return unavailable("k8s_url", "the Kubernetes catalog");
@@ -1402,7 +1498,7 @@ mod tests {
 
     #[test]
     fn unavailable_capabilities_are_refused() {
-        for env in [("A8_REPLICATION", "true"), ("A8_K8S_URL", "http://k8s")] {
+        for env in [("A8_K8S_URL", "http://k8s")] {
             let err = parse_with(&[], &[env]).unwrap_err().to_string();
             assert!(err.contains("not available yet"), "{env:?}: {err}");
         }
@@ -1538,7 +1634,15 @@ mod tests {
             .filter(|o| o.secret)
             .map(|o| o.name)
             .collect();
-        assert_eq!(secrets, ["jwt_secret", "store_password", "k8s_token"]);
+        assert_eq!(
+            secrets,
+            [
+                "jwt_secret",
+                "store_password",
+                "replication_secret",
+                "k8s_token"
+            ]
+        );
         // Every secret set by flag, then every one by environment.
         let flags: Vec<String> = secrets
             .iter()

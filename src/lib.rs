@@ -46,12 +46,16 @@
 //! - [`catalogs`]: read-only sources (`files`) on plain threads, publishing per-namespace `Arc`
 //!   snapshots that the façade merges after the store's instances, and their `/uptime` health.
 //!
+//! - [`cluster`]: clustered mode: membership (directory, `--peers`), the sans-IO line protocol
+//!   (`codec`), links on plain threads with bounded queues, sync, digest repair and leave.
+//!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
 
 pub mod api;
 pub mod auth;
 pub mod catalogs;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod log;

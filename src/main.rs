@@ -1,6 +1,7 @@
 //! The `a8registry` binary: parses the command and runs the server, `token` or `sidecar`. The
 //! components live in the library crate (`lib.rs`).
 
+use a8registry::cluster::{self, Cluster};
 use a8registry::config::{Command, Config};
 use a8registry::http::server::{refuse_connection, Limits, Server};
 use a8registry::net::{provide_descriptors, spawn_acceptor, AcceptOptions, Connections};
@@ -129,6 +130,7 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         .set_pool_capacity(COROUTINE_POOL_CAPACITY);
     may::config().set_worker_pin(false);
 
+    let node_id = member_id();
     let store = Arc::new(MemoryStore::new(
         MemoryConfig {
             ttl: TtlPolicy {
@@ -137,8 +139,10 @@ fn serve(config: Config, summary: &str) -> ExitCode {
                 max: config.max_ttl,
             },
             capacity: config.namespace_capacity,
-            node_id: member_id(),
-            tombstone_retention: None,
+            node_id,
+            // Replication keeps tombstones for max_ttl, so no late message revives a record
+            // (cluster contract §6 rule 2).
+            tombstone_retention: config.replication.then_some(config.max_ttl),
         },
         Arc::new(SystemClock::default()),
     ));
@@ -203,6 +207,29 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         return ExitCode::from(1);
     }
 
+    let connections = match Connections::start() {
+        Ok(connections) => connections,
+        Err(e) => {
+            error!("cannot start the connection deadline thread", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
+    let cluster = if config.replication {
+        match start_cluster(&config, node_id, store.clone(), &connections) {
+            Ok(cluster) => Some(cluster),
+            Err(line) => {
+                error!(&line);
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some((cluster, _)) = &cluster {
+        let health = cluster.clone();
+        api.set_health(Box::new(move || health.health()));
+    }
+
     let listener = match listen(SocketAddr::new(config.api_bind, config.api_port)) {
         Ok(listener) => listener,
         Err(e) => {
@@ -218,13 +245,6 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         Ok(address) => address,
         Err(e) => {
             error!("cannot read the listen address", "error" => e);
-            return ExitCode::from(1);
-        }
-    };
-    let connections = match Connections::start() {
-        Ok(connections) => connections,
-        Err(e) => {
-            error!("cannot start the connection deadline thread", "error" => e);
             return ExitCode::from(1);
         }
     };
@@ -267,11 +287,18 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
     }
+    if let Some((cluster, _)) = &cluster {
+        info!("leaving the cluster");
+        cluster.leave();
+    }
     info!("stopping: no new connections, answering the requests received");
     // The acceptor takes the connections already queued and closes the listener; every
     // connection answers what it has received and closes, idle ones at once.
     connections.stop();
     let _ = acceptor.join();
+    if let Some((_, replication)) = cluster {
+        let _ = replication.join();
+    }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while connections.open() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -282,6 +309,43 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         "open_connections" => connections.open()
     );
     ExitCode::SUCCESS
+}
+
+/// Clustered mode, steps 2 to 5 of the cluster contract §4: binds the replication listener,
+/// joins (member file, peers), answers incoming links and waits for the initial sync. The error
+/// is the one line to log before exiting 1.
+fn start_cluster(
+    config: &Config,
+    node_id: u64,
+    store: Arc<MemoryStore>,
+    connections: &Connections,
+) -> Result<(Arc<Cluster>, may::coroutine::JoinHandle<()>), String> {
+    let settings = config.cluster.clone();
+    let address = SocketAddr::new(settings.bind, settings.port);
+    let listener = cluster::bind(&settings).map_err(|e| {
+        format!(
+            "cannot listen for replication on {}: {e}",
+            cluster::address::socket_text(address)
+        )
+    })?;
+    let bound = listener.local_addr().unwrap_or(address);
+    let cluster = Cluster::start(settings, node_id, store, bound)?;
+    let serving = cluster.clone();
+    let options = AcceptOptions {
+        name: "replication",
+        max_connections: Cluster::max_connections(),
+    };
+    // Over the limit a replication connection is just closed: the dialer backs off.
+    let acceptor = spawn_acceptor(
+        listener,
+        options,
+        connections,
+        |_| {},
+        move |link| serving.accept(link),
+    )
+    .map_err(|e| format!("cannot accept replication connections: {e}"))?;
+    cluster.wait_initial_sync();
+    Ok((cluster, acceptor))
 }
 
 /// Connections the kernel queues for the acceptor (std listens with 128).

@@ -329,7 +329,13 @@ pub struct Api {
     pub(crate) watchers: Arc<AtomicUsize>,
     /// Open client connections, once the listener tells.
     connections: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    /// More `/uptime` components (the cluster's), set once at startup.
+    pub(crate) health: std::sync::OnceLock<HealthComponents>,
 }
+
+/// Extra `/uptime` components: (name, healthy, properties) each.
+pub type HealthComponents =
+    Box<dyn Fn() -> Vec<(&'static str, bool, serde_json::Value)> + Send + Sync>;
 
 impl Api {
     /// The API over `store`; fails when a thread it needs (the watchers' waker) cannot start.
@@ -353,6 +359,7 @@ impl Api {
             http_metrics: HttpMetrics::new(OPERATION_NAMES),
             watchers: Arc::new(AtomicUsize::new(0)),
             connections: OnceLock::new(),
+            health: std::sync::OnceLock::new(),
         }))
     }
 
@@ -369,6 +376,11 @@ impl Api {
     /// The read-only catalogs merged into this API's reads, for the sources to publish into.
     pub fn catalogs(&self) -> Arc<crate::catalogs::Catalogs> {
         self.registry.catalogs()
+    }
+
+    /// Adds components to `/uptime` (once; later calls are ignored).
+    pub fn set_health(&self, components: HealthComponents) {
+        let _ = self.health.set(components);
     }
 
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.

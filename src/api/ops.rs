@@ -77,6 +77,17 @@ pub fn uptime(api: &Api) -> Response {
         catalogs.insert("properties".into(), Value::Object(sources));
         components.insert("CATALOGS".into(), Value::Object(catalogs));
     }
+    if let Some(extra) = api.health.get() {
+        for (name, healthy, properties) in extra() {
+            if !healthy {
+                status = 503;
+            }
+            components.insert(
+                name.into(),
+                json!({ "healthy": healthy, "properties": properties }),
+            );
+        }
+    }
     Response::json(status, Value::Object(components).to_string().into_bytes())
 }
 

@@ -259,6 +259,13 @@ impl Drop for OpenCount {
     }
 }
 
+/// A connection taken off the event loop by [`Link::detach`]: a blocking socket that still
+/// counts as open (against the acceptor's limit) until this is dropped.
+pub struct Detached {
+    pub socket: std::net::TcpStream,
+    _open: OpenCount,
+}
+
 /// One open connection: its stream, its deadline and the stop signal. Dropping it closes the
 /// connection.
 pub struct Link {
@@ -277,6 +284,21 @@ impl Link {
     /// True once shutdown has begun.
     pub fn is_stopping(&self) -> bool {
         self.registration.is_stopping()
+    }
+
+    /// Hands the connection to a plain thread: out of the deadline set and the event loop, its
+    /// socket blocking again. Fails when the socket cannot be made blocking (it is then closed).
+    pub fn detach(self) -> std::io::Result<Detached> {
+        let Link {
+            registration,
+            stream,
+            _open,
+        } = self;
+        drop(registration);
+        Ok(Detached {
+            socket: stream.into_socket()?,
+            _open,
+        })
     }
 
     /// Parks the coroutine until the stream may be ready, `deadline` passes, shutdown begins or a

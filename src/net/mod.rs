@@ -22,5 +22,5 @@ mod stream;
 pub mod tls;
 
 pub use acceptor::{provide_descriptors, spawn_acceptor, AcceptOptions};
-pub use connections::{Connections, Link};
+pub use connections::{Connections, Detached, Link};
 pub use stream::Stream;

@@ -48,6 +48,19 @@ impl Stream {
         &self.socket
     }
 
+    /// Takes the socket out of the event loop and makes it blocking again, for a protocol that
+    /// serves it on a plain thread (the replication links).
+    pub fn into_socket(self) -> std::io::Result<std::net::TcpStream> {
+        let Stream {
+            registration,
+            socket,
+        } = self;
+        // Out of the event loop while the descriptor is still open (see the field order).
+        drop(registration);
+        socket.set_nonblocking(false)?;
+        Ok(socket)
+    }
+
     /// Reads what has arrived: `Some(0)` at end of stream, `None` when nothing is there yet.
     pub fn try_read(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
         self.clear_readiness();

@@ -1172,6 +1172,36 @@ impl Store for MemoryStore {
         }
     }
 
+    fn namespaces(&self) -> Result<Vec<Arc<str>>> {
+        Ok(read(&self.namespaces).keys().cloned().collect())
+    }
+
+    fn records(&self, namespace: &str) -> Result<Vec<Record>> {
+        let Some(ns) = self.find(namespace) else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut records = Vec::new();
+        for shard in ns.existing_shards() {
+            let shard = lock(shard);
+            for entry in shard.services.values().flat_map(|m| m.values()) {
+                if !entry.live(now) {
+                    continue;
+                }
+                records.push(Record::Live {
+                    instance: (*entry.instance).clone(),
+                    remaining: entry
+                        .deadline
+                        .map(|d| Duration::from_nanos(d.saturating_sub(now))),
+                });
+            }
+            for kept in shard.tombstones.values() {
+                records.push(Record::Tombstone(kept.tombstone.clone()));
+            }
+        }
+        Ok(records)
+    }
+
     fn subscribe(&self, listener: Listener) {
         self.listeners
             .write()
@@ -1798,5 +1828,52 @@ mod tests {
         assert_eq!(ids(&store, "ns", None).len(), 400);
         let count = store.find("ns").unwrap().count.load(Ordering::SeqCst);
         assert_eq!(count, 400, "the count matches the entries");
+    }
+
+    #[test]
+    fn records_list_live_instances_with_their_lease_and_tombstones() {
+        let clock = Arc::new(ManualClock::default());
+        let config = MemoryConfig {
+            ttl: TtlPolicy {
+                default: 30 * SECOND,
+                min: 10 * SECOND,
+                max: 600 * SECOND,
+            },
+            capacity: None,
+            node_id: 1,
+            tombstone_retention: Some(600 * SECOND),
+        };
+        let store = MemoryStore::new(config, clock.clone());
+        let endpoint = |v: &str| Endpoint {
+            kind: EndpointType::Tcp,
+            value: v.into(),
+        };
+        let kept = Instance::new("kept", "s", endpoint("a:1"), UP, 30 * SECOND);
+        let gone = Instance::new("gone", "s", endpoint("a:2"), UP, 30 * SECOND);
+        store.register(&c("ns"), kept).unwrap();
+        store.register(&c("ns"), gone).unwrap();
+        store.deregister(&c("ns"), "gone").unwrap();
+        clock.advance(5 * SECOND);
+        assert_eq!(store.namespaces().unwrap(), vec![Arc::<str>::from("ns")]);
+        let mut live = 0;
+        let mut tombstones = 0;
+        for record in store.records("ns").unwrap() {
+            match record {
+                Record::Live {
+                    instance,
+                    remaining,
+                } => {
+                    live += 1;
+                    assert_eq!(&*instance.id, "kept");
+                    assert_eq!(remaining, Some(25 * SECOND));
+                }
+                Record::Tombstone(t) => {
+                    tombstones += 1;
+                    assert_eq!(&*t.id, "gone");
+                }
+            }
+        }
+        assert_eq!((live, tombstones), (1, 1));
+        assert!(store.records("unknown").unwrap().is_empty());
     }
 }

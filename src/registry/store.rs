@@ -293,6 +293,22 @@ pub trait Store: Send + Sync {
     /// then the later deadline wins (rule 3).
     fn apply_lease(&self, lease: &Lease) -> Result<Applied>;
 
+    /// Names of the namespaces that hold records (live or tombstones), for snapshots and digests.
+    /// A backend that cannot replicate fails with `Unavailable`.
+    fn namespaces(&self) -> Result<Vec<Arc<str>>> {
+        Err(Error::unavailable(
+            "this store does not list its namespaces",
+        ))
+    }
+
+    /// Every record of the namespace, live ones with the time their lease has left and
+    /// tombstones, each shard read consistently in itself (cluster contract §7.1). A backend that
+    /// cannot replicate fails with `Unavailable`.
+    fn records(&self, namespace: &str) -> Result<Vec<Record>> {
+        let _ = namespace;
+        Err(Error::unavailable("this store does not list its records"))
+    }
+
     /// Adds a change listener.
     fn subscribe(&self, listener: Listener);
 

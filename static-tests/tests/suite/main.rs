@@ -3,6 +3,7 @@
 mod amalgam8;
 mod auth;
 mod catalogs;
+mod cluster;
 mod connections;
 mod eureka;
 mod expiry;

@@ -108,17 +108,12 @@ fn configuration_errors_exit_2_naming_the_option() {
 
 #[test]
 fn capabilities_not_built_yet_are_refused_not_ignored() {
-    for (env, flag) in [
-        (("A8_REPLICATION", "true"), "--replication"),
-        (("A8_K8S_URL", "http://127.0.0.1:1"), "--k8s_url"),
-    ] {
-        let (code, _, stderr) = run_to_exit(&[], &[env]);
-        assert_eq!(code, Some(2), "{env:?}");
-        assert!(
-            stderr.contains(flag) && stderr.contains("not available yet"),
-            "{stderr}"
-        );
-    }
+    let (code, _, stderr) = run_to_exit(&[], &[("A8_K8S_URL", "http://127.0.0.1:1")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--k8s_url") && stderr.contains("not available yet"),
+        "{stderr}"
+    );
 }
 
 /// The options of capabilities this build does not have: `--help` says so on each one's line.
@@ -126,11 +121,6 @@ const NOT_AVAILABLE_YET: &[&str] = &[
     "store",
     "store_address",
     "store_password",
-    "replication",
-    "replication_port",
-    "sync_timeout",
-    "cluster_dir",
-    "cluster_size",
     "k8s_url",
     "k8s_token",
 ];

@@ -1,0 +1,708 @@
+//! The replication line protocol, sans I/O: bytes in, messages out, and messages to lines.
+//!
+//! The protocol is described for people in `docs/replication-protocol.md` (version
+//! [`PROTOCOL_VERSION`]). Every message is one line of UTF-8 text ending in `\n`: a verb, and for
+//! most verbs one space and an argument (space-separated tokens, or one JSON object). A line longer
+//! than [`MAX_LINE_BYTES`] is refused before it is buffered whole, so a peer cannot make a node
+//! hold more than that per link.
+
+use crate::registry::instance::{Endpoint, EndpointType, Extension, Instance, Status};
+use crate::registry::store::{Lease, Record, Tombstone};
+use crate::registry::version::Version;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The protocol's name in the hello line.
+pub const PROTOCOL_NAME: &str = "a8registry-replication";
+/// The version this build speaks; a hello with another one closes the link.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest line, newline included: far above the largest record the API accepts (about
+/// 10 KiB for an Amalgam8 record; a Eureka record is bounded by `--max_body_size`, 1 MiB by
+/// default, which JSON escaping can at most double), and a digest line is cut well below it.
+pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+/// Records named by one digest line.
+pub const DIGEST_ENTRIES_PER_LINE: usize = 2_000;
+/// Bytes of a nonce in the hello.
+pub const NONCE_BYTES: usize = 32;
+
+/// The first line in each direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u32,
+    /// The sender's member id.
+    pub member: u64,
+    /// The sender's advertised address (`host:port`, IPv6 bracketed).
+    pub address: String,
+    /// With a secret: the sender's fresh nonce.
+    pub nonce: Option<[u8; NONCE_BYTES]>,
+}
+
+/// One line of the protocol.
+#[derive(Clone, Debug)]
+pub enum Message {
+    Hello(Hello),
+    /// HMAC-SHA256 proof that the sender knows the secret (see `link.rs`).
+    Proof([u8; 32]),
+    Ping,
+    /// Asks for a full snapshot; answered with `Fix` lines and one `SnapshotEnd`.
+    Sync,
+    /// The end of a snapshot, with the number of records it carried.
+    SnapshotEnd(u64),
+    /// A record: `repair` is true for records of a snapshot or a digest repair.
+    Record {
+        namespace: String,
+        record: Record,
+        repair: bool,
+    },
+    Lease(Lease),
+    /// Part of a digest: ids and versions of records of one namespace.
+    Digest {
+        namespace: String,
+        entries: Vec<(String, Version)>,
+    },
+    /// The sender's digest is complete.
+    DigestEnd,
+    /// The sender leaves the cluster.
+    Goodbye,
+}
+
+/// Why a line is not a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn bad(why: impl Into<String>) -> DecodeError {
+    DecodeError(why.into())
+}
+
+/// A line over [`MAX_LINE_BYTES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineTooLong;
+
+/// Cuts a byte stream into lines, holding at most [`MAX_LINE_BYTES`] of an unfinished one.
+pub struct LineDecoder {
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` already searched for a newline.
+    scanned: usize,
+    max_line_bytes: usize,
+}
+
+impl Default for LineDecoder {
+    fn default() -> Self {
+        LineDecoder::new(MAX_LINE_BYTES)
+    }
+}
+
+impl LineDecoder {
+    pub fn new(max_line_bytes: usize) -> LineDecoder {
+        LineDecoder {
+            buffer: Vec::new(),
+            scanned: 0,
+            max_line_bytes,
+        }
+    }
+
+    /// Adds bytes received.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete line without its `\n` (and a `\r` before it), `None` when no complete
+    /// line is buffered; fails once the unfinished line is longer than the limit.
+    pub fn next_line(&mut self) -> Result<Option<Vec<u8>>, LineTooLong> {
+        match self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                let end = self.scanned + at;
+                if end + 1 > self.max_line_bytes {
+                    return Err(LineTooLong);
+                }
+                let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.scanned = 0;
+                Ok(Some(line))
+            }
+            None => {
+                self.scanned = self.buffer.len();
+                if self.buffer.len() >= self.max_line_bytes {
+                    return Err(LineTooLong);
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A member id as 16 lowercase hex digits.
+pub fn member_text(member: u64) -> String {
+    format!("{member:016x}")
+}
+
+/// The inverse of [`member_text`].
+pub fn parse_member(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireInstance {
+    id: String,
+    service: String,
+    endpoint_type: String,
+    endpoint: String,
+    status: String,
+    ttl_ms: u64,
+    #[serde(default)]
+    metadata: Option<Box<RawValue>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    registered: i64,
+    updated: i64,
+    service_up: i64,
+    modified: bool,
+    dirty_ms: i64,
+    renewal_secs: u32,
+    #[serde(default)]
+    extension: Option<Extension>,
+    version: String,
+    registration: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireTombstone {
+    id: String,
+    service: String,
+    version: String,
+    registration: String,
+    #[serde(default)]
+    expired_ms: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireRecord {
+    ns: String,
+    #[serde(default)]
+    live: Option<WireInstance>,
+    #[serde(default)]
+    remaining_ms: Option<u64>,
+    #[serde(default)]
+    tombstone: Option<WireTombstone>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireLease {
+    ns: String,
+    id: String,
+    registration: String,
+    remaining_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireDigest {
+    ns: String,
+    entries: Vec<(String, String)>,
+}
+
+fn wire_instance(instance: &Instance) -> WireInstance {
+    WireInstance {
+        id: instance.id.to_string(),
+        service: instance.service_name.to_string(),
+        endpoint_type: instance.endpoint.kind.as_str().to_string(),
+        endpoint: instance.endpoint.value.clone(),
+        status: instance.status.as_str().to_string(),
+        ttl_ms: instance.ttl.as_millis() as u64,
+        metadata: instance.metadata.clone(),
+        tags: instance.tags.clone(),
+        registered: instance.registered_unix_nanos,
+        updated: instance.updated_unix_nanos,
+        service_up: instance.service_up_unix_nanos,
+        modified: instance.modified,
+        dirty_ms: instance.dirty_unix_millis,
+        renewal_secs: instance.renewal_interval_secs,
+        extension: instance.extension.clone(),
+        version: instance.version.encode(),
+        registration: instance.registration.encode(),
+    }
+}
+
+fn version(text: &str) -> Result<Version, DecodeError> {
+    Version::decode(text).ok_or_else(|| bad(format!("not a version: {text:?}")))
+}
+
+fn instance_of(wire: WireInstance) -> Result<Instance, DecodeError> {
+    let kind = EndpointType::parse(&wire.endpoint_type)
+        .ok_or_else(|| bad(format!("unknown endpoint type {:?}", wire.endpoint_type)))?;
+    let mut instance = Instance::new(
+        &wire.id,
+        &wire.service,
+        Endpoint {
+            kind,
+            value: wire.endpoint,
+        },
+        &wire.status,
+        Duration::from_millis(wire.ttl_ms),
+    );
+    instance.status = Status::new(&wire.status);
+    instance.metadata = wire.metadata;
+    instance.tags = wire.tags;
+    instance.registered_unix_nanos = wire.registered;
+    instance.updated_unix_nanos = wire.updated;
+    instance.service_up_unix_nanos = wire.service_up;
+    instance.modified = wire.modified;
+    instance.dirty_unix_millis = wire.dirty_ms;
+    instance.renewal_interval_secs = wire.renewal_secs;
+    instance.extension = wire.extension;
+    instance.version = version(&wire.version)?;
+    instance.registration = version(&wire.registration)?;
+    if instance.id.is_empty() || instance.service_name.is_empty() {
+        return Err(bad("a record needs an id and a service"));
+    }
+    Ok(instance)
+}
+
+fn json_line(verb: &str, value: &impl Serialize) -> String {
+    // Strings, numbers and already-valid JSON text into memory: nothing here can fail.
+    let mut line = String::with_capacity(256);
+    line.push_str(verb);
+    line.push(' ');
+    line.push_str(&serde_json::to_string(value).unwrap_or_default());
+    line.push('\n');
+    line
+}
+
+/// The line of a record of `namespace`.
+pub fn record_line(namespace: &str, record: &Record, repair: bool) -> String {
+    let wire = match record {
+        Record::Live {
+            instance,
+            remaining,
+        } => WireRecord {
+            ns: namespace.to_string(),
+            live: Some(wire_instance(instance)),
+            remaining_ms: remaining.map(|r| r.as_millis() as u64),
+            tombstone: None,
+        },
+        Record::Tombstone(t) => WireRecord {
+            ns: namespace.to_string(),
+            live: None,
+            remaining_ms: None,
+            tombstone: Some(WireTombstone {
+                id: t.id.to_string(),
+                service: t.service_name.to_string(),
+                version: t.version.encode(),
+                registration: t.registration.encode(),
+                expired_ms: t.expired_at_unix_millis,
+            }),
+        },
+    };
+    json_line(if repair { "FIX" } else { "REC" }, &wire)
+}
+
+/// The line of a lease update.
+pub fn lease_line(lease: &Lease) -> String {
+    json_line(
+        "LEASE",
+        &WireLease {
+            ns: lease.namespace.to_string(),
+            id: lease.id.to_string(),
+            registration: lease.registration.encode(),
+            remaining_ms: lease.remaining.as_millis() as u64,
+        },
+    )
+}
+
+/// The lines of a namespace's digest, at most [`DIGEST_ENTRIES_PER_LINE`] entries each.
+pub fn digest_lines(namespace: &str, entries: &[(Arc<str>, Version)]) -> Vec<String> {
+    entries
+        .chunks(DIGEST_ENTRIES_PER_LINE)
+        .map(|chunk| {
+            json_line(
+                "DIGEST",
+                &WireDigest {
+                    ns: namespace.to_string(),
+                    entries: chunk
+                        .iter()
+                        .map(|(id, v)| (id.to_string(), v.encode()))
+                        .collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The line of any message.
+pub fn encode(message: &Message) -> String {
+    match message {
+        Message::Hello(hello) => format!(
+            "HELLO {PROTOCOL_NAME} {} {} {} {}\n",
+            hello.version,
+            member_text(hello.member),
+            hello.address,
+            hello.nonce.as_ref().map_or("-".to_string(), |n| hex(n))
+        ),
+        Message::Proof(proof) => format!("PROOF {}\n", hex(proof)),
+        Message::Ping => "PING\n".into(),
+        Message::Sync => "SYNC\n".into(),
+        Message::SnapshotEnd(n) => format!("END {n}\n"),
+        Message::Record {
+            namespace,
+            record,
+            repair,
+        } => record_line(namespace, record, *repair),
+        Message::Lease(lease) => lease_line(lease),
+        Message::Digest { namespace, entries } => {
+            let entries: Vec<(Arc<str>, Version)> = entries
+                .iter()
+                .map(|(id, v)| (id.as_str().into(), *v))
+                .collect();
+            digest_lines(namespace, &entries).concat()
+        }
+        Message::DigestEnd => "DIGESTEND\n".into(),
+        Message::Goodbye => "BYE\n".into(),
+    }
+}
+
+fn decode_hello(args: &str) -> Result<Hello, DecodeError> {
+    let parts: Vec<&str> = args.split(' ').collect();
+    let [name, version, member, address, nonce] = parts[..] else {
+        return Err(bad("a hello has five fields"));
+    };
+    if name != PROTOCOL_NAME {
+        return Err(bad(format!("not the {PROTOCOL_NAME} protocol: {name:?}")));
+    }
+    let version: u32 = version
+        .parse()
+        .map_err(|_| bad(format!("not a protocol version: {version:?}")))?;
+    let member = parse_member(member).ok_or_else(|| bad(format!("not a member id: {member:?}")))?;
+    if address.is_empty() {
+        return Err(bad("a hello needs an address"));
+    }
+    let nonce = match nonce {
+        "-" => None,
+        text => Some(unhex(text).ok_or_else(|| bad("not a nonce"))?),
+    };
+    Ok(Hello {
+        version,
+        member,
+        address: address.to_string(),
+        nonce,
+    })
+}
+
+fn decode_record(args: &str, repair: bool) -> Result<Message, DecodeError> {
+    let wire: WireRecord = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+    let record = match (wire.live, wire.tombstone) {
+        (Some(live), None) => Record::Live {
+            instance: instance_of(live)?,
+            remaining: wire.remaining_ms.map(Duration::from_millis),
+        },
+        (None, Some(t)) => {
+            if t.id.is_empty() {
+                return Err(bad("a tombstone needs an id"));
+            }
+            Record::Tombstone(Tombstone {
+                id: t.id.into(),
+                service_name: t.service.into(),
+                version: version(&t.version)?,
+                registration: version(&t.registration)?,
+                expired_at_unix_millis: t.expired_ms,
+            })
+        }
+        _ => return Err(bad("a record is live or a tombstone")),
+    };
+    Ok(Message::Record {
+        namespace: wire.ns,
+        record,
+        repair,
+    })
+}
+
+/// Reads one line (without its newline).
+pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
+    let line = std::str::from_utf8(line).map_err(|_| bad("not UTF-8"))?;
+    let (verb, args) = line.split_once(' ').unwrap_or((line, ""));
+    let no_args = |message: Message| {
+        if args.is_empty() {
+            Ok(message)
+        } else {
+            Err(bad(format!("{verb} takes no argument")))
+        }
+    };
+    match verb {
+        "HELLO" => decode_hello(args).map(Message::Hello),
+        "PROOF" => unhex(args)
+            .map(Message::Proof)
+            .ok_or_else(|| bad("not a proof")),
+        "PING" => no_args(Message::Ping),
+        "SYNC" => no_args(Message::Sync),
+        "END" => args
+            .parse()
+            .map(Message::SnapshotEnd)
+            .map_err(|_| bad("END takes a count")),
+        "REC" => decode_record(args, false),
+        "FIX" => decode_record(args, true),
+        "LEASE" => {
+            let wire: WireLease = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+            Ok(Message::Lease(Lease {
+                namespace: wire.ns.into(),
+                id: wire.id.into(),
+                registration: version(&wire.registration)?,
+                remaining: Duration::from_millis(wire.remaining_ms),
+            }))
+        }
+        "DIGEST" => {
+            let wire: WireDigest = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+            let entries = wire
+                .entries
+                .into_iter()
+                .map(|(id, v)| Ok((id, version(&v)?)))
+                .collect::<Result<_, DecodeError>>()?;
+            Ok(Message::Digest {
+                namespace: wire.ns,
+                entries,
+            })
+        }
+        "DIGESTEND" => no_args(Message::DigestEnd),
+        "BYE" => no_args(Message::Goodbye),
+        _ => Err(bad(format!(
+            "unknown verb {:?}",
+            verb.chars().take(32).collect::<String>()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(clock: u64, node: u64) -> Version {
+        Version { clock, node }
+    }
+
+    fn sample() -> Instance {
+        let mut instance = Instance::new(
+            "0123456789abcdef",
+            "orders",
+            Endpoint {
+                kind: EndpointType::Http,
+                value: "10.0.0.1:80".into(),
+            },
+            "UP",
+            Duration::from_secs(30),
+        );
+        instance.tags = vec!["a b".into(), "ü\n".into()];
+        instance.metadata = RawValue::from_string(r#"{"k":[1,2,{"x":null}]}"#.into()).ok();
+        instance.version = v(0x1234_0000, 7);
+        instance.registration = v(0x1233_0000, 7);
+        instance.registered_unix_nanos = 1_700_000_000_000_000_000;
+        instance
+    }
+
+    fn one(line: &str) -> Message {
+        let bytes = line.as_bytes();
+        assert_eq!(bytes.last(), Some(&b'\n'), "{line:?} ends its line");
+        assert!(
+            !bytes[..bytes.len() - 1].contains(&b'\n'),
+            "{line:?} is one line"
+        );
+        decode(&bytes[..bytes.len() - 1]).expect("decodes")
+    }
+
+    #[test]
+    fn a_live_record_round_trips_with_its_versions_and_lease() {
+        let line = record_line(
+            "tenant-a",
+            &Record::Live {
+                instance: sample(),
+                remaining: Some(Duration::from_millis(12_345)),
+            },
+            false,
+        );
+        let Message::Record {
+            namespace,
+            record:
+                Record::Live {
+                    instance,
+                    remaining,
+                },
+            repair,
+        } = one(&line)
+        else {
+            panic!("not a live record: {line}");
+        };
+        assert_eq!(namespace, "tenant-a");
+        assert!(!repair);
+        assert_eq!(remaining, Some(Duration::from_millis(12_345)));
+        let original = sample();
+        assert_eq!(instance.id, original.id);
+        assert_eq!(instance.tags, original.tags);
+        assert_eq!(
+            instance.metadata.as_ref().map(|m| m.get()),
+            original.metadata.as_ref().map(|m| m.get())
+        );
+        assert_eq!(instance.version, original.version);
+        assert_eq!(instance.registration, original.registration);
+        assert_eq!(instance.ttl, original.ttl);
+        assert_eq!(instance.endpoint, original.endpoint);
+    }
+
+    #[test]
+    fn tombstones_leases_and_small_messages_round_trip() {
+        let tombstone = Tombstone {
+            id: "x".into(),
+            service_name: "s".into(),
+            version: v(9, 1),
+            registration: v(8, 1),
+            expired_at_unix_millis: Some(42),
+        };
+        let line = record_line("ns", &Record::Tombstone(tombstone.clone()), true);
+        match one(&line) {
+            Message::Record {
+                record: Record::Tombstone(t),
+                repair: true,
+                ..
+            } => assert_eq!(t, tombstone),
+            other => panic!("{other:?}"),
+        }
+        let lease = Lease {
+            namespace: "ns".into(),
+            id: "x".into(),
+            registration: v(8, 1),
+            remaining: Duration::from_millis(999),
+        };
+        match one(&lease_line(&lease)) {
+            Message::Lease(l) => {
+                assert_eq!(
+                    (l.id, l.registration, l.remaining),
+                    (lease.id, lease.registration, lease.remaining)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            member: 0x1f0c_6e2a_9b3d_4c57,
+            address: "[::1]:6100".into(),
+            nonce: Some([7; NONCE_BYTES]),
+        };
+        match one(&encode(&Message::Hello(hello.clone()))) {
+            Message::Hello(h) => assert_eq!(h, hello),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(one(&encode(&Message::Proof([3; 32]))), Message::Proof(p) if p == [3; 32])
+        );
+        assert!(matches!(one("PING\n"), Message::Ping));
+        assert!(matches!(one("END 12\n"), Message::SnapshotEnd(12)));
+        assert!(matches!(one("BYE\n"), Message::Goodbye));
+        let digest = digest_lines("ns", &[("a".into(), v(1, 2)), ("b".into(), v(3, 4))]);
+        assert_eq!(digest.len(), 1);
+        match one(&digest[0]) {
+            Message::Digest { namespace, entries } => {
+                assert_eq!(namespace, "ns");
+                assert_eq!(entries, vec![("a".into(), v(1, 2)), ("b".into(), v(3, 4))]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn digests_are_cut_into_bounded_lines() {
+        let entries: Vec<(Arc<str>, Version)> = (0..DIGEST_ENTRIES_PER_LINE * 2 + 1)
+            .map(|i| (format!("id-{i}").into(), v(i as u64, 1)))
+            .collect();
+        let lines = digest_lines("ns", &entries);
+        assert_eq!(lines.len(), 3);
+        assert!(lines.iter().all(|l| l.len() < MAX_LINE_BYTES));
+    }
+
+    #[test]
+    fn malformed_lines_are_refused() {
+        for line in [
+            "",
+            "HELLO",
+            "HELLO other-protocol 1 1f0c6e2a9b3d4c57 a:1 -",
+            "HELLO a8registry-replication x 1f0c6e2a9b3d4c57 a:1 -",
+            "HELLO a8registry-replication 1 1F0C6E2A9B3D4C57 a:1 -",
+            "HELLO a8registry-replication 1 1f0c6e2a9b3d4c57 a:1 zz",
+            "HELLO a8registry-replication 1 1f0c6e2a9b3d4c57 a:1 - extra",
+            "PING now",
+            "PROOF 00",
+            "END -1",
+            "REC",
+            "REC {",
+            "REC {\"ns\":\"a\"}",
+            "REC {\"ns\":\"a\",\"tombstone\":{\"id\":\"\",\"service\":\"s\",\"version\":\"1.0000000000000001\",\"registration\":\"1.0000000000000001\"}}",
+            "FIX {\"ns\":\"a\",\"live\":{\"id\":\"x\"}}",
+            "LEASE {\"ns\":\"a\",\"id\":\"x\",\"registration\":\"nope\",\"remaining_ms\":1}",
+            "DIGEST {\"ns\":\"a\",\"entries\":[[\"x\",\"bad\"]]}",
+            "WHAT",
+        ] {
+            assert!(decode(line.as_bytes()).is_err(), "{line:?} is refused");
+        }
+        assert!(decode(&[0xff, 0xfe]).is_err(), "not UTF-8");
+        let deep = format!("REC {}", "[".repeat(100_000));
+        assert!(decode(deep.as_bytes()).is_err(), "deep nesting is refused");
+    }
+
+    #[test]
+    fn lines_are_cut_across_reads_and_bounded() {
+        let mut decoder = LineDecoder::new(16);
+        decoder.push(b"PI");
+        assert_eq!(decoder.next_line(), Ok(None));
+        decoder.push(b"NG\r\nSY");
+        assert_eq!(decoder.next_line(), Ok(Some(b"PING".to_vec())));
+        assert_eq!(decoder.next_line(), Ok(None));
+        decoder.push(b"NC\n");
+        assert_eq!(decoder.next_line(), Ok(Some(b"SYNC".to_vec())));
+        assert_eq!(
+            decoder.next_line(),
+            Ok(None),
+            "a truncated stream yields nothing"
+        );
+        decoder.push(&[b'x'; 15]);
+        assert_eq!(decoder.next_line(), Ok(None));
+        decoder.push(b"x");
+        assert_eq!(
+            decoder.next_line(),
+            Err(LineTooLong),
+            "oversized without a newline"
+        );
+        let mut decoder = LineDecoder::new(8);
+        decoder.push(b"123456789\n");
+        assert_eq!(
+            decoder.next_line(),
+            Err(LineTooLong),
+            "oversized with a newline"
+        );
+    }
+}
