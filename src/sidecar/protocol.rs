@@ -11,6 +11,9 @@ use crate::registry::instance::{derive_id, Endpoint, EndpointType};
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The shortest heartbeat period, in milliseconds.
+const MIN_HEARTBEAT_PERIOD_MILLIS: u64 = 100;
+
 /// Eureka's `dataCenterInfo` class for instances outside a cloud.
 const DEFAULT_DATA_CENTER_CLASS: &str = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo";
 /// The secure port sent (disabled) when the endpoint is not `https`.
@@ -125,9 +128,10 @@ impl Codec {
         }
     }
 
-    /// The heartbeat period for a TTL in seconds: a third of it, at least a second.
+    /// The heartbeat period for a TTL in seconds: a third of it (S4), never below
+    /// [`MIN_HEARTBEAT_PERIOD_MILLIS`] so that a TTL of 0 cannot make the agent spin.
     fn period_of(ttl_secs: u64) -> Duration {
-        Duration::from_millis((ttl_secs.max(1) * 1000 / 3).max(1000))
+        Duration::from_millis((ttl_secs.saturating_mul(1000) / 3).max(MIN_HEARTBEAT_PERIOD_MILLIS))
     }
 
     /// `POST <url>/api/v1/instances` or `POST <base>/apps/<app>`.

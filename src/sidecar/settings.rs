@@ -968,8 +968,15 @@ fn file_checks(file: &File, warnings: &mut Vec<String>) -> Result<Vec<HealthChec
 
 /// The certificates of a PEM file, as DER.
 fn read_ca_certs(path: &str, origin: &Origin) -> Result<Vec<Vec<u8>>, ConfigError> {
-    let pem =
-        std::fs::read(path).map_err(|e| invalid(origin, path, &format!("cannot read it: {e}")))?;
+    let pem = read_at_most(path, MAX_CA_FILE_BYTES)
+        .map_err(|e| invalid(origin, path, &format!("cannot read it: {e}")))?;
+    if pem.len() > MAX_CA_FILE_BYTES {
+        return Err(invalid(
+            origin,
+            path,
+            &format!("larger than {MAX_CA_FILE_BYTES} bytes"),
+        ));
+    }
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
@@ -1113,10 +1120,24 @@ const IGNORED_NESTED_KEYS: &[&str] = &[
     "eureka.urls",
 ];
 
+/// Largest CA certificate file a health check reads.
+const MAX_CA_FILE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The first `limit + 1` bytes of a file at most, so a device or an endless pipe given as a file
+/// costs no more than that (one byte over tells the caller it was too large).
+fn read_at_most(path: &str, limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn read_file(path: &str, warnings: &mut Vec<String>) -> Result<File, ConfigError> {
     let origin = flag("config");
-    let bytes =
-        std::fs::read(path).map_err(|e| error(format!("cannot read {origin} {path:?}: {e}")))?;
+    let bytes = read_at_most(path, MAX_CONFIG_FILE_BYTES)
+        .map_err(|e| error(format!("cannot read {origin} {path:?}: {e}")))?;
     if bytes.len() > MAX_CONFIG_FILE_BYTES {
         return Err(error(format!(
             "{origin} {path:?} is larger than {MAX_CONFIG_FILE_BYTES} bytes"

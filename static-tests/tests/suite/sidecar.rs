@@ -1509,3 +1509,9 @@ fn as_process_1_the_sidecar_reaps_orphans_and_keeps_its_exit_rules() {
     );
     assert!(unshare.stderr().contains("Intercepted signal SIGTERM"));
 }
+
+#[test]
+fn a_configuration_file_that_never_ends_is_refused_without_reading_it_all() {
+    // /dev/zero never ends: reading it whole would take all the memory there is.
+    assert_sidecar_config_error(&["--config", "/dev/zero", "--register"], &[], "larger than");
+}
