@@ -14,6 +14,7 @@
 //!   not, `--help`); the startup summary is rendered from it with every secret masked.
 //! - [`log`]: levelled text, json or logstash lines, queued (bounded) and written to stderr by one
 //!   plain thread.
+//! - [`nesting`]: the nesting bound every reader of outside JSON checks before parsing.
 //! - [`net`]: the acceptor every port uses (connection limit, accept-error backoff, shutdown) and
 //!   the open connections with their deadlines, woken by one timer thread.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder, body memory budget),
@@ -60,6 +61,7 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod nesting;
 pub mod net;
 pub mod registry;
 pub mod sidecar;

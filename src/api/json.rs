@@ -14,36 +14,7 @@ use std::fmt;
 /// Deepest JSON nesting accepted in a request body (spec D15): the top-level value counts as 1.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// True when `body` nests arrays and objects at most `limit` deep. Runs before the parser so a
-/// hostile body never drives a recursive parser deep into a coroutine's small stack.
-pub fn nesting_within(body: &[u8], limit: usize) -> bool {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return false;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    true
-}
+pub use crate::nesting::nesting_within;
 
 /// Appends `text` as a JSON string literal.
 pub fn write_string(out: &mut Vec<u8>, text: &str) {

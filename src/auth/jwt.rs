@@ -190,39 +190,10 @@ fn decode_segment(segment: &str) -> Option<Vec<u8>> {
 /// [`Verdict::Rejected`] when it nests deeper than [`MAX_TOKEN_JSON_DEPTH`] (it is then not parsed).
 fn decode_json_object(segment: &str) -> Result<Map<String, Value>, Verdict> {
     let json = decode_segment(segment).ok_or(Verdict::Unrecognised)?;
-    if json_depth(&json) > MAX_TOKEN_JSON_DEPTH {
+    if !crate::nesting::nesting_within(&json, MAX_TOKEN_JSON_DEPTH) {
         return Err(Verdict::Rejected);
     }
     serde_json::from_slice(&json).map_err(|_| Verdict::Unrecognised)
-}
-
-/// The deepest nesting of `[` and `{` in `json`, counted outside strings, without parsing it.
-/// Linear, allocation-free and without recursion, so it is safe on any input (for text that is
-/// not JSON the figure is meaningless but still bounded by the input length).
-fn json_depth(json: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in json {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
 }
 
 /// Compares `now` with a numeric time claim. Integers compare exactly; only fractional or
@@ -733,18 +704,6 @@ mod tests {
         // escaped backslash and an escaped quote, and the brackets after them are still text.
         let token = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJuYW1lc3BhY2UiOiJuczEiLCJ4IjoiW3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tbe1t7W3tcXFwiW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbWyJ9.JdI2QaCymQGYXdE-zE8jMwO54QZoEdV1ZQNwitbvQao";
         assert_eq!(verify(token, SECRET, NOW), ns("ns1"));
-    }
-
-    #[test]
-    fn json_depth_counts_only_structure() {
-        assert_eq!(json_depth(b"{}"), 1);
-        assert_eq!(json_depth(br#"{"a":[1,{"b":[]}],"c":{}}"#), 4);
-        assert_eq!(json_depth(br#"{"a":"[[[{{{"}"#), 1);
-        // An escaped quote stays in the string; an escaped backslash does not escape the quote.
-        assert_eq!(json_depth(br#"{"a":"\"[[["}"#), 1);
-        assert_eq!(json_depth(br#"{"a":"\\"}[["#), 2);
-        assert_eq!(json_depth(b"]]]]{"), 1);
-        assert_eq!(json_depth(b""), 0);
     }
 
     #[test]

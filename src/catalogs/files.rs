@@ -42,30 +42,11 @@ fn namespace_of(file_name: &str) -> Option<(&str, bool)> {
 
 /// Fails when `text` nests arrays and objects deeper than [`MAX_NESTING`] (strings skipped).
 fn check_nesting(text: &[u8]) -> Result<(), String> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &byte in text {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Err(format!("nested deeper than {MAX_NESTING} levels"));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+    if crate::nesting::nesting_within(text, MAX_NESTING) {
+        Ok(())
+    } else {
+        Err(format!("nested deeper than {MAX_NESTING} levels"))
     }
-    Ok(())
 }
 
 /// A file's content: its good entries and the reasons its bad ones were skipped (by index).
