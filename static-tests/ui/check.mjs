@@ -151,6 +151,16 @@ const serviceButton = (name) => `#services button[data-service="${name}"]`;
 async function within(page, ms, predicate, arg) {
   await page.waitForFunction(predicate, arg, { timeout: ms, polling: 50 });
 }
+// The page, and every part of it, fits the window's width.
+async function noSidewaysScrolling(page) {
+  const widths = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  if (widths[0] > widths[1]) throw new Error(`content ${widths[0]} px in a ${widths[1]} px window`);
+  const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
+    .filter((e) => !e.classList.contains('visually-hidden'))
+    .filter((e) => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+    .map((e) => e.className || e.tagName));
+  if (wide.length) throw new Error(`scrolls sideways inside: ${wide.join()}`);
+}
 const text = (page, selector) => page.locator(selector).innerText();
 
 try {
@@ -286,19 +296,17 @@ try {
   check('updates come through blocking queries', waiting.length > 0, `${waiting.length} requests with index`);
 
   await page.setViewportSize({ width: 1280, height: 720 });
+  await attempt('1280 px wide: the table fits without scrolling', () => noSidewaysScrolling(page));
   await page.mouse.move(0, 0);
-  await page.screenshot({ path: join(SHOTS, 'ui.png') });
+  // As tall as the content, for the README.
+  await page.setViewportSize({ width: 1280, height: 400 });
+  await page.screenshot({ path: join(SHOTS, 'ui.png'), fullPage: true });
 
   // ---- a phone-sized window ----------------------------------------------------------------
   await page.setViewportSize({ width: 360, height: 760 });
   await attempt('360 px wide: no horizontal scrolling, every column readable', async () => {
     await page.waitForTimeout(200);
-    const widths = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
-    if (widths[0] > widths[1]) throw new Error(`content ${widths[0]} px in a ${widths[1]} px window`);
-    const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
-      .filter((e) => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
-      .map((e) => e.className || e.tagName));
-    if (wide.length) throw new Error(`scrolls sideways inside: ${wide.join()}`);
+    await noSidewaysScrolling(page);
     const box = await page.locator(`${rowOf(reviews2)} td[data-label="Source"]`).boundingBox();
     if (!box || box.x < 0 || box.x + box.width > 360) throw new Error(JSON.stringify(box));
     const label = await page.evaluate((id) => getComputedStyle(

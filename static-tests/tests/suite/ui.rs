@@ -47,7 +47,10 @@ fn the_page_is_served_with_caching_and_a_strict_policy() {
 
     let page = server.get("/ui/");
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(page.header("content-security-policy"), Some(CSP));
     assert_eq!(page.header("cache-control"), Some("no-cache"));
     let page_text = page.text();
@@ -64,7 +67,11 @@ fn the_page_is_served_with_caching_and_a_strict_policy() {
     for file in &files {
         let answer = server.get(file);
         assert_eq!(answer.status, 200, "{file}");
-        assert_eq!(answer.header("content-security-policy"), Some(CSP), "{file}");
+        assert_eq!(
+            answer.header("content-security-policy"),
+            Some(CSP),
+            "{file}"
+        );
         assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
         total += answer.body.len();
         // The browser's copy is current: 304 without a body, for the tag alone, weak or in a list.
@@ -101,8 +108,12 @@ fn the_page_is_served_with_caching_and_a_strict_policy() {
 
     let head = server.request("HEAD", "/ui/", &[], None);
     assert_eq!(head.status, 200);
-    server.get("/ui/nope.js").assert_error(404, "Resource not found");
-    server.get("/ui/ui.js/x").assert_error(404, "Resource not found");
+    server
+        .get("/ui/nope.js")
+        .assert_error(404, "Resource not found");
+    server
+        .get("/ui/ui.js/x")
+        .assert_error(404, "Resource not found");
     server
         .request("POST", "/ui/", &[], None)
         .assert_error(405, "Method not allowed");
@@ -114,7 +125,10 @@ fn the_page_is_served_with_caching_and_a_strict_policy() {
 
     let url = format!("ui=\"http://{}/ui/\"", server.address);
     assert!(
-        server.stderr().iter().any(|l| l.contains("listening") && l.contains(&url)),
+        server
+            .stderr()
+            .iter()
+            .any(|l| l.contains("listening") && l.contains(&url)),
         "the startup line names {url}: {:?}",
         server.stderr()
     );
@@ -159,7 +173,8 @@ fn fresh_dir(name: &str) -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let dir = std::env::temp_dir().join(format!("a8registry-{name}-{}-{nanos}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("a8registry-{name}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -267,7 +282,9 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
         output.join("\n")
     );
     assert!(
-        output.iter().any(|l| l.starts_with("ui: ") && l.ends_with(" 0 failed")),
+        output
+            .iter()
+            .any(|l| l.starts_with("ui: ") && l.ends_with(" 0 failed")),
         "the script did not finish:\n{}",
         output.join("\n")
     );
