@@ -4,8 +4,8 @@
 // checks what a person would see, live, without reloading.
 //
 // Environment (set by the Rust test):
-//   A8_UI_OPEN      base URL of a registry without tenants, with a file catalog listing one
-//                   instance of `legacy-db` (status `down`)
+//   A8_UI_OPEN      base URL of a registry without tenants, with TTLs from 1 s and a file
+//                   catalog listing one instance of `legacy-db` (status `down`)
 //   A8_UI_TRUSTED   base URL of a registry in trusted mode
 //   A8_UI_JWT       base URL of a registry in jwt mode, A8_UI_JWT_SECRET its secret
 //   A8_UI_SCREENSHOTS  directory for ui.png (desktop) and ui-phone.png (360 px)
@@ -231,6 +231,25 @@ try {
     const row = await page.$$eval('#instance-rows td', (cells) => cells.map((c) => c.innerText.trim()));
     if (row[2] !== 'down' || row[5] !== '—' || row[6] !== '—' || row[7] !== 'file') throw new Error(row.join(' | '));
   });
+  await attempt('an instance registered through the Eureka API is marked Eureka', async () => {
+    const response = await fetch(`${OPEN}/eureka/v2/apps/WEBSHOP`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ instance: {
+        instanceId: 'web-1', hostName: 'web-1.local', app: 'WEBSHOP', ipAddr: '10.0.0.20', status: 'UP',
+        port: { $: 8080, '@enabled': 'true' }, vipAddress: 'webshop',
+        dataCenterInfo: { '@class': 'com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo', name: 'MyOwn' },
+      } }),
+    });
+    if (response.status !== 204) throw new Error(`Eureka registration: ${response.status}`);
+    await within(page, LIVE_MS, () => document.querySelector('#services button[data-service="WEBSHOP"]') !== null);
+    await page.click(serviceButton('WEBSHOP'));
+    await within(page, LOAD_MS, () => document.querySelectorAll('#instance-rows tr').length === 1);
+    const row = await page.$$eval('#instance-rows td', (cells) => cells.map((c) => c.innerText.trim()));
+    if (row[0] !== 'WEBSHOP:web-1' || row[7] !== 'Eureka') throw new Error(row.join(' | '));
+    await fetch(`${OPEN}/eureka/v2/apps/WEBSHOP/web-1`, { method: 'DELETE' });
+    await within(page, LIVE_MS, () => document.querySelector('#services button[data-service="WEBSHOP"]') === null);
+  });
   await attempt('metadata is compact and expands', async () => {
     await page.click(serviceButton('ratings'));
     await within(page, LOAD_MS, (id) => document.querySelector(`#instance-rows tr[data-id="${id}"]`) !== null, ratings);
@@ -290,6 +309,14 @@ try {
     await within(page, LIVE_MS, () => document.querySelector('#services button[data-service="zz-short-lived"]') !== null);
     await call(OPEN, 'DELETE', `/api/v1/instances/${id}`);
     await within(page, LIVE_MS, () => document.querySelector('#services button[data-service="zz-short-lived"]') === null);
+  });
+  await attempt('an expiry shows within 2 s', async () => {
+    const registered = Date.now();
+    const id = await register(OPEN, { service_name: 'reviews', endpoint: endpoint('10.0.0.13:9080'), ttl: 1 });
+    await within(page, LIVE_MS, (id) => document.querySelector(`#instance-rows tr[data-id="${id}"]`) !== null, id);
+    // Invisible 1 s after its registration, removed (the change) by the reaper within a second.
+    const left = registered + 1000 + 1000 + LIVE_MS - Date.now();
+    await within(page, Math.max(left, 0), (id) => document.querySelector(`#instance-rows tr[data-id="${id}"]`) === null, id);
   });
   check('the page was not reloaded', await page.evaluate(() => window.notReloaded === true));
   const waiting = requests.filter((r) => r.phase === 'open' && /[?&]index=\d+/.test(r.url));

@@ -352,18 +352,15 @@
 
   // ---- instances ---------------------------------------------------------------------------
 
-  // Where an instance comes from, told by what the public API shows of it: catalog instances have
-  // no heartbeat; the Eureka catalog keeps the remote TTL, the file catalog uses Amalgam8 ids
-  // (16 hex digits), Kubernetes `<uid>-<port>`; an instance registered through the Eureka API has
-  // the id `<APP>:<instance id>`.
+  // Where an instance comes from, told by what the public API shows of it. Catalog instances of
+  // Kubernetes and files have no heartbeat and no TTL; the file catalog uses Amalgam8 ids (16 hex
+  // digits), Kubernetes `<uid>-<port>`. Eureka ids are `<APP>:<instance id>`, whether registered
+  // through the Eureka API or mirrored from a Eureka server (the API does not tell those apart).
   function sourceOf(instance) {
     const id = String(instance.id);
-    if (!instance.last_heartbeat || instance.last_heartbeat === ZERO_TIME) {
-      if (instance.ttl) return 'Eureka';
-      if (/^[0-9a-f]{16}$/.test(id)) return 'file';
-      return 'Kubernetes';
-    }
-    return id.includes(':') ? 'registered (Eureka API)' : 'registered';
+    const noHeartbeat = !instance.last_heartbeat || instance.last_heartbeat === ZERO_TIME;
+    if (noHeartbeat && !instance.ttl) return /^[0-9a-f]{16}$/.test(id) ? 'file' : 'Kubernetes';
+    return id.includes(':') ? 'Eureka' : 'registered';
   }
 
   function heartbeatMs(text) {

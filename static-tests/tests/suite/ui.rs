@@ -189,7 +189,7 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
     let (chromium, dir) = browser_tools()
         .unwrap_or_else(|missing| panic!("{missing}: run static-tests/run.sh, which installs it"));
     // The open registry mirrors a file catalog too, so the page shows a catalog's health and
-    // an instance that comes from a file.
+    // an instance that comes from a file; its short TTLs let an instance expire in the test.
     let catalog = fresh_dir("ui-catalog");
     std::fs::write(
         catalog.join("default.json"),
@@ -197,7 +197,8 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
     )
     .unwrap();
     let catalog_arg = catalog.to_str().unwrap().to_string();
-    let mut open = Some(Server::start(&["--fs_catalog", &catalog_arg]));
+    let open_flags = ["--fs_catalog", &catalog_arg, "--min_ttl", "1s"];
+    let mut open = Some(Server::start(&open_flags));
     let open_address = open.as_ref().unwrap().address;
     let trusted = Server::start(&["--auth_mode", "trusted"]);
     let jwt = Server::start(&["--auth_mode", "jwt", "--jwt_secret", JWT_SECRET]);
@@ -260,12 +261,8 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
                 // Three seconds away: the page has failed more than once and backs off.
                 std::thread::sleep(Duration::from_secs(3));
                 let port = open_address.port().to_string();
-                open = Some(Server::start(&[
-                    "--api_port",
-                    &port,
-                    "--fs_catalog",
-                    &catalog_arg,
-                ]));
+                let flags = [&["--api_port", port.as_str()][..], &open_flags].concat();
+                open = Some(Server::start(&flags));
                 writeln!(to_script, "started").unwrap();
             }
             _ => {}
