@@ -8,6 +8,7 @@
 //                   catalog listing one instance of `legacy-db` (status `down`)
 //   A8_UI_TRUSTED   base URL of a registry in trusted mode
 //   A8_UI_JWT       base URL of a registry in jwt mode, A8_UI_JWT_SECRET its secret
+//   A8_UI_NODE_A, A8_UI_NODE_B  base URLs of the two nodes of a replicating cluster
 //   A8_UI_SCREENSHOTS  directory for ui.png (desktop) and ui-phone.png (360 px)
 //   A8_UI_PROFILE   a fresh, empty directory for Chromium's profile
 //   CHROMIUM        the browser (default /usr/bin/chromium)
@@ -30,6 +31,8 @@ const OPEN = env('A8_UI_OPEN');
 const TRUSTED = env('A8_UI_TRUSTED');
 const JWT = env('A8_UI_JWT');
 const JWT_SECRET = env('A8_UI_JWT_SECRET');
+const NODE_A = env('A8_UI_NODE_A');
+const NODE_B = env('A8_UI_NODE_B');
 const SHOTS = env('A8_UI_SCREENSHOTS');
 const PROFILE = env('A8_UI_PROFILE');
 // Changes must show within this (the contract's 2 s).
@@ -429,6 +432,22 @@ try {
       && document.getElementById('token-message').textContent === '');
   });
   await signed.close();
+
+  // ---- a cluster: its health in the header, and what a peer replicates, live ----------------
+  phase = 'cluster';
+  const member = await newPage();
+  await member.goto(`${NODE_A}/ui/`);
+  await attempt('a cluster node shows the cluster, replication and its peer as healthy', async () => {
+    await within(member, LOAD_MS, () => document.querySelector('#health li[data-component="cluster"].ok') !== null
+      && document.querySelector('#health li[data-component="replication"].ok') !== null
+      && document.querySelector('#health li[data-component^="peer "].ok') !== null);
+  });
+  await attempt('an instance registered on the other node shows within 2 s', async () => {
+    const id = await register(NODE_B, { service_name: 'replicated', endpoint: endpoint('10.4.0.1:80') });
+    await within(member, LIVE_MS, (id) => document.querySelector('#services button[data-service="replicated"]') !== null
+      && document.querySelector(`#instance-rows tr[data-id="${id}"]`) !== null, id);
+  });
+  await member.close();
 } catch (error) {
   check('the script ran to its end', false, error && error.stack ? error.stack : String(error));
 } finally {

@@ -179,6 +179,15 @@ fn fresh_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A port nothing listens on now, for the replication ports of a cluster's nodes.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Whether something still accepts connections at `address`.
 fn accepting(address: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
@@ -202,6 +211,21 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
     let open_address = open.as_ref().unwrap().address;
     let trusted = Server::start(&["--auth_mode", "trusted"]);
     let jwt = Server::start(&["--auth_mode", "jwt", "--jwt_secret", JWT_SECRET]);
+    // Two nodes of a cluster, linked by static peers: the page of one shows the cluster's health and
+    // what is registered on the other.
+    let ports = [free_port(), free_port()];
+    let peers = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let node = |port: u16| {
+        let port = port.to_string();
+        Server::start(&[
+            "--replication",
+            "--replication_port",
+            &port,
+            "--peers",
+            &peers,
+        ])
+    };
+    let (node_a, node_b) = (node(ports[0]), node(ports[1]));
     let profile = fresh_dir("chromium-profile");
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -213,6 +237,8 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
         .env("A8_UI_TRUSTED", format!("http://{}", trusted.address))
         .env("A8_UI_JWT", format!("http://{}", jwt.address))
         .env("A8_UI_JWT_SECRET", JWT_SECRET)
+        .env("A8_UI_NODE_A", format!("http://{}", node_a.address))
+        .env("A8_UI_NODE_B", format!("http://{}", node_b.address))
         .env("A8_UI_SCREENSHOTS", &shots)
         .env("A8_UI_PROFILE", &profile)
         .env("CHROMIUM", &chromium)
