@@ -326,7 +326,12 @@ try {
   check('updates come through blocking queries', waiting.length > 0, `${waiting.length} requests with index`);
 
   await page.setViewportSize({ width: 1280, height: 720 });
-  await attempt('1280 px wide: the table fits without scrolling', () => noSidewaysScrolling(page));
+  await attempt('1280 and 900 px wide: the table fits without scrolling', async () => {
+    await noSidewaysScrolling(page);
+    await page.setViewportSize({ width: 900, height: 720 });
+    await noSidewaysScrolling(page);
+    await page.setViewportSize({ width: 1280, height: 720 });
+  });
   await page.mouse.move(0, 0);
   // As tall as the content, for the README.
   await page.setViewportSize({ width: 1280, height: 400 });
@@ -349,11 +354,14 @@ try {
   // ---- the registry goes away and comes back ------------------------------------------------
   phase = 'outage';
   await control('stop', 'stopped');
-  await attempt('an unreachable registry is said so', async () => {
+  await attempt('an unreachable registry is said so, on a phone too', async () => {
     await within(page, LOAD_MS, () => {
       const banner = document.getElementById('banner');
       return !banner.hidden && /Cannot reach the registry/.test(banner.textContent);
     });
+    await page.setViewportSize({ width: 360, height: 760 });
+    await noSidewaysScrolling(page);
+    await page.setViewportSize({ width: 1280, height: 760 });
   });
   await control('start', 'started');
   phase = 'recovered';
@@ -379,6 +387,9 @@ try {
     const message = await text(tenant, '#token-message');
     if (!/Missing request Authorization header/.test(message)) throw new Error(message);
     if (await tenant.locator('#services button').count() !== 0) throw new Error('services shown without a token');
+    await tenant.setViewportSize({ width: 360, height: 760 });
+    await noSidewaysScrolling(tenant);
+    await tenant.setViewportSize({ width: 1280, height: 760 });
   });
   await attempt('a token typed into the Token field shows its namespace only', async () => {
     await tokenField.click();
@@ -407,6 +418,12 @@ try {
     const elsewhere = await other.evaluate(() => sessionStorage.getItem('a8registry.token'));
     await other.close();
     if (elsewhere !== null) throw new Error('another tab has the token');
+  });
+  await attempt('Forget drops the token and the page asks again', async () => {
+    await tenant.click('#forget-token');
+    await within(tenant, LOAD_MS, () => sessionStorage.getItem('a8registry.token') === null
+      && /A token is needed/.test(document.getElementById('token-message').textContent)
+      && document.querySelector('#services button') === null);
   });
   await tenant.close();
 

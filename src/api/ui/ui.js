@@ -475,6 +475,7 @@
     state.selected = selectedFromHash();
     if (state.token) {
       $('token-form').hidden = false;
+      $('forget-token').hidden = false;
       $('token').value = state.token;
     }
     $('services').addEventListener('click', (event) => {
@@ -507,6 +508,7 @@
       }
       state.token = token;
       sessionStorage.setItem(TOKEN_KEY, token);
+      $('forget-token').hidden = false;
       $('token-message').textContent = '';
       setLive(false, 'Connecting…');
       restartWatch();
@@ -514,6 +516,7 @@
     $('forget-token').addEventListener('click', () => {
       state.token = '';
       sessionStorage.removeItem(TOKEN_KEY);
+      $('forget-token').hidden = true;
       $('token').value = '';
       state.instances = null;
       render();
