@@ -70,6 +70,16 @@ stdin.on('line', (line) => {
   if (waiter) waiter(line.trim());
   else replies.push(line.trim());
 });
+// Without the test at the other end (it stopped), nothing more can be asked: fail what waits.
+stdin.on('close', () => {
+  while (waiters.length) waiters.shift()('closed');
+});
+// A bound on the whole script, should anything hang: exit, which also ends the browser.
+const WHOLE_SCRIPT_MS = 200000;
+setTimeout(() => {
+  console.log(`not ok - the script finished within ${WHOLE_SCRIPT_MS} ms`);
+  process.exit(1);
+}, WHOLE_SCRIPT_MS).unref();
 function control(what, expected) {
   console.log(`control: ${what}`);
   return new Promise((resolve, reject) => {
@@ -477,10 +487,12 @@ check('no request left 127.0.0.1', elsewhere.length === 0, elsewhere.map((r) => 
 check('the browser never asked for /favicon.ico',
   !requests.some((r) => new URL(r.url).pathname === '/favicon.ico'));
 // The browser itself reports answers it sees as failures (a 401 before the token is given, a
-// refused connection while the registry is away): expected in those phases, and nothing else is.
+// connection refused or cut while the registry is away): expected in those phases, nothing else is.
+// The waiting request of the killed registry may end reset or empty rather than refused.
+const serverGone = /^Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE|CONNECTION_CLOSED)$/;
 const expected = {
-  outage: /^Failed to load resource: net::ERR_CONNECTION_REFUSED$/,
-  recovered: /^Failed to load resource: net::ERR_CONNECTION_REFUSED$/,
+  outage: serverGone,
+  recovered: serverGone,
   trusted: /^Failed to load resource: the server responded with a status of 401 \(Unauthorized\)$/,
   jwt: /^Failed to load resource: the server responded with a status of 401 \(Unauthorized\)$/,
 };

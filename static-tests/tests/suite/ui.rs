@@ -188,6 +188,28 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The browser script's process, killed (with the browser it started) if the test ends early.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        // SIGTERM first: playwright then closes the browser; SIGKILL if it does not exit soon.
+        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Whether something still accepts connections at `address`.
 fn accepting(address: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
@@ -215,7 +237,7 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
     // what is registered on the other.
     let ports = [free_port(), free_port()];
     let peers = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
-    let node = |port: u16| {
+    let cluster_node = |port: u16| {
         let port = port.to_string();
         Server::start(&[
             "--replication",
@@ -225,29 +247,33 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
             &peers,
         ])
     };
-    let (node_a, node_b) = (node(ports[0]), node(ports[1]));
+    let (node_a, node_b) = (cluster_node(ports[0]), cluster_node(ports[1]));
     let profile = fresh_dir("chromium-profile");
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
 
-    let mut node = Command::new("node")
-        .arg(dir.join("check.mjs"))
-        .current_dir(&dir)
-        .env("A8_UI_OPEN", format!("http://{open_address}"))
-        .env("A8_UI_TRUSTED", format!("http://{}", trusted.address))
-        .env("A8_UI_JWT", format!("http://{}", jwt.address))
-        .env("A8_UI_JWT_SECRET", JWT_SECRET)
-        .env("A8_UI_NODE_A", format!("http://{}", node_a.address))
-        .env("A8_UI_NODE_B", format!("http://{}", node_b.address))
-        .env("A8_UI_SCREENSHOTS", &shots)
-        .env("A8_UI_PROFILE", &profile)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start node (run static-tests/run.sh, which installs what the page's test needs)");
-    let mut to_script = node.stdin.take().unwrap();
-    let stdout = node.stdout.take().unwrap();
+    let mut node = ChildGuard(
+        Command::new("node")
+            .arg(dir.join("check.mjs"))
+            .current_dir(&dir)
+            .env("A8_UI_OPEN", format!("http://{open_address}"))
+            .env("A8_UI_TRUSTED", format!("http://{}", trusted.address))
+            .env("A8_UI_JWT", format!("http://{}", jwt.address))
+            .env("A8_UI_JWT_SECRET", JWT_SECRET)
+            .env("A8_UI_NODE_A", format!("http://{}", node_a.address))
+            .env("A8_UI_NODE_B", format!("http://{}", node_b.address))
+            .env("A8_UI_SCREENSHOTS", &shots)
+            .env("A8_UI_PROFILE", &profile)
+            .env("CHROMIUM", &chromium)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect(
+                "start node (run static-tests/run.sh, which installs what the page's test needs)",
+            ),
+    );
+    let mut to_script = node.0.stdin.take().unwrap();
+    let stdout = node.0.stdout.take().unwrap();
     let (lines, from_script) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -265,8 +291,6 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
             Ok(line) => line,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = node.kill();
-                let _ = node.wait();
                 panic!(
                     "the browser script ran over {BROWSER_TIMEOUT:?}:\n{}",
                     output.join("\n")
@@ -295,7 +319,7 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
         }
         output.push(line);
     }
-    let status = node.wait().expect("the browser script's exit");
+    let status = node.0.wait().expect("the browser script's exit");
     let _ = std::fs::remove_dir_all(&profile);
     let _ = std::fs::remove_dir_all(&catalog);
     let failures: Vec<&String> = output.iter().filter(|l| l.starts_with("not ok")).collect();
