@@ -337,3 +337,59 @@ fn the_page_follows_the_registry_live_in_a_real_browser() {
     );
     assert!(shots.join("ui.png").exists() && shots.join("ui-phone.png").exists());
 }
+
+#[test]
+fn the_page_withstands_hostile_registry_data() {
+    let (chromium, dir) = browser_tools()
+        .unwrap_or_else(|missing| panic!("{missing}: run static-tests/run.sh, which installs it"));
+    let open = Server::start(&[]);
+    let profile = fresh_dir("chromium-hostile-profile");
+    let mut node = ChildGuard(
+        Command::new("node")
+            .arg(dir.join("hostile.mjs"))
+            .current_dir(&dir)
+            .env("A8_UI_OPEN", format!("http://{}", open.address))
+            .env("A8_UI_PROFILE", &profile)
+            .env("CHROMIUM", &chromium)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start node (run static-tests/run.sh, which installs it)"),
+    );
+    let stdout = node.0.stdout.take().unwrap();
+    let (lines, from_script) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + BROWSER_TIMEOUT;
+    let mut output = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match from_script.recv_timeout(left) {
+            Ok(line) => {
+                eprintln!("{line}");
+                output.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                "the browser script ran over {BROWSER_TIMEOUT:?}:\n{}",
+                output.join("\n")
+            ),
+        }
+    }
+    let status = node.0.wait().expect("the browser script's exit");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        status.success()
+            && !output.iter().any(|l| l.starts_with("not ok"))
+            && output
+                .iter()
+                .any(|l| l.starts_with("hostile: ") && l.ends_with(" 0 failed")),
+        "the page failed against hostile data ({status}):\n{}",
+        output.join("\n")
+    );
+}
