@@ -131,7 +131,8 @@
       let body;
       try {
         response = await fetch(url, { headers: authHeaders(), cache: 'no-store', signal: controller.signal });
-        if (response.ok) body = await response.json();
+        // A 200 that is not JSON is an answer the page cannot read, not an unreachable registry.
+        if (response.ok) body = await response.json().catch(() => null);
       } catch (error) {
         if (generation !== state.generation) return;
         failures += 1;
@@ -166,7 +167,7 @@
         $('token-message').textContent = '';
         $('token-intro').textContent = 'Showing the namespace of the token below.';
       }
-      state.instances = body.instances;
+      state.instances = body.instances.filter(isRecord).map(normalised);
       render();
       const next = Number(response.headers.get('X-A8-Index'));
       const when = new Date().toLocaleTimeString();
@@ -179,6 +180,31 @@
         await sleep(POLL_WITHOUT_INDEX_MS);
       }
     }
+  }
+
+  function isRecord(value) {
+    return typeof value === 'object' && value !== null && !Array.isArray(value);
+  }
+
+  function text(value) {
+    return value === undefined || value === null ? '' : typeof value === 'string' ? value : JSON.stringify(value);
+  }
+
+  // An instance as the page uses it: every field of the type the API documents, whatever came, so
+  // an odd answer (a proxy, a future field type) shows oddly instead of stopping the page.
+  function normalised(instance) {
+    const endpoint = isRecord(instance.endpoint) ? instance.endpoint : {};
+    const ttl = Number(instance.ttl);
+    return {
+      id: text(instance.id),
+      service_name: text(instance.service_name),
+      endpoint: { type: text(endpoint.type), value: text(endpoint.value) },
+      status: text(instance.status),
+      tags: Array.isArray(instance.tags) ? instance.tags.map(text) : [],
+      metadata: instance.metadata,
+      ttl: Number.isFinite(ttl) && ttl > 0 ? ttl : 0,
+      last_heartbeat: typeof instance.last_heartbeat === 'string' ? instance.last_heartbeat : '',
+    };
   }
 
   function restartWatch() {
