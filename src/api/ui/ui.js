@@ -13,6 +13,11 @@
   const RETRY_MAX_MS = 30000;
   // Without an index header (a registry without watches) the page polls this often instead.
   const POLL_WITHOUT_INDEX_MS = 2000;
+  // Watch requests start at least this far apart, so a namespace that changes all the time, or a
+  // proxy that answers at once instead of waiting, costs a few requests a second, not a loop.
+  const MIN_GAP_MS = 500;
+  // An answer with an unchanged index sooner than this means the wait was not honoured.
+  const EARLY_MS = 1000;
   const ZERO_TIME = '0001-01-01T00:00:00Z';
   const STATUSES = ['UP', 'STARTING', 'OUT_OF_SERVICE'];
   // Columns whose cells never wrap in the wide table: id, status, TTL, heartbeat, source.
@@ -122,7 +127,14 @@
     if (state.controller) state.controller.abort();
     let index = 0;
     let failures = 0;
+    let startedAt = 0;
     while (generation === state.generation) {
+      const gap = startedAt + MIN_GAP_MS - Date.now();
+      if (gap > 0) {
+        await sleep(gap);
+        if (generation !== state.generation) return;
+      }
+      startedAt = Date.now();
       const controller = new AbortController();
       state.controller = controller;
       let url = '/api/v1/instances?status=ALL';
@@ -172,8 +184,10 @@
       const next = Number(response.headers.get('X-A8-Index'));
       const when = new Date().toLocaleTimeString();
       if (Number.isInteger(next) && next > 0) {
+        const ignoredWait = index > 0 && next === index && Date.now() - startedAt < EARLY_MS;
         index = next;
         setLive(true, 'Live, updated ' + when + '.');
+        if (ignoredWait) await sleep(POLL_WITHOUT_INDEX_MS);
       } else {
         index = 0;
         setLive(true, 'Updated ' + when + ' (polling).');
