@@ -38,6 +38,11 @@
     wakeRetry: null,
     uptimeMs: null,
     uptimeAt: 0,
+    // The chosen service's rows by instance id, with the instance each shows: a row is rebuilt
+    // only when its instance changed, so thousands of rows cost little per update.
+    rows: new Map(),
+    // The same for the list of services, so a click is never lost to a list rebuilt under it.
+    serviceItems: new Map(),
   };
 
   function el(tag, attributes, ...children) {
@@ -376,7 +381,19 @@
     const shown = services.filter((s) => matchesFilter(s, filter));
     const focused = document.activeElement && document.activeElement.dataset
       ? document.activeElement.dataset.service : undefined;
-    $('services').replaceChildren(...shown.map(serviceButton));
+    const kept = new Map();
+    const items = shown.map((service) => {
+      const counts = JSON.stringify(service.counts);
+      const old = state.serviceItems.get(service.name);
+      const item = old && old.counts === counts ? old.item : serviceButton(service);
+      item.firstChild.setAttribute('aria-pressed', String(service.name === state.selected));
+      kept.set(service.name, { counts, item });
+      return item;
+    });
+    state.serviceItems = kept;
+    const list = $('services');
+    const current = list.children;
+    if (current.length !== items.length || items.some((item, i) => current[i] !== item)) list.replaceChildren(...items);
     if (focused !== undefined) {
       const again = [...$('services').querySelectorAll('button')].find((b) => b.dataset.service === focused);
       if (again) again.focus();
@@ -415,7 +432,7 @@
     return humanDuration(seconds * 1000) + ' ago';
   }
 
-  function metadataCell(metadata, openIds, id) {
+  function metadataCell(metadata) {
     if (metadata === undefined || metadata === null) return el('span', { class: 'muted', text: '—' });
     const isObject = typeof metadata === 'object' && !Array.isArray(metadata);
     const keys = isObject ? Object.keys(metadata) : [];
@@ -424,12 +441,17 @@
       : JSON.stringify(metadata);
     if (isObject && keys.length === 0) return el('span', { class: 'muted', text: '{}' });
     if (summary.length > 40) summary = summary.slice(0, 39) + '…';
-    return el('details', { open: openIds.has(id), 'data-id': id },
-      el('summary', { class: 'mono', text: summary }),
-      el('pre', { text: JSON.stringify(metadata, null, 2) }));
+    // The full text is made when the person opens it, not for every row of every update.
+    const details = el('details', null, el('summary', { class: 'mono', text: summary }));
+    details.addEventListener('toggle', () => {
+      if (details.open && !details.querySelector('pre')) {
+        details.append(el('pre', { text: JSON.stringify(metadata, null, 2) }));
+      }
+    });
+    return details;
   }
 
-  function instanceRow(instance, openIds) {
+  function instanceRow(instance) {
     const id = String(instance.id);
     const endpoint = instance.endpoint || {};
     const status = String(instance.status || '');
@@ -442,7 +464,7 @@
         el('code', { text: String(endpoint.value || '') })),
       el('span', { class: 'status s-' + statusKey(status), text: status }),
       (instance.tags || []).length ? tags : el('span', { class: 'muted', text: '—' }),
-      metadataCell(instance.metadata, openIds, id),
+      metadataCell(instance.metadata),
       instance.ttl ? el('span', { text: instance.ttl + ' s' }) : el('span', { class: 'muted', text: '—' }),
       heartbeat === null
         ? el('span', { class: 'muted', text: '—' })
@@ -474,16 +496,34 @@
       return;
     }
     title.textContent = 'Instances of ' + service.name + ' (' + service.instances.length + ')';
-    const openIds = new Set([...table.querySelectorAll('details[open]')].map((d) => d.dataset.id));
-    const rows = [...service.instances].sort((a, b) => (String(a.id) < String(b.id) ? -1 : 1));
-    $('instance-rows').replaceChildren(...rows.map((i) => instanceRow(i, openIds)));
+    const instances = [...service.instances].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const kept = new Map();
+    const rows = instances.map((instance) => {
+      const shown = JSON.stringify(instance);
+      const old = state.rows.get(instance.id);
+      // An unchanged row is kept as it is, with its metadata open or closed as the person left it.
+      let row = old && !kept.has(instance.id) ? old.row : null;
+      if (!row || old.shown !== shown) {
+        const wasOpen = row && row.querySelector('details[open]');
+        row = instanceRow(instance);
+        const details = row.querySelector('details');
+        if (wasOpen && details) details.open = true;
+      }
+      kept.set(instance.id, { shown, row });
+      return row;
+    });
+    state.rows = kept;
+    const body = $('instance-rows');
+    const current = body.children;
+    if (current.length !== rows.length || rows.some((row, i) => current[i] !== row)) body.replaceChildren(...rows);
     table.hidden = false;
     empty.hidden = true;
   }
 
   function tickHeartbeats() {
     for (const cell of document.querySelectorAll('.ago[data-since]')) {
-      cell.textContent = agoText(Number(cell.dataset.since));
+      const text = agoText(Number(cell.dataset.since));
+      if (cell.textContent !== text) cell.textContent = text;
     }
   }
 
@@ -523,8 +563,9 @@
       if (button) select(button.dataset.service);
     });
     $('filter').addEventListener('input', (event) => {
+      // The filter narrows the list of services only: the chosen service's table stays as it is.
       state.filter = event.target.value;
-      render();
+      renderServices(state.instances ? servicesOf(state.instances) : []);
     });
     document.addEventListener('keydown', (event) => {
       // `/` jumps to the filter, as in many lists; not while typing somewhere.
