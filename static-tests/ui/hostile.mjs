@@ -170,6 +170,45 @@ try {
   }
   check('the odd answers were asked for', oddSeen.count >= 2, String(oddSeen.count));
 
+  // ---- the header's health report: odd shapes, and a registry that never answers it ----------
+  const health = await newPage();
+  await health.route('**/uptime', (route) => route.fulfill({
+    status: 200,
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({
+      UPTIME: { healthy: true, properties: { build_version: { v: 1 }, uptime: 7 } },
+      REPLICATION: { healthy: true, properties: { peers: [null, 3, { address: '<b>p</b>', connected: true }] } },
+      CATALOGS: { healthy: false, properties: { a: null, b: { state: 'error', last_error: { message: { m: 1 } } } } },
+      STORE: 'x',
+    }),
+  }));
+  await health.goto(`${OPEN}/ui/`);
+  await attempt('a health report of the wrong shape is shown without an exception', async () => {
+    await within(health, LOAD_MS, () => document.querySelector('#health li[data-component="peer <b>p</b>"]') !== null);
+    if (exceptions.length) throw new Error(exceptions.join(' | '));
+  });
+  await health.close();
+
+  // The health report is asked for every 10 s (the page's clock is run forward here): a registry
+  // that never answers must not collect a pile of waiting requests, which would take the
+  // browser's few connections to the host and starve the watch.
+  const stuck = await newPage();
+  const pending = { now: 0, most: 0 };
+  await stuck.route('**/uptime', () => {
+    pending.now += 1;
+    pending.most = Math.max(pending.most, pending.now);
+  });
+  stuck.on('requestfailed', (request) => {
+    if (new URL(request.url()).pathname === '/uptime') pending.now -= 1;
+  });
+  await stuck.clock.install();
+  await stuck.goto(`${OPEN}/ui/`);
+  await stuck.clock.runFor(45000);
+  await stuck.waitForTimeout(300);
+  check('a health report that never comes leaves one request waiting at most', pending.most === 1,
+    `${pending.most} waiting at once`);
+  await stuck.close();
+
   // ---- thousands of instances, big metadata, long unbreakable names -------------------------
   const big = await newPage();
   const metadata = {};
