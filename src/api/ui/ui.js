@@ -9,6 +9,9 @@
   // A blocking query returns at the latest after this, so heartbeat times stay fresh.
   const WAIT = '10s';
   const HEALTH_EVERY_MS = 10000;
+  // A health read is given up after this, and the next one starts only when it has ended, so a
+  // registry that does not answer holds one of the browser's few connections to it, not all.
+  const HEALTH_TIMEOUT_MS = 8000;
   const RETRY_FIRST_MS = 1000;
   const RETRY_MAX_MS = 30000;
   // Without an index header (a registry without watches) the page polls this often instead.
@@ -41,6 +44,7 @@
     // The chosen service's rows by instance id, with the instance each shows: a row is rebuilt
     // only when its instance changed, so thousands of rows cost little per update.
     rows: new Map(),
+    healthRunning: false,
     // The same for the list of services, so a click is never lost to a list rebuilt under it.
     serviceItems: new Map(),
   };
@@ -289,14 +293,14 @@
       const message = typeof component.message === 'string' ? component.message : '';
       items.push(healthItem(name.toLowerCase(), component.healthy === true, message));
       if (name === 'REPLICATION' && Array.isArray(properties.peers)) {
-        for (const peer of properties.peers) {
-          items.push(healthItem('peer ' + peer.address, peer.connected === true, peer.connected ? '' : 'disconnected'));
+        for (const peer of properties.peers.filter(isRecord)) {
+          items.push(healthItem('peer ' + text(peer.address), peer.connected === true, peer.connected ? '' : 'disconnected'));
         }
       }
-      if (name === 'CATALOGS') {
+      if (name === 'CATALOGS' && isRecord(properties)) {
         for (const [source, report] of Object.entries(properties)) {
-          const ok = report && report.state !== 'error';
-          const error = report && report.last_error && report.last_error.message;
+          const ok = isRecord(report) && report.state !== 'error';
+          const error = isRecord(report) && isRecord(report.last_error) && text(report.last_error.message);
           items.push(healthItem('catalog ' + source, ok, ok ? '' : error || 'in error'));
         }
       }
@@ -304,21 +308,34 @@
     return items;
   }
 
-  async function readJson(path) {
-    const response = await fetch(path, { cache: 'no-store' });
+  async function readJson(path, signal) {
+    const response = await fetch(path, { cache: 'no-store', signal });
     return { status: response.status, body: await response.json().catch(() => null) };
   }
 
   async function refreshHealth() {
+    if (state.healthRunning) return;
+    state.healthRunning = true;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), HEALTH_TIMEOUT_MS);
+    try {
+      await readHealth(controller.signal);
+    } finally {
+      clearTimeout(timer);
+      state.healthRunning = false;
+    }
+  }
+
+  async function readHealth(signal) {
     let uptime = null;
     let ready = null;
     try {
-      [uptime, ready] = await Promise.all([readJson('/uptime'), readJson('/ready')]);
-    } catch (_) { /* unreachable: the marks say unknown */ }
+      [uptime, ready] = await Promise.all([readJson('/uptime', signal), readJson('/ready', signal)]);
+    } catch (_) { /* unreachable or given up: the marks say unknown */ }
     const report = uptime && uptime.body;
     const properties = report && report.UPTIME && report.UPTIME.properties;
     if (properties) {
-      $('version').textContent = properties.build_version || '?';
+      $('version').textContent = text(properties.build_version) || '?';
       state.uptimeMs = parseGoDuration(properties.uptime);
       state.uptimeAt = Date.now();
     }
