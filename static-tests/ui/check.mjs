@@ -411,6 +411,11 @@ try {
     const sent = requests.filter((r) => r.phase === 'trusted' && r.url.includes('/api/v1/'))
       .map((r) => r.headers.authorization).filter(Boolean);
     if (!sent.includes('Bearer tenant-a')) throw new Error(`sent ${sent}`);
+    // Nowhere else: not in a URL (the address bar, history, logs), not in a Referer.
+    const leaked = requests.filter((r) => r.url.includes('tenant-a') || (r.headers.referer || '').includes('tenant-a')
+      || (r.headers.authorization && !r.url.includes('/api/v1/')));
+    if (leaked.length) throw new Error(`the token went to ${leaked.map((r) => r.url)}`);
+    if ((await tenant.url()).includes('tenant-a')) throw new Error('the token is in the address');
   });
   await attempt('the tenant page is live too', async () => {
     const id = await register(TRUSTED, { service_name: 'billing', endpoint: endpoint('10.1.0.2:80') }, 'tenant-a');

@@ -117,6 +117,36 @@ fn the_page_is_served_with_caching_and_a_strict_policy() {
     server
         .request("POST", "/ui/", &[], None)
         .assert_error(405, "Method not allowed");
+    // Nothing outside the embedded files is reachable under /ui/, however the path is spelt.
+    let long_name = format!("/ui/{}", "a".repeat(4000));
+    for odd in [
+        "/ui/../",
+        "/ui/..",
+        "/ui/%2e%2e/",
+        "/ui/%2e%2e/ui.js",
+        "/ui/..%2fapi%2fv1%2finstances",
+        "/ui//",
+        "/ui//ui.js",
+        "/ui/./ui.js",
+        "/ui/UI.JS",
+        "/ui/index.html",
+        "/ui/%00",
+        long_name.as_str(),
+    ] {
+        server.get(odd).assert_error(404, "Resource not found");
+    }
+    server
+        .get("/ui/%")
+        .assert_error(400, "Malformed percent-encoding in request path");
+    // HEAD: the same headers, no body, and the same 304 for a current copy, also for `*`.
+    let etag = server.get("/ui/ui.js").header("etag").unwrap().to_string();
+    let head = server.request("HEAD", "/ui/ui.js", &[("If-None-Match", "*")], None);
+    assert_eq!(head.status, 304);
+    assert_eq!(head.header("etag"), Some(etag.as_str()));
+    assert!(head.body.is_empty());
+    let head = server.request("HEAD", "/ui/nope", &[], None);
+    assert_eq!(head.status, 404);
+    assert!(head.body.is_empty());
 
     // The liveness probe is untouched.
     let root = server.get("/");
