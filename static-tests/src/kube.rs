@@ -62,6 +62,8 @@ struct State {
     /// Open connections, to cut them.
     connections: Vec<TcpStream>,
     open_watches: usize,
+    /// Changes made now send no events (they are compacted away).
+    silent: bool,
 }
 
 pub struct MockKube {
@@ -129,6 +131,7 @@ impl MockKube {
                 requests: Vec::new(),
                 connections: Vec::new(),
                 open_watches: 0,
+                silent: false,
             }),
             Condvar::new(),
         ));
@@ -196,6 +199,9 @@ impl MockKube {
                 "ADDED"
             };
             s.objects.insert(key, object.clone());
+            if s.silent {
+                return;
+            }
             s.changes.push(Change {
                 version,
                 resource: resource.into(),
@@ -221,6 +227,9 @@ impl MockKube {
             s.next_version += 1;
             object["metadata"]["resourceVersion"] =
                 format!("{}{version}", s.behaviour.version_prefix).into();
+            if s.silent {
+                return;
+            }
             s.changes.push(Change {
                 version,
                 resource: resource.into(),
@@ -230,6 +239,11 @@ impl MockKube {
                 object,
             });
         });
+    }
+
+    /// The next resourceVersion number (they only grow).
+    pub fn start_versions_at(&self, next: u64) {
+        self.with(|s| s.next_version = s.next_version.max(next));
     }
 
     /// Sends a BOOKMARK at the current version to the watches of `resource` in `namespace`.
@@ -263,6 +277,17 @@ impl MockKube {
                 kind: "RAW",
                 object: Value::Null,
             });
+        });
+    }
+
+    /// Makes changes whose events are lost (compacted away): a watch from a version before them
+    /// gets 410 Gone, and only a new list shows them.
+    pub fn compacted(&self, changes: impl FnOnce(&MockKube)) {
+        self.with(|s| s.silent = true);
+        changes(self);
+        self.with(|s| {
+            s.silent = false;
+            s.compacted_below = s.next_version;
         });
     }
 
@@ -398,13 +423,23 @@ fn version_number(state: &State, text: &str) -> Option<u64> {
         .ok()
 }
 
-fn serve(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &AtomicBool) {
+/// Answers one request, then closes the connection (every answer says `Connection: close`).
+fn serve(stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &AtomicBool) {
+    let closing = stream.try_clone();
+    answer(stream, shared, stop);
+    if let Ok(closing) = closing {
+        let _ = closing.shutdown(Shutdown::Both);
+    }
+}
+
+fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &AtomicBool) {
     let (lock, wake) = &**shared;
     {
         let mut state = lock.lock().unwrap();
         if state.behaviour.down {
             return;
         }
+        state.connections.retain(|c| c.peer_addr().is_ok());
         if let Ok(clone) = stream.try_clone() {
             state.connections.push(clone);
         }
@@ -538,7 +573,7 @@ fn serve(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &At
                 return respond(&mut stream, 410, &body);
             }
             let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
             );
             let line = format!(
                 "{}\n",
@@ -556,7 +591,7 @@ fn serve(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &At
         let (end_generation, break_generation) = (state.end_generation, state.break_generation);
         state.open_watches += 1;
         let _ = stream.write_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         );
         let mut sent = state
             .changes

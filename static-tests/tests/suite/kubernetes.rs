@@ -384,3 +384,329 @@ fn the_config_refuses_bad_kubernetes_options() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--k8s_token_file"), "{stderr}");
 }
+
+fn web_slice(name: &str, address: &str, uid: &str) -> Value {
+    slice(
+        name,
+        "web",
+        "IPv4",
+        &[(address, uid, true)],
+        &[("http", 80, "")],
+    )
+}
+
+#[test]
+fn a_410_or_a_broken_or_ended_watch_lists_again_and_converges() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &[]);
+    eventually("the first slice", || ids(&server, None) == ["u1-80"]);
+    let lists = || {
+        mock.requests()
+            .iter()
+            .filter(|(l, _)| l.contains("/endpointslices?limit="))
+            .count()
+    };
+    let before = lists();
+
+    // The history is compacted and the watch ends: watching from the old version answers
+    // an ERROR 410 event, so the source lists again and sees what changed meanwhile.
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-2", "10.0.0.2", "u2"),
+    );
+    eventually("the watched slice", || ids(&server, None).len() == 2);
+    mock.compacted(|mock| mock.delete("endpointslices", "default", "web-1"));
+    mock.end_watches();
+    eventually("the state after the 410", || {
+        ids(&server, None) == ["u2-80"]
+    });
+    eventually("a re-list", || lists() > before);
+
+    // The same with an HTTP 410 answer to the watch.
+    mock.behave(|b| b.gone_as_http = true);
+    let lists_before = lists();
+    mock.compacted(|mock| {
+        mock.put(
+            "endpointslices",
+            "default",
+            web_slice("web-3", "10.0.0.3", "u3"),
+        )
+    });
+    mock.end_watches();
+    eventually("the state after the HTTP 410", || {
+        ids(&server, None) == ["u2-80", "u3-80"]
+    });
+    assert!(lists() > lists_before);
+
+    // Connections cut mid-stream (a restarted API server): listed again, nothing lost.
+    mock.cut_connections();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-4", "10.0.0.4", "u4"),
+    );
+    eventually("the state after the cut", || ids(&server, None).len() == 3);
+    let kubernetes = report(&server);
+    assert_eq!(kubernetes["instances"], 3, "{kubernetes}");
+
+    // A clean end (timeoutSeconds) watches again from the remembered version, without a list.
+    std::thread::sleep(Duration::from_millis(1500));
+    let lists_now = lists();
+    mock.end_watches();
+    eventually("a new watch", || mock.open_watches() == 2);
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-5", "10.0.0.5", "u5"),
+    );
+    eventually("the event on the new watch", || {
+        ids(&server, None).len() == 4
+    });
+    assert_eq!(lists(), lists_now, "a clean end needs no list");
+    let watches: Vec<String> = mock
+        .requests()
+        .into_iter()
+        .map(|(l, _)| l)
+        .filter(|l| l.contains("watch=1"))
+        .collect();
+    let last = watches.last().unwrap();
+    assert!(
+        last.contains("allowWatchBookmarks=true") && last.contains("timeoutSeconds=300"),
+        "{last}"
+    );
+}
+
+#[test]
+fn an_api_server_down_or_stalled_keeps_the_snapshot_and_never_delays_a_request() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &["--auth_mode", "trusted"]);
+    let ids = |server: &Server, _: Option<&str>| ids(server, Some("default"));
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+
+    // Down: connections refused. The snapshot stays and the state says error.
+    mock.behave(|b| b.down = true);
+    mock.cut_connections();
+    eventually("the error state", || report(&server)["state"] == "error");
+    assert_eq!(ids(&server, None), ["u1-80"]);
+    let message = report(&server)["last_error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("/namespaces/default/"), "{message}");
+    assert_eq!(
+        server.get("/uptime").status,
+        200,
+        "a short failure stays healthy"
+    );
+
+    // Back: changes made meanwhile show, and the state recovers.
+    mock.delete("endpointslices", "default", "web-1");
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-2", "10.0.0.2", "u2"),
+    );
+    mock.behave(|b| b.down = false);
+    eventually("the recovery", || ids(&server, None) == ["u2-80"]);
+    eventually("the ok state", || report(&server)["state"] == "ok");
+
+    // Stalled: the API server accepts and never answers. Requests are answered at once (W19).
+    mock.behave(|b| b.stalled = true);
+    mock.cut_connections();
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(ids(&server, None), ["u2-80"]);
+    }
+    let team = listing(&server, Some("team"));
+    assert_eq!(team["instances"], json!([]));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "requests waited {:?} for a stalled API server",
+        started.elapsed()
+    );
+    mock.behave(|b| b.stalled = false);
+}
+
+#[test]
+fn error_statuses_are_failures_and_keep_the_snapshot() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &[]);
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+    for code in [403, 429, 500] {
+        mock.behave(|b| b.status = Some(code));
+        mock.cut_connections();
+        eventually("the error state", || {
+            report(&server)["last_error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&code.to_string()))
+        });
+        assert_eq!(report(&server)["state"], "error");
+        assert_eq!(ids(&server, None), ["u1-80"], "{code}");
+        mock.behave(|b| b.status = None);
+        eventually("the ok state", || report(&server)["state"] == "ok");
+    }
+}
+
+#[test]
+fn hostile_objects_and_watch_lines_never_stop_the_process() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    // A listed object with wrong types is skipped; the others map.
+    mock.put(
+        "endpointslices",
+        "default",
+        json!({"metadata":{"name":"bad","labels":{"kubernetes.io/service-name":"web"}},
+               "addressType":"IPv4","endpoints":"nope","ports":[{"port":"80"}]}),
+    );
+    mock.put(
+        "pods",
+        "default",
+        json!({"metadata":{"name":"p","uid":"u1","labels":{"a":7}}}),
+    );
+    let mut server = start(&mock, &[]);
+    eventually("the good slice", || ids(&server, None) == ["u1-80"]);
+    let skipped = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("catalog object skipped"))
+        .count();
+    assert!(skipped >= 2, "{:?}", server.stderr());
+
+    let hostile = [
+        "not json at all".to_string(),
+        format!("{{\"type\":\"ADDED\",\"object\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000)),
+        r#"{"type":"ADDED","object":"a string"}"#.to_string(),
+        r#"{"type":"SURPRISE","object":{"metadata":{"name":"x"}}}"#.to_string(),
+        r#"{"type":"MODIFIED","object":{"metadata":{"name":"web-1"},"addressType":"IPv4","endpoints":[{"addresses":[1]}]}}"#.to_string(),
+        // Over the 4 MiB line bound.
+        format!(
+            "{{\"type\":\"ADDED\",\"object\":{{\"metadata\":{{\"name\":\"huge\",\"annotations\":{{\"a\":\"{}\"}}}}}}}}",
+            "x".repeat(5 << 20)
+        ),
+    ];
+    for line in hostile {
+        mock.put(
+            "endpointslices",
+            "default",
+            web_slice("web-1", "10.0.0.1", "u1"),
+        );
+        eventually("the watch", || mock.open_watches() == 2);
+        mock.inject("endpointslices", "default", line);
+        mock.inject("pods", "default", "][".to_string());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(server.is_running(), "{:?}", server.stderr());
+    }
+    // Still mirroring: a new slice shows after all that.
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-2", "10.0.0.2", "u2"),
+    );
+    eventually("the slice after hostile lines", || {
+        ids(&server, None).contains(&"u2-80".to_string())
+    });
+    assert!(server.is_running());
+    // Memory stayed bounded: the process holds nothing like the huge lines.
+    assert!(
+        server.status_kib("VmRSS") < 200 * 1024,
+        "{} KiB",
+        server.status_kib("VmRSS")
+    );
+}
+
+#[test]
+fn unsupported_protocols_are_skipped_and_logged_without_a_crash() {
+    // W11: the original crashed on SCTP for an address without a targetRef.
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        slice(
+            "sig-1",
+            "signalling",
+            "IPv4",
+            &[("10.0.0.9", "", true)],
+            &[
+                ("sctp", 3868, "SCTP"),
+                ("http", 80, "TCP"),
+                ("x", 81, "QUIC"),
+            ],
+        ),
+    );
+    let mut server = start(&mock, &[]);
+    eventually("the TCP port", || ids(&server, None) == ["10.0.0.9-80"]);
+    assert!(server.is_running());
+    let warnings: Vec<String> = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("catalog object skipped"))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("SCTP") && l.contains("sig-1") && l.contains("default")),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|l| l.contains("QUIC")), "{warnings:?}");
+}
+
+#[test]
+fn resource_versions_are_opaque_and_every_modification_is_applied() {
+    // W13: the original compared versions as strings and dropped "100000" after "99999".
+    let mock = MockKube::start();
+    mock.behave(|b| b.version_prefix = "etcd-".to_string());
+    // The versions cross from 99999 to 100000, which compare lower as strings.
+    mock.start_versions_at(99_998);
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    mock.put(
+        "pods",
+        "default",
+        pod("p1", "u1", json!({"v": "1"}), Value::Null),
+    );
+    let server = start(&mock, &[]);
+    eventually("the pod's tags", || {
+        instance(&server, None, "u1-80")["tags"] == json!(["v=1"])
+    });
+    for v in 2..6 {
+        mock.put(
+            "pods",
+            "default",
+            pod("p1", "u1", json!({"v": v.to_string()}), Value::Null),
+        );
+        eventually("the new version's tags", || {
+            instance(&server, None, "u1-80")["tags"] == json!([format!("v={v}")])
+        });
+    }
+    // Versions sent back verbatim.
+    assert!(
+        mock.requests()
+            .iter()
+            .any(|(l, _)| l.contains("resourceVersion=etcd-")),
+        "{:?}",
+        mock.requests()
+    );
+}
