@@ -44,6 +44,8 @@ pub struct Behaviour {
     pub gone_as_http: bool,
     /// How resourceVersions are written: `{prefix}{n}`.
     pub version_prefix: String,
+    /// The next list page asked with a continue token answers 410 (the token expired).
+    pub expire_next_continue: bool,
 }
 
 struct State {
@@ -125,6 +127,7 @@ impl MockKube {
                     max_page: 500,
                     gone_as_http: false,
                     version_prefix: String::new(),
+                    expire_next_continue: false,
                 },
                 end_generation: 0,
                 break_generation: 0,
@@ -416,6 +419,19 @@ fn resource_list(group_version: &str, resources: &[(&str, &str, &str)]) -> Strin
     .to_string()
 }
 
+/// Whether the client closed its end (a watch has nothing to read from it otherwise).
+fn client_closed(stream: &TcpStream) -> bool {
+    let _ = stream.set_nonblocking(true);
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = stream.set_nonblocking(false);
+    closed
+}
+
 /// Parses `{prefix}{n}` back to n.
 fn version_number(state: &State, text: &str) -> Option<u64> {
     text.strip_prefix(state.behaviour.version_prefix.as_str())?
@@ -634,6 +650,9 @@ fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &A
             if state.end_generation != end_generation || Instant::now() >= deadline {
                 break true;
             }
+            if client_closed(&stream) {
+                break false;
+            }
             state = wake
                 .wait_timeout(state, Duration::from_millis(50))
                 .unwrap()
@@ -669,7 +688,8 @@ fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &A
                     &status_body(400, "BadRequest", "bad continue"),
                 );
             };
-            if version < state.compacted_below {
+            let expire = std::mem::take(&mut state.behaviour.expire_next_continue);
+            if version < state.compacted_below || expire {
                 drop(state);
                 return respond(
                     &mut stream,

@@ -710,3 +710,468 @@ fn resource_versions_are_opaque_and_every_modification_is_applied() {
         mock.requests()
     );
 }
+
+#[test]
+fn namespaces_open_on_first_use_are_bounded_and_close_when_idle() {
+    // W20: the original watched every namespace ever used, for ever.
+    let mock = MockKube::start();
+    for ns in ["team-a", "team-b", "team-c", "default"] {
+        mock.put(
+            "endpointslices",
+            ns,
+            web_slice("web-1", "10.0.0.1", &format!("{ns}-pod")),
+        );
+    }
+    let server = start(
+        &mock,
+        &[
+            "--auth_mode",
+            "trusted",
+            "--k8s_max_namespaces",
+            "2",
+            "--k8s_idle_timeout",
+            "2s",
+        ],
+    );
+    eventually("team-a", || {
+        ids(&server, Some("team-a")) == ["team-a-pod-80"]
+    });
+    eventually("team-b", || {
+        ids(&server, Some("team-b")) == ["team-b-pod-80"]
+    });
+    // Names that are no Kubernetes namespace cause no request and take no slot.
+    for tenant in ["Team_A", "../kube-system", "a/b", "x.y"] {
+        assert_eq!(ids(&server, Some(tenant)), Vec::<String>::new(), "{tenant}");
+    }
+    // A third namespace is refused while two are open; it is counted and warned about once.
+    for _ in 0..3 {
+        assert_eq!(ids(&server, Some("team-c")), Vec::<String>::new());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ids(&server, Some("team-c")), Vec::<String>::new());
+    let kubernetes = report(&server);
+    assert_eq!(kubernetes["namespaces"], 2, "{kubernetes}");
+    assert!(
+        kubernetes["namespaces_refused"].as_u64().unwrap() >= 4,
+        "{kubernetes}"
+    );
+    let warnings = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("namespace refused") && l.contains("team-c"))
+        .count();
+    assert_eq!(warnings, 1, "{:?}", server.stderr());
+    assert_eq!(mock.open_watches(), 4, "two watches per open namespace");
+
+    // team-a stays in use, team-b goes idle and is closed: team-c gets its slot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "team-b never closed: {}",
+            report(&server)
+        );
+        assert_eq!(ids(&server, Some("team-a")), ["team-a-pod-80"]);
+        if report(&server)["namespaces"] == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eventually("team-b's watches closed", || mock.open_watches() == 2);
+    eventually("team-c, now with room", || {
+        ids(&server, Some("team-c")) == ["team-c-pod-80"]
+    });
+    for (line, _) in mock.requests() {
+        assert!(
+            !line.contains("Team_A") && !line.contains("kube-system") && !line.contains("x.y"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn the_default_namespace_is_never_closed_for_idleness() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &["--k8s_idle_timeout", "1s"]);
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(report(&server)["namespaces"], 1);
+    assert_eq!(mock.open_watches(), 2);
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-2", "10.0.0.2", "u2"),
+    );
+    eventually("a change after the idle time", || {
+        ids(&server, None).len() == 2
+    });
+}
+
+#[test]
+fn core_endpoints_are_read_when_slices_are_not_served() {
+    let mock = MockKube::start();
+    mock.behave(|b| b.slices_served = false);
+    let endpoints = json!({"metadata":{"name":"web"},"subsets":[
+        {"addresses":[{"ip":"10.0.0.1","targetRef":{"kind":"Pod","uid":"u1"}},{"ip":"fd00::2"}],
+         "notReadyAddresses":[{"ip":"10.0.0.3"}],
+         "ports":[{"name":"http","port":8080,"protocol":"TCP"}]}]});
+    mock.put("endpoints", "default", endpoints);
+    mock.put(
+        "pods",
+        "default",
+        pod("p1", "u1", json!({"app": "web"}), Value::Null),
+    );
+    let server = start(&mock, &[]);
+    eventually("the Endpoints instances", || {
+        ids(&server, None) == ["fd00::2-8080", "u1-8080"]
+    });
+    assert_eq!(
+        instance(&server, None, "fd00::2-8080")["endpoint"]["value"],
+        "[fd00::2]:8080"
+    );
+    assert_eq!(
+        instance(&server, None, "u1-8080")["tags"],
+        json!(["app=web"])
+    );
+    assert_eq!(report(&server)["api"], "v1");
+    assert!(server.stderr().iter().any(|l| l.contains("not served")));
+}
+
+#[test]
+fn a_slice_list_answering_404_switches_to_endpoints() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    mock.put(
+        "endpoints",
+        "default",
+        json!({"metadata":{"name":"web"},"subsets":[{"addresses":[{"ip":"10.0.0.9"}],
+               "ports":[{"name":"http","port":80}]}]}),
+    );
+    let server = start(&mock, &[]);
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+    assert_eq!(report(&server)["api"], "discovery.k8s.io/v1");
+    mock.behave(|b| b.slices_served = false);
+    mock.cut_connections();
+    eventually("the Endpoints", || ids(&server, None) == ["10.0.0.9-80"]);
+    assert_eq!(report(&server)["api"], "v1");
+}
+
+#[test]
+fn duplicate_endpoints_keep_the_ipv4_slice_and_ipv6_is_bracketed() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        slice(
+            "web-v6",
+            "web",
+            "IPv6",
+            &[("fd00::1", "u1", true), ("fd00::2", "", true)],
+            &[("http", 80, "")],
+        ),
+    );
+    mock.put(
+        "endpointslices",
+        "default",
+        slice(
+            "web-v4",
+            "web",
+            "IPv4",
+            &[("10.0.0.1", "u1", true)],
+            &[("http", 80, "")],
+        ),
+    );
+    let server = start(&mock, &[]);
+    eventually("both slices", || ids(&server, None).len() == 2);
+    assert_eq!(
+        instance(&server, None, "u1-80")["endpoint"]["value"],
+        "10.0.0.1:80"
+    );
+    assert_eq!(
+        instance(&server, None, "fd00::2-80")["endpoint"]["value"],
+        "[fd00::2]:80"
+    );
+}
+
+#[test]
+fn lists_are_paged_and_an_expired_continue_token_restarts_the_list() {
+    let mock = MockKube::start();
+    mock.behave(|b| {
+        b.max_page = 2;
+        b.expire_next_continue = true;
+    });
+    for n in 1..=5 {
+        mock.put(
+            "endpointslices",
+            "default",
+            web_slice(
+                &format!("web-{n}"),
+                &format!("10.0.0.{n}"),
+                &format!("u{n}"),
+            ),
+        );
+    }
+    let server = start(&mock, &[]);
+    eventually("every page", || ids(&server, None).len() == 5);
+    let lists: Vec<String> = mock
+        .requests()
+        .into_iter()
+        .map(|(l, _)| l)
+        .filter(|l| l.contains("/endpointslices?limit=500"))
+        .collect();
+    // First page, a continue answered 410, the first page again, then two continued pages.
+    assert_eq!(lists.len(), 5, "{lists:#?}");
+    assert!(
+        !lists[0].contains("continue") && lists[1].contains("&continue="),
+        "{lists:#?}"
+    );
+    assert!(!lists[2].contains("continue"), "{lists:#?}");
+}
+
+#[test]
+fn bearer_tokens_are_sent_and_a_token_file_is_read_again_after_a_401() {
+    let mock = MockKube::start();
+    mock.behave(|b| b.token = Some("fresh".into()));
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let dir = Scratch::new("token");
+    let token_file = dir.file("token");
+    std::fs::write(&token_file, "stale\n").unwrap();
+    let server = start(&mock, &["--k8s_token_file", &token_file]);
+    eventually("the 401", || {
+        report(&server)["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("401 Unauthorized"))
+    });
+    assert!(ids(&server, None).is_empty());
+    // The token is rotated in the file: picked up without a restart.
+    std::fs::write(&token_file, "  fresh \n").unwrap();
+    eventually("the slice with the new token", || {
+        ids(&server, None) == ["u1-80"]
+    });
+    let requests = mock.requests();
+    assert!(requests
+        .iter()
+        .any(|(_, a)| a.as_deref() == Some("Bearer stale")));
+    assert_eq!(requests.last().unwrap().1.as_deref(), Some("Bearer fresh"));
+
+    // A token given on the command line.
+    let direct = start(&mock, &["--k8s_token", "fresh"]);
+    eventually("the slice", || ids(&direct, None) == ["u1-80"]);
+}
+
+/// A CA and two server certificates made for this test: one for 127.0.0.1 and localhost, one
+/// for another name.
+struct Pki {
+    dir: Scratch,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = Scratch::new("pki");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir.0)
+                .stdin(Stdio::null())
+                .output()
+                .expect("openssl is installed");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test kubernetes CA",
+        ]);
+        for (name, san) in [
+            ("good", "IP:127.0.0.1,DNS:localhost"),
+            ("wrong", "DNS:elsewhere.invalid"),
+        ] {
+            run(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                "/CN=apiserver",
+            ]);
+            std::fs::write(
+                dir.0.join(format!("{name}.ext")),
+                format!("subjectAltName={san}\n"),
+            )
+            .unwrap();
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ]);
+        }
+        Pki { dir }
+    }
+}
+
+/// The TLS front of a mock: its port; it stops when the child is dropped (stdin closes).
+struct TlsProxy {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsProxy {
+    fn start(pki: &Pki, cert: &str, upstream: &MockKube) -> TlsProxy {
+        use std::io::BufRead;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tls_proxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(pki.dir.file(&format!("{cert}.pem")))
+            .arg(pki.dir.file(&format!("{cert}.key")))
+            .arg(upstream.address.port().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().strip_prefix("port ").unwrap().parse().unwrap();
+        TlsProxy { child, port }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_is_verified_against_the_ca_file_and_the_host_name() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let pki = Pki::new();
+    let good = TlsProxy::start(&pki, "good", &mock);
+    let ca = pki.dir.file("ca.pem");
+    let url = format!("https://127.0.0.1:{}", good.port);
+    let trusted = Server::start(&["--k8s_url", &url, "--k8s_ca_file", &ca]);
+    eventually("the slice over https", || ids(&trusted, None) == ["u1-80"]);
+
+    // Without the CA file, the platform's roots do not know the issuer.
+    let untrusting = Server::start(&["--k8s_url", &url]);
+    eventually("the TLS error", || report(&untrusting)["state"] == "error");
+    let message = report(&untrusting)["last_error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        message.contains("issuer") || message.contains("certificate"),
+        "{message}"
+    );
+    assert!(ids(&untrusting, None).is_empty());
+
+    // A certificate for another name is refused even from the right CA.
+    let wrong = TlsProxy::start(&pki, "wrong", &mock);
+    let wrong_url = format!("https://127.0.0.1:{}", wrong.port);
+    let misnamed = Server::start(&["--k8s_url", &wrong_url, "--k8s_ca_file", &ca]);
+    eventually("the name error", || report(&misnamed)["state"] == "error");
+    let message = report(&misnamed)["last_error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        message.contains("name") || message.contains("certificate"),
+        "{message}"
+    );
+    assert!(ids(&misnamed, None).is_empty());
+}
+
+#[test]
+fn in_cluster_reads_the_service_environment_over_https() {
+    let mock = MockKube::start();
+    mock.behave(|b| b.token = Some("sa-token".into()));
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let pki = Pki::new();
+    let proxy = TlsProxy::start(&pki, "good", &mock);
+    let token = pki.dir.file("token");
+    std::fs::write(&token, "sa-token").unwrap();
+    let port = proxy.port.to_string();
+    let server = Server::start_with_env(
+        &[
+            "--k8s_url",
+            "in-cluster",
+            "--k8s_token_file",
+            &token,
+            "--k8s_ca_file",
+            &pki.dir.file("ca.pem"),
+        ],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+        ],
+    );
+    eventually("the slice in-cluster", || ids(&server, None) == ["u1-80"]);
+    // Without the service account files (not mounted here), in-cluster is a configuration error.
+    let (code, _, stderr) = run_to_exit(
+        &["--k8s_url", "in-cluster"],
+        &[
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+            ("KUBERNETES_SERVICE_PORT", &port),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--k8s_url"), "{stderr}");
+}
