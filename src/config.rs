@@ -1820,7 +1820,7 @@ mod tests {
                 assert!(summary.contains(&format!("{name}=(set)")), "{summary}");
             }
             assert_eq!(config.jwt_secret.expose(), SENTINEL);
-            assert_eq!(config.k8s_token.expose(), SENTINEL);
+            assert_eq!(config.store_password.expose(), SENTINEL);
         }
         let (_, summary) = parse_serve(&[], &|_| None).unwrap();
         for name in &secrets {
