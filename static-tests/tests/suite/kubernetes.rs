@@ -1175,3 +1175,93 @@ fn in_cluster_reads_the_service_environment_over_https() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--k8s_url"), "{stderr}");
 }
+
+/// Figures for the README, not a check: run it alone with
+/// `cargo test --release -p a8registry-static-tests --test suite -- --ignored --nocapture kubernetes::figures`.
+#[test]
+#[ignore]
+fn figures() {
+    let mock = MockKube::start();
+    for s in 0..100 {
+        let uids: Vec<String> = (0..100).map(|e| format!("pod-{s}-{e}")).collect();
+        let addresses: Vec<String> = (0..100)
+            .map(|e| format!("10.{s}.{}.{}", e / 250, e % 250))
+            .collect();
+        let endpoints: Vec<(&str, &str, bool)> = addresses
+            .iter()
+            .zip(&uids)
+            .map(|(a, u)| (a.as_str(), u.as_str(), true))
+            .collect();
+        mock.put(
+            "endpointslices",
+            "default",
+            slice(
+                &format!("svc-{s}-x"),
+                &format!("svc-{s}"),
+                "IPv4",
+                &endpoints,
+                &[("http", 8080, "")],
+            ),
+        );
+        for uid in &uids {
+            mock.put(
+                "pods",
+                "default",
+                pod(
+                    uid,
+                    uid,
+                    json!({"app": format!("svc-{s}"), "version": "v1"}),
+                    json!({"owner": "team"}),
+                ),
+            );
+        }
+    }
+    let server = start(&mock, &["--auth_mode", "trusted"]);
+    let before = server.status_kib("VmRSS");
+    let started = Instant::now();
+    let count = |server: &Server| {
+        listing(server, Some("default"))["instances"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    while count(&server) < 10_000 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mirrored = started.elapsed();
+    // Let the listing cache settle, then measure.
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = count(&server);
+    let after = server.status_kib("VmRSS");
+    // A change at the source to its visibility, ten times.
+    let mut changes = Vec::new();
+    for n in 0..10 {
+        let label = format!("v{n}");
+        let change = Instant::now();
+        mock.put(
+            "pods",
+            "default",
+            pod("pod-0-0", "pod-0-0", json!({"version": label}), Value::Null),
+        );
+        loop {
+            let body = server
+                .request(
+                    "GET",
+                    "/api/v1/services/svc-0",
+                    &[("Authorization", "Bearer default")],
+                    None,
+                )
+                .text();
+            if body.contains(&format!("version={label}")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        changes.push(change.elapsed().as_millis());
+    }
+    println!(
+        "10,000 endpoints (100 slices of 100) and 10,000 pods: mirrored {mirrored:?} after the first request; \
+         RSS {before} KiB -> {after} KiB ({:.2} KiB per endpoint); change to visibility in ms: {changes:?}",
+        (after - before) as f64 / 10_000.0
+    );
+}
