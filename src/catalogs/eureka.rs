@@ -271,8 +271,10 @@ struct EurekaCatalog {
     catalogs: Arc<Catalogs>,
     health: Arc<Health>,
     snapshot: Option<Vec<Arc<Instance>>>,
-    /// Per URL: whether its latest request failed (its warning is logged on each change).
-    failing: Vec<bool>,
+    /// Per URL and request (`apps`, `apps/delta`): whether its latest attempt failed. The
+    /// warning is logged when that changes, so a remote that never answers deltas (while its
+    /// full list works) is not logged about every round.
+    failing: HashMap<(usize, &'static str), bool>,
 }
 
 /// Starts the Eureka catalog on a thread of its own.
@@ -289,7 +291,7 @@ pub fn start(urls: Vec<String>, poll: Duration, catalogs: Arc<Catalogs>) -> std:
         .build()
         .into();
     let mut catalog = EurekaCatalog {
-        failing: vec![false; urls.len()],
+        failing: HashMap::new(),
         urls,
         poll,
         agent,
@@ -342,22 +344,20 @@ impl EurekaCatalog {
     }
 
     /// Tries every URL in order; the first answer that does not fail, and its URL.
-    fn fetch(&mut self, path: &str) -> Result<(Fetched, String), String> {
+    fn fetch(&mut self, path: &'static str) -> Result<(Fetched, String), String> {
         let mut last_error = String::from("no URL");
         for at in 0..self.urls.len() {
             let base = self.urls[at].clone();
             match self.get(&base, path) {
                 Ok(fetched) => {
-                    if self.failing[at] {
-                        crate::info!("catalog URL answers again", "source" => "eureka", "url" => base);
-                        self.failing[at] = false;
+                    if self.failing.insert((at, path), false) == Some(true) {
+                        crate::info!("catalog URL answers again", "source" => "eureka", "url" => base, "path" => path);
                     }
                     return Ok((fetched, base));
                 }
                 Err(why) => {
-                    if !self.failing[at] {
+                    if self.failing.insert((at, path), true) != Some(true) {
                         crate::warn!("catalog URL failed", "source" => "eureka", "error" => why);
-                        self.failing[at] = true;
                     }
                     last_error = why;
                 }
@@ -389,9 +389,8 @@ impl EurekaCatalog {
                         "source" => "eureka"
                     );
                 }
-                Err(why) => {
-                    crate::warn!("catalog delta failed; fetching the full list", "source" => "eureka", "error" => why);
-                }
+                // Logged by `fetch` when the URLs start failing it.
+                Err(_) => {}
             }
         }
         match self.fetch("apps") {

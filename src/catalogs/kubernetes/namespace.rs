@@ -82,8 +82,7 @@ impl Namespace {
         self.lock().closed
     }
 
-    /// Stops mirroring: ends the watches, drops the snapshot. Returns whether a resource was
-    /// failing (the source's error count goes down by as many).
+    /// Stops mirroring: ends the watches, drops the snapshot, and no longer counts as failing.
     pub fn close(&self, shared: &Shared) {
         {
             let mut state = self.lock();
@@ -92,11 +91,13 @@ impl Namespace {
             shared
                 .catalogs
                 .publish(SourceKind::Kubernetes, &self.name, Vec::new());
+            // Under the lock: a thread's failure is either counted before this or not at all.
+            for resource in [Resource::Endpoints, Resource::Pods] {
+                let was_failing = self.failing[index(resource)].swap(false, Ordering::SeqCst);
+                shared.resource_ok(was_failing, false);
+            }
         }
         self.agent.clone().shutdown();
-        for resource in [Resource::Endpoints, Resource::Pods] {
-            self.succeeded(shared, resource, false);
-        }
     }
 
     /// Applies `change` to the mirror and publishes the result, unless the namespace is closed.
@@ -130,7 +131,8 @@ impl Namespace {
     }
 
     fn failed(&self, shared: &Shared, resource: Resource, message: &str) {
-        if self.is_closed() {
+        let state = self.lock();
+        if state.closed {
             return;
         }
         let was_failing = self.failing[index(resource)].swap(true, Ordering::SeqCst);

@@ -568,3 +568,34 @@ fn a_hung_remote_never_delays_a_request() {
     assert_eq!(eureka["state"], "starting", "{eureka}");
     assert_eq!(eureka["last_success"], Value::Null, "{eureka}");
 }
+
+#[test]
+fn a_remote_without_deltas_is_used_through_full_fetches_and_logged_about_once() {
+    // The delta fails every round and the full list answers: not the source's error, and the
+    // failing URL is warned about when it starts failing, not every round.
+    let recorded = recorded_server(|path| match path {
+        "/eureka/apps" => Some((200, RECORDED_APPS.to_string())),
+        _ => Some((503, "{}".to_string())),
+    });
+    let server = Server::start(&[
+        "--eureka_url",
+        &format!("http://{recorded}/eureka"),
+        "--catalog_poll",
+        "1s",
+    ]);
+    eventually("the recorded instance", || {
+        eureka_ids(&server, None) == ["ORDERS:i-0abc"]
+    });
+    // Several rounds, each a failed delta and a full fetch.
+    std::thread::sleep(Duration::from_millis(4500));
+    let eureka = catalogs_report(&server)["properties"]["eureka"].clone();
+    assert_eq!(eureka["state"], "ok", "{eureka}");
+    assert_eq!(eureka["last_error"], Value::Null, "{eureka}");
+    let warnings: Vec<String> = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("level=warn"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("apps/delta"), "{warnings:#?}");
+}
