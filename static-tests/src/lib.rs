@@ -7,6 +7,7 @@
 //! is dropped, so a failing test leaves nothing running.
 
 pub mod kube;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -2,6 +2,7 @@
 //! speaks the real wire format (`kubectl` reads it here to show that).
 
 use a8registry_static_tests::kube::{pod, slice, MockKube};
+use a8registry_static_tests::pki::{Pki, TlsProxy};
 use a8registry_static_tests::{ids_of, run_to_exit, Server};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -972,125 +973,6 @@ fn bearer_tokens_are_sent_and_a_token_file_is_read_again_after_a_401() {
     eventually("the slice", || ids(&direct, None) == ["u1-80"]);
 }
 
-/// A CA and two server certificates made for this test: one for 127.0.0.1 and localhost, one
-/// for another name.
-struct Pki {
-    dir: Scratch,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = Scratch::new("pki");
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&dir.0)
-                .stdin(Stdio::null())
-                .output()
-                .expect("openssl is installed");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test kubernetes CA",
-        ]);
-        for (name, san) in [
-            ("good", "IP:127.0.0.1,DNS:localhost"),
-            ("wrong", "DNS:elsewhere.invalid"),
-        ] {
-            run(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                "/CN=apiserver",
-            ]);
-            std::fs::write(
-                dir.0.join(format!("{name}.ext")),
-                format!("subjectAltName={san}\n"),
-            )
-            .unwrap();
-            run(&[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ]);
-        }
-        Pki { dir }
-    }
-}
-
-/// The TLS front of a mock: its port; it stops when the child is dropped (stdin closes).
-struct TlsProxy {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl TlsProxy {
-    fn start(pki: &Pki, cert: &str, upstream: &MockKube) -> TlsProxy {
-        use std::io::BufRead;
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tls_proxy.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(pki.dir.file(&format!("{cert}.pem")))
-            .arg(pki.dir.file(&format!("{cert}.key")))
-            .arg(upstream.address.port().to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().strip_prefix("port ").unwrap().parse().unwrap();
-        TlsProxy { child, port }
-    }
-}
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn https_is_verified_against_the_ca_file_and_the_host_name() {
     let mock = MockKube::start();
@@ -1100,8 +982,8 @@ fn https_is_verified_against_the_ca_file_and_the_host_name() {
         web_slice("web-1", "10.0.0.1", "u1"),
     );
     let pki = Pki::new();
-    let good = TlsProxy::start(&pki, "good", &mock);
-    let ca = pki.dir.file("ca.pem");
+    let good = TlsProxy::start(&pki, "good", mock.address.port());
+    let ca = pki.file("ca.pem");
     let url = format!("https://127.0.0.1:{}", good.port);
     let trusted = Server::start(&["--k8s_url", &url, "--k8s_ca_file", &ca]);
     eventually("the slice over https", || ids(&trusted, None) == ["u1-80"]);
@@ -1120,7 +1002,7 @@ fn https_is_verified_against_the_ca_file_and_the_host_name() {
     assert!(ids(&untrusting, None).is_empty());
 
     // A certificate for another name is refused even from the right CA.
-    let wrong = TlsProxy::start(&pki, "wrong", &mock);
+    let wrong = TlsProxy::start(&pki, "wrong", mock.address.port());
     let wrong_url = format!("https://127.0.0.1:{}", wrong.port);
     let misnamed = Server::start(&["--k8s_url", &wrong_url, "--k8s_ca_file", &ca]);
     eventually("the name error", || report(&misnamed)["state"] == "error");
@@ -1145,8 +1027,8 @@ fn in_cluster_reads_the_service_environment_over_https() {
         web_slice("web-1", "10.0.0.1", "u1"),
     );
     let pki = Pki::new();
-    let proxy = TlsProxy::start(&pki, "good", &mock);
-    let token = pki.dir.file("token");
+    let proxy = TlsProxy::start(&pki, "good", mock.address.port());
+    let token = pki.file("token");
     std::fs::write(&token, "sa-token").unwrap();
     let port = proxy.port.to_string();
     let server = Server::start_with_env(
@@ -1156,7 +1038,7 @@ fn in_cluster_reads_the_service_environment_over_https() {
             "--k8s_token_file",
             &token,
             "--k8s_ca_file",
-            &pki.dir.file("ca.pem"),
+            &pki.file("ca.pem"),
         ],
         &[
             ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
