@@ -376,21 +376,18 @@ impl EurekaCatalog {
     fn round(&mut self) -> bool {
         if let Some(snapshot) = &self.snapshot {
             let snapshot = snapshot.clone();
-            match self.fetch("apps/delta") {
-                Ok((delta, url)) => {
-                    let applied = apply_delta(&snapshot, &delta);
-                    if delta.hash_code.as_deref() == Some(hash_code(&applied).as_str()) {
-                        Self::log_skipped(&delta);
-                        self.accept(applied, url);
-                        return true;
-                    }
-                    crate::warn!(
-                        "catalog delta does not reconcile; fetching the full list",
-                        "source" => "eureka"
-                    );
+            // A failed delta was logged by `fetch` when the URLs started failing it.
+            if let Ok((delta, url)) = self.fetch("apps/delta") {
+                let applied = apply_delta(&snapshot, &delta);
+                if delta.hash_code.as_deref() == Some(hash_code(&applied).as_str()) {
+                    Self::log_skipped(&delta);
+                    self.accept(applied, url);
+                    return true;
                 }
-                // Logged by `fetch` when the URLs start failing it.
-                Err(_) => {}
+                crate::warn!(
+                    "catalog delta does not reconcile; fetching the full list",
+                    "source" => "eureka"
+                );
             }
         }
         match self.fetch("apps") {
