@@ -196,26 +196,18 @@ impl Shared {
 
 /// Whether an APIResourceList names `endpointslices`.
 fn serves_endpoint_slices(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Resource {
-        #[serde(default)]
-        name: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ResourceList {
-        #[serde(default)]
-        resources: Option<Vec<Resource>>,
-    }
     if !crate::nesting::nesting_within(body, objects::MAX_NESTING) {
         return false;
     }
-    serde_json::from_slice::<ResourceList>(body)
-        .ok()
-        .and_then(|list| list.resources)
+    let Ok(list) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    list.get("resources")
+        .and_then(Value::as_array)
         .is_some_and(|resources| {
             resources
                 .iter()
-                .any(|r| r.name.as_deref() == Some("endpointslices"))
+                .any(|r| r.get("name").and_then(Value::as_str) == Some("endpointslices"))
         })
 }
 

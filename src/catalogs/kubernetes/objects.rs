@@ -7,8 +7,8 @@
 
 use crate::nesting::nesting_within;
 use crate::registry::instance::EndpointType;
-use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Deepest JSON nesting read from the API server (D15).
@@ -17,34 +17,79 @@ pub const MAX_NESTING: usize = 64;
 /// The label that names an EndpointSlice's service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-#[derive(Deserialize, Default)]
-struct MetaJson {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    uid: Option<String>,
-    #[serde(default, rename = "resourceVersion")]
-    resource_version: Option<Box<RawValue>>,
-    #[serde(default, rename = "continue")]
-    continue_token: Option<String>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    annotations: Option<Box<RawValue>>,
+// Objects are read as `serde_json::Value` and looked into by hand rather than through derived
+// deserializers: one generic parser in the binary instead of one per struct keeps the static
+// binary smaller, and the checks below say exactly which types are accepted.
+
+/// The members of a JSON object, each left unparsed.
+type RawMembers = BTreeMap<String, Box<RawValue>>;
+
+/// A string member: `Ok(None)` when absent or `null`, `Err` when of another type.
+fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(format!("{key} is not a string")),
+    }
 }
 
-/// A resourceVersion, kept verbatim when it is a string (W13: never compared or parsed).
-fn version_of(raw: &Option<Box<RawValue>>) -> Option<String> {
-    raw.as_ref()
+/// An object member: `Ok(None)` when absent or `null`, `Err` when of another type.
+fn object<'a>(
+    parent: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(object)) => Ok(Some(object)),
+        Some(_) => Err(format!("{key} is not an object")),
+    }
+}
+
+/// An array member: empty when absent or `null`, `Err` when of another type.
+fn array<'a>(parent: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], String> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(format!("{key} is not an array")),
+    }
+}
+
+/// An array member whose entries must all be objects.
+fn objects<'a>(
+    parent: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Vec<&'a Map<String, Value>>, String> {
+    array(parent, key)?
+        .iter()
+        .map(|item| {
+            item.as_object()
+                .ok_or_else(|| format!("an entry of {key} is not an object"))
+        })
+        .collect()
+}
+
+/// A JSON object, or why not.
+fn parse_object(raw: &RawValue) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err("not an object".into()),
+        Err(e) => Err(format!("not JSON: {e}")),
+    }
+}
+
+/// A resourceVersion or continue token inside raw `metadata`, kept verbatim when it is a
+/// string (W13: never compared or parsed).
+fn raw_text(members: &RawMembers, key: &str) -> Option<String> {
+    members
+        .get(key)
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
 }
 
-#[derive(Deserialize)]
-struct ListJson {
-    #[serde(default)]
-    metadata: Option<MetaJson>,
-    #[serde(default)]
-    items: Option<Vec<Box<RawValue>>>,
+fn raw_members(raw: &RawValue) -> Option<RawMembers> {
+    if !raw.get().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str(raw.get()).ok()
 }
 
 /// One page of a list.
@@ -63,12 +108,20 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
     if !body.trim_ascii_start().starts_with(b"{") {
         return Err("not a JSON object".into());
     }
-    let list: ListJson = serde_json::from_slice(body).map_err(|e| format!("not a list: {e}"))?;
-    let metadata = list.metadata.unwrap_or_default();
+    let list: RawMembers = serde_json::from_slice(body).map_err(|e| format!("not a list: {e}"))?;
+    let metadata = list
+        .get("metadata")
+        .and_then(|raw| raw_members(raw))
+        .unwrap_or_default();
+    let items = match list.get("items").map(|raw| raw.get()) {
+        None | Some("null") => Vec::new(),
+        Some(items) => serde_json::from_str::<Vec<Box<RawValue>>>(items)
+            .map_err(|_| "items is not an array".to_string())?,
+    };
     Ok(Page {
-        items: list.items.unwrap_or_default(),
-        resource_version: version_of(&metadata.resource_version),
-        continue_token: metadata.continue_token.filter(|c| !c.is_empty()),
+        items,
+        resource_version: raw_text(&metadata, "resourceVersion"),
+        continue_token: raw_text(&metadata, "continue").filter(|c| !c.is_empty()),
     })
 }
 
@@ -89,25 +142,11 @@ pub enum Event {
     Unknown(String),
 }
 
-#[derive(Deserialize)]
-struct EventJson {
-    #[serde(rename = "type")]
-    kind: String,
-    object: Box<RawValue>,
-}
-
-#[derive(Deserialize)]
-struct StatusJson {
-    #[serde(default)]
-    code: Option<i64>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ObjectMetaOnly {
-    #[serde(default)]
-    metadata: Option<MetaJson>,
+/// The raw `metadata` members of an object.
+fn metadata_of(object: &RawValue) -> RawMembers {
+    raw_members(object)
+        .and_then(|members| members.get("metadata").and_then(|raw| raw_members(raw)))
+        .unwrap_or_default()
 }
 
 /// Reads one line of a watch stream: the event and the resourceVersion of its object.
@@ -116,25 +155,26 @@ pub fn parse_event(line: &[u8]) -> Result<(Event, Option<String>), String> {
     if !nesting_within(line, MAX_NESTING) {
         return Err(format!("JSON nested deeper than {MAX_NESTING} levels"));
     }
-    let event: EventJson =
+    let mut event: RawMembers =
         serde_json::from_slice(line).map_err(|e| format!("not a watch event: {e}"))?;
-    if !event.object.get().starts_with('{') {
-        return Err("the event's object is not an object".into());
-    }
-    let version = serde_json::from_str::<ObjectMetaOnly>(event.object.get())
-        .ok()
-        .and_then(|o| o.metadata)
-        .and_then(|m| version_of(&m.resource_version));
-    let parsed = match event.kind.as_str() {
-        "ADDED" | "MODIFIED" => Event::Upsert(event.object),
-        "DELETED" => Event::Deleted(event.object),
+    let kind = event
+        .get("type")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .ok_or("a watch event without a type")?;
+    let object = event
+        .remove("object")
+        .filter(|raw| raw.get().starts_with('{'))
+        .ok_or("a watch event without an object")?;
+    let version = raw_text(&metadata_of(&object), "resourceVersion");
+    let parsed = match kind.as_str() {
+        "ADDED" | "MODIFIED" => Event::Upsert(object),
+        "DELETED" => Event::Deleted(object),
         "BOOKMARK" => Event::Bookmark,
         "ERROR" => {
-            let status: StatusJson = serde_json::from_str(event.object.get())
-                .map_err(|e| format!("an ERROR event without a Status: {e}"))?;
+            let status = parse_object(&object)?;
             Event::Error {
-                code: status.code.unwrap_or(0),
-                message: status.message.unwrap_or_default(),
+                code: status.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: text(&status, "message")?.unwrap_or_default().to_string(),
             }
         }
         other => Event::Unknown(other.chars().take(64).collect()),
@@ -144,11 +184,7 @@ pub fn parse_event(line: &[u8]) -> Result<(Event, Option<String>), String> {
 
 /// The name of an object (`metadata.name`), when it has one.
 pub fn name_of(object: &RawValue) -> Option<String> {
-    serde_json::from_str::<ObjectMetaOnly>(object.get())
-        .ok()?
-        .metadata?
-        .name
-        .filter(|n| !n.is_empty())
+    raw_text(&metadata_of(object), "name").filter(|n| !n.is_empty())
 }
 
 /// How an address is written, and its rank among duplicates (contract §3.5).
@@ -208,105 +244,50 @@ pub struct Pod {
     pub size: usize,
 }
 
-#[derive(Deserialize)]
-struct TargetRefJson {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    uid: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PortJson {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    port: Option<i64>,
-    #[serde(default)]
-    protocol: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ConditionsJson {
-    #[serde(default)]
-    ready: Option<bool>,
-}
-
-#[derive(Deserialize)]
-struct SliceEndpointJson {
-    #[serde(default)]
-    addresses: Option<Vec<String>>,
-    #[serde(default)]
-    conditions: Option<ConditionsJson>,
-    #[serde(default, rename = "targetRef")]
-    target_ref: Option<TargetRefJson>,
-}
-
-#[derive(Deserialize)]
-struct SliceJson {
-    #[serde(default)]
-    metadata: Option<MetaJson>,
-    #[serde(default, rename = "addressType")]
-    address_type: Option<String>,
-    #[serde(default)]
-    endpoints: Option<Vec<SliceEndpointJson>>,
-    #[serde(default)]
-    ports: Option<Vec<PortJson>>,
-}
-
-#[derive(Deserialize)]
-struct AddressJson {
-    #[serde(default)]
-    ip: Option<String>,
-    #[serde(default, rename = "targetRef")]
-    target_ref: Option<TargetRefJson>,
-}
-
-#[derive(Deserialize)]
-struct SubsetJson {
-    #[serde(default)]
-    addresses: Option<Vec<AddressJson>>,
-    #[serde(default)]
-    ports: Option<Vec<PortJson>>,
-}
-
-#[derive(Deserialize)]
-struct EndpointsJson {
-    #[serde(default)]
-    metadata: Option<MetaJson>,
-    #[serde(default)]
-    subsets: Option<Vec<SubsetJson>>,
-}
-
-#[derive(Deserialize)]
-struct PodJson {
-    #[serde(default)]
-    metadata: Option<MetaJson>,
-}
-
-fn pod_uid(target: Option<&TargetRefJson>) -> Option<String> {
-    let target = target?;
-    (target.kind.as_deref() == Some("Pod"))
-        .then(|| target.uid.clone())
+/// The object's `metadata.name`, required.
+fn required_name(object: &Map<String, Value>, what: &str) -> Result<String, String> {
+    let metadata = object.get("metadata").and_then(Value::as_object);
+    metadata
+        .map(|m| text(m, "name"))
+        .transpose()?
         .flatten()
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("{what} without a name"))
+}
+
+/// `targetRef.uid` when `targetRef.kind` is `Pod` and the uid is non-empty.
+fn pod_uid(endpoint: &Map<String, Value>) -> Result<Option<String>, String> {
+    let Some(target) = object(endpoint, "targetRef")? else {
+        return Ok(None);
+    };
+    if text(target, "kind")? != Some("Pod") {
+        return Ok(None);
+    }
+    Ok(text(target, "uid")?
         .filter(|uid| !uid.is_empty())
+        .map(str::to_string))
 }
 
 /// Maps ports; a port of an unsupported protocol is skipped and told to `skipped` (W11).
-fn map_ports(ports: Option<Vec<PortJson>>, skipped: &mut Vec<String>) -> Vec<Port> {
+fn map_ports(parent: &Map<String, Value>, skipped: &mut Vec<String>) -> Result<Vec<Port>, String> {
     let mut mapped = Vec::new();
-    for port in ports.unwrap_or_default() {
-        let Some(number) = port.port else {
-            continue;
+    for port in objects(parent, "ports")? {
+        let number = match port.get("port") {
+            None | Some(Value::Null) => continue,
+            Some(Value::Number(n)) => n.as_i64().ok_or("port is not an integer")?,
+            Some(_) => return Err("port is not a number".into()),
         };
         let Some(number) = u16::try_from(number).ok().filter(|n| *n > 0) else {
             skipped.push(format!("port {number} is out of range"));
             continue;
         };
-        let protocol = port.protocol.filter(|p| !p.is_empty());
-        let kind = match protocol.as_deref().unwrap_or("TCP") {
+        let kind = match text(port, "protocol")?
+            .filter(|p| !p.is_empty())
+            .unwrap_or("TCP")
+        {
             "UDP" => EndpointType::Udp,
-            "TCP" => match port.name.map(|n| n.to_ascii_lowercase()).as_deref() {
+            "TCP" => match text(port, "name")?.map(str::to_ascii_lowercase).as_deref() {
                 Some("http") => EndpointType::Http,
                 Some("https") => EndpointType::Https,
                 _ => EndpointType::Tcp,
@@ -319,24 +300,23 @@ fn map_ports(ports: Option<Vec<PortJson>>, skipped: &mut Vec<String>) -> Vec<Por
         };
         mapped.push(Port { number, kind });
     }
-    mapped
+    Ok(mapped)
 }
 
 /// Reads an EndpointSlice. `skipped` receives why ports were left out; `Err` when the object
 /// cannot be used at all.
-pub fn parse_slice(object: &RawValue, skipped: &mut Vec<String>) -> Result<Source, String> {
-    let slice: SliceJson =
-        serde_json::from_str(object.get()).map_err(|e| format!("not an EndpointSlice: {e}"))?;
-    let metadata = slice.metadata.unwrap_or_default();
-    let name = metadata
-        .name
-        .filter(|n| !n.is_empty())
-        .ok_or("an EndpointSlice without a name")?;
-    let service = metadata
-        .labels
-        .and_then(|mut labels| labels.remove(SERVICE_NAME_LABEL))
-        .filter(|s| !s.is_empty());
-    let family = match slice.address_type.as_deref() {
+pub fn parse_slice(raw: &RawValue, skipped: &mut Vec<String>) -> Result<Source, String> {
+    let slice = parse_object(raw).map_err(|e| format!("an EndpointSlice {e}"))?;
+    let name = required_name(&slice, "an EndpointSlice")?;
+    let metadata = object(&slice, "metadata")?;
+    let labels = metadata.map(|m| object(m, "labels")).transpose()?.flatten();
+    let service = labels
+        .map(|l| text(l, SERVICE_NAME_LABEL))
+        .transpose()?
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let family = match text(&slice, "addressType")? {
         Some("IPv4") => Family::Ipv4,
         Some("IPv6") => Family::Ipv6,
         Some("FQDN") => Family::Fqdn,
@@ -345,12 +325,19 @@ pub fn parse_slice(object: &RawValue, skipped: &mut Vec<String>) -> Result<Sourc
             return Err(format!("unsupported addressType {shown:?}"));
         }
     };
-    let ports = map_ports(slice.ports, skipped);
+    let ports = map_ports(&slice, skipped)?;
     let mut targets = Vec::new();
-    for endpoint in slice.endpoints.unwrap_or_default() {
-        let ready = endpoint.conditions.and_then(|c| c.ready).unwrap_or(true);
-        let Some(address) = endpoint.addresses.and_then(|a| a.into_iter().next()) else {
-            continue;
+    for endpoint in objects(&slice, "endpoints")? {
+        let conditions = object(endpoint, "conditions")?;
+        let ready = match conditions.and_then(|c| c.get("ready")) {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(ready)) => *ready,
+            Some(_) => return Err("conditions.ready is not a boolean".into()),
+        };
+        let address = match array(endpoint, "addresses")?.first() {
+            None => continue,
+            Some(Value::String(address)) => address.clone(),
+            Some(_) => return Err("an address is not a string".into()),
         };
         if !ready || address.is_empty() {
             continue;
@@ -361,7 +348,7 @@ pub fn parse_slice(object: &RawValue, skipped: &mut Vec<String>) -> Result<Sourc
         };
         targets.push(Target {
             host,
-            pod_uid: pod_uid(endpoint.target_ref.as_ref()),
+            pod_uid: pod_uid(endpoint)?,
             address,
         });
     }
@@ -373,41 +360,33 @@ pub fn parse_slice(object: &RawValue, skipped: &mut Vec<String>) -> Result<Sourc
             targets,
             ports,
         }],
-        size: object.get().len(),
+        size: raw.get().len(),
     })
 }
 
 /// Reads a core/v1 Endpoints object (the fallback, contract §3.6).
-pub fn parse_endpoints(object: &RawValue, skipped: &mut Vec<String>) -> Result<Source, String> {
-    let endpoints: EndpointsJson =
-        serde_json::from_str(object.get()).map_err(|e| format!("not an Endpoints object: {e}"))?;
-    let name = endpoints
-        .metadata
-        .unwrap_or_default()
-        .name
-        .filter(|n| !n.is_empty())
-        .ok_or("an Endpoints object without a name")?;
+pub fn parse_endpoints(raw: &RawValue, skipped: &mut Vec<String>) -> Result<Source, String> {
+    let endpoints = parse_object(raw).map_err(|e| format!("an Endpoints object {e}"))?;
+    let name = required_name(&endpoints, "an Endpoints object")?;
     let mut groups = Vec::new();
-    for subset in endpoints.subsets.unwrap_or_default() {
-        let ports = map_ports(subset.ports, skipped);
-        let targets = subset
-            .addresses
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|a| {
-                let address = a.ip.filter(|ip| !ip.is_empty())?;
-                let host = if address.contains(':') {
-                    format!("[{address}]")
-                } else {
-                    address.clone()
-                };
-                Some(Target {
-                    host,
-                    pod_uid: pod_uid(a.target_ref.as_ref()),
-                    address,
-                })
-            })
-            .collect();
+    for subset in objects(&endpoints, "subsets")? {
+        let ports = map_ports(subset, skipped)?;
+        let mut targets = Vec::new();
+        for address in objects(subset, "addresses")? {
+            let Some(ip) = text(address, "ip")?.filter(|ip| !ip.is_empty()) else {
+                continue;
+            };
+            let host = if ip.contains(':') {
+                format!("[{ip}]")
+            } else {
+                ip.to_string()
+            };
+            targets.push(Target {
+                host,
+                pod_uid: pod_uid(address)?,
+                address: ip.to_string(),
+            });
+        }
         groups.push(Group {
             family: Family::Ipv4,
             targets,
@@ -418,29 +397,37 @@ pub fn parse_endpoints(object: &RawValue, skipped: &mut Vec<String>) -> Result<S
         service: Some(name.clone()),
         name,
         groups,
-        size: object.get().len(),
+        size: raw.get().len(),
     })
 }
 
 /// Reads a Pod: its uid, labels and annotations.
-pub fn parse_pod(object: &RawValue) -> Result<Pod, String> {
-    let pod: PodJson = serde_json::from_str(object.get()).map_err(|e| format!("not a Pod: {e}"))?;
-    let metadata = pod.metadata.unwrap_or_default();
-    let name = metadata
-        .name
+pub fn parse_pod(raw: &RawValue) -> Result<Pod, String> {
+    let members = raw_members(raw).ok_or("a Pod that is not an object")?;
+    let metadata = members
+        .get("metadata")
+        .map(|raw| parse_object(raw))
+        .transpose()?
+        .unwrap_or_default();
+    let name = text(&metadata, "name")?
         .filter(|n| !n.is_empty())
-        .ok_or("a Pod without a name")?;
-    let uid = metadata
-        .uid
+        .ok_or("a Pod without a name")?
+        .to_string();
+    let uid = text(&metadata, "uid")?
         .filter(|u| !u.is_empty())
-        .ok_or("a Pod without a uid")?;
-    let tags = metadata
-        .labels
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    let annotations = match metadata.annotations {
+        .ok_or("a Pod without a uid")?
+        .to_string();
+    let mut tags = Vec::new();
+    if let Some(labels) = object(&metadata, "labels")? {
+        // serde_json's map is sorted by key: the tags come out in key order.
+        for (key, value) in labels {
+            let value = value.as_str().ok_or("a label value is not a string")?;
+            tags.push(format!("{key}={value}"));
+        }
+    }
+    // The annotations verbatim, as the server wrote them (not re-serialised).
+    let raw_metadata = members.get("metadata").and_then(|raw| raw_members(raw));
+    let annotations = match raw_metadata.and_then(|mut m| m.remove("annotations")) {
         Some(raw) if raw.get().starts_with('{') => raw,
         Some(raw) if raw.get() != "null" => return Err("annotations are not an object".into()),
         _ => RawValue::from_string("{}".into()).map_err(|e| e.to_string())?,
@@ -450,7 +437,7 @@ pub fn parse_pod(object: &RawValue) -> Result<Pod, String> {
         uid,
         tags,
         annotations,
-        size: object.get().len(),
+        size: raw.get().len(),
     })
 }
 
