@@ -61,6 +61,9 @@ struct State {
     break_generation: u64,
     /// Request lines seen, with their Authorization header.
     requests: Vec<(String, Option<String>)>,
+    /// When each request line arrived and when its answer was sent.
+    timings: Vec<(Duration, String)>,
+    started: Instant,
     /// Open connections, to cut them.
     connections: Vec<TcpStream>,
     open_watches: usize,
@@ -132,6 +135,8 @@ impl MockKube {
                 end_generation: 0,
                 break_generation: 0,
                 requests: Vec::new(),
+                timings: Vec::new(),
+                started: Instant::now(),
                 connections: Vec::new(),
                 open_watches: 0,
                 silent: false,
@@ -319,6 +324,11 @@ impl MockKube {
         self.with(|s| s.requests.clone())
     }
 
+    /// When each request arrived, since the mock started.
+    pub fn timings(&self) -> Vec<(Duration, String)> {
+        self.with(|s| s.timings.clone())
+    }
+
     pub fn open_watches(&self) -> usize {
         self.with(|s| s.open_watches)
     }
@@ -468,6 +478,8 @@ fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &A
     state
         .requests
         .push((line.clone(), request.authorization.clone()));
+    let at = state.started.elapsed();
+    state.timings.push((at, line.clone()));
     while state.behaviour.stalled && !stop.load(Ordering::SeqCst) {
         state = wake
             .wait_timeout(state, Duration::from_millis(100))
@@ -701,14 +713,15 @@ fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &A
         }
         None => (0, state.next_version - 1),
     };
-    let all: Vec<Value> = state
-        .objects
-        .iter()
-        .filter(|((r, ns, _), _)| matches(r, ns))
-        .map(|(_, o)| o.clone())
-        .collect();
-    let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
-    let more = offset + page.len() < all.len();
+    let matching = || {
+        state
+            .objects
+            .iter()
+            .filter(|((r, ns, _), _)| matches(r, ns))
+            .map(|(_, o)| o)
+    };
+    let page: Vec<&Value> = matching().skip(offset).take(limit).collect();
+    let more = offset + page.len() < matching().count();
     let continue_token = if more {
         format!("{}:{version}", offset + page.len())
     } else {
