@@ -242,6 +242,8 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     if let Some((cluster, _)) = &cluster {
         let health = cluster.clone();
         api.set_health(Box::new(move || health.health()));
+        let sync = cluster.clone();
+        api.set_sync_check(Box::new(move || sync.initial_sync_ended()));
     }
 
     let listener = match listen(SocketAddr::new(config.api_bind, config.api_port)) {

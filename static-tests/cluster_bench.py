@@ -6,8 +6,11 @@
 Prints: (1) the time a new node takes to sync 100,000 instances from a peer; (2) heartbeat
 throughput of one node alone and of one node with 2 peers attached (wrk, 10,000 ids, 10 s each);
 (3) propagation latency p50/p99 of registrations from one node to another of 3, measured while
-wrk sends heartbeats to the first; (4) bytes sent per heartbeat per peer (as one peer received them). Every process binds
-127.0.0.1 and is killed by its PID at the end.
+wrk sends heartbeats to the first; (4) bytes sent per heartbeat per peer (as one peer received them);
+(5) the replication traffic of a link between two nodes that agree on 100,000 instances (digests
+every 10 s, pings); (6) write latency p99 of one node with every peer up and with one peer
+stopped (SIGSTOP) while 15,000 registrations with 900-byte metadata go through. Every process
+binds 127.0.0.1 and is killed by its PID at the end.
 """
 import json, os, re, shutil, socket, subprocess, sys, tempfile, time
 
@@ -122,6 +125,12 @@ try:
     listed = len(json.loads(get(b_port, "/api/v1/services/bulk")[1])["instances"])
     print("| new node syncs 100,000 instances | %s (process start to API open: %.2f s; %d listed) |"
           % (line.group(3) if line else "?", took, listed))
+    time.sleep(2)
+    before = received_bytes(b.pid)
+    time.sleep(30)
+    idle = received_bytes(b.pid) - before
+    print("| bytes a peer receives per 10 s, 2 nodes agreeing on 100,000 instances (digests, pings) | %.0f |"
+          % (idle / 3))
     for p in (a, b):
         p.kill()
         p.wait()
@@ -163,6 +172,34 @@ try:
     latencies.sort()
     print("| propagation register -> listed on another node, 3 nodes, under %.0f heartbeats/s | p50 %.1f ms, p99 %.1f ms (200 probes, incl. the HTTP round trips) |"
           % (load_rps, latencies[100] * 1000, latencies[197] * 1000))
+
+    # (6) write latency with every peer up, then with one stopped.
+    load.wait()
+    def timed_registrations(port, first, count):
+        conn = socket.create_connection(("127.0.0.1", port))
+        reader = conn.makefile("rb")
+        pad = "x" * 900
+        took = []
+        for i in range(first, first + count):
+            body = json.dumps({"service_name": "latency", "endpoint": {"type": "tcp", "value":
+                               "10.%d.%d.%d:80" % (100 + (i >> 16), (i >> 8) & 255, i & 255)},
+                               "metadata": {"pad": pad}})
+            raw = ("POST /api/v1/instances HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                   "\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)).encode()
+            began = time.monotonic()
+            conn.sendall(raw)
+            status, _ = read_response(reader)
+            took.append(time.monotonic() - began)
+            assert status == 201
+        conn.close()
+        took.sort()
+        return took[len(took) * 99 // 100], took[-1]
+    up_p99, _ = timed_registrations(first_port, 0, 3_000)
+    os.kill(others[1][0].pid, 19)  # SIGSTOP
+    stopped_p99, stopped_max = timed_registrations(first_port, 3_000, 15_000)
+    os.kill(others[1][0].pid, 18)  # SIGCONT
+    print("| write latency p99 of one node of 3, every peer up vs one peer stopped (15,000 writes of ~1.3 KB) | %.2f ms vs %.2f ms (slowest %.1f ms) |"
+          % (up_p99 * 1000, stopped_p99 * 1000, stopped_max * 1000))
 finally:
     for p in PROCS:
         if p.poll() is None:

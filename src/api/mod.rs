@@ -357,6 +357,9 @@ pub struct Api {
     connections: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
     /// More `/uptime` components (the cluster's), set once at startup.
     pub(crate) health: std::sync::OnceLock<HealthComponents>,
+    /// With replication: whether the initial sync has ended (finished or timed out), for
+    /// `/ready`.
+    pub(crate) synced: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 /// Extra `/uptime` components: (name, healthy, properties) each.
@@ -386,6 +389,7 @@ impl Api {
             watchers: Arc::new(AtomicUsize::new(0)),
             connections: OnceLock::new(),
             health: std::sync::OnceLock::new(),
+            synced: OnceLock::new(),
         }))
     }
 
@@ -407,6 +411,12 @@ impl Api {
     /// Adds components to `/uptime` (once; later calls are ignored).
     pub fn set_health(&self, components: HealthComponents) {
         let _ = self.health.set(components);
+    }
+
+    /// Makes `/ready` wait for the initial sync of clustered mode (once; later calls are
+    /// ignored).
+    pub fn set_sync_check(&self, ended: Box<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.synced.set(ended);
     }
 
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.

@@ -92,11 +92,16 @@ pub fn uptime(api: &Api) -> Response {
 }
 
 /// The readiness probe: 200 when the registry can answer reads and writes, else 503 naming what
-/// it waits for. The in-memory store always answers; there is no replication to wait for yet.
+/// it waits for: the store (Redis unreachable) and, with replication, the initial sync. The API
+/// opens only once the sync has ended, so in practice `sync` is never named; the check keeps
+/// `/ready` true to its contract even if that order changes.
 pub fn ready(api: &Api) -> Response {
     let mut waiting: Vec<&str> = Vec::new();
     if api.registry.instance_counts().is_err() {
         waiting.push("store");
+    }
+    if api.synced.get().is_some_and(|ended| !ended()) {
+        waiting.push("sync");
     }
     if waiting.is_empty() {
         return Response::json(200, br#"{"ready":true}"#.to_vec());

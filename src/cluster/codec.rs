@@ -11,6 +11,7 @@ use crate::registry::store::{Lease, Record, Tombstone};
 use crate::registry::version::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +24,15 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// 10 KiB for an Amalgam8 record; a Eureka record is bounded by `--max_body_size`, 1 MiB by
 /// default, which JSON escaping can at most double), and a digest line is cut well below it.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
-/// Records named by one digest line.
-pub const DIGEST_ENTRIES_PER_LINE: usize = 2_000;
+/// Records named by one detail line.
+pub const DETAIL_ENTRIES_PER_LINE: usize = 2_000;
+/// The longest line of the handshake (a hello or a proof; a hello with a 64-digit nonce and a
+/// 255-character DNS name is under 400 bytes). Until a peer has proved itself it can make a node
+/// hold no more than this.
+pub const MAX_HANDSHAKE_LINE_BYTES: usize = 1024;
+/// The longest TTL or lease time a line may carry (about 31 years, far above any `--max_ttl`):
+/// a larger one is refused, so no deadline computed from it can overflow.
+pub const MAX_WIRE_DURATION: Duration = Duration::from_secs(1_000_000_000);
 /// Bytes of a nonce in the hello.
 pub const NONCE_BYTES: usize = 32;
 
@@ -58,13 +66,22 @@ pub enum Message {
         repair: bool,
     },
     Lease(Lease),
-    /// Part of a digest: ids and versions of records of one namespace.
+    /// Part of a digest: the summary of the sender's records of one namespace.
     Digest {
         namespace: String,
-        entries: Vec<(String, Version)>,
+        summary: Summary,
     },
     /// The sender's digest is complete.
     DigestEnd,
+    /// Part of a detail: the ids and versions of the sender's records of one namespace in these
+    /// buckets (the buckets where the receiver's digest differed).
+    Detail {
+        namespace: String,
+        buckets: Vec<u8>,
+        entries: Vec<(String, Version)>,
+    },
+    /// The sender's detail is complete: the receiver answers with repairs.
+    DetailEnd,
     /// The sender leaves the cluster.
     Goodbye,
 }
@@ -112,6 +129,17 @@ impl LineDecoder {
         }
     }
 
+    /// Changes the longest line accepted from now on (the handshake's limit is lower than the
+    /// link's); bytes already buffered are kept.
+    pub fn set_limit(&mut self, max_line_bytes: usize) {
+        self.max_line_bytes = max_line_bytes;
+    }
+
+    /// Bytes of an unfinished line (or of lines not taken yet) held.
+    pub fn pending(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Adds bytes received.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
@@ -142,6 +170,76 @@ impl LineDecoder {
                 Ok(None)
             }
         }
+    }
+}
+
+/// FNV-1a, 64 bits: a hash every build of every version computes the same way (the standard
+/// library's hasher promises no such thing), so two nodes bucket and hash records alike.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A 64-bit finaliser (splitmix64's), so that close inputs give unrelated outputs.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The digest bucket of a record id (one of 256).
+pub fn bucket_of(id: &str) -> u8 {
+    (mix(fnv1a(id.as_bytes())) >> 56) as u8
+}
+
+/// One record's contribution to its bucket's hash.
+fn record_hash(id: &str, version: Version) -> u64 {
+    mix(fnv1a(id.as_bytes()) ^ mix(version.clock ^ mix(version.node)))
+}
+
+/// The summary of a namespace's records that a digest carries: for every non-empty bucket, its
+/// record count and the wrapping sum of its records' hashes. Two nodes holding the same ids at
+/// the same versions have equal summaries; a bucket whose summary differs names the records to
+/// compare one by one. A summary is at most 256 entries whatever the namespace's size, so the
+/// digest exchanged every 10 s costs next to nothing when nodes agree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// bucket → (records, sum of their hashes).
+    pub buckets: BTreeMap<u8, (u64, u64)>,
+}
+
+impl Summary {
+    /// The summary of these (id, version) pairs.
+    pub fn of<'a>(entries: impl IntoIterator<Item = (&'a str, Version)>) -> Summary {
+        let mut summary = Summary::default();
+        for (id, version) in entries {
+            let slot = summary.buckets.entry(bucket_of(id)).or_insert((0, 0));
+            slot.0 += 1;
+            slot.1 = slot.1.wrapping_add(record_hash(id, version));
+        }
+        summary
+    }
+
+    /// The buckets where the two summaries differ (including buckets only one side has).
+    pub fn differing(&self, other: &Summary) -> Vec<u8> {
+        let mut out: Vec<u8> = self
+            .buckets
+            .iter()
+            .filter(|(bucket, held)| other.buckets.get(bucket) != Some(held))
+            .map(|(bucket, _)| *bucket)
+            .chain(
+                other
+                    .buckets
+                    .keys()
+                    .filter(|bucket| !self.buckets.contains_key(bucket))
+                    .copied(),
+            )
+            .collect();
+        out.sort_unstable();
+        out
     }
 }
 
@@ -229,6 +327,14 @@ struct WireLease {
 #[derive(Serialize, Deserialize)]
 struct WireDigest {
     ns: String,
+    /// [bucket, records, hash sum in hex] for every non-empty bucket.
+    buckets: Vec<(u8, u64, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireDetail {
+    ns: String,
+    buckets: Vec<u8>,
     entries: Vec<(String, String)>,
 }
 
@@ -258,6 +364,14 @@ fn version(text: &str) -> Result<Version, DecodeError> {
     Version::decode(text).ok_or_else(|| bad(format!("not a version: {text:?}")))
 }
 
+fn wire_millis(millis: u64) -> Result<Duration, DecodeError> {
+    let duration = Duration::from_millis(millis);
+    if duration > MAX_WIRE_DURATION {
+        return Err(bad(format!("{millis} ms is beyond any TTL")));
+    }
+    Ok(duration)
+}
+
 fn instance_of(wire: WireInstance) -> Result<Instance, DecodeError> {
     let kind = EndpointType::parse(&wire.endpoint_type)
         .ok_or_else(|| bad(format!("unknown endpoint type {:?}", wire.endpoint_type)))?;
@@ -269,7 +383,7 @@ fn instance_of(wire: WireInstance) -> Result<Instance, DecodeError> {
             value: wire.endpoint,
         },
         &wire.status,
-        Duration::from_millis(wire.ttl_ms),
+        wire_millis(wire.ttl_ms)?,
     );
     instance.status = Status::new(&wire.status);
     instance.metadata = wire.metadata;
@@ -340,23 +454,45 @@ pub fn lease_line(lease: &Lease) -> String {
     )
 }
 
-/// The lines of a namespace's digest, at most [`DIGEST_ENTRIES_PER_LINE`] entries each.
-pub fn digest_lines(namespace: &str, entries: &[(Arc<str>, Version)]) -> Vec<String> {
-    entries
-        .chunks(DIGEST_ENTRIES_PER_LINE)
-        .map(|chunk| {
-            json_line(
-                "DIGEST",
-                &WireDigest {
-                    ns: namespace.to_string(),
-                    entries: chunk
-                        .iter()
-                        .map(|(id, v)| (id.to_string(), v.encode()))
-                        .collect(),
-                },
-            )
-        })
-        .collect()
+/// The digest line of a namespace's summary.
+pub fn digest_line(namespace: &str, summary: &Summary) -> String {
+    json_line(
+        "DIGEST",
+        &WireDigest {
+            ns: namespace.to_string(),
+            buckets: summary
+                .buckets
+                .iter()
+                .map(|(bucket, (count, hash))| (*bucket, *count, format!("{hash:016x}")))
+                .collect(),
+        },
+    )
+}
+
+/// The detail lines of a namespace's records in `buckets`, at most [`DETAIL_ENTRIES_PER_LINE`]
+/// entries each; one line (with no entries) when there are none.
+pub fn detail_lines(
+    namespace: &str,
+    buckets: &[u8],
+    entries: &[(Arc<str>, Version)],
+) -> Vec<String> {
+    let line = |chunk: &[(Arc<str>, Version)]| {
+        json_line(
+            "DETAIL",
+            &WireDetail {
+                ns: namespace.to_string(),
+                buckets: buckets.to_vec(),
+                entries: chunk
+                    .iter()
+                    .map(|(id, v)| (id.to_string(), v.encode()))
+                    .collect(),
+            },
+        )
+    };
+    if entries.is_empty() {
+        return vec![line(&[])];
+    }
+    entries.chunks(DETAIL_ENTRIES_PER_LINE).map(line).collect()
 }
 
 /// The line of any message.
@@ -379,14 +515,20 @@ pub fn encode(message: &Message) -> String {
             repair,
         } => record_line(namespace, record, *repair),
         Message::Lease(lease) => lease_line(lease),
-        Message::Digest { namespace, entries } => {
+        Message::Digest { namespace, summary } => digest_line(namespace, summary),
+        Message::DigestEnd => "DIGESTEND\n".into(),
+        Message::Detail {
+            namespace,
+            buckets,
+            entries,
+        } => {
             let entries: Vec<(Arc<str>, Version)> = entries
                 .iter()
                 .map(|(id, v)| (id.as_str().into(), *v))
                 .collect();
-            digest_lines(namespace, &entries).concat()
+            detail_lines(namespace, buckets, &entries).concat()
         }
-        Message::DigestEnd => "DIGESTEND\n".into(),
+        Message::DetailEnd => "DETAILEND\n".into(),
         Message::Goodbye => "BYE\n".into(),
     }
 }
@@ -403,8 +545,10 @@ fn decode_hello(args: &str) -> Result<Hello, DecodeError> {
         .parse()
         .map_err(|_| bad(format!("not a protocol version: {version:?}")))?;
     let member = parse_member(member).ok_or_else(|| bad(format!("not a member id: {member:?}")))?;
-    if address.is_empty() {
-        return Err(bad("a hello needs an address"));
+    // The advertised address is shown in /uptime and compared with dialed addresses: it must
+    // be of the options' form (IPv6 bracketed), and is kept as the peer wrote it.
+    if let Err(why) = super::address::HostPort::parse(address) {
+        return Err(bad(format!("not an address: {why}")));
     }
     let nonce = match nonce {
         "-" => None,
@@ -423,7 +567,7 @@ fn decode_record(args: &str, repair: bool) -> Result<Message, DecodeError> {
     let record = match (wire.live, wire.tombstone) {
         (Some(live), None) => Record::Live {
             instance: instance_of(live)?,
-            remaining: wire.remaining_ms.map(Duration::from_millis),
+            remaining: wire.remaining_ms.map(wire_millis).transpose()?,
         },
         (None, Some(t)) => {
             if t.id.is_empty() {
@@ -440,10 +584,19 @@ fn decode_record(args: &str, repair: bool) -> Result<Message, DecodeError> {
         _ => return Err(bad("a record is live or a tombstone")),
     };
     Ok(Message::Record {
-        namespace: wire.ns,
+        namespace: namespace(wire.ns)?,
         record,
         repair,
     })
+}
+
+/// A namespace name as a peer sent it: one the API could have made (non-empty, at most
+/// `MAX_NAMESPACE_BYTES`), so a peer cannot make a node keep names of any length.
+fn namespace(ns: String) -> Result<String, DecodeError> {
+    if ns.is_empty() || ns.len() > crate::registry::namespace::MAX_NAMESPACE_BYTES {
+        return Err(bad(format!("not a namespace name ({} bytes)", ns.len())));
+    }
+    Ok(ns)
 }
 
 /// Reads one line (without its newline).
@@ -473,25 +626,43 @@ pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
         "LEASE" => {
             let wire: WireLease = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
             Ok(Message::Lease(Lease {
-                namespace: wire.ns.into(),
+                namespace: namespace(wire.ns)?.into(),
                 id: wire.id.into(),
                 registration: version(&wire.registration)?,
-                remaining: Duration::from_millis(wire.remaining_ms),
+                remaining: wire_millis(wire.remaining_ms)?,
             }))
         }
         "DIGEST" => {
             let wire: WireDigest = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+            let mut summary = Summary::default();
+            for (bucket, count, hash) in wire.buckets {
+                let hash = unhex::<8>(&hash)
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| bad(format!("not a bucket hash: {hash:?}")))?;
+                if summary.buckets.insert(bucket, (count, hash)).is_some() {
+                    return Err(bad(format!("bucket {bucket} twice in a digest")));
+                }
+            }
+            Ok(Message::Digest {
+                namespace: namespace(wire.ns)?,
+                summary,
+            })
+        }
+        "DIGESTEND" => no_args(Message::DigestEnd),
+        "DETAIL" => {
+            let wire: WireDetail = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
             let entries = wire
                 .entries
                 .into_iter()
                 .map(|(id, v)| Ok((id, version(&v)?)))
                 .collect::<Result<_, DecodeError>>()?;
-            Ok(Message::Digest {
-                namespace: wire.ns,
+            Ok(Message::Detail {
+                namespace: namespace(wire.ns)?,
+                buckets: wire.buckets,
                 entries,
             })
         }
-        "DIGESTEND" => no_args(Message::DigestEnd),
+        "DETAILEND" => no_args(Message::DetailEnd),
         "BYE" => no_args(Message::Goodbye),
         _ => Err(bad(format!(
             "unknown verb {:?}",
@@ -624,25 +795,78 @@ mod tests {
         assert!(matches!(one("PING\n"), Message::Ping));
         assert!(matches!(one("END 12\n"), Message::SnapshotEnd(12)));
         assert!(matches!(one("BYE\n"), Message::Goodbye));
-        let digest = digest_lines("ns", &[("a".into(), v(1, 2)), ("b".into(), v(3, 4))]);
-        assert_eq!(digest.len(), 1);
-        match one(&digest[0]) {
-            Message::Digest { namespace, entries } => {
+        let summary = Summary::of([("a", v(1, 2)), ("b", v(3, 4))]);
+        match one(&digest_line("ns", &summary)) {
+            Message::Digest {
+                namespace,
+                summary: decoded,
+            } => {
                 assert_eq!(namespace, "ns");
-                assert_eq!(entries, vec![("a".into(), v(1, 2)), ("b".into(), v(3, 4))]);
+                assert_eq!(decoded, summary);
             }
             other => panic!("{other:?}"),
         }
+        let detail = detail_lines("ns", &[3, 9], &[("a".into(), v(1, 2))]);
+        assert_eq!(detail.len(), 1);
+        match one(&detail[0]) {
+            Message::Detail {
+                namespace,
+                buckets,
+                entries,
+            } => {
+                assert_eq!((namespace.as_str(), buckets), ("ns", vec![3, 9]));
+                assert_eq!(entries, vec![("a".into(), v(1, 2))]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(one("DIGESTEND\n"), Message::DigestEnd));
+        assert!(matches!(one("DETAILEND\n"), Message::DetailEnd));
     }
 
     #[test]
-    fn digests_are_cut_into_bounded_lines() {
-        let entries: Vec<(Arc<str>, Version)> = (0..DIGEST_ENTRIES_PER_LINE * 2 + 1)
+    fn details_are_cut_into_bounded_lines_and_an_empty_one_still_names_its_buckets() {
+        let entries: Vec<(Arc<str>, Version)> = (0..DETAIL_ENTRIES_PER_LINE * 2 + 1)
             .map(|i| (format!("id-{i}").into(), v(i as u64, 1)))
             .collect();
-        let lines = digest_lines("ns", &entries);
+        let lines = detail_lines("ns", &[1], &entries);
         assert_eq!(lines.len(), 3);
         assert!(lines.iter().all(|l| l.len() < MAX_LINE_BYTES));
+        let empty = detail_lines("ns", &[7], &[]);
+        assert!(
+            matches!(one(&empty[0]), Message::Detail { buckets, entries, .. } if buckets == [7] && entries.is_empty())
+        );
+    }
+
+    #[test]
+    fn summaries_differ_exactly_in_the_buckets_whose_records_differ() {
+        let ids: Vec<String> = (0..5_000).map(|i| format!("{i:016x}")).collect();
+        let mine: Vec<(&str, Version)> = ids.iter().map(|id| (id.as_str(), v(10, 1))).collect();
+        let same = Summary::of(mine.iter().copied());
+        assert_eq!(
+            same,
+            Summary::of(mine.iter().rev().copied()),
+            "order does not matter"
+        );
+        assert!(same.differing(&same).is_empty());
+        assert!(same.buckets.len() > 200, "ids spread over the buckets");
+        // One newer version, one missing record, one extra record: exactly their buckets.
+        let mut theirs = mine.clone();
+        theirs[10].1 = v(11, 1);
+        theirs.remove(20);
+        theirs.push(("extra", v(1, 2)));
+        let mut expected = vec![bucket_of(&ids[10]), bucket_of(&ids[20]), bucket_of("extra")];
+        expected.sort_unstable();
+        expected.dedup();
+        let other = Summary::of(theirs.iter().copied());
+        assert_eq!(same.differing(&other), expected);
+        assert_eq!(other.differing(&same), expected);
+        // A namespace one side lacks differs in every bucket the other has.
+        assert_eq!(
+            Summary::default().differing(&same).len(),
+            same.buckets.len()
+        );
+        // Buckets and hashes are fixed by the protocol (FNV-1a), not by this build's hasher.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
     #[test]
@@ -655,6 +879,8 @@ mod tests {
             "HELLO a8registry-replication 1 1F0C6E2A9B3D4C57 a:1 -",
             "HELLO a8registry-replication 1 1f0c6e2a9b3d4c57 a:1 zz",
             "HELLO a8registry-replication 1 1f0c6e2a9b3d4c57 a:1 - extra",
+            "HELLO a8registry-replication 1 1f0c6e2a9b3d4c57 ::1:6100 -",
+            "HELLO a8registry-replication 1 1f0c6e2a9b3d4c57 10.0.0.5 -",
             "PING now",
             "PROOF 00",
             "END -1",
@@ -664,12 +890,26 @@ mod tests {
             "REC {\"ns\":\"a\",\"tombstone\":{\"id\":\"\",\"service\":\"s\",\"version\":\"1.0000000000000001\",\"registration\":\"1.0000000000000001\"}}",
             "FIX {\"ns\":\"a\",\"live\":{\"id\":\"x\"}}",
             "LEASE {\"ns\":\"a\",\"id\":\"x\",\"registration\":\"nope\",\"remaining_ms\":1}",
-            "DIGEST {\"ns\":\"a\",\"entries\":[[\"x\",\"bad\"]]}",
+            "DETAIL {\"ns\":\"a\",\"buckets\":[1],\"entries\":[[\"x\",\"bad\"]]}",
+            "DETAIL {\"ns\":\"a\",\"buckets\":[256],\"entries\":[]}",
+            "DIGEST {\"ns\":\"a\",\"buckets\":[[1,1,\"xyz\"]]}",
+            "DIGEST {\"ns\":\"a\",\"buckets\":[[1,1,\"0000000000000001\"],[1,2,\"0000000000000002\"]]}",
+            "DIGESTEND now",
+            "LEASE {\"ns\":\"a\",\"id\":\"x\",\"registration\":\"1.0000000000000001\",\"remaining_ms\":18446744073709551615}",
+            "DIGEST {\"ns\":\"\",\"buckets\":[]}",
             "WHAT",
         ] {
             assert!(decode(line.as_bytes()).is_err(), "{line:?} is refused");
         }
         assert!(decode(&[0xff, 0xfe]).is_err(), "not UTF-8");
+        let long = format!(
+            "LEASE {{\"ns\":\"{}\",\"id\":\"x\",\"registration\":\"1.0000000000000001\",\"remaining_ms\":1}}",
+            "n".repeat(257)
+        );
+        assert!(
+            decode(long.as_bytes()).is_err(),
+            "a namespace over 256 bytes is refused"
+        );
         let deep = format!("REC {}", "[".repeat(100_000));
         assert!(decode(deep.as_bytes()).is_err(), "deep nesting is refused");
     }

@@ -7,13 +7,16 @@
 //! digests. Either side closes the link after [`READ_DEADLINE`] without a line, or when a write
 //! makes no progress for as long.
 
-use super::codec::{self, Hello, LineDecoder, Message, NONCE_BYTES, PROTOCOL_VERSION};
+use super::codec::{
+    self, Hello, LineDecoder, Message, Summary, MAX_HANDSHAKE_LINE_BYTES, MAX_LINE_BYTES,
+    NONCE_BYTES, PROTOCOL_VERSION,
+};
 use super::Cluster;
-use crate::registry::store::{Lease, Origin, Record};
+use crate::registry::store::{Lease, Origin};
 use crate::registry::version::Version;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +33,18 @@ pub const LEASE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DIGEST_INTERVAL: Duration = Duration::from_secs(10);
 /// Messages an outgoing queue holds; one more drops the queue and marks the peer for repair.
 pub const MAX_QUEUED_MESSAGES: usize = 10_000;
+/// An unfinished line must be complete this long after the previous line (or the link's start):
+/// a peer that drips bytes without a newline cannot hold a link and its buffer for ever.
+pub const LINE_DEADLINE: Duration = Duration::from_secs(10);
+/// Namespaces one digest or one detail may name (each at most 256 bytes); more closes the link,
+/// so a peer that invents namespaces without end cannot grow the receiver's bookkeeping.
+pub const MAX_DIGEST_NAMESPACES: usize = 50_000;
+/// Bytes of a peer's detail (ids and versions) kept to compare with; entries beyond are dropped,
+/// and the records they would have spared are sent anyway (the receiver ignores what it already
+/// holds), so the bound costs bandwidth, never correctness.
+pub const MAX_DETAIL_BYTES: usize = 8 * 1024 * 1024;
+/// What one detail entry costs besides its id's bytes (the version and the map's share).
+const DETAIL_ENTRY_OVERHEAD_BYTES: usize = 48;
 /// Bytes read from the socket at once.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -111,19 +126,29 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// What a peer's detail said about one namespace: the buckets it covers and the versions it
+/// holds there (at most [`MAX_DETAIL_BYTES`] per detail in all).
+#[derive(Default)]
+pub struct PeerDetail {
+    buckets: BTreeSet<u8>,
+    versions: HashMap<String, Version>,
+}
+
 /// What the writer has to send; filled by the store listeners (never blocking them) and by the
-/// reader.
+/// reader. Everything but `lines` is a flag or one pending answer that a newer request replaces,
+/// so a peer that asks again and again without reading costs no more memory than one asking once.
 #[derive(Default)]
 pub struct Queue {
     lines: VecDeque<Arc<str>>,
-    /// Repair answers: bounded by the store's size, not by the queue bound.
-    bulk: VecDeque<String>,
     /// (namespace, id) → (registration, deadline): one entry per instance, the latest wins.
     leases: HashMap<(Arc<str>, Arc<str>), (Version, Instant)>,
     snapshot_requested: bool,
-    /// The queue overflowed: send every record with its lease (a full repair).
-    full_repair: bool,
+    /// Send this node's digest (at the link's start, every 10 s, after an overflow).
     digest_due: bool,
+    /// The buckets, per namespace, where the peer's digest differed: send our detail of them.
+    detail_due: Option<Vec<(String, Vec<u8>)>>,
+    /// The peer's detail: answer with the records it lacks or holds at a lower version.
+    repair_due: Option<HashMap<String, PeerDetail>>,
     closed: bool,
     goodbye: bool,
 }
@@ -160,8 +185,9 @@ impl Outbox {
             return;
         }
         if queue.lines.len() >= MAX_QUEUED_MESSAGES {
+            // The peer cannot keep up: what was queued is repaired by the digest exchange.
             queue.lines.clear();
-            queue.full_repair = true;
+            queue.digest_due = true;
         } else {
             queue.lines.push_back(line);
         }
@@ -176,7 +202,10 @@ impl Outbox {
         if queue.closed {
             return;
         }
-        let deadline = now + lease.remaining;
+        // A record from a peer may carry any TTL: never let a sum overflow (a panic aborts).
+        let deadline = now
+            .checked_add(lease.remaining)
+            .unwrap_or(now + codec::MAX_WIRE_DURATION);
         let slot = queue
             .leases
             .entry((lease.namespace.clone(), lease.id.clone()))
@@ -203,7 +232,7 @@ impl Outbox {
     /// True once nothing but leases is waiting.
     pub fn drained(&self) -> bool {
         let queue = self.lock();
-        queue.lines.is_empty() && queue.bulk.is_empty() && !queue.snapshot_requested
+        queue.lines.is_empty() && queue.repair_due.is_none() && !queue.snapshot_requested
     }
 }
 
@@ -241,11 +270,13 @@ fn write_all(socket: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     socket.write_all(bytes)
 }
 
-/// Reads the next message within `deadline` (the handshake's reads).
+/// Reads the next message of the handshake, before `deadline`: a peer that says nothing, or
+/// drips its hello, is dropped when the deadline passes.
 fn read_message(
     socket: &mut TcpStream,
     decoder: &mut LineDecoder,
     buffer: &mut [u8],
+    deadline: Instant,
 ) -> Result<Message, String> {
     loop {
         match decoder.next_line() {
@@ -253,10 +284,18 @@ fn read_message(
             Ok(None) => {}
             Err(_) => return Err("line too long".into()),
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("nothing complete within {READ_DEADLINE:?}"));
+        }
+        let _ = socket.set_read_timeout(Some(left));
         match socket.read(buffer) {
             Ok(0) => return Err("connection closed".into()),
             Ok(n) => decoder.push(&buffer[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!("nothing complete within {READ_DEADLINE:?}"));
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -294,9 +333,11 @@ pub fn run(
     if let Err(e) = write_all(&mut socket, codec::encode(&hello).as_bytes()) {
         return refuse(&e.to_string());
     }
-    let mut decoder = LineDecoder::default();
+    // Until the peer has proved itself, its lines are short and must come soon.
+    let mut decoder = LineDecoder::new(MAX_HANDSHAKE_LINE_BYTES);
     let mut buffer = vec![0u8; READ_CHUNK_BYTES];
-    let peer = match read_message(&mut socket, &mut decoder, &mut buffer) {
+    let handshake_deadline = Instant::now() + READ_DEADLINE;
+    let peer = match read_message(&mut socket, &mut decoder, &mut buffer, handshake_deadline) {
         Ok(Message::Hello(hello)) => hello,
         Ok(_) => return refuse("the first line is not a hello"),
         Err(e) => return refuse(&format!("no hello: {e}")),
@@ -305,6 +346,11 @@ pub fn run(
         return refuse(&format!("unsupported protocol version {}", peer.version));
     }
     if peer.member == cluster.id {
+        // This node reached itself (its own address among the peers): silent. Anyone else
+        // claiming its id is logged.
+        if peer.address != cluster.advertised {
+            crate::warn!("replication link refused", "peer" => peer_text, "reason" => format!("the peer claims this node's member id, from {}", peer.address));
+        }
         return Outcome::OwnAddress;
     }
     if let Some(own_nonce) = own_nonce {
@@ -322,7 +368,8 @@ pub fn run(
         if let Err(e) = write_all(&mut socket, codec::encode(&Message::Proof(mine)).as_bytes()) {
             return refuse(&e.to_string());
         }
-        let theirs = match read_message(&mut socket, &mut decoder, &mut buffer) {
+        let theirs = match read_message(&mut socket, &mut decoder, &mut buffer, handshake_deadline)
+        {
             Ok(Message::Proof(p)) => p,
             Ok(_) => return refuse("no proof of the secret"),
             Err(e) => return refuse(&format!("no proof of the secret: {e}")),
@@ -384,16 +431,27 @@ pub fn run(
         return refuse("cannot start the writer thread");
     }
     let _ = socket.set_read_timeout(Some(READ_DEADLINE));
+    decoder.set_limit(MAX_LINE_BYTES);
     let mut reader = Reader {
         cluster,
         peer: peer.member,
         outbox: &outbox,
-        digest: HashMap::new(),
+        summarised: HashSet::new(),
+        differing: Vec::new(),
+        detail: HashMap::new(),
+        detail_bytes: 0,
     };
+    let mut last_line = Instant::now();
     let reason = loop {
         let line = match decoder.next_line() {
-            Ok(Some(line)) => line,
+            Ok(Some(line)) => {
+                last_line = Instant::now();
+                line
+            }
             Ok(None) => {
+                if decoder.pending() > 0 && last_line.elapsed() > LINE_DEADLINE {
+                    break format!("a line unfinished after {LINE_DEADLINE:?}");
+                }
                 match socket.read(&mut buffer) {
                     Ok(0) => break "closed by the peer".to_string(),
                     Ok(n) => {
@@ -408,14 +466,18 @@ pub fn run(
                 }
                 continue;
             }
-            Err(_) => break format!("a line over {} bytes", codec::MAX_LINE_BYTES),
+            Err(_) => break format!("a line over {MAX_LINE_BYTES} bytes"),
         };
         match codec::decode(&line) {
             Ok(Message::Goodbye) => {
                 cluster.goodbye(peer.member);
                 break "the peer left".into();
             }
-            Ok(message) => reader.handle(message),
+            Ok(message) => {
+                if let Err(why) = reader.handle(message) {
+                    break why;
+                }
+            }
             Err(e) => break format!("malformed line: {e}"),
         }
     };
@@ -431,12 +493,24 @@ struct Reader<'a> {
     cluster: &'a Arc<Cluster>,
     peer: u64,
     outbox: &'a Outbox,
-    /// The peer's digest being received: namespace → id → version.
-    digest: HashMap<String, HashMap<String, Version>>,
+    /// Namespaces of the peer's digest being received.
+    summarised: HashSet<String>,
+    /// Buckets where the peer's digest differs from this node's records, per namespace.
+    differing: Vec<(String, Vec<u8>)>,
+    /// The peer's detail being received.
+    detail: HashMap<String, PeerDetail>,
+    detail_bytes: usize,
+}
+
+/// This node's summary of a namespace.
+fn own_summary(cluster: &Cluster, namespace: &str) -> Summary {
+    let versions = cluster.store.versions(namespace).unwrap_or_default();
+    Summary::of(versions.iter().map(|(id, v)| (&**id, *v)))
 }
 
 impl Reader<'_> {
-    fn handle(&mut self, message: Message) {
+    /// Applies one message; an error closes the link.
+    fn handle(&mut self, message: Message) -> Result<(), String> {
         let store = &self.cluster.store;
         match message {
             Message::Hello(_) | Message::Proof(_) | Message::Ping | Message::Goodbye => {}
@@ -458,47 +532,69 @@ impl Reader<'_> {
             Message::Lease(lease) => {
                 let _ = store.apply_lease(&lease);
             }
-            Message::Digest { namespace, entries } => {
-                self.digest.entry(namespace).or_default().extend(entries);
-            }
-            Message::DigestEnd => {
-                let theirs = std::mem::take(&mut self.digest);
-                let answers = repair_lines(self.cluster, &theirs);
-                if !answers.is_empty() {
-                    self.outbox.set(|q| q.bulk.extend(answers));
+            Message::Digest { namespace, summary } => {
+                if self.summarised.len() >= MAX_DIGEST_NAMESPACES {
+                    return Err(format!(
+                        "a digest of over {MAX_DIGEST_NAMESPACES} namespaces"
+                    ));
+                }
+                if !self.summarised.insert(namespace.clone()) {
+                    return Ok(());
+                }
+                let buckets = own_summary(self.cluster, &namespace).differing(&summary);
+                if !buckets.is_empty() {
+                    self.differing.push((namespace, buckets));
                 }
             }
-        }
-    }
-}
-
-/// The records this node holds at a higher version than the peer's digest, or that the peer
-/// lacks, as repair lines.
-fn repair_lines(
-    cluster: &Cluster,
-    theirs: &HashMap<String, HashMap<String, Version>>,
-) -> Vec<String> {
-    let mut lines = Vec::new();
-    let Ok(namespaces) = cluster.store.namespaces() else {
-        return lines;
-    };
-    for namespace in namespaces {
-        let Ok(records) = cluster.store.records(&namespace) else {
-            continue;
-        };
-        let peer = theirs.get(&*namespace);
-        for record in records {
-            let (id, version) = match &record {
-                Record::Live { instance, .. } => (instance.id.clone(), instance.version),
-                Record::Tombstone(t) => (t.id.clone(), t.version),
-            };
-            let held = peer.and_then(|p| p.get(&*id));
-            if held.is_none_or(|v| *v < version) {
-                lines.push(codec::record_line(&namespace, &record, true));
+            Message::DigestEnd => {
+                // Namespaces the peer does not have at all differ in every bucket.
+                for namespace in store.namespaces().unwrap_or_default() {
+                    if !self.summarised.contains(&*namespace) {
+                        let mine = own_summary(self.cluster, &namespace);
+                        let buckets: Vec<u8> = mine.buckets.keys().copied().collect();
+                        if !buckets.is_empty() {
+                            self.differing.push((namespace.to_string(), buckets));
+                        }
+                    }
+                }
+                self.summarised.clear();
+                let differing = std::mem::take(&mut self.differing);
+                if !differing.is_empty() {
+                    self.outbox.set(|q| q.detail_due = Some(differing));
+                }
+            }
+            Message::Detail {
+                namespace,
+                buckets,
+                entries,
+            } => {
+                if !self.detail.contains_key(&namespace)
+                    && self.detail.len() >= MAX_DIGEST_NAMESPACES
+                {
+                    return Err(format!(
+                        "a detail of over {MAX_DIGEST_NAMESPACES} namespaces"
+                    ));
+                }
+                let detail = self.detail.entry(namespace).or_default();
+                detail.buckets.extend(buckets);
+                for (id, version) in entries {
+                    let cost = id.len() + DETAIL_ENTRY_OVERHEAD_BYTES;
+                    if self.detail_bytes + cost > MAX_DETAIL_BYTES {
+                        break;
+                    }
+                    if detail.versions.insert(id, version).is_none() {
+                        self.detail_bytes += cost;
+                    }
+                }
+            }
+            Message::DetailEnd => {
+                let detail = std::mem::take(&mut self.detail);
+                self.detail_bytes = 0;
+                self.outbox.set(|q| q.repair_due = Some(detail));
             }
         }
+        Ok(())
     }
-    lines
 }
 
 fn write_loop(cluster: &Arc<Cluster>, mut socket: TcpStream, outbox: &Outbox) {
@@ -512,12 +608,12 @@ fn write_loop(cluster: &Arc<Cluster>, mut socket: TcpStream, outbox: &Outbox) {
     loop {
         let now = Instant::now();
         // Take what is due under the lock, write it without the lock.
-        let (lines, bulk, leases, snapshot, full, digest, closed, goodbye) = {
+        let (lines, leases, snapshot, digest, detail, repair, closed, goodbye) = {
             let mut queue = outbox.lock();
             if queue.lines.is_empty()
-                && queue.bulk.is_empty()
+                && queue.repair_due.is_none()
+                && queue.detail_due.is_none()
                 && !queue.snapshot_requested
-                && !queue.full_repair
                 && !queue.digest_due
                 && !queue.closed
             {
@@ -550,23 +646,19 @@ fn write_loop(cluster: &Arc<Cluster>, mut socket: TcpStream, outbox: &Outbox) {
             }
             let lines: Vec<Arc<str>> = queue.lines.drain(..).collect();
             outbox.waiting.store(0, Ordering::Relaxed);
-            let bulk: Vec<String> = queue.bulk.drain(..).collect();
             (
                 lines,
-                bulk,
                 leases,
                 std::mem::take(&mut queue.snapshot_requested),
-                std::mem::take(&mut queue.full_repair),
                 std::mem::take(&mut queue.digest_due),
+                queue.detail_due.take(),
+                queue.repair_due.take(),
                 queue.closed,
                 queue.goodbye,
             )
         };
         let mut batch = String::new();
         for line in &lines {
-            batch.push_str(line);
-        }
-        for line in &bulk {
             batch.push_str(line);
         }
         let now = Instant::now();
@@ -585,8 +677,18 @@ fn write_loop(cluster: &Arc<Cluster>, mut socket: TcpStream, outbox: &Outbox) {
         if !batch.is_empty() && !send(&mut socket, batch.as_bytes(), &mut last_write) {
             break;
         }
-        if (snapshot || full) && !send_snapshot(cluster, &mut socket, full, &mut last_write) {
+        if snapshot && !send_snapshot(cluster, &mut socket, &mut last_write) {
             break;
+        }
+        if let Some(repair) = repair {
+            if !send_repairs(cluster, &mut socket, &repair, &mut last_write) {
+                break;
+            }
+        }
+        if let Some(detail) = detail {
+            if !send_detail(cluster, &mut socket, &detail, &mut last_write) {
+                break;
+            }
         }
         if digest {
             last_digest = Instant::now();
@@ -614,72 +716,112 @@ fn write_loop(cluster: &Arc<Cluster>, mut socket: TcpStream, outbox: &Outbox) {
     let _ = socket.shutdown(Shutdown::Both);
 }
 
-/// Streams every record, shard by shard through the store's listing, then `END`; with
-/// `with_leases` each live record is followed by its lease (a repair after an overflow).
-fn send_snapshot(
-    cluster: &Cluster,
+/// Lines are written in batches of about this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Writes `batch` once it is large (or when `force`); false when the socket failed.
+fn flush_batch(
     socket: &mut TcpStream,
-    with_leases: bool,
+    batch: &mut String,
+    force: bool,
     last_write: &mut Instant,
 ) -> bool {
-    const BATCH_BYTES: usize = 256 * 1024;
+    if batch.is_empty() || (!force && batch.len() < BATCH_BYTES) {
+        return true;
+    }
+    *last_write = Instant::now();
+    let written = socket.write_all(batch.as_bytes()).is_ok();
+    batch.clear();
+    written
+}
+
+/// Streams every record, shard by shard through the store's listing, then `END`.
+fn send_snapshot(cluster: &Cluster, socket: &mut TcpStream, last_write: &mut Instant) -> bool {
     let mut count = 0u64;
     let mut batch = String::new();
     for namespace in cluster.store.namespaces().unwrap_or_default() {
         for record in cluster.store.records(&namespace).unwrap_or_default() {
             count += 1;
             batch.push_str(&codec::record_line(&namespace, &record, true));
-            if let (
-                true,
-                Record::Live {
-                    instance,
-                    remaining: Some(remaining),
-                },
-            ) = (with_leases, &record)
-            {
-                batch.push_str(&codec::lease_line(&Lease {
-                    namespace: namespace.clone(),
-                    id: instance.id.clone(),
-                    registration: instance.registration,
-                    remaining: *remaining,
-                }));
-            }
-            if batch.len() >= BATCH_BYTES {
-                *last_write = Instant::now();
-                if socket.write_all(batch.as_bytes()).is_err() {
-                    return false;
-                }
-                batch.clear();
+            if !flush_batch(socket, &mut batch, false, last_write) {
+                return false;
             }
         }
     }
-    if !with_leases {
-        batch.push_str(&codec::encode(&Message::SnapshotEnd(count)));
-    }
-    *last_write = Instant::now();
-    socket.write_all(batch.as_bytes()).is_ok()
+    batch.push_str(&codec::encode(&Message::SnapshotEnd(count)));
+    flush_batch(socket, &mut batch, true, last_write)
 }
 
+/// This node's digest: one summary line per namespace, then `DIGESTEND`.
 fn send_digest(cluster: &Cluster, socket: &mut TcpStream, last_write: &mut Instant) -> bool {
     let mut batch = String::new();
     for namespace in cluster.store.namespaces().unwrap_or_default() {
-        let entries: Vec<(Arc<str>, Version)> = cluster
-            .store
-            .records(&namespace)
-            .unwrap_or_default()
-            .iter()
-            .map(|record| match record {
-                Record::Live { instance, .. } => (instance.id.clone(), instance.version),
-                Record::Tombstone(t) => (t.id.clone(), t.version),
-            })
-            .collect();
-        for line in codec::digest_lines(&namespace, &entries) {
-            batch.push_str(&line);
+        let summary = own_summary(cluster, &namespace);
+        if !summary.buckets.is_empty() {
+            batch.push_str(&codec::digest_line(&namespace, &summary));
+        }
+        if !flush_batch(socket, &mut batch, false, last_write) {
+            return false;
         }
     }
     batch.push_str(&codec::encode(&Message::DigestEnd));
-    *last_write = Instant::now();
-    socket.write_all(batch.as_bytes()).is_ok()
+    flush_batch(socket, &mut batch, true, last_write)
+}
+
+/// This node's ids and versions in the buckets where the peer's digest differed, then
+/// `DETAILEND`.
+fn send_detail(
+    cluster: &Cluster,
+    socket: &mut TcpStream,
+    differing: &[(String, Vec<u8>)],
+    last_write: &mut Instant,
+) -> bool {
+    let mut batch = String::new();
+    for (namespace, buckets) in differing {
+        let wanted: BTreeSet<u8> = buckets.iter().copied().collect();
+        let entries: Vec<(Arc<str>, Version)> = cluster
+            .store
+            .versions(namespace)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(id, _)| wanted.contains(&codec::bucket_of(id)))
+            .collect();
+        for line in codec::detail_lines(namespace, buckets, &entries) {
+            batch.push_str(&line);
+            if !flush_batch(socket, &mut batch, false, last_write) {
+                return false;
+            }
+        }
+    }
+    batch.push_str(&codec::encode(&Message::DetailEnd));
+    flush_batch(socket, &mut batch, true, last_write)
+}
+
+/// The repairs a peer's detail asks for: every record of the buckets it covers that the peer
+/// lacks or holds at a lower version, tombstones included, with its current deadline.
+fn send_repairs(
+    cluster: &Cluster,
+    socket: &mut TcpStream,
+    detail: &HashMap<String, PeerDetail>,
+    last_write: &mut Instant,
+) -> bool {
+    let mut batch = String::new();
+    for (namespace, peer) in detail {
+        for (id, version) in cluster.store.versions(namespace).unwrap_or_default() {
+            if !peer.buckets.contains(&codec::bucket_of(&id))
+                || peer.versions.get(&*id).is_some_and(|held| *held >= version)
+            {
+                continue;
+            }
+            if let Ok(Some(record)) = cluster.store.record(namespace, &id) {
+                batch.push_str(&codec::record_line(namespace, &record, true));
+                if !flush_batch(socket, &mut batch, false, last_write) {
+                    return false;
+                }
+            }
+        }
+    }
+    flush_batch(socket, &mut batch, true, last_write)
 }
 
 /// Set by the process at shutdown: dialers stop.
@@ -706,12 +848,16 @@ mod tests {
     #[test]
     fn an_overflowing_queue_is_dropped_and_marked_for_repair() {
         let outbox = Outbox::new();
+        outbox.set(|q| q.digest_due = false);
         for _ in 0..=MAX_QUEUED_MESSAGES {
             outbox.push("PING\n".into());
         }
         let queue = outbox.lock();
         assert!(queue.lines.is_empty());
-        assert!(queue.full_repair);
+        assert!(
+            queue.digest_due,
+            "the digest exchange repairs what was dropped"
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ const UNHEALTHY_AFTER: Duration = Duration::from_secs(600);
 const MEMBERSHIP_TICK: Duration = Duration::from_millis(250);
 /// At graceful leave, queued changes get this long to go out before the goodbye.
 const LEAVE_DRAIN: Duration = Duration::from_secs(2);
+/// A member that left (goodbye), or whose link has been down this long and that no member file
+/// names, is forgotten: a peer that makes up ids cannot grow the node's bookkeeping without bound.
+const FORGET_DEPARTED_AFTER: Duration = Duration::from_secs(120);
 /// Incoming replication connections at once (a cluster has a few members).
 const MAX_REPLICATION_CONNECTIONS: usize = 256;
 
@@ -84,8 +87,8 @@ struct View {
     files: Vec<(u64, String)>,
     /// Ids whose file address answered with another id.
     stale: HashSet<u64>,
-    /// Ids that said goodbye.
-    left: HashSet<u64>,
+    /// Ids that said goodbye, with when (forgotten after [`FORGET_DEPARTED_AFTER`]).
+    left: HashMap<u64, Instant>,
     /// Dialed address → the member that answered there.
     answered: HashMap<String, u64>,
     /// Addresses that are this node.
@@ -391,6 +394,11 @@ impl Cluster {
         lock(&self.sync).active
     }
 
+    /// True once the initial sync has finished or `--sync_timeout` has passed (`/ready`).
+    pub fn initial_sync_ended(&self) -> bool {
+        !self.syncing()
+    }
+
     /// Installs an authenticated link unless the pair rule keeps another one: of two
     /// connections between the same two nodes, both keep the one dialed by the lower id.
     fn install(
@@ -450,7 +458,7 @@ impl Cluster {
 
     fn goodbye(&self, member: u64) {
         let mut view = lock(&self.view);
-        view.left.insert(member);
+        view.left.insert(member, Instant::now());
         view.linked.remove(&member);
         view.files.retain(|(id, _)| *id != member);
         drop(view);
@@ -474,7 +482,22 @@ impl Cluster {
             .map(|(id, _)| *id)
             .collect();
         view.stale.extend(stale);
+        // A member last seen at this address that is not linked now was the process before a
+        // restart: the address answering with another id ends it at once (contract §11), in
+        // `--peers` mode as in the directory.
+        let replaced: Vec<u64> = view
+            .linked
+            .iter()
+            .filter(|(id, m)| **id != member && !m.connected && m.address == address)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &replaced {
+            view.linked.remove(id);
+        }
         drop(view);
+        if !replaced.is_empty() {
+            self.log_size();
+        }
         let mut sync = lock(&self.sync);
         if sync.finished.contains(&member) {
             sync.pending.remove(address);
@@ -518,7 +541,9 @@ impl Cluster {
         let mut out: Vec<String> = view
             .files
             .iter()
-            .filter(|(id, _)| *id != self.id && !view.stale.contains(id) && !view.left.contains(id))
+            .filter(|(id, _)| {
+                *id != self.id && !view.stale.contains(id) && !view.left.contains_key(id)
+            })
             .map(|(_, a)| a.clone())
             .chain(view.resolved.keys().cloned())
             .filter(|a| *a != self.advertised && !view.own.contains(a))
@@ -570,7 +595,7 @@ impl Cluster {
         directory.read();
         let alive = directory.alive();
         let mut view = lock(&self.view);
-        let left = view.left.clone();
+        let left: HashSet<u64> = view.left.keys().copied().collect();
         view.files = alive
             .into_iter()
             .filter(|(id, _)| !left.contains(id))
@@ -582,7 +607,7 @@ impl Cluster {
         let mut members: HashMap<u64, String> = HashMap::new();
         members.insert(self.id, self.advertised.clone());
         for (id, address) in &view.files {
-            if !view.stale.contains(id) && !view.left.contains(id) {
+            if !view.stale.contains(id) && !view.left.contains_key(id) {
                 members.insert(*id, address.clone());
             }
         }
@@ -591,13 +616,32 @@ impl Cluster {
                 || member
                     .down_since
                     .is_some_and(|at| at.elapsed() < LINK_MEMBER_GRACE);
-            if counts && !view.left.contains(id) {
+            if counts && !view.left.contains_key(id) {
                 members.insert(*id, member.address.clone());
             }
         }
         let mut members: Vec<(u64, String)> = members.into_iter().collect();
         members.sort();
         members
+    }
+
+    /// Forgets departed members (see [`FORGET_DEPARTED_AFTER`]).
+    fn forget_departed(&self) {
+        let mut view = lock(&self.view);
+        let View {
+            linked,
+            files,
+            left,
+            ..
+        } = &mut *view;
+        linked.retain(|id, member| {
+            member.connected
+                || member
+                    .down_since
+                    .is_none_or(|at| at.elapsed() < FORGET_DEPARTED_AFTER)
+                || files.iter().any(|(file, _)| file == id)
+        });
+        left.retain(|_, at| at.elapsed() < FORGET_DEPARTED_AFTER);
     }
 
     fn log_size(&self) {
@@ -645,6 +689,7 @@ impl Cluster {
                     }
                 }
             }
+            self.forget_departed();
             self.log_size();
             let size = lock(&self.view).size;
             if (size as i64) < self.config.size && last_warning.elapsed() >= Duration::from_secs(60)

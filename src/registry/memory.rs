@@ -817,6 +817,11 @@ impl MemoryStore {
         } else {
             deadline
         };
+        // A Eureka registration made elsewhere is recorded in the change log as the local one
+        // was (cluster contract §13): the namespace's log is followed from then on.
+        if instance.extension.is_some() {
+            lock(&namespace.journal).follow();
+        }
         let done = self.put_live(namespace, &mut shard, instance, deadline, previous, kind);
         Ok((Applied::Accepted, Some(done)))
     }
@@ -1200,6 +1205,49 @@ impl Store for MemoryStore {
             }
         }
         Ok(records)
+    }
+
+    fn versions(&self, namespace: &str) -> Result<Vec<(Arc<str>, Version)>> {
+        let Some(ns) = self.find(namespace) else {
+            return Ok(Vec::new());
+        };
+        let now = self.clock.monotonic_nanos();
+        let mut versions = Vec::new();
+        for shard in ns.existing_shards() {
+            let shard = lock(shard);
+            let live = shard.services.values().flat_map(|m| m.values());
+            versions.extend(
+                live.filter(|entry| entry.live(now))
+                    .map(|entry| (entry.instance.id.clone(), entry.instance.version)),
+            );
+            versions.extend(
+                shard
+                    .tombstones
+                    .iter()
+                    .map(|(id, kept)| (id.clone(), kept.tombstone.version)),
+            );
+        }
+        Ok(versions)
+    }
+
+    fn record(&self, namespace: &str, id: &str) -> Result<Option<Record>> {
+        let Some(ns) = self.find(namespace) else {
+            return Ok(None);
+        };
+        let now = self.clock.monotonic_nanos();
+        let shard = ns.shard(id);
+        if let Some(entry) = shard.get(id) {
+            return Ok(entry.live(now).then(|| Record::Live {
+                instance: (*entry.instance).clone(),
+                remaining: entry
+                    .deadline
+                    .map(|d| Duration::from_nanos(d.saturating_sub(now))),
+            }));
+        }
+        Ok(shard
+            .tombstones
+            .get(id)
+            .map(|kept| Record::Tombstone(kept.tombstone.clone())))
     }
 
     fn subscribe(&self, listener: Listener) {
@@ -1875,5 +1923,37 @@ mod tests {
         }
         assert_eq!((live, tombstones), (1, 1));
         assert!(store.records("unknown").unwrap().is_empty());
+        // Digests read ids and versions only; repairs read one record at a time.
+        let mut versions = store.versions("ns").unwrap();
+        versions.sort();
+        let by_record: Vec<(Arc<str>, Version)> = {
+            let mut all: Vec<(Arc<str>, Version)> = store
+                .records("ns")
+                .unwrap()
+                .iter()
+                .map(|r| match r {
+                    Record::Live { instance, .. } => (instance.id.clone(), instance.version),
+                    Record::Tombstone(t) => (t.id.clone(), t.version),
+                })
+                .collect();
+            all.sort();
+            all
+        };
+        assert_eq!(versions, by_record);
+        assert!(matches!(
+            store.record("ns", "kept").unwrap(),
+            Some(Record::Live { remaining: Some(r), .. }) if r == 25 * SECOND
+        ));
+        assert!(matches!(
+            store.record("ns", "gone").unwrap(),
+            Some(Record::Tombstone(t)) if &*t.id == "gone"
+        ));
+        assert!(store.record("ns", "never").unwrap().is_none());
+        clock.advance(30 * SECOND);
+        assert!(
+            store.record("ns", "kept").unwrap().is_none(),
+            "an expired instance is no record to send"
+        );
+        assert!(store.versions("unknown").unwrap().is_empty());
     }
 }

@@ -309,6 +309,21 @@ pub trait Store: Send + Sync {
         Err(Error::unavailable("this store does not list its records"))
     }
 
+    /// The id and version of every record of the namespace (live ones and tombstones), without
+    /// copying the records: what digests are made of. A backend that cannot replicate fails with
+    /// `Unavailable`.
+    fn versions(&self, namespace: &str) -> Result<Vec<(Arc<str>, Version)>> {
+        let _ = namespace;
+        Err(Error::unavailable("this store does not list its records"))
+    }
+
+    /// One record of the namespace, live (with its lease's time left) or a tombstone; `None`
+    /// when the id is unknown or its instance expired.
+    fn record(&self, namespace: &str, id: &str) -> Result<Option<Record>> {
+        let _ = (namespace, id);
+        Err(Error::unavailable("this store does not list its records"))
+    }
+
     /// Adds a change listener.
     fn subscribe(&self, listener: Listener);
 

@@ -4,6 +4,7 @@ mod amalgam8;
 mod auth;
 mod catalogs;
 mod cluster;
+mod cluster_peers;
 mod connections;
 mod eureka;
 mod expiry;

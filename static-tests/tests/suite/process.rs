@@ -340,12 +340,19 @@ fn access_lines_carry_the_query_the_client_and_the_user_agent() {
     ] {
         assert!(line.contains(field), "{field} not in {line}");
     }
-    // Without a query or a User-Agent, the fields are there and empty.
-    let lines = server.stderr();
-    let plain = lines
-        .iter()
-        .find(|l| l.contains("path=\"/api/v1/services\""))
-        .unwrap_or_else(|| panic!("no access line in {lines:?}"));
+    // Without a query or a User-Agent, the fields are there and empty. The log thread writes
+    // asynchronously: wait for the line as above.
+    let plain = loop {
+        let lines = server.stderr();
+        if let Some(line) = lines
+            .iter()
+            .find(|l| l.contains("path=\"/api/v1/services\""))
+        {
+            break line.clone();
+        }
+        assert!(Instant::now() < deadline, "no access line in {lines:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         plain.contains("query=\"\"") && plain.contains("user_agent=\"\""),
         "{plain}"
