@@ -325,6 +325,48 @@ fn watchers_are_not_woken_by_other_services_or_other_namespaces() {
     assert_eq!(r.text(), r#"{"services":[]}"#);
 }
 
+/// How often the registry forgets the bookkeeping of emptied namespaces (its housekeeping).
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+
+#[test]
+fn an_empty_namespace_keeps_its_index_when_another_namespace_is_forgotten() {
+    let started = Instant::now();
+    let server = Server::start(&["--auth_mode", "trusted"]);
+    let quiet = index_of(&get_as(&server, "quiet", INSTANCES));
+    let id = register_as(&server, "gone", &registration("a", "10.0.0.1:80", "")).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = server.request(
+        "DELETE",
+        &format!("{INSTANCES}/{id}"),
+        &[("Authorization", &bearer("gone"))],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let gone = index_of(&get_as(&server, "gone", INSTANCES));
+    assert!(gone > quiet);
+    // The emptied namespace is forgotten at the first housekeeping, 30 s after the start.
+    std::thread::sleep((HOUSEKEEPING + Duration::from_secs(5)).saturating_sub(started.elapsed()));
+    assert_eq!(
+        index_of(&get_as(&server, "quiet", INSTANCES)),
+        quiet,
+        "an empty namespace's index moved with another namespace's changes"
+    );
+    assert_eq!(
+        index_of(&get_as(&server, "quiet", "/api/v1/services")),
+        quiet
+    );
+    assert_eq!(
+        index_of(&get_as(&server, "gone", INSTANCES)),
+        gone,
+        "a forgotten namespace reads its last index"
+    );
+    register_as(&server, "gone", &registration("a", "10.0.0.1:80", ""));
+    assert!(index_of(&get_as(&server, "gone", INSTANCES)) > gone);
+    assert_eq!(index_of(&get_as(&server, "quiet", INSTANCES)), quiet);
+}
+
 #[test]
 fn bad_index_or_wait_parameters_get_400_after_the_other_stages() {
     let server = Server::start(&["--auth_mode", "trusted"]);
