@@ -228,6 +228,8 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     if let Some((cluster, _)) = &cluster {
         let health = cluster.clone();
         api.set_health(Box::new(move || health.health()));
+        let peers = cluster.clone();
+        api.set_peer_metrics(Box::new(move || peers.peer_metrics()));
     }
 
     let listener = match listen(SocketAddr::new(config.api_bind, config.api_port)) {

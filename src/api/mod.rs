@@ -331,7 +331,12 @@ pub struct Api {
     connections: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
     /// More `/uptime` components (the cluster's), set once at startup.
     pub(crate) health: std::sync::OnceLock<HealthComponents>,
+    /// The replication peers' series (clustered mode), set once at startup.
+    pub(crate) peers: std::sync::OnceLock<PeerSeries>,
 }
+
+/// The replication peers as `/metrics` shows them.
+pub type PeerSeries = Box<dyn Fn() -> Vec<crate::metrics::PeerMetrics> + Send + Sync>;
 
 /// Extra `/uptime` components: (name, healthy, properties) each.
 pub type HealthComponents =
@@ -360,6 +365,7 @@ impl Api {
             watchers: Arc::new(AtomicUsize::new(0)),
             connections: OnceLock::new(),
             health: std::sync::OnceLock::new(),
+            peers: std::sync::OnceLock::new(),
         }))
     }
 
@@ -381,6 +387,11 @@ impl Api {
     /// Adds components to `/uptime` (once; later calls are ignored).
     pub fn set_health(&self, components: HealthComponents) {
         let _ = self.health.set(components);
+    }
+
+    /// Adds the replication series to `/metrics` (once; later calls are ignored).
+    pub fn set_peer_metrics(&self, peers: PeerSeries) {
+        let _ = self.peers.set(peers);
     }
 
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.
