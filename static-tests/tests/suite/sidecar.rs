@@ -1957,3 +1957,111 @@ fn yaml_that_would_be_misread_is_refused_and_cr_line_ends_are_read() {
     );
     assert_eq!(code, Some(7), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The rest of the contract's check rules, JSON lines, and variables set empty
+
+#[test]
+fn http_checks_follow_redirects_with_their_method_and_json_lines_are_json() {
+    let registry = registry(&[]);
+    let dir = scratch("redirect");
+    let app = App::new(&dir);
+    let command = app.command(&[]);
+    let quoted: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
+    let config = dir.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "register: true\nservice:\n  name: moved\nendpoint:\n  host: 127.0.0.1\n  port: {port}\n\
+             registry:\n  url: http://{registry}\nttl: 3s\nhealthchecks:\n  - type: http\n\
+             \x20   value: http://127.0.0.1:{port}/moved\n    method: HEAD\n    code: 200\n    interval: 300ms\n\
+             commands:\n  - cmd: [{cmd}]\n    on_exit: terminate\nlog_format: json\n",
+            port = app.port,
+            registry = registry.address,
+            cmd = quoted.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut sidecar = Sidecar::start(&strings(&["--config", &config.to_string_lossy()]), &[]);
+    assert!(
+        sidecar.wait_line("Service successfully registered", Duration::from_secs(8)),
+        "the redirect to a healthy page passes: {}",
+        sidecar.stderr()
+    );
+    assert_eq!(
+        listing(&registry, None)["instances"][0]["service_name"],
+        "moved"
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(8)), Some(0));
+    let stderr = sidecar.stderr();
+    for line in stderr.lines() {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(object["msg"].is_string(), "{line}");
+        assert!(object["level"].is_string(), "{line}");
+    }
+    assert!(stderr.contains("\"Health checks passing\""), "{stderr}");
+}
+
+#[test]
+fn a_command_check_still_running_at_its_timeout_is_killed_and_fails() {
+    let registry = registry(&[]);
+    let dir = scratch("slowcheck");
+    let marker = dir.join("check-pid");
+    let config = dir.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "register: true\nservice:\n  name: slow\nendpoint:\n  host: 127.0.0.1\n  port: 9\n\
+             registry:\n  url: http://{registry}\nhealthchecks:\n  - type: file\n    value: /bin/sh\n\
+             \x20   args: [-c, 'echo $$ > {marker}; exec sleep 30']\n    timeout: 500ms\n    interval: 10s\n",
+            registry = registry.address,
+            marker = marker.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let sidecar = Sidecar::start(&strings(&["--config", &config.to_string_lossy()]), &[]);
+    assert!(
+        sidecar.wait_line(
+            "exec sleep 30: still running after 500ms: killed",
+            Duration::from_secs(6)
+        ),
+        "{}",
+        sidecar.stderr()
+    );
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the command was killed");
+    assert_eq!(instance_count(&listing(&registry, None)), 0);
+}
+
+#[test]
+fn a_variable_set_to_the_empty_string_counts_as_given() {
+    let dir = scratch("emptyvar");
+    let file = dir.join("a8.yaml");
+    std::fs::write(
+        &file,
+        "register: true\nservice:\n  name: s\nendpoint:\n  port: 80\nregistry:\n  url: http://r:8080\n",
+    )
+    .unwrap();
+    let path = file.to_string_lossy().into_owned();
+    // The file says register: true; the variable, set but empty, is false and wins.
+    assert_sidecar_config_error(
+        &["--config", &path],
+        &[("A8_REGISTER", "")],
+        "nothing to do: --register (A8_REGISTER) is not set",
+    );
+    // An empty registry URL from the environment hides the file's.
+    assert_sidecar_config_error(
+        &["--config", &path],
+        &[("A8_REGISTRY_URL", "")],
+        "--registry_url (A8_REGISTRY_URL) is required",
+    );
+}
