@@ -7,8 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Lookups whose helper thread has not returned yet, at most.
 pub const MAX_PENDING_LOOKUPS: usize = 4;
@@ -41,11 +41,13 @@ pub fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAdd
         ));
     }
     let slot = Slot;
-    let (sender, answer) = mpsc::sync_channel(1);
+    // A lock and a condition variable rather than a channel: the same wait, less code.
+    let shared = Arc::new((Mutex::new(None), Condvar::new()));
+    let answer = shared.clone();
     let name = host.to_string();
     let spawned = std::thread::Builder::new()
         .name("resolve".into())
-        // The lookup needs little stack; many may be stuck at once.
+        // The lookup needs little stack; several may be stuck at once.
         .stack_size(128 * 1024)
         .spawn(move || {
             let _slot = slot;
@@ -53,19 +55,36 @@ pub fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAdd
                 .to_socket_addrs()
                 .map(|addresses| addresses.collect::<Vec<_>>())
                 .map_err(|e| e.to_string());
-            // The caller may have given up: nobody is listening then.
-            let _ = sender.send(found);
+            // The caller may have given up: then nobody reads it.
+            let (result, ready) = &*answer;
+            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
+            ready.notify_one();
         });
     if let Err(e) = spawned {
         return Err(format!("cannot resolve {host}: no lookup thread: {e}"));
     }
-    match answer.recv_timeout(timeout) {
-        Ok(Ok(addresses)) if addresses.is_empty() => Err(format!("{host} has no address")),
-        Ok(Ok(addresses)) => Ok(addresses),
-        Ok(Err(e)) => Err(format!("cannot resolve {host}: {e}")),
-        Err(_) => Err(format!(
-            "cannot resolve {host}: no answer within {timeout:?}"
-        )),
+    let deadline = Instant::now() + timeout;
+    let (result, ready) = &*shared;
+    let mut found = result.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        match found.take() {
+            Some(Ok(addresses)) if addresses.is_empty() => {
+                return Err(format!("{host} has no address"))
+            }
+            Some(Ok(addresses)) => return Ok(addresses),
+            Some(Err(e)) => return Err(format!("cannot resolve {host}: {e}")),
+            None => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "cannot resolve {host}: no answer within {timeout:?}"
+            ));
+        }
+        found = ready
+            .wait_timeout(found, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }
 
