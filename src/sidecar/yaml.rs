@@ -155,10 +155,16 @@ fn has_bare_tab(text: &str) -> bool {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
             }
-            // Inside single quotes `''` is a quote: it closes and reopens, which skips it.
+            // Inside single quotes `''` is a quote, not the end.
             b'\'' if opens => {
                 i += 1;
-                while i < bytes.len() && bytes[i] != b'\'' {
+                while i < bytes.len() {
+                    if bytes[i] == b'\'' {
+                        if bytes.get(i + 1) != Some(&b'\'') {
+                            break;
+                        }
+                        i += 1;
+                    }
                     i += 1;
                 }
             }
@@ -735,6 +741,10 @@ log_level: info
             ])
         );
         assert_eq!(parse("a: it's\n").unwrap(), map(&[("a", s("it's"))]));
+        assert_eq!(
+            parse("a: 'it''s\tok'\nb: \"q\\\"\tr\"\n").unwrap(),
+            map(&[("a", s("it's\tok")), ("b", s("q\"\tr"))])
+        );
     }
 
     #[test]
