@@ -282,7 +282,8 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         "listening",
         "address" => address,
         "startup_micros" => exec_started.elapsed().as_micros(),
-        "config" => summary
+        "config" => summary,
+        "ui" => api::ui::page_url(address)
     );
     provide_descriptors(options);
 

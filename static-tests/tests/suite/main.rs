@@ -14,4 +14,5 @@ mod process;
 mod prometheus;
 mod scratch;
 mod sidecar;
+mod ui;
 mod watches;
