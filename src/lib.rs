@@ -45,8 +45,10 @@
 //! - [`sidecar`]: `a8registry sidecar`, on plain threads: registers one application, heartbeats
 //!   while its health checks pass, registers again after outages and supervises it (`settings`,
 //!   `yaml`, `protocol`, `agent`, `health`, `process`, `client`).
-//! - [`catalogs`]: read-only sources (`files`) on plain threads, publishing per-namespace `Arc`
-//!   snapshots that the façade merges after the store's instances, and their `/uptime` health.
+//! - [`catalogs`]: read-only sources on plain threads (`kubernetes`: list + watch per namespace
+//!   opened on first use; `eureka`: polled with deltas; `files`: a directory checked every
+//!   second), publishing per-namespace `Arc` snapshots that the façade merges after the store's
+//!   instances, and their `/uptime` health.
 //!
 //! - [`cluster`]: clustered mode: membership (directory, `--peers`), the sans-IO line protocol
 //!   (`codec`), links on plain threads with bounded queues, sync, digest repair and leave.

@@ -65,6 +65,24 @@ if [ ! -d static-tests/ui/node_modules/playwright-core ]; then
   (cd static-tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# kubectl reads the suite's mock Kubernetes API server, to show it speaks the real format; openssl
+# makes the test CA of the Kubernetes TLS tests. Debian's packages, installed when missing; a
+# machine where that fails still runs everything else (those tests then fail and say why).
+missing=()
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+  fi
+  if ! { "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends "${missing[@]}"; }; then
+    echo "run.sh: could not install ${missing[*]}; the Kubernetes tests that need them will fail" >&2
+  fi
+fi
+
 cargo build --release --bin a8registry
 export A8REGISTRY_BIN="$PWD/target/release/a8registry"
 

@@ -463,7 +463,11 @@ impl Api {
         }
         let namespace = if meta.authenticated {
             match self.authenticate(request, route, &mut params) {
-                Ok(namespace) => Some(namespace),
+                Ok(namespace) => {
+                    // The Kubernetes catalog opens a namespace on its first use.
+                    self.registry.namespace_used(namespace.as_str());
+                    Some(namespace)
+                }
                 Err(response) => return now(response),
             }
         } else {

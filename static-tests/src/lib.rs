@@ -6,6 +6,9 @@
 //! (`static-tests/run.sh` builds it first). Every server is killed by its PID when its [`Server`]
 //! is dropped, so a failing test leaves nothing running.
 
+pub mod kube;
+pub mod pki;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

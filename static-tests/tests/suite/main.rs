@@ -9,6 +9,7 @@ mod eureka;
 mod expiry;
 mod framing;
 mod hardening;
+mod kubernetes;
 mod metrics;
 mod process;
 mod prometheus;
