@@ -220,7 +220,8 @@ impl CommandSpec {
 
     fn invalid(&'static self, name: &str, value: &str, why: &str) -> ConfigError {
         self.error(format!(
-            "invalid value {value:?} for {}: {why}",
+            "invalid value {} for {}: {why}",
+            quoted(value),
             self.flag(name)
         ))
     }
@@ -442,6 +443,34 @@ impl ConfigError {
     pub(crate) fn new(command: &'static str, message: String) -> ConfigError {
         ConfigError { command, message }
     }
+}
+
+/// Most bytes of an outside value (an argument, a file's text) that an error line quotes.
+pub(crate) const MAX_QUOTED_BYTES: usize = 200;
+
+/// `value` cut to at most [`MAX_QUOTED_BYTES`] (at a character boundary), with `…` and its
+/// length when it was longer: what an error line may show of it.
+pub(crate) fn excerpt(value: &str) -> String {
+    if value.len() <= MAX_QUOTED_BYTES {
+        return value.to_string();
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &value[..end], value.len())
+}
+
+/// `value` quoted (escapes as Rust's debug format writes them), cut as [`excerpt`] cuts.
+pub(crate) fn quoted(value: &str) -> String {
+    if value.len() <= MAX_QUOTED_BYTES {
+        return format!("{value:?}");
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} bytes)", &value[..end], value.len())
 }
 
 fn env_name(flag: &str) -> String {
@@ -766,8 +795,8 @@ impl<'a> RawValues<'a> {
         match rest.first() {
             None => Ok(()),
             Some(extra) => Err(self.command.error(format!(
-                "unknown argument {:?} (see {} --help)",
-                extra.to_string_lossy(),
+                "unknown argument {} (see {} --help)",
+                quoted(&extra.to_string_lossy()),
                 self.command.name
             ))),
         }

@@ -244,6 +244,8 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         api.set_health(Box::new(move || health.health()));
         let sync = cluster.clone();
         api.set_sync_check(Box::new(move || sync.initial_sync_ended()));
+        let peers = cluster.clone();
+        api.set_peer_metrics(Box::new(move || peers.peer_metrics()));
     }
 
     let listener = match listen(SocketAddr::new(config.api_bind, config.api_port)) {

@@ -314,6 +314,50 @@ fn escape_label_into(out: &mut String, value: &str) {
 /// `a8registry_instances` and `a8registry_namespaces` from the instances stored per namespace:
 /// the largest [`MAX_NAMESPACE_SERIES`] by name (ties by name, so the choice is stable), the
 /// rest summed under [`OTHER_NAMESPACES`].
+/// What `/metrics` shows of one replication peer (clustered mode).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerMetrics {
+    /// The peer's address, the series' `peer` label.
+    pub address: String,
+    /// Connected now.
+    pub up: bool,
+    /// Changes queued for it.
+    pub queue_depth: u64,
+    /// Digest repairs done with it.
+    pub repairs: u64,
+}
+
+/// The replication series, one of each per peer address.
+pub fn expose_peers(out: &mut Exposition, peers: &[PeerMetrics]) {
+    type Pick = fn(&PeerMetrics) -> f64;
+    let families: [(&str, &str, &str, Pick); 3] = [
+        (
+            "a8registry_replication_peer_up",
+            "gauge",
+            "1 while the replication link to the peer is connected, else 0.",
+            |p| f64::from(u8::from(p.up)),
+        ),
+        (
+            "a8registry_replication_queue_depth",
+            "gauge",
+            "Changes queued for the peer.",
+            |p| p.queue_depth as f64,
+        ),
+        (
+            "a8registry_replication_repairs_total",
+            "counter",
+            "Digest repairs done with the peer.",
+            |p| p.repairs as f64,
+        ),
+    ];
+    for (name, kind, help, pick) in families {
+        out.family(name, kind, help);
+        for peer in peers {
+            out.sample(name, &[("peer", &peer.address)], pick(peer));
+        }
+    }
+}
+
 pub fn expose_instances(out: &mut Exposition, mut counts: Vec<(std::sync::Arc<str>, usize)>) {
     counts.retain(|(_, count)| *count > 0);
     out.family(

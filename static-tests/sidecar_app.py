@@ -6,7 +6,8 @@ which can exit with a given code.
 
 (with the registry token, if any, in the environment variable APP_TOKEN)
 
-GET /health answers 200 while healthy, else 503. POST /health/ok and /health/fail flip it.
+GET /health answers 200 while healthy, else 503; GET /moved redirects to /health. POST
+/health/ok and /health/fail flip it.
 POST /exit/N answers, then exits with status N. On SIGTERM it appends one line to the report
 file, "SIGTERM <the registry's instance listing at that moment>", and exits 0 (or ignores the
 signal with --ignore-term). It writes "pid <pid>" to the report file when it starts listening.
@@ -71,6 +72,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             self.answer(200 if state["healthy"] else 503)
+        elif self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/health")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         else:
             self.answer(404)
 

@@ -360,7 +360,12 @@ pub struct Api {
     /// With replication: whether the initial sync has ended (finished or timed out), for
     /// `/ready`.
     pub(crate) synced: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// The replication peers' series (clustered mode), set once at startup.
+    pub(crate) peers: std::sync::OnceLock<PeerSeries>,
 }
+
+/// The replication peers as `/metrics` shows them.
+pub type PeerSeries = Box<dyn Fn() -> Vec<crate::metrics::PeerMetrics> + Send + Sync>;
 
 /// Extra `/uptime` components: (name, healthy, properties) each.
 pub type HealthComponents =
@@ -390,6 +395,7 @@ impl Api {
             connections: OnceLock::new(),
             health: std::sync::OnceLock::new(),
             synced: OnceLock::new(),
+            peers: std::sync::OnceLock::new(),
         }))
     }
 
@@ -417,6 +423,11 @@ impl Api {
     /// ignored).
     pub fn set_sync_check(&self, ended: Box<dyn Fn() -> bool + Send + Sync>) {
         let _ = self.synced.set(ended);
+    }
+
+    /// Adds the replication series to `/metrics` (once; later calls are ignored).
+    pub fn set_peer_metrics(&self, peers: PeerSeries) {
+        let _ = self.peers.set(peers);
     }
 
     /// Forgets the bookkeeping of namespaces and services that emptied; run every so often.

@@ -110,8 +110,8 @@ pub fn ready(api: &Api) -> Response {
     Response::json(503, body.to_string().into_bytes())
 }
 
-/// The Prometheus exposition of the process. Replication and catalog series appear with those
-/// capabilities.
+/// The Prometheus exposition of the process; the replication series with replication on, the
+/// catalog series with a catalog configured.
 pub fn metrics(api: &Api) -> Response {
     let mut out = Exposition::default();
     api.http_metrics.expose(&mut out);
@@ -176,6 +176,38 @@ pub fn metrics(api: &Api) -> Response {
         &store,
         api.registry.count(StoreCount::Errors) as f64,
     );
+    if let Some(peers) = api.peers.get() {
+        metrics::expose_peers(&mut out, &peers());
+    }
+    let catalogs = api.catalogs().reports();
+    if !catalogs.is_empty() {
+        out.family(
+            "a8registry_catalog_up",
+            "gauge",
+            "1 while the catalog source's latest read succeeded, else 0 (also while starting).",
+        );
+        for report in &catalogs {
+            let up = report.properties["state"] == "ok";
+            out.sample(
+                "a8registry_catalog_up",
+                &[("source", report.name)],
+                f64::from(u8::from(up)),
+            );
+        }
+        out.family(
+            "a8registry_catalog_instances",
+            "gauge",
+            "Instances the catalog source lists.",
+        );
+        for report in &catalogs {
+            let instances = report.properties["instances"].as_u64().unwrap_or(0);
+            out.sample(
+                "a8registry_catalog_instances",
+                &[("source", report.name)],
+                instances as f64,
+            );
+        }
+    }
     out.family(
         "a8registry_build_info",
         "gauge",

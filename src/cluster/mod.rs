@@ -753,6 +753,28 @@ impl Cluster {
         lock(&self.view).dialing.remove(&address);
     }
 
+    /// The replication series of `/metrics`: one per peer address of `/uptime`'s REPLICATION
+    /// component (entries of one address, such as a peer that restarted with a new id, merged:
+    /// up when any is connected, their queues and repairs added), sorted by address.
+    pub fn peer_metrics(&self) -> Vec<crate::metrics::PeerMetrics> {
+        let mut merged: std::collections::BTreeMap<String, crate::metrics::PeerMetrics> =
+            std::collections::BTreeMap::new();
+        for (name, _, properties) in self.health() {
+            if name != "REPLICATION" {
+                continue;
+            }
+            for peer in properties["peers"].as_array().into_iter().flatten() {
+                let address = peer["address"].as_str().unwrap_or_default().to_string();
+                let entry = merged.entry(address.clone()).or_default();
+                entry.address = address;
+                entry.up |= peer["connected"] == true;
+                entry.queue_depth += peer["queue"].as_u64().unwrap_or(0);
+                entry.repairs += peer["repairs"].as_u64().unwrap_or(0);
+            }
+        }
+        merged.into_values().collect()
+    }
+
     /// `/uptime`'s CLUSTER and REPLICATION components: (name, healthy, properties).
     pub fn health(&self) -> Vec<(&'static str, bool, Value)> {
         let members = self.member_set();

@@ -154,8 +154,10 @@ pub enum ConnectionHeader {
 
 /// Appends the status line and headers (with the body's `Content-Length`) and the blank line.
 pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: ConnectionHeader) {
+    use std::io::Write;
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(response.status.to_string().as_bytes());
+    // Formatted in place: a `to_string` would allocate twice per response.
+    let _ = write!(out, "{}", response.status);
     out.push(b' ');
     out.extend_from_slice(reason(response.status).as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: ");
@@ -164,7 +166,7 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
     // where it would have to be the length of the 200 that the 304 stands for.
     if response.status != 204 && response.status != 304 {
         out.extend_from_slice(b"\r\nContent-Length: ");
-        out.extend_from_slice(response.body.as_bytes().len().to_string().as_bytes());
+        let _ = write!(out, "{}", response.body.as_bytes().len());
     }
     out.extend_from_slice(b"\r\nDate: ");
     with_http_date(|date| out.extend_from_slice(date));

@@ -3,15 +3,30 @@
 //! never heartbeats) and never goes back while the process runs (observability contract §1.1).
 //!
 //! Response caches key their bodies on it; blocking queries and `X-A8-Index` read it. Every value
-//! comes from one process-wide counter, so a namespace or service that is forgotten (emptied) and
-//! comes back never shows a lower index than before: an unknown namespace reads the highest index
-//! ever forgotten (the floor), and an unknown service its namespace's index. The floor moves only
-//! when something is forgotten, never with changes of other namespaces, so an empty namespace's
-//! index stays put while others change (a watcher of it is not woken by them, §1.2).
+//! comes from one process-wide counter. A namespace's index moves only with its own changes, also
+//! while it is empty and forgotten, and never goes back when it comes back:
+//!
+//! - a forgotten (emptied) namespace leaves a small record of its last index, so it reads exactly
+//!   that until it changes again; at most [`MAX_FORGOTTEN_NAMESPACES`] are remembered, and the
+//!   oldest record beyond them is folded into a floor;
+//! - every other unknown namespace reads a floor, one of [`FLOOR_BUCKETS`] chosen by its name:
+//!   the highest index of the records folded into that bucket. So an empty namespace's index
+//!   moves only when a record of another namespace of its bucket is folded in (after more than
+//!   [`MAX_FORGOTTEN_NAMESPACES`] namespaces emptied, and then for one bucket in
+//!   [`FLOOR_BUCKETS`]); memory stays bounded however many names clients cycle through.
+//!
+//! An unknown service reads its namespace's index (never lower than the service's last one).
 
-use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Forgotten namespaces whose last index is remembered one by one (about 100 bytes each).
+pub const MAX_FORGOTTEN_NAMESPACES: usize = 4096;
+/// Floors that unknown namespaces are spread over by name (8 bytes each).
+pub const FLOOR_BUCKETS: usize = 1024;
 
 #[derive(Default)]
 struct NamespaceIndex {
@@ -19,13 +34,60 @@ struct NamespaceIndex {
     services: HashMap<Arc<str>, u64>,
 }
 
+struct Book {
+    namespaces: HashMap<Arc<str>, NamespaceIndex>,
+    /// The last index of recently forgotten namespaces ...
+    forgotten: HashMap<Arc<str>, u64>,
+    /// ... and the same records by index (every index is distinct), oldest first.
+    forgotten_by_index: BTreeMap<u64, Arc<str>>,
+    /// The highest index folded into each bucket.
+    floors: Vec<u64>,
+}
+
+impl Book {
+    fn floor_of(&self, namespace: &str) -> u64 {
+        self.floors[bucket(namespace)]
+    }
+
+    /// The index of a namespace the book does not hold.
+    fn unknown(&self, namespace: &str) -> u64 {
+        match self.forgotten.get(namespace) {
+            Some(&index) => index,
+            None => self.floor_of(namespace),
+        }
+    }
+
+    fn forget(&mut self, namespace: Arc<str>, index: u64) {
+        self.forgotten_by_index.insert(index, namespace.clone());
+        self.forgotten.insert(namespace, index);
+        while self.forgotten.len() > MAX_FORGOTTEN_NAMESPACES {
+            let Some((index, oldest)) = self.forgotten_by_index.pop_first() else {
+                break;
+            };
+            self.forgotten.remove(&oldest);
+            let floor = &mut self.floors[bucket(&oldest)];
+            *floor = (*floor).max(index);
+        }
+    }
+
+    fn remembered(&mut self, namespace: &str) {
+        if let Some(index) = self.forgotten.remove(namespace) {
+            self.forgotten_by_index.remove(&index);
+        }
+    }
+}
+
+/// The floor bucket of a namespace: a hash with fixed keys, the same for the process's life.
+fn bucket(namespace: &str) -> usize {
+    let mut hasher = DefaultHasher::new();
+    namespace.hash(&mut hasher);
+    (hasher.finish() % FLOOR_BUCKETS as u64) as usize
+}
+
 /// The index of every namespace and service.
 pub struct ChangeIndex {
     counter: AtomicU64,
-    namespaces: Mutex<HashMap<Arc<str>, NamespaceIndex>>,
-    /// The highest index of a forgotten namespace (the index of every unknown one); changed
-    /// under the `namespaces` lock.
-    floor: AtomicU64,
+    book: Mutex<Book>,
 }
 
 impl Default for ChangeIndex {
@@ -33,22 +95,29 @@ impl Default for ChangeIndex {
         ChangeIndex {
             // The contract's index is at least 1.
             counter: AtomicU64::new(1),
-            namespaces: Mutex::new(HashMap::new()),
-            floor: AtomicU64::new(1),
+            book: Mutex::new(Book {
+                namespaces: HashMap::new(),
+                forgotten: HashMap::new(),
+                forgotten_by_index: BTreeMap::new(),
+                floors: vec![1; FLOOR_BUCKETS],
+            }),
         }
     }
 }
 
 impl ChangeIndex {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, NamespaceIndex>> {
-        self.namespaces.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Moves the index of a namespace and of the services the change touched.
     pub fn changed(&self, namespace: &Arc<str>, services: &[&Arc<str>]) -> u64 {
-        let mut namespaces = self.lock();
+        let mut book = self.lock();
         let value = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
-        let entry = namespaces.entry(namespace.clone()).or_default();
+        if !book.namespaces.contains_key(namespace) {
+            book.remembered(namespace);
+        }
+        let entry = book.namespaces.entry(namespace.clone()).or_default();
         entry.index = value;
         for service in services {
             match entry.services.get_mut(&***service) {
@@ -63,34 +132,36 @@ impl ChangeIndex {
 
     /// The namespace's index.
     pub fn namespace(&self, namespace: &str) -> u64 {
-        match self.lock().get(namespace) {
+        let book = self.lock();
+        match book.namespaces.get(namespace) {
             Some(entry) => entry.index,
-            None => self.floor.load(Ordering::SeqCst),
+            None => book.unknown(namespace),
         }
     }
 
     /// The service's index (the namespace's when the service is unknown to it, which is never
     /// lower than the service's last one).
     pub fn service(&self, namespace: &str, service: &str) -> u64 {
-        match self.lock().get(namespace) {
+        let book = self.lock();
+        match book.namespaces.get(namespace) {
             Some(entry) => entry.services.get(service).copied().unwrap_or(entry.index),
-            None => self.floor.load(Ordering::SeqCst),
+            None => book.unknown(namespace),
         }
     }
 
     /// The namespaces the index holds.
     pub fn namespaces(&self) -> Vec<Arc<str>> {
-        self.lock().keys().cloned().collect()
+        self.lock().namespaces.keys().cloned().collect()
     }
 
     /// Forgets what `keep` says is gone (namespaces and services with nothing left), so names
     /// that clients cycle through do not pile up.
     pub fn retain(&self, keep: impl Fn(&str, Option<&str>) -> bool) {
-        let mut namespaces = self.lock();
-        let mut floor = self.floor.load(Ordering::SeqCst);
-        namespaces.retain(|name, entry| {
+        let mut book = self.lock();
+        let mut gone = Vec::new();
+        book.namespaces.retain(|name, entry| {
             if !keep(name, None) {
-                floor = floor.max(entry.index);
+                gone.push((name.clone(), entry.index));
                 return false;
             }
             entry
@@ -98,13 +169,18 @@ impl ChangeIndex {
                 .retain(|service, _| keep(name, Some(service)));
             true
         });
-        self.floor.store(floor, Ordering::SeqCst);
+        // Oldest first, so that when many go at once the newest are the ones remembered.
+        gone.sort_unstable_by_key(|&(_, index)| index);
+        for (name, index) in gone {
+            book.forget(name, index);
+        }
     }
 
-    /// Namespaces the index holds.
+    /// Namespaces the index holds, and records of forgotten ones.
     #[cfg(test)]
-    fn namespace_count(&self) -> usize {
-        self.lock().len()
+    fn counts(&self) -> (usize, usize) {
+        let book = self.lock();
+        (book.namespaces.len(), book.forgotten.len())
     }
 }
 
@@ -133,18 +209,57 @@ mod tests {
         );
         let b = index.namespace("b");
         index.retain(|ns, service| ns != "a" && service.is_none_or(|s| s == "s"));
-        assert_eq!(index.namespace_count(), 1);
-        assert!(
-            index.namespace("a") >= second,
-            "a forgotten namespace never goes back"
-        );
+        assert_eq!(index.counts(), (1, 1));
         assert_eq!(
-            index.namespace("never-seen"),
+            index.namespace("a"),
             second,
-            "unknown namespaces read the highest forgotten index, not other namespaces' changes"
+            "a forgotten namespace reads its last index"
         );
+        assert_eq!(index.service("a", "s"), second);
         index.changed(&"b".into(), &[&t]);
         assert_eq!(index.namespace("a"), second);
         assert!(index.namespace("b") > b);
+        let back = index.changed(&a, &[&s]);
+        assert!(back > second, "a namespace that comes back goes on growing");
+        assert_eq!(index.counts(), (2, 0), "its record is dropped");
+    }
+
+    #[test]
+    fn an_empty_namespace_moves_only_with_its_own_changes() {
+        let index = ChangeIndex::default();
+        let never_seen = index.namespace("never-seen");
+        for n in 0..100 {
+            let name: Arc<str> = format!("other-{n}").into();
+            index.changed(&name, &[&"s".into()]);
+            index.retain(|_, _| false);
+            assert_eq!(index.namespace("never-seen"), never_seen);
+        }
+    }
+
+    #[test]
+    fn forgotten_namespaces_are_remembered_within_a_bound_and_never_go_back() {
+        let index = ChangeIndex::default();
+        let mut last = HashMap::new();
+        let names = 2 * MAX_FORGOTTEN_NAMESPACES + 10;
+        for n in 0..names {
+            let name: Arc<str> = format!("ns-{n}").into();
+            last.insert(name.clone(), index.changed(&name, &[]));
+            if n % 100 == 99 {
+                index.retain(|_, _| false);
+            }
+        }
+        index.retain(|_, _| false);
+        let (held, remembered) = index.counts();
+        assert_eq!(held, 0);
+        assert_eq!(remembered, MAX_FORGOTTEN_NAMESPACES);
+        let mut exact = 0;
+        for (name, was) in &last {
+            let now = index.namespace(name);
+            assert!(now >= *was, "{name} went back from {was} to {now}");
+            exact += usize::from(now == *was);
+        }
+        assert!(exact >= MAX_FORGOTTEN_NAMESPACES, "{exact}");
+        let newest = format!("ns-{}", names - 1);
+        assert_eq!(index.namespace(&newest), last[newest.as_str()]);
     }
 }

@@ -8,9 +8,10 @@
 use super::client::RegistryClient;
 use super::health::{Board, Health};
 use super::protocol::{pick_host_address, Codec, Identity, Registered, Renewal};
+use super::resolve::resolve;
 use super::settings::{Protocol, SidecarConfig};
 use crate::{debug, info, warn};
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between registration attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// The longest wait for the endpoint host's address (Eureka's `ipAddr`) at a registration.
+const HOST_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Each delay is multiplied by a random factor in [1 - this, 1 + this], so that many sidecars
 /// do not come back in step.
 const BACKOFF_JITTER: f64 = 0.2;
@@ -103,12 +106,14 @@ impl Agent {
                 .ok_or("the host has no non-loopback address to register")?
                 .to_string(),
         };
-        let ip_addr = match host.parse::<IpAddr>() {
-            Ok(ip) => ip.to_string(),
-            Err(_) => (host.as_str(), 0)
-                .to_socket_addrs()
+        // Only Eureka's `ipAddr` needs the address; a name that does not resolve in time is
+        // sent as it is, as one that does not resolve at all (§5).
+        let ip_addr = match (host.parse::<IpAddr>(), self.codec.protocol()) {
+            (Ok(ip), _) => ip.to_string(),
+            (Err(_), Protocol::Amalgam8) => host.clone(),
+            (Err(_), Protocol::Eureka) => resolve(&host, 0, HOST_LOOKUP_TIMEOUT)
                 .ok()
-                .and_then(|mut addresses| addresses.next())
+                .and_then(|addresses| addresses.first().copied())
                 .map_or_else(|| host.clone(), |a| a.ip().to_string()),
         };
         Ok(Identity { host, ip_addr })

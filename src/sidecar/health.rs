@@ -4,9 +4,10 @@
 
 use super::client;
 use super::process::Reaper;
+use super::resolve::resolve;
 use super::settings::{HealthCheck, Probe};
 use crate::{info, warn};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -34,6 +35,9 @@ pub struct State {
     results: Vec<Option<Result<(), String>>>,
     /// The agent has deregistered (or had nothing to deregister) and finished.
     pub agent_done: bool,
+    /// Something the sidecar cannot run without (a check's thread) did not start: the main
+    /// thread stops the sidecar with status 1.
+    pub failed: bool,
 }
 
 impl State {
@@ -61,6 +65,7 @@ impl Board {
                 stopping: false,
                 results: vec![None; checks],
                 agent_done: false,
+                failed: false,
             }),
             changed: Condvar::new(),
         }
@@ -98,6 +103,15 @@ impl Board {
         self.announce();
     }
 
+    /// Stops every thread and tells the main thread that the sidecar cannot go on.
+    pub fn fail(&self) {
+        let mut state = self.lock();
+        state.stopping = true;
+        state.failed = true;
+        drop(state);
+        self.announce();
+    }
+
     /// Records a check's run; a change of the overall health is logged once, here.
     fn record(&self, index: usize, check: &HealthCheck, result: Result<(), String>) {
         let mut state = self.lock();
@@ -119,17 +133,25 @@ impl Board {
     }
 }
 
+/// A check whose thread could not be started, and why.
+pub struct NotStarted {
+    pub check: String,
+    pub error: std::io::Error,
+}
+
 /// Starts one thread per check. Each runs its check at once, then every interval, until the
-/// board stops.
+/// board stops. Without a thread a check would never run and the sidecar would never register
+/// (or, were it a later one, never notice a failure): the caller stops the sidecar.
 pub fn start_checks(
     board: &Arc<Board>,
     reaper: &Arc<Reaper>,
     checks: &[HealthCheck],
-) -> std::io::Result<()> {
+) -> Result<(), NotStarted> {
     for (index, check) in checks.iter().enumerate() {
         let board = board.clone();
         let reaper = reaper.clone();
         let check = check.clone();
+        let name = check.to_string();
         std::thread::Builder::new()
             .name(format!("check-{index}"))
             .spawn(move || {
@@ -140,6 +162,8 @@ pub fn start_checks(
                     _ => None,
                 };
                 loop {
+                    // (A panic in a run aborts the process: the release profile does not
+                    // unwind, so no check can die silently and leave its last result standing.)
                     let result = run(&check, agent.as_ref(), &reaper);
                     if board.lock().stopping {
                         return;
@@ -154,7 +178,8 @@ pub fn start_checks(
                         return;
                     }
                 }
-            })?;
+            })
+            .map_err(|error| NotStarted { check: name, error })?;
     }
     Ok(())
 }
@@ -175,10 +200,7 @@ fn run(check: &HealthCheck, agent: Option<&ureq::Agent>, reaper: &Reaper) -> Res
         }
         Probe::Tcp { host, port } => {
             let deadline = Instant::now() + check.timeout;
-            let addresses: Vec<_> = (host.as_str(), *port)
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .collect();
+            let addresses = resolve(host, *port, check.timeout)?;
             let mut last = String::from("no address");
             for address in addresses {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -19,12 +19,14 @@
 //! - [`agent`]: registration, heartbeats, backoff, deregistration.
 //! - [`health`]: the checks and the health they add up to.
 //! - [`process`]: spawning, reaping (also as process 1), signals.
+//! - [`resolve`]: name lookups with a deadline, for the checks and the agent.
 
 pub mod agent;
 pub mod client;
 pub mod health;
 pub mod process;
 pub mod protocol;
+pub mod resolve;
 pub mod settings;
 pub mod yaml;
 
@@ -79,6 +81,8 @@ enum Stop {
     Signal(libc::c_int),
     /// A `terminate` process exited (or could not start) with this status.
     AppExited(i32),
+    /// The sidecar could not start a part it needs (a health check's thread).
+    Failed,
 }
 
 /// Runs the sidecar until a signal or the application's exit; returns the exit status.
@@ -131,8 +135,11 @@ pub fn run(config: SidecarConfig) -> u8 {
             }
             drop(state);
             if let Err(e) = health::start_checks(&agent_board, &agent_reaper, &checks) {
-                error!("cannot start the health checks", "error" => e);
-                agent_board.stop();
+                error!(format!(
+                    "Cannot start health check {}: {}; the sidecar stops",
+                    e.check, e.error
+                ));
+                agent_board.fail();
             }
             agent.run(begin);
         });
@@ -143,7 +150,7 @@ pub fn run(config: SidecarConfig) -> u8 {
 
     let stop = match stop {
         Some(stop) => stop,
-        None => supervise(&reaper, &mut apps),
+        None => supervise(&board, &reaper, &mut apps),
     };
     let code = match stop {
         Stop::Signal(signal) => {
@@ -163,6 +170,14 @@ pub fn run(config: SidecarConfig) -> u8 {
             }
             wind_down(&reaper, &mut apps);
             code
+        }
+        Stop::Failed => {
+            stop_agent(&board, &reaper, &mut apps);
+            for app in &apps {
+                app.signal(libc::SIGTERM);
+            }
+            wind_down(&reaper, &mut apps);
+            1
         }
     };
     info!(format!("Shutting down with exit code {code}"));
@@ -242,14 +257,18 @@ fn collect_exits(reaper: &Reaper, apps: &mut [App]) -> Option<i32> {
     terminated
 }
 
-/// The main loop: waits for a stop signal or the exit of a `terminate` process.
-fn supervise(reaper: &Reaper, apps: &mut [App]) -> Stop {
+/// The main loop: waits for a stop signal, the exit of a `terminate` process or a failure to
+/// start a part of the sidecar.
+fn supervise(board: &Board, reaper: &Reaper, apps: &mut [App]) -> Stop {
     loop {
         if let Some(signal @ (libc::SIGTERM | libc::SIGINT)) = wait_signal(POLL_INTERVAL) {
             return Stop::Signal(signal);
         }
         if let Some(code) = collect_exits(reaper, apps) {
             return Stop::AppExited(code);
+        }
+        if board.lock().failed {
+            return Stop::Failed;
         }
     }
 }

@@ -6,8 +6,8 @@
 //! with its flag and variable, or the file key, the bad value, and what is expected (exit 2).
 
 use super::yaml::{self, Node, MAX_CONFIG_FILE_BYTES};
+use crate::config::{excerpt, quoted, Secret, SIDECAR_COMMAND};
 use crate::config::{parse_bool, parse_duration, parse_int, ConfigError, LogFormat, LogLevel};
-use crate::config::{Secret, SIDECAR_COMMAND};
 use crate::registry::instance::EndpointType;
 use std::ffi::OsString;
 use std::fmt;
@@ -231,7 +231,10 @@ impl fmt::Display for Origin {
 }
 
 fn invalid(origin: &Origin, value: &str, why: &str) -> ConfigError {
-    error(format!("invalid value {value:?} for {origin}: {why}"))
+    error(format!(
+        "invalid value {} for {origin}: {why}",
+        quoted(value)
+    ))
 }
 
 /// The configuration file's tree, with the warnings its reading produced.
@@ -454,13 +457,13 @@ pub fn resolve(given: &Given) -> Result<SidecarConfig, ConfigError> {
     }
 
     let (service_name, tags) = service(&sources)?;
-    let endpoint_host = sources
-        .text("endpoint_host", Some("endpoint.host"))?
-        .map(|(host, _)| host)
-        .filter(|host| !host.is_empty());
-    if let Some(host) = &endpoint_host {
-        check_host(host, &Origin::Option("endpoint_host"))?;
-    }
+    let endpoint_host = match sources.text("endpoint_host", Some("endpoint.host"))? {
+        Some((host, origin)) if !host.is_empty() => {
+            check_host(&host, &origin)?;
+            Some(host)
+        }
+        _ => None,
+    };
     let endpoint_port = {
         let (value, origin) = sources.text_or("endpoint_port", Some("endpoint.port"), "0")?;
         match parse_int(&value) {
@@ -508,6 +511,15 @@ pub fn resolve(given: &Given) -> Result<SidecarConfig, ConfigError> {
         }
         if value.parse::<ureq::http::Uri>().is_err() {
             return Err(invalid(&origin, &value, "not a valid URL"));
+        }
+        // Request paths are appended to the base: a query or fragment would end up in front
+        // of them (`?a=1/api/v1/instances`), so neither can be kept.
+        if value.contains(['?', '#']) {
+            return Err(invalid(
+                &origin,
+                &value,
+                "a query (?) or fragment (#) is not allowed: request paths are appended to it",
+            ));
         }
         value.trim_end_matches('/').to_string()
     };
@@ -1136,24 +1148,25 @@ fn read_at_most(path: &str, limit: usize) -> std::io::Result<Vec<u8>> {
 
 fn read_file(path: &str, warnings: &mut Vec<String>) -> Result<File, ConfigError> {
     let origin = flag("config");
+    let shown = quoted(path);
     let bytes = read_at_most(path, MAX_CONFIG_FILE_BYTES)
-        .map_err(|e| error(format!("cannot read {origin} {path:?}: {e}")))?;
+        .map_err(|e| error(format!("cannot read {origin} {shown}: {e}")))?;
     if bytes.len() > MAX_CONFIG_FILE_BYTES {
         return Err(error(format!(
-            "{origin} {path:?} is larger than {MAX_CONFIG_FILE_BYTES} bytes"
+            "{origin} {shown} is larger than {MAX_CONFIG_FILE_BYTES} bytes"
         )));
     }
     let text = String::from_utf8(bytes)
-        .map_err(|_| error(format!("{origin} {path:?} is not UTF-8 text")))?;
+        .map_err(|_| error(format!("{origin} {shown} is not UTF-8 text")))?;
     let root = match yaml::parse(&text) {
         Ok(Node::Map(root)) => root,
         Ok(other) => {
             return Err(error(format!(
-                "{origin} {path:?}: the document must be a mapping of keys, not {}",
+                "{origin} {shown}: the document must be a mapping of keys, not {}",
                 other.kind()
             )))
         }
-        Err(e) => return Err(error(format!("{origin} {path:?}: {e}"))),
+        Err(e) => return Err(error(format!("{origin} {shown}: {e}"))),
     };
     let file = File { root };
     for (section, keys) in FILE_KEYS {
@@ -1180,7 +1193,8 @@ fn read_file(path: &str, warnings: &mut Vec<String>) -> Result<File, ConfigError
             };
             if !keys.contains(&key.as_str()) {
                 warnings.push(format!(
-                    "unknown key {full} in the configuration file is ignored"
+                    "unknown key {} in the configuration file is ignored",
+                    excerpt(&full)
                 ));
             } else if IGNORED_FILE_KEYS.contains(&full.as_str())
                 || IGNORED_NESTED_KEYS.contains(&full.as_str())

@@ -7,6 +7,7 @@
 //! The reader is a pure function from text to a [`Node`] tree; the configuration code converts
 //! the tree, key by key, into typed values.
 
+use crate::config;
 use std::fmt;
 
 /// Largest configuration file read, in bytes: a sidecar's configuration is a few hundred bytes.
@@ -71,9 +72,15 @@ fn error(line: usize, message: impl Into<String>) -> YamlError {
 /// Reads a document. An empty document (only comments) is an empty mapping.
 pub fn parse(text: &str) -> Result<Node, YamlError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // YAML breaks lines at CR LF, LF and a CR alone (old Mac files); only LF is split on below.
+    let text = if text.contains('\r') {
+        std::borrow::Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    };
     let mut lines = Vec::new();
     let mut seen_content = false;
-    for (index, raw) in text.lines().enumerate() {
+    for (index, raw) in text.split('\n').enumerate() {
         let number = index + 1;
         let content = raw.trim_end_matches([' ', '\t', '\r']);
         let indent = content.len() - content.trim_start_matches(' ').len();
@@ -83,6 +90,12 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
         }
         if rest.starts_with('\t') {
             return Err(error(number, "tabs are not allowed in indentation"));
+        }
+        if has_bare_tab(rest) {
+            return Err(error(
+                number,
+                "a tab is allowed only inside a quoted text or a comment (separate with spaces)",
+            ));
         }
         if indent == 0 && is_marker(rest, "---") {
             if seen_content {
@@ -122,6 +135,44 @@ pub fn parse(text: &str) -> Result<Node, YamlError> {
         return Err(error(line.number, why));
     }
     Ok(node)
+}
+
+/// Whether a line holds a tab outside quoted texts and its comment. YAML lets a tab separate
+/// tokens (`key:<TAB>value`, `a<TAB># note`, `[a,<TAB>b]`), which this reader splits at spaces
+/// only; refusing such tabs keeps it from reading a different value than YAML would.
+fn has_bare_tab(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let opens = i == 0 || matches!(bytes[i - 1], b' ' | b'[' | b',');
+        match b {
+            b'\t' => return true,
+            b'#' if i == 0 || bytes[i - 1] == b' ' => return false,
+            b'"' if opens => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // Inside single quotes `''` is a quote, not the end.
+            b'\'' if opens => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == b'\'' {
+                        if bytes.get(i + 1) != Some(&b'\'') {
+                            break;
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// `---` or `...` alone or followed by a space or a comment.
@@ -220,7 +271,10 @@ impl<'a> Reader<'a> {
                 ));
             };
             if entries.iter().any(|(k, _)| *k == key) {
-                return Err(error(line.number, format!("duplicate key {key:?}")));
+                return Err(error(
+                    line.number,
+                    format!("duplicate key {}", config::quoted(&key)),
+                ));
             }
             self.next += 1;
             let value = if rest.is_empty() {
@@ -231,6 +285,12 @@ impl<'a> Reader<'a> {
                     }
                     _ => self.nested(indent, depth)?,
                 }
+            } else if is_item(rest) {
+                // YAML refuses `key: - a`; read as a text it would silently not be a list.
+                return Err(error(
+                    line.number,
+                    "a list cannot start on its key's line (put each '- item' on a line of its own)",
+                ));
             } else {
                 inline_value(rest, line.number)?
             };
@@ -345,7 +405,7 @@ fn end_of_value(rest: &str, line: usize) -> Result<(), YamlError> {
     } else {
         Err(error(
             line,
-            format!("unexpected text {rest:?} after the value"),
+            format!("unexpected text {} after the value", config::quoted(rest)),
         ))
     }
 }
@@ -645,11 +705,63 @@ log_level: info
             ("...\n", 1, "document end"),
             ("%YAML 1.2\n", 1, "directives"),
             ("- a\nb: 1\n", 2, "cannot share one level"),
+            ("a: 1\nx: - a\n", 2, "a list cannot start on its key's line"),
+            ("x: -\n", 1, "a list cannot start on its key's line"),
+            (
+                "y:\n  - x: - a\n",
+                2,
+                "a list cannot start on its key's line",
+            ),
+            (
+                "x:\ta\n",
+                1,
+                "a tab is allowed only inside a quoted text or a comment",
+            ),
+            ("x: a\t# note\n", 1, "a tab"),
+            ("x: [a,\tb]\n", 1, "a tab"),
+            ("x:\n  -\ta\n", 2, "a tab"),
+            ("\"k\":\tv\n", 1, "a tab"),
+            ("a: 1\r\rx:\ta\r", 3, "a tab"),
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err.line, line, "{text:?}: {err}");
             assert!(err.message.contains(why), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn tabs_inside_quotes_and_comments_are_text() {
+        assert_eq!(
+            parse("a: \"x\ty\"\nb: 'p\tq'\nc: [\"1\t\", '2']\nd: e # a\tcomment\n").unwrap(),
+            map(&[
+                ("a", s("x\ty")),
+                ("b", s("p\tq")),
+                ("c", Node::Seq(vec![s("1\t"), s("2")])),
+                ("d", s("e")),
+            ])
+        );
+        assert_eq!(parse("a: it's\n").unwrap(), map(&[("a", s("it's"))]));
+        assert_eq!(
+            parse("a: 'it''s\tok'\nb: \"q\\\"\tr\"\n").unwrap(),
+            map(&[("a", s("it's\tok")), ("b", s("q\"\tr"))])
+        );
+    }
+
+    #[test]
+    fn a_cr_alone_ends_a_line_as_crlf_and_lf_do() {
+        let expected = map(&[("a", s("1")), ("b", Node::Seq(vec![s("x")]))]);
+        for text in [
+            "a: 1\rb:\r  - x\r",
+            "a: 1\r\nb:\r\n  - x\r\n",
+            "a: 1\nb:\n  - x\n",
+        ] {
+            assert_eq!(parse(text).unwrap(), expected, "{text:?}");
+        }
+        assert_eq!(
+            parse("a: 1\n\rb: 2").unwrap(),
+            map(&[("a", s("1")), ("b", s("2"))])
+        );
+        assert_eq!(parse("a: 1\r\rb: [").unwrap_err().line, 3);
     }
 
     #[test]

@@ -569,6 +569,61 @@ fn a_hung_remote_never_delays_a_request() {
     assert_eq!(eureka["last_success"], Value::Null, "{eureka}");
 }
 
+/// The value of one series, written with its labels, in `/metrics`.
+fn metric(server: &Server, series: &str) -> Option<f64> {
+    server
+        .get("/metrics")
+        .text()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn catalog_changes_move_the_index_wake_watchers_and_show_in_metrics() {
+    let dir = TempDir::new("catalog-watch");
+    dir.write("default.json", &catalog(&[entry("a", "10.0.0.1:1", "")]));
+    let server = Server::start(&["--fs_catalog", dir.arg()]);
+    eventually("first listing", || services_of(&server) == ["a"]);
+    let up = r#"a8registry_catalog_up{source="files"}"#;
+    let instances = r#"a8registry_catalog_instances{source="files"}"#;
+    eventually("the files source up", || metric(&server, up) == Some(1.0));
+    assert_eq!(metric(&server, instances), Some(1.0));
+
+    let index = |r: &a8registry_static_tests::Response| -> u64 {
+        r.header("x-a8-index").unwrap().parse().unwrap()
+    };
+    let before = index(&server.get("/api/v1/services/a"));
+    let mut watcher = server.connect();
+    a8registry_static_tests::send(
+        &mut watcher,
+        "GET",
+        &format!("/api/v1/services/a?index={before}&wait=60s"),
+        &[],
+        None,
+    );
+    dir.write(
+        "default.json",
+        &catalog(&[entry("a", "10.0.0.1:1", ""), entry("a", "10.0.0.2:1", "")]),
+    );
+    watcher
+        .set_read_timeout(Some(SHOW_WITHIN + Duration::from_secs(4)))
+        .unwrap();
+    let woken = a8registry_static_tests::read_response(&mut watcher, false)
+        .expect("the catalog change wakes the watcher");
+    assert_eq!(woken.status, 200);
+    assert!(index(&woken) > before, "a catalog change moves the index");
+    assert!(woken.text().contains("10.0.0.2:1"), "{}", woken.text());
+    assert_eq!(metric(&server, instances), Some(2.0));
+
+    std::fs::write(dir.path().join("default.json"), "{\"instances\":[").unwrap();
+    eventually("the files source down", || metric(&server, up) == Some(0.0));
+    assert_eq!(
+        metric(&server, instances),
+        Some(2.0),
+        "what it listed is kept"
+    );
+}
+
 #[test]
 fn a_remote_without_deltas_is_used_through_full_fetches_and_logged_about_once() {
     // The delta fails every round and the full list answers: not the source's error, and the

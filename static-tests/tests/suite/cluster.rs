@@ -1371,3 +1371,70 @@ fn namespace_capacity_counts_the_instances_that_arrived_by_replication() {
     register(&b, "full", "10.0.20.9:80", "");
     assert!(wait_until(PROPAGATION, || ids(&a, "full").len() == 3));
 }
+
+/// The samples of `family` in `/metrics`: (the `peer` label, value).
+fn peer_samples(server: &Server, family: &str) -> Vec<(String, f64)> {
+    let prefix = format!("{family}{{peer=\"");
+    server
+        .get("/metrics")
+        .text()
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (peer, value) = rest.split_once("\"} ")?;
+            Some((peer.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn replication_peers_show_in_metrics_and_a_node_is_ready_once_it_answers() {
+    let dir = ClusterDir::new("metrics");
+    let (first, _) = node(&dir, &[]);
+    let (mut second, second_port) = node(&dir, &[]);
+    for server in [&first, &second] {
+        assert!(wait_until(PROPAGATION, || cluster_size(server) == 2));
+        let r = server.get("/ready");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), r#"{"ready":true}"#);
+    }
+    let up = |server: &Server| peer_samples(server, "a8registry_replication_peer_up");
+    assert!(
+        wait_until(PROPAGATION, || up(&first).iter().any(|(_, v)| *v == 1.0)),
+        "{:?}",
+        up(&first)
+    );
+    let peers = up(&first);
+    assert_eq!(peers.len(), 1, "one series per peer: {peers:?}");
+    assert!(
+        peers[0].0.ends_with(&format!(":{second_port}")),
+        "labelled with the peer's address: {peers:?}"
+    );
+    for family in [
+        "a8registry_replication_queue_depth",
+        "a8registry_replication_repairs_total",
+    ] {
+        let samples = peer_samples(&first, family);
+        assert_eq!(samples.len(), 1, "{family}: {samples:?}");
+        assert_eq!(samples[0].0, peers[0].0);
+        assert!(samples[0].1 >= 0.0);
+    }
+    let text = first.get("/metrics").text();
+    assert!(text.contains("# TYPE a8registry_replication_repairs_total counter"));
+
+    second.signal(libc::SIGKILL);
+    let _ = second.wait_exit(Duration::from_secs(5));
+    assert!(
+        wait_until(Duration::from_secs(15), || up(&first)
+            .iter()
+            .all(|(_, v)| *v == 0.0)),
+        "a lost peer is down: {:?}",
+        up(&first)
+    );
+    // A node without replication has no such series.
+    let alone = Server::start(&[]);
+    assert!(!alone
+        .get("/metrics")
+        .text()
+        .contains("a8registry_replication_peer_up"));
+}

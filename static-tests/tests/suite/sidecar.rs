@@ -1515,3 +1515,568 @@ fn a_configuration_file_that_never_ends_is_refused_without_reading_it_all() {
     // /dev/zero never ends: reading it whole would take all the memory there is.
     assert_sidecar_config_error(&["--config", "/dev/zero", "--register"], &[], "larger than");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Name lookups with a deadline
+
+/// A `getaddrinfo` that never answers for names ending in `.stuck.test` (and asks the real one
+/// for every other name), built for `LD_PRELOAD`: a resolver stuck on unreachable name servers.
+const STUCK_RESOLVER_C: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netdb.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef int (*lookup)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **found) {
+    const char *suffix = ".stuck.test";
+    size_t n = node ? strlen(node) : 0, k = strlen(suffix);
+    if (n >= k && strcmp(node + n - k, suffix) == 0) {
+        for (;;) sleep(3600);
+    }
+    lookup real = (lookup)dlsym(RTLD_NEXT, "getaddrinfo");
+    return real(node, service, hints, found);
+}
+"#;
+
+/// The stuck resolver as a shared object, or `None` (said on stderr) when the binary under test
+/// is statically linked, where `LD_PRELOAD` does nothing.
+fn stuck_resolver(dir: &std::path::Path) -> Option<String> {
+    let mut head = vec![0u8; 4096];
+    let read = std::fs::File::open(binary())
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap();
+    if !head[..read].windows(3).any(|w| w == b"ld-") {
+        eprintln!("skipped: the binary under test is statically linked (no LD_PRELOAD)");
+        return None;
+    }
+    let source = dir.join("stuck.c");
+    let library = dir.join("stuck.so");
+    std::fs::write(&source, STUCK_RESOLVER_C).unwrap();
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) for the stuck resolver");
+    assert!(built.success());
+    Some(library.to_string_lossy().into_owned())
+}
+
+#[test]
+fn a_stuck_name_lookup_fails_a_tcp_check_run_within_its_timeout() {
+    let dir = scratch("stuck-tcp");
+    let Some(preload) = stuck_resolver(&dir) else {
+        return;
+    };
+    let registry = registry(&[]);
+    let mut args = flags(&format!("http://{}", registry.address), 9080);
+    args.extend(strings(&[
+        "--healthchecks",
+        "tcp://app.stuck.test:9080",
+        "--healthcheck_timeout",
+        "1s",
+        "--healthcheck_interval",
+        "500ms",
+    ]));
+    let sidecar = Sidecar::start(&args, &[("LD_PRELOAD", &preload)]);
+    assert!(
+        sidecar.wait_line(
+            "Health check failed: tcp://app.stuck.test:9080: cannot resolve app.stuck.test: no answer within 1s",
+            Duration::from_secs(8)
+        ),
+        "{}",
+        sidecar.stderr()
+    );
+    // Runs go on failing (the stuck lookups are bounded), and nothing is registered.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(instance_count(&listing(&registry, None)), 0);
+    sidecar.signal(libc::SIGTERM);
+    let mut sidecar = sidecar;
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn a_stuck_name_lookup_of_the_endpoint_host_does_not_stall_a_eureka_registration() {
+    let dir = scratch("stuck-eureka");
+    let Some(preload) = stuck_resolver(&dir) else {
+        return;
+    };
+    let registry = registry(&[]);
+    let args = strings(&[
+        "--register",
+        "--service",
+        "stuck",
+        "--endpoint_host",
+        "app.stuck.test",
+        "--endpoint_port",
+        "9080",
+        "--registry_protocol",
+        "eureka",
+        "--registry_url",
+        &format!("http://{}/eureka/v2", registry.address),
+        "--ttl",
+        TTL,
+    ]);
+    let mut sidecar = Sidecar::start(&args, &[("LD_PRELOAD", &preload)]);
+    assert!(
+        sidecar.wait_line(
+            "Service successfully registered with Eureka",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        sidecar.stderr()
+    );
+    let r = registry.request(
+        "GET",
+        "/eureka/v2/apps/STUCK/app.stuck.test:stuck:9080",
+        &[("Accept", "application/json")],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["instance"]["ipAddr"],
+        "app.stuck.test",
+        "the host that did not resolve in time is sent as it is"
+    );
+    // Renewals go on (each is a PUT answered 200, which keeps the instance listed past its TTL).
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        registry
+            .get("/eureka/v2/apps/STUCK/app.stuck.test:stuck:9080")
+            .status,
+        200
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(5)), Some(0));
+    assert_eq!(
+        registry
+            .get("/eureka/v2/apps/STUCK/app.stuck.test:stuck:9080")
+            .status,
+        404
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A health check that cannot start
+
+#[test]
+fn a_health_check_whose_thread_cannot_start_stops_the_sidecar_with_a_line_naming_it() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: limiting threads needs root (to run the sidecar as nobody)");
+        return;
+    }
+    let dir = scratch("nothread");
+    // The application runs as nobody too: it writes its pid where nobody may write.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let pid_file = dir.join("app-pid");
+    let registry = registry(&[]);
+    let mut args = flags(&format!("http://{}", registry.address), 9);
+    for n in 0..8 {
+        args.push("--healthchecks".into());
+        args.push(format!("tcp://127.0.0.1:{}", 1 + n));
+    }
+    args.extend(strings(&[
+        "--",
+        "sh",
+        "-c",
+        &format!("echo $$ > {}; exec sleep 60", pid_file.display()),
+    ]));
+    let mut command = Command::new(binary());
+    // SAFETY: only async-signal-safe calls between fork and exec. As nobody, with at most 5
+    // threads for that user (none run as nobody here): the main thread, the log thread, the
+    // agent and a few checks start, the rest cannot.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 5,
+                rlim_max: 5,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // The application is started by the sidecar, before the checks: it needs no thread.
+    let mut sidecar = Sidecar::start_with(command, &args, &[]);
+    let code = sidecar.wait_exit(Duration::from_secs(10));
+    let stderr = sidecar.stderr();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Cannot start health check tcp://127.0.0.1:")
+            && stderr.contains("the sidecar stops"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Shutting down with exit code 1"),
+        "{stderr}"
+    );
+    assert_eq!(instance_count(&listing(&registry, None)), 0);
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the application started")
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    assert_ne!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "the application was stopped with it"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// An https registry
+
+/// `tls_front.py` in front of a plain registry: `https://localhost:<port>` with the test
+/// certificate (issued by `test-ca.pem` for localhost).
+struct TlsFront {
+    child: Child,
+    port: u16,
+}
+
+impl TlsFront {
+    fn start(upstream: SocketAddr) -> TlsFront {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tls_front.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(fixture("test-server.pem"))
+            .arg(fixture("test-server.key"))
+            .arg(upstream.port().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the TLS front");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the front's port");
+        TlsFront { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn heartbeats(server: &Server) -> f64 {
+    server
+        .get("/metrics")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("a8registry_heartbeats_total "))
+        .expect("a8registry_heartbeats_total")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_sidecar_registers_heartbeats_and_deregisters_through_an_https_registry() {
+    let registry = registry(&[]);
+    let front = TlsFront::start(registry.address);
+    let args = flags(&front.url(), 9080);
+    let mut sidecar = Sidecar::start(&args, &[("SSL_CERT_FILE", &fixture("test-ca.pem"))]);
+    assert!(
+        sidecar.wait_line(
+            "Service successfully registered with Amalgam8",
+            Duration::from_secs(8)
+        ),
+        "{}",
+        sidecar.stderr()
+    );
+    let listed = listing(&registry, None);
+    assert_eq!(instance_count(&listed), 1);
+    assert_eq!(
+        listed["instances"][0]["endpoint"]["value"],
+        "127.0.0.1:9080"
+    );
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while heartbeats(&registry) < 2.0 {
+        assert!(Instant::now() < deadline, "no heartbeats over https");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(5)), Some(0));
+    assert!(
+        sidecar
+            .stderr()
+            .contains("Service successfully deregistered"),
+        "{}",
+        sidecar.stderr()
+    );
+    assert_eq!(instance_count(&listing(&registry, None)), 0);
+
+    // Without the CA the registry's certificate is not trusted: every attempt fails, nothing
+    // is registered, and the reason says why.
+    let untrusting = Sidecar::start(&args, &[("SSL_CERT_FILE", "/nonexistent/roots.pem")]);
+    assert!(
+        untrusting.wait_line("Service registration had failed", Duration::from_secs(8)),
+        "{}",
+        untrusting.stderr()
+    );
+    let failure = untrusting.stderr().to_lowercase();
+    assert!(
+        failure.contains("issuer") || failure.contains("certificate"),
+        "a certificate error: {failure}"
+    );
+    assert_eq!(instance_count(&listing(&registry, None)), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration review points
+
+#[test]
+fn configuration_errors_quote_at_most_a_few_hundred_bytes_and_name_the_file_key() {
+    let base = [
+        "--register",
+        "--service",
+        "s",
+        "--endpoint_port",
+        "80",
+        "--registry_url",
+        "http://r:8080",
+    ];
+    let huge = "9".repeat(100_000);
+    let mut args = vec!["sidecar"];
+    args.extend_from_slice(&base);
+    args.extend_from_slice(&["--endpoint_port", &huge]);
+    let (code, _, stderr) = run_to_exit(&args, &[]);
+    assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(500)]);
+    assert!(stderr.len() < 600, "{} bytes: {stderr:.600}", stderr.len());
+    assert!(
+        stderr.contains("invalid value \"999")
+            && stderr.contains("…")
+            && stderr.contains("(100000 bytes)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--endpoint_port (A8_ENDPOINT_PORT)"),
+        "{stderr}"
+    );
+    let long_option = format!("--{}", "x".repeat(50_000));
+    let mut args = vec!["sidecar"];
+    args.extend_from_slice(&base);
+    args.push(&long_option);
+    let (code, _, stderr) = run_to_exit(&args, &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.len() < 600, "{} bytes", stderr.len());
+    assert!(stderr.contains("unknown argument \"--xxx"), "{stderr}");
+
+    let dir = scratch("review-config");
+    let file = dir.join("a8.yaml");
+    let path = file.to_string_lossy().into_owned();
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    write(&format!(
+        "register: true\nservice:\n  name: s\nendpoint:\n  port: 80\n  host: \"a b{}\"\nregistry:\n  url: http://r:8080\n",
+        "c".repeat(10_000)
+    ));
+    let (code, _, stderr) = run_to_exit(&["sidecar", "--config", &path], &[]);
+    assert_eq!(code, Some(2), "{stderr:.600}");
+    assert!(
+        stderr.contains("for endpoint.host in the configuration file: must be a host name"),
+        "a file's bad host is reported under its key: {stderr:.600}"
+    );
+    assert!(!stderr.contains("--endpoint_host"), "{stderr:.600}");
+    assert!(stderr.len() < 600, "{} bytes", stderr.len());
+    write(&format!(
+        "register: true\nservice:\n  name: s\nendpoint:\n  port: 80\nregistry:\n  url: http://r:8080\n\"{k}\": 1\n\"{k}\": 2\n",
+        k = "k".repeat(10_000)
+    ));
+    let (code, _, stderr) = run_to_exit(&["sidecar", "--config", &path], &[]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("duplicate key \"kkk"), "{stderr:.600}");
+    assert!(stderr.len() < 900, "{} bytes", stderr.len());
+
+    // A query or a fragment would end up in front of every request path.
+    for url in [
+        "http://r:8080/?tenant=a",
+        "http://r:8080/base?x",
+        "http://r:8080#top",
+    ] {
+        let mut args = base.to_vec();
+        args[6] = url;
+        assert_sidecar_config_error(
+            &args,
+            &[],
+            &format!("invalid value \"{url}\" for --registry_url (A8_REGISTRY_URL): a query (?) or fragment (#) is not allowed"),
+        );
+    }
+    assert_sidecar_config_error(
+        &[],
+        &[
+            ("A8_REGISTER", "true"),
+            ("A8_SERVICE", "s"),
+            ("A8_ENDPOINT_PORT", "80"),
+            ("A8_REGISTRY_URL", "https://r/eureka?x=1"),
+        ],
+        "--registry_url (A8_REGISTRY_URL): a query",
+    );
+}
+
+#[test]
+fn yaml_that_would_be_misread_is_refused_and_cr_line_ends_are_read() {
+    let dir = scratch("review-yaml");
+    let file = dir.join("a8.yaml");
+    let path = file.to_string_lossy().into_owned();
+    let head = "register: true\nendpoint:\n  port: 80\nregistry:\n  url: http://r:8080\n";
+    for (body, expected) in [
+        (
+            "service:\n  name: s\n  tags: - v1\n",
+            "line 8: a list cannot start on its key's line",
+        ),
+        (
+            "service:\n  name:\ts\n",
+            "line 7: a tab is allowed only inside a quoted text or a comment",
+        ),
+        ("service:\n  name: s\t# the name\n", "line 7: a tab"),
+        ("service:\n  name: s\n  tags: [v1,\tv2]\n", "line 8: a tab"),
+    ] {
+        std::fs::write(&file, format!("{head}{body}")).unwrap();
+        assert_sidecar_config_error(&["--config", &path], &[], expected);
+    }
+    // Old Mac line ends (a CR alone) are line ends: the file is read key by key, as with LF,
+    // so its one bad value is found and named.
+    let text =
+        "register: true\rservice:\r  name: s\rendpoint:\r  port: 80\rregistry:\r  url: ftp://r\r";
+    std::fs::write(&file, text).unwrap();
+    assert_sidecar_config_error(
+        &["--config", &path],
+        &[],
+        "invalid value \"ftp://r\" for registry.url in the configuration file",
+    );
+    // And a good one starts (exits with its command's status).
+    let text = "register: true\rservice:\r  name: s\rendpoint:\r  port: 80\r  host: 127.0.0.1\rregistry:\r  url: http://127.0.0.1:9\rcommands:\r  - cmd: [sh, -c, \"exit 7\"]\r    on_exit: terminate\r";
+    std::fs::write(&file, text).unwrap();
+    let (code, _, stderr) = run_to_exit(
+        &["sidecar", "--config", &path],
+        &[("PATH", "/usr/bin:/bin")],
+    );
+    assert_eq!(code, Some(7), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The rest of the contract's check rules, JSON lines, and variables set empty
+
+#[test]
+fn http_checks_follow_redirects_with_their_method_and_json_lines_are_json() {
+    let registry = registry(&[]);
+    let dir = scratch("redirect");
+    let app = App::new(&dir);
+    let command = app.command(&[]);
+    let quoted: Vec<String> = command.iter().map(|a| format!("{a:?}")).collect();
+    let config = dir.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "register: true\nservice:\n  name: moved\nendpoint:\n  host: 127.0.0.1\n  port: {port}\n\
+             registry:\n  url: http://{registry}\nttl: 3s\nhealthchecks:\n  - type: http\n\
+             \x20   value: http://127.0.0.1:{port}/moved\n    method: HEAD\n    code: 200\n    interval: 300ms\n\
+             commands:\n  - cmd: [{cmd}]\n    on_exit: terminate\nlog_format: json\n",
+            port = app.port,
+            registry = registry.address,
+            cmd = quoted.join(", ")
+        ),
+    )
+    .unwrap();
+    let mut sidecar = Sidecar::start(&strings(&["--config", &config.to_string_lossy()]), &[]);
+    assert!(
+        sidecar.wait_line("Service successfully registered", Duration::from_secs(8)),
+        "the redirect to a healthy page passes: {}",
+        sidecar.stderr()
+    );
+    assert_eq!(
+        listing(&registry, None)["instances"][0]["service_name"],
+        "moved"
+    );
+    sidecar.signal(libc::SIGTERM);
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(8)), Some(0));
+    let stderr = sidecar.stderr();
+    for line in stderr.lines() {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(object["msg"].is_string(), "{line}");
+        assert!(object["level"].is_string(), "{line}");
+    }
+    assert!(stderr.contains("\"Health checks passing\""), "{stderr}");
+}
+
+#[test]
+fn a_command_check_still_running_at_its_timeout_is_killed_and_fails() {
+    let registry = registry(&[]);
+    let dir = scratch("slowcheck");
+    let marker = dir.join("check-pid");
+    let config = dir.join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "register: true\nservice:\n  name: slow\nendpoint:\n  host: 127.0.0.1\n  port: 9\n\
+             registry:\n  url: http://{registry}\nhealthchecks:\n  - type: file\n    value: /bin/sh\n\
+             \x20   args: [-c, 'echo $$ > {marker}; exec sleep 30']\n    timeout: 500ms\n    interval: 10s\n",
+            registry = registry.address,
+            marker = marker.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let sidecar = Sidecar::start(&strings(&["--config", &config.to_string_lossy()]), &[]);
+    assert!(
+        sidecar.wait_line(
+            "exec sleep 30: still running after 500ms: killed",
+            Duration::from_secs(6)
+        ),
+        "{}",
+        sidecar.stderr()
+    );
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let pid: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the command was killed");
+    assert_eq!(instance_count(&listing(&registry, None)), 0);
+}
+
+#[test]
+fn a_variable_set_to_the_empty_string_counts_as_given() {
+    let dir = scratch("emptyvar");
+    let file = dir.join("a8.yaml");
+    std::fs::write(
+        &file,
+        "register: true\nservice:\n  name: s\nendpoint:\n  port: 80\nregistry:\n  url: http://r:8080\n",
+    )
+    .unwrap();
+    let path = file.to_string_lossy().into_owned();
+    // The file says register: true; the variable, set but empty, is false and wins.
+    assert_sidecar_config_error(
+        &["--config", &path],
+        &[("A8_REGISTER", "")],
+        "nothing to do: --register (A8_REGISTER) is not set",
+    );
+    // An empty registry URL from the environment hides the file's.
+    assert_sidecar_config_error(
+        &["--config", &path],
+        &[("A8_REGISTRY_URL", "")],
+        "--registry_url (A8_REGISTRY_URL) is required",
+    );
+}
