@@ -1287,7 +1287,7 @@ fn member_files_are_one_json_line_rewritten_every_7_s_and_recreated_if_deleted()
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(member_files(&dir.0), [me.clone()]);
+    assert_eq!(member_files(&dir.0), std::slice::from_ref(&me));
     let read = || -> serde_json::Value {
         let text = std::fs::read_to_string(dir.0.join(&me)).unwrap_or_default();
         assert!(
