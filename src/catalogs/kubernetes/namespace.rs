@@ -18,6 +18,8 @@ const PAGE_LIMIT: u32 = 500;
 /// Re-lists that follow a 410 or a broken watch at once come at most this often; more often, a
 /// server that keeps answering so gets the retry delays instead of a busy loop.
 const QUICK_RELIST_INTERVAL: Duration = Duration::from_secs(1);
+/// Skipped ports of one object logged at most.
+const MAX_REASONS_LOGGED: usize = 8;
 /// Watch events applied before the snapshot is published even though more are waiting.
 const EVENTS_PER_PUBLISH: usize = 500;
 
@@ -112,7 +114,10 @@ impl Namespace {
         if state.closed {
             return Ok(());
         }
-        let result = change(&mut state.mirror);
+        let mut result = change(&mut state.mirror);
+        if state.mirror.take_truncated() {
+            result = Err(OverBudget);
+        }
         if publish {
             shared
                 .catalogs
@@ -290,7 +295,11 @@ impl Namespace {
             "source" => "kubernetes",
             "namespace" => self.name,
             "resource" => format!("{resource:?}"),
-            "reason" => format!("more than {} bytes of objects", super::mirror::MAX_RESOURCE_BYTES)
+            "reason" => format!(
+                "more than {} bytes of objects or {} instances",
+                super::mirror::MAX_RESOURCE_BYTES,
+                super::mirror::MAX_INSTANCES
+            )
         );
     }
 
@@ -314,7 +323,8 @@ impl Namespace {
             Mode::Slices => objects::parse_slice(object, &mut ports_skipped),
             Mode::Endpoints => objects::parse_endpoints(object, &mut ports_skipped),
         };
-        for why in &ports_skipped {
+        // A few reasons are enough to tell: an object of a million bad ports logs a few lines.
+        for why in ports_skipped.iter().take(MAX_REASONS_LOGGED) {
             self.skipped(object, why);
         }
         parsed.map_err(|why| self.skipped(object, &why))
