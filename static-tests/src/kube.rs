@@ -46,6 +46,8 @@ pub struct Behaviour {
     pub version_prefix: String,
     /// The next list page asked with a continue token answers 410 (the token expired).
     pub expire_next_continue: bool,
+    /// Every list page carries a `continue` token (pages past the objects are empty).
+    pub endless_continue: bool,
 }
 
 struct State {
@@ -131,6 +133,7 @@ impl MockKube {
                     gone_as_http: false,
                     version_prefix: String::new(),
                     expire_next_continue: false,
+                    endless_continue: false,
                 },
                 end_generation: 0,
                 break_generation: 0,
@@ -721,7 +724,7 @@ fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &A
             .map(|(_, o)| o)
     };
     let page: Vec<&Value> = matching().skip(offset).take(limit).collect();
-    let more = offset + page.len() < matching().count();
+    let more = offset + page.len() < matching().count() || state.behaviour.endless_continue;
     let continue_token = if more {
         format!("{}:{version}", offset + page.len())
     } else {

@@ -16,6 +16,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const WATCH_SILENCE: Duration = Duration::from_secs(330);
 /// The server closes a watch after this (`timeoutSeconds`).
 pub const WATCH_SECONDS: u64 = 300;
+/// A watch still open this long after it was asked is broken: the per-read silence alone would
+/// let a server trickling a byte now and then hold it (and its stale view) forever.
+const WATCH_LIFETIME: Duration = Duration::from_secs(WATCH_SECONDS + 60);
 /// Largest list page body; a larger one is a failure.
 pub const MAX_PAGE_BYTES: u64 = 32 << 20;
 /// Longest line of a watch stream; a longer one breaks the watch.
@@ -127,6 +130,7 @@ impl Client {
                 .config()
                 .timeout_recv_response(Some(REQUEST_TIMEOUT))
                 .timeout_per_read(Some(WATCH_SILENCE))
+                .timeout_global(Some(WATCH_LIFETIME))
                 .build()
         } else {
             request

@@ -11,6 +11,12 @@ use std::time::Duration;
 /// Most bytes of objects (as read) one resource of one namespace holds; objects beyond it are
 /// refused, so a hostile server cannot grow memory without bound.
 pub const MAX_RESOURCE_BYTES: usize = 64 << 20;
+/// Most instances one namespace maps to. Endpoints × ports multiply: within the byte bound a
+/// hostile server could otherwise ask for billions of instances.
+pub const MAX_INSTANCES: usize = 100_000;
+/// Most endpoint × port pairs looked at to map one service (duplicates included), so that
+/// duplicated endpoints or ports cannot make one mapping take hours.
+const MAX_PAIRS_PER_SERVICE: usize = 4 * MAX_INSTANCES;
 
 /// Which of a namespace's two resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +38,21 @@ pub struct Mirror {
     bytes: [usize; 2],
     /// The mapped instances of each service.
     services: BTreeMap<String, Vec<Arc<Instance>>>,
+    /// Instances in `services`, at most [`MAX_INSTANCES`].
+    instance_count: usize,
+    /// Whether a mapping left instances out at [`MAX_INSTANCES`] since last asked.
+    truncated: bool,
 }
 
 impl Mirror {
     /// Every instance of the namespace, by service name.
     pub fn instances(&self) -> Vec<Arc<Instance>> {
         self.services.values().flatten().cloned().collect()
+    }
+
+    /// Whether instances were left out at the bound since the last call.
+    pub fn take_truncated(&mut self) -> bool {
+        std::mem::take(&mut self.truncated)
     }
 
     #[cfg(test)]
@@ -171,12 +186,45 @@ impl Mirror {
             .filter_map(|s| s.service.clone())
             .collect();
         self.services.clear();
+        self.instance_count = 0;
         self.remap_services(services);
     }
 
     fn remap_services(&mut self, services: HashSet<String>) {
+        if services.is_empty() {
+            return;
+        }
+        // One pass over the sources for all the services (not one per service: a list of many
+        // single-slice services would be quadratic).
+        let mut groups: HashMap<&str, Vec<(&str, &super::objects::Group)>> = HashMap::new();
+        for source in self.sources.values() {
+            let Some(service) = source.service.as_deref() else {
+                continue;
+            };
+            if services.contains(service) {
+                let entry = groups.entry(service).or_default();
+                entry.extend(source.groups.iter().map(|g| (source.name.as_str(), g)));
+            }
+        }
+        let mut mapped = Vec::with_capacity(services.len());
+        let mut count = self.instance_count;
+        for service in &services {
+            count -= self.services.get(service).map_or(0, Vec::len);
+        }
         for service in services {
-            let instances = self.map_service(&service);
+            let budget = MAX_INSTANCES - count;
+            let (instances, truncated) = map_service(
+                &service,
+                groups.remove(service.as_str()),
+                &self.pods_by_uid,
+                budget,
+            );
+            count += instances.len();
+            self.truncated |= truncated;
+            mapped.push((service, instances));
+        }
+        self.instance_count = count;
+        for (service, instances) in mapped {
             if instances.is_empty() {
                 self.services.remove(&service);
             } else {
@@ -184,49 +232,53 @@ impl Mirror {
             }
         }
     }
+}
 
-    /// The instances of one service: one per ready endpoint × mapped port, an id once (the one
-    /// from an IPv4 group before IPv6 before FQDN, then from the source whose name sorts first).
-    fn map_service(&self, service: &str) -> Vec<Arc<Instance>> {
-        let mut groups: Vec<(&str, &super::objects::Group)> = self
-            .sources
-            .values()
-            .filter(|s| s.service.as_deref() == Some(service))
-            .flat_map(|s| s.groups.iter().map(move |g| (s.name.as_str(), g)))
-            .collect();
-        // Stable: the groups of one Endpoints object keep their order.
-        groups.sort_by(|(a_name, a), (b_name, b)| (a.family, a_name).cmp(&(b.family, b_name)));
-        let mut seen = HashSet::new();
-        let mut instances = Vec::new();
-        for (_, group) in groups {
-            for target in &group.targets {
-                let pod = target
-                    .pod_uid
-                    .as_ref()
-                    .and_then(|uid| self.pods_by_uid.get(uid));
-                for port in &group.ports {
-                    let id = match &target.pod_uid {
-                        Some(uid) => format!("{uid}-{}", port.number),
-                        None => format!("{}-{}", target.address, port.number),
-                    };
-                    if !seen.insert(id.clone()) {
-                        continue;
-                    }
-                    let endpoint = Endpoint {
-                        kind: port.kind,
-                        value: format!("{}:{}", target.host, port.number),
-                    };
-                    let mut instance = Instance::new(&id, service, endpoint, UP, Duration::ZERO);
-                    if let Some(pod) = pod {
-                        instance.tags = pod.tags.clone();
-                        instance.metadata = Some(pod.annotations.clone());
-                    }
-                    instances.push(Arc::new(instance));
+/// The instances of one service from its groups (with the name of their source): one per ready
+/// endpoint × mapped port, an id once (the one from an IPv4 group before IPv6 before FQDN, then
+/// from the source whose name sorts first). At most `budget` instances; true when some were
+/// left out.
+fn map_service(
+    service: &str,
+    groups: Option<Vec<(&str, &super::objects::Group)>>,
+    pods_by_uid: &HashMap<String, Arc<Pod>>,
+    budget: usize,
+) -> (Vec<Arc<Instance>>, bool) {
+    let mut groups = groups.unwrap_or_default();
+    // Stable: the groups of one Endpoints object keep their order.
+    groups.sort_by(|(a_name, a), (b_name, b)| (a.family, a_name).cmp(&(b.family, b_name)));
+    let mut seen = HashSet::new();
+    let mut instances = Vec::new();
+    let mut pairs = 0usize;
+    for (_, group) in groups {
+        for target in &group.targets {
+            let pod = target.pod_uid.as_ref().and_then(|uid| pods_by_uid.get(uid));
+            for port in &group.ports {
+                pairs += 1;
+                if instances.len() >= budget || pairs > MAX_PAIRS_PER_SERVICE {
+                    return (instances, true);
                 }
+                let id = match &target.pod_uid {
+                    Some(uid) => format!("{uid}-{}", port.number),
+                    None => format!("{}-{}", target.address, port.number),
+                };
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+                let endpoint = Endpoint {
+                    kind: port.kind,
+                    value: format!("{}:{}", target.host, port.number),
+                };
+                let mut instance = Instance::new(&id, service, endpoint, UP, Duration::ZERO);
+                if let Some(pod) = pod {
+                    instance.tags = pod.tags.clone();
+                    instance.metadata = Some(pod.annotations.clone());
+                }
+                instances.push(Arc::new(instance));
             }
         }
-        instances
     }
+    (instances, false)
 }
 
 #[cfg(test)]
@@ -311,5 +363,103 @@ mod tests {
         mirror.upsert_pod(pod("big", "u", "{}")).unwrap();
         mirror.upsert_pod(pod("more", "v", "{}")).unwrap();
         assert_eq!(mirror.object_count(), 2);
+    }
+
+    /// A slice of `endpoints` distinct pods × `ports` distinct ports.
+    fn wide_slice(name: &str, service: &str, endpoints: usize, ports: usize) -> Source {
+        let endpoints: Vec<serde_json::Value> = (0..endpoints)
+            .map(|i| {
+                serde_json::json!({"addresses": [format!("10.0.{}.{}", i / 250, i % 250)],
+                "targetRef": {"kind": "Pod", "uid": format!("u{i}")}})
+            })
+            .collect();
+        let ports: Vec<serde_json::Value> = (1..=ports)
+            .map(|p| serde_json::json!({"port": p}))
+            .collect();
+        let text = serde_json::json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": ports
+        })
+        .to_string();
+        parse_slice(&RawValue::from_string(text).unwrap(), &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn endpoints_times_ports_stay_within_the_instance_bound() {
+        let mut mirror = Mirror::default();
+        // 2,000 × 1,000 = 2,000,000 pairs from a slice of well under a megabyte.
+        let over = mirror.replace_sources(vec![wide_slice("big", "big", 2_000, 1_000)]);
+        assert_eq!(mirror.instances().len(), MAX_INSTANCES);
+        assert_eq!(over, Ok(()));
+        assert!(mirror.take_truncated());
+        assert!(!mirror.take_truncated());
+        // The bound is for the namespace: another service gets nothing while it is full, and
+        // room once the big one is gone.
+        mirror
+            .upsert_source(slice("small", "small", "IPv4", &[("10.1.0.1", "s1")]))
+            .unwrap();
+        assert_eq!(mirror.instances().len(), MAX_INSTANCES);
+        mirror.remove_source("big");
+        mirror
+            .upsert_source(slice("small", "small", "IPv4", &[("10.1.0.1", "s1")]))
+            .unwrap();
+        assert_eq!(
+            listed(&mirror),
+            [("s1-80".into(), "10.1.0.1:80".into(), vec![])]
+        );
+    }
+
+    #[test]
+    fn repeated_ports_and_endpoints_do_not_multiply_the_work() {
+        // 20,000 copies of one endpoint × 20,000 copies of one port: 400,000,000 pairs unless
+        // repeats are cut short; one instance either way.
+        let endpoints = vec![
+            serde_json::json!({"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "uid": "u1"}});
+            20_000
+        ];
+        let ports = vec![serde_json::json!({"name": "http", "port": 80}); 20_000];
+        let text = serde_json::json!({
+            "metadata": {"name": "dup", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": ports
+        })
+        .to_string();
+        let source = parse_slice(&RawValue::from_string(text).unwrap(), &mut Vec::new()).unwrap();
+        let mut mirror = Mirror::default();
+        let started = std::time::Instant::now();
+        mirror.replace_sources(vec![source]).unwrap();
+        assert_eq!(
+            listed(&mirror),
+            [("u1-80".into(), "10.0.0.1:80".into(), vec![])]
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn many_single_slice_services_map_in_one_pass() {
+        // 20,000 services of one slice each: a scan of every source per service would be
+        // 400,000,000 steps.
+        let sources: Vec<Source> = (0..20_000)
+            .map(|i| {
+                slice(
+                    &format!("s{i}"),
+                    &format!("svc{i}"),
+                    "IPv4",
+                    &[("10.0.0.1", &format!("u{i}"))],
+                )
+            })
+            .collect();
+        let mut mirror = Mirror::default();
+        let started = std::time::Instant::now();
+        mirror.replace_sources(sources).unwrap();
+        assert_eq!(mirror.instances().len(), 20_000);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

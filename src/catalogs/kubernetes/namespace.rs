@@ -18,6 +18,11 @@ const PAGE_LIMIT: u32 = 500;
 /// Re-lists that follow a 410 or a broken watch at once come at most this often; more often, a
 /// server that keeps answering so gets the retry delays instead of a busy loop.
 const QUICK_RELIST_INTERVAL: Duration = Duration::from_secs(1);
+/// Most pages of one list: a server that hands out `continue` tokens forever fails the list
+/// instead of keeping it going (500,000 objects, far beyond what the byte bound keeps).
+const MAX_LIST_PAGES: usize = 1_000;
+/// Skipped ports of one object logged at most.
+const MAX_REASONS_LOGGED: usize = 8;
 /// Watch events applied before the snapshot is published even though more are waiting.
 const EVENTS_PER_PUBLISH: usize = 500;
 
@@ -112,7 +117,10 @@ impl Namespace {
         if state.closed {
             return Ok(());
         }
-        let result = change(&mut state.mirror);
+        let mut result = change(&mut state.mirror);
+        if state.mirror.take_truncated() {
+            result = Err(OverBudget);
+        }
         if publish {
             shared
                 .catalogs
@@ -229,8 +237,18 @@ impl Namespace {
         let mut restarted = false;
         'restart: loop {
             let mut items: Vec<Box<RawValue>> = Vec::new();
+            // Objects past the mirror's byte bound would be refused anyway: they are not kept,
+            // so a long list holds at most that much (and one page) while it is read.
+            let mut kept_bytes = 0usize;
+            let mut over_budget = false;
             let mut continue_token: Option<String> = None;
-            loop {
+            for pages in 1.. {
+                if pages > MAX_LIST_PAGES {
+                    return Err(Failure::Other(format!(
+                        "GET {}: a list of more than {MAX_LIST_PAGES} pages",
+                        shared.client.url(path)
+                    )));
+                }
                 let mut url = format!("{path}?limit={PAGE_LIMIT}");
                 if let Some(token) = &continue_token {
                     url.push_str("&continue=");
@@ -248,16 +266,28 @@ impl Namespace {
                 let page = objects::parse_page(&body).map_err(|why| {
                     Failure::Other(format!("GET {}: {why}", shared.client.url(&url)))
                 })?;
-                items.extend(page.items);
+                for item in page.items {
+                    let size = item.get().len();
+                    if kept_bytes + size > super::mirror::MAX_RESOURCE_BYTES {
+                        over_budget = true;
+                        continue;
+                    }
+                    kept_bytes += size;
+                    items.push(item);
+                }
                 match page.continue_token {
                     Some(token) => continue_token = Some(token),
                     None => {
                         let version = page.resource_version.unwrap_or_default();
                         self.replace(shared, resource, mode, items);
+                        if over_budget {
+                            self.warn_over_budget(resource);
+                        }
                         return Ok(version);
                     }
                 }
             }
+            unreachable!("the pages are bounded");
         }
     }
 
@@ -290,7 +320,11 @@ impl Namespace {
             "source" => "kubernetes",
             "namespace" => self.name,
             "resource" => format!("{resource:?}"),
-            "reason" => format!("more than {} bytes of objects", super::mirror::MAX_RESOURCE_BYTES)
+            "reason" => format!(
+                "more than {} bytes of objects or {} instances",
+                super::mirror::MAX_RESOURCE_BYTES,
+                super::mirror::MAX_INSTANCES
+            )
         );
     }
 
@@ -314,7 +348,8 @@ impl Namespace {
             Mode::Slices => objects::parse_slice(object, &mut ports_skipped),
             Mode::Endpoints => objects::parse_endpoints(object, &mut ports_skipped),
         };
-        for why in &ports_skipped {
+        // A few reasons are enough to tell: an object of a million bad ports logs a few lines.
+        for why in ports_skipped.iter().take(MAX_REASONS_LOGGED) {
             self.skipped(object, why);
         }
         parsed.map_err(|why| self.skipped(object, &why))

@@ -271,7 +271,10 @@ fn pod_uid(endpoint: &Map<String, Value>) -> Result<Option<String>, String> {
 
 /// Maps ports; a port of an unsupported protocol is skipped and told to `skipped` (W11).
 fn map_ports(parent: &Map<String, Value>, skipped: &mut Vec<String>) -> Result<Vec<Port>, String> {
-    let mut mapped = Vec::new();
+    let mut mapped: Vec<Port> = Vec::new();
+    // A repeated number would give the same ids again (the first one wins): kept once, so that
+    // repeated ports cannot multiply the work of mapping.
+    let mut numbers = std::collections::HashSet::new();
     for port in objects(parent, "ports")? {
         let number = match port.get("port") {
             None | Some(Value::Null) => continue,
@@ -298,7 +301,9 @@ fn map_ports(parent: &Map<String, Value>, skipped: &mut Vec<String>) -> Result<V
                 continue;
             }
         };
-        mapped.push(Port { number, kind });
+        if numbers.insert(number) {
+            mapped.push(Port { number, kind });
+        }
     }
     Ok(mapped)
 }

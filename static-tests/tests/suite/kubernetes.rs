@@ -939,6 +939,35 @@ fn lists_are_paged_and_an_expired_continue_token_restarts_the_list() {
 }
 
 #[test]
+fn a_list_that_never_ends_is_a_failure_and_is_listed_again() {
+    let mock = MockKube::start();
+    mock.behave(|b| b.endless_continue = true);
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &[]);
+    // The first request opens the namespace; a thousand pages take a while: a generous bound.
+    assert!(ids(&server, None).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !report(&server)["last_error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("pages"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the endless list never failed: {}",
+            report(&server)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ids(&server, None).is_empty());
+    mock.behave(|b| b.endless_continue = false);
+    eventually("the list once it ends", || ids(&server, None) == ["u1-80"]);
+}
+
+#[test]
 fn bearer_tokens_are_sent_and_a_token_file_is_read_again_after_a_401() {
     let mock = MockKube::start();
     mock.behave(|b| b.token = Some("fresh".into()));
