@@ -65,5 +65,6 @@ pub mod nesting;
 pub mod net;
 pub mod registry;
 pub mod sidecar;
+pub mod store;
 #[cfg(test)]
 mod testing;

@@ -90,6 +90,8 @@ struct Cached {
     body: Arc<[u8]>,
     /// The change index it was built at.
     index: u64,
+    /// The store's cache generation it was built under.
+    generation: u64,
     /// Monotonic nanoseconds until which it may be served.
     fresh_until: u64,
 }
@@ -121,8 +123,13 @@ pub struct Key<'a> {
     pub view: View,
 }
 
+/// Says whether bodies may be cached now, and under which generation (see
+/// `Store::cache_generation`).
+pub type Gate = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
 pub struct ResponseCache {
     index: Arc<ChangeIndex>,
+    gate: Gate,
     entries: Mutex<HashMap<Arc<str>, NamespaceEntries>>,
     build_locks: Vec<may::sync::Mutex<()>>,
 }
@@ -130,8 +137,15 @@ pub struct ResponseCache {
 impl ResponseCache {
     /// A cache whose bodies are keyed on `index`.
     pub fn new(index: Arc<ChangeIndex>) -> ResponseCache {
+        ResponseCache::with_gate(index, Box::new(|| Some(0)))
+    }
+
+    /// A cache whose bodies are keyed on `index` and served only while `gate` allows, under the
+    /// generation it names (a shared store's change feed may be down, or have missed changes).
+    pub fn with_gate(index: Arc<ChangeIndex>, gate: Gate) -> ResponseCache {
         ResponseCache {
             index,
+            gate,
             entries: Mutex::new(HashMap::new()),
             build_locks: (0..BUILD_LOCKS)
                 .map(|_| may::sync::Mutex::new(()))
@@ -156,14 +170,21 @@ impl ResponseCache {
         now: &dyn Fn() -> u64,
         build: impl FnOnce() -> Result<Built, E>,
     ) -> Result<Option<Arc<[u8]>>, E> {
-        if let Some(body) = self.get(key, self.index_of(key), now()) {
+        let Some(generation) = (self.gate)() else {
+            // Nothing cached may be trusted now: every request reads the store.
+            return Ok(match build()? {
+                Built::Cacheable(body, _) | Built::Uncacheable(body) => Some(body.into()),
+                Built::Absent => None,
+            });
+        };
+        if let Some(body) = self.get(key, self.index_of(key), generation, now()) {
             return Ok(Some(body));
         }
         let _building = self.build_lock(key).lock();
         // Read before the store: a change from here on leaves the body behind the index.
         let index = self.index_of(key);
         // Someone else may have built it while this caller waited.
-        if let Some(body) = self.get(key, index, now()) {
+        if let Some(body) = self.get(key, index, generation, now()) {
             return Ok(Some(body));
         }
         let started = now();
@@ -184,6 +205,7 @@ impl ResponseCache {
             Cached {
                 body: body.clone(),
                 index,
+                generation,
                 fresh_until,
             },
         );
@@ -205,14 +227,15 @@ impl ResponseCache {
     }
 
     /// A fresh cached body for the key at this index, if there is one.
-    fn get(&self, key: Key, index: u64, now: u64) -> Option<Arc<[u8]>> {
+    fn get(&self, key: Key, index: u64, generation: u64, now: u64) -> Option<Arc<[u8]>> {
         let entries = self.lock();
         let namespace = entries.get(key.namespace)?;
         let cached = match key.view.service_slot() {
             Some(slot) => namespace.services.get(key.service)?[slot].as_ref(),
             None => namespace.whole[key.view.namespace_slot()].as_ref(),
         }?;
-        (cached.index == index && now <= cached.fresh_until).then(|| cached.body.clone())
+        (cached.index == index && cached.generation == generation && now <= cached.fresh_until)
+            .then(|| cached.body.clone())
     }
 
     /// Stores a body unless a change came in since its index was read. The check is made under

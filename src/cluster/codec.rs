@@ -289,6 +289,20 @@ fn instance_of(wire: WireInstance) -> Result<Instance, DecodeError> {
     Ok(instance)
 }
 
+/// An instance as compact JSON: the form the Redis store keeps records in (the replication
+/// line's own encoding, so both stores read one format).
+pub fn instance_json(instance: &Instance) -> String {
+    // Strings, numbers and already-valid JSON text into memory: nothing here can fail.
+    serde_json::to_string(&wire_instance(instance)).unwrap_or_default()
+}
+
+/// Reads what [`instance_json`] wrote; fails on anything else, never panics (serde_json bounds
+/// its own recursion).
+pub fn instance_from_json(bytes: &[u8]) -> Result<Instance, DecodeError> {
+    let wire: WireInstance = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    instance_of(wire)
+}
+
 fn json_line(verb: &str, value: &impl Serialize) -> String {
     // Strings, numbers and already-valid JSON text into memory: nothing here can fail.
     let mut line = String::with_capacity(256);

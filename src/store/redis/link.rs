@@ -1,0 +1,654 @@
+//! The connection layer: Redis I/O on plain threads, never on a `may` worker.
+//!
+//! The `redis` crate's clients do blocking socket I/O, so a fixed set of plain worker threads own
+//! the connections. Callers (coroutines serving requests, or plain threads) put a [`Job`] on one
+//! bounded queue and park on a `may` channel until its answer comes or their deadline passes,
+//! whichever is first; a coroutine that parks lets its worker serve other connections. A full
+//! queue is refused at once. Each worker takes every job waiting (up to [`MAX_BATCH`]) and sends
+//! their commands in one write, then reads the answers: concurrent requests share round trips.
+//!
+//! Every socket has a connect timeout and read and write timeouts, so a Redis that refuses,
+//! resets or stops answering (SIGSTOP) fails the batch within [`IO_TIMEOUT`]; the caller's own
+//! deadline bounds its wait anyway. A worker whose connection failed reconnects on its next
+//! batch, after a backoff that doubles up to [`MAX_BACKOFF`]; until then it fails jobs at once.
+//!
+//! Standalone, Sentinel and Cluster share all of this; they differ only in how a connection is
+//! made ([`Connector`]): to the one address; to the master the Sentinels name (asked again when
+//! the master fails, answers `READONLY`, or a poll sees a switch); or through the crate's cluster
+//! client, which follows the slot map, `MOVED` and `ASK`.
+
+use super::settings::{Address, Mode, RedisSettings};
+use redis::{Cmd, ConnectionAddr, ConnectionLike, IntoConnectionInfo, RedisConnectionInfo, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a TCP connection (and its `AUTH`/`SELECT`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest wait for a write or for an answer on an open connection.
+pub const IO_TIMEOUT: Duration = Duration::from_millis(1000);
+/// First and longest wait before a worker tries to reconnect (spec §4.3: at most 1 s).
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Most jobs one worker sends in one write.
+const MAX_BATCH: usize = 128;
+/// Jobs that may wait for a worker; more are refused at once.
+const QUEUE_CAPACITY: usize = 4096;
+/// How often the Sentinels are asked who the master is.
+pub const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
+/// One command of a job.
+pub enum Command {
+    /// The store's script, sent by its hash (and by its text when Redis does not know it yet).
+    Script {
+        key: String,
+        args: Vec<Vec<u8>>,
+    },
+    Plain(Cmd),
+}
+
+/// One answer: a value, or the error Redis gave instead.
+#[derive(Debug)]
+pub enum Reply {
+    Value(Value),
+    Error { code: String, detail: String },
+}
+
+/// Why a job got no answers.
+pub type Failure = String;
+
+struct Job {
+    commands: Vec<Command>,
+    deadline: Instant,
+    answer: may::sync::mpsc::Sender<Result<Vec<Reply>, Failure>>,
+}
+
+/// Whether Redis works, as the last operation or probe found (spec §4.2).
+#[derive(Default)]
+pub struct Health {
+    healthy: AtomicBool,
+    message: Mutex<String>,
+    /// Sentinel mode: the master in use, as `host:port`.
+    master: Mutex<Option<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Health {
+    pub fn ok(&self) {
+        self.healthy.store(true, Ordering::SeqCst);
+    }
+
+    pub fn fail(&self, message: &str) {
+        *lock(&self.message) = message.to_string();
+        self.healthy.store(false, Ordering::SeqCst);
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    pub fn message(&self) -> String {
+        lock(&self.message).clone()
+    }
+
+    pub fn master(&self) -> Option<String> {
+        lock(&self.master).clone()
+    }
+}
+
+/// An open connection of either kind.
+pub enum Conn {
+    Single(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+/// A failure of the connection itself (not an error reply): the connection is dropped.
+struct Broken(String);
+
+fn describe(error: &redis::RedisError) -> String {
+    if error.is_timeout() {
+        "Redis did not answer in time".into()
+    } else if error.is_connection_refusal() {
+        "connection refused".into()
+    } else if error.is_connection_dropped() {
+        "connection closed".into()
+    } else {
+        error.to_string()
+    }
+}
+
+fn reply_of(result: redis::RedisResult<Value>) -> Result<Reply, Broken> {
+    match result {
+        Ok(Value::ServerError(e)) => Ok(Reply::Error {
+            code: e.code().to_string(),
+            detail: e.details().unwrap_or_default().to_string(),
+        }),
+        Ok(value) => Ok(Reply::Value(value)),
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+            Err(Broken(describe(&e)))
+        }
+        Err(e) => match e.code() {
+            Some(code) => Ok(Reply::Error {
+                code: code.to_string(),
+                detail: e.detail().unwrap_or_default().to_string(),
+            }),
+            None => Err(Broken(describe(&e))),
+        },
+    }
+}
+
+impl Conn {
+    /// Sends the commands and reads their answers: in one write on a single connection; one by
+    /// one through the cluster client, which routes each to its slot's master.
+    fn run(&mut self, commands: &[Cmd]) -> Result<Vec<Reply>, Broken> {
+        match self {
+            Conn::Single(connection) => {
+                let mut packed = Vec::with_capacity(commands.len() * 128);
+                for command in commands {
+                    command.write_packed_command(&mut packed);
+                }
+                connection
+                    .send_packed_command(&packed)
+                    .map_err(|e| Broken(describe(&e)))?;
+                commands
+                    .iter()
+                    .map(|_| reply_of(connection.recv_response()))
+                    .collect()
+            }
+            Conn::Cluster(connection) => commands
+                .iter()
+                .map(|command| reply_of(connection.req_command(command)))
+                .collect(),
+        }
+    }
+}
+
+/// Makes connections for the configured mode.
+pub struct Connector {
+    settings: RedisSettings,
+    script: redis::Script,
+    source: &'static str,
+    /// Moves whenever the Sentinels name another master: workers then reconnect.
+    epoch: AtomicU64,
+    /// Sentinel mode: the master last named.
+    master: Mutex<Option<(String, u16)>>,
+    cluster: Option<redis::cluster::ClusterClient>,
+    health: Arc<Health>,
+}
+
+fn connection_info(
+    host: &str,
+    port: u16,
+    user: Option<&str>,
+    password: Option<&str>,
+    db: i64,
+) -> redis::ConnectionInfo {
+    let mut redis_info = RedisConnectionInfo::default()
+        .set_db(db)
+        .set_skip_set_lib_name();
+    if let Some(user) = user {
+        redis_info = redis_info.set_username(user);
+    }
+    if let Some(password) = password {
+        redis_info = redis_info.set_password(password);
+    }
+    // A TCP address always converts.
+    let info = ConnectionAddr::Tcp(host.to_string(), port)
+        .into_connection_info()
+        .expect("a TCP address is a connection info");
+    info.set_redis_settings(redis_info)
+}
+
+fn open(info: redis::ConnectionInfo) -> Result<redis::Connection, String> {
+    let client = redis::Client::open(info).map_err(|e| describe(&e))?;
+    let connection = client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(|e| describe(&e))?;
+    connection
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|_| connection.set_write_timeout(Some(IO_TIMEOUT)))
+        .map_err(|e| describe(&e))?;
+    Ok(connection)
+}
+
+impl Connector {
+    pub fn new(
+        settings: RedisSettings,
+        source: &'static str,
+        health: Arc<Health>,
+    ) -> Result<Connector, String> {
+        let cluster = match settings.mode {
+            Mode::Cluster => {
+                let nodes: Vec<redis::ConnectionInfo> = settings
+                    .addresses
+                    .iter()
+                    .map(|a| {
+                        let password = settings.password_for(a);
+                        connection_info(&a.host, a.port, a.user.as_deref(), password.as_deref(), 0)
+                    })
+                    .collect();
+                let client = redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(IO_TIMEOUT)
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200)
+                    .build()
+                    .map_err(|e| describe(&e))?;
+                Some(client)
+            }
+            _ => None,
+        };
+        Ok(Connector {
+            settings,
+            script: redis::Script::new(source),
+            source,
+            epoch: AtomicU64::new(0),
+            master: Mutex::new(None),
+            cluster,
+            health,
+        })
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The master the Sentinels name now, asked of each in turn.
+    fn ask_sentinels(&self, name: &str) -> Result<(String, u16), String> {
+        let mut last = String::from("no Sentinel answered");
+        for sentinel in &self.settings.addresses {
+            let info = connection_info(
+                &sentinel.host,
+                sentinel.port,
+                sentinel.user.as_deref(),
+                sentinel.password.as_deref(),
+                0,
+            );
+            let asked = open(info).and_then(|mut connection| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(name)
+                    .query::<Option<(String, u16)>>(&mut connection)
+                    .map_err(|e| describe(&e))
+            });
+            match asked {
+                Ok(Some(master)) => return Ok(master),
+                Ok(None) => last = format!("the Sentinels know no master named {name:?}"),
+                Err(e) => last = format!("Sentinel {}: {e}", sentinel.shown()),
+            }
+        }
+        Err(last)
+    }
+
+    /// Asks the Sentinels again; moves the epoch when they name another master.
+    pub fn poll_sentinels(&self) {
+        let Mode::Sentinel(name) = &self.settings.mode else {
+            return;
+        };
+        if let Ok(master) = self.ask_sentinels(name) {
+            self.use_master(master);
+        }
+    }
+
+    fn use_master(&self, master: (String, u16)) {
+        let mut current = lock(&self.master);
+        if current.as_ref() != Some(&master) {
+            let shown = Address {
+                host: master.0.clone(),
+                port: master.1,
+                user: None,
+                password: None,
+                db: 0,
+            }
+            .shown();
+            *lock(&self.health.master) = Some(shown);
+            *current = Some(master);
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Forgets the master (it failed or answered READONLY): the next connection asks again.
+    fn forget_master(&self) {
+        if matches!(self.settings.mode, Mode::Sentinel(_)) {
+            *lock(&self.master) = None;
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A plain connection to the one server (standalone) or the master (Sentinel), or to the
+    /// first seed node that answers (Cluster: for the change channel, which every node relays).
+    pub fn connect_plain(&self) -> Result<redis::Connection, String> {
+        match &self.settings.mode {
+            Mode::Standalone => {
+                let a = &self.settings.addresses[0];
+                let password = self.settings.password_for(a);
+                open(connection_info(
+                    &a.host,
+                    a.port,
+                    a.user.as_deref(),
+                    password.as_deref(),
+                    a.db,
+                ))
+            }
+            Mode::Sentinel(name) => {
+                let known = lock(&self.master).clone();
+                let (host, port) = match known {
+                    Some(master) => master,
+                    None => {
+                        let master = self.ask_sentinels(name)?;
+                        self.use_master(master.clone());
+                        master
+                    }
+                };
+                let mut connection = open(connection_info(
+                    &host,
+                    port,
+                    None,
+                    self.settings.password.as_deref(),
+                    0,
+                ))?;
+                // A master demoted since the Sentinels were asked must not take writes.
+                let role: Vec<Value> = redis::cmd("ROLE")
+                    .query(&mut connection)
+                    .map_err(|e| describe(&e))?;
+                match role.first() {
+                    Some(Value::BulkString(b)) if b == b"master" => Ok(connection),
+                    _ => {
+                        self.forget_master();
+                        Err(format!("{host}:{port} is not a master"))
+                    }
+                }
+            }
+            Mode::Cluster => {
+                let mut last = String::from("no seed node answered");
+                for a in &self.settings.addresses {
+                    let password = self.settings.password_for(a);
+                    match open(connection_info(
+                        &a.host,
+                        a.port,
+                        a.user.as_deref(),
+                        password.as_deref(),
+                        0,
+                    )) {
+                        Ok(connection) => return Ok(connection),
+                        Err(e) => last = format!("{}: {e}", a.shown()),
+                    }
+                }
+                Err(last)
+            }
+        }
+    }
+
+    fn connect(&self) -> Result<Conn, String> {
+        match &self.cluster {
+            Some(client) => client
+                .get_connection()
+                .map(|c| Conn::Cluster(Box::new(c)))
+                .map_err(|e| describe(&e)),
+            None => self.connect_plain().map(Conn::Single),
+        }
+    }
+
+    fn pack(&self, command: &Command, by_text: bool) -> Cmd {
+        match command {
+            Command::Plain(cmd) => cmd.clone(),
+            Command::Script { key, args } => {
+                let mut cmd = if by_text {
+                    let mut c = redis::cmd("EVAL");
+                    c.arg(self.source);
+                    c
+                } else {
+                    let mut c = redis::cmd("EVALSHA");
+                    c.arg(self.script.get_hash());
+                    c
+                };
+                cmd.arg(1).arg(key.as_bytes());
+                for arg in args {
+                    cmd.arg(arg.as_slice());
+                }
+                cmd
+            }
+        }
+    }
+}
+
+/// The error codes that mean Redis cannot do the work now (spec §4.1); a connection that gets
+/// `READONLY` or `MASTERDOWN` talks to a replica and is made again.
+fn unusable(code: &str) -> Option<bool> {
+    match code {
+        "READONLY" | "MASTERDOWN" => Some(true),
+        "LOADING" | "CLUSTERDOWN" | "OOM" | "NOPERM" | "NOAUTH" | "WRONGPASS" | "BUSY"
+        | "TRYAGAIN" | "MISCONF" | "NOREPLICAS" | "MOVED" | "ASK" | "CROSSSLOT" => Some(false),
+        _ => None,
+    }
+}
+
+/// The queue and the workers.
+pub struct Link {
+    queue: SyncSender<Job>,
+    pub health: Arc<Health>,
+    pub connector: Arc<Connector>,
+}
+
+impl Link {
+    /// Starts `workers` worker threads (and, in Sentinel mode, the thread that polls the
+    /// Sentinels).
+    pub fn start(connector: Connector, workers: usize) -> std::io::Result<Link> {
+        let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let jobs = Arc::new(Mutex::new(jobs));
+        let health = connector.health.clone();
+        let connector = Arc::new(connector);
+        for n in 0..workers.max(1) {
+            let jobs = jobs.clone();
+            let connector = connector.clone();
+            std::thread::Builder::new()
+                .name(format!("redis-{n}"))
+                .spawn(move || work(&jobs, &connector))?;
+        }
+        if matches!(connector.settings.mode, Mode::Sentinel(_)) {
+            let polled = Arc::downgrade(&connector);
+            std::thread::Builder::new()
+                .name("redis-sentinel".into())
+                .spawn(move || loop {
+                    std::thread::sleep(SENTINEL_POLL);
+                    let Some(connector) = polled.upgrade() else {
+                        return;
+                    };
+                    connector.poll_sentinels();
+                })?;
+        }
+        Ok(Link {
+            queue,
+            health,
+            connector,
+        })
+    }
+
+    /// Runs the commands in order on one connection and returns their answers, or why there are
+    /// none, by `deadline` at the latest. Safe to call on a coroutine: it parks, never blocks.
+    pub fn call(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Reply>, Failure> {
+        let (answer, answered) = may::sync::mpsc::channel();
+        let job = Job {
+            commands,
+            deadline,
+            answer,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err("too many requests wait for Redis".into()),
+            Err(TrySendError::Disconnected(_)) => return Err("the Redis workers stopped".into()),
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match answered.recv_timeout(left) {
+            Ok(result) => result,
+            Err(_) => {
+                let message = "Redis did not answer in time";
+                self.health.fail(message);
+                Err(message.into())
+            }
+        }
+    }
+}
+
+/// One worker: takes batches of jobs, keeps one connection, reconnects with capped backoff.
+fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
+    let health = &connector.health;
+    let mut conn: Option<Conn> = None;
+    let mut epoch = connector.epoch();
+    let mut backoff = MIN_BACKOFF;
+    let mut retry_at = Instant::now();
+    let mut last_error = String::from("not connected yet");
+    loop {
+        let batch: Vec<Job> = {
+            let jobs = lock(jobs);
+            let Ok(first) = jobs.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let now = Instant::now();
+        let (batch, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
+        for job in late {
+            let _ = job.answer.send(Err("Redis did not answer in time".into()));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if connector.epoch() != epoch {
+            epoch = connector.epoch();
+            conn = None;
+        }
+        if conn.is_none() {
+            if Instant::now() < retry_at {
+                fail_all(batch, &last_error);
+                continue;
+            }
+            match connector.connect() {
+                Ok(connected) => {
+                    conn = Some(connected);
+                    backoff = MIN_BACKOFF;
+                }
+                Err(e) => {
+                    last_error = e;
+                    health.fail(&last_error);
+                    connector.forget_master();
+                    epoch = connector.epoch();
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    fail_all(batch, &last_error);
+                    continue;
+                }
+            }
+        }
+        let Some(connection) = conn.as_mut() else {
+            continue;
+        };
+        match run_batch(connector, connection, &batch) {
+            Ok((answers, drop_connection)) => {
+                if drop_connection {
+                    conn = None;
+                    connector.forget_master();
+                    epoch = connector.epoch();
+                }
+                for (job, answer) in batch.into_iter().zip(answers) {
+                    let _ = job.answer.send(answer);
+                }
+            }
+            Err(Broken(e)) => {
+                last_error = e;
+                health.fail(&last_error);
+                conn = None;
+                connector.forget_master();
+                epoch = connector.epoch();
+                // Reconnect on the next batch at once; the backoff grows only if that fails.
+                retry_at = Instant::now();
+                fail_all(batch, &last_error);
+            }
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Job>, why: &str) {
+    for job in batch {
+        let _ = job.answer.send(Err(why.to_string()));
+    }
+}
+
+type Answers = Vec<Result<Vec<Reply>, Failure>>;
+
+/// Runs a batch; the flag says the connection must be made again (it reached a replica).
+fn run_batch(
+    connector: &Connector,
+    conn: &mut Conn,
+    batch: &[Job],
+) -> Result<(Answers, bool), Broken> {
+    let commands: Vec<Cmd> = batch
+        .iter()
+        .flat_map(|job| job.commands.iter().map(|c| connector.pack(c, false)))
+        .collect();
+    let mut replies = conn.run(&commands)?;
+    // Scripts Redis does not know yet (a restart, a failover, a new cluster node) go again by
+    // their text, which also teaches Redis the hash.
+    let retry: Vec<usize> = replies
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Reply::Error { code, .. } if code == "NOSCRIPT"))
+        .map(|(i, _)| i)
+        .collect();
+    if !retry.is_empty() {
+        let all: Vec<&Command> = batch.iter().flat_map(|job| job.commands.iter()).collect();
+        let again: Vec<Cmd> = retry
+            .iter()
+            .map(|&i| connector.pack(all[i], true))
+            .collect();
+        for (i, reply) in retry.into_iter().zip(conn.run(&again)?) {
+            replies[i] = reply;
+        }
+    }
+    let mut reconnect = false;
+    let mut failure: Option<String> = None;
+    for reply in &replies {
+        if let Reply::Error { code, detail } = reply {
+            if let Some(replica) = unusable(code) {
+                reconnect |= replica;
+                failure = Some(format!("{code} {detail}"));
+            }
+        }
+    }
+    match &failure {
+        Some(message) => connector.health.fail(message),
+        None => connector.health.ok(),
+    }
+    let mut replies = replies.into_iter();
+    let answers = batch
+        .iter()
+        .map(|job| {
+            let mine: Vec<Reply> = replies.by_ref().take(job.commands.len()).collect();
+            let failed = mine.iter().find_map(|r| match r {
+                Reply::Error { code, detail } if unusable(code).is_some() => {
+                    Some(format!("{code} {detail}"))
+                }
+                _ => None,
+            });
+            match failed {
+                Some(why) => Err(why),
+                None => Ok(mine),
+            }
+        })
+        .collect();
+    Ok((answers, reconnect))
+}
