@@ -181,7 +181,12 @@ struct WireInstance {
     endpoint: String,
     status: String,
     ttl_ms: u64,
-    #[serde(default)]
+    /// Absent when there is none; JSON `null` is metadata too (kept as given).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_json"
+    )]
     metadata: Option<Box<RawValue>>,
     #[serde(default)]
     tags: Vec<String>,
@@ -195,6 +200,11 @@ struct WireInstance {
     extension: Option<Extension>,
     version: String,
     registration: String,
+}
+
+/// A member that is present, `null` included.
+fn present_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Serialize, Deserialize)]

@@ -24,18 +24,29 @@
 //! | `:f` | string | present (24 h) while Eureka calls touch the namespace: its changes are logged |
 //! | `:lt`, `:lr` | sorted set, hash | the change log: id → time, id → kind and last value; 3 min |
 //!
-//! Deployment-wide there is one more key, [`LIVE_NAMESPACES`]: the set of hex namespaces that
-//! hold instances, which the reapers walk. Every index loses an id in the same script that
-//! removes its record, and Redis deletes a hash, set or sorted set that empties, so once a
-//! namespace holds nothing only `:v` and the change log remain, both with an expiry.
+//! Deployment-wide there are two more keys: [`LIVE_NAMESPACES`], the set of hex namespaces that
+//! hold instances (for metrics), and [`DUE_NAMESPACES`], hex namespace → its earliest deadline,
+//! the reapers' schedule: a reaper visits only the namespaces whose earliest deadline passed, so
+//! idle namespaces cost nothing. A namespace leaves both once it holds nothing. Every index loses
+//! an id in the same script that removes its record, and Redis deletes a hash, set or sorted set
+//! that empties, so once a namespace holds nothing only `:v` and the change log remain, both
+//! with an expiry.
+//!
+//! The two deployment-wide keys live in another slot than the namespace's keys, so they are
+//! written by separate commands after a script, in an order that cannot lose a namespace: a
+//! reaper that takes a namespace out (or raises its due time) reads the namespace again
+//! afterwards and puts it back if a registration slipped in; a registration lowers the due time
+//! (`ZADD LT`) after its own script.
 //!
 //! Nothing is ever found with `SCAN` or `KEYS`: a service is read through its own set, the
-//! namespace through `:i`, the reaper through `:d` of the namespaces in [`LIVE_NAMESPACES`].
+//! namespace through `:i`, the reaper through `:d` of the namespaces due in [`DUE_NAMESPACES`].
 
 /// The prefix of every key: the layout's name and version.
 pub const PREFIX: &str = "a8r1:";
 /// The set of (hex) namespaces holding instances.
 pub const LIVE_NAMESPACES: &str = "a8r1:live";
+/// Hex namespace → the earliest deadline (Redis ms) among its instances.
+pub const DUE_NAMESPACES: &str = "a8r1:due";
 /// The channel every script publishes its changes on.
 pub const CHANGES_CHANNEL: &str = "a8r1:changes";
 /// Most `:`-suffixes of one id that get an index set each (as the in-memory store).

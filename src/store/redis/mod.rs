@@ -28,7 +28,7 @@ use crate::registry::store::{
     Origin, Record, Result, Snapshot, Store, SystemClock,
 };
 use crate::registry::version::HybridClock;
-use keys::{hex, namespace_key, unhex, LIVE_NAMESPACES};
+use keys::{hex, namespace_key, unhex, DUE_NAMESPACES, LIVE_NAMESPACES};
 use link::{Command, Health, Link, Reply};
 use redis::Value;
 use settings::RedisSettings;
@@ -42,6 +42,8 @@ const SCRIPT: &str = include_str!("store.lua");
 pub const REAP_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest wait of one reaper or probe call.
 const BACKGROUND_DEADLINE: Duration = Duration::from_millis(1500);
+/// Most namespaces one reaper pass visits (the rest wait for the next pass).
+const REAP_NAMESPACES_PER_PASS: usize = 1000;
 /// Connections (worker threads) to Redis.
 const WORKERS: usize = 4;
 /// Attempts of a modification whose record changed under it before it gives up.
@@ -222,7 +224,7 @@ impl RedisStore {
                 let Some(store) = reaped.upgrade() else {
                     return;
                 };
-                store.reap_all();
+                store.reap_due();
             })?;
         events::start(&store)?;
         Ok(store)
@@ -314,10 +316,146 @@ impl RedisStore {
         Ok(result)
     }
 
-    fn live_marker(namespace: &str) -> Command {
-        let mut cmd = redis::cmd("SADD");
-        cmd.arg(LIVE_NAMESPACES).arg(hex(namespace.as_bytes()));
+    fn plain(name: &str, args: &[&[u8]]) -> Command {
+        let mut cmd = redis::cmd(name);
+        for arg in args {
+            cmd.arg(*arg);
+        }
         Command::Plain(cmd)
+    }
+
+    /// After a write that left the namespace holding an instance whose deadline is `deadline`
+    /// (Redis ms, -1 none): the namespace is listed, and due no later than that deadline.
+    fn scheduled(&self, call: &Call, deadline: i64) {
+        let hex_namespace = hex(call.namespace.as_bytes());
+        let mut commands = vec![Self::plain(
+            "SADD",
+            &[LIVE_NAMESPACES.as_bytes(), hex_namespace.as_bytes()],
+        )];
+        if deadline >= 0 {
+            commands.push(Self::plain(
+                "ZADD",
+                &[
+                    DUE_NAMESPACES.as_bytes(),
+                    b"LT",
+                    deadline.to_string().as_bytes(),
+                    hex_namespace.as_bytes(),
+                ],
+            ));
+        }
+        // The write itself succeeded; should this fail, the next write or reaper pass repairs.
+        let _ = self.link.call(commands, call.deadline);
+    }
+
+    /// The instances left in a namespace and its earliest deadline (-1 none), after reaping it.
+    fn next_due(&self, namespace: &str, deadline: Instant) -> Option<(i64, i64)> {
+        let result = self
+            .script_on(namespace, false, deadline, "next", &[], Vec::new())
+            .ok()?;
+        let items = array(&result)?;
+        Some((int(items.first()?)?, int(items.get(1)?)?))
+    }
+
+    /// Reaps one namespace and moves it in (or out of) the schedule and the namespace list,
+    /// then reads it again: a registration that raced the move is put back.
+    fn reap_namespace(&self, namespace: &str, deadline: Instant) {
+        let Some((left, earliest)) = self.next_due(namespace, deadline) else {
+            return;
+        };
+        let hex_namespace = hex(namespace.as_bytes());
+        let name = hex_namespace.as_bytes();
+        let mut commands = Vec::new();
+        if earliest >= 0 {
+            let at = earliest.to_string();
+            commands.push(Self::plain("ZADD", &[DUE_NAMESPACES.as_bytes(), at.as_bytes(), name]));
+        } else {
+            commands.push(Self::plain("ZREM", &[DUE_NAMESPACES.as_bytes(), name]));
+        }
+        if left == 0 {
+            commands.push(Self::plain("SREM", &[LIVE_NAMESPACES.as_bytes(), name]));
+        }
+        if self.link.call(commands, deadline).is_err() {
+            return;
+        }
+        self.recheck(namespace, left == 0, deadline);
+    }
+
+    /// Puts a namespace back where a concurrent write needs it after a reaper (or the last
+    /// deregistration) took it out.
+    fn recheck(&self, namespace: &str, unlisted: bool, deadline: Instant) {
+        let Some((left, earliest)) = self.next_due(namespace, deadline) else {
+            return;
+        };
+        let hex_namespace = hex(namespace.as_bytes());
+        let name = hex_namespace.as_bytes();
+        let mut commands = Vec::new();
+        if earliest >= 0 {
+            let at = earliest.to_string();
+            commands.push(Self::plain(
+                "ZADD",
+                &[DUE_NAMESPACES.as_bytes(), b"LT", at.as_bytes(), name],
+            ));
+        }
+        if unlisted && left > 0 {
+            commands.push(Self::plain("SADD", &[LIVE_NAMESPACES.as_bytes(), name]));
+        }
+        if !commands.is_empty() {
+            let _ = self.link.call(commands, deadline);
+        }
+    }
+
+    /// After the last instance of a namespace was deregistered: it leaves the namespace list.
+    fn unlist(&self, call: &Call) {
+        let hex_namespace = hex(call.namespace.as_bytes());
+        let remove = Self::plain(
+            "SREM",
+            &[LIVE_NAMESPACES.as_bytes(), hex_namespace.as_bytes()],
+        );
+        if self.link.call(vec![remove], call.deadline).is_ok() {
+            self.recheck(call.namespace, true, call.deadline);
+        }
+    }
+
+    /// One pass of the reaper over the namespaces whose earliest deadline has passed (Redis's
+    /// clock). Its first command is the health probe.
+    fn reap_due(&self) {
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
+        let Ok(replies) = self.link.call(vec![Self::plain("TIME", &[])], deadline) else {
+            return;
+        };
+        let now = match replies.first() {
+            Some(Reply::Value(Value::Array(parts))) if parts.len() == 2 => {
+                let seconds = int(&parts[0]).unwrap_or(0);
+                let micros = int(&parts[1]).unwrap_or(0);
+                seconds.saturating_mul(1000).saturating_add(micros / 1000)
+            }
+            _ => return,
+        };
+        let range = Self::plain(
+            "ZRANGEBYSCORE",
+            &[
+                DUE_NAMESPACES.as_bytes(),
+                b"-inf",
+                format!("({now}").as_bytes(),
+                b"LIMIT",
+                b"0",
+                REAP_NAMESPACES_PER_PASS.to_string().as_bytes(),
+            ],
+        );
+        let Ok(replies) = self.link.call(vec![range], deadline) else {
+            return;
+        };
+        let Some(Reply::Value(value)) = replies.first() else {
+            return;
+        };
+        let namespaces: Vec<String> = array(value)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| bytes(v).and_then(unhex).and_then(|b| String::from_utf8(b).ok()))
+            .collect();
+        for namespace in namespaces {
+            self.reap_namespace(&namespace, Instant::now() + BACKGROUND_DEADLINE);
+        }
     }
 
     /// `[now, value, deadline, value, deadline, …]` as instances, with the earliest deadline
@@ -357,55 +495,6 @@ impl RedisStore {
         let args: Vec<&[u8]> = indexes.iter().map(|i| i.as_bytes()).collect();
         let result = self.script(call, "members", &args, Vec::new())?;
         self.instances(&result)
-    }
-
-    /// One pass of the reaper over every namespace that holds instances; a namespace found
-    /// empty leaves the set (and comes back if a registration raced the removal).
-    fn reap_all(&self) {
-        let deadline = Instant::now() + BACKGROUND_DEADLINE;
-        let mut cmd = redis::cmd("SMEMBERS");
-        cmd.arg(LIVE_NAMESPACES);
-        let Ok(replies) = self.link.call(vec![Command::Plain(cmd)], deadline) else {
-            return;
-        };
-        let Some(Reply::Value(value)) = replies.first() else {
-            return;
-        };
-        let hexes: Vec<Vec<u8>> = array(value)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| bytes(v).map(<[u8]>::to_vec))
-            .collect();
-        for hex_namespace in hexes {
-            let Some(namespace) = unhex(&hex_namespace).and_then(|b| String::from_utf8(b).ok())
-            else {
-                continue;
-            };
-            let deadline = Instant::now() + BACKGROUND_DEADLINE;
-            let count = |store: &RedisStore| {
-                store
-                    .script_on(&namespace, false, deadline, "count", &[], Vec::new())
-                    .ok()
-                    .and_then(|v| int(&v))
-            };
-            if count(self) != Some(0) {
-                continue;
-            }
-            let mut remove = redis::cmd("SREM");
-            remove.arg(LIVE_NAMESPACES).arg(&hex_namespace);
-            if self
-                .link
-                .call(vec![Command::Plain(remove)], deadline)
-                .is_err()
-            {
-                continue;
-            }
-            if count(self) != Some(0) {
-                let _ = self
-                    .link
-                    .call(vec![Self::live_marker(&namespace)], deadline);
-            }
-        }
     }
 
     /// Applies a change another node announced.
@@ -473,14 +562,18 @@ impl Store for RedisStore {
                 ttl.as_bytes(),
                 capacity.as_bytes(),
             ],
-            vec![Self::live_marker(call.namespace)],
+            Vec::new(),
         )?;
-        let kind = match bytes(&result) {
+        if bytes(&result) == Some(b"full") {
+            return Err(Error::capacity());
+        }
+        let items = array(&result).ok_or_else(|| strange("a registration"))?;
+        let kind = match items.first().and_then(bytes) {
             Some(b"R") => ChangeKind::Registered,
             Some(b"P") => ChangeKind::Replaced,
-            Some(b"full") => return Err(Error::capacity()),
             _ => return Err(strange("a registration")),
         };
+        self.scheduled(call, items.get(1).and_then(int).unwrap_or(-1));
         let stored = Arc::new(instance);
         self.emit(call.namespace, stored.clone(), kind, Origin::Local);
         Ok(stored)
@@ -496,12 +589,17 @@ impl Store for RedisStore {
 
     fn deregister(&self, call: &Call, id: &str) -> Result<()> {
         let result = self.script(call, "dereg", &[id.as_bytes()], Vec::new())?;
-        let Some(value) = bytes(&result) else {
-            return match result {
-                Value::Nil => Err(Error::not_found()),
-                _ => Err(strange("a deregistration")),
-            };
+        let items = match &result {
+            Value::Nil => return Err(Error::not_found()),
+            other => array(other).ok_or_else(|| strange("a deregistration"))?,
         };
+        let (Some(value), Some(left)) = (items.first().and_then(bytes), items.get(1).and_then(int))
+        else {
+            return Err(strange("a deregistration"));
+        };
+        if left == 0 {
+            self.unlist(call);
+        }
         let mut last = decode(value, -1)?;
         last.version = self
             .versions
@@ -549,18 +647,15 @@ impl Store for RedisStore {
                 call,
                 "mod",
                 &[id.as_bytes(), before, &value, ttl.as_bytes()],
-                vec![Self::live_marker(call.namespace)],
+                Vec::new(),
             )?;
+            if let Some(items) = array(&result).filter(|i| !i.is_empty()) {
+                self.scheduled(call, items.get(1).and_then(int).unwrap_or(-1));
+                let changed = Arc::new(changed);
+                self.emit(call.namespace, changed, ChangeKind::Modified, Origin::Local);
+                return Ok(());
+            }
             match int(&result) {
-                Some(1) => {
-                    self.emit(
-                        call.namespace,
-                        Arc::new(changed),
-                        ChangeKind::Modified,
-                        Origin::Local,
-                    );
-                    return Ok(());
-                }
                 Some(0) => return Err(Error::not_found()),
                 Some(2) => continue,
                 _ => return Err(strange("a modification")),

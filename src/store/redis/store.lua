@@ -130,6 +130,15 @@ local function read(ids)
 end
 
 local gone = reap()
+-- Reads that cannot filter by deadline themselves (service names, counts, the change log) need
+-- every due instance gone first.
+if op == "services" or op == "log" or op == "count" or op == "next" then
+  while #gone > 0 and #gone % REAP_BATCH == 0 do
+    local more = reap()
+    if #more == 0 then break end
+    for _, value in ipairs(more) do gone[#gone + 1] = value end
+  end
+end
 
 if op == "reg" then
   -- ARGV: 4 id, 5 value, 6 index keys, 7 ttl ms (-1: never expires), 8 capacity (-1: none)
@@ -144,7 +153,7 @@ if op == "reg" then
   local kind = existing and "P" or "R"
   changed(kind, id, value)
   prune_log()
-  return {kind, gone}
+  return {{kind, ttl >= 0 and now + ttl or -1}, gone}
 elseif op == "hb" then
   -- ARGV: 4 id
   local id = ARGV[4]
@@ -162,7 +171,7 @@ elseif op == "dereg" then
   local value = unlink(id)
   changed("D", id, value)
   prune_log()
-  return {value, gone}
+  return {{value, redis.call("HLEN", RECORDS)}, gone}
 elseif op == "mod" then
   -- ARGV: 4 id, 5 the value the edit started from, 6 new value, 7 ttl ms (-1: never expires)
   local id, before, value, ttl = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -173,7 +182,7 @@ elseif op == "mod" then
   link(id, value, keys, ttl)
   changed("M", id, value)
   prune_log()
-  return {1, gone}
+  return {{1, ttl >= 0 and now + ttl or -1}, gone}
 elseif op == "get" then
   return {read({ARGV[4]}), gone}
 elseif op == "members" then
@@ -199,5 +208,9 @@ elseif op == "version" then
   return {tonumber(redis.call("GET", VERSION) or "0"), gone}
 elseif op == "count" then
   return {redis.call("HLEN", RECORDS), gone}
+elseif op == "next" then
+  -- What the reaper's schedule needs: instances left, and the earliest deadline (-1: none).
+  local earliest = redis.call("ZRANGE", DEADLINES, 0, 0, "WITHSCORES")
+  return {{redis.call("HLEN", RECORDS), earliest[2] or -1}, gone}
 end
 return redis.error_reply("unknown operation " .. op)
