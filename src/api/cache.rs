@@ -321,6 +321,39 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_closes_the_cache_and_a_new_generation_empties_it() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // u64::MAX stands for "closed".
+        let state = Arc::new(AtomicU64::new(1));
+        let gate = state.clone();
+        let cache = ResponseCache::with_gate(
+            Arc::new(ChangeIndex::default()),
+            Box::new(move || Some(gate.load(Ordering::SeqCst)).filter(|g| *g != u64::MAX)),
+        );
+        let k = key("s", View::Service);
+        build(&cache, k, 0, b"first");
+        assert_eq!(&*build(&cache, k, 1, b"x"), b"first");
+        state.store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(
+            &*build(&cache, k, 2, b"closed"),
+            b"closed",
+            "no cached body"
+        );
+        state.store(1, Ordering::SeqCst);
+        assert_eq!(
+            &*build(&cache, k, 3, b"y"),
+            b"first",
+            "closing stored nothing"
+        );
+        state.store(2, Ordering::SeqCst);
+        assert_eq!(
+            &*build(&cache, k, 4, b"second"),
+            b"second",
+            "a new generation"
+        );
+    }
+
+    #[test]
     fn bodies_are_keyed_on_the_index_and_age() {
         let (cache, index) = cache();
         let k = key("s", View::Service);
@@ -342,8 +375,8 @@ mod tests {
             })
             .unwrap();
         let at = cache.index_of(k);
-        assert!(cache.get(k, at, 500).is_some());
-        assert!(cache.get(k, at, 501).is_none());
+        assert!(cache.get(k, at, 0, 500).is_some());
+        assert!(cache.get(k, at, 0, 501).is_none());
     }
 
     #[test]
@@ -409,7 +442,11 @@ mod tests {
             })
             .unwrap();
         let at = cache.index_of(k);
-        assert!(cache.get(k, at, two_seconds + 15 * 1_000_000_000).is_some());
-        assert!(cache.get(k, at, two_seconds + 17 * 1_000_000_000).is_none());
+        assert!(cache
+            .get(k, at, 0, two_seconds + 15 * 1_000_000_000)
+            .is_some());
+        assert!(cache
+            .get(k, at, 0, two_seconds + 17 * 1_000_000_000)
+            .is_none());
     }
 }

@@ -127,7 +127,11 @@ impl RedisServer {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.command(&["PING"]).is_some_and(|r| r.contains("PONG")) {
+            // A server with a password answers NOAUTH: it is up all the same.
+            if self
+                .command(&["PING"])
+                .is_some_and(|r| r.contains("PONG") || r.contains("NOAUTH"))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

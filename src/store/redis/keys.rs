@@ -65,7 +65,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The bytes of lowercase (or uppercase) hexadecimal; `None` for anything else.
 pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);

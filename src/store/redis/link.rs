@@ -109,9 +109,12 @@ pub enum Conn {
 /// A failure of the connection itself (not an error reply): the connection is dropped.
 struct Broken(String);
 
+/// What a timed-out read or write is reported as.
+const TIMED_OUT: &str = "Redis did not answer in time";
+
 fn describe(error: &redis::RedisError) -> String {
     if error.is_timeout() {
-        "Redis did not answer in time".into()
+        TIMED_OUT.into()
     } else if error.is_connection_refusal() {
         "connection refused".into()
     } else if error.is_connection_dropped() {
@@ -557,7 +560,19 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
         let Some(connection) = conn.as_mut() else {
             continue;
         };
-        match run_batch(connector, connection, &batch) {
+        let mut outcome = run_batch(connector, connection, &batch);
+        // A connection that broke while idle (Redis restarted, a failover, an idle reset) is
+        // made again once at once, so a restart costs no request its answer; a timeout is not
+        // retried, since the caller's deadline would pass in the second wait.
+        if let Err(Broken(why)) = &outcome {
+            if why != TIMED_OUT {
+                if let Ok(mut fresh) = connector.connect() {
+                    outcome = run_batch(connector, &mut fresh, &batch);
+                    conn = Some(fresh);
+                }
+            }
+        }
+        match outcome {
             Ok((answers, drop_connection)) => {
                 if drop_connection {
                     conn = None;

@@ -367,7 +367,10 @@ impl RedisStore {
         let mut commands = Vec::new();
         if earliest >= 0 {
             let at = earliest.to_string();
-            commands.push(Self::plain("ZADD", &[DUE_NAMESPACES.as_bytes(), at.as_bytes(), name]));
+            commands.push(Self::plain(
+                "ZADD",
+                &[DUE_NAMESPACES.as_bytes(), at.as_bytes(), name],
+            ));
         } else {
             commands.push(Self::plain("ZREM", &[DUE_NAMESPACES.as_bytes(), name]));
         }
@@ -451,7 +454,11 @@ impl RedisStore {
         let namespaces: Vec<String> = array(value)
             .unwrap_or_default()
             .iter()
-            .filter_map(|v| bytes(v).and_then(unhex).and_then(|b| String::from_utf8(b).ok()))
+            .filter_map(|v| {
+                bytes(v)
+                    .and_then(unhex)
+                    .and_then(|b| String::from_utf8(b).ok())
+            })
             .collect();
         for namespace in namespaces {
             self.reap_namespace(&namespace, Instant::now() + BACKGROUND_DEADLINE);

@@ -12,6 +12,7 @@ mod hardening;
 mod metrics;
 mod process;
 mod prometheus;
+mod redis;
 mod scratch;
 mod sidecar;
 mod watches;
