@@ -103,6 +103,30 @@ impl RedisServer {
         server
     }
 
+    /// Starts `redis-sentinel` on a free port, watching the master `name` at `master_port`
+    /// (quorum 2, down after 1 s), with its configuration file in `dir`.
+    pub fn sentinel(dir: &std::path::Path, name: &str, master_port: u16) -> RedisServer {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+             sentinel monitor {name} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             sentinel parallel-syncs {name} 1\n",
+            dir.display()
+        );
+        std::fs::write(&conf, text).expect("write the sentinel configuration");
+        let mut server = RedisServer {
+            child: None,
+            port,
+            args: vec![conf.display().to_string()],
+        };
+        server.spawn("redis-sentinel");
+        server.wait_ready();
+        server
+    }
+
     fn spawn(&mut self, program: &str) {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(program);
@@ -179,6 +203,29 @@ impl Drop for RedisServer {
         // A stopped process must be resumed to die promptly under some kernels' accounting.
         self.signal(libc::SIGCONT);
         self.kill();
+    }
+}
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "a8r-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

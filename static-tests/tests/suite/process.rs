@@ -117,13 +117,7 @@ fn capabilities_not_built_yet_are_refused_not_ignored() {
 }
 
 /// The options of capabilities this build does not have: `--help` says so on each one's line.
-const NOT_AVAILABLE_YET: &[&str] = &[
-    "store",
-    "store_address",
-    "store_password",
-    "k8s_url",
-    "k8s_token",
-];
+const NOT_AVAILABLE_YET: &[&str] = &["k8s_url", "k8s_token"];
 
 #[test]
 fn help_says_which_options_are_not_available_yet() {

@@ -628,3 +628,181 @@ fn store_options_are_checked_before_redis_is_contacted() {
     assert_eq!(code, Some(2));
     assert!(!stderr.contains("hidden"), "{stderr}");
 }
+
+#[test]
+fn sentinel_failover_is_followed_within_ten_seconds() {
+    use a8registry_static_tests::redis::TempDir;
+    let dir = TempDir::new("sentinel");
+    let mut master = RedisServer::start(&[]);
+    let master_port = master.port.to_string();
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &master_port]);
+    let sentinels: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::sentinel(&dir.0, "reg", master.port))
+        .collect();
+    let addresses: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    let addresses = addresses.join(",");
+    let server = Server::start(&[
+        "--store",
+        "redis",
+        "--store_sentinel",
+        "reg",
+        "--store_address",
+        &addresses,
+    ]);
+    let r = register(&server, "ha", "10.0.8.1:80");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let (status, store) = store_component(&server);
+    assert_eq!(status, 200, "{store}");
+    assert_eq!(store["properties"]["mode"], "sentinel");
+    assert_eq!(
+        store["properties"]["master"],
+        format!("127.0.0.1:{}", master.port)
+    );
+    // The replica has the registration before the master goes.
+    assert!(eventually(Duration::from_secs(10), || master
+        .command(&["WAIT", "1", "100"])
+        .is_some_and(|r| r.contains(":1"))));
+    assert!(eventually(Duration::from_secs(10), || sentinels
+        .iter()
+        .all(|s| s
+            .command(&["SENTINEL", "replicas", "reg"])
+            .is_some_and(|r| r.contains(&replica.port.to_string())))));
+
+    master.kill();
+    let promoted = format!("{}", replica.port);
+    assert!(
+        eventually(Duration::from_secs(30), || sentinels[0]
+            .command(&["SENTINEL", "get-master-addr-by-name", "reg"])
+            .is_some_and(|r| r.contains(&promoted))),
+        "the Sentinels promote the replica"
+    );
+    let promoted_at = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || server
+            .request("PUT", &format!("{INSTANCES}/{id}/heartbeat"), &[], None)
+            .status
+            == 200),
+        "the node follows the new master within 10 s"
+    );
+    let followed = promoted_at.elapsed();
+    assert!(followed < Duration::from_secs(10), "{followed:?}");
+    assert_eq!(ids(&server, "ha"), [id]);
+    assert_eq!(register(&server, "ha", "10.0.8.2:80").status, 201);
+    assert!(eventually(Duration::from_secs(3), || {
+        let (status, store) = store_component(&server);
+        status == 200 && store["properties"]["master"] == format!("127.0.0.1:{promoted}")
+    }));
+}
+
+#[test]
+fn a_three_master_cluster_serves_every_namespace_from_its_slot() {
+    use a8registry_static_tests::redis::TempDir;
+    let dir = TempDir::new("cluster");
+    let masters: Vec<RedisServer> = (0..3)
+        .map(|i| {
+            let sub = dir.0.join(format!("n{i}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            let sub = sub.display().to_string();
+            RedisServer::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-node-timeout",
+                "2000",
+                "--dir",
+                &sub,
+            ])
+        })
+        .collect();
+    let seeds: Vec<String> = masters
+        .iter()
+        .map(|m| format!("127.0.0.1:{}", m.port))
+        .collect();
+    let created = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&seeds)
+        .arg("--cluster-yes")
+        .output()
+        .expect("redis-cli (apt-get install redis-tools)");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    assert!(eventually(Duration::from_secs(20), || masters.iter().all(
+        |m| m
+            .command(&["CLUSTER", "INFO"])
+            .is_some_and(|r| r.contains("cluster_state:ok"))
+    )));
+    let a = Server::start(&[
+        "--store",
+        "redis",
+        "--store_cluster",
+        "--store_address",
+        &seeds[0],
+        "--auth_mode",
+        "trusted",
+    ]);
+    let b = Server::start(&[
+        "--store",
+        "redis",
+        "--store_cluster",
+        "--store_address",
+        &format!("{},{}", seeds[1], seeds[2]),
+        "--auth_mode",
+        "trusted",
+    ]);
+    let (status, store) = store_component(&a);
+    assert_eq!(status, 200, "{store}");
+    assert_eq!(store["properties"]["mode"], "cluster");
+    let tenants: Vec<String> = (0..12).map(|i| format!("tenant-{i}")).collect();
+    for tenant in &tenants {
+        let body = registration("svc", "10.0.9.1:80", "");
+        let r = a.post_json_as(tenant, INSTANCES, &body);
+        assert_eq!(r.status, 201, "{tenant}: {}", r.text());
+    }
+    for tenant in &tenants {
+        let auth = format!("Bearer {tenant}");
+        let ok = eventually(Duration::from_secs(2), || {
+            let r = b.request(
+                "GET",
+                "/api/v1/services/svc",
+                &[("Authorization", &auth)],
+                None,
+            );
+            r.status == 200 && r.json()["instances"].as_array().unwrap().len() == 1
+        });
+        assert!(ok, "{tenant} through the other node");
+        let id = format!("{INSTANCES}/{}/heartbeat", {
+            let r = b.request("GET", INSTANCES, &[("Authorization", &auth)], None);
+            r.json()["instances"][0]["id"].as_str().unwrap().to_string()
+        });
+        assert_eq!(
+            b.request("PUT", &id, &[("Authorization", &auth)], None)
+                .status,
+            200
+        );
+    }
+    // The namespaces' keys are spread over the masters, each namespace in one slot.
+    let holding = masters
+        .iter()
+        .filter(|m| m.command(&["DBSIZE"]).is_some_and(|r| r.trim() != ":0"))
+        .count();
+    assert!(holding >= 2, "namespaces spread over the masters");
+    // Eureka deltas through either node agree.
+    let delta = |n: &Server, tenant: &str| {
+        let auth = format!("Bearer {tenant}");
+        let r = n.request(
+            "GET",
+            &format!("{E}/apps/delta"),
+            &[("Accept", "application/json"), ("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["applications"]["versions__delta"].clone()
+    };
+    assert_eq!(delta(&a, "tenant-3"), delta(&b, "tenant-3"));
+}
