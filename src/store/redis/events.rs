@@ -10,6 +10,7 @@
 
 use super::keys::CHANGES_CHANNEL;
 use super::link::MAX_BACKOFF;
+use super::resp::{is_timeout, Reply, Value};
 use super::RedisStore;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -40,8 +41,8 @@ fn listen(weak: &Weak<RedisStore>) {
                 continue;
             }
         };
-        let mut pubsub = connection.as_pubsub();
-        if pubsub.subscribe(CHANNEL_NAME).is_err() {
+        let subscribed = connection.call(&[b"SUBSCRIBE", CHANGES_CHANNEL.as_bytes()]);
+        if !matches!(subscribed, Ok(Reply::Value(Value::Array(_)))) {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -53,14 +54,19 @@ fn listen(weak: &Weak<RedisStore>) {
             store.subscribed.store(true, Ordering::SeqCst);
         }
         loop {
-            match pubsub.get_message() {
-                Ok(message) => {
+            match connection.receive() {
+                Ok(Reply::Value(Value::Array(parts))) => {
                     let Some(store) = weak.upgrade() else { return };
-                    store.heard(message.get_payload_bytes());
+                    if let [Value::BulkString(kind), _, Value::BulkString(payload)] = &parts[..] {
+                        if kind == b"message" {
+                            store.heard(payload);
+                        }
+                    }
                 }
+                Ok(_) => {}
                 // Quiet for a read timeout: the subscription still stands. The health probe
                 // notices a Redis that stopped answering, and caching stops with it.
-                Err(e) if e.is_timeout() => {
+                Err(e) if is_timeout(&e) => {
                     if weak.strong_count() == 0 {
                         return;
                     }
@@ -72,5 +78,3 @@ fn listen(weak: &Weak<RedisStore>) {
         store.subscribed.store(false, Ordering::SeqCst);
     }
 }
-
-const CHANNEL_NAME: &str = CHANGES_CHANNEL;

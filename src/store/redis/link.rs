@@ -17,8 +17,10 @@
 //! the master fails, answers `READONLY`, or a poll sees a switch); or through the crate's cluster
 //! client, which follows the slot map, `MOVED` and `ASK`.
 
+use super::cluster::ClusterConn;
+pub use super::resp::Reply;
+use super::resp::{encode, is_timeout, Connection, Value};
 use super::settings::{Address, Mode, RedisSettings};
-use redis::{Cmd, ConnectionAddr, ConnectionLike, IntoConnectionInfo, RedisConnectionInfo, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,19 +43,20 @@ pub const SENTINEL_POLL: Duration = Duration::from_secs(1);
 /// One command of a job.
 pub enum Command {
     /// The store's script, sent by its hash (and by its text when Redis does not know it yet).
-    Script {
-        key: String,
-        args: Vec<Vec<u8>>,
-    },
-    Plain(Cmd),
+    Script { key: String, args: Vec<Vec<u8>> },
+    /// Any other command: its name and arguments.
+    Plain(Vec<Vec<u8>>),
 }
 
-/// One answer: a value, or the error Redis gave instead.
-#[derive(Debug)]
-pub enum Reply {
-    Value(Value),
-    Error { code: String, detail: String },
+impl Command {
+    /// A command from its name and arguments.
+    pub fn plain(args: &[&[u8]]) -> Command {
+        Command::Plain(args.iter().map(|a| a.to_vec()).collect())
+    }
 }
+
+/// A command as it goes out.
+pub type Packed = Vec<Vec<u8>>;
 
 /// Why a job got no answers.
 pub type Failure = String;
@@ -102,70 +105,56 @@ impl Health {
 
 /// An open connection of either kind.
 pub enum Conn {
-    Single(redis::Connection),
-    Cluster(Box<redis::cluster::ClusterConnection>),
+    Single(Connection),
+    Cluster(Box<ClusterConn>),
 }
 
 /// A failure of the connection itself (not an error reply): the connection is dropped.
-struct Broken(String);
+pub struct Broken(pub String);
 
 /// What a timed-out read or write is reported as.
-const TIMED_OUT: &str = "Redis did not answer in time";
+pub const TIMED_OUT: &str = "Redis did not answer in time";
 
-fn describe(error: &redis::RedisError) -> String {
-    if error.is_timeout() {
-        TIMED_OUT.into()
-    } else if error.is_connection_refusal() {
-        "connection refused".into()
-    } else if error.is_connection_dropped() {
-        "connection closed".into()
-    } else {
-        error.to_string()
+/// A socket error as `/uptime` and the log show it.
+pub fn describe_error(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    if is_timeout(error) {
+        return TIMED_OUT.into();
+    }
+    match error.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => {
+            "connection closed".into()
+        }
+        _ => error.to_string(),
     }
 }
 
-fn reply_of(result: redis::RedisResult<Value>) -> Result<Reply, Broken> {
-    match result {
-        Ok(Value::ServerError(e)) => Ok(Reply::Error {
-            code: e.code().to_string(),
-            detail: e.details().unwrap_or_default().to_string(),
-        }),
-        Ok(value) => Ok(Reply::Value(value)),
-        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-            Err(Broken(describe(&e)))
-        }
-        Err(e) => match e.code() {
-            Some(code) => Ok(Reply::Error {
-                code: code.to_string(),
-                detail: e.detail().unwrap_or_default().to_string(),
-            }),
-            None => Err(Broken(describe(&e))),
-        },
+/// Writes the commands in one write and reads their replies.
+pub fn exchange(connection: &mut Connection, commands: &[&Packed]) -> Result<Vec<Reply>, Broken> {
+    let mut packed = Vec::with_capacity(commands.len() * 128);
+    for command in commands {
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+        encode(&args, &mut packed);
     }
+    let broken = |e: std::io::Error| Broken(describe_error(&e));
+    connection.send(&packed).map_err(broken)?;
+    commands
+        .iter()
+        .map(|_| connection.receive().map_err(broken))
+        .collect()
 }
 
 impl Conn {
     /// Sends the commands and reads their answers: in one write on a single connection; one by
-    /// one through the cluster client, which routes each to its slot's master.
-    fn run(&mut self, commands: &[Cmd]) -> Result<Vec<Reply>, Broken> {
+    /// one in Cluster mode, each to the master of its key's slot.
+    fn run(&mut self, commands: &[(Option<Vec<u8>>, Packed)]) -> Result<Vec<Reply>, Broken> {
         match self {
             Conn::Single(connection) => {
-                let mut packed = Vec::with_capacity(commands.len() * 128);
-                for command in commands {
-                    command.write_packed_command(&mut packed);
-                }
-                connection
-                    .send_packed_command(&packed)
-                    .map_err(|e| Broken(describe(&e)))?;
-                commands
-                    .iter()
-                    .map(|_| reply_of(connection.recv_response()))
-                    .collect()
+                let all: Vec<&Packed> = commands.iter().map(|(_, c)| c).collect();
+                exchange(connection, &all)
             }
-            Conn::Cluster(connection) => commands
-                .iter()
-                .map(|command| reply_of(connection.req_command(command)))
-                .collect(),
+            Conn::Cluster(connection) => connection.run(commands),
         }
     }
 }
@@ -173,49 +162,64 @@ impl Conn {
 /// Makes connections for the configured mode.
 pub struct Connector {
     settings: RedisSettings,
-    script: redis::Script,
     source: &'static str,
+    /// The script's SHA-1, as Redis told it (`SCRIPT LOAD`) on the first connection.
+    sha: std::sync::OnceLock<Vec<u8>>,
     /// Moves whenever the Sentinels name another master: workers then reconnect.
     epoch: AtomicU64,
     /// Sentinel mode: the master last named.
     master: Mutex<Option<(String, u16)>>,
-    cluster: Option<redis::cluster::ClusterClient>,
     health: Arc<Health>,
 }
 
-fn connection_info(
+/// A connection to `host:port`, authenticated (`AUTH [user] password` when a password is set)
+/// and on database `db`.
+fn open(
     host: &str,
     port: u16,
     user: Option<&str>,
     password: Option<&str>,
     db: i64,
-) -> redis::ConnectionInfo {
-    let mut redis_info = RedisConnectionInfo::default()
-        .set_db(db)
-        .set_skip_set_lib_name();
-    if let Some(user) = user {
-        redis_info = redis_info.set_username(user);
-    }
+) -> Result<Connection, String> {
+    let mut connection = Connection::connect(host, port, CONNECT_TIMEOUT, IO_TIMEOUT)
+        .map_err(|e| describe_error(&e))?;
+    let refused = |reply: Reply| match reply {
+        Reply::Error { code, detail } => Err(format!("{code} {detail}")),
+        Reply::Value(_) => Ok(()),
+    };
     if let Some(password) = password {
-        redis_info = redis_info.set_password(password);
+        let reply = match user {
+            Some(user) => connection.call(&[b"AUTH", user.as_bytes(), password.as_bytes()]),
+            None => connection.call(&[b"AUTH", password.as_bytes()]),
+        };
+        refused(reply.map_err(|e| describe_error(&e))?)?;
     }
-    // A TCP address always converts.
-    let info = ConnectionAddr::Tcp(host.to_string(), port)
-        .into_connection_info()
-        .expect("a TCP address is a connection info");
-    info.set_redis_settings(redis_info)
+    if db != 0 {
+        let db = db.to_string();
+        refused(
+            connection
+                .call(&[b"SELECT", db.as_bytes()])
+                .map_err(|e| describe_error(&e))?,
+        )?;
+    }
+    Ok(connection)
 }
 
-fn open(info: redis::ConnectionInfo) -> Result<redis::Connection, String> {
-    let client = redis::Client::open(info).map_err(|e| describe(&e))?;
-    let connection = client
-        .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(|e| describe(&e))?;
-    connection
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .and_then(|_| connection.set_write_timeout(Some(IO_TIMEOUT)))
-        .map_err(|e| describe(&e))?;
-    Ok(connection)
+/// A connection to one cluster node (database 0).
+pub fn open_node(
+    node: &(String, u16),
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<Connection, String> {
+    open(&node.0, node.1, user, password, 0)
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
 }
 
 impl Connector {
@@ -224,35 +228,12 @@ impl Connector {
         source: &'static str,
         health: Arc<Health>,
     ) -> Result<Connector, String> {
-        let cluster = match settings.mode {
-            Mode::Cluster => {
-                let nodes: Vec<redis::ConnectionInfo> = settings
-                    .addresses
-                    .iter()
-                    .map(|a| {
-                        let password = settings.password_for(a);
-                        connection_info(&a.host, a.port, a.user.as_deref(), password.as_deref(), 0)
-                    })
-                    .collect();
-                let client = redis::cluster::ClusterClient::builder(nodes)
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(IO_TIMEOUT)
-                    .retries(2)
-                    .min_retry_wait(10)
-                    .max_retry_wait(200)
-                    .build()
-                    .map_err(|e| describe(&e))?;
-                Some(client)
-            }
-            _ => None,
-        };
         Ok(Connector {
             settings,
-            script: redis::Script::new(source),
             source,
+            sha: std::sync::OnceLock::new(),
             epoch: AtomicU64::new(0),
             master: Mutex::new(None),
-            cluster,
             health,
         })
     }
@@ -269,19 +250,28 @@ impl Connector {
     fn ask_sentinels(&self, name: &str) -> Result<(String, u16), String> {
         let mut last = String::from("no Sentinel answered");
         for sentinel in &self.settings.addresses {
-            let info = connection_info(
+            let asked = open(
                 &sentinel.host,
                 sentinel.port,
                 sentinel.user.as_deref(),
                 sentinel.password.as_deref(),
                 0,
-            );
-            let asked = open(info).and_then(|mut connection| {
-                redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(name)
-                    .query::<Option<(String, u16)>>(&mut connection)
-                    .map_err(|e| describe(&e))
+            )
+            .and_then(|mut connection| {
+                connection
+                    .call(&[b"SENTINEL", b"get-master-addr-by-name", name.as_bytes()])
+                    .map_err(|e| describe_error(&e))
+            })
+            .and_then(|reply| match reply {
+                Reply::Value(Value::Array(parts)) if parts.len() == 2 => {
+                    let host = text(&parts[0]).ok_or("a master without a host")?;
+                    let port = text(&parts[1])
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .ok_or("a master without a port")?;
+                    Ok(Some((host, port)))
+                }
+                Reply::Value(_) => Ok(None),
+                Reply::Error { code, detail } => Err(format!("{code} {detail}")),
             });
             match asked {
                 Ok(Some(master)) => return Ok(master),
@@ -329,18 +319,18 @@ impl Connector {
 
     /// A plain connection to the one server (standalone) or the master (Sentinel), or to the
     /// first seed node that answers (Cluster: for the change channel, which every node relays).
-    pub fn connect_plain(&self) -> Result<redis::Connection, String> {
+    pub fn connect_plain(&self) -> Result<Connection, String> {
         match &self.settings.mode {
             Mode::Standalone => {
                 let a = &self.settings.addresses[0];
                 let password = self.settings.password_for(a);
-                open(connection_info(
+                open(
                     &a.host,
                     a.port,
                     a.user.as_deref(),
                     password.as_deref(),
                     a.db,
-                ))
+                )
             }
             Mode::Sentinel(name) => {
                 let known = lock(&self.master).clone();
@@ -352,17 +342,15 @@ impl Connector {
                         master
                     }
                 };
-                let mut connection = open(connection_info(
-                    &host,
-                    port,
-                    None,
-                    self.settings.password.as_deref(),
-                    0,
-                ))?;
+                let mut connection = open(&host, port, None, self.settings.password.as_deref(), 0)?;
                 // A master demoted since the Sentinels were asked must not take writes.
-                let role: Vec<Value> = redis::cmd("ROLE")
-                    .query(&mut connection)
-                    .map_err(|e| describe(&e))?;
+                let role = connection
+                    .call(&[b"ROLE"])
+                    .map_err(|e| describe_error(&e))?;
+                let role = match role {
+                    Reply::Value(Value::Array(parts)) => parts,
+                    _ => Vec::new(),
+                };
                 match role.first() {
                     Some(Value::BulkString(b)) if b == b"master" => Ok(connection),
                     _ => {
@@ -375,13 +363,7 @@ impl Connector {
                 let mut last = String::from("no seed node answered");
                 for a in &self.settings.addresses {
                     let password = self.settings.password_for(a);
-                    match open(connection_info(
-                        &a.host,
-                        a.port,
-                        a.user.as_deref(),
-                        password.as_deref(),
-                        0,
-                    )) {
+                    match open(&a.host, a.port, a.user.as_deref(), password.as_deref(), 0) {
                         Ok(connection) => return Ok(connection),
                         Err(e) => last = format!("{}: {e}", a.shown()),
                     }
@@ -392,35 +374,62 @@ impl Connector {
     }
 
     fn connect(&self) -> Result<Conn, String> {
-        match &self.cluster {
-            Some(client) => client
-                .get_connection()
-                .map(|c| Conn::Cluster(Box::new(c)))
-                .map_err(|e| describe(&e)),
-            None => self.connect_plain().map(Conn::Single),
+        if self.settings.mode != Mode::Cluster {
+            let mut connection = self.connect_plain()?;
+            if self.sha.get().is_none() {
+                let loaded = connection.call(&[b"SCRIPT", b"LOAD", self.source.as_bytes()]);
+                if let Ok(Reply::Value(Value::BulkString(sha))) = loaded {
+                    let _ = self.sha.set(sha);
+                }
+            }
+            return Ok(Conn::Single(connection));
         }
+        // Every node is reached with the first seed's credentials (or --store_password).
+        let first = &self.settings.addresses[0];
+        let seeds: Vec<(String, u16)> = self
+            .settings
+            .addresses
+            .iter()
+            .map(|a| (a.host.clone(), a.port))
+            .collect();
+        ClusterConn::connect(
+            &seeds,
+            first.user.clone(),
+            self.settings.password_for(first),
+        )
+        .map(|c| Conn::Cluster(Box::new(c)))
     }
 
-    fn pack(&self, command: &Command, by_text: bool) -> Cmd {
+    fn pack(&self, command: &Command, by_text: bool) -> Packed {
         match command {
-            Command::Plain(cmd) => cmd.clone(),
+            Command::Plain(args) => args.clone(),
             Command::Script { key, args } => {
-                let mut cmd = if by_text {
-                    let mut c = redis::cmd("EVAL");
-                    c.arg(self.source);
-                    c
-                } else {
-                    let mut c = redis::cmd("EVALSHA");
-                    c.arg(self.script.get_hash());
-                    c
-                };
-                cmd.arg(1).arg(key.as_bytes());
-                for arg in args {
-                    cmd.arg(arg.as_slice());
+                let mut packed: Packed = Vec::with_capacity(args.len() + 4);
+                match self.sha.get().filter(|_| !by_text) {
+                    Some(sha) => {
+                        packed.push(b"EVALSHA".to_vec());
+                        packed.push(sha.clone());
+                    }
+                    None => {
+                        packed.push(b"EVAL".to_vec());
+                        packed.push(self.source.as_bytes().to_vec());
+                    }
                 }
-                cmd
+                packed.push(b"1".to_vec());
+                packed.push(key.as_bytes().to_vec());
+                packed.extend(args.iter().cloned());
+                packed
             }
         }
+    }
+}
+
+/// The key a command works on (its first argument after the name), for Cluster routing; `None`
+/// for commands without one (`TIME`, `PING`).
+fn key_of(command: &Command) -> Option<Vec<u8>> {
+    match command {
+        Command::Script { key, .. } => Some(key.as_bytes().to_vec()),
+        Command::Plain(args) => args.get(1).cloned(),
     }
 }
 
@@ -532,8 +541,11 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
             continue;
         }
         if connector.epoch() != epoch {
+            // Another master (Sentinel): connect to it now, whatever the backoff said.
             epoch = connector.epoch();
             conn = None;
+            retry_at = Instant::now();
+            backoff = MIN_BACKOFF;
         }
         if conn.is_none() {
             if Instant::now() < retry_at {
@@ -611,9 +623,13 @@ fn run_batch(
     conn: &mut Conn,
     batch: &[Job],
 ) -> Result<(Answers, bool), Broken> {
-    let commands: Vec<Cmd> = batch
+    let commands: Vec<(Option<Vec<u8>>, Packed)> = batch
         .iter()
-        .flat_map(|job| job.commands.iter().map(|c| connector.pack(c, false)))
+        .flat_map(|job| {
+            job.commands
+                .iter()
+                .map(|c| (key_of(c), connector.pack(c, false)))
+        })
         .collect();
     let mut replies = conn.run(&commands)?;
     // Scripts Redis does not know yet (a restart, a failover, a new cluster node) go again by
@@ -626,9 +642,9 @@ fn run_batch(
         .collect();
     if !retry.is_empty() {
         let all: Vec<&Command> = batch.iter().flat_map(|job| job.commands.iter()).collect();
-        let again: Vec<Cmd> = retry
+        let again: Vec<(Option<Vec<u8>>, Packed)> = retry
             .iter()
-            .map(|&i| connector.pack(all[i], true))
+            .map(|&i| (key_of(all[i]), connector.pack(all[i], true)))
             .collect();
         for (i, reply) in retry.into_iter().zip(conn.run(&again)?) {
             replies[i] = reply;

@@ -15,9 +15,11 @@
 //! namespaces that hold instances every [`REAP_INTERVAL`], so an expiry is recorded within a
 //! second even in a namespace nobody reads. The reaper's walk is also the health probe.
 
+mod cluster;
 pub mod events;
 pub mod keys;
 pub mod link;
+mod resp;
 pub mod settings;
 
 use crate::cluster::codec::{instance_from_json, instance_json};
@@ -30,7 +32,7 @@ use crate::registry::store::{
 use crate::registry::version::HybridClock;
 use keys::{hex, namespace_key, unhex, DUE_NAMESPACES, LIVE_NAMESPACES};
 use link::{Command, Health, Link, Reply};
-use redis::Value;
+use resp::Value;
 use settings::RedisSettings;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -232,7 +234,7 @@ impl RedisStore {
 
     /// Sends a `PING`, waiting at most `wait`: true when Redis answered (and the health says so).
     pub fn probe(&self, wait: Duration) -> bool {
-        let ping = Command::Plain(redis::cmd("PING"));
+        let ping = Command::plain(&[b"PING"]);
         self.link.call(vec![ping], Instant::now() + wait).is_ok() && self.link.health.healthy()
     }
 
@@ -317,11 +319,9 @@ impl RedisStore {
     }
 
     fn plain(name: &str, args: &[&[u8]]) -> Command {
-        let mut cmd = redis::cmd(name);
-        for arg in args {
-            cmd.arg(*arg);
-        }
-        Command::Plain(cmd)
+        let mut all: Vec<&[u8]> = vec![name.as_bytes()];
+        all.extend_from_slice(args);
+        Command::plain(&all)
     }
 
     /// After a write that left the namespace holding an instance whose deadline is `deadline`
@@ -796,12 +796,8 @@ impl Store for RedisStore {
 
     fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>> {
         let deadline = Instant::now() + BACKGROUND_DEADLINE;
-        let mut cmd = redis::cmd("SMEMBERS");
-        cmd.arg(LIVE_NAMESPACES);
-        let replies = self
-            .link
-            .call(vec![Command::Plain(cmd)], deadline)
-            .map_err(unavailable)?;
+        let cmd = Self::plain("SMEMBERS", &[LIVE_NAMESPACES.as_bytes()]);
+        let replies = self.link.call(vec![cmd], deadline).map_err(unavailable)?;
         let Some(Reply::Value(value)) = replies.first() else {
             return Err(strange("a set of namespaces"));
         };
