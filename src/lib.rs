@@ -51,7 +51,7 @@
 //!   (`codec`), links on plain threads with bounded queues, sync, digest repair and leave.
 //! - [`store`]: the Redis store (`store::redis`): `settings` (address forms, credentials, modes),
 //!   `link` (connections on plain worker threads behind a bounded queue, deadlines, batching,
-//!   Sentinel and Cluster), `keys` (the layout, one hash tag per namespace), the one Lua script,
+//!   Sentinel and Cluster), `resp` (RESP2, bounded), `cluster` (slot routing), `keys` (the layout, one hash tag per namespace), the one Lua script,
 //!   `events` (the change channel that keeps every node's caches and watchers fresh).
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT

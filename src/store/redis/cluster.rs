@@ -1,8 +1,7 @@
 //! Redis Cluster routing for the connection layer: the slot map, read from `CLUSTER SLOTS` of a
 //! seed node, sends each command to the master of its key's slot over a plain connection per
 //! node, and follows `MOVED` (the map is read again) and `ASK` (one `ASKING` redirect), so slot
-//! migrations and master failovers are followed without a restart. Kept here rather than taken
-//! from the crate's cluster client, which costs the static binary far more than this.
+//! migrations and master failovers are followed without a restart.
 
 use super::link::{describe_error, exchange, open_node, Broken, Packed, Reply};
 use super::resp::{Connection, Value};

@@ -1,7 +1,7 @@
 //! The connection layer: Redis I/O on plain threads, never on a `may` worker.
 //!
-//! The `redis` crate's clients do blocking socket I/O, so a fixed set of plain worker threads own
-//! the connections. Callers (coroutines serving requests, or plain threads) put a [`Job`] on one
+//! The connections ([`super::resp`]) do blocking socket I/O, so a fixed set of plain worker
+//! threads own them. Callers (coroutines serving requests, or plain threads) put a [`Job`] on one
 //! bounded queue and park on a `may` channel until its answer comes or their deadline passes,
 //! whichever is first; a coroutine that parks lets its worker serve other connections. A full
 //! queue is refused at once. Each worker takes every job waiting (up to [`MAX_BATCH`]) and sends
@@ -14,8 +14,8 @@
 //!
 //! Standalone, Sentinel and Cluster share all of this; they differ only in how a connection is
 //! made ([`Connector`]): to the one address; to the master the Sentinels name (asked again when
-//! the master fails, answers `READONLY`, or a poll sees a switch); or through the crate's cluster
-//! client, which follows the slot map, `MOVED` and `ASK`.
+//! the master fails, answers `READONLY`, or a poll sees a switch); or one per cluster master,
+//! routed by the slot map ([`super::cluster`]), which follows `MOVED` and `ASK`.
 
 use super::cluster::ClusterConn;
 pub use super::resp::Reply;

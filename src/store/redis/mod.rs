@@ -3,7 +3,8 @@
 //!
 //! - [`settings`]: the options (address forms, credentials, mode), parsed without I/O.
 //! - [`link`]: the connection layer: plain worker threads own the connections, callers park on a
-//!   channel with a deadline; batching, timeouts, capped-backoff reconnects, Sentinel and Cluster.
+//!   channel with a deadline; batching, timeouts, capped-backoff reconnects, Sentinel and Cluster
+//!   (`cluster`: the slot map and redirects); `resp`: the wire protocol, bounded.
 //! - [`keys`]: the key layout, one hash tag per namespace.
 //! - `store.lua`: the one script every operation runs, so every write (record, indexes,
 //!   deadline, capacity, change log, version) is applied atomically, judged by Redis's clock.
