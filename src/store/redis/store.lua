@@ -8,6 +8,26 @@ local op = ARGV[1]
 local node = ARGV[2]
 local eureka = ARGV[3] == "1"
 
+-- Heartbeats are most of the traffic: they take a short path of four commands, before anything
+-- else is set up. An expired instance answers 0 and is left to the reapers.
+if op == "hb" then
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if eureka then redis.call("SET", T .. ":f", "1", "PX", 86400000) end
+  local id = ARGV[4]
+  local deadline = redis.call("ZSCORE", T .. ":d", id)
+  if not deadline then
+    -- OUT_OF_SERVICE (no deadline, never expires) or unknown.
+    return {redis.call("HEXISTS", T .. ":i", id), {}}
+  end
+  if tonumber(deadline) < now then return {0, {}} end
+  local value = redis.call("HGET", T .. ":i", id)
+  local ttl = value and tonumber(string.match(value, "^%x* %x* (%d+)\n"))
+  if not ttl then return {0, {}} end
+  redis.call("ZADD", T .. ":d", now + ttl, id)
+  return {1, {}}
+end
+
 local RECORDS = T .. ":i"    -- hash id -> "<hex service> <hex status> <ttl ms>\n<record JSON>"
 local INDEXES = T .. ":k"    -- hash id -> the index key suffixes the id is a member of
 local DEADLINES = T .. ":d"  -- zset id -> deadline (ms); OUT_OF_SERVICE ids are absent
@@ -154,17 +174,6 @@ if op == "reg" then
   changed(kind, id, value)
   prune_log()
   return {{kind, ttl >= 0 and now + ttl or -1}, gone}
-elseif op == "hb" then
-  -- ARGV: 4 id
-  local id = ARGV[4]
-  if not live(id) then return {0, gone} end
-  local value = redis.call("HGET", RECORDS, id)
-  local deadline = redis.call("ZSCORE", DEADLINES, id)
-  if deadline then
-    local _, _, ttl = header(value)
-    redis.call("ZADD", DEADLINES, now + ttl, id)
-  end
-  return {1, gone}
 elseif op == "dereg" then
   local id = ARGV[4]
   if not live(id) then return {false, gone} end
