@@ -32,6 +32,15 @@ pub fn suite_on_redis() -> bool {
     std::env::var("A8_TEST_STORE").is_ok_and(|v| v == "redis")
 }
 
+/// The store's name as metrics label it, for the suite's run.
+pub fn suite_store_name() -> &'static str {
+    if suite_on_redis() {
+        "redis"
+    } else {
+        "inmem"
+    }
+}
+
 /// The options that put a registry process on the shared Redis, each on its own database;
 /// empty on the in-memory store.
 pub fn suite_store_args() -> Vec<String> {

@@ -169,6 +169,9 @@ pub struct Connector {
     epoch: AtomicU64,
     /// Sentinel mode: the master last named.
     master: Mutex<Option<(String, u16)>>,
+    /// Connections any worker made: a worker waiting out its backoff tries again at once when
+    /// another one got through (Redis is back).
+    connections_made: AtomicU64,
     health: Arc<Health>,
 }
 
@@ -234,6 +237,7 @@ impl Connector {
             sha: std::sync::OnceLock::new(),
             epoch: AtomicU64::new(0),
             master: Mutex::new(None),
+            connections_made: AtomicU64::new(0),
             health,
         })
     }
@@ -519,6 +523,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
     let mut backoff = MIN_BACKOFF;
     let mut retry_at = Instant::now();
     let mut last_error = String::from("not connected yet");
+    let mut seen_made = connector.connections_made.load(Ordering::SeqCst);
     loop {
         let batch: Vec<Job> = {
             let jobs = lock(jobs);
@@ -548,7 +553,8 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
             backoff = MIN_BACKOFF;
         }
         if conn.is_none() {
-            if Instant::now() < retry_at {
+            let made = connector.connections_made.load(Ordering::SeqCst);
+            if Instant::now() < retry_at && made == seen_made {
                 fail_all(batch, &last_error);
                 continue;
             }
@@ -556,8 +562,11 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
                 Ok(connected) => {
                     conn = Some(connected);
                     backoff = MIN_BACKOFF;
+                    seen_made = connector.connections_made.fetch_add(1, Ordering::SeqCst) + 1;
                 }
                 Err(e) => {
+                    // Only a connection made after this failure ends the backoff early.
+                    seen_made = made;
                     last_error = e;
                     health.fail(&last_error);
                     connector.forget_master();
@@ -579,6 +588,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
         if let Err(Broken(why)) = &outcome {
             if why != TIMED_OUT {
                 if let Ok(mut fresh) = connector.connect() {
+                    seen_made = connector.connections_made.fetch_add(1, Ordering::SeqCst) + 1;
                     outcome = run_batch(connector, &mut fresh, &batch);
                     conn = Some(fresh);
                 }
