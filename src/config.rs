@@ -87,8 +87,12 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "sync_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "longest wait for the initial peer sync before the API opens" },
     OptionSpec { name: "cluster_dir", kind: Kind::Text, default: "/tmp/sd-cluster", secret: false, help: "shared membership directory; used when given or without --peers; \"\" turns it off" },
     OptionSpec { name: "cluster_size", kind: Kind::Int, default: "0", secret: false, help: "expected cluster size, reported in /uptime only, >= 0" },
-    OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL: mirror its endpoints read-only (not available yet)" },
-    OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API (not available yet)" },
+    OptionSpec { name: "k8s_url", kind: Kind::Text, default: "", secret: false, help: "Kubernetes API server URL (http:// or https://) or in-cluster: mirror its endpoints read-only, namespace N into namespace N" },
+    OptionSpec { name: "k8s_token", kind: Kind::Text, default: "", secret: true, help: "bearer token for the Kubernetes API" },
+    OptionSpec { name: "k8s_token_file", kind: Kind::Text, default: "", secret: false, help: "file holding the Kubernetes bearer token, read again after a 401 and every 60s" },
+    OptionSpec { name: "k8s_ca_file", kind: Kind::Text, default: "", secret: false, help: "PEM CA certificates the Kubernetes API server's certificate must chain to" },
+    OptionSpec { name: "k8s_max_namespaces", kind: Kind::Int, default: "100", secret: false, help: "most namespaces mirrored from Kubernetes at once, >= 1" },
+    OptionSpec { name: "k8s_idle_timeout", kind: Kind::Duration, default: "10m", secret: false, help: "stop mirroring a namespace without API requests for this long, >= 1s (never default)" },
     OptionSpec { name: "eureka_url", kind: Kind::List, default: "", secret: false, help: "remote Eureka base URLs (http:// or https://) to mirror read-only into the default namespace, tried in order (repeatable; comma-separated in env)" },
     OptionSpec { name: "catalog_poll", kind: Kind::Duration, default: "30s", secret: false, help: "interval of the remote Eureka catalog's refresh, >= 1s" },
     OptionSpec { name: "fs_catalog", kind: Kind::Text, default: "", secret: false, help: "directory of <namespace>.json and <namespace>.conf files to mirror read-only (an existing directory)" },
@@ -392,8 +396,10 @@ pub struct Config {
     pub cluster_size: i64,
     /// The cluster options, validated (used with `replication`).
     pub cluster: crate::cluster::ClusterConfig,
-    pub k8s_url: String,
-    pub k8s_token: Secret,
+    /// The Kubernetes catalog's settings, when `--k8s_url` is given.
+    pub kubernetes: Option<crate::catalogs::kubernetes::Settings>,
+    /// Startup warnings about the options (logged once the log is set up).
+    pub warnings: Vec<String>,
     pub eureka_urls: Vec<String>,
     pub catalog_poll: Duration,
     pub fs_catalog: String,
@@ -1012,8 +1018,8 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
             env_name("replication")
         )));
     }
-    let k8s_url = raw.text("k8s_url")?;
-    let k8s_token = raw.secret("k8s_token")?;
+    let mut warnings = Vec::new();
+    let kubernetes = kubernetes_options(raw, &mut warnings)?;
     let eureka_urls: Vec<String> = raw
         .list("eureka_url")?
         .unwrap_or_default()
@@ -1071,14 +1077,165 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         cluster_dir,
         cluster_size,
         cluster,
-        k8s_url,
-        k8s_token,
+        kubernetes,
+        warnings,
         eureka_urls,
         catalog_poll,
         fs_catalog,
     };
-    refuse_unavailable(&config)?;
     Ok(config)
+}
+
+/// Where a pod's service account is mounted (`--k8s_url in-cluster`).
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
+/// Largest token or CA file read at startup.
+const MAX_K8S_FILE_BYTES: u64 = 1 << 20;
+/// The shortest `--k8s_idle_timeout`.
+const MIN_K8S_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A small file read whole, at most [`MAX_K8S_FILE_BYTES`].
+fn read_small_file(path: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_K8S_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_K8S_FILE_BYTES {
+        return Err(std::io::Error::other("larger than 1 MiB"));
+    }
+    Ok(bytes)
+}
+
+/// Reads and checks the Kubernetes catalog's options (catalogs contract §1, §3.1); `None` when
+/// `--k8s_url` is empty (the others are then checked for their syntax only).
+fn kubernetes_options(
+    raw: &mut RawValues,
+    warnings: &mut Vec<String>,
+) -> Result<Option<crate::catalogs::kubernetes::Settings>, ConfigError> {
+    use crate::catalogs::kubernetes::{Settings, TokenSource};
+    let url = raw.text("k8s_url")?;
+    let token = raw.secret("k8s_token")?;
+    let token_file = raw.text("k8s_token_file")?;
+    let ca_file = raw.text("k8s_ca_file")?;
+    let max_namespaces = raw.int("k8s_max_namespaces")?;
+    if max_namespaces < 1 {
+        return Err(invalid(
+            "k8s_max_namespaces",
+            &max_namespaces.to_string(),
+            "must be 1 or more",
+        ));
+    }
+    let idle_timeout = raw.duration("k8s_idle_timeout")?;
+    if idle_timeout < MIN_K8S_IDLE_TIMEOUT {
+        return Err(invalid(
+            "k8s_idle_timeout",
+            &format_go_duration(idle_timeout),
+            "must be >= 1s",
+        ));
+    }
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if token.is_set() && !token_file.is_empty() {
+        return Err(error(format!(
+            "--k8s_token ({}) and --k8s_token_file ({}) exclude each other",
+            env_name("k8s_token"),
+            env_name("k8s_token_file")
+        )));
+    }
+    let in_cluster = url == "in-cluster";
+    let (base_url, default_token_file, default_ca_file) = if in_cluster {
+        let variable = |name: &str| (raw.env)(name).filter(|v| !v.is_empty());
+        let (Some(host), Some(port)) = (
+            variable("KUBERNETES_SERVICE_HOST"),
+            variable("KUBERNETES_SERVICE_PORT"),
+        ) else {
+            return Err(invalid(
+                "k8s_url",
+                &url,
+                "in-cluster needs KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT",
+            ));
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        (
+            format!("https://{host}:{port}"),
+            SERVICE_ACCOUNT_TOKEN,
+            SERVICE_ACCOUNT_CA,
+        )
+    } else {
+        let trimmed = url.trim_end_matches('/').to_string();
+        check_base_url(&trimmed).map_err(|why| invalid("k8s_url", &url, why))?;
+        (trimmed, "", "")
+    };
+    check_base_url(&base_url).map_err(|why| invalid("k8s_url", &url, why))?;
+    // A file that the in-cluster defaults name is the URL's error; a given one is its option's.
+    let option_of = |given: &str, option: &'static str| {
+        if given.is_empty() {
+            "k8s_url"
+        } else {
+            option
+        }
+    };
+    let token = if token.is_set() {
+        TokenSource::Value(token)
+    } else {
+        let path = if token_file.is_empty() {
+            default_token_file.to_string()
+        } else {
+            token_file.clone()
+        };
+        if path.is_empty() {
+            TokenSource::None
+        } else {
+            let option = option_of(&token_file, "k8s_token_file");
+            let text = read_small_file(&path)
+                .map_err(|e| invalid(option, &path, &format!("cannot read the token: {e}")))?;
+            if String::from_utf8_lossy(&text).trim().is_empty() {
+                return Err(invalid(option, &path, "the token file is empty"));
+            }
+            TokenSource::File(path.into())
+        }
+    };
+    let ca_path = if ca_file.is_empty() {
+        default_ca_file.to_string()
+    } else {
+        ca_file.clone()
+    };
+    let ca = if ca_path.is_empty() {
+        None
+    } else {
+        let option = option_of(&ca_file, "k8s_ca_file");
+        let pem = read_small_file(&ca_path)
+            .map_err(|e| invalid(option, &ca_path, &format!("cannot read the CA file: {e}")))?;
+        let certificates: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                _ => None,
+            })
+            .collect();
+        if certificates.is_empty() {
+            return Err(invalid(option, &ca_path, "holds no PEM certificate"));
+        }
+        if base_url.starts_with("http://") {
+            warnings.push(format!(
+                "--k8s_ca_file ({}) is unused with an http:// --k8s_url",
+                env_name("k8s_ca_file")
+            ));
+        }
+        Some(certificates)
+    };
+    Ok(Some(Settings {
+        base_url,
+        token,
+        ca,
+        max_namespaces: usize::try_from(max_namespaces).unwrap_or(usize::MAX),
+        idle_timeout,
+    }))
 }
 
 /// The shortest `--catalog_poll`.
@@ -1192,20 +1349,6 @@ fn cluster_options(
         size: inputs.cluster_size,
         sync_timeout: inputs.sync_timeout,
     })
-}
-
-/// Options of capabilities this build does not have yet are refused, never silently ignored.
-fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
-    let unavailable = |name: &str, what: &str| {
-        Err(error(format!(
-            "--{name} ({}): {what} is not available yet in this version",
-            env_name(name)
-        )))
-    };
-    if !config.k8s_url.is_empty() {
-        return unavailable("k8s_url", "the Kubernetes catalog");
-    }
-    Ok(())
 }
 
 /// Parses an integer the way Go's `strconv.ParseInt(s, 0, 64)` does: optional sign, then `0x`,
@@ -1529,11 +1672,7 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_capabilities_are_refused() {
-        let err = parse_with(&[], &[("A8_K8S_URL", "http://k8s")])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not available yet"), "{err}");
+    fn the_redis_store_is_configured() {
         let config = parse_with(&[], &[("A8_STORE", "redis"), ("A8_STORE_ADDRESS", "h:1")]);
         let redis = config.unwrap().redis.expect("the Redis store's settings");
         assert_eq!(redis.shown(), "h:1");
@@ -1702,7 +1841,7 @@ mod tests {
                 assert!(summary.contains(&format!("{name}=(set)")), "{summary}");
             }
             assert_eq!(config.jwt_secret.expose(), SENTINEL);
-            assert_eq!(config.k8s_token.expose(), SENTINEL);
+            assert_eq!(config.store_password.expose(), SENTINEL);
         }
         let (_, summary) = parse_serve(&[], &|_| None).unwrap();
         for name in &secrets {

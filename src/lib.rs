@@ -5,7 +5,7 @@
 //! knowing only the one below it:
 //!
 //! ```text
-//! bytes ─► http (decode, frame, limits) ─► router ─► api (amalgam8 | eureka | ops)
+//! bytes ─► http (decode, frame, limits) ─► router ─► api (amalgam8 | eureka | ops | ui)
 //!       ─► auth (token → namespace) ─► registry (instances, TTLs, change events)
 //!       ─► store backend (sharded in-memory TTL map | Redis)
 //! ```
@@ -23,7 +23,8 @@
 //!   that wait to be woken).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
 //!   paths; `model` decodes registrations and derives store ids, `xml` reads and writes Netflix's
-//!   XML, `render` draws Netflix's JSON and XML), `ops` (`/uptime`, `/ready`, `/metrics`),
+//!   XML, `render` draws Netflix's JSON and XML), `ops` (`/uptime`, `/ready`, `/metrics`), `ui`
+//!   (the web page's embedded files under `/ui/`, which read only the public API),
 //!   `watch` (blocking queries: `X-A8-Index`, `index` and `wait`), `cache` (serialised bodies
 //!   keyed on the change index, built once for concurrent readers), `json` (the JSON helpers both
 //!   protocols share), `error` (the texts and the one mapping of registry errors to answers).
@@ -44,8 +45,10 @@
 //! - [`sidecar`]: `a8registry sidecar`, on plain threads: registers one application, heartbeats
 //!   while its health checks pass, registers again after outages and supervises it (`settings`,
 //!   `yaml`, `protocol`, `agent`, `health`, `process`, `client`).
-//! - [`catalogs`]: read-only sources (`files`) on plain threads, publishing per-namespace `Arc`
-//!   snapshots that the façade merges after the store's instances, and their `/uptime` health.
+//! - [`catalogs`]: read-only sources on plain threads (`kubernetes`: list + watch per namespace
+//!   opened on first use; `eureka`: polled with deltas; `files`: a directory checked every
+//!   second), publishing per-namespace `Arc` snapshots that the façade merges after the store's
+//!   instances, and their `/uptime` health.
 //!
 //! - [`cluster`]: clustered mode: membership (directory, `--peers`), the sans-IO line protocol
 //!   (`codec`), links on plain threads with bounded queues, sync, digest repair and leave.

@@ -71,8 +71,8 @@ pub fn init(level: LogLevel, format: LogFormat) -> std::io::Result<()> {
         .name("log".into())
         .spawn(move || queue.run_writer(&mut std::io::stderr(), report_line))?;
     let _ = PROCESS_QUEUE.set(queue);
-    // Rust's default hook prints a panic straight to stderr, from the panicking worker (the
-    // server turns a handler's panic into a 500 and carries on): route it through the queue too.
+    // Rust's default hook prints a panic straight to stderr, from the panicking thread: route it
+    // through the queue too, so it keeps the log's format.
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
         let message = payload
@@ -91,10 +91,9 @@ pub fn init(level: LogLevel, format: LogFormat) -> std::io::Result<()> {
                 ("message", &message),
             ],
         );
-        // A panic of the main thread ends the process: its line must be out first.
-        if thread.name() == Some("main") {
-            flush();
-        }
+        // The release build aborts on panic (Cargo.toml), and a panic of the main thread ends any
+        // build: the line must be out before the process goes.
+        flush();
     }));
     Ok(())
 }

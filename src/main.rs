@@ -124,6 +124,9 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         eprintln!("a8registry: cannot start the log thread: {e}");
         return ExitCode::from(1);
     }
+    for warning in &config.warnings {
+        a8registry::warn!("configuration", "warning" => warning);
+    }
     let exec_started = Instant::now();
     may::config()
         .set_workers(config.workers)
@@ -199,6 +202,17 @@ fn serve(config: Config, summary: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+
+    if let Some(settings) = &config.kubernetes {
+        let catalogs = api.catalogs();
+        match a8registry::catalogs::kubernetes::start(settings, catalogs.clone()) {
+            Ok(source) => catalogs.on_use(Box::new(move |namespace| source.used(namespace))),
+            Err(e) => {
+                error!("cannot start the Kubernetes catalog", "error" => e);
+                return ExitCode::from(1);
+            }
+        }
+    }
 
     if !config.fs_catalog.is_empty() {
         let directory = std::path::Path::new(&config.fs_catalog);
@@ -327,7 +341,8 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         "listening",
         "address" => address,
         "startup_micros" => exec_started.elapsed().as_micros(),
-        "config" => summary
+        "config" => summary,
+        "ui" => api::ui::page_url(address)
     );
     provide_descriptors(options);
 

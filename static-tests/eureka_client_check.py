@@ -46,6 +46,17 @@ def discovered(client):
     ]
 
 
+def discovered_when(client, status, limit=10.0):
+    """What the client holds once its fetches show `status`, or after `limit` seconds: the client
+    fetches every second, but a loaded machine may delay a fetch well past that."""
+    deadline = time.monotonic() + limit
+    while True:
+        seen = discovered(client)
+        if seen is None or (seen and seen[0]["status"] == status) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.1)
+
+
 async def main():
     eureka_url, registry_url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     token = sys.argv[4] if len(sys.argv) > 4 else ""
@@ -70,13 +81,11 @@ async def main():
 
     await client.status_update("OUT_OF_SERVICE")
     observations["after_out_of_service"] = registry_view(registry_url, token)
-    time.sleep(1.5)
-    observations["discovered_out_of_service"] = discovered(client)
+    observations["discovered_out_of_service"] = discovered_when(client, "OUT_OF_SERVICE")
 
     await client.status_update("UP")
     observations["after_back_up"] = registry_view(registry_url, token)
-    time.sleep(1.5)
-    observations["discovered_back_up"] = discovered(client)
+    observations["discovered_back_up"] = discovered_when(client, "UP")
 
     await client.stop()
     observations["after_stop"] = registry_view(registry_url, token)

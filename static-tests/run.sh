@@ -43,6 +43,46 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
   fi
 fi
 
+# The web page's test drives Debian's Chromium with playwright-core (npm, pinned by the lock file).
+if [ ! -x /usr/bin/chromium ]; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "run.sh: chromium is missing; install it as root: apt-get install chromium" >&2
+      exit 1
+    fi
+    as_root=(sudo)
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends chromium
+fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "run.sh: node and npm are required for the web page's test (apt-get install nodejs npm)" >&2
+  exit 1
+fi
+if [ ! -d static-tests/ui/node_modules/playwright-core ]; then
+  (cd static-tests/ui && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# kubectl reads the suite's mock Kubernetes API server, to show it speaks the real format; openssl
+# makes the test CA of the Kubernetes TLS tests. Debian's packages, installed when missing; a
+# machine where that fails still runs everything else (those tests then fail and say why).
+missing=()
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+  fi
+  if ! { "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -q --no-install-recommends "${missing[@]}"; }; then
+    echo "run.sh: could not install ${missing[*]}; the Kubernetes tests that need them will fail" >&2
+  fi
+fi
+
 # Real Redis servers for the Redis store's tests (standalone, Sentinel, Cluster): Debian's
 # packages, installed when missing.
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1 \

@@ -11,6 +11,7 @@ pub mod error;
 pub mod eureka;
 pub mod json;
 pub mod ops;
+pub mod ui;
 pub mod watch;
 
 use crate::auth::{extract_token, AuthError, Authenticator};
@@ -37,6 +38,10 @@ enum Route {
     Uptime,
     Ready,
     Metrics,
+    /// `/ui`: redirected to the page.
+    UiRedirect,
+    /// `/ui/` and `/ui/{file}`: the page and its files.
+    Ui,
     Register,
     ListInstances,
     Deregister,
@@ -59,7 +64,12 @@ impl Route {
     /// The `protocol` label of the route's requests.
     fn protocol(self) -> Protocol {
         match self {
-            Route::Root | Route::Uptime | Route::Ready | Route::Metrics => Protocol::Ops,
+            Route::Root
+            | Route::Uptime
+            | Route::Ready
+            | Route::Metrics
+            | Route::UiRedirect
+            | Route::Ui => Protocol::Ops,
             Route::Eureka(..) => Protocol::Eureka,
             _ => Protocol::Amalgam8,
         }
@@ -86,6 +96,8 @@ pub enum Operation {
     Uptime,
     Ready,
     Metrics,
+    /// The web page and its files.
+    Ui,
     Register,
     Deregister,
     Renew,
@@ -115,6 +127,7 @@ const OPERATION_NAMES: &[&str] = &[
     "Uptime",
     "Ready",
     "Metrics",
+    "Ui",
     "Register",
     "Deregister",
     "Renew",
@@ -157,6 +170,7 @@ impl Operation {
             Operation::Uptime => "Uptime",
             Operation::Ready => "Ready",
             Operation::Metrics => "Metrics",
+            Operation::Ui => "Ui",
             Operation::Register => "Register",
             Operation::Deregister => "Deregister",
             Operation::Renew => "Renew",
@@ -193,6 +207,13 @@ impl Operation {
 
 type Meta = RouteMeta<Operation>;
 
+/// The page's routes: not authenticated, redirected to https when the API is.
+const UI: Meta = RouteMeta {
+    operation: Operation::Ui,
+    authenticated: false,
+    https_redirect: true,
+};
+
 fn routes() -> Router<Route, Operation> {
     let mut router = Router::default();
     // `/`, `/uptime`, `/ready` and `/metrics` are never authenticated nor redirected (spec 1.2,
@@ -217,6 +238,11 @@ fn routes() -> Router<Route, Operation> {
             Route::Metrics,
             Meta::public(Operation::Metrics),
         ),
+        // The page is public (its data requests carry the person's token), but follows the HTTPS
+        // rule of the API it reads, so that it never calls an API on another origin.
+        (Method::Get, "/ui", Route::UiRedirect, UI),
+        (Method::Get, "/ui/", Route::Ui, UI),
+        (Method::Get, "/ui/{file}", Route::Ui, UI),
         (
             Method::Post,
             "/api/v1/instances",
@@ -430,7 +456,11 @@ impl Api {
         }
         let namespace = if meta.authenticated {
             match self.authenticate(request, route, &mut params) {
-                Ok(namespace) => Some(namespace),
+                Ok(namespace) => {
+                    // The Kubernetes catalog opens a namespace on its first use.
+                    self.registry.namespace_used(namespace.as_str());
+                    Some(namespace)
+                }
                 Err(response) => return now(response),
             }
         } else {
@@ -448,6 +478,8 @@ impl Api {
             Route::Uptime => ops::uptime(self).into(),
             Route::Ready => ops::ready(self).into(),
             Route::Metrics => ops::metrics(self).into(),
+            Route::UiRedirect => ui::redirect().into(),
+            Route::Ui => ui::serve(request, param(0)).into(),
             Route::Eureka(op, prefix) => {
                 let default_format = match prefix {
                     EurekaPrefix::PathToken => eureka::render::Format::Json,
@@ -713,6 +745,7 @@ mod tests {
             Uptime,
             Ready,
             Metrics,
+            Ui,
             Register,
             Deregister,
             Renew,

@@ -271,8 +271,10 @@ struct EurekaCatalog {
     catalogs: Arc<Catalogs>,
     health: Arc<Health>,
     snapshot: Option<Vec<Arc<Instance>>>,
-    /// Per URL: whether its latest request failed (its warning is logged on each change).
-    failing: Vec<bool>,
+    /// Per URL and request (`apps`, `apps/delta`): whether its latest attempt failed. The
+    /// warning is logged when that changes, so a remote that never answers deltas (while its
+    /// full list works) is not logged about every round.
+    failing: HashMap<(usize, &'static str), bool>,
 }
 
 /// Starts the Eureka catalog on a thread of its own.
@@ -289,7 +291,7 @@ pub fn start(urls: Vec<String>, poll: Duration, catalogs: Arc<Catalogs>) -> std:
         .build()
         .into();
     let mut catalog = EurekaCatalog {
-        failing: vec![false; urls.len()],
+        failing: HashMap::new(),
         urls,
         poll,
         agent,
@@ -342,22 +344,20 @@ impl EurekaCatalog {
     }
 
     /// Tries every URL in order; the first answer that does not fail, and its URL.
-    fn fetch(&mut self, path: &str) -> Result<(Fetched, String), String> {
+    fn fetch(&mut self, path: &'static str) -> Result<(Fetched, String), String> {
         let mut last_error = String::from("no URL");
         for at in 0..self.urls.len() {
             let base = self.urls[at].clone();
             match self.get(&base, path) {
                 Ok(fetched) => {
-                    if self.failing[at] {
-                        crate::info!("catalog URL answers again", "source" => "eureka", "url" => base);
-                        self.failing[at] = false;
+                    if self.failing.insert((at, path), false) == Some(true) {
+                        crate::info!("catalog URL answers again", "source" => "eureka", "url" => base, "path" => path);
                     }
                     return Ok((fetched, base));
                 }
                 Err(why) => {
-                    if !self.failing[at] {
+                    if self.failing.insert((at, path), true) != Some(true) {
                         crate::warn!("catalog URL failed", "source" => "eureka", "error" => why);
-                        self.failing[at] = true;
                     }
                     last_error = why;
                 }
@@ -376,22 +376,18 @@ impl EurekaCatalog {
     fn round(&mut self) -> bool {
         if let Some(snapshot) = &self.snapshot {
             let snapshot = snapshot.clone();
-            match self.fetch("apps/delta") {
-                Ok((delta, url)) => {
-                    let applied = apply_delta(&snapshot, &delta);
-                    if delta.hash_code.as_deref() == Some(hash_code(&applied).as_str()) {
-                        Self::log_skipped(&delta);
-                        self.accept(applied, url);
-                        return true;
-                    }
-                    crate::warn!(
-                        "catalog delta does not reconcile; fetching the full list",
-                        "source" => "eureka"
-                    );
+            // A failed delta was logged by `fetch` when the URLs started failing it.
+            if let Ok((delta, url)) = self.fetch("apps/delta") {
+                let applied = apply_delta(&snapshot, &delta);
+                if delta.hash_code.as_deref() == Some(hash_code(&applied).as_str()) {
+                    Self::log_skipped(&delta);
+                    self.accept(applied, url);
+                    return true;
                 }
-                Err(why) => {
-                    crate::warn!("catalog delta failed; fetching the full list", "source" => "eureka", "error" => why);
-                }
+                crate::warn!(
+                    "catalog delta does not reconcile; fetching the full list",
+                    "source" => "eureka"
+                );
             }
         }
         match self.fetch("apps") {

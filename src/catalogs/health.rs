@@ -89,6 +89,18 @@ impl Health {
         }
     }
 
+    /// What was failing stopped mattering (a failing Kubernetes namespace was closed): the
+    /// source leaves the error state without a new success.
+    pub fn recovered(&self) {
+        let mut inner = self.lock();
+        if inner.state == State::Error {
+            crate::info!("catalog recovered", "source" => self.kind.name());
+            inner.state = State::Ok;
+            inner.error_since = None;
+            inner.last_error_logged = None;
+        }
+    }
+
     /// Something failed; `message` names what and why.
     pub fn failed(&self, message: &str) {
         let mut inner = self.lock();

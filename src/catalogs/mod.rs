@@ -1,7 +1,7 @@
 //! Read-only catalogs (catalogs contract): instances that other systems track, mirrored next to
 //! the store's own.
 //!
-//! Each source (`files`, `eureka`) runs on plain threads of its own and publishes, per
+//! Each source (`kubernetes`, `eureka`, `files`) runs on plain threads of its own and publishes, per
 //! namespace, one immutable snapshot that it replaces whole ([`Catalogs::publish`]). Requests
 //! read the latest published [`NamespaceView`] (an `Arc` cloned under a short read lock) and never
 //! wait for a source. Publishing a snapshot that changes what a namespace lists moves the change
@@ -11,6 +11,7 @@
 pub mod eureka;
 pub mod files;
 mod health;
+pub mod kubernetes;
 
 pub use health::{Health, SourceReport};
 
@@ -182,8 +183,13 @@ fn changed_services(old: &[Arc<Instance>], new: &[Arc<Instance>]) -> BTreeSet<Ar
 /// touched. The registry moves their change index and wakes their watchers.
 pub type ChangeNotice = Box<dyn Fn(&Arc<str>, &[&Arc<str>]) + Send + Sync>;
 
+/// Told of every namespace an API request resolves to (the Kubernetes catalog opens namespaces
+/// on their first use). Runs on the request's coroutine: it must never wait for I/O.
+pub type UseNotice = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct Catalogs {
     notice: ChangeNotice,
+    usage: std::sync::OnceLock<UseNotice>,
     views: RwLock<HashMap<Arc<str>, Arc<NamespaceView>>>,
     /// Serialises publishers, so a view is rebuilt from the latest slots of every source.
     publishing: Mutex<()>,
@@ -195,9 +201,22 @@ impl Catalogs {
     pub fn new(notice: ChangeNotice) -> Catalogs {
         Catalogs {
             notice,
+            usage: std::sync::OnceLock::new(),
             views: RwLock::new(HashMap::new()),
             publishing: Mutex::new(()),
             sources: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets who is told of the namespaces requests use (once; later calls are ignored).
+    pub fn on_use(&self, notice: UseNotice) {
+        let _ = self.usage.set(notice);
+    }
+
+    /// An API request resolved to `namespace`.
+    pub fn used(&self, namespace: &str) {
+        if let Some(notice) = self.usage.get() {
+            notice(namespace);
         }
     }
 

@@ -122,6 +122,8 @@ fn reason(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -158,8 +160,9 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
     out.extend_from_slice(reason(response.status).as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: ");
     out.extend_from_slice(response.content_type.as_bytes());
-    // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here).
-    if response.status != 204 {
+    // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here), nor on 304,
+    // where it would have to be the length of the 200 that the 304 stands for.
+    if response.status != 204 && response.status != 304 {
         out.extend_from_slice(b"\r\nContent-Length: ");
         out.extend_from_slice(response.body.as_bytes().len().to_string().as_bytes());
     }

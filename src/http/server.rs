@@ -22,7 +22,6 @@ use super::response::{write_head, Body, ConnectionHeader, Response};
 use super::wait::{Reply, WaitEnd, Waiter};
 use crate::net::Link;
 use std::io::{ErrorKind, IoSlice};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -60,7 +59,7 @@ pub const REQUEST_TIMED_OUT: &str = "Request not received in time";
 
 /// What serves decoded requests: the API layer implements it.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request, now or after a wait. A panic here is caught and answered with 500.
+    /// Answers one request, now or after a wait. It must not panic: the release build aborts on panic.
     fn handle(&self, request: &Request) -> Reply;
 
     /// Told of each response with a non-zero [`Response::tag`] once it is written: its tag, its
@@ -392,8 +391,7 @@ impl Connection<'_> {
         let keep_alive = request.keep_alive;
         let version_minor = request.version_minor;
         let handler = &*self.server.handler;
-        let reply = catch_unwind(AssertUnwindSafe(|| handler.handle(&request)))
-            .unwrap_or_else(|_| Reply::Now(internal_error()));
+        let reply = handler.handle(&request);
         // The body's memory goes back to the budget before any wait.
         drop(request);
         let response = match reply {
@@ -454,9 +452,7 @@ impl Connection<'_> {
             }
             self.link.wait(Some(deadline));
         };
-        let response = catch_unwind(AssertUnwindSafe(|| waiter.finish(end)))
-            .unwrap_or_else(|_| internal_error());
-        Ok(Some(response))
+        Ok(Some(waiter.finish(end)))
     }
 
     /// True when bytes of another request are buffered or have arrived (read without waiting).
@@ -595,10 +591,6 @@ impl Connection<'_> {
             }
         }
     }
-}
-
-fn internal_error() -> Response {
-    Response::error(500, "Internal Server Error")
 }
 
 #[cfg(test)]

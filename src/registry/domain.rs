@@ -156,6 +156,11 @@ impl Registry {
         self.catalogs.clone()
     }
 
+    /// An API request resolved to `namespace` (catalogs that open namespaces on use hear it).
+    pub fn namespace_used(&self, namespace: &str) {
+        self.catalogs.used(namespace);
+    }
+
     /// The live instance with this id: the store's, else a catalog's.
     pub fn get(&self, call: &Call, id: &str) -> Result<Option<Arc<Instance>>> {
         if let Some(found) = self.counted(None, self.store.get(call, id))? {

@@ -6,6 +6,8 @@
 //! (`static-tests/run.sh` builds it first). Every server is killed by its PID when its [`Server`]
 //! is dropped, so a failing test leaves nothing running.
 
+pub mod kube;
+pub mod pki;
 pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};

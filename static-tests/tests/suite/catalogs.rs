@@ -568,3 +568,85 @@ fn a_hung_remote_never_delays_a_request() {
     assert_eq!(eureka["state"], "starting", "{eureka}");
     assert_eq!(eureka["last_success"], Value::Null, "{eureka}");
 }
+
+#[test]
+fn a_remote_without_deltas_is_used_through_full_fetches_and_logged_about_once() {
+    // The delta fails every round and the full list answers: not the source's error, and the
+    // failing URL is warned about when it starts failing, not every round.
+    let recorded = recorded_server(|path| match path {
+        "/eureka/apps" => Some((200, RECORDED_APPS.to_string())),
+        _ => Some((503, "{}".to_string())),
+    });
+    let server = Server::start(&[
+        "--eureka_url",
+        &format!("http://{recorded}/eureka"),
+        "--catalog_poll",
+        "1s",
+    ]);
+    eventually("the recorded instance", || {
+        eureka_ids(&server, None) == ["ORDERS:i-0abc"]
+    });
+    // Several rounds, each a failed delta and a full fetch.
+    std::thread::sleep(Duration::from_millis(4500));
+    let eureka = catalogs_report(&server)["properties"]["eureka"].clone();
+    assert_eq!(eureka["state"], "ok", "{eureka}");
+    assert_eq!(eureka["last_error"], Value::Null, "{eureka}");
+    let warnings: Vec<String> = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("level=warn"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("apps/delta"), "{warnings:#?}");
+}
+
+#[test]
+fn a_remote_eureka_over_https_is_verified() {
+    // W21: the original turned TLS verification off for every Eureka URL.
+    use a8registry_static_tests::pki::{Pki, TlsProxy};
+    let remote = Server::start(&[]);
+    let registered = remote.post_json(
+        "/eureka/v2/apps/MYAPP",
+        &eureka_registration("MYAPP", "host1:myapp:8080", "host1", 8080),
+    );
+    assert_eq!(registered.status, 204, "{}", registered.text());
+    let pki = Pki::new();
+    let good = TlsProxy::start(&pki, "good", remote.address.port());
+    let url = format!("https://127.0.0.1:{}/eureka/v2", good.port);
+    let args = ["--eureka_url", url.as_str(), "--catalog_poll", "1s"];
+
+    // An issuer the platform does not trust: nothing is mirrored.
+    let untrusting = Server::start(&args);
+    eventually("the TLS error", || {
+        catalogs_report(&untrusting)["properties"]["eureka"]["state"] == "error"
+    });
+    let eureka = catalogs_report(&untrusting)["properties"]["eureka"].clone();
+    let message = eureka["last_error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        message.contains("issuer") || message.contains("certificate"),
+        "{message}"
+    );
+    assert!(eureka_ids(&untrusting, None).is_empty());
+
+    // The test CA trusted (as a platform bundle would be): mirrored.
+    let ca = pki.file("ca.pem");
+    let trusting = Server::start_with_env(&args, &[("SSL_CERT_FILE", ca.as_str())]);
+    eventually("the remote instance over https", || {
+        eureka_ids(&trusting, None) == ["MYAPP:host1:myapp:8080"]
+    });
+
+    // A certificate of the trusted CA for another name: refused.
+    let wrong = TlsProxy::start(&pki, "wrong", remote.address.port());
+    let wrong_url = format!("https://127.0.0.1:{}/eureka/v2", wrong.port);
+    let misnamed = Server::start_with_env(
+        &["--eureka_url", &wrong_url, "--catalog_poll", "1s"],
+        &[("SSL_CERT_FILE", ca.as_str())],
+    );
+    eventually("the name error", || {
+        catalogs_report(&misnamed)["properties"]["eureka"]["state"] == "error"
+    });
+    assert!(eureka_ids(&misnamed, None).is_empty());
+}

@@ -106,18 +106,9 @@ fn configuration_errors_exit_2_naming_the_option() {
     );
 }
 
-#[test]
-fn capabilities_not_built_yet_are_refused_not_ignored() {
-    let (code, _, stderr) = run_to_exit(&[], &[("A8_K8S_URL", "http://127.0.0.1:1")]);
-    assert_eq!(code, Some(2));
-    assert!(
-        stderr.contains("--k8s_url") && stderr.contains("not available yet"),
-        "{stderr}"
-    );
-}
-
 /// The options of capabilities this build does not have: `--help` says so on each one's line.
-const NOT_AVAILABLE_YET: &[&str] = &["k8s_url", "k8s_token"];
+/// Every capability is built now: none is listed.
+const NOT_AVAILABLE_YET: &[&str] = &[];
 
 #[test]
 fn help_says_which_options_are_not_available_yet() {
@@ -204,6 +195,10 @@ fn help_lists_every_option_with_env_and_default() {
         "cluster_size",
         "k8s_url",
         "k8s_token",
+        "k8s_token_file",
+        "k8s_ca_file",
+        "k8s_max_namespaces",
+        "k8s_idle_timeout",
         "eureka_url",
         "catalog_poll",
         "fs_catalog",
