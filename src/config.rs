@@ -73,9 +73,11 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "default_ttl", kind: Kind::Duration, default: "30s", secret: false, help: "TTL of a registration that gives none; within [min_ttl, max_ttl]" },
     OptionSpec { name: "min_ttl", kind: Kind::Duration, default: "10s", secret: false, help: "smallest TTL; shorter requests are raised to it" },
     OptionSpec { name: "max_ttl", kind: Kind::Duration, default: "10m", secret: false, help: "largest TTL; longer requests are lowered to it" },
-    OptionSpec { name: "store", kind: Kind::Text, default: "inmem", secret: false, help: "inmem or redis (redis: not available yet)" },
-    OptionSpec { name: "store_address", kind: Kind::Text, default: "", secret: false, help: "Redis host:port, required with --store redis (not available yet)" },
-    OptionSpec { name: "store_password", kind: Kind::Text, default: "", secret: true, help: "Redis AUTH password, sent only if non-empty (not available yet)" },
+    OptionSpec { name: "store", kind: Kind::Text, default: "inmem", secret: false, help: "inmem or redis" },
+    OptionSpec { name: "store_address", kind: Kind::Text, default: "", secret: false, help: "Redis host:port or redis://[user[:password]@]host[:port][/db], comma-separated with --store_sentinel or --store_cluster; required with --store redis" },
+    OptionSpec { name: "store_password", kind: Kind::Text, default: "", secret: true, help: "Redis AUTH password for addresses whose URL carries none, sent only if non-empty" },
+    OptionSpec { name: "store_sentinel", kind: Kind::Text, default: "", secret: false, help: "name of the master Redis Sentinel watches; the addresses are then Sentinels" },
+    OptionSpec { name: "store_cluster", kind: Kind::Bool, default: "false", secret: false, help: "the addresses are seed nodes of a Redis Cluster" },
     OptionSpec { name: "replication", kind: Kind::Bool, default: "false", secret: false, help: "replicate the in-memory store between cluster peers (only with --store inmem)" },
     OptionSpec { name: "replication_port", kind: Kind::Int, default: "6100", secret: false, help: "replication listener port, 1..65535 with --replication" },
     OptionSpec { name: "replication_bind", kind: Kind::Text, default: "the value of --api_bind", secret: false, help: "address the replication listener binds (an IP literal)" },
@@ -386,6 +388,8 @@ pub struct Config {
     pub store: StoreKind,
     pub store_address: String,
     pub store_password: Secret,
+    /// The Redis store's options, validated (with `--store redis`).
+    pub redis: Option<crate::store::redis::settings::RedisSettings>,
     pub replication: bool,
     pub replication_port: u16,
     pub sync_timeout: Duration,
@@ -688,6 +692,8 @@ impl<'a> RawValues<'a> {
     fn record(&mut self, name: &'static str, value: &str) {
         let shown = if self.command.spec(name).secret {
             Secret::mask(value).to_string()
+        } else if name == "store_address" {
+            crate::store::redis::settings::without_passwords(value)
         } else {
             value.to_string()
         };
@@ -981,13 +987,41 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         }
     };
     let store_address = raw.text("store_address")?;
-    if store == StoreKind::Redis && store_address.is_empty() {
-        return Err(error(format!(
-            "--store_address ({}) is required with --store redis",
-            env_name("store_address")
-        )));
-    }
     let store_password = raw.secret("store_password")?;
+    let store_sentinel = raw.text("store_sentinel")?;
+    let store_cluster = raw.bool("store_cluster")?;
+    let redis = if store == StoreKind::Redis {
+        use crate::store::redis::settings::{parse, Culprit};
+        let parsed = parse(
+            &store_address,
+            store_password.expose(),
+            &store_sentinel,
+            store_cluster,
+        );
+        match parsed {
+            Ok(settings) => Some(settings),
+            Err((culprit, why)) => {
+                let name = match culprit {
+                    Culprit::Address => "store_address",
+                    Culprit::Sentinel => "store_sentinel",
+                };
+                return Err(error(format!("--{name} ({}) {why}", env_name(name))));
+            }
+        }
+    } else {
+        for (name, given) in [
+            ("store_sentinel", !store_sentinel.is_empty()),
+            ("store_cluster", store_cluster),
+        ] {
+            if given {
+                return Err(error(format!(
+                    "--{name} ({}) works only with --store redis",
+                    env_name(name)
+                )));
+            }
+        }
+        None
+    };
     let replication = raw.bool("replication")?;
     let replication_port = raw.port("replication_port")?;
     let sync_timeout = raw.duration("sync_timeout")?;
@@ -1065,6 +1099,7 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         store,
         store_address,
         store_password,
+        redis,
         replication,
         replication_port,
         sync_timeout,
@@ -1077,7 +1112,6 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
         catalog_poll,
         fs_catalog,
     };
-    refuse_unavailable(&config)?;
     Ok(config)
 }
 
@@ -1344,20 +1378,6 @@ fn cluster_options(
         size: inputs.cluster_size,
         sync_timeout: inputs.sync_timeout,
     })
-}
-
-/// Options of capabilities this build does not have yet are refused, never silently ignored.
-fn refuse_unavailable(config: &Config) -> Result<(), ConfigError> {
-    let unavailable = |name: &str, what: &str| {
-        Err(error(format!(
-            "--{name} ({}): {what} is not available yet in this version",
-            env_name(name)
-        )))
-    };
-    if config.store == StoreKind::Redis {
-        return unavailable("store", "the redis store");
-    }
-    Ok(())
 }
 
 /// Parses an integer the way Go's `strconv.ParseInt(s, 0, 64)` does: optional sign, then `0x`,
@@ -1681,9 +1701,10 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_capabilities_are_refused() {
-        let err = parse_with(&[], &[("A8_STORE", "redis"), ("A8_STORE_ADDRESS", "h:1")]);
-        assert!(err.unwrap_err().to_string().contains("not available yet"));
+    fn the_redis_store_is_configured() {
+        let config = parse_with(&[], &[("A8_STORE", "redis"), ("A8_STORE_ADDRESS", "h:1")]);
+        let redis = config.unwrap().redis.expect("the Redis store's settings");
+        assert_eq!(redis.shown(), "h:1");
     }
 
     #[test]

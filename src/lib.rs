@@ -7,7 +7,7 @@
 //! ```text
 //! bytes ─► http (decode, frame, limits) ─► router ─► api (amalgam8 | eureka | ops | ui)
 //!       ─► auth (token → namespace) ─► registry (instances, TTLs, change events)
-//!       ─► store backend (sharded in-memory TTL map)
+//!       ─► store backend (sharded in-memory TTL map | Redis)
 //! ```
 //!
 //! - [`config`]: one option table per command (flag, `A8_` env twin, default, validation, secret or
@@ -52,6 +52,10 @@
 //!
 //! - [`cluster`]: clustered mode: membership (directory, `--peers`), the sans-IO line protocol
 //!   (`codec`), links on plain threads with bounded queues, sync, digest repair and leave.
+//! - [`store`]: the Redis store (`store::redis`): `settings` (address forms, credentials, modes),
+//!   `link` (connections on plain worker threads behind a bounded queue, deadlines, batching,
+//!   Sentinel and Cluster), `resp` (RESP2, bounded), `cluster` (slot routing), `keys` (the layout, one hash tag per namespace), the one Lua script,
+//!   `events` (the change channel that keeps every node's caches and watchers fresh).
 //!
 //! The binary (`main.rs`) wires them: configuration → store → API → listener; SIGTERM or SIGINT
 //! stops accepting, answers the requests already received and exits 0 within 5 seconds.
@@ -68,5 +72,6 @@ pub mod nesting;
 pub mod net;
 pub mod registry;
 pub mod sidecar;
+pub mod store;
 #[cfg(test)]
 mod testing;

@@ -8,7 +8,8 @@ use a8registry::net::{provide_descriptors, spawn_acceptor, AcceptOptions, Connec
 use a8registry::registry::instance::TtlPolicy;
 use a8registry::registry::memory::{MemoryConfig, MemoryStore};
 use a8registry::registry::store::{Store, SystemClock};
-use a8registry::{api, auth, config, debug, error, info, log};
+use a8registry::store::redis::{RedisConfig, RedisStore};
+use a8registry::{api, auth, config, debug, error, info, log, warn};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,25 +135,54 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     may::config().set_worker_pin(false);
 
     let node_id = member_id();
-    let store = Arc::new(MemoryStore::new(
-        MemoryConfig {
-            ttl: TtlPolicy {
-                default: config.default_ttl,
-                min: config.min_ttl,
-                max: config.max_ttl,
-            },
-            capacity: config.namespace_capacity,
-            node_id,
-            // Replication keeps tombstones for max_ttl, so no late message revives a record
-            // (cluster contract §6 rule 2).
-            tombstone_retention: config.replication.then_some(config.max_ttl),
-        },
-        Arc::new(SystemClock::default()),
-    ));
-    if let Err(e) = MemoryStore::start_reaper(&store) {
-        error!("cannot start the expiry thread", "error" => e);
-        return ExitCode::from(1);
-    }
+    let ttl = TtlPolicy {
+        default: config.default_ttl,
+        min: config.min_ttl,
+        max: config.max_ttl,
+    };
+    let mut memory: Option<Arc<MemoryStore>> = None;
+    let mut redis: Option<Arc<RedisStore>> = None;
+    let store: Arc<dyn Store> = match &config.redis {
+        Some(settings) => {
+            let started = RedisStore::start(
+                settings.clone(),
+                RedisConfig {
+                    ttl,
+                    capacity: config.namespace_capacity,
+                    node_id,
+                },
+            );
+            match started {
+                Ok(store) => {
+                    redis = Some(store.clone());
+                    store
+                }
+                Err(e) => {
+                    error!("cannot start the Redis store", "error" => e);
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => {
+            let store = Arc::new(MemoryStore::new(
+                MemoryConfig {
+                    ttl,
+                    capacity: config.namespace_capacity,
+                    node_id,
+                    // Replication keeps tombstones for max_ttl, so no late message revives a
+                    // record (cluster contract §6 rule 2).
+                    tombstone_retention: config.replication.then_some(config.max_ttl),
+                },
+                Arc::new(SystemClock::default()),
+            ));
+            if let Err(e) = MemoryStore::start_reaper(&store) {
+                error!("cannot start the expiry thread", "error" => e);
+                return ExitCode::from(1);
+            }
+            memory = Some(store.clone());
+            store
+        }
+    };
     store.subscribe(Box::new(|change| {
         debug!(
             "change",
@@ -205,15 +235,17 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     }
 
     let housekeeping = Arc::downgrade(&api);
-    let pruned = Arc::downgrade(&store);
+    let pruned = memory.as_ref().map(Arc::downgrade);
     let started = std::thread::Builder::new()
         .name("housekeeping".into())
         .spawn(move || loop {
             std::thread::sleep(HOUSEKEEPING_INTERVAL);
-            let (Some(api), Some(store)) = (housekeeping.upgrade(), pruned.upgrade()) else {
+            let Some(api) = housekeeping.upgrade() else {
                 return;
             };
-            store.prune();
+            if let Some(store) = pruned.as_ref().and_then(|p| p.upgrade()) {
+                store.prune();
+            }
             api.housekeeping();
         });
     if let Err(e) = started {
@@ -228,8 +260,8 @@ fn serve(config: Config, summary: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let cluster = if config.replication {
-        match start_cluster(&config, node_id, store.clone(), &connections) {
+    let cluster = if let (true, Some(memory)) = (config.replication, &memory) {
+        match start_cluster(&config, node_id, memory.clone(), &connections) {
             Ok(cluster) => Some(cluster),
             Err(line) => {
                 error!(&line);
@@ -246,6 +278,21 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         api.set_sync_check(Box::new(move || sync.initial_sync_ended()));
         let peers = cluster.clone();
         api.set_peer_metrics(Box::new(move || peers.peer_metrics()));
+    }
+    if let Some(redis) = &redis {
+        let health = Arc::downgrade(redis);
+        api.set_health(Box::new(move || {
+            health
+                .upgrade()
+                .map(|store| vec![store_component(&store)])
+                .unwrap_or_default()
+        }));
+        if !redis.probe(Duration::from_millis(500)) {
+            warn!(
+                "Redis is not usable yet; the API answers 503 until it is",
+                "address" => redis.settings().shown()
+            );
+        }
     }
 
     let listener = match listen(SocketAddr::new(config.api_bind, config.api_port)) {
@@ -328,6 +375,24 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         "open_connections" => connections.open()
     );
     ExitCode::SUCCESS
+}
+
+/// The `/uptime` component of the Redis store (Redis contract §4.2).
+fn store_component(store: &RedisStore) -> (&'static str, bool, serde_json::Value) {
+    let health = store.health();
+    let healthy = health.healthy();
+    let settings = store.settings();
+    let mut properties = serde_json::Map::new();
+    properties.insert("type".into(), "redis".into());
+    properties.insert("mode".into(), settings.mode.name().into());
+    properties.insert("address".into(), settings.shown().into());
+    if let Some(master) = health.master() {
+        properties.insert("master".into(), master.into());
+    }
+    if !healthy {
+        properties.insert("message".into(), health.message().into());
+    }
+    ("STORE", healthy, serde_json::Value::Object(properties))
 }
 
 /// Clustered mode, steps 2 to 5 of the cluster contract §4: binds the replication listener,

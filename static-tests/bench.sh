@@ -215,9 +215,9 @@ EOF
 cat >"$WORK/report.lua" <<'EOF'
 function done(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("BENCH rps=%.0f p50=%d p99=%d non2xx=%d sockerr=%d\n",
+  io.write(string.format("BENCH rps=%.0f p50=%d p99=%d non2xx=%d sockerr=%d requests=%d\n",
     summary.requests / (summary.duration / 1e6), math.floor(latency:percentile(50)), math.floor(latency:percentile(99)),
-    e.status, e.connect + e.read + e.write + e.timeout))
+    e.status, e.connect + e.read + e.write + e.timeout, summary.requests))
 end
 EOF
 
@@ -279,9 +279,118 @@ bench() {
   p99=$(echo "$line" | sed 's/.*p99=\([0-9]*\).*/\1/')
   non2xx=$(echo "$line" | sed 's/.*non2xx=\([0-9]*\).*/\1/')
   sockerr=$(echo "$line" | sed 's/.*sockerr=\([0-9]*\).*/\1/')
+  # bench runs in a command substitution: what callers need next goes through files.
+  echo "$line" | sed 's/.*requests=\([0-9]*\).*/\1/' >"$WORK/last-requests"
+  echo "$rps" >"$WORK/last-rps"
   printf '| %s | %s | %s | %s | %s non-2xx, %s socket |\n' \
     "$name" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$non2xx" "$sockerr"
 }
+
+# --- The Redis store -------------------------------------------------------------------------
+# The same rows (a), (b), (c) against --store redis with redis-server on loopback, the in-memory
+# store's (a) in the same run for the ratio, redis-benchmark's SET rate, and the Redis commands
+# each route costs, from INFO commandstats (commands inside scripts included).
+REDIS_PORT=
+start_redis() {
+  REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    </dev/null >"$WORK/redis.log" 2>&1 &
+  PIDS+=("$!")
+  REDIS_PID=$!
+  local tries=0
+  until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 500 ]; then echo "bench.sh: redis-server did not start" >&2; exit 1; fi
+    sleep 0.01
+  done
+}
+
+# "N calls/request (cmd a, cmd b, ...)" for the commands Redis ran since the last reset.
+commands_per_request() {
+  redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+    awk -F'[:=,]' -v n="$1" '/^cmdstat_/ {
+        name = substr($1, 9); if (name == "config" || name == "info") next
+        calls[name] = $3; total += $3 }
+      END {
+        printf "%.1f commands/request:", total / n
+        for (c in calls) if (calls[c] / n >= 0.05) printf " %s %.2f", c, calls[c] / n
+        printf "\n" }'
+}
+
+redis_rows() {
+  start_redis
+  echo "bench.sh: redis-benchmark SET" >&2
+  SET_RPS=$(redis-benchmark -p "$REDIS_PORT" -t set -n 200000 -c 64 -q 2>/dev/null | tr '\r' '\n' |
+    grep -o 'SET: [0-9.]*' | tail -1 | grep -o '[0-9.]*$')
+  redis-cli -p "$REDIS_PORT" flushall >/dev/null
+  local log=$WORK/server-redis.log
+  "$BIN" --api_bind 127.0.0.1 --api_port 0 --max_ttl 10m --default_ttl 10m \
+    --store redis --store_address "127.0.0.1:$REDIS_PORT" </dev/null >/dev/null 2>"$log" &
+  local pid=$!
+  PIDS+=("$pid")
+  until grep -q 'msg="listening"' "$log"; do sleep 0.01; done
+  local port url
+  port=$(grep -m1 -o 'address="127.0.0.1:[0-9]*"' "$log" | grep -o '[0-9]*"$' | tr -d '"')
+  url=http://127.0.0.1:$port
+  python3 "$WORK/register.py" "$port" bench-a 0 100
+  python3 "$WORK/register.py" "$port" bench-hb 0 10000 "$WORK/heartbeat-ids-redis"
+  {
+    echo 'ids = {'
+    sed 's/.*/"&",/' "$WORK/heartbeat-ids-redis"
+    echo '}'
+    cat "$WORK/heartbeat-body.lua"
+  } >"$WORK/heartbeat-redis.lua"
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+  REDIS_ROW_A=$(bench "(a) GET /api/v1/services/{name}, 100 instances, redis" "$WORK/report.lua" \
+    "$url/api/v1/services/bench-a")
+  REDIS_RPS_A=$(cat "$WORK/last-rps")
+  REDIS_CMDS_A=$(commands_per_request "$(cat "$WORK/last-requests")")
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+  REDIS_ROW_B=$(bench "(b) PUT /api/v1/instances/{id}/heartbeat, 10,000 ids, redis" \
+    "$WORK/heartbeat-redis.lua" "$url")
+  REDIS_RPS_B=$(cat "$WORK/last-rps")
+  REDIS_CMDS_B=$(commands_per_request "$(cat "$WORK/last-requests")")
+  redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+  REDIS_ROW_C=$(bench "(c) POST /api/v1/instances, a new instance each, redis" "$WORK/register.lua" "$url")
+  REDIS_CMDS_C=$(commands_per_request "$(cat "$WORK/last-requests")")
+  stop_server "$pid"
+}
+
+redis_report() {
+  echo
+  echo "| Request (--store redis) | Requests/s | p50 | p99 | Errors |"
+  echo "|---|---|---|---|---|"
+  printf '%s\n' "$REDIS_ROW_A" "$REDIS_ROW_B" "$REDIS_ROW_C"
+  echo
+  echo "- redis-benchmark SET (-c 64, same machine): $SET_RPS requests/s"
+  awk -v r="$REDIS_RPS_A" -v m="$MEMORY_RPS_A" -v h="$REDIS_RPS_B" -v s="$SET_RPS" 'BEGIN {
+    printf "- (a) on Redis / (a) in memory: %.2f; (b) heartbeats on Redis / SET rate: %.2f\n", r / m, h / s }'
+  echo "- Redis commands per request, (a): $REDIS_CMDS_A"
+  echo "- Redis commands per request, (b): $REDIS_CMDS_B"
+  echo "- Redis commands per request, (c): $REDIS_CMDS_C"
+}
+
+# BENCH_ONLY=redis: the Redis rows and the in-memory (a) they are compared with, nothing else.
+if [ "${BENCH_ONLY:-}" = redis ]; then
+  start_server memory-a
+  python3 "$WORK/register.py" "$PORT" bench-a 0 100
+  MEMORY_ROW_A=$(bench "(a) GET /api/v1/services/{name}, 100 instances, in memory" \
+    "$WORK/report.lua" "http://127.0.0.1:$PORT/api/v1/services/bench-a")
+  MEMORY_RPS_A=$(cat "$WORK/last-rps")
+  stop_server "$SERVER_PID"
+  redis_rows
+  echo
+  echo "## a8registry benchmark: the Redis store"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "- command: BENCH_ONLY=redis $COMMAND (BENCH_DURATION=$DURATION); $(redis-server --version | cut -d' ' -f3)"
+  echo
+  echo "| Request (in memory) | Requests/s | p50 | p99 | Errors |"
+  echo "|---|---|---|---|---|"
+  echo "$MEMORY_ROW_A"
+  redis_report
+  exit 0
+fi
 
 # --- Throughput and latency ------------------------------------------------------------------
 START_SECONDS=$SECONDS
@@ -327,6 +436,12 @@ ROW_C=$(bench "(c) POST /api/v1/instances, a new instance each" "$WORK/register.
 POST_COUNT=$(count_instances "$MAIN_PORT")
 MAIN_RSS_AFTER=$(rss_kib "$MAIN_PID")
 stop_server "$MAIN_PID"
+
+MEMORY_RPS_A=$(echo "$ROW_A" | awk -F'|' '{ gsub(/ /, "", $3); print $3 }')
+if command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1; then
+  redis_rows
+  HAVE_REDIS=1
+fi
 
 # --- Memory ------------------------------------------------------------------------------------
 echo "bench.sh: memory" >&2
@@ -385,4 +500,9 @@ echo "- startup_micros logged: ${STARTUP[1]}; main server ${MAIN_STARTUP_MICROS}
 echo "- release binary: $RELEASE_SIZE bytes ($BIN)"
 echo "- static binary: $STATIC_SIZE"
 echo "- watchers: ${WATCH_FIGURES:-the watch test failed; run it alone to see why}"
+if [ -n "${HAVE_REDIS:-}" ]; then
+  redis_report
+else
+  echo "- the Redis store: not measured (redis-server and redis-benchmark are missing)"
+fi
 echo "- bench.sh took $SECONDS s in all, $((SECONDS - START_SECONDS)) s after the release build"

@@ -83,6 +83,27 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# Real Redis servers for the Redis store's tests (standalone, Sentinel, Cluster): Debian's
+# packages, installed when missing.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/dev/null 2>&1 \
+  || ! command -v redis-cli >/dev/null 2>&1; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "run.sh: redis is missing; install it as root: apt-get install redis-server redis-sentinel" >&2
+      exit 1
+    fi
+    as_root=(sudo)
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends redis-server redis-sentinel redis-tools
+  # The tests start their own servers on free loopback ports and need no service.
+  if [ -d /run/systemd/system ]; then
+    "${as_root[@]}" systemctl disable --now redis-server redis-sentinel >/dev/null 2>&1 || true
+  fi
+fi
+
 cargo build --release --bin a8registry
 export A8REGISTRY_BIN="$PWD/target/release/a8registry"
 
@@ -94,6 +115,12 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --release --workspace --all-targets -- --test-threads=1 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The black-box API suites a second time, against the Redis store (one redis-server started by
+# the harness, a database per registry process); tests that pick their store keep it.
+A8_TEST_STORE=redis cargo test --release -p a8registry-static-tests --test suite -- \
+  --test-threads=1 amalgam8:: auth:: eureka:: expiry:: watches:: hardening:: metrics:: 2>&1 | tee -a "$log"
+redis_status=${PIPESTATUS[0]}
+if [ "$status" -eq 0 ]; then status=$redis_status; fi
 set -e
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{n += $1} END {print n + 0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{n += $1} END {print n + 0}')

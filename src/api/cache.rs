@@ -90,6 +90,8 @@ struct Cached {
     body: Arc<[u8]>,
     /// The change index it was built at.
     index: u64,
+    /// The store's cache generation it was built under.
+    generation: u64,
     /// Monotonic nanoseconds until which it may be served.
     fresh_until: u64,
 }
@@ -121,8 +123,13 @@ pub struct Key<'a> {
     pub view: View,
 }
 
+/// Says whether bodies may be cached now, and under which generation (see
+/// `Store::cache_generation`).
+pub type Gate = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
 pub struct ResponseCache {
     index: Arc<ChangeIndex>,
+    gate: Gate,
     entries: Mutex<HashMap<Arc<str>, NamespaceEntries>>,
     build_locks: Vec<may::sync::Mutex<()>>,
 }
@@ -130,8 +137,15 @@ pub struct ResponseCache {
 impl ResponseCache {
     /// A cache whose bodies are keyed on `index`.
     pub fn new(index: Arc<ChangeIndex>) -> ResponseCache {
+        ResponseCache::with_gate(index, Box::new(|| Some(0)))
+    }
+
+    /// A cache whose bodies are keyed on `index` and served only while `gate` allows, under the
+    /// generation it names (a shared store's change feed may be down, or have missed changes).
+    pub fn with_gate(index: Arc<ChangeIndex>, gate: Gate) -> ResponseCache {
         ResponseCache {
             index,
+            gate,
             entries: Mutex::new(HashMap::new()),
             build_locks: (0..BUILD_LOCKS)
                 .map(|_| may::sync::Mutex::new(()))
@@ -156,14 +170,21 @@ impl ResponseCache {
         now: &dyn Fn() -> u64,
         build: impl FnOnce() -> Result<Built, E>,
     ) -> Result<Option<Arc<[u8]>>, E> {
-        if let Some(body) = self.get(key, self.index_of(key), now()) {
+        let Some(generation) = (self.gate)() else {
+            // Nothing cached may be trusted now: every request reads the store.
+            return Ok(match build()? {
+                Built::Cacheable(body, _) | Built::Uncacheable(body) => Some(body.into()),
+                Built::Absent => None,
+            });
+        };
+        if let Some(body) = self.get(key, self.index_of(key), generation, now()) {
             return Ok(Some(body));
         }
         let _building = self.build_lock(key).lock();
         // Read before the store: a change from here on leaves the body behind the index.
         let index = self.index_of(key);
         // Someone else may have built it while this caller waited.
-        if let Some(body) = self.get(key, index, now()) {
+        if let Some(body) = self.get(key, index, generation, now()) {
             return Ok(Some(body));
         }
         let started = now();
@@ -184,6 +205,7 @@ impl ResponseCache {
             Cached {
                 body: body.clone(),
                 index,
+                generation,
                 fresh_until,
             },
         );
@@ -205,14 +227,15 @@ impl ResponseCache {
     }
 
     /// A fresh cached body for the key at this index, if there is one.
-    fn get(&self, key: Key, index: u64, now: u64) -> Option<Arc<[u8]>> {
+    fn get(&self, key: Key, index: u64, generation: u64, now: u64) -> Option<Arc<[u8]>> {
         let entries = self.lock();
         let namespace = entries.get(key.namespace)?;
         let cached = match key.view.service_slot() {
             Some(slot) => namespace.services.get(key.service)?[slot].as_ref(),
             None => namespace.whole[key.view.namespace_slot()].as_ref(),
         }?;
-        (cached.index == index && now <= cached.fresh_until).then(|| cached.body.clone())
+        (cached.index == index && cached.generation == generation && now <= cached.fresh_until)
+            .then(|| cached.body.clone())
     }
 
     /// Stores a body unless a change came in since its index was read. The check is made under
@@ -298,6 +321,39 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_closes_the_cache_and_a_new_generation_empties_it() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // u64::MAX stands for "closed".
+        let state = Arc::new(AtomicU64::new(1));
+        let gate = state.clone();
+        let cache = ResponseCache::with_gate(
+            Arc::new(ChangeIndex::default()),
+            Box::new(move || Some(gate.load(Ordering::SeqCst)).filter(|g| *g != u64::MAX)),
+        );
+        let k = key("s", View::Service);
+        build(&cache, k, 0, b"first");
+        assert_eq!(&*build(&cache, k, 1, b"x"), b"first");
+        state.store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(
+            &*build(&cache, k, 2, b"closed"),
+            b"closed",
+            "no cached body"
+        );
+        state.store(1, Ordering::SeqCst);
+        assert_eq!(
+            &*build(&cache, k, 3, b"y"),
+            b"first",
+            "closing stored nothing"
+        );
+        state.store(2, Ordering::SeqCst);
+        assert_eq!(
+            &*build(&cache, k, 4, b"second"),
+            b"second",
+            "a new generation"
+        );
+    }
+
+    #[test]
     fn bodies_are_keyed_on_the_index_and_age() {
         let (cache, index) = cache();
         let k = key("s", View::Service);
@@ -319,8 +375,8 @@ mod tests {
             })
             .unwrap();
         let at = cache.index_of(k);
-        assert!(cache.get(k, at, 500).is_some());
-        assert!(cache.get(k, at, 501).is_none());
+        assert!(cache.get(k, at, 0, 500).is_some());
+        assert!(cache.get(k, at, 0, 501).is_none());
     }
 
     #[test]
@@ -386,7 +442,11 @@ mod tests {
             })
             .unwrap();
         let at = cache.index_of(k);
-        assert!(cache.get(k, at, two_seconds + 15 * 1_000_000_000).is_some());
-        assert!(cache.get(k, at, two_seconds + 17 * 1_000_000_000).is_none());
+        assert!(cache
+            .get(k, at, 0, two_seconds + 15 * 1_000_000_000)
+            .is_some());
+        assert!(cache
+            .get(k, at, 0, two_seconds + 17 * 1_000_000_000)
+            .is_none());
     }
 }

@@ -378,8 +378,12 @@ impl Api {
         auth: Authenticator,
         require_https: bool,
     ) -> std::io::Result<Arc<Api>> {
+        let gated = store.clone();
         let registry = Registry::new(store)?;
-        let cache = Arc::new(ResponseCache::new(registry.change_index()));
+        let cache = Arc::new(ResponseCache::with_gate(
+            registry.change_index(),
+            Box::new(move || gated.cache_generation()),
+        ));
         let listener = cache.clone();
         registry.subscribe(Box::new(move |change| listener.on_change(change)));
         Ok(Arc::new_cyclic(|me| Api {

@@ -279,7 +279,12 @@ struct WireInstance {
     endpoint: String,
     status: String,
     ttl_ms: u64,
-    #[serde(default)]
+    /// Absent when there is none; JSON `null` is metadata too (kept as given).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_json"
+    )]
     metadata: Option<Box<RawValue>>,
     #[serde(default)]
     tags: Vec<String>,
@@ -293,6 +298,11 @@ struct WireInstance {
     extension: Option<Extension>,
     version: String,
     registration: String,
+}
+
+/// A member that is present, `null` included.
+fn present_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -401,6 +411,20 @@ fn instance_of(wire: WireInstance) -> Result<Instance, DecodeError> {
         return Err(bad("a record needs an id and a service"));
     }
     Ok(instance)
+}
+
+/// An instance as compact JSON: the form the Redis store keeps records in (the replication
+/// line's own encoding, so both stores read one format).
+pub fn instance_json(instance: &Instance) -> String {
+    // Strings, numbers and already-valid JSON text into memory: nothing here can fail.
+    serde_json::to_string(&wire_instance(instance)).unwrap_or_default()
+}
+
+/// Reads what [`instance_json`] wrote; fails on anything else, never panics (serde_json bounds
+/// its own recursion).
+pub fn instance_from_json(bytes: &[u8]) -> Result<Instance, DecodeError> {
+    let wire: WireInstance = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+    instance_of(wire)
 }
 
 fn json_line(verb: &str, value: &impl Serialize) -> String {

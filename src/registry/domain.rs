@@ -16,7 +16,9 @@ use super::error::ErrorKind;
 use super::index::ChangeIndex;
 use super::instance::Instance;
 use super::instance::MAX_SERVICE_NAME_BYTES;
-use super::store::{Call, ChangeKind, ChangeLog, Clock, Listener, Lookup, Result, Snapshot, Store};
+use super::store::{
+    Call, ChangeKind, ChangeLog, Clock, Listener, Lookup, Origin, Result, Snapshot, Store,
+};
 use super::watch::{Wake, Watches};
 use crate::catalogs::{append_visible, Catalogs};
 use crate::metrics::Striped;
@@ -71,7 +73,8 @@ impl Registry {
         let counter = counts.clone();
         store.subscribe(Box::new(move |change| {
             follower.changed(&change.namespace, &[&change.instance.service_name]);
-            if change.kind == ChangeKind::Expired {
+            // Another node's expiry is counted by the node that reaped it.
+            if change.kind == ChangeKind::Expired && change.origin != Origin::SharedStore {
                 counter.add(StoreCount::Expirations as usize, 1);
             }
         }));
@@ -267,6 +270,11 @@ impl Registry {
             return;
         }
         self.changes.watches.watch(namespace, service, watcher);
+    }
+
+    /// Whether responses may be cached now, and under which generation ([`Store::cache_generation`]).
+    pub fn cache_generation(&self) -> Option<u64> {
+        self.store.cache_generation()
     }
 
     /// The change index itself, for the caches keyed on it.

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// What a store operation returns.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Longest time one request may spend in store calls, all of them together.
-pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest time one request may spend in store calls, all of them together: a network store
+/// that does not answer makes the request 503 within 2 s of its arrival (Redis contract §4.1).
+pub const REQUEST_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// One request's view of the store: its namespace, the deadline all its store calls share, and
 /// whether it came through the Eureka API (whose namespaces keep a change log, spec §4.8).
@@ -338,4 +339,12 @@ pub trait Store: Send + Sync {
 
     /// The instances held per namespace, for metrics; namespaces may be listed with 0.
     fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>>;
+
+    /// Whether responses built from this store may be cached now, and under which generation:
+    /// `None` while the store cannot vouch that its change events cover every change (a shared
+    /// store whose change feed is down, or that is unavailable); a new generation when it may
+    /// have missed some, which makes every body cached under an older one stale.
+    fn cache_generation(&self) -> Option<u64> {
+        Some(0)
+    }
 }

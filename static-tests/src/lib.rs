@@ -8,6 +8,7 @@
 
 pub mod kube;
 pub mod pki;
+pub mod redis;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -65,10 +66,24 @@ impl Server {
         env: &[(&str, &str)],
         open_files: Option<u64>,
     ) -> Server {
+        // The parametrised suite puts every process on the Redis store, unless the test chose a
+        // store (or replication, which needs the in-memory one) itself.
+        let chose = |name: &str| {
+            args.iter().any(|a| a.starts_with(&format!("--{name}")))
+                || env
+                    .iter()
+                    .any(|(k, _)| k.starts_with(&format!("A8_{}", name.to_uppercase())))
+        };
+        let store_args = if chose("store") || chose("replication") {
+            Vec::new()
+        } else {
+            redis::suite_store_args()
+        };
         let mut command = Command::new(binary());
         command
             .args(["--api_bind", "127.0.0.1", "--api_port", "0"])
             .args(args)
+            .args(&store_args)
             .env_clear()
             .envs(env.iter().copied())
             .stdin(Stdio::null())

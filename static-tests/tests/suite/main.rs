@@ -14,6 +14,7 @@ mod kubernetes;
 mod metrics;
 mod process;
 mod prometheus;
+mod redis;
 mod scratch;
 mod sidecar;
 mod ui;

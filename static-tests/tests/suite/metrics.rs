@@ -185,9 +185,16 @@ fn metrics_pass_promtool_and_count_the_requests_sent() {
     assert_eq!(value(&s, "a8registry_namespaces"), 1.0);
     assert_eq!(value(&s, "a8registry_watchers"), 0.0);
     assert_eq!(value(&s, "a8registry_connections"), 1.0);
-    assert_eq!(value(&s, r#"a8registry_store_up{store="inmem"}"#), 1.0);
+    let store = a8registry_static_tests::redis::suite_store_name();
     assert_eq!(
-        value(&s, r#"a8registry_store_errors_total{store="inmem"}"#),
+        value(&s, &format!("a8registry_store_up{{store=\"{store}\"}}")),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &s,
+            &format!("a8registry_store_errors_total{{store=\"{store}\"}}")
+        ),
         0.0
     );
     assert_eq!(

@@ -106,21 +106,9 @@ fn configuration_errors_exit_2_naming_the_option() {
     );
 }
 
-#[test]
-fn capabilities_not_built_yet_are_refused_not_ignored() {
-    let (code, _, stderr) = run_to_exit(
-        &[],
-        &[("A8_STORE", "redis"), ("A8_STORE_ADDRESS", "127.0.0.1:1")],
-    );
-    assert_eq!(code, Some(2));
-    assert!(
-        stderr.contains("--store") && stderr.contains("not available yet"),
-        "{stderr}"
-    );
-}
-
 /// The options of capabilities this build does not have: `--help` says so on each one's line.
-const NOT_AVAILABLE_YET: &[&str] = &["store", "store_address", "store_password"];
+/// Every capability is built now: none is listed.
+const NOT_AVAILABLE_YET: &[&str] = &[];
 
 #[test]
 fn help_says_which_options_are_not_available_yet() {

@@ -1,0 +1,225 @@
+-- The Redis store's one script (see keys.rs for the layout). KEYS[1] is the namespace's key
+-- prefix `a8r1:{<hex namespace>}`; every other key of the namespace is that prefix plus a suffix,
+-- so all of them share the hash tag and one cluster slot. ARGV[1] names the operation, ARGV[2] is
+-- the calling node's id (for the change messages it publishes), ARGV[3] is "1" for a call through
+-- the Eureka API. Time is Redis's own (TIME), in integer milliseconds.
+local T = KEYS[1]
+local op = ARGV[1]
+local node = ARGV[2]
+local eureka = ARGV[3] == "1"
+
+-- Heartbeats are most of the traffic: they take a short path of four commands, before anything
+-- else is set up. An expired instance answers 0 and is left to the reapers.
+if op == "hb" then
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if eureka then redis.call("SET", T .. ":f", "1", "PX", 86400000) end
+  local id = ARGV[4]
+  local deadline = redis.call("ZSCORE", T .. ":d", id)
+  if not deadline then
+    -- OUT_OF_SERVICE (no deadline, never expires) or unknown.
+    return {redis.call("HEXISTS", T .. ":i", id), {}}
+  end
+  if tonumber(deadline) < now then return {0, {}} end
+  local value = redis.call("HGET", T .. ":i", id)
+  local ttl = value and tonumber(string.match(value, "^%x* %x* (%d+)\n"))
+  if not ttl then return {0, {}} end
+  redis.call("ZADD", T .. ":d", now + ttl, id)
+  return {1, {}}
+end
+
+local RECORDS = T .. ":i"    -- hash id -> "<hex service> <hex status> <ttl ms>\n<record JSON>"
+local INDEXES = T .. ":k"    -- hash id -> the index key suffixes the id is a member of
+local DEADLINES = T .. ":d"  -- zset id -> deadline (ms); OUT_OF_SERVICE ids are absent
+local SERVICES = T .. ":n"   -- hash hex service -> live instances
+local STATUSES = T .. ":st"  -- hash hex status -> live instances
+local VERSION = T .. ":v"    -- versions__delta
+local FOLLOWED = T .. ":f"   -- present while Eureka calls touch the namespace
+local LOG_TIMES = T .. ":lt" -- zset id -> time of its latest logged change (ms)
+local LOG = T .. ":lr"       -- hash id -> kind letter .. stored value
+local CHANNEL = "a8r1:changes"
+local DAY_MS = 86400000
+local RETENTION_MS = 180000
+local REAP_BATCH = 256
+
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function hex(s)
+  return (string.gsub(s, ".", function(c) return string.format("%02x", string.byte(c)) end))
+end
+
+-- The service and status (hex-encoded, as stored) and the TTL of a stored value.
+local function header(value)
+  local service, status, ttl = string.match(value, "^(%x*) (%x*) (%d+)\n")
+  return service, status, tonumber(ttl)
+end
+
+local function count(hash, field, by)
+  local n = redis.call("HINCRBY", hash, field, by)
+  if n <= 0 then redis.call("HDEL", hash, field) end
+end
+
+if eureka then redis.call("SET", FOLLOWED, "1", "PX", DAY_MS) end
+
+-- Records one change: version, change log (when followed), message to the other nodes.
+local function changed(kind, id, value)
+  redis.call("INCR", VERSION)
+  redis.call("PEXPIRE", VERSION, DAY_MS)
+  if redis.call("EXISTS", FOLLOWED) == 1 then
+    redis.call("ZADD", LOG_TIMES, now, id)
+    redis.call("HSET", LOG, id, kind .. value)
+    redis.call("PEXPIRE", LOG_TIMES, RETENTION_MS + 1000)
+    redis.call("PEXPIRE", LOG, RETENTION_MS + 1000)
+  end
+  local service = header(value)
+  redis.call("PUBLISH", CHANNEL, node .. " " .. string.sub(T, 7, -2) .. " " .. kind .. " " .. service .. " " .. hex(id))
+end
+
+local function prune_log()
+  local old = redis.call("ZRANGEBYSCORE", LOG_TIMES, "-inf", "(" .. (now - RETENTION_MS))
+  for _, id in ipairs(old) do redis.call("HDEL", LOG, id) end
+  if #old > 0 then redis.call("ZREMRANGEBYSCORE", LOG_TIMES, "-inf", "(" .. (now - RETENTION_MS)) end
+end
+
+-- Takes an id out of the record, its indexes, its deadline and the counts; returns its value.
+local function unlink(id)
+  local value = redis.call("HGET", RECORDS, id)
+  if not value then return nil end
+  local service, status = header(value)
+  local keys = redis.call("HGET", INDEXES, id)
+  if keys then
+    for suffix in string.gmatch(keys, "%S+") do redis.call("SREM", T .. ":" .. suffix, id) end
+  end
+  redis.call("HDEL", RECORDS, id)
+  redis.call("HDEL", INDEXES, id)
+  redis.call("ZREM", DEADLINES, id)
+  count(SERVICES, service, -1)
+  count(STATUSES, status, -1)
+  return value
+end
+
+local function link(id, value, keys, ttl)
+  local service, status = header(value)
+  redis.call("HSET", RECORDS, id, value)
+  redis.call("HSET", INDEXES, id, keys)
+  for suffix in string.gmatch(keys, "%S+") do redis.call("SADD", T .. ":" .. suffix, id) end
+  count(SERVICES, service, 1)
+  count(STATUSES, status, 1)
+  if ttl >= 0 then redis.call("ZADD", DEADLINES, now + ttl, id) end
+end
+
+-- Removes what expired before now, once: returns the values removed.
+local function reap()
+  local due = redis.call("ZRANGEBYSCORE", DEADLINES, "-inf", "(" .. now, "LIMIT", 0, REAP_BATCH)
+  local gone = {}
+  for _, id in ipairs(due) do
+    local value = unlink(id)
+    if value then
+      changed("E", id, value)
+      gone[#gone + 1] = value
+    end
+  end
+  return gone
+end
+
+-- True while the id holds a record whose deadline has not passed.
+local function live(id)
+  if redis.call("HEXISTS", RECORDS, id) == 0 then return false end
+  local deadline = redis.call("ZSCORE", DEADLINES, id)
+  return (not deadline) or tonumber(deadline) >= now
+end
+
+-- Values and deadlines (-1: none) of ids, skipping ids whose deadline has passed.
+local function read(ids)
+  local out = {now}
+  for i = 1, #ids, 512 do
+    local chunk = {}
+    for j = i, math.min(i + 511, #ids) do chunk[#chunk + 1] = ids[j] end
+    local values = redis.call("HMGET", RECORDS, unpack(chunk))
+    local deadlines = redis.call("ZMSCORE", DEADLINES, unpack(chunk))
+    for j = 1, #chunk do
+      local deadline = deadlines[j] and tonumber(deadlines[j]) or -1
+      if values[j] and (deadline < 0 or deadline >= now) then
+        out[#out + 1] = values[j]
+        out[#out + 1] = deadline
+      end
+    end
+  end
+  return out
+end
+
+local gone = reap()
+-- Reads that cannot filter by deadline themselves (service names, counts, the change log) need
+-- every due instance gone first.
+if op == "services" or op == "log" or op == "count" or op == "next" then
+  while #gone > 0 and #gone % REAP_BATCH == 0 do
+    local more = reap()
+    if #more == 0 then break end
+    for _, value in ipairs(more) do gone[#gone + 1] = value end
+  end
+end
+
+if op == "reg" then
+  -- ARGV: 4 id, 5 value, 6 index keys, 7 ttl ms (-1: never expires), 8 capacity (-1: none)
+  local id, value, keys, ttl, capacity = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+  local existing = live(id)
+  if not existing and capacity >= 0 then
+    local held = redis.call("HLEN", RECORDS) - redis.call("ZCOUNT", DEADLINES, "-inf", "(" .. now)
+    if held >= capacity then return {"full", gone} end
+  end
+  unlink(id)
+  link(id, value, keys, ttl)
+  local kind = existing and "P" or "R"
+  changed(kind, id, value)
+  prune_log()
+  return {{kind, ttl >= 0 and now + ttl or -1}, gone}
+elseif op == "dereg" then
+  local id = ARGV[4]
+  if not live(id) then return {false, gone} end
+  local value = unlink(id)
+  changed("D", id, value)
+  prune_log()
+  return {{value, redis.call("HLEN", RECORDS)}, gone}
+elseif op == "mod" then
+  -- ARGV: 4 id, 5 the value the edit started from, 6 new value, 7 ttl ms (-1: never expires)
+  local id, before, value, ttl = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+  if not live(id) then return {0, gone} end
+  if redis.call("HGET", RECORDS, id) ~= before then return {2, gone} end
+  local keys = redis.call("HGET", INDEXES, id) or ""
+  unlink(id)
+  link(id, value, keys, ttl)
+  changed("M", id, value)
+  prune_log()
+  return {{1, ttl >= 0 and now + ttl or -1}, gone}
+elseif op == "get" then
+  return {read({ARGV[4]}), gone}
+elseif op == "members" then
+  -- ARGV: 4.. index key suffixes whose members are read (none: the whole namespace)
+  if #ARGV < 4 then return {read(redis.call("HKEYS", RECORDS)), gone} end
+  local ids, seen = {}, {}
+  for i = 4, #ARGV do
+    for _, id in ipairs(redis.call("SMEMBERS", T .. ":" .. ARGV[i])) do
+      if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
+    end
+  end
+  return {read(ids), gone}
+elseif op == "services" then
+  return {redis.call("HKEYS", SERVICES), gone}
+elseif op == "log" then
+  prune_log()
+  local version = tonumber(redis.call("GET", VERSION) or "0")
+  local oldest = redis.call("ZRANGE", LOG_TIMES, 0, 0, "WITHSCORES")
+  local earliest = redis.call("ZRANGE", DEADLINES, 0, 0, "WITHSCORES")
+  return {{now, version, redis.call("HGETALL", STATUSES), redis.call("HVALS", LOG),
+    oldest[2] or -1, earliest[2] or -1}, gone}
+elseif op == "version" then
+  return {tonumber(redis.call("GET", VERSION) or "0"), gone}
+elseif op == "count" then
+  return {redis.call("HLEN", RECORDS), gone}
+elseif op == "next" then
+  -- What the reaper's schedule needs: instances left, and the earliest deadline (-1: none).
+  local earliest = redis.call("ZRANGE", DEADLINES, 0, 0, "WITHSCORES")
+  return {{redis.call("HLEN", RECORDS), earliest[2] or -1}, gone}
+end
+return redis.error_reply("unknown operation " .. op)
