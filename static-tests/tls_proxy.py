@@ -1,5 +1,5 @@
-"""A TLS front for the suite's mock Kubernetes API server: the registry speaks HTTPS to it, it
-relays the bytes in clear to the mock.
+"""A TLS front for a plain server of the suite (the mock Kubernetes API server, a registry behind
+an https URL): clients speak HTTPS to it, it relays the bytes in clear to the server.
 
     python3 tls_proxy.py CERT KEY UPSTREAM_PORT
 

@@ -1739,7 +1739,7 @@ fn a_health_check_whose_thread_cannot_start_stops_the_sidecar_with_a_line_naming
 // ---------------------------------------------------------------------------------------------
 // An https registry
 
-/// `tls_front.py` in front of a plain registry: `https://localhost:<port>` with the test
+/// `tls_proxy.py` in front of a plain registry: `https://localhost:<port>` with the test
 /// certificate (issued by `test-ca.pem` for localhost).
 struct TlsFront {
     child: Child,
@@ -1748,7 +1748,7 @@ struct TlsFront {
 
 impl TlsFront {
     fn start(upstream: SocketAddr) -> TlsFront {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tls_front.py");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tls_proxy.py");
         let mut child = Command::new("python3")
             .arg(script)
             .arg(fixture("test-server.pem"))
@@ -1762,7 +1762,11 @@ impl TlsFront {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line.trim().parse().expect("the front's port");
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|port| port.parse().ok())
+            .expect("the front's port");
         TlsFront { child, port }
     }
 
