@@ -34,18 +34,39 @@ fi
 # A static position-dependent executable: a static PIE carries ~80 KB of relocations and GOT
 # indirections that the 3 MB budget cannot spare. The cost is that the kernel cannot place the
 # program's own code at a random address (ASLR still covers the stack, the heap and mmap).
+flags="-C relocation-model=static"
+
+# No unwind tables. The release build aborts on panic (Cargo.toml), so nothing ever unwinds; the
+# tables (260 KB, most of them the standard library's, which fat LTO compiles with them whatever
+# -C force-unwind-tables says) would serve only a backtrace in the default panic message, and the
+# registry's own panic hook logs none. The linker drops every .eh_frame but the C runtime's (its
+# start-up code refers to its own) and writes no .eh_frame_hdr; a backtrace then has no frames.
+# The cost: debuggers and profilers cannot walk the stack of this binary without its debug
+# information (profile the ordinary release build instead).
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+mkdir -p "$target_dir"
+unwind_script=$target_dir/no-unwind-tables.ld
+cat >"$unwind_script" <<'EOF'
+SECTIONS {
+  /DISCARD/ : {
+    EXCLUDE_FILE(*crtbegin*.o *crtend*.o) *(.eh_frame)
+    EXCLUDE_FILE(*crtbegin*.o *crtend*.o) *(.eh_frame.*)
+  }
+} INSERT AFTER .rodata;
+EOF
+flags="$flags -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$unwind_script"
+
 if musl_std_installed; then
   target=$MUSL
-  RUSTFLAGS="${RUSTFLAGS:-} -C relocation-model=static" \
-    cargo build --release --bin a8registry --target "$target"
+  RUSTFLAGS="${RUSTFLAGS:-} $flags" cargo build --release --bin a8registry --target "$target"
 else
   target=$GNU
   echo "musl-build.sh: the $MUSL standard library is not available; building a static glibc binary" >&2
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C relocation-model=static" \
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static $flags" \
     cargo build --release --bin a8registry --target "$target"
 fi
 
-binary="target/$target/release/a8registry"
+binary="$target_dir/$target/release/a8registry"
 if ! [ -x "$binary" ]; then
   echo "musl-build.sh: $binary was not built" >&2
   exit 1
