@@ -287,7 +287,7 @@ pub fn start(urls: Vec<String>, poll: Duration, catalogs: Arc<Catalogs>) -> std:
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(Some(FETCH_TIMEOUT))
         .http_status_as_error(false)
-        .tls_config(crate::net::tls::trusting(crate::net::tls::platform_roots()))
+        .tls_config(crate::net::tls::built_in_roots())
         .build()
         .into();
     let mut catalog = EurekaCatalog {

@@ -62,12 +62,15 @@ impl Client {
         token: TokenSource,
         ca: Option<&[ureq::tls::Certificate<'static>]>,
     ) -> Client {
-        let roots = ca.unwrap_or_else(|| crate::net::tls::platform_roots());
+        let tls = match ca {
+            Some(roots) => crate::net::tls::trusting(roots),
+            None => crate::net::tls::built_in_roots(),
+        };
         Client {
             base,
             token,
             file_token: Mutex::new(None),
-            tls: crate::net::tls::trusting(roots),
+            tls,
         }
     }
 

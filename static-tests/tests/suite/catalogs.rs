@@ -670,7 +670,7 @@ fn a_remote_eureka_over_https_is_verified() {
     let url = format!("https://127.0.0.1:{}/eureka/v2", good.port);
     let args = ["--eureka_url", url.as_str(), "--catalog_poll", "1s"];
 
-    // An issuer the platform does not trust: nothing is mirrored.
+    // An issuer the roots built into the binary do not know: nothing is mirrored.
     let untrusting = Server::start(&args);
     eventually("the TLS error", || {
         catalogs_report(&untrusting)["properties"]["eureka"]["state"] == "error"
@@ -686,7 +686,7 @@ fn a_remote_eureka_over_https_is_verified() {
     );
     assert!(eureka_ids(&untrusting, None).is_empty());
 
-    // The test CA trusted (as a platform bundle would be): mirrored.
+    // The test CA trusted through SSL_CERT_FILE (a private CA): mirrored.
     let ca = pki.file("ca.pem");
     let trusting = Server::start_with_env(&args, &[("SSL_CERT_FILE", ca.as_str())]);
     eventually("the remote instance over https", || {

@@ -1017,7 +1017,7 @@ fn https_is_verified_against_the_ca_file_and_the_host_name() {
     let trusted = Server::start(&["--k8s_url", &url, "--k8s_ca_file", &ca]);
     eventually("the slice over https", || ids(&trusted, None) == ["u1-80"]);
 
-    // Without the CA file, the platform's roots do not know the issuer.
+    // Without the CA file, the roots built into the binary do not know the issuer.
     let untrusting = Server::start(&["--k8s_url", &url]);
     eventually("the TLS error", || report(&untrusting)["state"] == "error");
     let message = report(&untrusting)["last_error"]["message"]
