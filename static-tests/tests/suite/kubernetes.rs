@@ -904,6 +904,61 @@ fn duplicate_endpoints_keep_the_ipv4_slice_and_ipv6_is_bracketed() {
 }
 
 #[test]
+fn a_pod_behind_two_services_is_listed_once_under_the_first_service_name() {
+    // The id is `<pod uid>-<port>` whichever Service selects the pod, and an id appears once in
+    // a namespace: the instance belongs to the service whose name sorts first, every time the
+    // snapshot is rebuilt, and moves to the other service when the first one lets the pod go.
+    let mock = MockKube::start();
+    let both = |name: &str, service: &str| {
+        slice(
+            name,
+            service,
+            "IPv4",
+            &[("10.0.0.1", "u1", true)],
+            &[("http", 80, "")],
+        )
+    };
+    mock.put("endpointslices", "default", both("web-1", "web"));
+    mock.put("endpointslices", "default", both("api-1", "api"));
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-2", "10.0.0.2", "u2"),
+    );
+    let server = start(&mock, &[]);
+    eventually("the two pods", || ids(&server, None).len() == 2);
+    for _ in 0..3 {
+        assert_eq!(instance(&server, None, "u1-80")["service_name"], "api");
+        // Another change in the namespace rebuilds its snapshot: the choice does not flap.
+        mock.put(
+            "endpointslices",
+            "default",
+            web_slice("web-2", "10.0.0.3", "u2"),
+        );
+        eventually("the change", || {
+            instance(&server, None, "u2-80")["endpoint"]["value"] == "10.0.0.3:80"
+        });
+        mock.put(
+            "endpointslices",
+            "default",
+            web_slice("web-2", "10.0.0.2", "u2"),
+        );
+        eventually("the change back", || {
+            instance(&server, None, "u2-80")["endpoint"]["value"] == "10.0.0.2:80"
+        });
+    }
+    let web = server.get("/api/v1/services/web").json();
+    assert_eq!(web["instances"].as_array().unwrap().len(), 1, "{web}");
+
+    // The api Service no longer selects the pod: it is listed under web.
+    mock.delete("endpointslices", "default", "api-1");
+    eventually("the pod under web", || {
+        instance(&server, None, "u1-80")["service_name"] == "web"
+    });
+    assert_eq!(ids(&server, None).len(), 2);
+}
+
+#[test]
 fn lists_are_paged_and_an_expired_continue_token_restarts_the_list() {
     let mock = MockKube::start();
     mock.behave(|b| {
