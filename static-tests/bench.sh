@@ -36,7 +36,7 @@ done
 ulimit -n 65536 2>/dev/null || ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
 
 cargo build --release --bin a8registry >&2
-BIN=$ROOT/target/release/a8registry
+BIN=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")/release/a8registry
 
 # --- Scratch space and process bookkeeping ---------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/a8bench.XXXXXX")
@@ -51,12 +51,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts a server in the background and sets SERVER_PID and PORT. Port 0 lets the kernel pick a
+# Starts a server in the background (extra options after its name) and sets SERVER_PID and PORT.
+# Port 0 lets the kernel pick a
 # free port; the server says which in its startup line. Logging stays at its default level (info),
 # as an operator would run it. TTLs of 10 minutes: nothing expires during the run.
 start_server() {
   local log=$WORK/server-$1.log
-  "$BIN" --api_bind 127.0.0.1 --api_port 0 --max_ttl 10m --default_ttl 10m \
+  "$BIN" --api_bind 127.0.0.1 --api_port 0 --max_ttl 10m --default_ttl 10m "${@:2}" \
     </dev/null >/dev/null 2>"$log" &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -392,6 +393,56 @@ if [ "${BENCH_ONLY:-}" = redis ]; then
   exit 0
 fi
 
+# --- A merged read of catalog instances --------------------------------------------------------
+# One server holding 1,000 registered instances of one service and mirroring 1,000 instances of
+# another from a file catalog: GET of each, alternately, twice.
+catalog_rows() {
+  mkdir -p "$WORK/catalog"
+  python3 - "$WORK/catalog/default.json" <<'EOF'
+import json, sys
+instances = [{"service_name": "bench-cat", "endpoint": {"type": "tcp", "value": f"10.2.{i // 250}.{i % 250}:80"}}
+             for i in range(1000)]
+json.dump({"instances": instances}, open(sys.argv[1], "w"))
+EOF
+  start_server catalog --fs_catalog "$WORK/catalog"
+  local url=http://127.0.0.1:$PORT
+  python3 "$WORK/register.py" "$PORT" bench-reg 0 1000
+  local tries=0
+  until [ "$(curl -s "$url/api/v1/services/bench-cat" | grep -o '"id"' | wc -l)" = 1000 ]; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 500 ]; then echo "bench.sh: the file catalog was not loaded" >&2; exit 1; fi
+    sleep 0.01
+  done
+  local round rows=()
+  for round in 1 2; do
+    rows+=("$(bench "(f) GET /api/v1/services/{name}, 1,000 registered instances, run $round" \
+      "$WORK/report.lua" "$url/api/v1/services/bench-reg")")
+    rows+=("$(bench "(g) GET /api/v1/services/{name}, 1,000 file catalog instances, run $round" \
+      "$WORK/report.lua" "$url/api/v1/services/bench-cat")")
+  done
+  stop_server "$SERVER_PID"
+  CATALOG_ROWS=$(printf '%s\n' "${rows[@]}")
+}
+
+catalog_report() {
+  echo
+  echo "| Request (--fs_catalog) | Requests/s | p50 | p99 | Errors |"
+  echo "|---|---|---|---|---|"
+  echo "$CATALOG_ROWS"
+}
+
+# BENCH_ONLY=catalogs: the merged-read rows alone.
+if [ "${BENCH_ONLY:-}" = catalogs ]; then
+  catalog_rows
+  echo
+  echo "## a8registry benchmark: catalog reads"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "- command: BENCH_ONLY=catalogs $COMMAND (BENCH_DURATION=$DURATION)"
+  catalog_report
+  exit 0
+fi
+
 # --- Throughput and latency ------------------------------------------------------------------
 START_SECONDS=$SECONDS
 start_server main
@@ -442,6 +493,8 @@ if command -v redis-server >/dev/null 2>&1 && command -v redis-benchmark >/dev/n
   redis_rows
   HAVE_REDIS=1
 fi
+
+catalog_rows
 
 # --- Memory ------------------------------------------------------------------------------------
 echo "bench.sh: memory" >&2
@@ -500,6 +553,7 @@ echo "- startup_micros logged: ${STARTUP[1]}; main server ${MAIN_STARTUP_MICROS}
 echo "- release binary: $RELEASE_SIZE bytes ($BIN)"
 echo "- static binary: $STATIC_SIZE"
 echo "- watchers: ${WATCH_FIGURES:-the watch test failed; run it alone to see why}"
+catalog_report
 if [ -n "${HAVE_REDIS:-}" ]; then
   redis_report
 else
