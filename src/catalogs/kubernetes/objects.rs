@@ -77,12 +77,24 @@ fn parse_object(raw: &RawValue) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// The longest resourceVersion or continue token kept. Both go back to the API server in a
+/// query string; real ones are an etcd revision and a few hundred bytes of base64, and a longer
+/// one would only make every later request line that long.
+const MAX_TOKEN_BYTES: usize = 4096;
+
 /// A resourceVersion or continue token inside raw `metadata`, kept verbatim when it is a
-/// string (W13: never compared or parsed).
-fn raw_text(members: &RawMembers, key: &str) -> Option<String> {
-    members
+/// string (W13: never compared or parsed); `Err` when it is longer than [`MAX_TOKEN_BYTES`].
+fn raw_text(members: &RawMembers, key: &str) -> Result<Option<String>, String> {
+    let text = members
         .get(key)
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    match text {
+        Some(text) if text.len() > MAX_TOKEN_BYTES => Err(format!(
+            "a metadata.{key} of {} bytes (at most {MAX_TOKEN_BYTES})",
+            text.len()
+        )),
+        text => Ok(text),
+    }
 }
 
 fn raw_members(raw: &RawValue) -> Option<RawMembers> {
@@ -93,6 +105,7 @@ fn raw_members(raw: &RawValue) -> Option<RawMembers> {
 }
 
 /// One page of a list.
+#[derive(Debug)]
 pub struct Page {
     pub items: Vec<Box<RawValue>>,
     pub resource_version: Option<String>,
@@ -120,8 +133,8 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
     };
     Ok(Page {
         items,
-        resource_version: raw_text(&metadata, "resourceVersion"),
-        continue_token: raw_text(&metadata, "continue").filter(|c| !c.is_empty()),
+        resource_version: raw_text(&metadata, "resourceVersion")?,
+        continue_token: raw_text(&metadata, "continue")?.filter(|c| !c.is_empty()),
     })
 }
 
@@ -165,7 +178,7 @@ pub fn parse_event(line: &[u8]) -> Result<(Event, Option<String>), String> {
         .remove("object")
         .filter(|raw| raw.get().starts_with('{'))
         .ok_or("a watch event without an object")?;
-    let version = raw_text(&metadata_of(&object), "resourceVersion");
+    let version = raw_text(&metadata_of(&object), "resourceVersion")?;
     let parsed = match kind.as_str() {
         "ADDED" | "MODIFIED" => Event::Upsert(object),
         "DELETED" => Event::Deleted(object),
@@ -182,9 +195,13 @@ pub fn parse_event(line: &[u8]) -> Result<(Event, Option<String>), String> {
     Ok((parsed, version))
 }
 
-/// The name of an object (`metadata.name`), when it has one.
+/// The name of an object (`metadata.name`), when it has one (of at most [`MAX_TOKEN_BYTES`]:
+/// Kubernetes names have at most 253).
 pub fn name_of(object: &RawValue) -> Option<String> {
-    raw_text(&metadata_of(object), "name").filter(|n| !n.is_empty())
+    raw_text(&metadata_of(object), "name")
+        .ok()
+        .flatten()
+        .filter(|n| !n.is_empty())
 }
 
 /// How an address is written, and its rank among duplicates (contract §3.5).
@@ -527,6 +544,29 @@ mod tests {
         assert!(parse_event(b"{\"type\":\"ADDED\"}").is_err());
         assert!(parse_event(b"{\"type\":\"ADDED\",\"object\":3}").is_err());
         assert!(parse_event(b"not json").is_err());
+    }
+
+    #[test]
+    fn an_oversized_resource_version_or_continue_token_is_refused() {
+        let long = "7".repeat(MAX_TOKEN_BYTES + 1);
+        let page = format!(r#"{{"metadata":{{"resourceVersion":"{long}"}},"items":[]}}"#);
+        assert!(parse_page(page.as_bytes())
+            .unwrap_err()
+            .contains("resourceVersion"));
+        let page = format!(r#"{{"metadata":{{"continue":"{long}"}},"items":[]}}"#);
+        assert!(parse_page(page.as_bytes())
+            .unwrap_err()
+            .contains("continue"));
+        let event = format!(
+            r#"{{"type":"BOOKMARK","object":{{"metadata":{{"resourceVersion":"{long}"}}}}}}"#
+        );
+        assert!(parse_event(event.as_bytes()).is_err());
+        let fits = "7".repeat(MAX_TOKEN_BYTES);
+        let page = format!(r#"{{"metadata":{{"resourceVersion":"{fits}"}},"items":[]}}"#);
+        assert_eq!(
+            parse_page(page.as_bytes()).unwrap().resource_version,
+            Some(fits)
+        );
     }
 
     #[test]
