@@ -75,6 +75,10 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     args: Vec<String>,
+    /// The server's working directory: a replica's full sync writes the master's snapshot
+    /// there even without `save`, and it must neither land in the checkout nor be loaded again
+    /// when the server restarts.
+    dir: Option<TempDir>,
 }
 
 impl RedisServer {
@@ -86,7 +90,10 @@ impl RedisServer {
 
     /// Starts it on `port` (to restart a server where clients expect it).
     pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = TempDir::new("redis");
         let mut args: Vec<String> = [
+            "--dir",
+            &dir.0.display().to_string(),
             "--port",
             &port.to_string(),
             "--bind",
@@ -106,6 +113,7 @@ impl RedisServer {
             child: None,
             port,
             args,
+            dir: Some(dir),
         };
         server.spawn("redis-server");
         server.wait_ready();
@@ -130,6 +138,7 @@ impl RedisServer {
             child: None,
             port,
             args: vec![conf.display().to_string()],
+            dir: None,
         };
         server.spawn("redis-sentinel");
         server.wait_ready();
@@ -196,6 +205,9 @@ impl RedisServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_file(dir.0.join("dump.rdb"));
         }
     }
 
