@@ -62,7 +62,7 @@ start_server() {
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
   local tries=0
-  until grep -q 'msg="listening"' "$log"; do
+  until grep -qs 'msg="listening"' "$log"; do
     tries=$((tries + 1))
     if [ "$tries" -gt 1000 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
       echo "bench.sh: the server did not start:" >&2
@@ -329,7 +329,7 @@ redis_rows() {
     --store redis --store_address "127.0.0.1:$REDIS_PORT" </dev/null >/dev/null 2>"$log" &
   local pid=$!
   PIDS+=("$pid")
-  until grep -q 'msg="listening"' "$log"; do sleep 0.01; done
+  until grep -qs 'msg="listening"' "$log"; do sleep 0.01; done
   local port url
   port=$(grep -m1 -o 'address="127.0.0.1:[0-9]*"' "$log" | grep -o '[0-9]*"$' | tr -d '"')
   url=http://127.0.0.1:$port
@@ -422,6 +422,21 @@ EOF
   done
   stop_server "$SERVER_PID"
   CATALOG_ROWS=$(printf '%s\n' "${rows[@]}")
+
+  # Pick-up times: a file rewritten in place, and an instance registered on a remote registry
+  # that this one mirrors with --catalog_poll 1s; 10 trials each at random moments.
+  mkdir -p "$WORK/pickup"
+  start_server remote
+  local remote_pid=$SERVER_PID remote_port=$PORT
+  start_server mirror --fs_catalog "$WORK/pickup" --catalog_poll 1s \
+    --eureka_url "http://127.0.0.1:$remote_port/eureka/v2"
+  local files eureka
+  files=$(python3 "$ROOT/static-tests/tools/catalog_pickup.py" files "$WORK/pickup" "$PORT" 10)
+  eureka=$(python3 "$ROOT/static-tests/tools/catalog_pickup.py" eureka "$remote_port" "$PORT" 10)
+  stop_server "$SERVER_PID"
+  stop_server "$remote_pid"
+  PICKUP_ROWS=$(printf '| files (--fs_catalog) | %s |\n| remote Eureka (--catalog_poll 1s) | %s |' \
+    "$(echo "$files" | sed 's/ / ms \/ /g') ms" "$(echo "$eureka" | sed 's/ / ms \/ /g') ms")
 }
 
 catalog_report() {
@@ -429,6 +444,10 @@ catalog_report() {
   echo "| Request (--fs_catalog) | Requests/s | p50 | p99 | Errors |"
   echo "|---|---|---|---|---|"
   echo "$CATALOG_ROWS"
+  echo
+  echo "| Change at the source to listed (10 trials) | min / median / max |"
+  echo "|---|---|"
+  echo "$PICKUP_ROWS"
 }
 
 # BENCH_ONLY=catalogs: the merged-read rows alone.
