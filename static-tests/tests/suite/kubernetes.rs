@@ -536,7 +536,32 @@ fn an_api_server_down_or_stalled_keeps_the_snapshot_and_never_delays_a_request()
         "requests waited {:?} for a stalled API server",
         started.elapsed()
     );
+    // The cut watches failed at once; the lists that follow never answer and fail at their 30 s
+    // deadline (catalogs contract §2), not before and not never. The snapshot stays through it,
+    // and the source recovers once answered again.
+    let failed = loop {
+        let now = report(&server);
+        let message = now["last_error"]["message"].as_str().unwrap_or("");
+        if now["state"] == "error" && message.contains("limit=") {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a stalled list never failed: {}",
+            report(&server)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        failed > Duration::from_secs(20),
+        "a stalled list failed after {failed:?}, before its 30 s deadline: {}",
+        report(&server)
+    );
+    assert_eq!(ids(&server, None), ["u2-80"]);
     mock.behave(|b| b.stalled = false);
+    eventually("the recovery after the stall", || {
+        report(&server)["state"] == "ok"
+    });
 }
 
 #[test]
