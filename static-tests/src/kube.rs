@@ -48,6 +48,9 @@ pub struct Behaviour {
     pub expire_next_continue: bool,
     /// Every list page carries a `continue` token (pages past the objects are empty).
     pub endless_continue: bool,
+    /// Watches end cleanly after this many seconds, whatever `timeoutSeconds` asked (`Some(0)`:
+    /// at once, with an empty stream).
+    pub watch_seconds: Option<u64>,
 }
 
 struct State {
@@ -134,6 +137,7 @@ impl MockKube {
                     version_prefix: String::new(),
                     expire_next_continue: false,
                     endless_continue: false,
+                    watch_seconds: None,
                 },
                 end_generation: 0,
                 break_generation: 0,
@@ -613,11 +617,13 @@ fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &A
             let _ = write!(stream, "{:x}\r\n{line}\r\n0\r\n\r\n", line.len());
             return;
         };
-        let timeout = request
-            .query
-            .get("timeoutSeconds")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(300u64);
+        let timeout = state.behaviour.watch_seconds.unwrap_or_else(|| {
+            request
+                .query
+                .get("timeoutSeconds")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(300u64)
+        });
         let deadline = Instant::now() + Duration::from_secs(timeout);
         let (end_generation, break_generation) = (state.end_generation, state.break_generation);
         state.open_watches += 1;

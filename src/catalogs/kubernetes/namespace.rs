@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A watch that ends cleanly is opened again at once, but not sooner than this after it was
+/// opened: a server (or proxy) that answers every watch with an empty stream gets one watch a
+/// second, not thousands.
+const MIN_WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Objects asked for per list page.
 const PAGE_LIMIT: u32 = 500;
 /// Re-lists that follow a 410 or a broken watch at once come at most this often; more often, a
@@ -198,8 +202,14 @@ impl Namespace {
             let mut version = version;
             // Watch until something makes a list necessary.
             let end = loop {
+                let opened = Instant::now();
                 match self.watch(&shared, resource, &path, &mut version) {
-                    WatchEnd::Clean => continue,
+                    WatchEnd::Clean => {
+                        let until = opened + MIN_WATCH_INTERVAL;
+                        while Instant::now() < until && !self.is_closed() {
+                            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                        }
+                    }
                     other => break other,
                 }
             };

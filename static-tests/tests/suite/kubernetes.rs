@@ -484,6 +484,43 @@ fn a_410_or_a_broken_or_ended_watch_lists_again_and_converges() {
 }
 
 #[test]
+fn watches_that_end_at_once_are_opened_again_at_most_once_a_second() {
+    let mock = MockKube::start();
+    mock.behave(|b| b.watch_seconds = Some(0));
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &[]);
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+    let watches = || {
+        mock.requests()
+            .iter()
+            .filter(|(line, _)| line.contains("watch=1"))
+            .count()
+    };
+    let before = watches();
+    std::thread::sleep(Duration::from_secs(3));
+    let opened = watches() - before;
+    // Two resources (slices and pods), one watch a second each: about 6; a busy loop, thousands.
+    assert!(
+        opened <= 12,
+        "{opened} watches in 3 s against a server that ends them at once"
+    );
+    // Changes still arrive through the short watches.
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-2", "10.0.0.2", "u2"),
+    );
+    eventually("the second slice", || {
+        ids(&server, None) == ["u1-80", "u2-80"]
+    });
+    assert_eq!(report(&server)["state"], "ok");
+}
+
+#[test]
 fn an_api_server_down_or_stalled_keeps_the_snapshot_and_never_delays_a_request() {
     let mock = MockKube::start();
     mock.put(
