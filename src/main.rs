@@ -12,7 +12,7 @@ use a8registry::store::redis::{RedisConfig, RedisStore};
 use a8registry::{api, auth, config, debug, error, info, log, warn};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,14 +30,47 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(30);
 /// about 6 MiB of idle RSS and 10 ms of startup; more are made on demand.
 const COROUTINE_POOL_CAPACITY: usize = 64;
 
+/// How long an idle may worker sleeps in epoll before it looks for work to steal from a busy
+/// one (may's default is 10 ms: 200 wake-ups a second for two idle workers). Work arriving from
+/// another thread wakes a worker at once; only stealing waits for this.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
 /// Printed on stderr when `a8registry token` mints a token without `--ttl`.
 const NEVER_EXPIRES_WARNING: &str = "a8registry token: warning: without --ttl the token never \
 expires; it stays valid until the registry's --jwt_secret changes";
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The pipe the stop signal's handler writes a byte to, so the main thread sleeps in `read`
+/// until then instead of waking every few milliseconds to look (an idle registry uses no CPU).
+static STOP_PIPE: [AtomicI32; 2] = [AtomicI32::new(-1), AtomicI32::new(-1)];
 
 extern "C" fn on_stop_signal(_signal: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
+    let fd = STOP_PIPE[1].load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; the byte is on this handler's stack. A full
+        // pipe already holds a wake-up, so a failed write loses nothing.
+        unsafe {
+            libc::write(fd, [1u8].as_ptr().cast(), 1);
+        }
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT has arrived.
+fn wait_for_stop_signal() {
+    let fd = STOP_PIPE[0].load(Ordering::SeqCst);
+    while !STOP_REQUESTED.load(Ordering::SeqCst) {
+        if fd < 0 {
+            // No pipe could be made: look now and then.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let mut byte = 0u8;
+        // SAFETY: read(2) of one byte into a local; EINTR and errors just loop to the check.
+        unsafe {
+            libc::read(fd, (&mut byte as *mut u8).cast(), 1);
+        }
+    }
 }
 
 /// A fresh random member id for this process (cluster contract §2.1), from the kernel's
@@ -56,6 +89,12 @@ fn member_id() -> u64 {
 }
 
 fn install_signal_handlers() {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: pipe2(2) fills the two descriptors of the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == 0 {
+        STOP_PIPE[0].store(fds[0], Ordering::SeqCst);
+        STOP_PIPE[1].store(fds[1], Ordering::SeqCst);
+    }
     for signal in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the sigaction
         // struct is zero-initialised and then filled with valid values.
@@ -133,6 +172,7 @@ fn serve(config: Config, summary: &str) -> ExitCode {
         .set_stack_size(COROUTINE_STACK_WORDS)
         .set_pool_capacity(COROUTINE_POOL_CAPACITY);
     may::config().set_worker_pin(false);
+    may::config().set_timeout_ns(IDLE_POLL.as_nanos() as u64);
 
     let node_id = member_id();
     let ttl = TtlPolicy {
@@ -350,9 +390,7 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     );
     provide_descriptors(options);
 
-    while !STOP_REQUESTED.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_stop_signal();
     if let Some((cluster, _)) = &cluster {
         info!("leaving the cluster");
         cluster.leave();
