@@ -41,7 +41,7 @@ struct Registration {
     ttl: Option<u32>,
     status: Option<String>,
     tags: Option<Tags>,
-    metadata: Option<Box<RawValue>>,
+    metadata: Option<Arc<RawValue>>,
 }
 
 /// The `tags` of a body: every element must be a string (else the body is invalid), and beyond
@@ -115,7 +115,7 @@ fn decode_registration(body: &[u8]) -> Result<Registration, json::Malformed> {
         status: members.field("status")?,
         tags: members.field("tags")?,
         // `null` metadata is kept and echoed as `null` (spec 3.1).
-        metadata: members.get("metadata").map(|raw| raw.to_owned()),
+        metadata: members.get("metadata").map(|raw| Arc::from(raw.to_owned())),
     })
 }
 

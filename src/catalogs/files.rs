@@ -142,7 +142,7 @@ fn entry_instance(entry: &RawValue) -> Result<Instance, String> {
     let status = if status.is_empty() { UP } else { &status };
     let mut instance = Instance::new(&id, &service_name, endpoint, status, Duration::ZERO);
     instance.tags = tags;
-    instance.metadata = fields.get("metadata").cloned();
+    instance.metadata = fields.get("metadata").map(|m| Arc::from(m.clone()));
     Ok(instance)
 }
 

@@ -285,7 +285,7 @@ struct WireInstance {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present_json"
     )]
-    metadata: Option<Box<RawValue>>,
+    metadata: Option<Arc<RawValue>>,
     #[serde(default)]
     tags: Vec<String>,
     registered: i64,
@@ -301,8 +301,8 @@ struct WireInstance {
 }
 
 /// A member that is present, `null` included.
-fn present_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
+fn present_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Arc<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(|raw| Some(raw.into()))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -715,7 +715,9 @@ mod tests {
             Duration::from_secs(30),
         );
         instance.tags = vec!["a b".into(), "ü\n".into()];
-        instance.metadata = RawValue::from_string(r#"{"k":[1,2,{"x":null}]}"#.into()).ok();
+        instance.metadata = RawValue::from_string(r#"{"k":[1,2,{"x":null}]}"#.into())
+            .ok()
+            .map(Arc::from);
         instance.version = v(0x1234_0000, 7);
         instance.registration = v(0x1233_0000, 7);
         instance.registered_unix_nanos = 1_700_000_000_000_000_000;

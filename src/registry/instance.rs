@@ -494,7 +494,7 @@ pub struct Instance {
     /// The clamped TTL.
     pub ttl: Duration,
     /// The metadata's raw JSON text; `None` when absent (JSON `null` is kept as `Some("null")`).
-    pub metadata: Option<Box<RawValue>>,
+    pub metadata: Option<Arc<RawValue>>,
     pub tags: Vec<String>,
     /// Unix time of the registration, in nanoseconds.
     pub registered_unix_nanos: i64,
@@ -934,8 +934,11 @@ mod tests {
         assert_eq!(instance.check_limits(), Ok(()));
         instance.tags.push(String::new());
         assert_eq!(instance.check_limits(), Err(LimitError::Tags));
-        instance.metadata =
-            Some(RawValue::from_string(format!("\"{}\"", "m".repeat(2000))).unwrap());
+        instance.metadata = Some(
+            RawValue::from_string(format!("\"{}\"", "m".repeat(2000)))
+                .unwrap()
+                .into(),
+        );
         assert_eq!(
             instance.check_limits(),
             Err(LimitError::Metadata),

@@ -1826,7 +1826,9 @@ mod tests {
         );
         let mut long_status = instance("a", "s", &"S".repeat(33), 10);
         long_status.metadata = Some(
-            serde_json::value::RawValue::from_string(format!("\"{}\"", "m".repeat(1023))).unwrap(),
+            serde_json::value::RawValue::from_string(format!("\"{}\"", "m".repeat(1023)))
+                .unwrap()
+                .into(),
         );
         assert_eq!(
             store.register(&c("ns"), long_status).unwrap_err(),

@@ -349,7 +349,7 @@ fn update_metadata(api: &Api, ctx: &Context, request: &Request, id: &str) -> Res
         }
         let metadata =
             RawValue::from_string(members.to_json()).map_err(|e| Error::internal(e.to_string()))?;
-        instance.metadata = Some(metadata);
+        instance.metadata = Some(metadata.into());
         // The store checks the metadata length after this edit; the tags derived from it are
         // judged here, after the metadata as on registration.
         instance.check_metadata_limit().map_err(Error::limit)?;

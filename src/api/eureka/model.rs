@@ -286,7 +286,7 @@ pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, Reg
     } else {
         Ok(Vec::new())
     };
-    instance.metadata = Some(metadata);
+    instance.metadata = Some(metadata.into());
     instance.renewal_interval_secs = renewal_interval
         .filter(|r| *r > 0)
         .unwrap_or(DEFAULT_RENEWAL_INTERVAL_SECS);

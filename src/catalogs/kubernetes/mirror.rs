@@ -14,6 +14,11 @@ pub const MAX_RESOURCE_BYTES: usize = 64 << 20;
 /// Most instances one namespace maps to. Endpoints × ports multiply: within the byte bound a
 /// hostile server could otherwise ask for billions of instances.
 pub const MAX_INSTANCES: usize = 100_000;
+/// Most bytes of pod annotations the instances of one namespace carry together. A pod's
+/// annotations are shared by its instances in memory, but every listing renders them once per
+/// instance: one pod with large annotations behind many ports would otherwise make listings
+/// without bound.
+pub const MAX_METADATA_BYTES: usize = 64 << 20;
 /// Most endpoint × port pairs looked at to map one service (duplicates included), so that
 /// duplicated endpoints or ports cannot make one mapping take hours.
 const MAX_PAIRS_PER_SERVICE: usize = 4 * MAX_INSTANCES;
@@ -40,7 +45,9 @@ pub struct Mirror {
     services: BTreeMap<String, Vec<Arc<Instance>>>,
     /// Instances in `services`, at most [`MAX_INSTANCES`].
     instance_count: usize,
-    /// Whether a mapping left instances out at [`MAX_INSTANCES`] since last asked.
+    /// Metadata bytes of the instances in `services`, at most [`MAX_METADATA_BYTES`].
+    metadata_bytes: usize,
+    /// Whether a mapping left instances out at a bound since last asked.
     truncated: bool,
 }
 
@@ -187,6 +194,7 @@ impl Mirror {
             .collect();
         self.services.clear();
         self.instance_count = 0;
+        self.metadata_bytes = 0;
         self.remap_services(services);
     }
 
@@ -208,11 +216,17 @@ impl Mirror {
         }
         let mut mapped = Vec::with_capacity(services.len());
         let mut count = self.instance_count;
+        let mut metadata = self.metadata_bytes;
         for service in &services {
-            count -= self.services.get(service).map_or(0, Vec::len);
+            let old = self.services.get(service).map_or(&[][..], Vec::as_slice);
+            count -= old.len();
+            metadata -= metadata_bytes(old);
         }
         for service in services {
-            let budget = MAX_INSTANCES - count;
+            let budget = Budget {
+                instances: MAX_INSTANCES - count,
+                metadata_bytes: MAX_METADATA_BYTES - metadata,
+            };
             let (instances, truncated) = map_service(
                 &service,
                 groups.remove(service.as_str()),
@@ -220,10 +234,12 @@ impl Mirror {
                 budget,
             );
             count += instances.len();
+            metadata += metadata_bytes(&instances);
             self.truncated |= truncated;
             mapped.push((service, instances));
         }
         self.instance_count = count;
+        self.metadata_bytes = metadata;
         for (service, instances) in mapped {
             if instances.is_empty() {
                 self.services.remove(&service);
@@ -234,15 +250,27 @@ impl Mirror {
     }
 }
 
+/// What one service's mapping may still add.
+struct Budget {
+    instances: usize,
+    metadata_bytes: usize,
+}
+
+fn metadata_bytes(instances: &[Arc<Instance>]) -> usize {
+    instances
+        .iter()
+        .map(|i| i.metadata.as_ref().map_or(0, |m| m.get().len()))
+        .sum()
+}
+
 /// The instances of one service from its groups (with the name of their source): one per ready
 /// endpoint × mapped port, an id once (the one from an IPv4 group before IPv6 before FQDN, then
-/// from the source whose name sorts first). At most `budget` instances; true when some were
-/// left out.
+/// from the source whose name sorts first). Within `budget`; true when some were left out.
 fn map_service(
     service: &str,
     groups: Option<Vec<(&str, &super::objects::Group)>>,
     pods_by_uid: &HashMap<String, Arc<Pod>>,
-    budget: usize,
+    budget: Budget,
 ) -> (Vec<Arc<Instance>>, bool) {
     let mut groups = groups.unwrap_or_default();
     // Stable: the groups of one Endpoints object keep their order.
@@ -250,12 +278,13 @@ fn map_service(
     let mut seen = HashSet::new();
     let mut instances = Vec::new();
     let mut pairs = 0usize;
+    let mut metadata = 0usize;
     for (_, group) in groups {
         for target in &group.targets {
             let pod = target.pod_uid.as_ref().and_then(|uid| pods_by_uid.get(uid));
             for port in &group.ports {
                 pairs += 1;
-                if instances.len() >= budget || pairs > MAX_PAIRS_PER_SERVICE {
+                if instances.len() >= budget.instances || pairs > MAX_PAIRS_PER_SERVICE {
                     return (instances, true);
                 }
                 let id = match &target.pod_uid {
@@ -271,7 +300,12 @@ fn map_service(
                 };
                 let mut instance = Instance::new(&id, service, endpoint, UP, Duration::ZERO);
                 if let Some(pod) = pod {
+                    metadata += pod.annotations.get().len();
+                    if metadata > budget.metadata_bytes {
+                        return (instances, true);
+                    }
                     instance.tags = pod.tags.clone();
+                    // Shared with the pod: one copy however many ports.
                     instance.metadata = Some(pod.annotations.clone());
                 }
                 instances.push(Arc::new(instance));
@@ -382,6 +416,32 @@ mod tests {
         })
         .to_string();
         parse_slice(&RawValue::from_string(text).unwrap(), &mut Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn large_annotations_behind_many_ports_are_shared_and_bounded() {
+        let mut mirror = Mirror::default();
+        // One pod of 1 MiB of annotations, behind one slice of 100 ports.
+        let annotations = serde_json::json!({"big": "a".repeat(1 << 20)}).to_string();
+        let text =
+            format!(r#"{{"metadata":{{"name":"p","uid":"u0","annotations":{annotations}}}}}"#);
+        let pod = parse_pod(&RawValue::from_string(text).unwrap()).unwrap();
+        mirror.upsert_pod(pod).unwrap();
+        mirror
+            .replace_sources(vec![wide_slice("s", "web", 1, 100)])
+            .unwrap();
+        let instances = mirror.instances();
+        // The listings render the annotations once per instance: 64 MiB of them at most.
+        assert_eq!(instances.len(), MAX_METADATA_BYTES / annotations.len());
+        assert!(mirror.take_truncated());
+        // In memory the instances share the pod's one copy.
+        let first = instances[0].metadata.as_ref().unwrap();
+        assert!(instances
+            .iter()
+            .all(|i| Arc::ptr_eq(i.metadata.as_ref().unwrap(), first)));
+        // Without the pod the ports all fit again.
+        mirror.remove_pod("p");
+        assert_eq!(mirror.instances().len(), 100);
     }
 
     #[test]

@@ -331,9 +331,10 @@ impl Namespace {
             "namespace" => self.name,
             "resource" => format!("{resource:?}"),
             "reason" => format!(
-                "more than {} bytes of objects or {} instances",
+                "more than {} bytes of objects, {} instances or {} bytes of their annotations",
                 super::mirror::MAX_RESOURCE_BYTES,
-                super::mirror::MAX_INSTANCES
+                super::mirror::MAX_INSTANCES,
+                super::mirror::MAX_METADATA_BYTES
             )
         );
     }

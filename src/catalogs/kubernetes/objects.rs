@@ -10,6 +10,7 @@ use crate::registry::instance::EndpointType;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Deepest JSON nesting read from the API server (D15).
 pub const MAX_NESTING: usize = 64;
@@ -257,7 +258,7 @@ pub struct Pod {
     /// `key=value`, sorted by key.
     pub tags: Vec<String>,
     /// `metadata.annotations`, verbatim; `{}` when absent.
-    pub annotations: Box<RawValue>,
+    pub annotations: Arc<RawValue>,
     pub size: usize,
 }
 
@@ -458,7 +459,7 @@ pub fn parse_pod(raw: &RawValue) -> Result<Pod, String> {
         name,
         uid,
         tags,
-        annotations,
+        annotations: annotations.into(),
         size: raw.get().len(),
     })
 }
