@@ -1061,8 +1061,13 @@ fn build(raw: &mut RawValues<'_>) -> Result<Config, ConfigError> {
             return Err(invalid("eureka_url", url, why));
         }
     }
-    let catalog_poll = raw.duration("catalog_poll")?;
-    if catalog_poll < MIN_CATALOG_POLL {
+    // The options of a source that is not enabled are accepted and ignored (catalogs §1).
+    let catalog_poll = if eureka_urls.is_empty() {
+        raw.duration("catalog_poll").unwrap_or(MIN_CATALOG_POLL)
+    } else {
+        raw.duration("catalog_poll")?
+    };
+    if !eureka_urls.is_empty() && catalog_poll < MIN_CATALOG_POLL {
         return Err(invalid(
             "catalog_poll",
             &format_go_duration(catalog_poll),
@@ -1137,13 +1142,26 @@ fn read_small_file(path: &str) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads and checks the Kubernetes catalog's options (catalogs contract §1, §3.1); `None` when
-/// `--k8s_url` is empty (the others are then checked for their syntax only).
+/// `--k8s_url` is empty (the others are then accepted and ignored, as the contract says).
 fn kubernetes_options(
     raw: &mut RawValues,
     warnings: &mut Vec<String>,
 ) -> Result<Option<crate::catalogs::kubernetes::Settings>, ConfigError> {
     use crate::catalogs::kubernetes::{Settings, TokenSource};
     let url = raw.text("k8s_url")?;
+    if url.is_empty() {
+        for name in [
+            "k8s_token",
+            "k8s_token_file",
+            "k8s_ca_file",
+            "k8s_max_namespaces",
+            "k8s_idle_timeout",
+        ] {
+            // Taken, so not an unknown argument; whatever they say is ignored.
+            let _ = raw.text(name);
+        }
+        return Ok(None);
+    }
     let token = raw.secret("k8s_token")?;
     let token_file = raw.text("k8s_token_file")?;
     let ca_file = raw.text("k8s_ca_file")?;
@@ -1162,9 +1180,6 @@ fn kubernetes_options(
             &format_go_duration(idle_timeout),
             "must be >= 1s",
         ));
-    }
-    if url.is_empty() {
-        return Ok(None);
     }
     if token.is_set() && !token_file.is_empty() {
         return Err(error(format!(
@@ -1736,8 +1751,19 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-        let err = parse_with(&[], &[("A8_CATALOG_POLL", "500ms")]).unwrap_err();
+        let eureka = ("A8_EUREKA_URL", "http://eureka:8761/eureka/v2");
+        let err = parse_with(&[], &[eureka, ("A8_CATALOG_POLL", "500ms")]).unwrap_err();
         assert!(err.to_string().contains("--catalog_poll"), "{err}");
+        // The options of a source that is not enabled are accepted and ignored.
+        for (name, value) in [
+            ("A8_CATALOG_POLL", "500ms"),
+            ("A8_CATALOG_POLL", "soon"),
+            ("A8_K8S_MAX_NAMESPACES", "0"),
+            ("A8_K8S_IDLE_TIMEOUT", "500ms"),
+            ("A8_K8S_TOKEN_FILE", "/nonexistent/token"),
+        ] {
+            assert!(parse_with(&[], &[(name, value)]).is_ok(), "{name}={value}");
+        }
     }
 
     #[test]
