@@ -136,6 +136,69 @@ pub struct Request {
     pub peer: Option<std::net::SocketAddr>,
     /// The body's share of the [`BodyBudget`].
     body_charge: BodyCharge,
+    /// Emptied header strings of earlier requests, whose room the next request's headers reuse.
+    spare_headers: Vec<(String, String)>,
+    /// The emptied query string of an earlier request, likewise.
+    spare_query: String,
+}
+
+/// A header string longer than this is not kept for reuse: a connection keeps little memory.
+const MAX_REUSED_HEADER_BYTES: usize = 1024;
+
+impl Request {
+    fn blank() -> Box<Request> {
+        Box::new(Request {
+            method: Method::Other,
+            method_text: String::new(),
+            path: String::new(),
+            query: None,
+            absolute_https: false,
+            version_minor: 1,
+            headers: Vec::new(),
+            non_utf8_headers: Vec::new(),
+            body: Vec::new(),
+            declared_length: None,
+            keep_alive: false,
+            peer: None,
+            body_charge: BodyCharge::default(),
+            spare_headers: Vec::new(),
+            spare_query: String::new(),
+        })
+    }
+
+    /// Empties the request for the next one, keeping the room of its strings (so that a
+    /// keep-alive connection decodes its requests without allocating) but not its body, whose
+    /// memory goes back to the budget now.
+    fn clear(&mut self) {
+        self.method_text.clear();
+        self.path.clear();
+        if let Some(mut query) = self.query.take() {
+            query.clear();
+            self.spare_query = query;
+        }
+        for (mut name, mut value) in self.headers.drain(..) {
+            if name.capacity() <= MAX_REUSED_HEADER_BYTES
+                && value.capacity() <= MAX_REUSED_HEADER_BYTES
+            {
+                name.clear();
+                value.clear();
+                self.spare_headers.push((name, value));
+            }
+        }
+        self.non_utf8_headers.clear();
+        self.body = Vec::new();
+        self.body_charge = BodyCharge::default();
+        self.declared_length = None;
+        self.peer = None;
+    }
+
+    /// Adds a header, in the room of an earlier one when there is some.
+    fn push_header(&mut self, name: &str, value: &str) {
+        let (mut reused_name, mut reused_value) = self.spare_headers.pop().unwrap_or_default();
+        reused_name.push_str(name);
+        reused_value.push_str(value);
+        self.headers.push((reused_name, reused_value));
+    }
 }
 
 impl Request {
@@ -229,6 +292,8 @@ pub struct Decoder {
     max_body_bytes: usize,
     budget: Option<Arc<BodyBudget>>,
     state: State,
+    /// An answered request given back ([`Decoder::recycle`]), filled by the next head.
+    spare: Option<Box<Request>>,
 }
 
 impl Decoder {
@@ -238,7 +303,15 @@ impl Decoder {
             max_body_bytes,
             budget: None,
             state: State::Head { scanned: 0 },
+            spare: None,
         }
+    }
+
+    /// Takes back an answered request: the next one is decoded into its room. Its body is freed
+    /// (and given back to the budget) at once.
+    pub fn recycle(&mut self, mut request: Box<Request>) {
+        request.clear();
+        self.spare = Some(request);
     }
 
     /// A decoder that refuses bodies over `max_body_bytes` and takes body memory from `budget`.
@@ -275,7 +348,9 @@ impl Decoder {
                 if head_len > MAX_HEAD_BYTES {
                     return Err(FramingError::HeadTooLarge);
                 }
-                let (request, framing) = parse_head(&input[..head_len], self.max_body_bytes)?;
+                let request = self.spare.take().unwrap_or_else(Request::blank);
+                let (request, framing) =
+                    parse_head(&input[..head_len], self.max_body_bytes, request)?;
                 let expects_continue = request.version_minor == 1
                     && request
                         .header("expect")
@@ -351,9 +426,11 @@ fn header_has_token(value: &str, token: &str) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
+/// Parses a head into `request`, an empty one.
 fn parse_head(
     head: &[u8],
     max_body_bytes: usize,
+    mut request: Box<Request>,
 ) -> Result<(Box<Request>, BodyFraming), FramingError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut slots);
@@ -363,7 +440,7 @@ fn parse_head(
         Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),
         Err(_) => return Err(FramingError::Malformed),
     }
-    let method_text = parsed.method.ok_or(FramingError::Malformed)?.to_string();
+    let method_text = parsed.method.ok_or(FramingError::Malformed)?;
     let target = parsed.path.ok_or(FramingError::Malformed)?;
     let version_minor = parsed.version.ok_or(FramingError::Malformed)?;
     // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; no request may carry two, or an
@@ -380,29 +457,22 @@ fn parse_head(
     if hosts == 0 && version_minor == 1 {
         return Err(FramingError::Malformed);
     }
-    let mut non_utf8_headers = Vec::new();
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            if std::str::from_utf8(h.value).is_err() {
-                non_utf8_headers.push(h.name.to_ascii_lowercase());
-            }
-            (
-                h.name.to_string(),
-                trim_ows(&String::from_utf8_lossy(h.value)).to_string(),
-            )
-        })
-        .collect();
+    for h in parsed.headers.iter() {
+        if std::str::from_utf8(h.value).is_err() {
+            request.non_utf8_headers.push(h.name.to_ascii_lowercase());
+        }
+        request.push_header(h.name, trim_ows(&String::from_utf8_lossy(h.value)));
+    }
+    let headers = &request.headers;
     let (path, absolute_https) = split_target(target)?;
     let (path, query) = match path.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (path.to_string(), None),
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
     };
 
     let mut content_length: Option<usize> = None;
     let mut transfer_encoding: Option<&str> = None;
-    for (name, value) in &headers {
+    for (name, value) in headers {
         if name.eq_ignore_ascii_case("content-length") {
             for part in value.split(',') {
                 let part = trim_ows(part);
@@ -449,22 +519,20 @@ fn parse_head(
         1 => !connection.is_some_and(|v| header_has_token(v, "close")),
         _ => connection.is_some_and(|v| header_has_token(v, "keep-alive")),
     };
-    let request = Box::new(Request {
-        method: Method::parse(&method_text),
-        method_text,
-        path,
-        query,
-        absolute_https,
-        version_minor,
-        headers,
-        non_utf8_headers,
-        // Grown as the bytes arrive (`append_body`), never reserved from the declared length.
-        body: Vec::new(),
-        declared_length: content_length,
-        keep_alive,
-        peer: None,
-        body_charge: BodyCharge::default(),
+    request.method = Method::parse(method_text);
+    request.method_text.push_str(method_text);
+    request.path.push_str(path);
+    request.query = query.map(|query| {
+        let mut reused = std::mem::take(&mut request.spare_query);
+        reused.push_str(query);
+        reused
     });
+    request.absolute_https = absolute_https;
+    request.version_minor = version_minor;
+    // The body is grown as the bytes arrive (`append_body`), never reserved from the declared
+    // length.
+    request.declared_length = content_length;
+    request.keep_alive = keep_alive;
     Ok((request, framing))
 }
 

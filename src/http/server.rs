@@ -402,8 +402,9 @@ impl Connection<'_> {
         let version_minor = request.version_minor;
         let handler = &*self.server.handler;
         let reply = handler.handle(&request);
-        // The body's memory goes back to the budget before any wait.
-        drop(request);
+        // The body's memory goes back to the budget before any wait; the rest of the request is
+        // kept for the next one to reuse.
+        self.decoder.recycle(request);
         let response = match reply {
             Reply::Now(response) => response,
             Reply::Wait(waiter) => match self.park(waiter)? {
