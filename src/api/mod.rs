@@ -522,14 +522,14 @@ impl Api {
             }
             Route::Register => amalgam8::register(self, &ctx, request).into(),
             Route::ListInstances => {
-                let watched = watch::Watched::Instances(request.query.clone());
+                let watched = watch::Watched::Instances(query.map(Cow::Borrowed));
                 watch::serve(self, &ctx, watched, query)
             }
             Route::Deregister => amalgam8::deregister(self, &ctx, param(0)).into(),
             Route::Heartbeat => amalgam8::heartbeat(self, &ctx, param(0)).into(),
             Route::ListServices => watch::serve(self, &ctx, watch::Watched::Services, query),
             Route::ServiceInstances => {
-                let watched = watch::Watched::Service(param(0).to_string());
+                let watched = watch::Watched::Service(Cow::Borrowed(param(0)));
                 watch::serve(self, &ctx, watched, query)
             }
         };

@@ -7,11 +7,13 @@
 //! Whatever the mode, the name it yields becomes a [`Namespace`] here, and only here: a name that
 //! is not valid (empty, over 256 bytes, or with a control character) is refused like a bad token.
 
+mod interned;
 pub mod jwt;
 
 use crate::config::AuthMode;
 use crate::registry::namespace::Namespace;
 pub use crate::registry::namespace::DEFAULT_NAMESPACE;
+use interned::Interned;
 
 /// Why a request was not authenticated; each is a 401 with its own message (spec 2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,7 @@ pub fn extract_token<'a>(
 pub struct Authenticator {
     modes: Vec<AuthMode>,
     jwt_secret: Vec<u8>,
+    namespaces: Interned,
 }
 
 impl Authenticator {
@@ -63,6 +66,7 @@ impl Authenticator {
         Authenticator {
             modes,
             jwt_secret: jwt_secret.as_bytes().to_vec(),
+            namespaces: Interned::default(),
         }
     }
 
@@ -85,9 +89,9 @@ impl Authenticator {
         }
         for mode in &self.modes {
             let named = match mode {
-                AuthMode::Trusted => Namespace::new(token),
+                AuthMode::Trusted => self.namespaces.namespace(token),
                 AuthMode::Jwt => match jwt::verify(token, &self.jwt_secret, now_secs) {
-                    jwt::Verdict::Namespace(name) => Namespace::new(&name),
+                    jwt::Verdict::Namespace(name) => self.namespaces.namespace(&name),
                     jwt::Verdict::Rejected => return Err(AuthError::InvalidToken),
                     jwt::Verdict::Unrecognised => continue,
                 },

@@ -37,6 +37,9 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
+    /// A header whose value is a number, written after `headers` without a string of its own
+    /// (the index of every Amalgam8 read).
+    pub number_header: Option<(&'static str, u64)>,
     pub body: Body,
     /// The handler's mark for this response, handed back to [`Handler::written`] once it is
     /// written (metrics label it with it); 0 when unmarked.
@@ -52,6 +55,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Empty,
             tag: 0,
         }
@@ -63,6 +67,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Owned(body),
             tag: 0,
         }
@@ -74,6 +79,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Shared(body),
             tag: 0,
         }
@@ -85,6 +91,7 @@ impl Response {
             status,
             content_type,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Static(body),
             tag: 0,
         }
@@ -96,6 +103,7 @@ impl Response {
             status,
             content_type,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Owned(body),
             tag: 0,
         }
@@ -111,6 +119,12 @@ impl Response {
     /// Adds a header.
     pub fn with_header(mut self, name: &'static str, value: String) -> Response {
         self.headers.push((name, value));
+        self
+    }
+
+    /// Sets the header whose value is a number (one per response).
+    pub fn with_number_header(mut self, name: &'static str, value: u64) -> Response {
+        self.number_header = Some((name, value));
         self
     }
 }
@@ -154,10 +168,8 @@ pub enum ConnectionHeader {
 
 /// Appends the status line and headers (with the body's `Content-Length`) and the blank line.
 pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: ConnectionHeader) {
-    use std::io::Write;
     out.extend_from_slice(b"HTTP/1.1 ");
-    // Formatted in place: a `to_string` would allocate twice per response.
-    let _ = write!(out, "{}", response.status);
+    push_decimal(out, u64::from(response.status));
     out.push(b' ');
     out.extend_from_slice(reason(response.status).as_bytes());
     out.extend_from_slice(b"\r\nContent-Type: ");
@@ -166,7 +178,7 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
     // where it would have to be the length of the 200 that the 304 stands for.
     if response.status != 204 && response.status != 304 {
         out.extend_from_slice(b"\r\nContent-Length: ");
-        let _ = write!(out, "{}", response.body.as_bytes().len());
+        push_decimal(out, response.body.as_bytes().len() as u64);
     }
     out.extend_from_slice(b"\r\nDate: ");
     with_http_date(|date| out.extend_from_slice(date));
@@ -181,7 +193,28 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
+    if let Some((name, value)) = response.number_header {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        push_decimal(out, value);
+    }
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends `value` in decimal, without the formatting machinery (a few instructions a digit).
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 thread_local! {
@@ -226,6 +259,24 @@ fn http_date(unix_secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        for value in [0, 7, 10, 404, 65_535, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, value);
+            assert_eq!(out, value.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn a_number_header_is_written() {
+        let mut out = Vec::new();
+        let r = Response::empty(200).with_number_header("X-A8-Index", 42);
+        write_head(&mut out, &r, ConnectionHeader::None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nX-A8-Index: 42\r\n\r\n"), "{text}");
+    }
 
     #[test]
     fn http_date_format() {

@@ -47,7 +47,7 @@ const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
 const HEAD_RESERVE_BYTES: usize = 256;
 /// Marked responses remembered per write whose room is kept after it (many pipelined answers
 /// free theirs).
-const MARKED_RETAINED: usize = 64;
+const MARKED_RETAINED: usize = 128;
 /// After a response that closes the connection, how long unread client bytes are read and dropped
 /// before the socket closes (closing with unread bytes resets the connection, which can destroy
 /// the response before the client reads it), and how many at most.
