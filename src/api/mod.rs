@@ -501,7 +501,8 @@ impl Api {
         };
         let ctx = Context {
             namespace: namespace.unwrap_or_else(Namespace::default_namespace),
-            deadline: Instant::now() + REQUEST_DEADLINE,
+            // From when the request was complete: no clock read of its own.
+            deadline: request.received + REQUEST_DEADLINE,
             eureka: matches!(route, Route::Eureka(..)),
         };
         let param = |i: usize| params.get(i).map_or("", |p| p.as_ref());
@@ -550,7 +551,7 @@ impl Api {
             return Err(Response::error(401, AuthError::MalformedHeader.message()));
         }
         extract_token(request.header("authorization"), path_token)
-            .and_then(|token| self.auth.namespace(token, unix_now_secs()))
+            .and_then(|token| self.auth.namespace_at(token, unix_now_secs))
             .map_err(|error| Response::error(401, error.message()))
     }
 }

@@ -78,6 +78,16 @@ impl Authenticator {
     /// [`AuthError::InvalidToken`] when the token is refused, no mode recognises it, or the name
     /// it yields is not a valid [`Namespace`] (spec 2.2, 2.4).
     pub fn namespace(&self, token: &str, now_secs: i64) -> Result<Namespace, AuthError> {
+        self.namespace_at(token, || now_secs)
+    }
+
+    /// As [`Authenticator::namespace`], reading the time (`now_secs`) only when a JWT is
+    /// verified: the other modes do not need the clock.
+    pub fn namespace_at(
+        &self,
+        token: &str,
+        now_secs: impl Fn() -> i64,
+    ) -> Result<Namespace, AuthError> {
         if self.modes.is_empty() {
             return match token {
                 "" | DEFAULT_NAMESPACE => Ok(Namespace::default_namespace()),
@@ -90,7 +100,7 @@ impl Authenticator {
         for mode in &self.modes {
             let named = match mode {
                 AuthMode::Trusted => self.namespaces.namespace(token),
-                AuthMode::Jwt => match jwt::verify(token, &self.jwt_secret, now_secs) {
+                AuthMode::Jwt => match jwt::verify(token, &self.jwt_secret, now_secs()) {
                     jwt::Verdict::Namespace(name) => self.namespaces.namespace(&name),
                     jwt::Verdict::Rejected => return Err(AuthError::InvalidToken),
                     jwt::Verdict::Unrecognised => continue,

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Largest request line plus header block, in bytes; exactly this many are accepted (spec D15).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -134,6 +135,8 @@ pub struct Request {
     pub keep_alive: bool,
     /// The client's address, filled in by the connection (the decoder knows no socket).
     pub peer: Option<std::net::SocketAddr>,
+    /// When the request was complete, filled in by the connection likewise.
+    pub received: Instant,
     /// The body's share of the [`BodyBudget`].
     body_charge: BodyCharge,
     /// Emptied header strings of earlier requests, whose room the next request's headers reuse.
@@ -160,6 +163,7 @@ impl Request {
             declared_length: None,
             keep_alive: false,
             peer: None,
+            received: Instant::now(),
             body_charge: BodyCharge::default(),
             spare_headers: Vec::new(),
             spare_query: String::new(),
@@ -402,16 +406,14 @@ impl Decoder {
 /// The length of the head (through the blank line) if `input` holds all of it.
 fn find_head_end(input: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while i < input.len() {
-        if input[i] == b'\n' {
-            if input.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
-            }
-            if input.get(i + 1) == Some(&b'\r') && input.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
+    while let Some(newline) = super::scan::find_byte(input, b'\n', i) {
+        if input.get(newline + 1) == Some(&b'\n') {
+            return Some(newline + 2);
         }
-        i += 1;
+        if input.get(newline + 1) == Some(&b'\r') && input.get(newline + 2) == Some(&b'\n') {
+            return Some(newline + 3);
+        }
+        i = newline + 1;
     }
     None
 }
@@ -432,9 +434,11 @@ fn parse_head(
     max_body_bytes: usize,
     mut request: Box<Request>,
 ) -> Result<(Box<Request>, BodyFraming), FramingError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut slots);
-    match parsed.parse(head) {
+    // Not initialised first: that would write all MAX_HEADERS slots for every request.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(head, &mut slots) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(FramingError::Malformed),
         Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),

@@ -158,12 +158,16 @@ impl<H: Copy, Op: Copy> Router<H, Op> {
         // Split once, in place: a path of more segments than any pattern matches none.
         let mut part_slots = [""; MAX_SEGMENTS];
         let mut count = 0;
-        for part in rest.split('/') {
+        let fits = super::scan::for_each_piece(rest, b'/', |part| {
             if count == MAX_SEGMENTS {
-                return Routed::NotFound;
+                return false;
             }
             part_slots[count] = part;
             count += 1;
+            true
+        });
+        if !fits {
+            return Routed::NotFound;
         }
         let parts = &part_slots[..count];
         let mut path_known = false;

@@ -397,6 +397,7 @@ impl Connection<'_> {
         received: Instant,
     ) -> std::io::Result<Answered> {
         request.peer = self.peer;
+        request.received = received;
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive;
         let version_minor = request.version_minor;
