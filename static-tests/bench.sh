@@ -147,7 +147,9 @@ if [ "${BENCH_ONLY:-}" = instructions ]; then
     esac
     rows+=("$(awk -v name="$name" -v si="$small_instructions" -v li="$large_instructions" \
       -v sa="$small_allocations" -v la="$large_allocations" 'BEGIN {
-        printf "| %s | %d | %.1f |", name, (li - si) / 5000, (la - sa) / 5000 }')")
+        allocations = (la - sa) / 5000
+        if (allocations < 0.05 && allocations > -0.05) allocations = 0 # no "-0.0"
+        printf "| %s | %d | %.1f |", name, (li - si) / 5000, allocations }')")
   done
   echo
   echo "## a8registry benchmark: instructions and allocations per request"
@@ -553,6 +555,63 @@ if [ "${BENCH_ONLY:-}" = catalogs ]; then
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
   echo "- command: BENCH_ONLY=catalogs $COMMAND (BENCH_DURATION=$DURATION)"
   catalog_report
+  exit 0
+fi
+
+# --- The static binary against the glibc one (BENCH_ONLY=compare) -------------------------------
+# One server of each, with the same fixtures, measured alternately (static, glibc, static,
+# glibc) row by row, so that a change in the machine's load falls on both.
+if [ "${BENCH_ONLY:-}" = compare ]; then
+  declare -A COMPARE_PORT
+  for kind in static glibc; do
+    if [ "$kind" = static ]; then BIN=$STATIC_BIN; else BIN=$RELEASE_BIN; fi
+    start_server "compare-$kind"
+    COMPARE_PORT[$kind]=$PORT
+    python3 "$WORK/register.py" "$PORT" bench-a 0 100
+    python3 "$WORK/register.py" "$PORT" bench-hb 0 10000 "$WORK/heartbeat-ids-$kind"
+    {
+      echo 'ids = {'
+      sed 's/.*/"&",/' "$WORK/heartbeat-ids-$kind"
+      echo '}'
+      cat "$WORK/heartbeat-body.lua"
+    } >"$WORK/heartbeat-$kind.lua"
+  done
+  rows=()
+  for row in a b d c; do
+    declare -A rps=()
+    for round in 1 2; do
+      for kind in static glibc; do
+        url=http://127.0.0.1:${COMPARE_PORT[$kind]}
+        case $row in
+          a) name="(a) GET /api/v1/services/{name}, 100 instances"
+            bench "$name, $kind" "$WORK/report.lua" "$url/api/v1/services/bench-a" >/dev/null ;;
+          b) name="(b) PUT /api/v1/instances/{id}/heartbeat, 10,000 ids"
+            bench "$name, $kind" "$WORK/heartbeat-$kind.lua" "$url" >/dev/null ;;
+          c) name="(c) POST /api/v1/instances, a new instance each"
+            bench "$name, $kind" "$WORK/register.lua" "$url" >/dev/null ;;
+          d) name="(d) GET /api/v1/instances?service_name={name}, 100 instances"
+            bench "$name, $kind" "$WORK/report.lua" "$url/api/v1/instances?service_name=bench-a" >/dev/null ;;
+        esac
+        rps[$kind$round]=$(cat "$WORK/last-rps")
+      done
+    done
+    rows+=("$(awk -v name="$name" -v s1="${rps[static1]}" -v s2="${rps[static2]}" \
+      -v g1="${rps[glibc1]}" -v g2="${rps[glibc2]}" 'BEGIN {
+        printf "| %s | %d, %d | %d, %d | %.2f |", name, s1, s2, g1, g2, (s1 + s2) / (g1 + g2) }')")
+  done
+  echo
+  echo "## a8registry benchmark: the static binary against the glibc one"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- command: BENCH_ONLY=compare $COMMAND (BENCH_DURATION=$DURATION); ${WRK[*]}, alternately"
+  machine_line
+  echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- static: $STATIC_BIN ($STATIC_SIZE bytes); glibc: $RELEASE_BIN"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git --no-optional-locks diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
+  echo
+  echo "| Request | static, requests/s (run 1, 2) | glibc, requests/s (run 1, 2) | static / glibc |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
   exit 0
 fi
 

@@ -462,15 +462,18 @@ fn parse_head(
         return Err(FramingError::Malformed);
     }
     for h in parsed.headers.iter() {
-        if std::str::from_utf8(h.value).is_err() {
-            request.non_utf8_headers.push(h.name.to_ascii_lowercase());
+        match std::str::from_utf8(h.value) {
+            Ok(value) => request.push_header(h.name, trim_ows(value)),
+            Err(_) => {
+                request.non_utf8_headers.push(h.name.to_ascii_lowercase());
+                request.push_header(h.name, trim_ows(&String::from_utf8_lossy(h.value)));
+            }
         }
-        request.push_header(h.name, trim_ows(&String::from_utf8_lossy(h.value)));
     }
     let headers = &request.headers;
     let (path, absolute_https) = split_target(target)?;
-    let (path, query) = match path.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
+    let (path, query) = match super::scan::find_byte(path.as_bytes(), b'?', 0) {
+        Some(at) => (&path[..at], Some(&path[at + 1..])),
         None => (path, None),
     };
 

@@ -129,30 +129,31 @@ impl Response {
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        410 => "Gone",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+/// The status line and the name of the first header, as one piece: one copy per response.
+fn status_line(status: u16) -> Option<&'static str> {
+    Some(match status {
+        100 => "HTTP/1.1 100 Continue\r\nContent-Type: ",
+        200 => "HTTP/1.1 200 OK\r\nContent-Type: ",
+        201 => "HTTP/1.1 201 Created\r\nContent-Type: ",
+        204 => "HTTP/1.1 204 No Content\r\nContent-Type: ",
+        301 => "HTTP/1.1 301 Moved Permanently\r\nContent-Type: ",
+        302 => "HTTP/1.1 302 Found\r\nContent-Type: ",
+        304 => "HTTP/1.1 304 Not Modified\r\nContent-Type: ",
+        400 => "HTTP/1.1 400 Bad Request\r\nContent-Type: ",
+        401 => "HTTP/1.1 401 Unauthorized\r\nContent-Type: ",
+        403 => "HTTP/1.1 403 Forbidden\r\nContent-Type: ",
+        404 => "HTTP/1.1 404 Not Found\r\nContent-Type: ",
+        405 => "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: ",
+        408 => "HTTP/1.1 408 Request Timeout\r\nContent-Type: ",
+        410 => "HTTP/1.1 410 Gone\r\nContent-Type: ",
+        413 => "HTTP/1.1 413 Payload Too Large\r\nContent-Type: ",
+        415 => "HTTP/1.1 415 Unsupported Media Type\r\nContent-Type: ",
+        431 => "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: ",
+        500 => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: ",
+        501 => "HTTP/1.1 501 Not Implemented\r\nContent-Type: ",
+        503 => "HTTP/1.1 503 Service Unavailable\r\nContent-Type: ",
+        _ => return None,
+    })
 }
 
 /// How the connection goes on after a response, as the response must say.
@@ -168,11 +169,14 @@ pub enum ConnectionHeader {
 
 /// Appends the status line and headers (with the body's `Content-Length`) and the blank line.
 pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: ConnectionHeader) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(out, u64::from(response.status));
-    out.push(b' ');
-    out.extend_from_slice(reason(response.status).as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
+    match status_line(response.status) {
+        Some(line) => out.extend_from_slice(line.as_bytes()),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_decimal(out, u64::from(response.status));
+            out.extend_from_slice(b" Unknown\r\nContent-Type: ");
+        }
+    }
     out.extend_from_slice(response.content_type.as_bytes());
     // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here), nor on 304,
     // where it would have to be the length of the 200 that the 304 stands for.
@@ -266,6 +270,21 @@ mod tests {
             let mut out = Vec::new();
             push_decimal(&mut out, value);
             assert_eq!(out, value.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn status_lines_known_and_unknown() {
+        for (status, line) in [
+            (200, "HTTP/1.1 200 OK\r\n"),
+            (431, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            (418, "HTTP/1.1 418 Unknown\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_head(&mut out, &Response::empty(status), ConnectionHeader::None);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with(line), "{text}");
+            assert!(text.contains("\r\nContent-Type: application/json"), "{text}");
         }
     }
 

@@ -208,7 +208,7 @@ fn match_segments<'p>(segments: &[Segment], parts: &[&'p str]) -> Option<Params<
 /// result that is not UTF-8 (spec D2: 400 `Malformed percent-encoding in request path`). A
 /// parameter without escapes is borrowed, not copied.
 pub fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
-    if !raw.contains('%') {
+    if super::scan::find_byte(raw.as_bytes(), b'%', 0).is_none() {
         return Some(Cow::Borrowed(raw));
     }
     decode_bytes(raw, false)
