@@ -7,6 +7,7 @@
 #   BENCH_DURATION=30s static-tests/bench.sh # longer runs, steadier figures
 #   BENCH_ONLY=instructions static-tests/bench.sh # instructions and allocations per request
 #   BENCH_ONLY=compare static-tests/bench.sh # the static and the glibc binary, alternately
+#     (BENCH_STATIC=<path> BENCH_GLIBC=<path> to compare binaries built before)
 #
 # BENCH_BINARY chooses what is measured: `static` (the default: the binary users run, built by
 # ./musl-build.sh), `release` (the glibc `cargo build --release`), or the path of a binary.
@@ -72,8 +73,15 @@ build_static() {
 }
 BENCH_BINARY=${BENCH_BINARY:-static}
 if [ "${BENCH_ONLY:-}" = compare ]; then
-  build_static
-  build_release
+  # BENCH_STATIC and BENCH_GLIBC: binaries built before (of the same commit), instead of building.
+  if [ -n "${BENCH_STATIC:-}" ]; then
+    STATIC_BIN=$(realpath "$BENCH_STATIC")
+    STATIC_SYMBOLS=$STATIC_BIN
+    STATIC_SIZE=$(stat -c %s "$STATIC_BIN")
+  else
+    build_static
+  fi
+  if [ -n "${BENCH_GLIBC:-}" ]; then RELEASE_BIN=$(realpath "$BENCH_GLIBC"); else build_release; fi
   BIN=$STATIC_BIN
   SYMBOLS=$STATIC_SYMBOLS
 else

@@ -197,18 +197,35 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
         "http"
     };
     let host = request.header("host").unwrap_or("");
-    let self_link = format!("{scheme}://{host}/api/v1/instances/{}", stored.id);
+    // The link goes into the Location header; its heartbeat form is written from the same
+    // string, lengthened and cut back, so the answer makes one string and one body.
+    const HEARTBEAT: &str = "/heartbeat";
+    let mut self_link = String::with_capacity(
+        scheme.len()
+            + 3
+            + host.len()
+            + "/api/v1/instances/".len()
+            + stored.id.len()
+            + HEARTBEAT.len(),
+    );
+    for part in [scheme, "://", host, "/api/v1/instances/", &stored.id] {
+        self_link.push_str(part);
+    }
     let mut body = Vec::with_capacity(256);
     body.extend_from_slice(b"{\"id\":");
     write_str(&mut body, &stored.id);
     let ttl = stored.ttl.as_secs();
     if ttl != 0 {
-        body.extend_from_slice(format!(",\"ttl\":{ttl}").as_bytes());
+        use std::io::Write;
+        let _ = write!(body, ",\"ttl\":{ttl}");
     }
     body.extend_from_slice(b",\"links\":{\"self\":");
     write_str(&mut body, &self_link);
     body.extend_from_slice(b",\"heartbeat\":");
-    write_str(&mut body, &format!("{self_link}/heartbeat"));
+    let self_len = self_link.len();
+    self_link.push_str(HEARTBEAT);
+    write_str(&mut body, &self_link);
+    self_link.truncate(self_len);
     body.extend_from_slice(b"}}");
     Response::json(201, body).with_header("Location", self_link)
 }

@@ -284,7 +284,10 @@ mod tests {
             write_head(&mut out, &Response::empty(status), ConnectionHeader::None);
             let text = String::from_utf8(out).unwrap();
             assert!(text.starts_with(line), "{text}");
-            assert!(text.contains("\r\nContent-Type: application/json"), "{text}");
+            assert!(
+                text.contains("\r\nContent-Type: application/json"),
+                "{text}"
+            );
         }
     }
 
