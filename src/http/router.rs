@@ -198,7 +198,7 @@ fn match_segments<'p>(segments: &[Segment], parts: &[&'p str]) -> Option<Params<
             Segment::Literal(literal) if literal == part => {}
             Segment::Literal(_) => return None,
             Segment::Param if part.is_empty() && i == parts.len() - 1 => return None,
-            Segment::Param => params.push(*part),
+            Segment::Param => params.push(part),
         }
     }
     Some(params)
