@@ -145,8 +145,20 @@ pub struct Request {
     spare_query: String,
 }
 
-/// A header string longer than this is not kept for reuse: a connection keeps little memory.
-const MAX_REUSED_HEADER_BYTES: usize = 1024;
+/// A string longer than this is not kept for reuse: a connection keeps little memory.
+const MAX_REUSED_STRING_BYTES: usize = 1024;
+/// Emptied header strings kept for reuse at most, counted by their room, so that an idle
+/// connection that once received large heads holds a few KiB, not the head's 16 KiB.
+const MAX_REUSED_HEADER_BYTES: usize = 4096;
+
+/// Empties `text`, keeping its room unless it is large.
+fn empty_for_reuse(text: &mut String) {
+    if text.capacity() > MAX_REUSED_STRING_BYTES {
+        *text = String::new();
+    } else {
+        text.clear();
+    }
+}
 
 impl Request {
     fn blank() -> Box<Request> {
@@ -174,18 +186,23 @@ impl Request {
     /// keep-alive connection decodes its requests without allocating) but not its body, whose
     /// memory goes back to the budget now.
     fn clear(&mut self) {
-        self.method_text.clear();
-        self.path.clear();
+        empty_for_reuse(&mut self.method_text);
+        empty_for_reuse(&mut self.path);
         if let Some(mut query) = self.query.take() {
-            query.clear();
+            empty_for_reuse(&mut query);
             self.spare_query = query;
         }
+        let mut kept_bytes: usize = self
+            .spare_headers
+            .iter()
+            .map(|(name, value)| name.capacity() + value.capacity())
+            .sum();
         for (mut name, mut value) in self.headers.drain(..) {
-            if name.capacity() <= MAX_REUSED_HEADER_BYTES
-                && value.capacity() <= MAX_REUSED_HEADER_BYTES
-            {
+            let room = name.capacity() + value.capacity();
+            if kept_bytes + room <= MAX_REUSED_HEADER_BYTES {
                 name.clear();
                 value.clear();
+                kept_bytes += room;
                 self.spare_headers.push((name, value));
             }
         }
@@ -773,6 +790,57 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Decodes one whole request with `decoder`.
+    fn decode_one(decoder: &mut Decoder, raw: &[u8]) -> Box<Request> {
+        match decoder.decode(raw).unwrap() {
+            (Decoded::Request(request), used) if used == raw.len() => request,
+            (other, used) => panic!("{other:?} after {used} bytes"),
+        }
+    }
+
+    #[test]
+    fn a_recycled_request_is_refilled_and_keeps_little() {
+        let mut decoder = Decoder::new(LIMIT);
+        let big = "v".repeat(900);
+        let mut first = format!("PUT /a/b?q=1 HTTP/1.1\r\nHost: h\r\nX-Non: \u{e9}\r\n");
+        for i in 0..10 {
+            first.push_str(&format!("X-Big-{i}: {big}\r\n"));
+        }
+        first.push_str("Content-Length: 2\r\n\r\nok");
+        let request = decode_one(&mut decoder, first.as_bytes());
+        assert_eq!(request.headers.len(), 13);
+        assert_eq!(request.body, b"ok");
+        decoder.recycle(request);
+        let spare = decoder.spare.as_ref().unwrap();
+        let kept: usize = spare
+            .spare_headers
+            .iter()
+            .map(|(n, v)| n.capacity() + v.capacity())
+            .sum();
+        assert!(kept <= MAX_REUSED_HEADER_BYTES, "{kept}");
+        assert!(spare.body.is_empty() && spare.body.capacity() == 0);
+
+        let second = decode_one(
+            &mut decoder,
+            b"GET /c HTTP/1.1\r\nHost: k\r\nAccept: x\r\n\r\n",
+        );
+        assert_eq!(second.method, Method::Get);
+        assert_eq!(second.method_text, "GET");
+        assert_eq!(second.path, "/c");
+        assert_eq!(second.query, None);
+        assert_eq!(
+            second.headers,
+            [
+                ("Host".to_string(), "k".to_string()),
+                ("Accept".to_string(), "x".to_string())
+            ]
+        );
+        assert!(second.non_utf8_headers.is_empty());
+        assert_eq!(second.declared_length, None);
+        assert!(second.body.is_empty());
+        assert!(second.keep_alive);
     }
 
     #[test]
