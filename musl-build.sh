@@ -56,6 +56,10 @@ SECTIONS {
 EOF
 flags="$flags -C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$unwind_script"
 
+# Linked with its symbols, which are then stripped from the binary users get and kept in a copy
+# beside it (a8registry.symbols): callgrind and perf read that copy (static-tests/bench.sh
+# instructions), and it runs exactly the same code.
+export CARGO_PROFILE_RELEASE_STRIP=false
 if musl_std_installed; then
   target=$MUSL
   RUSTFLAGS="${RUSTFLAGS:-} $flags" cargo build --release --bin a8registry --target "$target"
@@ -70,6 +74,13 @@ binary="$target_dir/$target/release/a8registry"
 if ! [ -x "$binary" ]; then
   echo "musl-build.sh: $binary was not built" >&2
   exit 1
+fi
+# Only when cargo linked anew: stripping again an already stripped binary would lose the copy.
+if [ "$binary" -nt "$binary.symbols" ] || ! [ -e "$binary.symbols" ]; then
+  cp -p "$binary" "$binary.symbols.tmp"
+  strip --strip-all "$binary"
+  mv "$binary.symbols.tmp" "$binary.symbols"
+  touch -r "$binary" "$binary.symbols"
 fi
 # A static executable has neither a program interpreter nor a dynamic section.
 if command -v readelf >/dev/null 2>&1; then
@@ -93,3 +104,4 @@ size=$(stat -c %s "$binary")
 echo "target: $target"
 echo "binary: $binary"
 echo "size: $size bytes"
+echo "symbols: $binary.symbols"

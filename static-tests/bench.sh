@@ -5,6 +5,12 @@
 #
 #   static-tests/bench.sh                    # 10 s per wrk run
 #   BENCH_DURATION=30s static-tests/bench.sh # longer runs, steadier figures
+#   BENCH_ONLY=instructions static-tests/bench.sh # instructions and allocations per request
+#   BENCH_ONLY=compare static-tests/bench.sh # the static and the glibc binary, alternately
+#     (BENCH_STATIC=<path> BENCH_GLIBC=<path> to compare binaries built before)
+#
+# BENCH_BINARY chooses what is measured: `static` (the default: the binary users run, built by
+# ./musl-build.sh), `release` (the glibc `cargo build --release`), or the path of a binary.
 #
 # Needs wrk, python3 and curl; installs wrk with apt-get when it runs as root. Every server it starts
 # binds 127.0.0.1 and is killed by its PID when the script exits, however it exits.
@@ -35,9 +41,6 @@ done
 # 64 connections per run plus the fixture loaders: keep descriptors from being the limit.
 ulimit -n 65536 2>/dev/null || ulimit -S -n "$(ulimit -H -n)" 2>/dev/null || true
 
-cargo build --release --bin a8registry >&2
-BIN=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")/release/a8registry
-
 # --- Scratch space and process bookkeeping ---------------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/a8bench.XXXXXX")
 PIDS=()
@@ -50,6 +53,126 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# --- The binaries --------------------------------------------------------------------------------
+RELEASE_BIN=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")/release/a8registry
+build_release() {
+  cargo build --release --bin a8registry >&2
+}
+# Sets STATIC_BIN (what users run) and STATIC_SYMBOLS (the same code with its symbols).
+build_static() {
+  echo "bench.sh: ./musl-build.sh" >&2
+  if ! ./musl-build.sh >"$WORK/musl.log" 2>&1; then
+    cat "$WORK/musl.log" >&2
+    echo "bench.sh: musl-build.sh failed" >&2
+    exit 1
+  fi
+  STATIC_BIN=$(sed -n 's/^binary: //p' "$WORK/musl.log")
+  STATIC_SYMBOLS=$(sed -n 's/^symbols: //p' "$WORK/musl.log")
+  STATIC_SIZE=$(sed -n 's/^size: \([0-9]*\) bytes/\1/p' "$WORK/musl.log")
+}
+BENCH_BINARY=${BENCH_BINARY:-static}
+if [ "${BENCH_ONLY:-}" = compare ]; then
+  # BENCH_STATIC and BENCH_GLIBC: binaries built before (of the same commit), instead of building.
+  if [ -n "${BENCH_STATIC:-}" ]; then
+    STATIC_BIN=$(realpath "$BENCH_STATIC")
+    STATIC_SYMBOLS=$STATIC_BIN
+    STATIC_SIZE=$(stat -c %s "$STATIC_BIN")
+  else
+    build_static
+  fi
+  if [ -n "${BENCH_GLIBC:-}" ]; then RELEASE_BIN=$(realpath "$BENCH_GLIBC"); else build_release; fi
+  BIN=$STATIC_BIN
+  SYMBOLS=$STATIC_SYMBOLS
+else
+  case $BENCH_BINARY in
+    static)
+      build_static
+      BIN=$STATIC_BIN
+      SYMBOLS=$STATIC_SYMBOLS
+      ;;
+    release)
+      build_release
+      # Stripped, but its allocator is libc.so's, whose symbols callgrind reads.
+      BIN=$RELEASE_BIN
+      SYMBOLS=$BIN
+      ;;
+    *)
+      BIN=$(realpath "$BENCH_BINARY")
+      SYMBOLS=$BIN
+      if [ -x "$BIN.symbols" ]; then SYMBOLS=$BIN.symbols; fi
+      ;;
+  esac
+fi
+machine_line() {
+  echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); load average before: $LOAD_BEFORE"
+}
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- Instructions and allocations per request (BENCH_ONLY=instructions) --------------------------
+# Each request kind runs the server twice under callgrind (one worker, one keep-alive connection
+# pipelining 100 requests at a time after the same fixture of 100 instances), with 1,000 and 6,000
+# requests: the difference divided by 5,000 is what one request costs, with the fixture, startup
+# and shutdown cancelled out. Repeatable on a busy machine, unlike requests per second.
+instructions_run() { # kind requests -> "instructions allocations" of the whole run
+  local out=$WORK/callgrind-$1-$2 log=$WORK/callgrind-$1-$2.log pid port tries=0
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$SYMBOLS" \
+    --api_bind 127.0.0.1 --api_port 0 --workers 1 </dev/null >/dev/null 2>"$log" &
+  pid=$!
+  PIDS+=("$pid")
+  until port=$(grep -m1 -o 'address="127.0.0.1:[0-9]*"' "$log" | grep -o '[0-9]*"$' | tr -d '"'); do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 3000 ] || ! kill -0 "$pid" 2>/dev/null; then
+      cat "$log" >&2
+      echo "bench.sh: the server did not start under callgrind" >&2
+      exit 1
+    fi
+    sleep 0.01
+  done
+  python3 "$ROOT/static-tests/tools/instruction_client.py" 127.0.0.1 "$port" "$1" "$2"
+  kill -INT "$pid"
+  wait "$pid" 2>/dev/null || true
+  local pid_left kept=()
+  for pid_left in "${PIDS[@]}"; do
+    if [ "$pid_left" != "$pid" ]; then kept+=("$pid_left"); fi
+  done
+  PIDS=(${kept[@]+"${kept[@]}"})
+  python3 "$ROOT/static-tests/tools/callgrind_counts.py" "$out"
+}
+
+if [ "${BENCH_ONLY:-}" = instructions ]; then
+  command -v valgrind >/dev/null || { echo "bench.sh: valgrind is required" >&2; exit 1; }
+  rows=()
+  for kind in hb svc reg renew; do
+    echo "bench.sh: instructions, $kind" >&2
+    read -r small_instructions small_allocations < <(instructions_run "$kind" 1000)
+    read -r large_instructions large_allocations < <(instructions_run "$kind" 6000)
+    case $kind in
+      hb) name='`PUT /api/v1/instances/{id}/heartbeat`' ;;
+      svc) name='`GET /api/v1/services/{name}`, 100 instances (cached)' ;;
+      reg) name='`POST /api/v1/instances`, the same instance again' ;;
+      renew) name='Eureka `PUT /eureka/v2/apps/{app}/{id}` (renew)' ;;
+    esac
+    rows+=("$(awk -v name="$name" -v si="$small_instructions" -v li="$large_instructions" \
+      -v sa="$small_allocations" -v la="$large_allocations" 'BEGIN {
+        allocations = (la - sa) / 5000
+        if (allocations < 0.05 && allocations > -0.05) allocations = 0 # no "-0.0"
+        printf "| %s | %d | %.1f |", name, (li - si) / 5000, allocations }')")
+  done
+  echo
+  echo "## a8registry benchmark: instructions and allocations per request"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- command: BENCH_ONLY=instructions BENCH_BINARY=$BENCH_BINARY $COMMAND; $(valgrind --version)"
+  echo "- binary: $BIN${STATIC_SIZE:+ ($STATIC_SIZE bytes)}; counted on $SYMBOLS"
+  machine_line
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git --no-optional-locks diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
+  echo
+  echo "| Request | Instructions | Allocations |"
+  echo "|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  exit 0
+fi
 
 # Starts a server in the background (extra options after its name) and sets SERVER_PID and PORT.
 # Port 0 lets the kernel pick a
@@ -462,6 +585,63 @@ if [ "${BENCH_ONLY:-}" = catalogs ]; then
   exit 0
 fi
 
+# --- The static binary against the glibc one (BENCH_ONLY=compare) -------------------------------
+# One server of each, with the same fixtures, measured alternately (static, glibc, static,
+# glibc) row by row, so that a change in the machine's load falls on both.
+if [ "${BENCH_ONLY:-}" = compare ]; then
+  declare -A COMPARE_PORT
+  for kind in static glibc; do
+    if [ "$kind" = static ]; then BIN=$STATIC_BIN; else BIN=$RELEASE_BIN; fi
+    start_server "compare-$kind"
+    COMPARE_PORT[$kind]=$PORT
+    python3 "$WORK/register.py" "$PORT" bench-a 0 100
+    python3 "$WORK/register.py" "$PORT" bench-hb 0 10000 "$WORK/heartbeat-ids-$kind"
+    {
+      echo 'ids = {'
+      sed 's/.*/"&",/' "$WORK/heartbeat-ids-$kind"
+      echo '}'
+      cat "$WORK/heartbeat-body.lua"
+    } >"$WORK/heartbeat-$kind.lua"
+  done
+  rows=()
+  for row in a b d c; do
+    declare -A rps=()
+    for round in 1 2; do
+      for kind in static glibc; do
+        url=http://127.0.0.1:${COMPARE_PORT[$kind]}
+        case $row in
+          a) name="(a) GET /api/v1/services/{name}, 100 instances"
+            bench "$name, $kind" "$WORK/report.lua" "$url/api/v1/services/bench-a" >/dev/null ;;
+          b) name="(b) PUT /api/v1/instances/{id}/heartbeat, 10,000 ids"
+            bench "$name, $kind" "$WORK/heartbeat-$kind.lua" "$url" >/dev/null ;;
+          c) name="(c) POST /api/v1/instances, a new instance each"
+            bench "$name, $kind" "$WORK/register.lua" "$url" >/dev/null ;;
+          d) name="(d) GET /api/v1/instances?service_name={name}, 100 instances"
+            bench "$name, $kind" "$WORK/report.lua" "$url/api/v1/instances?service_name=bench-a" >/dev/null ;;
+        esac
+        rps[$kind$round]=$(cat "$WORK/last-rps")
+      done
+    done
+    rows+=("$(awk -v name="$name" -v s1="${rps[static1]}" -v s2="${rps[static2]}" \
+      -v g1="${rps[glibc1]}" -v g2="${rps[glibc2]}" 'BEGIN {
+        printf "| %s | %d, %d | %d, %d | %.2f |", name, s1, s2, g1, g2, (s1 + s2) / (g1 + g2) }')")
+  done
+  echo
+  echo "## a8registry benchmark: the static binary against the glibc one"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- command: BENCH_ONLY=compare $COMMAND (BENCH_DURATION=$DURATION); ${WRK[*]}, alternately"
+  machine_line
+  echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- static: $STATIC_BIN ($STATIC_SIZE bytes); glibc: $RELEASE_BIN"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git --no-optional-locks diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
+  echo
+  echo "| Request | static, requests/s (run 1, 2) | glibc, requests/s (run 1, 2) | static / glibc |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  exit 0
+fi
+
 # --- Throughput and latency ------------------------------------------------------------------
 START_SECONDS=$SECONDS
 start_server main
@@ -533,14 +713,9 @@ echo "bench.sh: startup" >&2
 mapfile -t STARTUP < <(python3 "$WORK/startup.py" "$BIN" "$WORK" 5)
 
 # --- Binary sizes --------------------------------------------------------------------------------
-echo "bench.sh: ./musl-build.sh" >&2
-RELEASE_SIZE=$(stat -c %s "$BIN")
-if ./musl-build.sh >"$WORK/musl.log" 2>&1; then
-  STATIC_PATH=$(sed -n 's/^binary: //p' "$WORK/musl.log")
-  STATIC_SIZE="$(sed -n 's/^size: \([0-9]*\) bytes/\1/p' "$WORK/musl.log") bytes ($STATIC_PATH)"
-else
-  STATIC_SIZE="musl-build.sh failed: $(tail -n 1 "$WORK/musl.log")"
-fi
+echo "bench.sh: binary sizes" >&2
+if [ -z "${STATIC_SIZE:-}" ]; then build_static; fi
+if [ -x "$RELEASE_BIN" ]; then RELEASE_SIZE="$(stat -c %s "$RELEASE_BIN") bytes"; else RELEASE_SIZE="not built"; fi
 
 # --- Watchers ------------------------------------------------------------------------------------
 # 10,000 blocking queries woken by one change: the black-box test that checks it prints its
@@ -557,7 +732,7 @@ echo "## a8registry benchmark"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "- command: $COMMAND (BENCH_DURATION=$DURATION)"
-echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+machine_line
 echo "- load: ${WRK[*]} (client and server share the machine), server logging at info"
 echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git --no-optional-locks diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted changes in src/')"
 echo
@@ -569,8 +744,9 @@ echo "- (c) left $POST_COUNT instances in that server, $(mib "$MAIN_RSS_AFTER") 
 echo "- memory (VmRSS): idle $(mib "$RSS_IDLE"); $COUNT_10K instances $(mib "$RSS_10K"); $COUNT_100K instances $(mib "$RSS_100K")"
 echo "- exec to first answered GET /, median of 5: ${STARTUP[0]}"
 echo "- startup_micros logged: ${STARTUP[1]}; main server ${MAIN_STARTUP_MICROS} us"
-echo "- release binary: $RELEASE_SIZE bytes ($BIN)"
-echo "- static binary: $STATIC_SIZE"
+echo "- measured: $BIN (BENCH_BINARY=$BENCH_BINARY)"
+echo "- release (glibc) binary: $RELEASE_SIZE ($RELEASE_BIN)"
+echo "- static binary: $STATIC_SIZE bytes ($STATIC_BIN)"
 echo "- watchers: ${WATCH_FIGURES:-the watch test failed; run it alone to see why}"
 catalog_report
 if [ -n "${HAVE_REDIS:-}" ]; then

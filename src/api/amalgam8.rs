@@ -197,18 +197,35 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
         "http"
     };
     let host = request.header("host").unwrap_or("");
-    let self_link = format!("{scheme}://{host}/api/v1/instances/{}", stored.id);
+    // The link goes into the Location header; its heartbeat form is written from the same
+    // string, lengthened and cut back, so the answer makes one string and one body.
+    const HEARTBEAT: &str = "/heartbeat";
+    let mut self_link = String::with_capacity(
+        scheme.len()
+            + 3
+            + host.len()
+            + "/api/v1/instances/".len()
+            + stored.id.len()
+            + HEARTBEAT.len(),
+    );
+    for part in [scheme, "://", host, "/api/v1/instances/", &stored.id] {
+        self_link.push_str(part);
+    }
     let mut body = Vec::with_capacity(256);
     body.extend_from_slice(b"{\"id\":");
     write_str(&mut body, &stored.id);
     let ttl = stored.ttl.as_secs();
     if ttl != 0 {
-        body.extend_from_slice(format!(",\"ttl\":{ttl}").as_bytes());
+        use std::io::Write;
+        let _ = write!(body, ",\"ttl\":{ttl}");
     }
     body.extend_from_slice(b",\"links\":{\"self\":");
     write_str(&mut body, &self_link);
     body.extend_from_slice(b",\"heartbeat\":");
-    write_str(&mut body, &format!("{self_link}/heartbeat"));
+    let self_len = self_link.len();
+    self_link.push_str(HEARTBEAT);
+    write_str(&mut body, &self_link);
+    self_link.truncate(self_len);
     body.extend_from_slice(b"}}");
     Response::json(201, body).with_header("Location", self_link)
 }
@@ -253,9 +270,12 @@ pub fn list_services(api: &Api, ctx: &Context) -> Response {
 
 /// `GET /api/v1/services/{name}` (spec 3.9): every status, no projection, 404 when absent.
 pub fn service_instances(api: &Api, ctx: &Context, name: &str) -> Response {
-    let mut prefix = b"{\"service_name\":".to_vec();
-    write_str(&mut prefix, name);
-    prefix.extend_from_slice(b",\"instances\":[");
+    // Written only when the body is built: a cached answer allocates nothing.
+    let prefix = |body: &mut Vec<u8>| {
+        body.extend_from_slice(b"{\"service_name\":");
+        write_str(body, name);
+        body.extend_from_slice(b",\"instances\":[");
+    };
     match cached_service_body(api, ctx, name, View::Service, &prefix) {
         Ok(Some(body)) => Response::shared_json(200, body),
         Ok(None) => Response::error(404, SERVICE_ENUMERATION),
@@ -270,7 +290,7 @@ fn cached_service_body(
     ctx: &Context,
     service: &str,
     view: View,
-    prefix: &[u8],
+    prefix: &dyn Fn(&mut Vec<u8>),
 ) -> Result<Option<Arc<[u8]>>, Error> {
     let key = Key {
         namespace: &ctx.namespace,
@@ -285,7 +305,8 @@ fn cached_service_body(
         if snapshot.instances.is_empty() {
             return Ok(Built::Absent);
         }
-        let mut body = prefix.to_vec();
+        let mut body = Vec::new();
+        prefix(&mut body);
         for (i, instance) in snapshot.instances.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
@@ -370,7 +391,9 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
 
     // The common poll "all instances of one service" is served from the cache.
     if let (Some(service), None, None, None, None) = (service, id, &tags, &status, projection) {
-        return match cached_service_body(api, ctx, service, View::Instances, b"{\"instances\":[") {
+        return match cached_service_body(api, ctx, service, View::Instances, &|body| {
+            body.extend_from_slice(b"{\"instances\":[")
+        }) {
             Ok(Some(body)) => Response::shared_json(200, body),
             Ok(None) => Response::json(200, b"{\"instances\":[]}".to_vec()),
             Err(error) => failure(&error, 500, INSTANCE_ENUMERATION),

@@ -18,7 +18,7 @@ use crate::auth::{extract_token, AuthError, Authenticator};
 use crate::config::LogLevel;
 use crate::http::request::{Method, Request};
 use crate::http::response::Response;
-use crate::http::router::{percent_decode, RouteMeta, Routed, Router};
+use crate::http::router::{percent_decode, RouteMeta, Routed, Router, MAX_PARAMS};
 use crate::http::server::Handler;
 use crate::http::wait::Reply;
 use crate::metrics::{HttpMetrics, Protocol};
@@ -27,6 +27,7 @@ use crate::registry::store::{Call, Store, REQUEST_DEADLINE};
 use crate::registry::Registry;
 use cache::ResponseCache;
 use error::*;
+use std::borrow::Cow;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -465,18 +466,29 @@ impl Api {
             Routed::MethodNotAllowed => return now(Response::error(405, METHOD_NOT_ALLOWED)),
             Routed::NotFound => return now(Response::error(404, RESOURCE_NOT_FOUND)),
         };
-        let mut params = Vec::with_capacity(raw_params.len());
-        for raw in raw_params {
+        // Decoded in place; a parameter without escapes stays borrowed from the path.
+        let mut decoded: [Cow<'_, str>; MAX_PARAMS] = Default::default();
+        for (slot, raw) in decoded.iter_mut().zip(raw_params.as_slice()) {
             match percent_decode(raw) {
-                Some(p) => params.push(p),
+                Some(p) => *slot = p,
                 None => return now(Response::error(400, MALFORMED_PERCENT_ENCODING)),
             }
         }
+        let mut params = &decoded[..raw_params.as_slice().len()];
         if meta.https_redirect && self.require_https && !self.is_secure(request) {
             return now(https_redirect(request));
         }
         let namespace = if meta.authenticated {
-            match self.authenticate(request, route, &mut params) {
+            // A path token is the first parameter; the handlers see the rest.
+            let path_token = match route {
+                Route::Eureka(_, EurekaPrefix::PathToken) if !params.is_empty() => {
+                    let token = &params[0];
+                    params = &params[1..];
+                    token.as_ref()
+                }
+                _ => "",
+            };
+            match self.authenticate(request, path_token) {
                 Ok(namespace) => {
                     // The Kubernetes catalog opens a namespace on its first use.
                     self.registry.namespace_used(namespace.as_str());
@@ -489,10 +501,11 @@ impl Api {
         };
         let ctx = Context {
             namespace: namespace.unwrap_or_else(Namespace::default_namespace),
-            deadline: Instant::now() + REQUEST_DEADLINE,
+            // From when the request was complete: no clock read of its own.
+            deadline: request.received + REQUEST_DEADLINE,
             eureka: matches!(route, Route::Eureka(..)),
         };
-        let param = |i: usize| params.get(i).map_or("", String::as_str);
+        let param = |i: usize| params.get(i).map_or("", |p| p.as_ref());
         let query = request.query.as_deref();
         let reply = match route {
             Route::Root => Response::empty(200).into(),
@@ -506,18 +519,18 @@ impl Api {
                     EurekaPrefix::PathToken => eureka::render::Format::Json,
                     EurekaPrefix::HeaderOnly => eureka::render::Format::Xml,
                 };
-                eureka::handle(self, &ctx, op, request, &params, default_format).into()
+                eureka::handle(self, &ctx, op, request, params, default_format).into()
             }
             Route::Register => amalgam8::register(self, &ctx, request).into(),
             Route::ListInstances => {
-                let watched = watch::Watched::Instances(request.query.clone());
+                let watched = watch::Watched::Instances(query.map(Cow::Borrowed));
                 watch::serve(self, &ctx, watched, query)
             }
             Route::Deregister => amalgam8::deregister(self, &ctx, param(0)).into(),
             Route::Heartbeat => amalgam8::heartbeat(self, &ctx, param(0)).into(),
             Route::ListServices => watch::serve(self, &ctx, watch::Watched::Services, query),
             Route::ServiceInstances => {
-                let watched = watch::Watched::Service(param(0).to_string());
+                let watched = watch::Watched::Service(Cow::Borrowed(param(0)));
                 watch::serve(self, &ctx, watched, query)
             }
         };
@@ -525,18 +538,9 @@ impl Api {
         (reply, operation, protocol, namespace)
     }
 
-    /// The namespace of an authenticated route's request, or its 401. A path token is taken
-    /// out of `params`.
-    fn authenticate(
-        &self,
-        request: &Request,
-        route: Route,
-        params: &mut Vec<String>,
-    ) -> Result<Namespace, Response> {
-        let path_token = match route {
-            Route::Eureka(_, EurekaPrefix::PathToken) => params.remove(0),
-            _ => String::new(),
-        };
+    /// The namespace of an authenticated route's request (`path_token` is the Eureka path's
+    /// token, if any), or its 401.
+    fn authenticate(&self, request: &Request, path_token: &str) -> Result<Namespace, Response> {
         // A token that is not UTF-8 would reach the namespace as a lossy copy, in which different
         // bytes look the same: refuse it rather than let two tenants share a namespace.
         if request
@@ -546,8 +550,8 @@ impl Api {
         {
             return Err(Response::error(401, AuthError::MalformedHeader.message()));
         }
-        extract_token(request.header("authorization"), &path_token)
-            .and_then(|token| self.auth.namespace(token, unix_now_secs()))
+        extract_token(request.header("authorization"), path_token)
+            .and_then(|token| self.auth.namespace_at(token, unix_now_secs))
             .map_err(|error| Response::error(401, error.message()))
     }
 }

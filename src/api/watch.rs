@@ -16,6 +16,7 @@ use crate::http::wait::{Reply, Waiter, Wakeup};
 use crate::registry::namespace::Namespace;
 use crate::registry::store::REQUEST_DEADLINE;
 use crate::registry::watch::Wake;
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -31,15 +32,25 @@ const JITTER_DIVISOR: u32 = 16;
 /// The response header that carries the namespace's change index.
 pub const INDEX_HEADER: &str = "X-A8-Index";
 
-/// What a blocking query reads.
+/// What a blocking query reads: borrowed from the request, owned only by a request that waits.
 #[derive(Clone, Debug)]
-pub enum Watched {
+pub enum Watched<'a> {
     /// `GET /api/v1/instances`, with its query.
-    Instances(Option<String>),
+    Instances(Option<Cow<'a, str>>),
     /// `GET /api/v1/services`.
     Services,
     /// `GET /api/v1/services/{name}`.
-    Service(String),
+    Service(Cow<'a, str>),
+}
+
+impl Watched<'_> {
+    fn into_owned(self) -> Watched<'static> {
+        match self {
+            Watched::Instances(query) => Watched::Instances(query.map(|q| q.into_owned().into())),
+            Watched::Services => Watched::Services,
+            Watched::Service(name) => Watched::Service(name.into_owned().into()),
+        }
+    }
 }
 
 /// The `index` and `wait` parameters of a request.
@@ -86,7 +97,7 @@ fn jitter(wait: Duration) -> Duration {
 /// The index a wait compares with: the service's for one service, else the namespace's.
 fn current_index(api: &Api, namespace: &str, watched: &Watched) -> u64 {
     match watched {
-        Watched::Service(name) => api.registry.service_index(namespace, name),
+        Watched::Service(name) => api.registry.service_index(namespace, name.as_ref()),
         _ => api.registry.namespace_index(namespace),
     }
 }
@@ -98,13 +109,13 @@ fn answer(api: &Api, ctx: &Context, watched: &Watched) -> Response {
     let response = match watched {
         Watched::Instances(query) => amalgam8::list_instances(api, ctx, query.as_deref()),
         Watched::Services => amalgam8::list_services(api, ctx),
-        Watched::Service(name) => amalgam8::service_instances(api, ctx, name),
+        Watched::Service(name) => amalgam8::service_instances(api, ctx, name.as_ref()),
     };
-    response.with_header(INDEX_HEADER, index.to_string())
+    response.with_number_header(INDEX_HEADER, index)
 }
 
 /// Serves a read route: at once, or after a wait when the request's `index` is not behind.
-pub fn serve(api: &Api, ctx: &Context, watched: Watched, query: Option<&str>) -> Reply {
+pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>) -> Reply {
     let Ok(params) = parse_params(query) else {
         return Reply::Now(Response::error(400, INVALID_WATCH));
     };
@@ -124,14 +135,14 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched, query: Option<&str>) ->
     let later = Later {
         namespace: ctx.namespace.clone(),
         eureka: ctx.eureka,
-        watched: watched.clone(),
+        watched: watched.clone().into_owned(),
     };
     let (waiter, wakeup) = Waiter::new(deadline, move |_end| {
         let _counted_until_answered = waiting;
         later.answer(&owner)
     });
     let service = match &watched {
-        Watched::Service(name) => Some(name.as_str()),
+        Watched::Service(name) => Some(name.as_ref()),
         _ => None,
     };
     api.registry
@@ -148,7 +159,7 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched, query: Option<&str>) ->
 struct Later {
     namespace: Namespace,
     eureka: bool,
-    watched: Watched,
+    watched: Watched<'static>,
 }
 
 impl Later {

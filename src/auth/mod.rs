@@ -7,11 +7,13 @@
 //! Whatever the mode, the name it yields becomes a [`Namespace`] here, and only here: a name that
 //! is not valid (empty, over 256 bytes, or with a control character) is refused like a bad token.
 
+mod interned;
 pub mod jwt;
 
 use crate::config::AuthMode;
 use crate::registry::namespace::Namespace;
 pub use crate::registry::namespace::DEFAULT_NAMESPACE;
+use interned::Interned;
 
 /// Why a request was not authenticated; each is a 401 with its own message (spec 2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +58,7 @@ pub fn extract_token<'a>(
 pub struct Authenticator {
     modes: Vec<AuthMode>,
     jwt_secret: Vec<u8>,
+    namespaces: Interned,
 }
 
 impl Authenticator {
@@ -63,6 +66,7 @@ impl Authenticator {
         Authenticator {
             modes,
             jwt_secret: jwt_secret.as_bytes().to_vec(),
+            namespaces: Interned::default(),
         }
     }
 
@@ -74,6 +78,16 @@ impl Authenticator {
     /// [`AuthError::InvalidToken`] when the token is refused, no mode recognises it, or the name
     /// it yields is not a valid [`Namespace`] (spec 2.2, 2.4).
     pub fn namespace(&self, token: &str, now_secs: i64) -> Result<Namespace, AuthError> {
+        self.namespace_at(token, || now_secs)
+    }
+
+    /// As [`Authenticator::namespace`], reading the time (`now_secs`) only when a JWT is
+    /// verified: the other modes do not need the clock.
+    pub fn namespace_at(
+        &self,
+        token: &str,
+        now_secs: impl Fn() -> i64,
+    ) -> Result<Namespace, AuthError> {
         if self.modes.is_empty() {
             return match token {
                 "" | DEFAULT_NAMESPACE => Ok(Namespace::default_namespace()),
@@ -85,9 +99,9 @@ impl Authenticator {
         }
         for mode in &self.modes {
             let named = match mode {
-                AuthMode::Trusted => Namespace::new(token),
-                AuthMode::Jwt => match jwt::verify(token, &self.jwt_secret, now_secs) {
-                    jwt::Verdict::Namespace(name) => Namespace::new(&name),
+                AuthMode::Trusted => self.namespaces.namespace(token),
+                AuthMode::Jwt => match jwt::verify(token, &self.jwt_secret, now_secs()) {
+                    jwt::Verdict::Namespace(name) => self.namespaces.namespace(&name),
                     jwt::Verdict::Rejected => return Err(AuthError::InvalidToken),
                     jwt::Verdict::Unrecognised => continue,
                 },

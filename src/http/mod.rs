@@ -5,5 +5,6 @@
 pub mod request;
 pub mod response;
 pub mod router;
+mod scan;
 pub mod server;
 pub mod wait;

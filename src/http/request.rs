@@ -11,6 +11,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Largest request line plus header block, in bytes; exactly this many are accepted (spec D15).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -134,8 +135,91 @@ pub struct Request {
     pub keep_alive: bool,
     /// The client's address, filled in by the connection (the decoder knows no socket).
     pub peer: Option<std::net::SocketAddr>,
+    /// When the request was complete, filled in by the connection likewise.
+    pub received: Instant,
     /// The body's share of the [`BodyBudget`].
     body_charge: BodyCharge,
+    /// Emptied header strings of earlier requests, whose room the next request's headers reuse.
+    spare_headers: Vec<(String, String)>,
+    /// The emptied query string of an earlier request, likewise.
+    spare_query: String,
+}
+
+/// A string longer than this is not kept for reuse: a connection keeps little memory.
+const MAX_REUSED_STRING_BYTES: usize = 1024;
+/// Emptied header strings kept for reuse at most, counted by their room, so that an idle
+/// connection that once received large heads holds a few KiB, not the head's 16 KiB.
+const MAX_REUSED_HEADER_BYTES: usize = 4096;
+
+/// Empties `text`, keeping its room unless it is large.
+fn empty_for_reuse(text: &mut String) {
+    if text.capacity() > MAX_REUSED_STRING_BYTES {
+        *text = String::new();
+    } else {
+        text.clear();
+    }
+}
+
+impl Request {
+    fn blank() -> Box<Request> {
+        Box::new(Request {
+            method: Method::Other,
+            method_text: String::new(),
+            path: String::new(),
+            query: None,
+            absolute_https: false,
+            version_minor: 1,
+            headers: Vec::new(),
+            non_utf8_headers: Vec::new(),
+            body: Vec::new(),
+            declared_length: None,
+            keep_alive: false,
+            peer: None,
+            received: Instant::now(),
+            body_charge: BodyCharge::default(),
+            spare_headers: Vec::new(),
+            spare_query: String::new(),
+        })
+    }
+
+    /// Empties the request for the next one, keeping the room of its strings (so that a
+    /// keep-alive connection decodes its requests without allocating) but not its body, whose
+    /// memory goes back to the budget now.
+    fn clear(&mut self) {
+        empty_for_reuse(&mut self.method_text);
+        empty_for_reuse(&mut self.path);
+        if let Some(mut query) = self.query.take() {
+            empty_for_reuse(&mut query);
+            self.spare_query = query;
+        }
+        let mut kept_bytes: usize = self
+            .spare_headers
+            .iter()
+            .map(|(name, value)| name.capacity() + value.capacity())
+            .sum();
+        for (mut name, mut value) in self.headers.drain(..) {
+            let room = name.capacity() + value.capacity();
+            if kept_bytes + room <= MAX_REUSED_HEADER_BYTES {
+                name.clear();
+                value.clear();
+                kept_bytes += room;
+                self.spare_headers.push((name, value));
+            }
+        }
+        self.non_utf8_headers.clear();
+        self.body = Vec::new();
+        self.body_charge = BodyCharge::default();
+        self.declared_length = None;
+        self.peer = None;
+    }
+
+    /// Adds a header, in the room of an earlier one when there is some.
+    fn push_header(&mut self, name: &str, value: &str) {
+        let (mut reused_name, mut reused_value) = self.spare_headers.pop().unwrap_or_default();
+        reused_name.push_str(name);
+        reused_value.push_str(value);
+        self.headers.push((reused_name, reused_value));
+    }
 }
 
 impl Request {
@@ -229,6 +313,8 @@ pub struct Decoder {
     max_body_bytes: usize,
     budget: Option<Arc<BodyBudget>>,
     state: State,
+    /// An answered request given back ([`Decoder::recycle`]), filled by the next head.
+    spare: Option<Box<Request>>,
 }
 
 impl Decoder {
@@ -238,7 +324,15 @@ impl Decoder {
             max_body_bytes,
             budget: None,
             state: State::Head { scanned: 0 },
+            spare: None,
         }
+    }
+
+    /// Takes back an answered request: the next one is decoded into its room. Its body is freed
+    /// (and given back to the budget) at once.
+    pub fn recycle(&mut self, mut request: Box<Request>) {
+        request.clear();
+        self.spare = Some(request);
     }
 
     /// A decoder that refuses bodies over `max_body_bytes` and takes body memory from `budget`.
@@ -275,7 +369,9 @@ impl Decoder {
                 if head_len > MAX_HEAD_BYTES {
                     return Err(FramingError::HeadTooLarge);
                 }
-                let (request, framing) = parse_head(&input[..head_len], self.max_body_bytes)?;
+                let request = self.spare.take().unwrap_or_else(Request::blank);
+                let (request, framing) =
+                    parse_head(&input[..head_len], self.max_body_bytes, request)?;
                 let expects_continue = request.version_minor == 1
                     && request
                         .header("expect")
@@ -327,16 +423,14 @@ impl Decoder {
 /// The length of the head (through the blank line) if `input` holds all of it.
 fn find_head_end(input: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while i < input.len() {
-        if input[i] == b'\n' {
-            if input.get(i + 1) == Some(&b'\n') {
-                return Some(i + 2);
-            }
-            if input.get(i + 1) == Some(&b'\r') && input.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
+    while let Some(newline) = super::scan::find_byte(input, b'\n', i) {
+        if input.get(newline + 1) == Some(&b'\n') {
+            return Some(newline + 2);
         }
-        i += 1;
+        if input.get(newline + 1) == Some(&b'\r') && input.get(newline + 2) == Some(&b'\n') {
+            return Some(newline + 3);
+        }
+        i = newline + 1;
     }
     None
 }
@@ -351,19 +445,23 @@ fn header_has_token(value: &str, token: &str) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
+/// Parses a head into `request`, an empty one.
 fn parse_head(
     head: &[u8],
     max_body_bytes: usize,
+    mut request: Box<Request>,
 ) -> Result<(Box<Request>, BodyFraming), FramingError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut slots);
-    match parsed.parse(head) {
+    // Not initialised first: that would write all MAX_HEADERS slots for every request.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    match parsed.parse_with_uninit_headers(head, &mut slots) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(FramingError::Malformed),
         Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),
         Err(_) => return Err(FramingError::Malformed),
     }
-    let method_text = parsed.method.ok_or(FramingError::Malformed)?.to_string();
+    let method_text = parsed.method.ok_or(FramingError::Malformed)?;
     let target = parsed.path.ok_or(FramingError::Malformed)?;
     let version_minor = parsed.version.ok_or(FramingError::Malformed)?;
     // RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; no request may carry two, or an
@@ -380,29 +478,25 @@ fn parse_head(
     if hosts == 0 && version_minor == 1 {
         return Err(FramingError::Malformed);
     }
-    let mut non_utf8_headers = Vec::new();
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            if std::str::from_utf8(h.value).is_err() {
-                non_utf8_headers.push(h.name.to_ascii_lowercase());
+    for h in parsed.headers.iter() {
+        match std::str::from_utf8(h.value) {
+            Ok(value) => request.push_header(h.name, trim_ows(value)),
+            Err(_) => {
+                request.non_utf8_headers.push(h.name.to_ascii_lowercase());
+                request.push_header(h.name, trim_ows(&String::from_utf8_lossy(h.value)));
             }
-            (
-                h.name.to_string(),
-                trim_ows(&String::from_utf8_lossy(h.value)).to_string(),
-            )
-        })
-        .collect();
+        }
+    }
+    let headers = &request.headers;
     let (path, absolute_https) = split_target(target)?;
-    let (path, query) = match path.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (path.to_string(), None),
+    let (path, query) = match super::scan::find_byte(path.as_bytes(), b'?', 0) {
+        Some(at) => (&path[..at], Some(&path[at + 1..])),
+        None => (path, None),
     };
 
     let mut content_length: Option<usize> = None;
     let mut transfer_encoding: Option<&str> = None;
-    for (name, value) in &headers {
+    for (name, value) in headers {
         if name.eq_ignore_ascii_case("content-length") {
             for part in value.split(',') {
                 let part = trim_ows(part);
@@ -449,22 +543,20 @@ fn parse_head(
         1 => !connection.is_some_and(|v| header_has_token(v, "close")),
         _ => connection.is_some_and(|v| header_has_token(v, "keep-alive")),
     };
-    let request = Box::new(Request {
-        method: Method::parse(&method_text),
-        method_text,
-        path,
-        query,
-        absolute_https,
-        version_minor,
-        headers,
-        non_utf8_headers,
-        // Grown as the bytes arrive (`append_body`), never reserved from the declared length.
-        body: Vec::new(),
-        declared_length: content_length,
-        keep_alive,
-        peer: None,
-        body_charge: BodyCharge::default(),
+    request.method = Method::parse(method_text);
+    request.method_text.push_str(method_text);
+    request.path.push_str(path);
+    request.query = query.map(|query| {
+        let mut reused = std::mem::take(&mut request.spare_query);
+        reused.push_str(query);
+        reused
     });
+    request.absolute_https = absolute_https;
+    request.version_minor = version_minor;
+    // The body is grown as the bytes arrive (`append_body`), never reserved from the declared
+    // length.
+    request.declared_length = content_length;
+    request.keep_alive = keep_alive;
     Ok((request, framing))
 }
 
@@ -698,6 +790,57 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Decodes one whole request with `decoder`.
+    fn decode_one(decoder: &mut Decoder, raw: &[u8]) -> Box<Request> {
+        match decoder.decode(raw).unwrap() {
+            (Decoded::Request(request), used) if used == raw.len() => request,
+            (other, used) => panic!("{other:?} after {used} bytes"),
+        }
+    }
+
+    #[test]
+    fn a_recycled_request_is_refilled_and_keeps_little() {
+        let mut decoder = Decoder::new(LIMIT);
+        let big = "v".repeat(900);
+        let mut first = format!("PUT /a/b?q=1 HTTP/1.1\r\nHost: h\r\nX-Non: \u{e9}\r\n");
+        for i in 0..10 {
+            first.push_str(&format!("X-Big-{i}: {big}\r\n"));
+        }
+        first.push_str("Content-Length: 2\r\n\r\nok");
+        let request = decode_one(&mut decoder, first.as_bytes());
+        assert_eq!(request.headers.len(), 13);
+        assert_eq!(request.body, b"ok");
+        decoder.recycle(request);
+        let spare = decoder.spare.as_ref().unwrap();
+        let kept: usize = spare
+            .spare_headers
+            .iter()
+            .map(|(n, v)| n.capacity() + v.capacity())
+            .sum();
+        assert!(kept <= MAX_REUSED_HEADER_BYTES, "{kept}");
+        assert!(spare.body.is_empty() && spare.body.capacity() == 0);
+
+        let second = decode_one(
+            &mut decoder,
+            b"GET /c HTTP/1.1\r\nHost: k\r\nAccept: x\r\n\r\n",
+        );
+        assert_eq!(second.method, Method::Get);
+        assert_eq!(second.method_text, "GET");
+        assert_eq!(second.path, "/c");
+        assert_eq!(second.query, None);
+        assert_eq!(
+            second.headers,
+            [
+                ("Host".to_string(), "k".to_string()),
+                ("Accept".to_string(), "x".to_string())
+            ]
+        );
+        assert!(second.non_utf8_headers.is_empty());
+        assert_eq!(second.declared_length, None);
+        assert!(second.body.is_empty());
+        assert!(second.keep_alive);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
+    /// A header whose value is a number, written after `headers` without a string of its own
+    /// (the index of every Amalgam8 read).
+    pub number_header: Option<(&'static str, u64)>,
     pub body: Body,
     /// The handler's mark for this response, handed back to [`Handler::written`] once it is
     /// written (metrics label it with it); 0 when unmarked.
@@ -52,6 +55,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Empty,
             tag: 0,
         }
@@ -63,6 +67,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Owned(body),
             tag: 0,
         }
@@ -74,6 +79,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Shared(body),
             tag: 0,
         }
@@ -85,6 +91,7 @@ impl Response {
             status,
             content_type,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Static(body),
             tag: 0,
         }
@@ -96,6 +103,7 @@ impl Response {
             status,
             content_type,
             headers: Vec::new(),
+            number_header: None,
             body: Body::Owned(body),
             tag: 0,
         }
@@ -113,32 +121,39 @@ impl Response {
         self.headers.push((name, value));
         self
     }
+
+    /// Sets the header whose value is a number (one per response).
+    pub fn with_number_header(mut self, name: &'static str, value: u64) -> Response {
+        self.number_header = Some((name, value));
+        self
+    }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        410 => "Gone",
-        413 => "Payload Too Large",
-        415 => "Unsupported Media Type",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+/// The status line and the name of the first header, as one piece: one copy per response.
+fn status_line(status: u16) -> Option<&'static str> {
+    Some(match status {
+        100 => "HTTP/1.1 100 Continue\r\nContent-Type: ",
+        200 => "HTTP/1.1 200 OK\r\nContent-Type: ",
+        201 => "HTTP/1.1 201 Created\r\nContent-Type: ",
+        204 => "HTTP/1.1 204 No Content\r\nContent-Type: ",
+        301 => "HTTP/1.1 301 Moved Permanently\r\nContent-Type: ",
+        302 => "HTTP/1.1 302 Found\r\nContent-Type: ",
+        304 => "HTTP/1.1 304 Not Modified\r\nContent-Type: ",
+        400 => "HTTP/1.1 400 Bad Request\r\nContent-Type: ",
+        401 => "HTTP/1.1 401 Unauthorized\r\nContent-Type: ",
+        403 => "HTTP/1.1 403 Forbidden\r\nContent-Type: ",
+        404 => "HTTP/1.1 404 Not Found\r\nContent-Type: ",
+        405 => "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: ",
+        408 => "HTTP/1.1 408 Request Timeout\r\nContent-Type: ",
+        410 => "HTTP/1.1 410 Gone\r\nContent-Type: ",
+        413 => "HTTP/1.1 413 Payload Too Large\r\nContent-Type: ",
+        415 => "HTTP/1.1 415 Unsupported Media Type\r\nContent-Type: ",
+        431 => "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: ",
+        500 => "HTTP/1.1 500 Internal Server Error\r\nContent-Type: ",
+        501 => "HTTP/1.1 501 Not Implemented\r\nContent-Type: ",
+        503 => "HTTP/1.1 503 Service Unavailable\r\nContent-Type: ",
+        _ => return None,
+    })
 }
 
 /// How the connection goes on after a response, as the response must say.
@@ -154,19 +169,20 @@ pub enum ConnectionHeader {
 
 /// Appends the status line and headers (with the body's `Content-Length`) and the blank line.
 pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: ConnectionHeader) {
-    use std::io::Write;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    // Formatted in place: a `to_string` would allocate twice per response.
-    let _ = write!(out, "{}", response.status);
-    out.push(b' ');
-    out.extend_from_slice(reason(response.status).as_bytes());
-    out.extend_from_slice(b"\r\nContent-Type: ");
+    match status_line(response.status) {
+        Some(line) => out.extend_from_slice(line.as_bytes()),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            push_decimal(out, u64::from(response.status));
+            out.extend_from_slice(b" Unknown\r\nContent-Type: ");
+        }
+    }
     out.extend_from_slice(response.content_type.as_bytes());
     // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here), nor on 304,
     // where it would have to be the length of the 200 that the 304 stands for.
     if response.status != 204 && response.status != 304 {
         out.extend_from_slice(b"\r\nContent-Length: ");
-        let _ = write!(out, "{}", response.body.as_bytes().len());
+        push_decimal(out, response.body.as_bytes().len() as u64);
     }
     out.extend_from_slice(b"\r\nDate: ");
     with_http_date(|date| out.extend_from_slice(date));
@@ -181,7 +197,28 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
+    if let Some((name, value)) = response.number_header {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        push_decimal(out, value);
+    }
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends `value` in decimal, without the formatting machinery (a few instructions a digit).
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 thread_local! {
@@ -226,6 +263,42 @@ fn http_date(unix_secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        for value in [0, 7, 10, 404, 65_535, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, value);
+            assert_eq!(out, value.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn status_lines_known_and_unknown() {
+        for (status, line) in [
+            (200, "HTTP/1.1 200 OK\r\n"),
+            (431, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            (418, "HTTP/1.1 418 Unknown\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_head(&mut out, &Response::empty(status), ConnectionHeader::None);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with(line), "{text}");
+            assert!(
+                text.contains("\r\nContent-Type: application/json"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_number_header_is_written() {
+        let mut out = Vec::new();
+        let r = Response::empty(200).with_number_header("X-A8-Index", 42);
+        write_head(&mut out, &r, ConnectionHeader::None);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nX-A8-Index: 42\r\n\r\n"), "{text}");
+    }
 
     #[test]
     fn http_date_format() {

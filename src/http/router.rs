@@ -9,6 +9,43 @@
 //! redirect plain HTTP to https) and its operation, the name metrics and logs count it under.
 
 use super::request::Method;
+use std::borrow::Cow;
+
+/// Most parameters a route pattern may have; routing keeps them in place, not on the heap.
+pub const MAX_PARAMS: usize = 4;
+/// Most segments a route pattern may have: a longer path matches no route.
+const MAX_SEGMENTS: usize = 12;
+
+/// The raw (still percent-encoded) parameters of a matched route, in order, borrowed from the
+/// path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params<'p> {
+    values: [&'p str; MAX_PARAMS],
+    len: usize,
+}
+
+impl<'p> Params<'p> {
+    /// Parameters with these values (at most [`MAX_PARAMS`]).
+    pub fn from_slice(values: &[&'p str]) -> Params<'p> {
+        let mut params = Params {
+            values: [""; MAX_PARAMS],
+            len: 0,
+        };
+        for value in values {
+            params.push(value);
+        }
+        params
+    }
+
+    fn push(&mut self, value: &'p str) {
+        self.values[self.len] = value;
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[&'p str] {
+        &self.values[..self.len]
+    }
+}
 
 enum Segment {
     Literal(String),
@@ -58,7 +95,7 @@ struct Route<H, Op> {
 pub enum Routed<'p, H, Op> {
     /// A route matched: its handler, its metadata and the raw (still percent-encoded)
     /// parameters in order.
-    Found(H, RouteMeta<Op>, Vec<&'p str>),
+    Found(H, RouteMeta<Op>, Params<'p>),
     /// 405: some route has this path, none this method.
     MethodNotAllowed,
     /// 404: no route has this path.
@@ -80,7 +117,7 @@ impl<H: Copy, Op: Copy> Default for Router<H, Op> {
 impl<H: Copy, Op: Copy> Router<H, Op> {
     /// Adds a route; `pattern` starts with `/`, parameters are written `{name}`.
     pub fn add(&mut self, method: Method, pattern: &str, handler: H, meta: RouteMeta<Op>) {
-        let segments = pattern
+        let segments: Vec<Segment> = pattern
             .split('/')
             .skip(1)
             .map(|s| {
@@ -91,6 +128,15 @@ impl<H: Copy, Op: Copy> Router<H, Op> {
                 }
             })
             .collect();
+        assert!(
+            segments.len() <= MAX_SEGMENTS,
+            "too many segments: {pattern}"
+        );
+        let params = segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Param))
+            .count();
+        assert!(params <= MAX_PARAMS, "too many parameters: {pattern}");
         self.routes.push(Route {
             method,
             segments,
@@ -109,10 +155,24 @@ impl<H: Copy, Op: Copy> Router<H, Op> {
         } else {
             method
         };
-        let parts: Vec<&str> = rest.split('/').collect();
+        // Split once, in place: a path of more segments than any pattern matches none.
+        let mut part_slots = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        let fits = super::scan::for_each_piece(rest, b'/', |part| {
+            if count == MAX_SEGMENTS {
+                return false;
+            }
+            part_slots[count] = part;
+            count += 1;
+            true
+        });
+        if !fits {
+            return Routed::NotFound;
+        }
+        let parts = &part_slots[..count];
         let mut path_known = false;
         for route in &self.routes {
-            let Some(params) = match_segments(&route.segments, &parts) else {
+            let Some(params) = match_segments(&route.segments, parts) else {
                 continue;
             };
             if route.method == wanted {
@@ -128,26 +188,32 @@ impl<H: Copy, Op: Copy> Router<H, Op> {
     }
 }
 
-fn match_segments<'p>(segments: &[Segment], parts: &[&'p str]) -> Option<Vec<&'p str>> {
+fn match_segments<'p>(segments: &[Segment], parts: &[&'p str]) -> Option<Params<'p>> {
     if segments.len() != parts.len() {
         return None;
     }
-    let mut params = Vec::new();
+    let mut params = Params::from_slice(&[]);
     for (i, (segment, part)) in segments.iter().zip(parts).enumerate() {
         match segment {
             Segment::Literal(literal) if literal == part => {}
             Segment::Literal(_) => return None,
             Segment::Param if part.is_empty() && i == parts.len() - 1 => return None,
-            Segment::Param => params.push(*part),
+            Segment::Param => params.push(part),
         }
     }
     Some(params)
 }
 
 /// Decodes `%XX` escapes of a path parameter; `+` stays `+`. `None` for a malformed escape or a
-/// result that is not UTF-8 (spec D2: 400 `Malformed percent-encoding in request path`).
-pub fn percent_decode(raw: &str) -> Option<String> {
-    decode_bytes(raw, false).and_then(|b| String::from_utf8(b).ok())
+/// result that is not UTF-8 (spec D2: 400 `Malformed percent-encoding in request path`). A
+/// parameter without escapes is borrowed, not copied.
+pub fn percent_decode(raw: &str) -> Option<Cow<'_, str>> {
+    if super::scan::find_byte(raw.as_bytes(), b'%', 0).is_none() {
+        return Some(Cow::Borrowed(raw));
+    }
+    decode_bytes(raw, false)
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(Cow::Owned)
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
@@ -238,11 +304,17 @@ mod tests {
     #[test]
     fn literal_routes_and_head() {
         let r = table();
-        assert_eq!(r.route(Method::Get, "/"), Routed::Found(1, OPEN, vec![]));
-        assert_eq!(r.route(Method::Head, "/"), Routed::Found(1, OPEN, vec![]));
+        assert_eq!(
+            r.route(Method::Get, "/"),
+            Routed::Found(1, OPEN, Params::from_slice(&[]))
+        );
+        assert_eq!(
+            r.route(Method::Head, "/"),
+            Routed::Found(1, OPEN, Params::from_slice(&[]))
+        );
         assert_eq!(
             r.route(Method::Post, "/api/v1/instances"),
-            Routed::Found(3, OPEN, vec![])
+            Routed::Found(3, OPEN, Params::from_slice(&[]))
         );
         assert_eq!(
             r.route(Method::Put, "/api/v1/instances"),
@@ -263,11 +335,11 @@ mod tests {
         let r = table();
         assert_eq!(
             r.route(Method::Put, "/api/v1/instances/a%3Ab/heartbeat"),
-            Routed::Found(5, OPEN, vec!["a%3Ab"])
+            Routed::Found(5, OPEN, Params::from_slice(&["a%3Ab"]))
         );
         assert_eq!(
             r.route(Method::Put, "/api/v1/instances//heartbeat"),
-            Routed::Found(5, OPEN, vec![""])
+            Routed::Found(5, OPEN, Params::from_slice(&[""]))
         );
         assert_eq!(
             r.route(Method::Delete, "/api/v1/instances/"),
@@ -279,7 +351,7 @@ mod tests {
         );
         assert_eq!(
             r.route(Method::Get, "/api/eureka//v2/apps/X"),
-            Routed::Found(7, OPEN, vec!["", "X"])
+            Routed::Found(7, OPEN, Params::from_slice(&["", "X"]))
         );
     }
 
@@ -288,11 +360,15 @@ mod tests {
         let r = table();
         assert_eq!(
             r.route(Method::Get, "/api/eureka/t/v2/apps/delta"),
-            Routed::Found(6, OPEN, vec!["t"])
+            Routed::Found(6, OPEN, Params::from_slice(&["t"]))
         );
         assert_eq!(
             r.route(Method::Post, "/api/eureka/t/v2/apps/delta"),
-            Routed::Found(8, RouteMeta::protected("Register"), vec!["t", "delta"])
+            Routed::Found(
+                8,
+                RouteMeta::protected("Register"),
+                Params::from_slice(&["t", "delta"])
+            )
         );
     }
 

@@ -47,7 +47,7 @@ const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
 const HEAD_RESERVE_BYTES: usize = 256;
 /// Marked responses remembered per write whose room is kept after it (many pipelined answers
 /// free theirs).
-const MARKED_RETAINED: usize = 64;
+const MARKED_RETAINED: usize = 128;
 /// After a response that closes the connection, how long unread client bytes are read and dropped
 /// before the socket closes (closing with unread bytes resets the connection, which can destroy
 /// the response before the client reads it), and how many at most.
@@ -397,13 +397,15 @@ impl Connection<'_> {
         received: Instant,
     ) -> std::io::Result<Answered> {
         request.peer = self.peer;
+        request.received = received;
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive;
         let version_minor = request.version_minor;
         let handler = &*self.server.handler;
         let reply = handler.handle(&request);
-        // The body's memory goes back to the budget before any wait.
-        drop(request);
+        // The body's memory goes back to the budget before any wait; the rest of the request is
+        // kept for the next one to reuse.
+        self.decoder.recycle(request);
         let response = match reply {
             Reply::Now(response) => response,
             Reply::Wait(waiter) => match self.park(waiter)? {

@@ -594,7 +594,13 @@ pub fn derive_id(service_name: &str, endpoint: &Endpoint) -> String {
     hasher.update(b"/");
     hasher.update(endpoint.value.as_bytes());
     let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(16);
+    for byte in &digest[..8] {
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
 }
 
 /// The TTL rules of the server: requested TTLs are clamped into `[min, max]`, 0 means `default`.

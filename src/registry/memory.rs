@@ -275,9 +275,7 @@ impl Namespace {
     }
 
     fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
-        let mut hasher = DefaultHasher::new();
-        id.hash(&mut hasher);
-        let index = hasher.finish() as usize % SHARDS_PER_NAMESPACE;
+        let index = super::fnv::fnv1a(id.as_bytes()) as usize % SHARDS_PER_NAMESPACE;
         lock(self.shards[index].get_or_init(Box::default))
     }
 

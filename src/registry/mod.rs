@@ -4,6 +4,7 @@
 pub mod changelog;
 pub mod domain;
 pub mod error;
+mod fnv;
 pub mod index;
 pub mod instance;
 pub mod memory;

@@ -777,6 +777,7 @@ fn flag_check(
                 ));
             }
             let path = crate::http::router::percent_decode(parts.rest)
+                .map(String::from)
                 .ok_or_else(|| invalid(&origin, url, "bad percent-encoding"))?;
             Probe::Command {
                 path,

@@ -1,6 +1,6 @@
-"""The client of static-tests/instructions.sh: registers a fixture of 100 instances on one
-keep-alive connection, then sends N requests of one kind, pipelined 100 at a time, and reads
-every answer.  Usage: instruction_client.py HOST PORT hb|svc|reg|renew N"""
+"""The client of `BENCH_ONLY=instructions static-tests/bench.sh`: registers a fixture of 100
+instances on one keep-alive connection, then sends N requests of one kind, pipelined 100 at a
+time, and reads every answer.  Usage: instruction_client.py HOST PORT hb|svc|reg|renew N"""
 import socket, sys, json, time, re
 host, port = sys.argv[1], int(sys.argv[2])
 mode, n = sys.argv[3], int(sys.argv[4])

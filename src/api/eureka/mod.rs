@@ -24,6 +24,7 @@ use crate::registry::Error;
 use model::RegisterError;
 use render::{Action, Apps, Format};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -80,10 +81,10 @@ pub fn handle(
     ctx: &Context,
     op: Op,
     request: &Request,
-    params: &[String],
+    params: &[Cow<'_, str>],
     default_format: Format,
 ) -> Response {
-    let param = |i: usize| params.get(i).map_or("", String::as_str);
+    let param = |i: usize| params.get(i).map_or("", |p| p.as_ref());
     let format = negotiate(request, default_format);
     let store_id = || model::store_id(param(0), param(1));
     match op {

@@ -48,8 +48,17 @@ const ID_ESCAPE: char = '~';
 /// no two (app, instanceId) pairs share an id: app `A` with instance `B:c` is `A:B:c`, app `A:B`
 /// with instance `c` is `A~:B:c`. Apps without either character, which is all of them in
 /// practice, keep the plain `APP:iid` form of the original.
-pub fn store_id(app: &str, instance_id: &str) -> String {
-    let mut id = String::with_capacity(app.len() + 1 + instance_id.len());
+pub fn store_id(app: &str, instance_id: &str) -> StoreId {
+    let escapes = app
+        .bytes()
+        .filter(|&b| b == b':' || b == ID_ESCAPE as u8)
+        .count();
+    let len = app.len() + escapes + 1 + instance_id.len();
+    let mut id = if len <= INLINE_STORE_ID_BYTES {
+        StoreId::Inline([0; INLINE_STORE_ID_BYTES], 0)
+    } else {
+        StoreId::Heap(String::with_capacity(len))
+    };
     for c in app.chars() {
         if c == ':' || c == ID_ESCAPE {
             id.push(ID_ESCAPE);
@@ -59,6 +68,57 @@ pub fn store_id(app: &str, instance_id: &str) -> String {
     id.push(':');
     id.push_str(instance_id);
     id
+}
+
+/// Store ids up to this long are built on the stack: a renew or a cancel allocates nothing.
+const INLINE_STORE_ID_BYTES: usize = 192;
+
+/// A store id ([`store_id`]), read as a `&str`.
+#[derive(Clone)]
+pub enum StoreId {
+    Inline([u8; INLINE_STORE_ID_BYTES], usize),
+    Heap(String),
+}
+
+impl StoreId {
+    fn push(&mut self, c: char) {
+        self.push_str(c.encode_utf8(&mut [0; 4]));
+    }
+
+    /// Appends `text`; an inline id has the room (`store_id` measured it first).
+    fn push_str(&mut self, text: &str) {
+        match self {
+            StoreId::Inline(bytes, len) => {
+                bytes[*len..*len + text.len()].copy_from_slice(text.as_bytes());
+                *len += text.len();
+            }
+            StoreId::Heap(string) => string.push_str(text),
+        }
+    }
+}
+
+impl std::ops::Deref for StoreId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            // Only whole `&str`s were copied in, so the bytes are UTF-8.
+            StoreId::Inline(bytes, len) => std::str::from_utf8(&bytes[..*len]).unwrap_or(""),
+            StoreId::Heap(string) => string,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl PartialEq<&str> for StoreId {
+    fn eq(&self, other: &&str) -> bool {
+        &**self == *other
+    }
 }
 
 const TOP_MEMBERS: &[&str] = &["instance"];
@@ -574,11 +634,17 @@ mod tests {
         assert_eq!(store_id("A", "B:c"), "A:B:c");
         assert_eq!(store_id("A:B", "c"), "A~:B:c");
         assert_eq!(store_id("A~", "c"), "A~~:c");
+        // Longer than the inline room: built on the heap, the same id.
+        let long_app = "A:".repeat(100);
+        let long = store_id(&long_app, "c");
+        assert!(matches!(long, StoreId::Heap(_)));
+        assert_eq!(&*long, format!("{}:c", "A~:".repeat(100)));
+        assert!(matches!(store_id("A", "c"), StoreId::Inline(..)));
         let parts = ["", "A", "B", ":", "~", "::", "~:", ":~", "A:B", "~~", "é:"];
         let mut seen = std::collections::HashMap::new();
         for app in parts {
             for iid in parts {
-                let id = store_id(app, iid);
+                let id = String::from(&*store_id(app, iid));
                 assert_eq!(split_store_id(&id), Some((app.to_string(), iid)), "{id}");
                 if let Some(other) = seen.insert(id.clone(), (app, iid)) {
                     panic!("{id} is both {other:?} and {:?}", (app, iid));
