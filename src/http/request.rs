@@ -396,6 +396,8 @@ fn parse_head(
         .collect();
     let (path, absolute_https) = split_target(target)?;
     let (path, query) = match path.split_once('?') {
+        // `https://host?query` addresses the root too.
+        Some(("", q)) => ("/".to_string(), Some(q.to_string())),
         Some((p, q)) => (p.to_string(), Some(q.to_string())),
         None => (path.to_string(), None),
     };
@@ -881,6 +883,14 @@ mod tests {
         let r = requests(b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", 99);
         assert!(!r[0].absolute_https);
         assert_eq!(r[0].path, "/");
+    }
+
+    #[test]
+    fn an_absolute_target_with_a_query_but_no_path_addresses_the_root() {
+        let r = requests(b"GET https://h?q HTTP/1.1\r\nHost: h\r\n\r\n", 99);
+        assert!(r[0].absolute_https);
+        assert_eq!(r[0].path, "/");
+        assert_eq!(r[0].query.as_deref(), Some("q"));
     }
 
     #[test]
