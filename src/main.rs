@@ -5,9 +5,10 @@ use a8registry::cluster::{self, Cluster};
 use a8registry::config::{Command, Config};
 use a8registry::http::server::{refuse_connection, Limits, Server};
 use a8registry::net::{provide_descriptors, spawn_acceptor, AcceptOptions, Connections};
+use a8registry::registry::clock::PauseCompensatingClock;
 use a8registry::registry::instance::TtlPolicy;
 use a8registry::registry::memory::{MemoryConfig, MemoryStore};
-use a8registry::registry::store::{Store, SystemClock};
+use a8registry::registry::store::Store;
 use a8registry::store::redis::{RedisConfig, RedisStore};
 use a8registry::{api, auth, config, debug, error, info, log, warn};
 use std::net::SocketAddr;
@@ -204,6 +205,15 @@ fn serve(config: Config, summary: &str) -> ExitCode {
             }
         }
         None => {
+            // D39: a pause of the registry itself moves every lease deadline by its length.
+            // (Redis judges its deadlines on its own clock.)
+            let clock = match PauseCompensatingClock::start() {
+                Ok(clock) => clock,
+                Err(e) => {
+                    error!("cannot start the clock thread", "error" => e);
+                    return ExitCode::from(1);
+                }
+            };
             let store = Arc::new(MemoryStore::new(
                 MemoryConfig {
                     ttl,
@@ -213,7 +223,7 @@ fn serve(config: Config, summary: &str) -> ExitCode {
                     // record (cluster contract §6 rule 2).
                     tombstone_retention: config.replication.then_some(config.max_ttl),
                 },
-                Arc::new(SystemClock::default()),
+                clock,
             ));
             if let Err(e) = MemoryStore::start_reaper(&store) {
                 error!("cannot start the expiry thread", "error" => e);

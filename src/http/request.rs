@@ -490,6 +490,8 @@ fn parse_head(
     let headers = &request.headers;
     let (path, absolute_https) = split_target(target)?;
     let (path, query) = match super::scan::find_byte(path.as_bytes(), b'?', 0) {
+        // `https://host?query` addresses the root too.
+        Some(0) => ("/", Some(&path[1..])),
         Some(at) => (&path[..at], Some(&path[at + 1..])),
         None => (path, None),
     };
@@ -1024,6 +1026,14 @@ mod tests {
         let r = requests(b"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", 99);
         assert!(!r[0].absolute_https);
         assert_eq!(r[0].path, "/");
+    }
+
+    #[test]
+    fn an_absolute_target_with_a_query_but_no_path_addresses_the_root() {
+        let r = requests(b"GET https://h?q HTTP/1.1\r\nHost: h\r\n\r\n", 99);
+        assert!(r[0].absolute_https);
+        assert_eq!(r[0].path, "/");
+        assert_eq!(r[0].query.as_deref(), Some("q"));
     }
 
     #[test]

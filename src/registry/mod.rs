@@ -2,6 +2,7 @@
 //! and the façade the protocols call ([`Registry`]). Knows nothing about HTTP.
 
 pub mod changelog;
+pub mod clock;
 pub mod domain;
 pub mod error;
 mod fnv;

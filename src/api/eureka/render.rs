@@ -155,11 +155,8 @@ fn view<'a>(instance: &'a Instance, action: Action) -> View<'a> {
     let registered_through_eureka = instance.eureka().is_some();
     let split = split_url(value)
         .map(|(scheme, host, port)| (scheme.eq_ignore_ascii_case("https"), host, port))
-        .or_else(|| {
-            split_host_port(value)
-                .filter(|_| !registered_through_eureka)
-                .map(|(host, port)| (false, host, port))
-        });
+        .or_else(|| split_host_port(value).map(|(host, port)| (false, host, port)))
+        .filter(|_| !registered_through_eureka);
     if let Some((https_url, endpoint_host, endpoint_port)) = split {
         host = endpoint_host;
         let rendered = Some(PortView {
@@ -689,6 +686,23 @@ mod tests {
         assert!(text.contains(r#""hostName":"web.example.com","#), "{text}");
         assert!(text.contains(r#""ipAddr":"web.example.com","#));
         assert!(text.contains(r#""securePort":{"@enabled":"true","$":"8443"}"#));
+    }
+
+    #[test]
+    fn a_eureka_registration_with_a_url_shaped_host_name_gets_no_port_from_it() {
+        let body = br#"{"instance":{"hostName":"http://web.example.com:8080","app":"WEB","ipAddr":"10.0.0.1","vipAddress":"web","dataCenterInfo":{"@class":"c","name":"MyOwn"}}}"#;
+        let i = crate::api::eureka::model::decode(body, false, "WEB").unwrap();
+        for format in [Format::Json, Format::Xml] {
+            let text = rendered(format, &i);
+            assert!(
+                !text.contains("8080\"}") && !text.contains(">8080<"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("\"port\"") && !text.contains("<port "),
+                "{text}"
+            );
+        }
     }
 
     #[test]

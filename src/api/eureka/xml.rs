@@ -165,6 +165,11 @@ struct Fields {
 /// nesting deeper than 64. One pass; memory for the fields kept, not for the document.
 pub fn registration_to_json(body: &[u8]) -> Result<Converted, Invalid> {
     let text = std::str::from_utf8(body).map_err(invalid)?;
+    // A document holding a character XML 1.0 forbids (NUL, most C0 controls, U+FFFE, U+FFFF) is
+    // not well-formed; the reader below does not check the characters of text and attributes.
+    if !text.chars().all(is_xml_char) {
+        return Err(Invalid);
+    }
     let mut reader = quick_xml::Reader::from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut fields = Fields::default();
@@ -205,6 +210,7 @@ pub fn registration_to_json(body: &[u8]) -> Result<Converted, Invalid> {
                     reference
                         .resolve_char_ref()
                         .map_err(invalid)?
+                        .filter(|c| is_xml_char(*c))
                         .ok_or(Invalid)?
                 } else {
                     match reference.xml10_content().as_ref() {
@@ -230,6 +236,11 @@ pub fn registration_to_json(body: &[u8]) -> Result<Converted, Invalid> {
         return Err(Invalid);
     }
     fields.to_json()
+}
+
+/// A character of XML 1.0's `Char` production.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')
 }
 
 fn append_text(frame: &mut Frame, content: &str) {
@@ -508,7 +519,9 @@ pub fn encode_name(key: &str) -> Option<String> {
     (name_start(first) && chars.all(name_char)).then_some(coded)
 }
 
-/// Escapes XML text, replacing characters XML 1.0 forbids with U+FFFD.
+/// Escapes XML text, replacing characters XML 1.0 forbids with U+FFFD. Tab, LF and CR are
+/// written as character references: a parser normalises them when they stand raw (CR LF and CR
+/// become LF, and in attributes all three become spaces), and the value must read back whole.
 pub fn escape_text(out: &mut Vec<u8>, text: &str) {
     escape(out, text, false);
 }
@@ -525,7 +538,9 @@ fn escape(out: &mut Vec<u8>, text: &str, attribute: bool) {
             '<' => out.extend_from_slice(b"&lt;"),
             '>' => out.extend_from_slice(b"&gt;"),
             '"' if attribute => out.extend_from_slice(b"&quot;"),
-            '\t' | '\n' | '\r' => out.push(c as u8),
+            '\t' => out.extend_from_slice(b"&#9;"),
+            '\n' => out.extend_from_slice(b"&#10;"),
+            '\r' => out.extend_from_slice(b"&#13;"),
             c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {
                 out.extend_from_slice("\u{fffd}".as_bytes())
             }
@@ -744,6 +759,35 @@ mod tests {
     fn control_characters_are_replaced() {
         let mut out = Vec::new();
         escape_attribute(&mut out, "a\u{1}b\tc\"");
-        assert_eq!(String::from_utf8(out).unwrap(), "a\u{fffd}b\tc&quot;");
+        assert_eq!(String::from_utf8(out).unwrap(), "a\u{fffd}b&#9;c&quot;");
+    }
+
+    #[test]
+    fn characters_xml_forbids_make_the_document_invalid() {
+        for xml in [
+            "<instance><hostName>a\u{0}b</hostName></instance>",
+            "<instance><hostName>a\u{1}b</hostName></instance>",
+            "<instance a=\"\u{0}\"><hostName>h</hostName></instance>",
+            "<instance><hostName>a&#0;b</hostName></instance>",
+            "<instance><hostName>a&#xFFFE;b</hostName></instance>",
+            "<instance><!-- \u{0} --></instance>",
+        ] {
+            assert!(convert(xml).is_err(), "{xml:?} was accepted");
+        }
+        let kept = convert("<instance><hostName>a&#9;b\tc</hostName></instance>").unwrap();
+        assert_eq!(kept.json, r#"{"instance":{"hostName":"a\tb\tc"}}"#);
+    }
+
+    #[test]
+    fn tab_line_feed_and_carriage_return_are_character_references() {
+        let mut text = Vec::new();
+        escape_text(&mut text, "a\tb\nc\rd\r\n");
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "a&#9;b&#10;c&#13;d&#13;&#10;"
+        );
+        let mut attribute = Vec::new();
+        escape_attribute(&mut attribute, "x\ty\nz\r");
+        assert_eq!(String::from_utf8(attribute).unwrap(), "x&#9;y&#10;z&#13;");
     }
 }

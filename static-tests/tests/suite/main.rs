@@ -12,6 +12,7 @@ mod framing;
 mod hardening;
 mod kubernetes;
 mod metrics;
+mod pauses;
 mod process;
 mod prometheus;
 mod redis;
