@@ -806,7 +806,7 @@ mod tests {
     fn a_recycled_request_is_refilled_and_keeps_little() {
         let mut decoder = Decoder::new(LIMIT);
         let big = "v".repeat(900);
-        let mut first = format!("PUT /a/b?q=1 HTTP/1.1\r\nHost: h\r\nX-Non: \u{e9}\r\n");
+        let mut first = String::from("PUT /a/b?q=1 HTTP/1.1\r\nHost: h\r\nX-Non: \u{e9}\r\n");
         for i in 0..10 {
             first.push_str(&format!("X-Big-{i}: {big}\r\n"));
         }
