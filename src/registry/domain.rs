@@ -189,16 +189,34 @@ impl Registry {
     pub fn lookup(&self, call: &Call, lookup: Lookup) -> Result<Vec<Arc<Instance>>> {
         let mut found = self.counted(None, self.store.lookup(call, lookup))?;
         if let Some(view) = self.catalogs.view(call.namespace) {
-            for instance in view.all().iter().filter(|i| lookup.matches(i)) {
-                if self
-                    .counted(None, self.store.get(call, &instance.id))?
-                    .is_none()
-                {
-                    found.push(instance.clone());
-                }
-            }
+            let matching: Vec<&Arc<Instance>> =
+                view.all().iter().filter(|i| lookup.matches(i)).collect();
+            let hidden = self.held_by_store(call, &matching)?;
+            found.extend(
+                matching
+                    .into_iter()
+                    .zip(hidden)
+                    .filter(|(_, hidden)| !hidden)
+                    .map(|(instance, _)| instance.clone()),
+            );
         }
         Ok(found)
+    }
+
+    /// For each catalog instance, whether the store holds a live instance of its id (which then
+    /// hides it). A few are looked up one by one; more with one read of the namespace, so a
+    /// store over the network (Redis) is not asked once per catalog instance.
+    fn held_by_store(&self, call: &Call, catalog: &[&Arc<Instance>]) -> Result<Vec<bool>> {
+        const ONE_BY_ONE: usize = 8;
+        if catalog.len() <= ONE_BY_ONE {
+            return catalog
+                .iter()
+                .map(|i| Ok(self.counted(None, self.store.get(call, &i.id))?.is_some()))
+                .collect();
+        }
+        let stored = self.counted(None, self.store.snapshot(call, None))?;
+        let ids: HashSet<&str> = stored.instances.iter().map(|i| &*i.id).collect();
+        Ok(catalog.iter().map(|i| ids.contains(&*i.id)).collect())
     }
 
     /// Names of the services with a live instance, in the store or a catalog, sorted.
@@ -220,13 +238,9 @@ impl Registry {
         self.counted(None, expired)?;
         let mut log = self.counted(None, self.store.change_log(call))?;
         if let Some(view) = self.catalogs.view(call.namespace) {
-            for instance in view.all() {
-                if self
-                    .counted(None, self.store.get(call, &instance.id))?
-                    .is_some()
-                {
-                    continue;
-                }
+            let listed: Vec<&Arc<Instance>> = view.all().iter().collect();
+            let hidden = self.held_by_store(call, &listed)?;
+            for (instance, _) in listed.into_iter().zip(hidden).filter(|(_, hidden)| !hidden) {
                 let status = instance.status.shared();
                 match log.status_counts.iter_mut().find(|(s, _)| s == status) {
                     Some((_, count)) => *count += 1,

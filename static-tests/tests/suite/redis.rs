@@ -808,3 +808,53 @@ fn a_three_master_cluster_serves_every_namespace_from_its_slot() {
     };
     assert_eq!(delta(&a, "tenant-3"), delta(&b, "tenant-3"));
 }
+
+/// Redis's count of the commands it has processed.
+fn commands_processed(redis: &RedisServer) -> u64 {
+    let info = redis.command(&["INFO", "stats"]).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_commands_processed in INFO stats")
+}
+
+#[test]
+fn a_delta_merging_many_catalog_instances_asks_redis_a_few_commands_not_one_each() {
+    use a8registry_static_tests::redis::TempDir;
+    let redis = RedisServer::start(&[]);
+    let dir = TempDir::new("catalog");
+    let instances: Vec<Value> = (0..200)
+        .map(|i| json!({"service_name":"cat","endpoint":{"type":"tcp","value":format!("10.9.0.{i}:80")}}))
+        .collect();
+    std::fs::write(
+        dir.0.join("default.json"),
+        json!({ "instances": instances }).to_string(),
+    )
+    .unwrap();
+    let server = node(&redis, &["--fs_catalog", &dir.0.display().to_string()]);
+    // A registration of a catalog instance's service and endpoint hides it.
+    assert_eq!(register(&server, "cat", "10.9.0.0:80").status, 201);
+    assert!(eventually(Duration::from_secs(5), || ids(&server, "cat")
+        .len()
+        == 200));
+
+    let before = commands_processed(&redis);
+    let delta = server.request(
+        "GET",
+        "/eureka/v2/apps/delta",
+        &[("Accept", "application/json")],
+        None,
+    );
+    assert_eq!(delta.status, 200, "{}", delta.text());
+    // The hidden catalog instance is counted once, as the store's.
+    assert_eq!(
+        delta.json()["applications"]["apps__hashcode"],
+        "UP_200_",
+        "{}",
+        delta.text()
+    );
+    // Asking for each catalog instance was over 1,200 (a script call and its companions each);
+    // the delta's own commands and the housekeeping in between are a few dozen.
+    let asked = commands_processed(&redis) - before;
+    assert!(asked < 100, "{asked} Redis commands for one merged delta");
+}
