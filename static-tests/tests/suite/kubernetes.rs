@@ -484,6 +484,67 @@ fn a_410_or_a_broken_or_ended_watch_lists_again_and_converges() {
 }
 
 #[test]
+fn a_bookmark_moves_the_version_the_next_watch_starts_from() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &[]);
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+    mock.start_versions_at(500);
+    mock.bookmark("endpointslices", "default");
+    // The bookmark reaches the open watch within the mock's 50 ms wake-up; then the watch ends.
+    std::thread::sleep(Duration::from_millis(500));
+    mock.end_watches();
+    eventually("a watch from the bookmark's version", || {
+        mock.requests()
+            .iter()
+            .any(|(line, _)| line.contains("/endpointslices?watch=1&resourceVersion=500&"))
+    });
+    assert_eq!(ids(&server, None), ["u1-80"], "a bookmark changes nothing");
+    assert_eq!(report(&server)["state"], "ok");
+}
+
+#[test]
+fn an_error_event_other_than_410_fails_and_lists_again_after_the_retry_delay() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &[]);
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+    let lists = || {
+        mock.requests()
+            .iter()
+            .filter(|(line, _)| line.contains("/endpointslices?limit="))
+            .count()
+    };
+    let listed_before = lists();
+    let status = json!({"type":"ERROR","object":{"kind":"Status","apiVersion":"v1",
+        "status":"Failure","message":"etcd is sad","reason":"InternalError","code":500}});
+    mock.inject("endpointslices", "default", status.to_string());
+    let started = Instant::now();
+    eventually("the error state", || {
+        report(&server)["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("etcd is sad"))
+    });
+    assert_eq!(ids(&server, None), ["u1-80"], "the snapshot stays");
+    eventually("the list again", || lists() > listed_before);
+    // The retry delay is 1 s (±20 %) after a first failure: not at once.
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "listed again after {:?}",
+        started.elapsed()
+    );
+    eventually("the ok state", || report(&server)["state"] == "ok");
+}
+
+#[test]
 fn watches_that_end_at_once_are_opened_again_at_most_once_a_second() {
     let mock = MockKube::start();
     mock.behave(|b| b.watch_seconds = Some(0));
