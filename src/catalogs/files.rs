@@ -197,10 +197,18 @@ pub fn start(directory: &Path, catalogs: Arc<Catalogs>) -> std::io::Result<()> {
 }
 
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, and judged on what was opened: a FIFO or device put in the file's place
+    // after it was listed neither blocks the open nor is read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut text = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut text)?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut text)?;
     Ok(text)
 }
 
@@ -335,6 +343,23 @@ impl FileCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fifo_in_a_file_place_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("a8r-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("default.json");
+        let _ = std::fs::remove_file(&fifo);
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // No writer ever opens it: a blocking open would never return.
+        let read = read_bounded(&fifo);
+        assert!(read.is_err(), "{read:?}");
+        std::fs::write(dir.join("team.json"), b"{}").unwrap();
+        assert_eq!(read_bounded(&dir.join("team.json")).unwrap(), b"{}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn candidates_are_json_and_conf_files_of_a_visible_name() {
