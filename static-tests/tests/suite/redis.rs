@@ -938,44 +938,54 @@ fn a_namespace_is_served_throughout_the_migration_of_its_cluster_slot() {
                 }
             }
         });
-        std::thread::sleep(Duration::from_millis(200));
-        let (from, to) = (&masters[source], &masters[target]);
-        assert!(to
-            .command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id])
-            .unwrap()
-            .contains("OK"));
-        assert!(from
-            .command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id])
-            .unwrap()
-            .contains("OK"));
-        // Key by key, with the client working between the moves.
-        let mut moved = 0;
-        loop {
-            let keys = bulk_strings(
+        // The client stops whatever the migration does, so a failed step fails the test.
+        let migration = || -> Result<usize, String> {
+            std::thread::sleep(Duration::from_millis(200));
+            let (from, to) = (&masters[source], &masters[target]);
+            let ok = |reply: Option<String>, what: &str| match reply {
+                Some(r) if r.contains("OK") => Ok(()),
+                other => Err(format!("{what}: {other:?}")),
+            };
+            ok(
+                to.command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
+                "IMPORTING",
+            )?;
+            ok(
+                from.command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
+                "MIGRATING",
+            )?;
+            // Key by key, with the client working between the moves.
+            let mut moved = 0;
+            let port = to.port.to_string();
+            while let Some(key) = bulk_strings(
                 &from
                     .command(&["CLUSTER", "GETKEYSINSLOT", &slot, "1"])
-                    .unwrap(),
-            );
-            let Some(key) = keys.first() else { break };
-            let port = to.port.to_string();
-            let reply = from
-                .command(&["MIGRATE", "127.0.0.1", &port, key, "0", "5000"])
-                .unwrap();
-            assert!(reply.contains("OK"), "MIGRATE {key}: {reply}");
-            moved += 1;
-            assert!(moved < 1000, "the slot keeps keys");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                    .unwrap_or_default(),
+            )
+            .first()
+            {
+                let reply = from.command(&["MIGRATE", "127.0.0.1", &port, key, "0", "5000"]);
+                ok(reply, &format!("MIGRATE {key}"))?;
+                moved += 1;
+                if moved > 1000 {
+                    return Err("the slot keeps keys".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for m in [to, from].into_iter().chain(masters.iter()) {
+                m.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(moved)
+        };
+        let migrated = migration();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        client.join().unwrap();
+        let moved = migrated.unwrap();
         assert!(
             moved >= 5,
             "the namespace's keys moved one by one ({moved})"
         );
-        for m in [to, from].into_iter().chain(masters.iter()) {
-            m.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        client.join().unwrap();
     });
     let failures = failures.into_inner().unwrap();
     assert!(
