@@ -1010,3 +1010,109 @@ fn a_namespace_is_served_throughout_the_migration_of_its_cluster_slot() {
         "nothing lost"
     );
 }
+
+fn listing(server: &Server, path: &str) -> Response {
+    server.request("GET", path, &[], None)
+}
+
+#[test]
+fn after_redis_restarts_other_nodes_changes_wake_watchers_and_no_cached_body_is_stale() {
+    let mut redis = RedisServer::start(&[]);
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let first = register(&a, "web", "10.0.6.1:80").json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // b has answered (and may cache) the listing with the first instance.
+    assert!(eventually(Duration::from_secs(2), || ids(&b, "web") == [first.clone()]));
+    assert_eq!(ids(&b, "web"), [first.clone()]);
+
+    redis.restart();
+    // Redis lost everything: once b answers again, it never serves the old body.
+    assert!(eventually(Duration::from_secs(3), || {
+        let r = listing(&b, "/api/v1/services/web");
+        assert!(
+            r.status == 503 || !r.text().contains(&first),
+            "a stale body after the restart: {} {}",
+            r.status,
+            r.text()
+        );
+        r.status == 404
+    }));
+    let second = register(&a, "web", "10.0.6.2:80");
+    assert_eq!(second.status, 201, "{}", second.text());
+    let second = second.json()["id"].as_str().unwrap().to_string();
+    assert!(eventually(Duration::from_millis(1000), || ids(&b, "web")
+        == [second.clone()]));
+
+    // A watcher on b is woken by a change made through a.
+    let r = listing(&b, "/api/v1/services/web");
+    let index: u64 = r.header("x-a8-index").expect("X-A8-Index").parse().unwrap();
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let started = Instant::now();
+            let r = listing(&b, &format!("/api/v1/services/web?index={index}&wait=60s"));
+            (started.elapsed(), r)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(register(&a, "web", "10.0.6.3:80").status, 201);
+        let (waited, r) = watcher.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(5),
+            "the watcher was not woken ({waited:?})"
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            a8registry_static_tests::ids_of(&r.json()).len(),
+            2,
+            "{}",
+            r.text()
+        );
+    });
+}
+
+/// The value of the series `name` in `GET /metrics`.
+fn metric(server: &Server, name: &str) -> Option<f64> {
+    let r = server.get("/metrics");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn ready_and_the_store_metrics_follow_redis_going_down_and_coming_back() {
+    let mut redis = RedisServer::start(&[]);
+    let server = node(&redis, &[]);
+    let up = "a8registry_store_up{store=\"redis\"}";
+    let errors = "a8registry_store_errors_total{store=\"redis\"}";
+    assert!(eventually(Duration::from_secs(3), || server
+        .get("/ready")
+        .status
+        == 200));
+    assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(1.0)));
+    let errors_before = metric(&server, errors).unwrap_or(0.0);
+
+    redis.kill();
+    assert_eq!(listing(&server, "/api/v1/services").status, 503);
+    assert!(eventually(Duration::from_secs(3), || {
+        let r = server.get("/ready");
+        r.status == 503
+            && r.json()["waiting"]
+                .as_array()
+                .is_some_and(|w| w.contains(&json!("store")))
+    }));
+    assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(0.0)));
+    assert!(
+        metric(&server, errors).unwrap_or(0.0) > errors_before,
+        "failed calls are counted"
+    );
+
+    redis.restart();
+    assert!(eventually(Duration::from_secs(3), || server
+        .get("/ready")
+        .status
+        == 200));
+    assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(1.0)));
+    assert_eq!(listing(&server, "/api/v1/services").status, 200);
+}
