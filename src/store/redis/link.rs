@@ -793,3 +793,67 @@ fn run_batch(
         .collect();
     Ok((answers, reconnect))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(commands: Vec<Command>) -> Job {
+        let (answer, _) = may::sync::mpsc::channel();
+        Job {
+            commands,
+            deadline: Instant::now() + Duration::from_secs(1),
+            answer,
+        }
+    }
+
+    fn heartbeat(namespace: &str, id: &str) -> Command {
+        Command::Script {
+            namespace: namespace.into(),
+            args: vec![
+                HEARTBEAT_OP.to_vec(),
+                b"node".to_vec(),
+                b"0".to_vec(),
+                id.into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn heartbeats_of_one_namespace_share_one_call() {
+        let batch = vec![
+            job(vec![heartbeat("a", "1")]),
+            job(vec![Command::plain(&[b"PING"])]),
+            job(vec![heartbeat("b", "2")]),
+            job(vec![heartbeat("a", "3")]),
+        ];
+        let (sent, routes) = coalesce(&batch);
+        assert_eq!(sent.len(), 3, "a's two heartbeats, the PING, b's heartbeat");
+        let Command::Script { namespace, args } = &sent[0] else {
+            panic!("a script call first")
+        };
+        assert_eq!(namespace, "a");
+        assert_eq!(&args[3..], [b"1".to_vec(), b"3".to_vec()]);
+        assert!(matches!(routes[3][..], [Route::Heartbeat(0, 1)]));
+        assert!(matches!(routes[1][..], [Route::Whole(1)]));
+        let reply = Reply::Value(Value::Array(vec![
+            Value::Array(vec![Value::Int(1), Value::Int(0)]),
+            Value::Array(Vec::new()),
+        ]));
+        assert_eq!(
+            heartbeat_reply(&reply, 1),
+            Reply::Value(Value::Array(vec![Value::Int(0), Value::Array(Vec::new())]))
+        );
+    }
+
+    #[test]
+    fn a_slot_in_transit_is_told_from_other_failures() {
+        assert!(is_in_transit(
+            "TRYAGAIN Multiple keys request during rehashing of slot"
+        ));
+        assert!(is_in_transit("ASK 3999 127.0.0.1:6381"));
+        assert!(is_in_transit("MOVED 3999 127.0.0.1:6381"));
+        assert!(!is_in_transit("CLUSTERDOWN The cluster is down"));
+        assert!(!is_in_transit("ASKING"));
+    }
+}
