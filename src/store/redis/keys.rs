@@ -23,6 +23,7 @@
 //! | `:v` | string | `versions__delta`, expires 24 h after the namespace's last change |
 //! | `:f` | string | present (24 h) while Eureka calls touch the namespace: its changes are logged |
 //! | `:lt`, `:lr` | sorted set, hash | the change log: id → time, id → kind and last value; 3 min |
+//! | `:m` | never written | the migration guard ([`MIGRATION_GUARD`]) |
 //!
 //! Deployment-wide there are two more keys: [`LIVE_NAMESPACES`], the set of hex namespaces that
 //! hold instances (for metrics), and [`DUE_NAMESPACES`], hex namespace → its earliest deadline,
@@ -41,6 +42,15 @@
 //! Nothing is ever found with `SCAN` or `KEYS`: a service is read through its own set, the
 //! namespace through `:i`, the reaper through `:d` of the namespaces due in [`DUE_NAMESPACES`].
 
+/// The suffix of the namespace's records hash: the script's `KEYS[1]`, the key Redis Cluster
+/// judges redirections by, present whenever the namespace holds instances.
+pub const RECORDS: &str = ":i";
+/// The suffix of the script's `KEYS[2]`, a key of the namespace's slot that is never written.
+/// Declaring it makes Redis Cluster refuse the script while the slot migrates (the source node
+/// misses a declared key, so it redirects with `ASK`, and the importing node misses one of
+/// several declared keys, so it answers `TRYAGAIN`): a script never runs on half of a
+/// namespace's keys. The caller tries again until the migration ends.
+pub const MIGRATION_GUARD: &str = ":m";
 /// The prefix of every key: the layout's name and version.
 pub const PREFIX: &str = "a8r1:";
 /// The set of (hex) namespaces holding instances.
@@ -74,7 +84,8 @@ pub fn unhex(text: &[u8]) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The prefix of every key of `namespace` (the script's `KEYS[1]`).
+/// The prefix of every key of `namespace` (the script's keys are it plus [`RECORDS`] and
+/// [`MIGRATION_GUARD`]).
 pub fn namespace_key(namespace: &str) -> String {
     namespace_key_of_hex(&hex(namespace.as_bytes()))
 }

@@ -18,6 +18,7 @@
 //! routed by the slot map ([`super::cluster`]), which follows `MOVED` and `ASK`.
 
 use super::cluster::ClusterConn;
+use super::keys::{MIGRATION_GUARD, RECORDS};
 pub use super::resp::Reply;
 use super::resp::{encode, is_timeout, Connection, Value};
 use super::settings::{Address, Mode, RedisSettings};
@@ -41,9 +42,15 @@ const QUEUE_CAPACITY: usize = 4096;
 pub const SENTINEL_POLL: Duration = Duration::from_secs(1);
 
 /// One command of a job.
+#[derive(Clone)]
 pub enum Command {
-    /// The store's script, sent by its hash (and by its text when Redis does not know it yet).
-    Script { key: String, args: Vec<Vec<u8>> },
+    /// The store's script on the namespace whose key prefix is `namespace`, sent by its hash
+    /// (and by its text when Redis does not know it yet). Its keys are the namespace's records
+    /// hash and its migration guard ([`super::keys`]).
+    Script {
+        namespace: String,
+        args: Vec<Vec<u8>>,
+    },
     /// Any other command: its name and arguments.
     Plain(Vec<Vec<u8>>),
 }
@@ -407,8 +414,8 @@ impl Connector {
     fn pack(&self, command: &Command, by_text: bool) -> Packed {
         match command {
             Command::Plain(args) => args.clone(),
-            Command::Script { key, args } => {
-                let mut packed: Packed = Vec::with_capacity(args.len() + 4);
+            Command::Script { namespace, args } => {
+                let mut packed: Packed = Vec::with_capacity(args.len() + 5);
                 match self.sha.get().filter(|_| !by_text) {
                     Some(sha) => {
                         packed.push(b"EVALSHA".to_vec());
@@ -419,8 +426,9 @@ impl Connector {
                         packed.push(self.source.as_bytes().to_vec());
                     }
                 }
-                packed.push(b"1".to_vec());
-                packed.push(key.as_bytes().to_vec());
+                packed.push(b"2".to_vec());
+                packed.push(records_key(namespace));
+                packed.push(migration_guard_key(namespace));
                 packed.extend(args.iter().cloned());
                 packed
             }
@@ -428,11 +436,19 @@ impl Connector {
     }
 }
 
+fn records_key(namespace: &str) -> Vec<u8> {
+    format!("{namespace}{RECORDS}").into_bytes()
+}
+
+fn migration_guard_key(namespace: &str) -> Vec<u8> {
+    format!("{namespace}{MIGRATION_GUARD}").into_bytes()
+}
+
 /// The key a command works on (its first argument after the name), for Cluster routing; `None`
 /// for commands without one (`TIME`, `PING`).
 fn key_of(command: &Command) -> Option<Vec<u8>> {
     match command {
-        Command::Script { key, .. } => Some(key.as_bytes().to_vec()),
+        Command::Script { namespace, .. } => Some(records_key(namespace)),
         Command::Plain(args) => args.get(1).cloned(),
     }
 }
@@ -446,6 +462,19 @@ fn unusable(code: &str) -> Option<bool> {
         | "TRYAGAIN" | "MISCONF" | "NOREPLICAS" | "MOVED" | "ASK" | "CROSSSLOT" => Some(false),
         _ => None,
     }
+}
+
+/// The error codes of a slot in the middle of a migration (or of a slot map that is out of
+/// date): Redis works, the caller tries again shortly ([`is_in_transit`]).
+const IN_TRANSIT: [&str; 3] = ["TRYAGAIN", "ASK", "MOVED"];
+
+/// Whether a failure is a slot in transit, which passes once the migration ends.
+pub fn is_in_transit(failure: &str) -> bool {
+    IN_TRANSIT.iter().any(|code| {
+        failure
+            .strip_prefix(code)
+            .is_some_and(|rest| rest.starts_with(' ') || rest.is_empty())
+    })
 }
 
 /// The queue and the workers.
@@ -627,19 +656,84 @@ fn fail_all(batch: Vec<Job>, why: &str) {
 
 type Answers = Vec<Result<Vec<Reply>, Failure>>;
 
+/// The script operation of a heartbeat: a batch's heartbeats of one namespace (through the
+/// same API) share one script call, which takes their ids as `ARGV[4..]` and answers
+/// `{{result per id}, {}}`.
+pub const HEARTBEAT_OP: &[u8] = b"hb";
+
+/// Where a job's command finds its reply among the commands sent.
+enum Route {
+    /// The reply of command `i`.
+    Whole(usize),
+    /// Entry `k` of the shared heartbeat call `i`.
+    Heartbeat(usize, usize),
+}
+
+/// The commands of a batch as they go out, with heartbeats of one namespace merged into one
+/// script call, and where each job's replies are.
+fn coalesce(batch: &[Job]) -> (Vec<Command>, Vec<Vec<Route>>) {
+    let mut commands: Vec<Command> = Vec::new();
+    // (namespace, node, API flag) → the merged call's index.
+    let mut shared: std::collections::HashMap<(&str, &[u8], &[u8]), usize> =
+        std::collections::HashMap::new();
+    let routes = batch
+        .iter()
+        .map(|job| {
+            job.commands
+                .iter()
+                .map(|command| match command {
+                    Command::Script { namespace, args }
+                        if job.commands.len() == 1
+                            && args.len() == 4
+                            && args[0] == HEARTBEAT_OP =>
+                    {
+                        let group = (namespace.as_str(), args[1].as_slice(), args[2].as_slice());
+                        let at = *shared.entry(group).or_insert_with(|| {
+                            commands.push(Command::Script {
+                                namespace: namespace.clone(),
+                                args: args[..3].to_vec(),
+                            });
+                            commands.len() - 1
+                        });
+                        let Command::Script { args: merged, .. } = &mut commands[at] else {
+                            unreachable!("a merged heartbeat is a script call")
+                        };
+                        merged.push(args[3].clone());
+                        Route::Heartbeat(at, merged.len() - 4)
+                    }
+                    other => {
+                        commands.push(other.clone());
+                        Route::Whole(commands.len() - 1)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (commands, routes)
+}
+
+/// Entry `k` of a shared heartbeat call's reply, shaped as the reply of a call of its own.
+fn heartbeat_reply(reply: &Reply, k: usize) -> Reply {
+    let Reply::Value(Value::Array(parts)) = reply else {
+        return reply.clone();
+    };
+    let result = match parts.first() {
+        Some(Value::Array(results)) => results.get(k).cloned().unwrap_or(Value::Nil),
+        _ => Value::Nil,
+    };
+    Reply::Value(Value::Array(vec![result, Value::Array(Vec::new())]))
+}
+
 /// Runs a batch; the flag says the connection must be made again (it reached a replica).
 fn run_batch(
     connector: &Connector,
     conn: &mut Conn,
     batch: &[Job],
 ) -> Result<(Answers, bool), Broken> {
-    let commands: Vec<(Option<Vec<u8>>, Packed)> = batch
+    let (sent, routes) = coalesce(batch);
+    let commands: Vec<(Option<Vec<u8>>, Packed)> = sent
         .iter()
-        .flat_map(|job| {
-            job.commands
-                .iter()
-                .map(|c| (key_of(c), connector.pack(c, false)))
-        })
+        .map(|c| (key_of(c), connector.pack(c, false)))
         .collect();
     let mut replies = conn.run(&commands)?;
     // Scripts Redis does not know yet (a restart, a failover, a new cluster node) go again by
@@ -651,10 +745,9 @@ fn run_batch(
         .map(|(i, _)| i)
         .collect();
     if !retry.is_empty() {
-        let all: Vec<&Command> = batch.iter().flat_map(|job| job.commands.iter()).collect();
         let again: Vec<(Option<Vec<u8>>, Packed)> = retry
             .iter()
-            .map(|&i| (key_of(all[i]), connector.pack(all[i], true)))
+            .map(|&i| (key_of(&sent[i]), connector.pack(&sent[i], true)))
             .collect();
         for (i, reply) in retry.into_iter().zip(conn.run(&again)?) {
             replies[i] = reply;
@@ -666,7 +759,9 @@ fn run_batch(
         if let Reply::Error { code, detail } = reply {
             if let Some(replica) = unusable(code) {
                 reconnect |= replica;
-                failure = Some(format!("{code} {detail}"));
+                if !IN_TRANSIT.contains(&code.as_str()) {
+                    failure = Some(format!("{code} {detail}"));
+                }
             }
         }
     }
@@ -674,11 +769,16 @@ fn run_batch(
         Some(message) => connector.health.fail(message),
         None => connector.health.ok(),
     }
-    let mut replies = replies.into_iter();
-    let answers = batch
+    let answers = routes
         .iter()
-        .map(|job| {
-            let mine: Vec<Reply> = replies.by_ref().take(job.commands.len()).collect();
+        .map(|routes| {
+            let mine: Vec<Reply> = routes
+                .iter()
+                .map(|route| match *route {
+                    Route::Whole(i) => replies[i].clone(),
+                    Route::Heartbeat(i, k) => heartbeat_reply(&replies[i], k),
+                })
+                .collect();
             let failed = mine.iter().find_map(|r| match r {
                 Reply::Error { code, detail } if unusable(code).is_some() => {
                     Some(format!("{code} {detail}"))
@@ -692,4 +792,68 @@ fn run_batch(
         })
         .collect();
     Ok((answers, reconnect))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(commands: Vec<Command>) -> Job {
+        let (answer, _) = may::sync::mpsc::channel();
+        Job {
+            commands,
+            deadline: Instant::now() + Duration::from_secs(1),
+            answer,
+        }
+    }
+
+    fn heartbeat(namespace: &str, id: &str) -> Command {
+        Command::Script {
+            namespace: namespace.into(),
+            args: vec![
+                HEARTBEAT_OP.to_vec(),
+                b"node".to_vec(),
+                b"0".to_vec(),
+                id.into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn heartbeats_of_one_namespace_share_one_call() {
+        let batch = vec![
+            job(vec![heartbeat("a", "1")]),
+            job(vec![Command::plain(&[b"PING"])]),
+            job(vec![heartbeat("b", "2")]),
+            job(vec![heartbeat("a", "3")]),
+        ];
+        let (sent, routes) = coalesce(&batch);
+        assert_eq!(sent.len(), 3, "a's two heartbeats, the PING, b's heartbeat");
+        let Command::Script { namespace, args } = &sent[0] else {
+            panic!("a script call first")
+        };
+        assert_eq!(namespace, "a");
+        assert_eq!(&args[3..], [b"1".to_vec(), b"3".to_vec()]);
+        assert!(matches!(routes[3][..], [Route::Heartbeat(0, 1)]));
+        assert!(matches!(routes[1][..], [Route::Whole(1)]));
+        let reply = Reply::Value(Value::Array(vec![
+            Value::Array(vec![Value::Int(1), Value::Int(0)]),
+            Value::Array(Vec::new()),
+        ]));
+        assert_eq!(
+            heartbeat_reply(&reply, 1),
+            Reply::Value(Value::Array(vec![Value::Int(0), Value::Array(Vec::new())]))
+        );
+    }
+
+    #[test]
+    fn a_slot_in_transit_is_told_from_other_failures() {
+        assert!(is_in_transit(
+            "TRYAGAIN Multiple keys request during rehashing of slot"
+        ));
+        assert!(is_in_transit("ASK 3999 127.0.0.1:6381"));
+        assert!(is_in_transit("MOVED 3999 127.0.0.1:6381"));
+        assert!(!is_in_transit("CLUSTERDOWN The cluster is down"));
+        assert!(!is_in_transit("ASKING"));
+    }
 }

@@ -51,6 +51,9 @@ const REAP_NAMESPACES_PER_PASS: usize = 1000;
 const WORKERS: usize = 4;
 /// Attempts of a modification whose record changed under it before it gives up.
 const MODIFY_ATTEMPTS: usize = 8;
+/// How often a command refused while its slot migrates is sent again, and for how long.
+const IN_TRANSIT_RETRY: Duration = Duration::from_millis(10);
+const IN_TRANSIT_PATIENCE: Duration = Duration::from_secs(1);
 /// How long a change stays in the Eureka change log (as the script keeps it).
 const LOG_RETENTION_MILLIS: i64 = 180_000;
 
@@ -283,11 +286,11 @@ impl RedisStore {
         full.push(if eureka { b"1".to_vec() } else { b"0".to_vec() });
         full.extend(args.iter().map(|a| a.to_vec()));
         let mut commands = vec![Command::Script {
-            key: namespace_key(namespace),
+            namespace: namespace_key(namespace),
             args: full,
         }];
         commands.extend(more);
-        let mut replies = self.link.call(commands, deadline).map_err(unavailable)?;
+        let mut replies = self.call_through_migrations(commands, deadline)?;
         if replies.is_empty() {
             return Err(strange("no reply"));
         }
@@ -317,6 +320,27 @@ impl RedisStore {
             }
         }
         Ok(result)
+    }
+
+    /// Runs the commands, again every [`IN_TRANSIT_RETRY`] while their slot is in the middle of a
+    /// migration (for at most [`IN_TRANSIT_PATIENCE`], and never past `deadline`). A script
+    /// refused mid-migration did nothing, so sending it again is safe.
+    fn call_through_migrations(
+        &self,
+        commands: Vec<Command>,
+        deadline: Instant,
+    ) -> Result<Vec<Reply>> {
+        let give_up = deadline.min(Instant::now() + IN_TRANSIT_PATIENCE);
+        loop {
+            match self.link.call(commands.clone(), deadline) {
+                Err(why)
+                    if link::is_in_transit(&why) && Instant::now() + IN_TRANSIT_RETRY < give_up =>
+                {
+                    may::coroutine::sleep(IN_TRANSIT_RETRY);
+                }
+                outcome => return outcome.map_err(unavailable),
+            }
+        }
     }
 
     fn plain(name: &str, args: &[&[u8]]) -> Command {

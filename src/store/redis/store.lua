@@ -1,31 +1,44 @@
--- The Redis store's one script (see keys.rs for the layout). KEYS[1] is the namespace's key
--- prefix `a8r1:{<hex namespace>}`; every other key of the namespace is that prefix plus a suffix,
--- so all of them share the hash tag and one cluster slot. ARGV[1] names the operation, ARGV[2] is
+-- The Redis store's one script (see keys.rs for the layout). KEYS[1] is the namespace's records
+-- hash `a8r1:{<hex namespace>}:i` and KEYS[2] its migration guard `…:m`, never written (it keeps
+-- the script from running while the slot migrates between cluster nodes); every other key of
+-- the namespace is the same prefix plus a suffix, so all of them share the hash tag and one
+-- cluster slot. ARGV[1] names the operation, ARGV[2] is
 -- the calling node's id (for the change messages it publishes), ARGV[3] is "1" for a call through
 -- the Eureka API. Time is Redis's own (TIME), in integer milliseconds.
-local T = KEYS[1]
+local T = string.sub(KEYS[1], 1, -3)
 local op = ARGV[1]
 local node = ARGV[2]
 local eureka = ARGV[3] == "1"
 
--- Heartbeats are most of the traffic: they take a short path of four commands, before anything
--- else is set up. An expired instance answers 0 and is left to the reapers.
+-- Heartbeats are most of the traffic: they take a short path before anything else is set up.
+-- ARGV[4..] are the ids of every heartbeat of the namespace that arrived in one batch; one call
+-- reads the time once, their deadlines and records in one command each, and writes the new
+-- deadlines in one more. The result holds, per id, 1 (renewed, or OUT_OF_SERVICE: no deadline)
+-- or 0 (unknown, or expired: left to the reapers).
 if op == "hb" then
   local t = redis.call("TIME")
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   if eureka then redis.call("SET", T .. ":f", "1", "PX", 86400000) end
-  local id = ARGV[4]
-  local deadline = redis.call("ZSCORE", T .. ":d", id)
-  if not deadline then
-    -- OUT_OF_SERVICE (no deadline, never expires) or unknown.
-    return {redis.call("HEXISTS", T .. ":i", id), {}}
+  local ids = {}
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+  local deadlines = redis.call("ZMSCORE", T .. ":d", unpack(ids))
+  local values = redis.call("HMGET", T .. ":i", unpack(ids))
+  local results, renewed = {}, {}
+  for j, id in ipairs(ids) do
+    local value, deadline = values[j], deadlines[j]
+    local ttl = value and tonumber(string.match(value, "^%x* %x* (%d+)\n"))
+    if not deadline then
+      results[j] = value and 1 or 0
+    elseif tonumber(deadline) < now or not ttl then
+      results[j] = 0
+    else
+      results[j] = 1
+      renewed[#renewed + 1] = now + ttl
+      renewed[#renewed + 1] = id
+    end
   end
-  if tonumber(deadline) < now then return {0, {}} end
-  local value = redis.call("HGET", T .. ":i", id)
-  local ttl = value and tonumber(string.match(value, "^%x* %x* (%d+)\n"))
-  if not ttl then return {0, {}} end
-  redis.call("ZADD", T .. ":d", now + ttl, id)
-  return {1, {}}
+  if #renewed > 0 then redis.call("ZADD", T .. ":d", unpack(renewed)) end
+  return {results, {}}
 end
 
 local RECORDS = T .. ":i"    -- hash id -> "<hex service> <hex status> <ttl ms>\n<record JSON>"

@@ -700,8 +700,13 @@ fn sentinel_failover_is_followed_within_ten_seconds() {
     }));
 }
 
-#[test]
-fn a_three_master_cluster_serves_every_namespace_from_its_slot() {
+/// A three-master Redis Cluster made with `redis-cli --cluster create`, once its state is `ok`;
+/// the directory holds the nodes' files and must outlive them.
+fn three_master_cluster() -> (
+    a8registry_static_tests::redis::TempDir,
+    Vec<RedisServer>,
+    Vec<String>,
+) {
     use a8registry_static_tests::redis::TempDir;
     let dir = TempDir::new("cluster");
     let masters: Vec<RedisServer> = (0..3)
@@ -739,6 +744,12 @@ fn a_three_master_cluster_serves_every_namespace_from_its_slot() {
             .command(&["CLUSTER", "INFO"])
             .is_some_and(|r| r.contains("cluster_state:ok"))
     )));
+    (dir, masters, seeds)
+}
+
+#[test]
+fn a_three_master_cluster_serves_every_namespace_from_its_slot() {
+    let (_dir, masters, seeds) = three_master_cluster();
     let a = Server::start(&[
         "--store",
         "redis",
@@ -857,4 +868,301 @@ fn a_delta_merging_many_catalog_instances_asks_redis_a_few_commands_not_one_each
     // the delta's own commands and the housekeeping in between are a few dozen.
     let asked = commands_processed(&redis) - before;
     assert!(asked < 100, "{asked} Redis commands for one merged delta");
+}
+
+/// The text of the bulk strings of a raw RESP reply (one per line of the reply that is not a
+/// length line).
+fn bulk_strings(reply: &str) -> Vec<String> {
+    reply
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with('*') && !l.starts_with('$'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_namespace_is_served_throughout_the_migration_of_its_cluster_slot() {
+    let (_dir, masters, seeds) = three_master_cluster();
+    let node = Server::start(&[
+        "--store",
+        "redis",
+        "--store_cluster",
+        "--store_address",
+        &seeds.join(","),
+        "--auth_mode",
+        "trusted",
+    ]);
+    let tenant = "migrating";
+    let auth = format!("Bearer {tenant}");
+    let register_one = |n: usize| -> Result<String, String> {
+        let body = registration("svc", &format!("10.0.7.{}:80", n % 250), "");
+        let r = node.post_json_as(tenant, INSTANCES, &body);
+        if r.status != 201 {
+            return Err(format!("registration {n}: {} {}", r.status, r.text()));
+        }
+        Ok(r.json()["id"].as_str().unwrap().to_string())
+    };
+    let mut registered: Vec<String> = (0..5).map(|n| register_one(n).unwrap()).collect();
+    // Some Eureka traffic too, so the change log's keys exist in the slot.
+    let eureka = node.request(
+        "POST",
+        &format!("{E}/apps/MIG"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        Some(&eureka_instance("MIG", "mig-1")),
+    );
+    assert_eq!(eureka.status, 204, "{}", eureka.text());
+
+    // The slot of the namespace and who holds it.
+    let probe_key = "a8r1:{6d6967726174696e67}:i";
+    let slot: String = bulk_strings(
+        &masters[0]
+            .command(&["CLUSTER", "KEYSLOT", probe_key])
+            .unwrap(),
+    )
+    .concat()
+    .trim_start_matches(':')
+    .to_string();
+    let count = |m: &RedisServer| {
+        m.command(&["CLUSTER", "COUNTKEYSINSLOT", &slot])
+            .and_then(|r| r.trim().trim_start_matches(':').parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let source = masters
+        .iter()
+        .position(|m| count(m) > 0)
+        .expect("the slot's owner holds keys");
+    let target = (source + 1) % masters.len();
+    let id_of = |m: &RedisServer| bulk_strings(&m.command(&["CLUSTER", "MYID"]).unwrap()).concat();
+    let (source_id, target_id) = (id_of(&masters[source]), id_of(&masters[target]));
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let failures = std::sync::Mutex::new(Vec::<String>::new());
+    std::thread::scope(|scope| {
+        let client = scope.spawn(|| {
+            let mut n = registered.len();
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || rounds < 3 {
+                rounds += 1;
+                match register_one(n) {
+                    Ok(id) => registered.push(id),
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+                n += 1;
+                for id in registered.iter().rev().take(3) {
+                    let path = format!("{INSTANCES}/{id}/heartbeat");
+                    let r = node.request("PUT", &path, &[("Authorization", &auth)], None);
+                    if r.status != 200 {
+                        failures.lock().unwrap().push(format!(
+                            "heartbeat {id}: {} {}",
+                            r.status,
+                            r.text()
+                        ));
+                    }
+                }
+                let r = node.request(
+                    "GET",
+                    "/api/v1/services/svc",
+                    &[("Authorization", &auth)],
+                    None,
+                );
+                if r.status != 200 {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("listing: {} {}", r.status, r.text()));
+                    continue;
+                }
+                let listed = a8registry_static_tests::ids_of(&r.json());
+                let lost: Vec<&String> = registered
+                    .iter()
+                    .filter(|id| !listed.contains(id))
+                    .collect();
+                if !lost.is_empty() {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("listing lost {lost:?}"));
+                }
+            }
+        });
+        // The client stops whatever the migration does, so a failed step fails the test.
+        let migration = || -> Result<usize, String> {
+            std::thread::sleep(Duration::from_millis(200));
+            let (from, to) = (&masters[source], &masters[target]);
+            let ok = |reply: Option<String>, what: &str| match reply {
+                Some(r) if r.contains("OK") => Ok(()),
+                other => Err(format!("{what}: {other:?}")),
+            };
+            ok(
+                to.command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]),
+                "IMPORTING",
+            )?;
+            ok(
+                from.command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]),
+                "MIGRATING",
+            )?;
+            // Key by key, with the client working between the moves.
+            let mut moved = 0;
+            let port = to.port.to_string();
+            while let Some(key) = bulk_strings(
+                &from
+                    .command(&["CLUSTER", "GETKEYSINSLOT", &slot, "1"])
+                    .unwrap_or_default(),
+            )
+            .first()
+            {
+                let reply = from.command(&["MIGRATE", "127.0.0.1", &port, key, "0", "5000"]);
+                ok(reply, &format!("MIGRATE {key}"))?;
+                moved += 1;
+                if moved > 1000 {
+                    return Err("the slot keeps keys".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for m in [to, from].into_iter().chain(masters.iter()) {
+                m.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(moved)
+        };
+        let migrated = migration();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        client.join().unwrap();
+        let moved = migrated.unwrap();
+        assert!(
+            moved >= 5,
+            "the namespace's keys moved one by one ({moved})"
+        );
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failures: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(count(&masters[source]), 0);
+    assert!(count(&masters[target]) > 0);
+    let r = node.request(
+        "GET",
+        "/api/v1/services/svc",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let mut expected = registered.clone();
+    expected.sort();
+    assert_eq!(
+        a8registry_static_tests::ids_of(&r.json()),
+        expected,
+        "nothing lost"
+    );
+}
+
+fn listing(server: &Server, path: &str) -> Response {
+    server.request("GET", path, &[], None)
+}
+
+#[test]
+fn after_redis_restarts_other_nodes_changes_wake_watchers_and_no_cached_body_is_stale() {
+    let mut redis = RedisServer::start(&[]);
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let first = register(&a, "web", "10.0.6.1:80").json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // b has answered (and may cache) the listing with the first instance.
+    assert!(eventually(Duration::from_secs(2), || ids(&b, "web") == [first.clone()]));
+    assert_eq!(ids(&b, "web"), [first.as_str()]);
+
+    redis.restart();
+    // Redis lost everything: once b answers again, it never serves the old body.
+    assert!(eventually(Duration::from_secs(3), || {
+        let r = listing(&b, "/api/v1/services/web");
+        assert!(
+            r.status == 503 || !r.text().contains(&first),
+            "a stale body after the restart: {} {}",
+            r.status,
+            r.text()
+        );
+        r.status == 404
+    }));
+    let second = register(&a, "web", "10.0.6.2:80");
+    assert_eq!(second.status, 201, "{}", second.text());
+    let second = second.json()["id"].as_str().unwrap().to_string();
+    assert!(eventually(Duration::from_millis(1000), || ids(&b, "web")
+        == [second.clone()]));
+
+    // A watcher on b is woken by a change made through a.
+    let r = listing(&b, "/api/v1/services/web");
+    let index: u64 = r.header("x-a8-index").expect("X-A8-Index").parse().unwrap();
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let started = Instant::now();
+            let r = listing(&b, &format!("/api/v1/services/web?index={index}&wait=60s"));
+            (started.elapsed(), r)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(register(&a, "web", "10.0.6.3:80").status, 201);
+        let (waited, r) = watcher.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(5),
+            "the watcher was not woken ({waited:?})"
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            a8registry_static_tests::ids_of(&r.json()).len(),
+            2,
+            "{}",
+            r.text()
+        );
+    });
+}
+
+/// The value of the series `name` in `GET /metrics`.
+fn metric(server: &Server, name: &str) -> Option<f64> {
+    let r = server.get("/metrics");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn ready_and_the_store_metrics_follow_redis_going_down_and_coming_back() {
+    let mut redis = RedisServer::start(&[]);
+    let server = node(&redis, &[]);
+    let up = "a8registry_store_up{store=\"redis\"}";
+    let errors = "a8registry_store_errors_total{store=\"redis\"}";
+    assert!(eventually(Duration::from_secs(3), || server
+        .get("/ready")
+        .status
+        == 200));
+    assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(1.0)));
+    let errors_before = metric(&server, errors).unwrap_or(0.0);
+
+    redis.kill();
+    assert_eq!(listing(&server, "/api/v1/services").status, 503);
+    assert!(eventually(Duration::from_secs(3), || {
+        let r = server.get("/ready");
+        r.status == 503
+            && r.json()["waiting"]
+                .as_array()
+                .is_some_and(|w| w.contains(&json!("store")))
+    }));
+    assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(0.0)));
+    assert!(
+        metric(&server, errors).unwrap_or(0.0) > errors_before,
+        "failed calls are counted"
+    );
+
+    redis.restart();
+    assert!(eventually(Duration::from_secs(3), || server
+        .get("/ready")
+        .status
+        == 200));
+    assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(1.0)));
+    assert_eq!(listing(&server, "/api/v1/services").status, 200);
 }
