@@ -286,6 +286,23 @@ fn a_registration_hides_the_catalog_instance_of_its_id_and_writes_to_catalog_ids
         None,
     );
     assert_eq!(cancel.status, 404, "{}", cancel.text());
+    for (method, path) in [
+        ("PUT", format!("/eureka/v2/apps/reviews/{id}")),
+        (
+            "PUT",
+            format!("/eureka/v2/apps/reviews/{id}/status?value=OUT_OF_SERVICE"),
+        ),
+        ("DELETE", format!("/eureka/v2/apps/reviews/{id}/status")),
+        ("PUT", format!("/eureka/v2/apps/reviews/{id}/metadata?k=v")),
+    ] {
+        let r = server.request(method, &path, &[], None);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+    }
+    assert_eq!(
+        listing(&server, None)["instances"][0]["status"],
+        "UP",
+        "a refused write changes nothing"
+    );
 
     // The same service, type and value registered: one instance, the store's (it has a TTL).
     let registered = server.post_json(
@@ -314,6 +331,53 @@ fn a_registration_hides_the_catalog_instance_of_its_id_and_writes_to_catalog_ids
         .clone();
     assert_eq!(instances.len(), 1);
     assert_eq!(instances[0]["tags"], serde_json::json!(["filesystem"]));
+}
+
+#[test]
+fn catalog_instances_neither_count_against_the_capacity_nor_move_versions_delta() {
+    let dir = TempDir::new("files");
+    dir.write(
+        "default.json",
+        &catalog(&[entry("a", "10.0.0.1:1", ""), entry("a", "10.0.0.2:1", "")]),
+    );
+    let server = Server::start(&["--fs_catalog", dir.arg(), "--namespace_capacity", "1"]);
+    eventually("the catalog instances", || {
+        listing(&server, None)["instances"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    let version = || {
+        server
+            .request(
+                "GET",
+                "/eureka/v2/apps/delta",
+                &[("Accept", "application/json")],
+                None,
+            )
+            .json()["applications"]["versions__delta"]
+            .clone()
+    };
+    let before = version();
+    // Two catalog instances, capacity 1: one registration is still admitted, a second is not.
+    let first = server.post_json("/api/v1/instances", &registration("b", "10.0.1.1:1", ""));
+    assert_eq!(first.status, 201, "{}", first.text());
+    let second = server.post_json("/api/v1/instances", &registration("b", "10.0.1.2:1", ""));
+    assert_eq!(second.status, 403, "{}", second.text());
+    // A catalog change is no entry of the change log.
+    let registered = version();
+    assert_ne!(registered, before, "the registration is an entry");
+    dir.write("default.json", &catalog(&[entry("a", "10.0.0.3:1", "")]));
+    eventually("the catalog change", || {
+        ids_of(&listing(&server, None)).len() == 2
+            && listing(&server, None)["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["endpoint"]["value"] == "10.0.0.3:1")
+    });
+    assert_eq!(version(), registered);
 }
 
 #[test]
