@@ -66,6 +66,8 @@ struct State {
     break_generation: u64,
     /// Request lines seen, with their Authorization header.
     requests: Vec<(String, Option<String>)>,
+    /// `Accept` and `User-Agent` of each request, in the order of `requests`.
+    client_headers: Vec<(Option<String>, Option<String>)>,
     /// When each request line arrived and when its answer was sent.
     timings: Vec<(Duration, String)>,
     started: Instant,
@@ -142,6 +144,7 @@ impl MockKube {
                 end_generation: 0,
                 break_generation: 0,
                 requests: Vec::new(),
+                client_headers: Vec::new(),
                 timings: Vec::new(),
                 started: Instant::now(),
                 connections: Vec::new(),
@@ -331,6 +334,11 @@ impl MockKube {
         self.with(|s| s.requests.clone())
     }
 
+    /// `Accept` and `User-Agent` of every request seen so far.
+    pub fn client_headers(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.with(|s| s.client_headers.clone())
+    }
+
     /// When each request arrived, since the mock started.
     pub fn timings(&self) -> Vec<(Duration, String)> {
         self.with(|s| s.timings.clone())
@@ -352,6 +360,8 @@ struct Request {
     path: String,
     query: BTreeMap<String, String>,
     authorization: Option<String>,
+    accept: Option<String>,
+    user_agent: Option<String>,
 }
 
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Request)> {
@@ -360,6 +370,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Request)> 
     let line = line.trim_end().to_string();
     let target = line.split(' ').nth(1)?.to_string();
     let mut authorization = None;
+    let mut accept = None;
+    let mut user_agent = None;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header).ok()? == 0 {
@@ -370,8 +382,13 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Request)> 
             break;
         }
         if let Some((name, value)) = header.split_once(':') {
+            let value = Some(value.trim().to_string());
             if name.eq_ignore_ascii_case("authorization") {
-                authorization = Some(value.trim().to_string());
+                authorization = value;
+            } else if name.eq_ignore_ascii_case("accept") {
+                accept = value;
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                user_agent = value;
             }
         }
     }
@@ -390,6 +407,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Request)> 
             path: path.to_string(),
             query,
             authorization,
+            accept,
+            user_agent,
         },
     ))
 }
@@ -485,6 +504,9 @@ fn answer(mut stream: TcpStream, shared: &Arc<(Mutex<State>, Condvar)>, stop: &A
     state
         .requests
         .push((line.clone(), request.authorization.clone()));
+    state
+        .client_headers
+        .push((request.accept.clone(), request.user_agent.clone()));
     let at = state.started.elapsed();
     state.timings.push((at, line.clone()));
     while state.behaviour.stalled && !stop.load(Ordering::SeqCst) {

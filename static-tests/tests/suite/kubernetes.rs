@@ -484,6 +484,26 @@ fn a_410_or_a_broken_or_ended_watch_lists_again_and_converges() {
 }
 
 #[test]
+fn every_request_asks_for_json_and_names_the_registry() {
+    let mock = MockKube::start();
+    mock.put(
+        "endpointslices",
+        "default",
+        web_slice("web-1", "10.0.0.1", "u1"),
+    );
+    let server = start(&mock, &[]);
+    eventually("the slice", || ids(&server, None) == ["u1-80"]);
+    let seen = mock.client_headers();
+    // The probe, two lists and two watches at least.
+    assert!(seen.len() >= 5, "{seen:?}");
+    for (accept, user_agent) in seen {
+        assert_eq!(accept.as_deref(), Some("application/json"));
+        let user_agent = user_agent.unwrap_or_default();
+        assert!(user_agent.starts_with("a8registry/"), "{user_agent}");
+    }
+}
+
+#[test]
 fn a_bookmark_moves_the_version_the_next_watch_starts_from() {
     let mock = MockKube::start();
     mock.put(
