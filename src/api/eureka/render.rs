@@ -690,7 +690,7 @@ mod tests {
 
     #[test]
     fn a_eureka_registration_with_a_url_shaped_host_name_gets_no_port_from_it() {
-        let body = br#"{"instance":{"hostName":"http://web.example.com:8080","app":"WEB","ipAddr":"10.0.0.1","dataCenterInfo":{"@class":"c","name":"MyOwn"}}}"#;
+        let body = br#"{"instance":{"hostName":"http://web.example.com:8080","app":"WEB","ipAddr":"10.0.0.1","vipAddress":"web","dataCenterInfo":{"@class":"c","name":"MyOwn"}}}"#;
         let i = crate::api::eureka::model::decode(body, false, "WEB").unwrap();
         for format in [Format::Json, Format::Xml] {
             let text = rendered(format, &i);
