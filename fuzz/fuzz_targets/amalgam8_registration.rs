@@ -5,21 +5,25 @@
 use a8registry::api::amalgam8::decode_instance;
 use a8registry::registry::instance::Instance;
 use libfuzzer_sys::fuzz_target;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn encode(instance: &Instance) -> Vec<u8> {
-    let mut body = json!({
+    let body = json!({
         "service_name": &*instance.service_name,
         "endpoint": {"type": instance.endpoint.kind.as_str(), "value": instance.endpoint.value},
         "ttl": instance.ttl.as_secs(),
         "status": instance.status.as_str(),
         "tags": instance.tags,
     });
+    let mut text = body.to_string();
+    // Metadata is kept as the client wrote it; it goes back verbatim.
     if let Some(metadata) = &instance.metadata {
-        let metadata: Value = serde_json::from_str(metadata.get()).expect("metadata is JSON");
-        body["metadata"] = metadata;
+        text.pop();
+        text.push_str(",\"metadata\":");
+        text.push_str(metadata.get());
+        text.push('}');
     }
-    serde_json::to_vec(&body).expect("JSON encodes")
+    text.into_bytes()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -36,10 +40,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.status.as_str(), instance.status.as_str());
     assert_eq!(again.ttl, instance.ttl);
     assert_eq!(again.tags, instance.tags);
-    let meaning = |i: &Instance| {
-        i.metadata
-            .as_ref()
-            .map(|m| serde_json::from_str::<Value>(m.get()).unwrap())
-    };
-    assert_eq!(meaning(&again), meaning(&instance));
+    assert_eq!(
+        again.metadata.as_ref().map(|m| m.get()),
+        instance.metadata.as_ref().map(|m| m.get())
+    );
 });

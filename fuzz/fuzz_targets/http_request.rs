@@ -3,12 +3,12 @@
 //! `Content-Length` framing) it decodes again to the same method, path, query, headers and body.
 #![no_main]
 
-use a8registry::http::request::{Decoded, Decoder, Request, MAX_HEADERS};
+use a8registry::http::request::{Decoded, Decoder, Request, MAX_HEADERS, MAX_HEAD_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_BODY: usize = 4096;
 
-fn decode_all(input: &[u8], step: usize) -> Vec<Box<Request>> {
+fn decode_all(input: &[u8], step: usize) -> Vec<Request> {
     let mut decoder = Decoder::new(MAX_BODY);
     let mut pending: Vec<u8> = Vec::new();
     let mut requests = Vec::new();
@@ -22,7 +22,7 @@ fn decode_all(input: &[u8], step: usize) -> Vec<Box<Request>> {
                     match decoded {
                         Decoded::NeedMore => break,
                         Decoded::SendContinue => {}
-                        Decoded::Request(request) => requests.push(request),
+                        Decoded::Request(request) => requests.push(*request),
                     }
                 }
                 Err(_) => return requests,
@@ -45,7 +45,10 @@ fn encode(request: &Request) -> Vec<u8> {
     for (name, value) in kept_headers(request) {
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", request.body.len()).as_bytes());
+    if !request.body.is_empty() {
+        out.extend_from_slice(format!("Content-Length: {}\r\n", request.body.len()).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&request.body);
     out
 }
@@ -78,7 +81,12 @@ fuzz_target!(|data: &[u8]| {
         if !request.non_utf8_headers.is_empty() {
             continue;
         }
-        let again = decode_all(&encode(&request), 4096);
+        let encoded = encode(&request);
+        // The re-encoding writes `name: value`; a head at the limit may not fit any more.
+        if encoded.len() - request.body.len() > MAX_HEAD_BYTES {
+            continue;
+        }
+        let again = decode_all(&encoded, 4096);
         assert_eq!(
             again.len(),
             1,

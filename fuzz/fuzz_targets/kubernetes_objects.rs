@@ -23,11 +23,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for line in data.split(|b| *b == b'\n') {
-        if let Ok((event, _)) = parse_event(line) {
-            match event {
-                Event::Upsert(raw) | Event::Deleted(raw) => map_object(&raw),
-                _ => {}
-            }
+        if let Ok((Event::Upsert(raw) | Event::Deleted(raw), _)) = parse_event(line) {
+            map_object(&raw);
         }
     }
 });
