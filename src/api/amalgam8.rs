@@ -138,26 +138,27 @@ pub(crate) fn decode_for_tests(body: &[u8]) -> (String, String, Option<u32>, Vec
     (service, id, registration.ttl, tags)
 }
 
-/// `POST /api/v1/instances` (spec 3.4).
-pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
-    let Ok(registration) = decode_registration(&request.body) else {
-        return Response::error(400, REGISTRATION_FAILURE);
+/// A registration body as the instance it registers, or the 400 (or limit) answer it gets
+/// (spec 3.4); the store's own checks (capacity, namespace limits) come after.
+pub fn decode_instance(body: &[u8]) -> Result<Instance, Response> {
+    let Ok(registration) = decode_registration(body) else {
+        return Err(Response::error(400, REGISTRATION_FAILURE));
     };
     let service_name = match registration.service_name {
         Some(name) if !name.is_empty() => name,
-        _ => return Response::error(400, SERVICE_NAME_MISSING),
+        _ => return Err(Response::error(400, SERVICE_NAME_MISSING)),
     };
     let Some((kind, value)) = registration.endpoint else {
-        return Response::error(400, ENDPOINT_MISSING);
+        return Err(Response::error(400, ENDPOINT_MISSING));
     };
     let (Some(kind), Some(value)) = (
         kind.filter(|k| !k.is_empty()),
         value.filter(|v| !v.is_empty()),
     ) else {
-        return Response::error(400, ENDPOINT_TYPE_OR_VALUE_MISSING);
+        return Err(Response::error(400, ENDPOINT_TYPE_OR_VALUE_MISSING));
     };
     let Some(kind) = EndpointType::parse(&kind) else {
-        return Response::error(400, ENDPOINT_TYPE_INVALID);
+        return Err(Response::error(400, ENDPOINT_TYPE_INVALID));
     };
     let status = match registration.status.as_deref() {
         None | Some("") => UP,
@@ -166,7 +167,7 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
             .find(|known| known.eq_ignore_ascii_case(s))
         {
             Some(known) => known,
-            None => return Response::error(400, STATUS_INVALID),
+            None => return Err(Response::error(400, STATUS_INVALID)),
         },
     };
     let endpoint = Endpoint { kind, value };
@@ -184,9 +185,18 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
         Some(Tags(Ok(tags))) => instance.tags = tags,
         Some(Tags(Err(exceeded))) => {
             let limit = instance.first_limit_error(exceeded);
-            return registration_error(&Error::limit(limit));
+            return Err(registration_error(&Error::limit(limit)));
         }
     }
+    Ok(instance)
+}
+
+/// `POST /api/v1/instances` (spec 3.4).
+pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
+    let instance = match decode_instance(&request.body) {
+        Ok(instance) => instance,
+        Err(refused) => return refused,
+    };
     let stored = match api.registry.register(&ctx.call(), instance) {
         Ok(stored) => stored,
         Err(error) => return registration_error(&error),

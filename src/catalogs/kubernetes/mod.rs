@@ -12,7 +12,8 @@
 mod client;
 mod mirror;
 mod namespace;
-mod objects;
+/// Public for the fuzz crate, which feeds it arbitrary objects.
+pub mod objects;
 
 use super::{retry_delay, Catalogs, Health, SourceKind};
 use crate::config::Secret;

@@ -20,7 +20,8 @@ mod cluster;
 pub mod events;
 pub mod keys;
 pub mod link;
-mod resp;
+/// Public for the fuzz crate, which feeds it arbitrary replies.
+pub mod resp;
 pub mod settings;
 
 use crate::cluster::codec::{instance_from_json, instance_json};
