@@ -95,7 +95,7 @@ impl<'de> Visitor<'de> for PushTag<'_> {
 }
 
 fn decode_registration(body: &[u8]) -> Result<Registration, json::Malformed> {
-    if !nesting_within(body, MAX_JSON_DEPTH) {
+    if !nesting_within(body, MAX_JSON_DEPTH) || !json::surrogate_escapes_paired(body) {
         return Err(json::Malformed);
     }
     let text = std::str::from_utf8(body).map_err(|_| json::Malformed)?;

@@ -14,7 +14,7 @@ use std::fmt;
 /// Deepest JSON nesting accepted in a request body (spec D15): the top-level value counts as 1.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-pub use crate::nesting::nesting_within;
+pub use crate::nesting::{nesting_within, surrogate_escapes_paired};
 
 /// Appends `text` as a JSON string literal.
 pub fn write_string(out: &mut Vec<u8>, text: &str) {

@@ -42,10 +42,12 @@ fn namespace_of(file_name: &str) -> Option<(&str, bool)> {
 
 /// Fails when `text` nests arrays and objects deeper than [`MAX_NESTING`] (strings skipped).
 fn check_nesting(text: &[u8]) -> Result<(), String> {
-    if crate::nesting::nesting_within(text, MAX_NESTING) {
-        Ok(())
-    } else {
+    if !crate::nesting::nesting_within(text, MAX_NESTING) {
         Err(format!("nested deeper than {MAX_NESTING} levels"))
+    } else if !crate::nesting::surrogate_escapes_paired(text) {
+        Err("a \\u escape of a surrogate without its pair".into())
+    } else {
+        Ok(())
     }
 }
 

@@ -240,7 +240,7 @@ pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, Reg
     } else {
         (body, false)
     };
-    if !nesting_within(body, MAX_JSON_DEPTH) {
+    if !nesting_within(body, MAX_JSON_DEPTH) || !json::surrogate_escapes_paired(body) {
         return Err(RegisterError::Invalid);
     }
     let text = std::str::from_utf8(body).map_err(|_| RegisterError::Invalid)?;
@@ -483,6 +483,25 @@ mod tests {
     use super::*;
 
     const J: &str = r#"{"instance":{"instanceId":"host1:myapp:8080","hostName":"host1","app":"MYAPP","ipAddr":"10.0.0.7","status":"UP","port":{"$":8080,"@enabled":"true"},"securePort":{"$":443,"@enabled":"false"},"dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},"leaseInfo":{"renewalIntervalInSecs":30,"durationInSecs":90},"metadata":{"amalgam8.tags":"v1; canary"},"vipAddress":"myapp"}}"#;
+
+    #[test]
+    fn a_lone_surrogate_escape_anywhere_is_refused() {
+        // Found by the eureka_json fuzz target: kept raw, it made the rendered answers documents
+        // that strict JSON parsers refuse.
+        let dc = J.replace(
+            r#""name":"MyOwn"}"#,
+            r#""name":"Amazon","metadata":{"a\uDacAb":"x"}}"#,
+        );
+        let metadata = J.replace(r#""v1; canary""#, r#""v1\uD800""#);
+        for body in [dc, metadata] {
+            assert!(matches!(
+                decode(body.as_bytes(), false, "MYAPP"),
+                Err(RegisterError::Invalid)
+            ));
+        }
+        let paired = J.replace(r#""v1; canary""#, r#""v1\uD83D\uDE00""#);
+        assert!(decode(paired.as_bytes(), false, "MYAPP").is_ok());
+    }
 
     #[test]
     fn java_style_registration_maps_as_the_original() {
