@@ -259,9 +259,21 @@ fn apply_delta(snapshot: &[Arc<Instance>], delta: &Fetched) -> Vec<Arc<Instance>
     result.into_iter().flatten().collect()
 }
 
-/// A full list's instances, one per id (the later wins).
+/// A full list's instances, one per id (the later wins). A full list replaces the snapshot:
+/// an `actionType` there is no instruction, so a `DELETED` one is listed like any other.
 fn full_list(fetched: &Fetched) -> Vec<Arc<Instance>> {
-    apply_delta(&[], fetched)
+    let mut result: Vec<Arc<Instance>> = Vec::with_capacity(fetched.instances.len());
+    let mut at: HashMap<Arc<str>, usize> = HashMap::new();
+    for (instance, _) in &fetched.instances {
+        match at.get(&instance.id) {
+            Some(&i) => result[i] = instance.clone(),
+            None => {
+                at.insert(instance.id.clone(), result.len());
+                result.push(instance.clone());
+            }
+        }
+    }
+    result
 }
 
 struct EurekaCatalog {
@@ -469,5 +481,9 @@ mod tests {
         assert_eq!(applied.len(), 1);
         assert_eq!(&*applied[0].id, "B:b");
         assert_eq!(hash_code(&applied), "DOWN_1_");
+        // In a full list the same document lists both: an actionType is no instruction there.
+        let listed = full_list(&delta);
+        assert_eq!(listed.len(), 2);
+        assert_eq!(hash_code(&listed), "DOWN_1_UP_1_");
     }
 }
