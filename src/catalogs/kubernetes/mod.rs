@@ -137,11 +137,14 @@ impl Shared {
     /// Asks `GET /apis/discovery.k8s.io/v1` (contract §3.2): the mode, or the failure.
     fn probe(&self, agent: &ureq::Agent) -> Result<Mode, String> {
         match self.client.get(agent, "apis/discovery.k8s.io/v1") {
-            Ok(body) => Ok(if serves_endpoint_slices(&body) {
-                Mode::Slices
-            } else {
-                Mode::Endpoints
-            }),
+            Ok(body) => match serves_endpoint_slices(&body) {
+                Some(true) => Ok(Mode::Slices),
+                Some(false) => Ok(Mode::Endpoints),
+                None => Err(format!(
+                    "GET {}: the answer is no APIResourceList",
+                    self.client.url("apis/discovery.k8s.io/v1")
+                )),
+            },
             Err(Failure::NotFound(_)) => Ok(Mode::Endpoints),
             Err(failure) => Err(failure.message().to_string()),
         }
@@ -195,21 +198,19 @@ impl Shared {
     }
 }
 
-/// Whether an APIResourceList names `endpointslices`.
-fn serves_endpoint_slices(body: &[u8]) -> bool {
+/// Whether an APIResourceList names `endpointslices`; `None` when the body is no such list (a
+/// failure, retried, rather than a reason to read Endpoints for good).
+fn serves_endpoint_slices(body: &[u8]) -> Option<bool> {
     if !crate::nesting::nesting_within(body, objects::MAX_NESTING) {
-        return false;
+        return None;
     }
-    let Ok(list) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    list.get("resources")
-        .and_then(Value::as_array)
-        .is_some_and(|resources| {
-            resources
-                .iter()
-                .any(|r| r.get("name").and_then(Value::as_str) == Some("endpointslices"))
-        })
+    let list = serde_json::from_slice::<Value>(body).ok()?;
+    let resources = list.get("resources")?.as_array()?;
+    Some(
+        resources
+            .iter()
+            .any(|r| r.get("name").and_then(Value::as_str) == Some("endpointslices")),
+    )
 }
 
 /// The Kubernetes source: its open namespaces and the bound on them.
@@ -429,12 +430,18 @@ mod tests {
 
     #[test]
     fn the_probe_reads_the_resource_list() {
-        assert!(serves_endpoint_slices(
-            br#"{"kind":"APIResourceList","resources":[{"name":"endpointslices","kind":"EndpointSlice"}]}"#
-        ));
-        assert!(!serves_endpoint_slices(
-            br#"{"resources":[{"name":"other"}]}"#
-        ));
-        assert!(!serves_endpoint_slices(b"[]"));
+        assert_eq!(
+            serves_endpoint_slices(
+                br#"{"kind":"APIResourceList","resources":[{"name":"endpointslices","kind":"EndpointSlice"}]}"#
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            serves_endpoint_slices(br#"{"resources":[{"name":"other"}]}"#),
+            Some(false)
+        );
+        for unreadable in [&b"[]"[..], b"<html>", b"{}", br#"{"resources":7}"#] {
+            assert_eq!(serves_endpoint_slices(unreadable), None);
+        }
     }
 }
