@@ -97,7 +97,10 @@ pub fn check_agent(timeout: Duration, ca_certs: &[Vec<u8>]) -> ureq::Agent {
         .http_status_as_error(false)
         .user_agent(user_agent())
         // Health checks are frequent and tiny: no idle connection is kept between runs.
-        .max_idle_connections(0);
+        .max_idle_connections(0)
+        // They go straight to the application, as a Kubernetes probe does: a proxy named in the
+        // environment (for the registry, or for the application's own use) is not for them.
+        .proxy(None);
     let builder = if ca_certs.is_empty() {
         builder.tls_config(trusting(platform_roots()))
     } else {

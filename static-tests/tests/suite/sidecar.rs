@@ -812,6 +812,43 @@ fn health_checks_gate_registration_and_heartbeats_configured_from_the_environmen
 }
 
 #[test]
+fn health_checks_go_straight_to_the_application_whatever_proxy_the_environment_names() {
+    let registry = registry(&[]);
+    let dir = scratch("proxy-env");
+    let app = App::new(&dir);
+    let health_url = format!("http://127.0.0.1:{}/health", app.port);
+    let port = app.port.to_string();
+    // The registry is reached as `localhost`, which NO_PROXY exempts; the health check's
+    // 127.0.0.1 is not exempt, and the proxy accepts nothing.
+    let registry_url = format!("http://localhost:{}", registry.address.port());
+    let dead_proxy = format!("http://127.0.0.1:{}", free_port());
+    let command = app.command(&[]);
+    let env = [
+        ("A8_REGISTER", "true"),
+        ("A8_SERVICE", "reviews"),
+        ("A8_ENDPOINT_HOST", "127.0.0.1"),
+        ("A8_ENDPOINT_PORT", port.as_str()),
+        ("A8_REGISTRY_URL", registry_url.as_str()),
+        ("A8_TTL", TTL),
+        ("A8_HEALTHCHECKS", health_url.as_str()),
+        ("A8_HEALTHCHECK_INTERVAL", "300ms"),
+        ("HTTP_PROXY", dead_proxy.as_str()),
+        ("http_proxy", dead_proxy.as_str()),
+        ("NO_PROXY", "localhost"),
+    ];
+    let _sidecar = Sidecar::start(&command, &env);
+    app.wait_listening();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while instance_count(&listing(&registry, None)) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never registered: the health check went to the proxy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn tcp_and_command_checks_from_the_configuration_file() {
     let registry = registry(&[]);
     let dir = scratch("config");
