@@ -483,14 +483,20 @@ fn a_410_or_a_broken_or_ended_watch_lists_again_and_converges() {
     );
 }
 
-#[test]
-fn every_request_asks_for_json_and_names_the_registry() {
+/// A mock API server holding one slice, `web-1` (pod `u1` at 10.0.0.1, port 80), in `default`.
+fn mock_with_web_1() -> MockKube {
     let mock = MockKube::start();
     mock.put(
         "endpointslices",
         "default",
         web_slice("web-1", "10.0.0.1", "u1"),
     );
+    mock
+}
+
+#[test]
+fn every_request_asks_for_json_and_names_the_registry() {
+    let mock = mock_with_web_1();
     let server = start(&mock, &[]);
     eventually("the slice", || ids(&server, None) == ["u1-80"]);
     let seen = mock.client_headers();
@@ -505,12 +511,7 @@ fn every_request_asks_for_json_and_names_the_registry() {
 
 #[test]
 fn a_bookmark_moves_the_version_the_next_watch_starts_from() {
-    let mock = MockKube::start();
-    mock.put(
-        "endpointslices",
-        "default",
-        web_slice("web-1", "10.0.0.1", "u1"),
-    );
+    let mock = mock_with_web_1();
     let server = start(&mock, &[]);
     eventually("the slice", || ids(&server, None) == ["u1-80"]);
     mock.start_versions_at(500);
@@ -529,12 +530,7 @@ fn a_bookmark_moves_the_version_the_next_watch_starts_from() {
 
 #[test]
 fn an_error_event_other_than_410_fails_and_lists_again_after_the_retry_delay() {
-    let mock = MockKube::start();
-    mock.put(
-        "endpointslices",
-        "default",
-        web_slice("web-1", "10.0.0.1", "u1"),
-    );
+    let mock = mock_with_web_1();
     let server = start(&mock, &[]);
     eventually("the slice", || ids(&server, None) == ["u1-80"]);
     let lists = || {
