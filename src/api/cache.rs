@@ -289,6 +289,7 @@ mod tests {
             kind: ChangeKind::Registered,
             origin: Origin::Local,
             at: 0,
+            index: None,
         }
     }
 

@@ -95,17 +95,17 @@ fn jitter(wait: Duration) -> Duration {
 }
 
 /// The index a wait compares with: the service's for one service, else the namespace's.
-fn current_index(api: &Api, namespace: &str, watched: &Watched) -> u64 {
+fn current_index(api: &Api, ctx: &Context, watched: &Watched) -> u64 {
     match watched {
-        Watched::Service(name) => api.registry.service_index(namespace, name.as_ref()),
-        _ => api.registry.namespace_index(namespace),
+        Watched::Service(name) => api.registry.service_index(&ctx.call(), name.as_ref()),
+        _ => api.registry.namespace_index(&ctx.call()),
     }
 }
 
 /// The route's answer now, with the namespace's index (read before the state, so the body is at
 /// least as new as the index it carries).
 fn answer(api: &Api, ctx: &Context, watched: &Watched) -> Response {
-    let index = api.registry.namespace_index(ctx.namespace.as_str());
+    let index = api.registry.namespace_index(&ctx.call());
     let response = match watched {
         Watched::Instances(query) => amalgam8::list_instances(api, ctx, query.as_deref()),
         Watched::Services => amalgam8::list_services(api, ctx),
@@ -125,7 +125,7 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>
     let Some(wanted) = params.index.filter(|&index| index > 0) else {
         return Reply::Now(answer(api, ctx, &watched));
     };
-    let seen = current_index(api, namespace, &watched);
+    let seen = current_index(api, ctx, &watched);
     if wanted < seen {
         return Reply::Now(answer(api, ctx, &watched));
     }
@@ -149,7 +149,7 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>
         .watch(namespace, service, Box::new(WakeRequest(wakeup.clone())));
     // A change between the first read and the registration was not seen by the watches; the
     // index never goes back, so a higher one means it moved.
-    if current_index(api, namespace, &watched) > seen {
+    if current_index(api, ctx, &watched) > seen {
         wakeup.wake();
     }
     Reply::Wait(waiter)

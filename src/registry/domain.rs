@@ -45,11 +45,32 @@ struct Changes {
 }
 
 impl Changes {
-    fn changed(&self, namespace: &Arc<str>, services: &[&Arc<str>]) {
+    /// `shared`: the namespace's index after the change, from a store that shares its index.
+    fn changed(&self, namespace: &Arc<str>, services: &[&Arc<str>], shared: Option<u64>) {
         // The index first: a watcher that registers after its list was taken must see the move.
-        self.index.changed(namespace, services);
+        self.index.changed_to(namespace, services, shared);
         self.watches.changed(namespace, services);
     }
+}
+
+/// A read-only catalog's change of what `namespace` lists. With a store that shares its index,
+/// the store moves it (so every node's index stays the store's, and the other nodes' watchers
+/// wake too); should that fail, this node's index moves alone, so its own watchers and cached
+/// bodies still follow the catalog.
+fn catalog_changed(
+    store: &dyn Store,
+    changes: &Changes,
+    namespace: &Arc<str>,
+    services: &[&Arc<str>],
+) {
+    let shared = if store.shares_index() {
+        store
+            .move_shared_index(&Call::new(namespace), services)
+            .ok()
+    } else {
+        None
+    };
+    changes.changed(namespace, services, shared);
 }
 
 /// The registry as the protocols see it.
@@ -72,15 +93,20 @@ impl Registry {
         let follower = changes.clone();
         let counter = counts.clone();
         store.subscribe(Box::new(move |change| {
-            follower.changed(&change.namespace, &[&change.instance.service_name]);
+            follower.changed(
+                &change.namespace,
+                &[&change.instance.service_name],
+                change.index,
+            );
             // Another node's expiry is counted by the node that reaped it.
             if change.kind == ChangeKind::Expired && change.origin != Origin::SharedStore {
                 counter.add(StoreCount::Expirations as usize, 1);
             }
         }));
         let notified = changes.clone();
+        let shared = store.clone();
         let catalogs = Arc::new(Catalogs::new(Box::new(move |namespace, services| {
-            notified.changed(namespace, services);
+            catalog_changed(shared.as_ref(), &notified, namespace, services);
         })));
         Ok(Registry {
             store,
@@ -259,19 +285,34 @@ impl Registry {
     }
 
     /// The change index of the namespace.
-    pub fn namespace_index(&self, namespace: &str) -> u64 {
-        self.changes.index.namespace(namespace)
+    pub fn namespace_index(&self, call: &Call) -> u64 {
+        self.learn_shared_index(call);
+        self.changes.index.namespace(call.namespace)
     }
 
     /// The change index of one service.
-    pub fn service_index(&self, namespace: &str, service: &str) -> u64 {
-        self.changes.index.service(namespace, service)
+    pub fn service_index(&self, call: &Call, service: &str) -> u64 {
+        self.learn_shared_index(call);
+        self.changes.index.service(call.namespace, service)
     }
 
-    /// A change of what `namespace` lists that is not a store event (a read-only catalog's
-    /// update): moves its index and that of `services`, and wakes their watchers.
-    pub fn changed(&self, namespace: &Arc<str>, services: &[&Arc<str>]) {
-        self.changes.changed(namespace, services);
+    /// With a store that shares its index: reads the namespace's index from the store unless
+    /// it was read under the store's current cache generation (whose change events have kept it
+    /// up to date since). Without a generation (the store's change feed is down) it is read
+    /// every time. A failed read leaves this node's value; the request's store calls fail too.
+    fn learn_shared_index(&self, call: &Call) {
+        if !self.store.shares_index() {
+            return;
+        }
+        let generation = self.store.cache_generation();
+        if generation.is_some_and(|g| self.changes.index.is_learned(call.namespace, g)) {
+            return;
+        }
+        if let Ok(shared) = self.store.shared_index(call) {
+            // Learned under a generation only if it held throughout the read.
+            let held = generation.filter(|&g| self.store.cache_generation() == Some(g));
+            self.changes.index.learn(call.namespace, shared, held);
+        }
     }
 
     /// Registers `watcher` for the next change of `service` in `namespace`, or of the whole

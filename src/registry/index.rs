@@ -16,11 +16,16 @@
 //!   [`FLOOR_BUCKETS`]); memory stays bounded however many names clients cycle through.
 //!
 //! An unknown service reads its namespace's index (never lower than the service's last one).
+//!
+//! A store shared by several nodes (Redis) keeps the namespace's index itself, so that every node
+//! gives the same index for the same state. Its changes then come with that index, and a node
+//! learns the index of a namespace it has heard nothing of by asking the store
+//! ([`ChangeIndex::learn`]). Values are never lowered: a shared index that went back (Redis lost
+//! the namespace and its clock stepped back too) leaves this node ahead until Redis overtakes it.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Forgotten namespaces whose last index is remembered one by one (about 100 bytes each).
@@ -32,19 +37,42 @@ pub const FLOOR_BUCKETS: usize = 1024;
 struct NamespaceIndex {
     index: u64,
     services: HashMap<Arc<str>, u64>,
+    /// The shared store's cache generation under which `index` was learned from it: while the
+    /// store's generation is the same, its change events have kept `index` up to date.
+    learned: Option<u64>,
 }
 
 struct Book {
+    /// The highest index given out; a change without a shared index gets a higher one.
+    counter: u64,
     namespaces: HashMap<Arc<str>, NamespaceIndex>,
     /// The last index of recently forgotten namespaces ...
     forgotten: HashMap<Arc<str>, u64>,
-    /// ... and the same records by index (every index is distinct), oldest first.
-    forgotten_by_index: BTreeMap<u64, Arc<str>>,
+    /// ... and the same records by index, oldest first.
+    forgotten_by_index: BTreeSet<(u64, Arc<str>)>,
     /// The highest index folded into each bucket.
     floors: Vec<u64>,
 }
 
 impl Book {
+    /// The namespace's entry, made (from its last known index) when the book has none.
+    fn entry(&mut self, namespace: &Arc<str>) -> &mut NamespaceIndex {
+        if !self.namespaces.contains_key(namespace) {
+            let index = self.unknown(namespace);
+            self.remembered(namespace);
+            self.namespaces.insert(
+                namespace.clone(),
+                NamespaceIndex {
+                    index,
+                    ..NamespaceIndex::default()
+                },
+            );
+        }
+        self.namespaces
+            .get_mut(namespace)
+            .expect("the entry was just made")
+    }
+
     fn floor_of(&self, namespace: &str) -> u64 {
         self.floors[bucket(namespace)]
     }
@@ -58,7 +86,8 @@ impl Book {
     }
 
     fn forget(&mut self, namespace: Arc<str>, index: u64) {
-        self.forgotten_by_index.insert(index, namespace.clone());
+        self.remembered(&namespace);
+        self.forgotten_by_index.insert((index, namespace.clone()));
         self.forgotten.insert(namespace, index);
         while self.forgotten.len() > MAX_FORGOTTEN_NAMESPACES {
             let Some((index, oldest)) = self.forgotten_by_index.pop_first() else {
@@ -71,8 +100,8 @@ impl Book {
     }
 
     fn remembered(&mut self, namespace: &str) {
-        if let Some(index) = self.forgotten.remove(namespace) {
-            self.forgotten_by_index.remove(&index);
+        if let Some((name, index)) = self.forgotten.remove_entry(namespace) {
+            self.forgotten_by_index.remove(&(index, name));
         }
     }
 }
@@ -86,19 +115,18 @@ fn bucket(namespace: &str) -> usize {
 
 /// The index of every namespace and service.
 pub struct ChangeIndex {
-    counter: AtomicU64,
     book: Mutex<Book>,
 }
 
 impl Default for ChangeIndex {
     fn default() -> Self {
         ChangeIndex {
-            // The contract's index is at least 1.
-            counter: AtomicU64::new(1),
             book: Mutex::new(Book {
+                // The contract's index is at least 1.
+                counter: 1,
                 namespaces: HashMap::new(),
                 forgotten: HashMap::new(),
-                forgotten_by_index: BTreeMap::new(),
+                forgotten_by_index: BTreeSet::new(),
                 floors: vec![1; FLOOR_BUCKETS],
             }),
         }
@@ -112,12 +140,26 @@ impl ChangeIndex {
 
     /// Moves the index of a namespace and of the services the change touched.
     pub fn changed(&self, namespace: &Arc<str>, services: &[&Arc<str>]) -> u64 {
+        self.changed_to(namespace, services, None)
+    }
+
+    /// [`ChangeIndex::changed`], for a change that a shared store gave the namespace's index
+    /// `shared`: the namespace goes to it (never back), and the services to the namespace's.
+    pub fn changed_to(
+        &self,
+        namespace: &Arc<str>,
+        services: &[&Arc<str>],
+        shared: Option<u64>,
+    ) -> u64 {
         let mut book = self.lock();
-        let value = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
-        if !book.namespaces.contains_key(namespace) {
-            book.remembered(namespace);
-        }
-        let entry = book.namespaces.entry(namespace.clone()).or_default();
+        let counter = book.counter;
+        let entry = book.entry(namespace);
+        let value = match shared {
+            Some(shared) => shared.max(entry.index),
+            // Above every index given out (so distinct from them all), and above the
+            // namespace's own even when that came from a shared store.
+            None => (entry.index + 1).max(counter + 1),
+        };
         entry.index = value;
         for service in services {
             match entry.services.get_mut(&***service) {
@@ -127,7 +169,37 @@ impl ChangeIndex {
                 }
             }
         }
+        book.counter = counter.max(value);
         value
+    }
+
+    /// Takes in the shared store's index of a namespace, read under the store's cache
+    /// `generation` (`None` when its change events may have been missed meanwhile). A namespace
+    /// the store knows nothing of (`0`) is not added, so reads of names that hold nothing cost
+    /// no memory.
+    pub fn learn(&self, namespace: &str, shared: u64, generation: Option<u64>) {
+        let mut book = self.lock();
+        if shared == 0 && !book.namespaces.contains_key(namespace) {
+            return;
+        }
+        book.counter = book.counter.max(shared);
+        let entry = book.entry(&Arc::from(namespace));
+        if entry.learned != generation || generation.is_none() {
+            // Changes of some service may have been missed: every service reads the
+            // namespace's index until it changes again (at worst a watcher wakes for nothing).
+            entry.services.clear();
+        }
+        entry.index = entry.index.max(shared);
+        entry.learned = generation;
+    }
+
+    /// Whether the namespace's index was learned from the shared store under `generation`
+    /// (and followed its change events since).
+    pub fn is_learned(&self, namespace: &str, generation: u64) -> bool {
+        let book = self.lock();
+        book.namespaces
+            .get(namespace)
+            .is_some_and(|entry| entry.learned == Some(generation))
     }
 
     /// The namespace's index.
@@ -261,5 +333,80 @@ mod tests {
         assert!(exact >= MAX_FORGOTTEN_NAMESPACES, "{exact}");
         let newest = format!("ns-{}", names - 1);
         assert_eq!(index.namespace(&newest), last[newest.as_str()]);
+    }
+
+    #[test]
+    fn a_shared_index_is_taken_as_it_is_and_never_lowered() {
+        let index = ChangeIndex::default();
+        let (a, s, t): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "s".into(), "t".into());
+        let big = 1_796_000_000_000_000;
+        assert_eq!(index.changed_to(&a, &[&s], Some(big)), big);
+        assert_eq!(index.namespace("a"), big);
+        assert_eq!(index.service("a", "s"), big);
+        assert_eq!(
+            index.changed_to(&a, &[&t], Some(big - 5)),
+            big,
+            "a lower shared index (events out of order) leaves it where it is"
+        );
+        assert_eq!(index.service("a", "t"), big);
+        assert_eq!(index.changed_to(&a, &[&s], Some(big + 1)), big + 1);
+        assert_eq!(index.service("a", "t"), big, "other services do not move");
+        let local = index.changed(&a, &[&s]);
+        assert_eq!(local, big + 2, "a change without one still moves it");
+        assert!(
+            index.changed(&"b".into(), &[]) > local,
+            "the counter follows"
+        );
+    }
+
+    #[test]
+    fn learning_a_shared_index_adds_no_empty_namespace_and_resets_services_on_a_new_generation() {
+        let index = ChangeIndex::default();
+        index.learn("empty", 0, Some(1));
+        assert_eq!(
+            index.counts(),
+            (0, 0),
+            "nothing held for a namespace the store lacks"
+        );
+        assert!(!index.is_learned("empty", 1));
+        let (a, s): (Arc<str>, Arc<str>) = ("a".into(), "s".into());
+        index.learn("a", 500, Some(1));
+        assert!(index.is_learned("a", 1));
+        assert!(!index.is_learned("a", 2));
+        assert_eq!(index.namespace("a"), 500);
+        assert_eq!(index.service("a", "s"), 500);
+        index.changed_to(&a, &[&s], Some(600));
+        index.changed_to(&a, &[&"t".into()], Some(700));
+        assert_eq!(index.service("a", "s"), 600);
+        index.learn("a", 650, Some(1));
+        assert_eq!(index.namespace("a"), 700, "never lowered");
+        assert_eq!(
+            index.service("a", "s"),
+            600,
+            "same generation: services kept"
+        );
+        index.learn("a", 800, Some(2));
+        assert_eq!(index.namespace("a"), 800);
+        assert_eq!(
+            index.service("a", "s"),
+            800,
+            "a new generation may have missed changes of any service"
+        );
+        assert!(index.is_learned("a", 2));
+    }
+
+    #[test]
+    fn namespaces_forgotten_at_the_same_shared_index_are_both_remembered() {
+        let index = ChangeIndex::default();
+        for name in ["x", "y"] {
+            index.changed_to(&Arc::from(name), &[], Some(42));
+        }
+        index.retain(|_, _| false);
+        assert_eq!(index.counts(), (0, 2));
+        assert_eq!(index.namespace("x"), 42);
+        assert_eq!(index.namespace("y"), 42);
+        index.changed_to(&"x".into(), &[], Some(43));
+        assert_eq!(index.counts(), (1, 1));
+        assert_eq!(index.namespace("y"), 42);
     }
 }

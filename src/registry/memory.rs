@@ -631,6 +631,7 @@ impl MemoryStore {
                 kind,
                 origin,
                 at,
+                index: None,
             };
             for listener in listeners.iter() {
                 listener(&change);

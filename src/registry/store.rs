@@ -96,6 +96,9 @@ pub struct Change {
     pub origin: Origin,
     /// When it happened, on the store's monotonic clock (nanoseconds).
     pub at: u64,
+    /// The namespace's change index after the change, from a store that keeps it for every
+    /// node ([`Store::shares_index`]); `None` from a store whose index is this process's.
+    pub index: Option<u64>,
 }
 
 /// A heartbeat's effect, for the consumers that ask for it (replication): the lease of a
@@ -346,5 +349,25 @@ pub trait Store: Send + Sync {
     /// have missed some, which makes every body cached under an older one stale.
     fn cache_generation(&self) -> Option<u64> {
         Some(0)
+    }
+
+    /// Whether this store keeps every namespace's change index for all the nodes that share it
+    /// (observability contract §1.1: through every node, the same index for the same state).
+    /// Otherwise each process counts its own.
+    fn shares_index(&self) -> bool {
+        false
+    }
+
+    /// The namespace's shared change index, `0` when the store holds none for it; only for a
+    /// store that [`Store::shares_index`].
+    fn shared_index(&self, _call: &Call) -> Result<u64> {
+        Err(Error::unavailable("this store keeps no shared index"))
+    }
+
+    /// Moves the namespace's shared index for a change the store did not make (a read-only
+    /// catalog's update of `services`) and tells the other nodes, so they wake their watchers;
+    /// returns the new index. Only for a store that [`Store::shares_index`].
+    fn move_shared_index(&self, _call: &Call, _services: &[&Arc<str>]) -> Result<u64> {
+        Err(Error::unavailable("this store keeps no shared index"))
     }
 }

@@ -21,6 +21,7 @@
 //! | `:x:<hex suffix>` | set | ids with that `:`-suffix (Eureka's lookup by instance id) |
 //! | `:xd` | set | ids with more than [`MAX_INDEXED_SUFFIXES`] suffixes, checked one by one |
 //! | `:v` | string | `versions__delta`, expires 24 h after the namespace's last change |
+//! | `:ix` | string | the change index (`X-A8-Index`): never below Redis's clock in µs; 24 h |
 //! | `:f` | string | present (24 h) while Eureka calls touch the namespace: its changes are logged |
 //! | `:lt`, `:lr` | sorted set, hash | the change log: id → time, id → kind and last value; 3 min |
 //! | `:m` | never written | the migration guard ([`MIGRATION_GUARD`]) |
@@ -30,8 +31,8 @@
 //! the reapers' schedule: a reaper visits only the namespaces whose earliest deadline passed, so
 //! idle namespaces cost nothing. A namespace leaves both once it holds nothing. Every index loses
 //! an id in the same script that removes its record, and Redis deletes a hash, set or sorted set
-//! that empties, so once a namespace holds nothing only `:v` and the change log remain, both
-//! with an expiry.
+//! that empties, so once a namespace holds nothing only `:v`, `:ix` and the change log remain,
+//! each with an expiry.
 //!
 //! The two deployment-wide keys live in another slot than the namespace's keys, so they are
 //! written by separate commands after a script, in an order that cannot lose a namespace: a

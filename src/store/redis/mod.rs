@@ -200,6 +200,9 @@ fn kind_of(letter: u8) -> Option<ChangeKind> {
         b'M' => ChangeKind::Modified,
         b'D' => ChangeKind::Deregistered,
         b'E' => ChangeKind::Expired,
+        // A read-only catalog of another node changed the service: its watchers and cached
+        // bodies follow as for a modification.
+        b'C' => ChangeKind::Modified,
         _ => return None,
     })
 }
@@ -252,13 +255,22 @@ impl RedisStore {
         self.link.connector.settings()
     }
 
-    fn emit(&self, namespace: &str, instance: Arc<Instance>, kind: ChangeKind, origin: Origin) {
+    /// Tells the listeners of a change; `index` is the namespace's change index after it.
+    fn emit(
+        &self,
+        namespace: &str,
+        instance: Arc<Instance>,
+        kind: ChangeKind,
+        origin: Origin,
+        index: Option<u64>,
+    ) {
         let change = Change {
             namespace: namespace.into(),
             instance,
             kind,
             origin,
             at: self.clock.monotonic_nanos(),
+            index,
         };
         let listeners = self.listeners.read().unwrap_or_else(|e| e.into_inner());
         for listener in listeners.iter() {
@@ -270,6 +282,25 @@ impl RedisStore {
     /// batch), emits the expiries it reaped, and returns its result.
     fn script(&self, call: &Call, op: &str, args: &[&[u8]], more: Vec<Command>) -> Result<Value> {
         self.script_on(call.namespace, call.eureka, call.deadline, op, args, more)
+            .map(|(result, _)| result)
+    }
+
+    /// [`RedisStore::script`], with the namespace's change index after it (`None` from an
+    /// operation that answers without it).
+    fn script_indexed(
+        &self,
+        call: &Call,
+        op: &str,
+        args: &[&[u8]],
+    ) -> Result<(Value, Option<u64>)> {
+        self.script_on(
+            call.namespace,
+            call.eureka,
+            call.deadline,
+            op,
+            args,
+            Vec::new(),
+        )
     }
 
     fn script_on(
@@ -280,7 +311,7 @@ impl RedisStore {
         op: &str,
         args: &[&[u8]],
         more: Vec<Command>,
-    ) -> Result<Value> {
+    ) -> Result<(Value, Option<u64>)> {
         let mut full: Vec<Vec<u8>> = Vec::with_capacity(args.len() + 3);
         full.push(op.as_bytes().to_vec());
         full.push(self.node.as_bytes().to_vec());
@@ -305,9 +336,15 @@ impl RedisStore {
         let Value::Array(mut parts) = value else {
             return Err(strange("a script result"));
         };
-        if parts.len() != 2 {
-            return Err(strange("a script result"));
-        }
+        // The result, the expiries reaped, and (but for heartbeats) the index after them.
+        let index = match parts.len() {
+            2 => None,
+            3 => match parts.pop().as_ref().and_then(int) {
+                Some(index) if index >= 0 => Some(index as u64),
+                _ => return Err(strange("a change index")),
+            },
+            _ => return Err(strange("a script result")),
+        };
         let gone = parts.pop().unwrap_or(Value::Nil);
         let result = parts.pop().unwrap_or(Value::Nil);
         for value in array(&gone).unwrap_or_default() {
@@ -317,10 +354,11 @@ impl RedisStore {
                     Arc::new(instance),
                     ChangeKind::Expired,
                     Origin::Local,
+                    index,
                 );
             }
         }
-        Ok(result)
+        Ok((result, index))
     }
 
     /// Runs the commands, again every [`IN_TRANSIT_RETRY`] while their slot is in the middle of a
@@ -377,7 +415,8 @@ impl RedisStore {
     fn next_due(&self, namespace: &str, deadline: Instant) -> Option<(i64, i64)> {
         let result = self
             .script_on(namespace, false, deadline, "next", &[], Vec::new())
-            .ok()?;
+            .ok()?
+            .0;
         let items = array(&result)?;
         Some((int(items.first()?)?, int(items.get(1)?)?))
     }
@@ -558,8 +597,19 @@ impl RedisStore {
             kind: crate::registry::instance::EndpointType::Tcp,
             value: String::new(),
         };
+        // The index after the change (absent from the messages of older versions).
+        let index = parts
+            .next()
+            .and_then(|i| std::str::from_utf8(i).ok())
+            .and_then(|i| i.parse().ok());
         let instance = Instance::new(&id, &service, endpoint, UP, Duration::ZERO);
-        self.emit(&namespace, Arc::new(instance), kind, Origin::SharedStore);
+        self.emit(
+            &namespace,
+            Arc::new(instance),
+            kind,
+            Origin::SharedStore,
+            index,
+        );
     }
 }
 
@@ -585,7 +635,7 @@ impl Store for RedisStore {
             .config
             .capacity
             .map_or_else(|| "-1".to_string(), |c| c.to_string());
-        let result = self.script(
+        let (result, index) = self.script_indexed(
             call,
             "reg",
             &[
@@ -595,7 +645,6 @@ impl Store for RedisStore {
                 ttl.as_bytes(),
                 capacity.as_bytes(),
             ],
-            Vec::new(),
         )?;
         if bytes(&result) == Some(b"full") {
             return Err(Error::capacity());
@@ -608,7 +657,7 @@ impl Store for RedisStore {
         };
         self.scheduled(call, items.get(1).and_then(int).unwrap_or(-1));
         let stored = Arc::new(instance);
-        self.emit(call.namespace, stored.clone(), kind, Origin::Local);
+        self.emit(call.namespace, stored.clone(), kind, Origin::Local, index);
         Ok(stored)
     }
 
@@ -621,7 +670,7 @@ impl Store for RedisStore {
     }
 
     fn deregister(&self, call: &Call, id: &str) -> Result<()> {
-        let result = self.script(call, "dereg", &[id.as_bytes()], Vec::new())?;
+        let (result, index) = self.script_indexed(call, "dereg", &[id.as_bytes()])?;
         let items = match &result {
             Value::Nil => return Err(Error::not_found()),
             other => array(other).ok_or_else(|| strange("a deregistration"))?,
@@ -642,6 +691,7 @@ impl Store for RedisStore {
             Arc::new(last),
             ChangeKind::Deregistered,
             Origin::Local,
+            index,
         );
         Ok(())
     }
@@ -676,16 +726,16 @@ impl Store for RedisStore {
             changed.version = self.versions.issue((unix_now / 1_000_000).max(0) as u64);
             let value = value_of(&changed);
             let ttl = ttl_arg(&changed);
-            let result = self.script(
+            let (result, index) = self.script_indexed(
                 call,
                 "mod",
                 &[id.as_bytes(), before, &value, ttl.as_bytes()],
-                Vec::new(),
             )?;
             if let Some(items) = array(&result).filter(|i| !i.is_empty()) {
                 self.scheduled(call, items.get(1).and_then(int).unwrap_or(-1));
                 let changed = Arc::new(changed);
-                self.emit(call.namespace, changed, ChangeKind::Modified, Origin::Local);
+                let kind = ChangeKind::Modified;
+                self.emit(call.namespace, changed, kind, Origin::Local, index);
                 return Ok(());
             }
             match int(&result) {
@@ -835,7 +885,8 @@ impl Store for RedisStore {
             else {
                 continue;
             };
-            let count = self.script_on(&namespace, false, deadline, "count", &[], Vec::new())?;
+            let (count, _) =
+                self.script_on(&namespace, false, deadline, "count", &[], Vec::new())?;
             let count = int(&count).unwrap_or(0).max(0) as usize;
             counts.push((Arc::from(namespace), count));
         }
@@ -845,5 +896,25 @@ impl Store for RedisStore {
     fn cache_generation(&self) -> Option<u64> {
         (self.subscribed.load(Ordering::SeqCst) && self.link.health.healthy())
             .then(|| self.generation.load(Ordering::SeqCst))
+    }
+
+    fn shares_index(&self) -> bool {
+        true
+    }
+
+    fn shared_index(&self, call: &Call) -> Result<u64> {
+        match self.script_indexed(call, "index", &[])? {
+            (_, Some(index)) => Ok(index),
+            (_, None) => Err(strange("a change index")),
+        }
+    }
+
+    fn move_shared_index(&self, call: &Call, services: &[&Arc<str>]) -> Result<u64> {
+        let services: Vec<String> = services.iter().map(|s| hex(s.as_bytes())).collect();
+        let args: Vec<&[u8]> = services.iter().map(|s| s.as_bytes()).collect();
+        match self.script_indexed(call, "catalog", &args)? {
+            (_, Some(index)) => Ok(index),
+            (_, None) => Err(strange("a change index")),
+        }
     }
 }

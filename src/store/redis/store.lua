@@ -47,6 +47,7 @@ local DEADLINES = T .. ":d"  -- zset id -> deadline (ms); OUT_OF_SERVICE ids are
 local SERVICES = T .. ":n"   -- hash hex service -> live instances
 local STATUSES = T .. ":st"  -- hash hex status -> live instances
 local VERSION = T .. ":v"    -- versions__delta
+local INDEX = T .. ":ix"     -- the change index (X-A8-Index)
 local FOLLOWED = T .. ":f"   -- present while Eureka calls touch the namespace
 local LOG_TIMES = T .. ":lt" -- zset id -> time of its latest logged change (ms)
 local LOG = T .. ":lr"       -- hash id -> kind letter .. stored value
@@ -75,7 +76,31 @@ end
 
 if eureka then redis.call("SET", FOLLOWED, "1", "PX", DAY_MS) end
 
--- Records one change: version, change log (when followed), message to the other nodes.
+-- The change index after this script's changes (nil until one is made or read).
+local index_now
+-- Moves the change index by one. It never goes below Redis's clock in microseconds, so an index
+-- that expired with an idle namespace (or that Redis lost) starts again above every value it
+-- had: two changes a microsecond apart are more than one script can make.
+local function next_index()
+  local n = redis.call("INCR", INDEX)
+  if not index_now then
+    local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    if n < clock then
+      n = clock
+      redis.call("SET", INDEX, t[1] .. string.format("%06d", tonumber(t[2])), "PX", DAY_MS)
+    else
+      redis.call("PEXPIRE", INDEX, DAY_MS)
+    end
+  end
+  index_now = n
+  return string.format("%.0f", n)
+end
+
+local function current_index()
+  return index_now or tonumber(redis.call("GET", INDEX) or "0")
+end
+
+-- Records one change: version, change log (when followed), index, message to the other nodes.
 local function changed(kind, id, value)
   redis.call("INCR", VERSION)
   redis.call("PEXPIRE", VERSION, DAY_MS)
@@ -86,7 +111,7 @@ local function changed(kind, id, value)
     redis.call("PEXPIRE", LOG, RETENTION_MS + 1000)
   end
   local service = header(value)
-  redis.call("PUBLISH", CHANNEL, node .. " " .. string.sub(T, 7, -2) .. " " .. kind .. " " .. service .. " " .. hex(id))
+  redis.call("PUBLISH", CHANNEL, node .. " " .. string.sub(T, 7, -2) .. " " .. kind .. " " .. service .. " " .. hex(id) .. " " .. next_index())
 end
 
 local function prune_log()
@@ -163,6 +188,10 @@ local function read(ids)
 end
 
 local gone = reap()
+-- Every answer but a heartbeat's: the operation's result, the expiries reaped, the index after.
+local function done(result)
+  return {result, gone, current_index()}
+end
 -- Reads that cannot filter by deadline themselves (service names, counts, the change log) need
 -- every due instance gone first.
 if op == "services" or op == "log" or op == "count" or op == "next" then
@@ -179,60 +208,70 @@ if op == "reg" then
   local existing = live(id)
   if not existing and capacity >= 0 then
     local held = redis.call("HLEN", RECORDS) - redis.call("ZCOUNT", DEADLINES, "-inf", "(" .. now)
-    if held >= capacity then return {"full", gone} end
+    if held >= capacity then return done("full") end
   end
   unlink(id)
   link(id, value, keys, ttl)
   local kind = existing and "P" or "R"
   changed(kind, id, value)
   prune_log()
-  return {{kind, ttl >= 0 and now + ttl or -1}, gone}
+  return done({kind, ttl >= 0 and now + ttl or -1})
 elseif op == "dereg" then
   local id = ARGV[4]
-  if not live(id) then return {false, gone} end
+  if not live(id) then return done(false) end
   local value = unlink(id)
   changed("D", id, value)
   prune_log()
-  return {{value, redis.call("HLEN", RECORDS)}, gone}
+  return done({value, redis.call("HLEN", RECORDS)})
 elseif op == "mod" then
   -- ARGV: 4 id, 5 the value the edit started from, 6 new value, 7 ttl ms (-1: never expires)
   local id, before, value, ttl = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-  if not live(id) then return {0, gone} end
-  if redis.call("HGET", RECORDS, id) ~= before then return {2, gone} end
+  if not live(id) then return done(0) end
+  if redis.call("HGET", RECORDS, id) ~= before then return done(2) end
   local keys = redis.call("HGET", INDEXES, id) or ""
   unlink(id)
   link(id, value, keys, ttl)
   changed("M", id, value)
   prune_log()
-  return {{1, ttl >= 0 and now + ttl or -1}, gone}
+  return done({1, ttl >= 0 and now + ttl or -1})
 elseif op == "get" then
-  return {read({ARGV[4]}), gone}
+  return done(read({ARGV[4]}))
 elseif op == "members" then
   -- ARGV: 4.. index key suffixes whose members are read (none: the whole namespace)
-  if #ARGV < 4 then return {read(redis.call("HKEYS", RECORDS)), gone} end
+  if #ARGV < 4 then return done(read(redis.call("HKEYS", RECORDS))) end
   local ids, seen = {}, {}
   for i = 4, #ARGV do
     for _, id in ipairs(redis.call("SMEMBERS", T .. ":" .. ARGV[i])) do
       if not seen[id] then seen[id] = true; ids[#ids + 1] = id end
     end
   end
-  return {read(ids), gone}
+  return done(read(ids))
 elseif op == "services" then
-  return {redis.call("HKEYS", SERVICES), gone}
+  return done(redis.call("HKEYS", SERVICES))
 elseif op == "log" then
   prune_log()
   local version = tonumber(redis.call("GET", VERSION) or "0")
   local oldest = redis.call("ZRANGE", LOG_TIMES, 0, 0, "WITHSCORES")
   local earliest = redis.call("ZRANGE", DEADLINES, 0, 0, "WITHSCORES")
-  return {{now, version, redis.call("HGETALL", STATUSES), redis.call("HVALS", LOG),
-    oldest[2] or -1, earliest[2] or -1}, gone}
+  return done({now, version, redis.call("HGETALL", STATUSES), redis.call("HVALS", LOG),
+    oldest[2] or -1, earliest[2] or -1})
 elseif op == "version" then
-  return {tonumber(redis.call("GET", VERSION) or "0"), gone}
+  return done(tonumber(redis.call("GET", VERSION) or "0"))
 elseif op == "count" then
-  return {redis.call("HLEN", RECORDS), gone}
+  return done(redis.call("HLEN", RECORDS))
+elseif op == "index" then
+  return done(false)
+elseif op == "catalog" then
+  -- ARGV: 4.. hex service names a read-only catalog changed on the calling node: the index
+  -- moves once, and the other nodes hear of each service (kind "C", no id).
+  local moved = next_index()
+  for i = 4, #ARGV do
+    redis.call("PUBLISH", CHANNEL, node .. " " .. string.sub(T, 7, -2) .. " C " .. ARGV[i] .. "  " .. moved)
+  end
+  return done(false)
 elseif op == "next" then
   -- What the reaper's schedule needs: instances left, and the earliest deadline (-1: none).
   local earliest = redis.call("ZRANGE", DEADLINES, 0, 0, "WITHSCORES")
-  return {{redis.call("HLEN", RECORDS), earliest[2] or -1}, gone}
+  return done({redis.call("HLEN", RECORDS), earliest[2] or -1})
 end
 return redis.error_reply("unknown operation " .. op)

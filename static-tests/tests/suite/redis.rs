@@ -1166,3 +1166,120 @@ fn ready_and_the_store_metrics_follow_redis_going_down_and_coming_back() {
     assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(1.0)));
     assert_eq!(listing(&server, "/api/v1/services").status, 200);
 }
+
+/// The `X-A8-Index` of `GET /api/v1/services` through `server`.
+fn index_through(server: &Server) -> u64 {
+    let r = server.get("/api/v1/services");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.header("x-a8-index")
+        .expect("X-A8-Index")
+        .parse()
+        .expect("a decimal index")
+}
+
+/// Every node's index, once they all agree (within two seconds); panics if they never do.
+fn agreed_index(nodes: &[&Server]) -> u64 {
+    let mut seen = Vec::new();
+    let agreed = eventually(Duration::from_secs(2), || {
+        seen = nodes.iter().map(|n| index_through(n)).collect();
+        seen.iter().all(|&i| i == seen[0])
+    });
+    assert!(agreed, "the nodes' indexes differ: {seen:?}");
+    seen[0]
+}
+
+#[test]
+fn every_node_gives_redis_s_change_index_and_it_never_goes_back() {
+    let mut redis = RedisServer::start(&[]);
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    let before = agreed_index(&[&a, &b]);
+
+    let r = register(&a, "web", "10.0.7.1:80");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let registered = index_through(&a);
+    assert!(registered > before, "{registered} after {before}");
+    assert_eq!(agreed_index(&[&a, &b]), registered);
+    // A node started now has heard of no change: it reads the index from Redis.
+    let c = node(&redis, &[]);
+    assert_eq!(
+        index_through(&c),
+        registered,
+        "a new node reads Redis's index"
+    );
+
+    // A heartbeat moves no index; a change through any node moves every node's.
+    let heartbeat = format!("{INSTANCES}/{id}/heartbeat");
+    assert_eq!(b.request("PUT", &heartbeat, &[], None).status, 200);
+    assert_eq!(agreed_index(&[&a, &b, &c]), registered);
+    let r = b.post_json(INSTANCES, &registration("api", "10.0.7.2:80", ""));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let second = agreed_index(&[&a, &b, &c]);
+    assert!(second > registered);
+    // The index of one service's answer is the namespace's too.
+    let r = c.get("/api/v1/services/web");
+    assert_eq!(r.header("x-a8-index"), Some(second.to_string().as_str()));
+
+    // Redis loses everything (no persistence): the index starts again above every value it had,
+    // on every node, including one that never saw the old values.
+    redis.restart();
+    assert!(eventually(Duration::from_secs(5), || {
+        register(&a, "web", "10.0.7.3:80").status == 201
+    }));
+    let d = node(&redis, &[]);
+    let after = agreed_index(&[&a, &b, &c, &d]);
+    assert!(after > second, "went back from {second} to {after}");
+    let key = redis
+        .command(&["KEYS", "a8r1:{*}:ix"])
+        .expect("the index key");
+    assert!(key.contains(":ix"), "{key}");
+    let key = key
+        .lines()
+        .find(|l| l.starts_with("a8r1:"))
+        .unwrap_or_else(|| panic!("no key in {key:?}"))
+        .to_string();
+    let ttl: i64 = redis
+        .command(&["PTTL", &key])
+        .and_then(|t| t.trim().trim_start_matches(':').parse().ok())
+        .expect("PTTL");
+    assert!(
+        ttl > 0,
+        "the index key expires with an idle namespace: {ttl}"
+    );
+}
+
+#[test]
+fn a_catalog_change_on_one_node_moves_redis_s_index_and_wakes_the_other_nodes_watchers() {
+    use a8registry_static_tests::redis::TempDir;
+    let redis = RedisServer::start(&[]);
+    let dir = TempDir::new("catalog");
+    let path = dir.0.display().to_string();
+    let a = node(&redis, &["--fs_catalog", &path, "--catalog_poll", "100ms"]);
+    let b = node(&redis, &[]);
+    assert_eq!(register(&a, "web", "10.0.8.1:80").status, 201);
+    let before = agreed_index(&[&a, &b]);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let started = Instant::now();
+            let r = b.get(&format!("/api/v1/services?index={before}&wait=60s"));
+            (started.elapsed(), r)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let instances = json!({"instances": [
+            {"service_name": "cat", "endpoint": {"type": "tcp", "value": "10.9.1.1:80"}}
+        ]});
+        std::fs::write(dir.0.join("default.json"), instances.to_string()).unwrap();
+        let (waited, r) = watcher.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(10),
+            "b's watcher was not woken by a's catalog ({waited:?})"
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let woken: u64 = r.header("x-a8-index").unwrap().parse().unwrap();
+        assert!(woken > before, "{woken} after {before}");
+    });
+    assert!(eventually(Duration::from_secs(5), || ids(&a, "cat").len() == 1));
+    let after = agreed_index(&[&a, &b]);
+    assert!(after > before);
+}
