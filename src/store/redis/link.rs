@@ -2,7 +2,7 @@
 //!
 //! The connections ([`super::resp`]) do blocking socket I/O, so a fixed set of plain worker
 //! threads own them. Callers (coroutines serving requests, or plain threads) put a [`Job`] on one
-//! bounded queue and park on a `may` channel until its answer comes or their deadline passes,
+//! bounded queue and park (a `may` blocker) until its answer comes or their deadline passes,
 //! whichever is first; a coroutine that parks lets its worker serve other connections. A full
 //! queue is refused at once. Each worker takes every job waiting (up to [`MAX_BATCH`]) and sends
 //! their commands in one write, then reads the answers: concurrent requests share round trips.
@@ -71,7 +71,46 @@ pub type Failure = String;
 struct Job {
     commands: Vec<Command>,
     deadline: Instant,
-    answer: may::sync::mpsc::Sender<Result<Vec<Reply>, Failure>>,
+    answer: Arc<Answer>,
+}
+
+/// Where a worker leaves a job's answer for the caller parked on it. One small allocation per
+/// call: a `may` channel allocates its queue's first block (a kilobyte, aligned) for the one
+/// message it would carry.
+struct Answer {
+    value: Mutex<Option<Result<Vec<Reply>, Failure>>>,
+    /// Parks a coroutine without blocking its worker, or a plain thread (reapers, catalogs).
+    caller: may::sync::Blocker,
+}
+
+impl Answer {
+    fn new() -> Answer {
+        Answer {
+            value: Mutex::new(None),
+            caller: may::sync::Blocker::new(false),
+        }
+    }
+
+    /// Leaves the answer and wakes the caller; one that stopped waiting finds it never.
+    fn send(&self, value: Result<Vec<Reply>, Failure>) {
+        *lock(&self.value) = Some(value);
+        self.caller.unpark();
+    }
+
+    /// The answer, once it is there, or `None` when `deadline` passes first.
+    fn wait(&self, deadline: Instant) -> Option<Result<Vec<Reply>, Failure>> {
+        loop {
+            if let Some(value) = lock(&self.value).take() {
+                return Some(value);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            // A park ends when the worker unparks it (an unpark before the park is kept), at
+            // the timeout, or when the coroutine is cancelled; only the answer's presence counts.
+            if left.is_zero() || self.caller.park(Some(left)).is_err() {
+                return lock(&self.value).take();
+            }
+        }
+    }
 }
 
 /// Whether Redis works, as the last operation or probe found (spec §4.2).
@@ -521,21 +560,20 @@ impl Link {
     /// Runs the commands in order on one connection and returns their answers, or why there are
     /// none, by `deadline` at the latest. Safe to call on a coroutine: it parks, never blocks.
     pub fn call(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Reply>, Failure> {
-        let (answer, answered) = may::sync::mpsc::channel();
+        let answer = Arc::new(Answer::new());
         let job = Job {
             commands,
             deadline,
-            answer,
+            answer: answer.clone(),
         };
         match self.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err("too many requests wait for Redis".into()),
             Err(TrySendError::Disconnected(_)) => return Err("the Redis workers stopped".into()),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match answered.recv_timeout(left) {
-            Ok(result) => result,
-            Err(_) => {
+        match answer.wait(deadline) {
+            Some(result) => result,
+            None => {
                 let message = "Redis did not answer in time";
                 self.health.fail(message);
                 Err(message.into())
@@ -569,7 +607,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
         let now = Instant::now();
         let (batch, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
         for job in late {
-            let _ = job.answer.send(Err("Redis did not answer in time".into()));
+            job.answer.send(Err("Redis did not answer in time".into()));
         }
         if batch.is_empty() {
             continue;
@@ -631,7 +669,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
                     epoch = connector.epoch();
                 }
                 for (job, answer) in batch.into_iter().zip(answers) {
-                    let _ = job.answer.send(answer);
+                    job.answer.send(answer);
                 }
             }
             Err(Broken(e)) => {
@@ -650,7 +688,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
 
 fn fail_all(batch: Vec<Job>, why: &str) {
     for job in batch {
-        let _ = job.answer.send(Err(why.to_string()));
+        job.answer.send(Err(why.to_string()));
     }
 }
 
@@ -799,7 +837,7 @@ mod tests {
     use super::*;
 
     fn job(commands: Vec<Command>) -> Job {
-        let (answer, _) = may::sync::mpsc::channel();
+        let answer = Arc::new(Answer::new());
         Job {
             commands,
             deadline: Instant::now() + Duration::from_secs(1),
