@@ -8,6 +8,8 @@
 #   BENCH_ONLY=instructions static-tests/bench.sh # instructions and allocations per request
 #   BENCH_ONLY=compare static-tests/bench.sh # the static and the glibc binary, alternately
 #     (BENCH_STATIC=<path> BENCH_GLIBC=<path> to compare binaries built before)
+#   BENCH_ONLY=scale static-tests/bench.sh   # 1,000,000 instances in 1,000 services
+#     (BENCH_SCALE="INSTANCES SERVICES" for another size)
 #
 # BENCH_BINARY chooses what is measured: `static` (the default: the binary users run, built by
 # ./musl-build.sh), `release` (the glibc `cargo build --release`), or the path of a binary.
@@ -108,6 +110,20 @@ machine_line() {
   echo "- machine: $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); load average before: $LOAD_BEFORE"
 }
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- One registry at scale (BENCH_ONLY=scale): static-tests/tools/scale.py ----------------------
+if [ "${BENCH_ONLY:-}" = scale ]; then
+  echo
+  echo "## a8registry benchmark: scale"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); binary: $BIN"
+  machine_line
+  echo "- command: BENCH_ONLY=scale $COMMAND (BENCH_SCALE=${BENCH_SCALE:-1000000 1000})"
+  echo
+  # shellcheck disable=SC2086 # two numbers, split on purpose
+  python3 static-tests/tools/scale.py "$BIN" ${BENCH_SCALE:-1000000 1000}
+  exit 0
+fi
 
 # --- Instructions and allocations per request (BENCH_ONLY=instructions) --------------------------
 # Each request kind runs the server twice under callgrind (one worker, one keep-alive connection

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""The scale figures of `BENCH_ONLY=scale static-tests/bench.sh`: one registry holding INSTANCES
+instances in SERVICES services (1,000,000 in 1,000 by default).
+
+Usage: scale.py BINARY [INSTANCES [SERVICES]]
+
+Prints a Markdown table: registration time over pipelined keep-alive connections, RSS, heartbeat
+throughput cycling over every id against the same server at 10,000 ids, one full fetch of each
+full listing (time, bytes, RSS before, at its peak and after), heartbeat latency while four
+clients fetch full listings in a loop, and whether any instance expired meanwhile. Every server
+and client it starts binds 127.0.0.1 and is stopped by its PID at the end.
+"""
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+CONNECTIONS, BATCH = 4, 512
+WRK = ["wrk", "-t2", "-c64", "-d10s", "--latency"]
+LISTINGS = [
+    ("/eureka/v2/apps (JSON)", "/eureka/v2/apps", "application/json"),
+    ("/eureka/v2/apps (XML)", "/eureka/v2/apps", "application/xml"),
+    ("/api/v1/instances", "/api/v1/instances", "application/json"),
+]
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mib(kib):
+    return "%.0f MiB" % (kib / 1024)
+
+
+def read_head(reader):
+    status = int(reader.readline().split()[1])
+    length = 0
+    while True:
+        line = reader.readline()
+        if line in (b"\r\n", b""):
+            return status, length
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+
+
+def register_part(args):
+    """Registers every index in range(first, count, step) over one connection; returns the ids."""
+    port, first, count, step, services = args
+    ids = []
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        reader = conn.makefile("rb")
+        indexes = range(first, count, step)
+        for start in range(0, len(indexes), BATCH):
+            batch = indexes[start:start + BATCH]
+            out = []
+            for i in batch:
+                body = ('{"service_name":"scale-%d","endpoint":{"type":"tcp","value":'
+                        '"10.%d.%d.%d:%d"},"ttl":600}'
+                        % (i % services, (i >> 16) & 255, (i >> 8) & 255, i & 255,
+                           1024 + (i >> 24)))
+                out.append("POST /api/v1/instances HTTP/1.1\r\nHost: localhost\r\n"
+                           "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                           % (len(body), body))
+            conn.sendall("".join(out).encode())
+            for _ in batch:
+                status, length = read_head(reader)
+                body = reader.read(length)
+                if status != 201:
+                    raise SystemExit("scale.py: registration answered %d %r" % (status, body))
+                ids.append(re.search(rb'"id":"([^"]+)"', body).group(1).decode())
+    return ids
+
+
+def register(port, count, services):
+    began = time.perf_counter()
+    with multiprocessing.Pool(CONNECTIONS) as pool:
+        parts = pool.map(register_part,
+                         [(port, n, count, CONNECTIONS, services) for n in range(CONNECTIONS)])
+    return [i for part in parts for i in part], time.perf_counter() - began
+
+
+def start(binary, log):
+    server = subprocess.Popen(
+        [binary, "--api_bind", "127.0.0.1", "--api_port", "0", "--max_ttl", "10m",
+         "--default_ttl", "10m"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    for _ in range(1000):
+        found = re.search(r'address="127\.0\.0\.1:(\d+)"', open(log).read())
+        if found:
+            return server, int(found.group(1))
+        if server.poll() is not None:
+            raise SystemExit("scale.py: the server stopped; see " + log)
+        time.sleep(0.01)
+    raise SystemExit("scale.py: the server did not start")
+
+
+def heartbeat_script(work, ids):
+    path = os.path.join(work, "heartbeat-%d.lua" % len(ids))
+    with open(path, "w") as lua:
+        lua.write("ids = {\n")
+        lua.writelines('"%s",\n' % i for i in ids)
+        lua.write("}\n")
+        lua.write("""
+local thread_count = 0
+function setup(thread)
+  thread:set("id", thread_count)
+  thread_count = thread_count + 1
+end
+local next_index
+function init(args)
+  next_index = (id or 0) * math.floor(#ids / 2)
+end
+function request()
+  next_index = next_index + 1
+  return wrk.format("PUT", "/api/v1/instances/" .. ids[next_index % #ids + 1] .. "/heartbeat")
+end
+function done(summary, latency, requests)
+  io.write(string.format("BENCH rps=%.0f p50=%d p99=%d non2xx=%d sockerr=%d\\n",
+    summary.requests / (summary.duration / 1e6), math.floor(latency:percentile(50)),
+    math.floor(latency:percentile(99)), summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+""")
+    return path
+
+
+def heartbeats(port, script):
+    out = subprocess.run(WRK + ["-s", script, "http://127.0.0.1:%d" % port],
+                         capture_output=True, text=True).stdout
+    line = re.search(r"BENCH rps=(\d+) p50=(\d+) p99=(\d+) non2xx=(\d+) sockerr=(\d+)", out)
+    if not line:
+        raise SystemExit("scale.py: wrk failed: " + out)
+    return [int(v) for v in line.groups()]
+
+
+def fetch(port, path, accept):
+    """One full fetch, read and counted but not kept; returns (status, body bytes, seconds)."""
+    began = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAccept: %s\r\n"
+                      "Connection: close\r\n\r\n" % (path, accept)).encode())
+        reader = conn.makefile("rb")
+        status, _ = read_head(reader)
+        size = 0
+        while True:
+            chunk = reader.read(1 << 20)
+            if not chunk:
+                break
+            size += len(chunk)
+    return status, size, time.perf_counter() - began
+
+
+def peak_during(pid, work):
+    """Runs work() while sampling the server's RSS every 20 ms; returns (result, peak KiB)."""
+    peak, done = [rss_kib(pid)], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(pid))
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return result, max(peak[0], rss_kib(pid))
+
+
+def count_instances(port):
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(b"GET /api/v1/instances?fields=id HTTP/1.1\r\nHost: localhost\r\n"
+                     b"Connection: close\r\n\r\n")
+        reader = conn.makefile("rb")
+        read_head(reader)
+        return reader.read().count(b'"id"')
+
+
+def main():
+    binary = sys.argv[1]
+    instances = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
+    services = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
+    work = tempfile.mkdtemp(prefix="a8scale.")
+    rows = []
+    small, small_port = start(binary, os.path.join(work, "small.log"))
+    big, port = start(binary, os.path.join(work, "big.log"))
+    try:
+        small_ids, _ = register(small_port, 10_000, 10)
+        idle = rss_kib(big.pid)
+        ids, seconds = register(port, instances, services)
+        held = rss_kib(big.pid)
+        rows.append(("registration of %d instances in %d services (%d pipelining keep-alive "
+                     "connections)" % (instances, services, CONNECTIONS),
+                     "%.1f s, %.0f registrations/s" % (seconds, instances / seconds)))
+        rows.append(("RSS idle / holding them", "%s / %s" % (mib(idle), mib(held))))
+        small_script = heartbeat_script(work, small_ids)
+        big_script = heartbeat_script(work, ids)
+        runs = {"small": [], "big": []}
+        for name, server_port, script in [("small", small_port, small_script),
+                                          ("big", port, big_script)] * 2:
+            runs[name].append(heartbeats(server_port, script))
+        best = {name: max(r[0] for r in runs[name]) for name in runs}
+        rows.append(("heartbeats/s cycling over every id (wrk -t2 -c64 -d10s, 2 alternating runs "
+                     "each, best)", "%d at %d ids vs %d at 10,000: %.2f x" %
+                     (best["big"], instances, best["small"], best["big"] / best["small"])))
+        small.send_signal(signal.SIGTERM)
+        small.wait()
+        for name, path, accept in LISTINGS:
+            before = rss_kib(big.pid)
+            cpu_before = cpu_seconds(big.pid)
+            (status, size, took), peak = peak_during(big.pid, lambda: fetch(port, path, accept))
+            cpu = cpu_seconds(big.pid) - cpu_before
+            time.sleep(1)
+            after = rss_kib(big.pid)
+            rows.append(("one full fetch of %s: status, bytes, time, server CPU" % name,
+                         "%d, %.1f MB, %.2f s, %.2f s" % (status, size / 1e6, took, cpu)))
+            rows.append(("  RSS before / peak / 1 s after", "%s / %s / %s"
+                         % (mib(before), mib(peak), mib(after))))
+        stop = threading.Event()
+        fetched = [0]
+
+        def fetch_loop(path, accept):
+            while not stop.is_set():
+                fetch(port, path, accept)
+                fetched[0] += 1
+        before = rss_kib(big.pid)
+        loops = [threading.Thread(target=fetch_loop, args=LISTINGS[n % len(LISTINGS)][1:])
+                 for n in range(4)]
+        for loop in loops:
+            loop.start()
+        (rps, p50, p99, non2xx, sockerr), peak = peak_during(
+            big.pid, lambda: heartbeats(port, big_script))
+        stop.set()
+        for loop in loops:
+            loop.join()
+        rows.append(("heartbeats while 4 clients fetch full listings in a loop: req/s, p50, "
+                     "p99, non-2xx or socket errors (wrk's timeout: 2 s)", "%d, %.2f ms, %.2f ms, %d (%d full fetches done; RSS %s "
+                     "before, %s at the peak)" % (rps, p50 / 1000, p99 / 1000, non2xx + sockerr,
+                                                  fetched[0], mib(before), mib(peak))))
+        left = count_instances(port)
+        rows.append(("instances still listed at the end (none may expire: ttl 600 s)",
+                     "%d of %d" % (left, instances)))
+    finally:
+        for server in (small, big):
+            if server.poll() is None:
+                server.send_signal(signal.SIGTERM)
+                server.wait()
+    print("| Scale figure | Result |")
+    print("|---|---|")
+    for name, value in rows:
+        print("| %s | %s |" % (name, value))
+
+
+if __name__ == "__main__":
+    main()
