@@ -10,6 +10,8 @@
 #     (BENCH_STATIC=<path> BENCH_GLIBC=<path> to compare binaries built before)
 #   BENCH_ONLY=scale static-tests/bench.sh   # 1,000,000 instances in 1,000 services
 #     (BENCH_SCALE="INSTANCES SERVICES" for another size)
+#   BENCH_ONLY=soak static-tests/bench.sh    # 100,000 instances heartbeating for 30 minutes
+#     (BENCH_SOAK="MINUTES INSTANCES" for another length or size)
 #
 # BENCH_BINARY chooses what is measured: `static` (the default: the binary users run, built by
 # ./musl-build.sh), `release` (the glibc `cargo build --release`), or the path of a binary.
@@ -122,6 +124,20 @@ if [ "${BENCH_ONLY:-}" = scale ]; then
   echo
   # shellcheck disable=SC2086 # two numbers, split on purpose
   python3 static-tests/tools/scale.py "$BIN" ${BENCH_SCALE:-1000000 1000}
+  exit 0
+fi
+
+# --- A long run (BENCH_ONLY=soak): static-tests/tools/soak.py -----------------------------------
+if [ "${BENCH_ONLY:-}" = soak ]; then
+  echo
+  echo "## a8registry benchmark: soak"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); binary: $BIN"
+  machine_line
+  echo "- command: BENCH_ONLY=soak $COMMAND (BENCH_SOAK=${BENCH_SOAK:-30 100000})"
+  echo
+  # shellcheck disable=SC2086 # two numbers, split on purpose
+  python3 static-tests/tools/soak.py "$BIN" ${BENCH_SOAK:-30 100000}
   exit 0
 fi
 

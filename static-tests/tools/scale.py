@@ -62,7 +62,7 @@ def read_head(reader):
 
 def register_part(args):
     """Registers every index in range(first, count, step) over one connection; returns the ids."""
-    port, first, count, step, services = args
+    port, first, count, step, services, ttl, prefix = args
     ids = []
     with socket.create_connection(("127.0.0.1", port)) as conn:
         reader = conn.makefile("rb")
@@ -71,10 +71,10 @@ def register_part(args):
             batch = indexes[start:start + BATCH]
             out = []
             for i in batch:
-                body = ('{"service_name":"scale-%d","endpoint":{"type":"tcp","value":'
-                        '"10.%d.%d.%d:%d"},"ttl":600}'
-                        % (i % services, (i >> 16) & 255, (i >> 8) & 255, i & 255,
-                           1024 + (i >> 24)))
+                body = ('{"service_name":"%s-%d","endpoint":{"type":"tcp","value":'
+                        '"10.%d.%d.%d:%d"},"ttl":%d}'
+                        % (prefix, i % services, (i >> 16) & 255, (i >> 8) & 255, i & 255,
+                           1024 + (i >> 24), ttl))
                 out.append("POST /api/v1/instances HTTP/1.1\r\nHost: localhost\r\n"
                            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                            % (len(body), body))
@@ -88,11 +88,12 @@ def register_part(args):
     return ids
 
 
-def register(port, count, services):
+def register(port, count, services, ttl=600, prefix="scale"):
+    """Registers `count` instances (ttl in seconds) in `services` services named prefix-N."""
     began = time.perf_counter()
     with multiprocessing.Pool(CONNECTIONS) as pool:
-        parts = pool.map(register_part,
-                         [(port, n, count, CONNECTIONS, services) for n in range(CONNECTIONS)])
+        parts = pool.map(register_part, [(port, n, count, CONNECTIONS, services, ttl, prefix)
+                                         for n in range(CONNECTIONS)])
     return [i for part in parts for i in part], time.perf_counter() - began
 
 
