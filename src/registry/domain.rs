@@ -53,6 +53,25 @@ impl Changes {
     }
 }
 
+impl Changes {
+    /// The store's change feed was down, so changes may have gone unheard: each watched
+    /// namespace's index is read again, and its watchers are woken if it moved (or if it cannot
+    /// be read, so that they answer rather than wait for what may never be heard).
+    fn resync(&self, store: &dyn Store) {
+        for namespace in self.watches.watched_namespaces() {
+            let before = self.index.namespace(&namespace);
+            match store.shared_index(&Call::new(&namespace)) {
+                Ok(now) if now <= before => {}
+                Ok(now) => {
+                    self.index.learn(&namespace, now, store.cache_generation());
+                    self.watches.wake_namespace(&namespace);
+                }
+                Err(_) => self.watches.wake_namespace(&namespace),
+            }
+        }
+    }
+}
+
 /// A read-only catalog's change of what `namespace` lists. With a store that shares its index,
 /// the store moves it (so every node's index stays the store's, and the other nodes' watchers
 /// wake too); should that fail, this node's index moves alone, so its own watchers and cached
@@ -101,6 +120,13 @@ impl Registry {
             // Another node's expiry is counted by the node that reaped it.
             if change.kind == ChangeKind::Expired && change.origin != Origin::SharedStore {
                 counter.add(StoreCount::Expirations as usize, 1);
+            }
+        }));
+        let resynced = changes.clone();
+        let unheard_from = Arc::downgrade(&store);
+        store.subscribe_resync(Box::new(move || {
+            if let Some(store) = unheard_from.upgrade() {
+                resynced.resync(store.as_ref());
             }
         }));
         let notified = changes.clone();

@@ -116,6 +116,10 @@ pub struct Lease {
 /// are released, so it must be quick and must not call back into the store's write paths.
 pub type Listener = Box<dyn Fn(&Change) + Send + Sync>;
 
+/// A consumer of [`Store::subscribe_resync`]: whatever it learned from the changes is to be
+/// learned again.
+pub type ResyncListener = Box<dyn Fn() + Send + Sync>;
+
 /// A consumer of lease events; the same rules as [`Listener`].
 pub type LeaseListener = Box<dyn Fn(&Lease) + Send + Sync>;
 
@@ -333,6 +337,10 @@ pub trait Store: Send + Sync {
 
     /// Adds a lease listener: heartbeats are observed only by those who ask.
     fn subscribe_leases(&self, listener: LeaseListener);
+
+    /// Adds a listener called whenever changes may have gone unannounced: a shared store's
+    /// change feed was down and is up again. Stores that announce every change never call it.
+    fn subscribe_resync(&self, _listener: ResyncListener) {}
 
     /// The store's clock.
     fn clock(&self) -> &dyn Clock;

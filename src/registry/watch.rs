@@ -179,6 +179,11 @@ impl Watches {
             let count: usize = taken.iter().map(Vec::len).sum();
             self.shared.registered.fetch_sub(count, Ordering::SeqCst);
         }
+        self.hand_over(taken);
+    }
+
+    /// Queues the lists for the waking thread.
+    fn hand_over(&self, mut taken: Vec<Vec<Watcher>>) {
         if taken.is_empty() {
             return;
         }
@@ -189,6 +194,29 @@ impl Watches {
         if was_empty {
             self.shared.queued.notify_one();
         }
+    }
+
+    /// The namespaces that have watchers.
+    pub fn watched_namespaces(&self) -> Vec<Arc<str>> {
+        lock(&self.shared.namespaces).keys().cloned().collect()
+    }
+
+    /// Hands every watcher of `namespace`, of every service, to the waking thread: it changed,
+    /// and which of its services changed is not known.
+    pub fn wake_namespace(&self, namespace: &str) {
+        let taken: Vec<Vec<Watcher>> = {
+            let mut namespaces = lock(&self.shared.namespaces);
+            let Some(entry) = namespaces.remove(namespace) else {
+                return;
+            };
+            let mut taken = vec![entry.whole.watchers];
+            taken.extend(entry.services.into_values().map(|list| list.watchers));
+            taken.retain(|list| !list.is_empty());
+            let count: usize = taken.iter().map(Vec::len).sum();
+            self.shared.registered.fetch_sub(count, Ordering::SeqCst);
+            taken
+        };
+        self.hand_over(taken);
     }
 
     /// Drops the entries of watchers that stopped waiting, and emptied namespaces.
@@ -305,6 +333,27 @@ mod tests {
         watches.changed("b", &[]);
         assert!(eventually(|| other_namespace.woken.load(Ordering::SeqCst)));
         assert_eq!(watches.registered(), 1);
+    }
+
+    #[test]
+    fn waking_a_namespace_wakes_its_every_service_and_no_other_namespace() {
+        let watches = Watches::start().unwrap();
+        let flags = [probe(&watches, "a", None), probe(&watches, "a", Some("s"))];
+        let other = probe(&watches, "b", Some("t"));
+        let mut watched = watches.watched_namespaces();
+        watched.sort();
+        assert_eq!(watched, [Arc::from("a"), Arc::from("b")]);
+        watches.wake_namespace("a");
+        for flag in &flags {
+            assert!(eventually(|| flag.woken.load(Ordering::SeqCst)));
+        }
+        assert!(!other.woken.load(Ordering::SeqCst));
+        assert_eq!(watches.registered(), 1);
+        // Watchers registered afterwards wait for the next change as before.
+        let later = probe(&watches, "a", None);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!later.woken.load(Ordering::SeqCst));
+        assert_eq!(watches.registered(), 2);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The change channel: every script publishes each change it makes on
 //! [`keys::CHANGES_CHANNEL`](super::keys::CHANGES_CHANNEL) as
-//! `<node> <hex namespace> <kind letter> <hex service> <hex id>`, and one plain thread per node
-//! listens, so another node's change moves this node's change index (and frees its cached
-//! bodies, wakes its watchers) within milliseconds: the 100 ms of spec §2.
+//! `<node> <hex namespace> <kind letter> <hex service> <hex id> <index>` (kind `C`, a read-only
+//! catalog's change of a service, has an empty id), and one plain thread per node listens, so
+//! another node's change moves this node's change index to Redis's (and frees its cached bodies,
+//! wakes its watchers) within milliseconds: the 100 ms of spec §2.
 //!
 //! A subscription can miss messages while it is down, so responses may be cached only while it
 //! is up and Redis is healthy ([`RedisStore::cache_generation`](super::RedisStore)); each new
-//! subscription moves the generation, which makes every body cached before it stale.
+//! subscription moves the generation, which makes every body cached before it stale and every
+//! index learned before it to be read again, and wakes every watcher.
 
 use super::keys::CHANGES_CHANNEL;
 use super::link::MAX_BACKOFF;
@@ -52,6 +54,9 @@ fn listen(weak: &Weak<RedisStore>) {
             let Some(store) = weak.upgrade() else { return };
             store.generation.fetch_add(1, Ordering::SeqCst);
             store.subscribed.store(true, Ordering::SeqCst);
+            // Changes made while no subscription stood were never heard: wake every watcher,
+            // which reads the index again, from Redis, under the new generation.
+            store.resynced();
         }
         loop {
             match connection.receive() {

@@ -29,7 +29,7 @@ use crate::registry::error::Error;
 use crate::registry::instance::{Instance, TtlPolicy, UP};
 use crate::registry::store::{
     Applied, Call, Change, ChangeKind, ChangeLog, Clock, Lease, LeaseListener, Listener, Lookup,
-    Origin, Record, Result, Snapshot, Store, SystemClock,
+    Origin, Record, Result, ResyncListener, Snapshot, Store, SystemClock,
 };
 use crate::registry::version::HybridClock;
 use keys::{hex, namespace_key, unhex, DUE_NAMESPACES, LIVE_NAMESPACES};
@@ -75,6 +75,8 @@ pub struct RedisStore {
     versions: HybridClock,
     clock: SystemClock,
     listeners: RwLock<Vec<Listener>>,
+    /// Told when a new subscription starts: changes made meanwhile were not heard.
+    resync_listeners: RwLock<Vec<ResyncListener>>,
     /// True while the change channel is subscribed: only then may responses be cached.
     subscribed: AtomicBool,
     /// Moves whenever the subscription is made again (changes may have been missed).
@@ -223,6 +225,7 @@ impl RedisStore {
             versions: HybridClock::new(config.node_id),
             clock: SystemClock::default(),
             listeners: RwLock::new(Vec::new()),
+            resync_listeners: RwLock::new(Vec::new()),
             subscribed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         });
@@ -569,6 +572,17 @@ impl RedisStore {
         self.instances(&result)
     }
 
+    /// Tells the resync listeners that a new subscription started.
+    fn resynced(&self) {
+        let listeners = self
+            .resync_listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        for listener in listeners.iter() {
+            listener();
+        }
+    }
+
     /// Applies a change another node announced.
     fn heard(&self, message: &[u8]) {
         let mut parts = message.split(|&b| b == b' ');
@@ -861,6 +875,13 @@ impl Store for RedisStore {
 
     /// Nothing replicates from a shared store: leases are never announced.
     fn subscribe_leases(&self, _listener: LeaseListener) {}
+
+    fn subscribe_resync(&self, listener: ResyncListener) {
+        self.resync_listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+    }
 
     fn clock(&self) -> &dyn Clock {
         &self.clock

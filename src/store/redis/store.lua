@@ -78,26 +78,48 @@ if eureka then redis.call("SET", FOLLOWED, "1", "PX", DAY_MS) end
 
 -- The change index after this script's changes (nil until one is made or read).
 local index_now
--- Moves the change index by one. It never goes below Redis's clock in microseconds, so an index
--- that expired with an idle namespace (or that Redis lost) starts again above every value it
--- had: two changes a microsecond apart are more than one script can make.
+-- Redis's clock in microseconds: an index never starts below it, so an index that expired with
+-- an idle namespace (or that Redis lost) starts again above every value it had (two changes a
+-- microsecond apart are more than one script can make).
+local function clock_micros()
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function clock_text()
+  return t[1] .. string.format("%06d", tonumber(t[2]))
+end
+
+-- Moves the change index by one.
 local function next_index()
   local n = redis.call("INCR", INDEX)
-  if not index_now then
-    local clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-    if n < clock then
-      n = clock
-      redis.call("SET", INDEX, t[1] .. string.format("%06d", tonumber(t[2])), "PX", DAY_MS)
-    else
-      redis.call("PEXPIRE", INDEX, DAY_MS)
-    end
+  if not index_now and n < clock_micros() then
+    n = clock_micros()
+    redis.call("SET", INDEX, clock_text())
   end
   index_now = n
   return string.format("%.0f", n)
 end
 
+-- The index as it stands. The key expires only once its namespace is empty (see `settled`),
+-- so a namespace holding instances lacks it only if Redis lost it: it starts again from the
+-- clock, stored, so every node reads the same one.
 local function current_index()
-  return index_now or tonumber(redis.call("GET", INDEX) or "0")
+  if index_now then return index_now end
+  local held = redis.call("GET", INDEX)
+  if held then return tonumber(held) end
+  if redis.call("EXISTS", RECORDS) == 0 then return 0 end
+  redis.call("SET", INDEX, clock_text())
+  index_now = clock_micros()
+  return index_now
+end
+
+-- The index key lives as long as the namespace holds instances, and 24 h after it empties.
+local function settle_index()
+  if not index_now then return end
+  if redis.call("EXISTS", RECORDS) == 1 then
+    redis.call("PERSIST", INDEX)
+  else
+    redis.call("PEXPIRE", INDEX, DAY_MS)
+  end
 end
 
 -- Records one change: version, change log (when followed), index, message to the other nodes.
@@ -190,7 +212,9 @@ end
 local gone = reap()
 -- Every answer but a heartbeat's: the operation's result, the expiries reaped, the index after.
 local function done(result)
-  return {result, gone, current_index()}
+  local index = current_index()
+  settle_index()
+  return {result, gone, index}
 end
 -- Reads that cannot filter by deadline themselves (service names, counts, the change log) need
 -- every due instance gone first.

@@ -1224,28 +1224,46 @@ fn every_node_gives_redis_s_change_index_and_it_never_goes_back() {
     // Redis loses everything (no persistence): the index starts again above every value it had,
     // on every node, including one that never saw the old values.
     redis.restart();
+    let mut again = String::new();
     assert!(eventually(Duration::from_secs(5), || {
-        register(&a, "web", "10.0.7.3:80").status == 201
+        let r = register(&a, "web", "10.0.7.3:80");
+        if r.status == 201 {
+            again = r.json()["id"].as_str().unwrap().to_string();
+        }
+        r.status == 201
     }));
     let d = node(&redis, &[]);
     let after = agreed_index(&[&a, &b, &c, &d]);
     assert!(after > second, "went back from {second} to {after}");
+
+    // The index key never expires while its namespace holds instances (heartbeats alone do not
+    // renew it, and a node started a day later must still read it); it expires once it empties.
     let key = redis
         .command(&["KEYS", "a8r1:{*}:ix"])
         .expect("the index key");
-    assert!(key.contains(":ix"), "{key}");
     let key = key
         .lines()
         .find(|l| l.starts_with("a8r1:"))
-        .unwrap_or_else(|| panic!("no key in {key:?}"))
+        .unwrap_or_else(|| panic!("no index key in {key:?}"))
         .to_string();
-    let ttl: i64 = redis
-        .command(&["PTTL", &key])
-        .and_then(|t| t.trim().trim_start_matches(':').parse().ok())
-        .expect("PTTL");
+    let ttl = |redis: &RedisServer| -> i64 {
+        redis
+            .command(&["PTTL", &key])
+            .and_then(|t| t.trim().trim_start_matches(':').parse().ok())
+            .expect("PTTL")
+    };
+    assert_eq!(
+        ttl(&redis),
+        -1,
+        "no expiry while the namespace holds an instance"
+    );
+    let r = a.request("DELETE", &format!("{INSTANCES}/{again}"), &[], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(agreed_index(&[&a, &b, &c, &d]) > after);
+    let left = ttl(&redis);
     assert!(
-        ttl > 0,
-        "the index key expires with an idle namespace: {ttl}"
+        left > 0,
+        "the index key expires with an empty namespace: {left}"
     );
 }
 
@@ -1282,4 +1300,37 @@ fn a_catalog_change_on_one_node_moves_redis_s_index_and_wakes_the_other_nodes_wa
     assert!(eventually(Duration::from_secs(5), || ids(&a, "cat").len() == 1));
     let after = agreed_index(&[&a, &b]);
     assert!(after > before);
+}
+
+#[test]
+fn a_watcher_whose_change_went_unheard_is_woken_once_the_change_channel_is_back() {
+    let mut redis = RedisServer::start(&[]);
+    let a = node(&redis, &[]);
+    let b = node(&redis, &[]);
+    assert_eq!(register(&a, "web", "10.0.9.1:80").status, 201);
+    let before = agreed_index(&[&a, &b]);
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| b.get(&format!("/api/v1/services?index={before}&wait=60s")));
+        std::thread::sleep(Duration::from_millis(300));
+        // b is frozen while Redis restarts and a registers: b's subscription cannot hear the
+        // registration's message; its watcher's connection stays open.
+        b.signal(libc::SIGSTOP);
+        redis.restart();
+        let registered = eventually(Duration::from_secs(5), || {
+            register(&a, "api", "10.0.9.2:80").status == 201
+        });
+        b.signal(libc::SIGCONT);
+        assert!(registered, "a registers once Redis is back");
+        let resumed = Instant::now();
+        let r = watcher.join().unwrap();
+        let waited = resumed.elapsed();
+        assert!(
+            waited < Duration::from_secs(10),
+            "b's watcher slept through the change it missed ({waited:?})"
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["services"], json!(["api"]), "{}", r.text());
+        let woken: u64 = r.header("x-a8-index").unwrap().parse().unwrap();
+        assert!(woken > before, "{woken} after {before}");
+    });
 }
