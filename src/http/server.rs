@@ -189,15 +189,19 @@ impl Output {
         self.bytes.is_empty() && self.spliced.is_empty()
     }
 
-    /// Frees the buffer of a connection gone idle (everything written). Kept, it would stay
+    /// Frees the buffers of a connection gone idle (everything written). Kept, they would stay
     /// with the connection however long it idles: 10,000 watchers woken by one change would
     /// each grow the heap by an answer (a page-by-page `mprotect` in a worker's malloc arena,
     /// measured at a tenth of the server's CPU for the wake), where freed, the next answer on
     /// the same worker reuses the same block from the thread's cache.
     fn release(&mut self) {
-        debug_assert!(self.is_empty());
+        debug_assert!(self.is_empty() && self.marked.is_empty());
         if self.bytes.capacity() > 0 {
             self.bytes = Vec::new();
+        }
+        // The same for the list of marked responses (a watcher's answer is its first).
+        if self.marked.capacity() > 0 {
+            self.marked = Vec::new();
         }
     }
 
