@@ -35,8 +35,8 @@
 //!   encodable Eureka fields), `version` (hybrid logical clock + member id), `error` (the one
 //!   error type), `store` (the fallible backend trait, calls with deadlines, change events with
 //!   their origin, lease events, records from elsewhere), `index` (the per-namespace and
-//!   per-service change index), `watch` (the requests waiting for a change, woken by one plain
-//!   thread), `changelog` (the Eureka change log with its byte budget), `memory` (the sharded
+//!   per-service change index), `watch` (the requests waiting for a change, handed by one plain
+//!   thread to one waking coroutine per worker), `changelog` (the Eureka change log with its byte budget), `memory` (the sharded
 //!   TTL map with tombstones and its reaper schedule) and `clock` (the in-memory store's clock,
 //!   which leaves out the registry's own pauses, D39).
 //! - [`metrics`]: striped counters and histograms, and the Prometheus text exposition with the

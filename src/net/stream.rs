@@ -78,7 +78,13 @@ impl Stream {
     pub fn try_write(&self, slices: &[IoSlice<'_>]) -> std::io::Result<Option<usize>> {
         self.clear_readiness();
         loop {
-            match (&self.socket).write_vectored(slices) {
+            // One slice (a head with a small body, every watcher's answer) goes by `write`,
+            // which spares the kernel's vectored path its copy and checks of the slice list.
+            let written = match slices {
+                [only] => (&self.socket).write(only),
+                _ => (&self.socket).write_vectored(slices),
+            };
+            match written {
                 Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

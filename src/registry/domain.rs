@@ -342,7 +342,7 @@ impl Registry {
     }
 
     /// Registers `watcher` for the next change of `service` in `namespace`, or of the whole
-    /// namespace when `service` is `None`; it is woken once, from a plain thread. Read the index
+    /// namespace when `service` is `None`; it is woken once, off the changing thread. Read the index
     /// again afterwards: a change between the caller's first read and this call may have been
     /// missed, and the caller answers (or wakes the watcher) itself when the index moved.
     pub fn watch(&self, namespace: &str, service: Option<&str>, watcher: Box<dyn Wake>) {
