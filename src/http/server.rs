@@ -182,6 +182,8 @@ struct Output {
     spliced_bytes: usize,
     /// (tag, status, request complete) of the marked responses in the buffer.
     marked: Vec<(u16, u16, Instant)>,
+    /// A request that waited was answered since the connection was last idle.
+    answered_a_wait: bool,
 }
 
 impl Output {
@@ -189,13 +191,18 @@ impl Output {
         self.bytes.is_empty() && self.spliced.is_empty()
     }
 
-    /// Frees the buffers of a connection gone idle (everything written). Kept, they would stay
-    /// with the connection however long it idles: 10,000 watchers woken by one change would
+    /// Frees the buffers of a connection gone idle (everything written) after answering a
+    /// request that waited. Kept, they would stay with a watcher's connection however long it
+    /// idles: 10,000 watchers woken by one change would
     /// each grow the heap by an answer (a page-by-page `mprotect` in a worker's malloc arena,
     /// measured at a tenth of the server's CPU for the wake), where freed, the next answer on
     /// the same worker reuses the same block from the thread's cache.
     fn release(&mut self) {
         debug_assert!(self.is_empty() && self.marked.is_empty());
+        // Other connections keep theirs, so a keep-alive request allocates nothing.
+        if !std::mem::take(&mut self.answered_a_wait) {
+            return;
+        }
         if self.bytes.capacity() > 0 {
             self.bytes = Vec::new();
         }
@@ -426,7 +433,10 @@ impl Connection<'_> {
         let response = match reply {
             Reply::Now(response) => response,
             Reply::Wait(waiter) => match self.park(waiter)? {
-                Some(response) => response,
+                Some(response) => {
+                    self.output.answered_a_wait = true;
+                    response
+                }
                 None => return Ok(Answered::ClientGone),
             },
         };
