@@ -37,8 +37,7 @@ fn allows_gzip<'a>(elements: impl Iterator<Item = &'a str>) -> bool {
         let Some(weight) = weight(parts) else {
             continue;
         };
-        let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")
-        {
+        let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
             &mut gzip
         } else if coding.eq_ignore_ascii_case("identity") {
             &mut identity
@@ -186,7 +185,11 @@ mod tests {
         assert_eq!(r.coding, Coding::Fixed);
         let mut r = response(Body::Empty);
         negotiate(&mut r, true, &mut || {});
-        assert_eq!(r.coding, Coding::Fixed, "an empty body is never labelled gzip");
+        assert_eq!(
+            r.coding,
+            Coding::Fixed,
+            "an empty body is never labelled gzip"
+        );
     }
 
     #[test]
@@ -196,7 +199,10 @@ mod tests {
         negotiate(&mut first, true, &mut || {});
         let mut second = response(Body::Cached(body.clone()));
         negotiate(&mut second, true, &mut || {});
-        assert_eq!(first.body.as_bytes().as_ptr(), second.body.as_bytes().as_ptr());
+        assert_eq!(
+            first.body.as_bytes().as_ptr(),
+            second.body.as_bytes().as_ptr()
+        );
         assert_eq!(body.plain().len(), 4096, "the plain one stays");
     }
 }

@@ -7,8 +7,7 @@
 //! small body does not pay for 300 KB of zeroed memory either.
 
 use miniz_oxide::deflate::core::{
-    compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush,
-    TDEFLStatus,
+    compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
 };
 use std::sync::Mutex;
 

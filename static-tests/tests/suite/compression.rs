@@ -62,7 +62,11 @@ fn assert_gzip_matches_plain(server: &Server, path: &str, headers: &[(&str, &str
     with_gzip.push(("Accept-Encoding", "gzip"));
     let compressed = get_with(server, path, &with_gzip);
     assert_eq!(compressed.status, 200, "{path}");
-    assert_eq!(compressed.header("content-encoding"), Some("gzip"), "{path}");
+    assert_eq!(
+        compressed.header("content-encoding"),
+        Some("gzip"),
+        "{path}"
+    );
     assert_eq!(compressed.header("vary"), Some("Accept-Encoding"), "{path}");
     assert_eq!(
         compressed.header("content-type"),
@@ -157,7 +161,10 @@ fn accept_encoding_is_read_with_its_weights() {
         let answer = get_with(&server, path, &[("Accept-Encoding", value)]);
         assert_eq!(answer.header("content-encoding"), None, "{value:?}");
         assert_eq!(answer.header("vary"), Some("Accept-Encoding"), "{value:?}");
-        assert!(answer.json()["instances"].is_array(), "{value:?}: plain JSON");
+        assert!(
+            answer.json()["instances"].is_array(),
+            "{value:?}: plain JSON"
+        );
     }
     // Two fields are one list.
     let answer = get_with(
@@ -196,7 +203,11 @@ fn small_and_empty_bodies_go_out_plain() {
     );
     assert_eq!(heartbeat.status, 200);
     assert!(heartbeat.body.is_empty());
-    assert_eq!(heartbeat.header("content-encoding"), None, "never on 0 bytes");
+    assert_eq!(
+        heartbeat.header("content-encoding"),
+        None,
+        "never on 0 bytes"
+    );
     let deregistered = server.request("DELETE", &format!("/api/v1/instances/{id}"), &gzip, None);
     assert!(deregistered.body.is_empty());
     assert_eq!(deregistered.header("content-encoding"), None);
@@ -212,11 +223,7 @@ fn a_cached_compressed_body_is_reused_until_a_change_makes_a_fresh_one() {
     let json = [("Accept", "application/json")];
     for path in ["/eureka/v2/apps", "/api/v1/services/orders"] {
         let first = assert_gzip_matches_plain(&server, path, &json);
-        let again = get_with(
-            &server,
-            path,
-            &[json[0], ("Accept-Encoding", "gzip")],
-        );
+        let again = get_with(&server, path, &[json[0], ("Accept-Encoding", "gzip")]);
         assert_eq!(again.body, first, "{path}: the cached one");
     }
     let added = server.post_json(
@@ -239,7 +246,11 @@ fn a_cached_compressed_body_is_reused_until_a_change_makes_a_fresh_one() {
         None,
     );
     let head = read_response(&mut conn, true).unwrap();
-    let get = get_with(&server, "/eureka/v2/apps", &[json[0], ("Accept-Encoding", "gzip")]);
+    let get = get_with(
+        &server,
+        "/eureka/v2/apps",
+        &[json[0], ("Accept-Encoding", "gzip")],
+    );
     assert_eq!(head.header("content-encoding"), Some("gzip"));
     assert_eq!(
         head.header("content-length"),
