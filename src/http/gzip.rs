@@ -11,8 +11,9 @@ use miniz_oxide::deflate::core::{
 };
 use std::sync::Mutex;
 
-/// Deflate level 1 (the fastest, greedy matching): a registry listing is so repetitive that
-/// higher levels gain a few percent of size for several times the CPU (see the README).
+/// Deflate level 1 (the fastest, greedy matching): it already makes registry listings 7 to 16
+/// times smaller, at about 170-190 MB/s of input on the development machine (README,
+/// Performance); higher levels were not measured.
 const LEVEL: i32 = 1;
 /// Input deflated between two yields of the calling coroutine, so one large body does not hold
 /// its worker while other connections wait.
