@@ -18,7 +18,9 @@
 //! - [`net`]: the acceptor every port uses (connection limit, accept-error backoff, shutdown) and
 //!   the open connections with their deadlines, woken by one timer thread.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder, body memory budget),
-//!   `response`, `router` (routes with metadata), `server` (one coroutine per connection, time
+//!   `response` (with cached bodies that keep their gzip form), `encoding` (`Accept-Encoding`
+//!   and gzip for bodies of 1 KiB or more; `gzip` writes the format around miniz_oxide's
+//!   deflate), `router` (routes with metadata), `server` (one coroutine per connection, time
 //!   limits, graceful drain, telling the handler when a response is written) and `wait` (replies
 //!   that wait to be woken).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base

@@ -7,6 +7,7 @@
 #   BENCH_DURATION=30s static-tests/bench.sh # longer runs, steadier figures
 #   BENCH_ONLY=instructions static-tests/bench.sh # instructions and allocations per request
 #   BENCH_ONLY=compare static-tests/bench.sh # the static and the glibc binary, alternately
+#   BENCH_ONLY=gzip static-tests/bench.sh # bytes and CPU per full fetch, plain and gzip
 #     (BENCH_STATIC=<path> BENCH_GLIBC=<path> to compare binaries built before)
 #   BENCH_ONLY=scale static-tests/bench.sh   # 1,000,000 instances in 1,000 services
 #     (BENCH_SCALE="INSTANCES SERVICES" for another size)
@@ -614,6 +615,30 @@ if [ "${BENCH_ONLY:-}" = catalogs ]; then
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(nproc) CPUs, $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
   echo "- command: BENCH_ONLY=catalogs $COMMAND (BENCH_DURATION=$DURATION)"
   catalog_report
+  exit 0
+fi
+
+# --- Full fetches at 100,000 instances, plain and gzip (BENCH_ONLY=gzip) ------------------------
+# 100 services of 1,000 instances; the bytes and the server's CPU per full fetch, each encoding
+# (static-tests/tools/full_fetch.py says how it counts).
+if [ "${BENCH_ONLY:-}" = gzip ]; then
+  start_server gzip
+  for service in $(seq 0 99); do
+    python3 "$WORK/register.py" "$PORT" "bench-$service" $((service * 1000)) 1000 2>/dev/null
+  done
+  echo
+  echo "## a8registry benchmark: full fetches, plain and gzip"
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- command: BENCH_ONLY=gzip $COMMAND"
+  machine_line
+  echo "- $(count_instances "$PORT") instances in 100 services; RSS $(rss_kib "$SERVER_PID") KiB"
+  echo
+  echo "| Full fetch | Coding | Body bytes | Server CPU, built | Server CPU, cached | Wall, built |"
+  echo "|---|---|---|---|---|---|"
+  python3 "$ROOT/static-tests/tools/full_fetch.py" "$PORT" "$SERVER_PID" "${BENCH_ROUNDS:-5}"
+  echo "- RSS after: $(rss_kib "$SERVER_PID") KiB"
+  stop_server "$SERVER_PID"
   exit 0
 fi
 

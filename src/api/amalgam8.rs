@@ -5,7 +5,7 @@ use super::error::*;
 use super::json::{self, nesting_within, write_string as write_str, MAX_JSON_DEPTH};
 use super::{yield_every, Api, Context};
 use crate::http::request::Request;
-use crate::http::response::Response;
+use crate::http::response::{CachedBody, Response};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::{
     derive_id, Endpoint, EndpointType, Instance, LimitError, TagCollector, OUT_OF_SERVICE,
@@ -287,7 +287,7 @@ pub fn service_instances(api: &Api, ctx: &Context, name: &str) -> Response {
         body.extend_from_slice(b",\"instances\":[");
     };
     match cached_service_body(api, ctx, name, View::Service, &prefix) {
-        Ok(Some(body)) => Response::shared_json(200, body),
+        Ok(Some(body)) => Response::cached_json(200, body),
         Ok(None) => Response::error(404, SERVICE_ENUMERATION),
         Err(error) => failure(&error, 500, SERVICE_ENUMERATION),
     }
@@ -301,7 +301,7 @@ fn cached_service_body(
     service: &str,
     view: View,
     prefix: &dyn Fn(&mut Vec<u8>),
-) -> Result<Option<Arc<[u8]>>, Error> {
+) -> Result<Option<Arc<CachedBody>>, Error> {
     let key = Key {
         namespace: &ctx.namespace,
         service,
@@ -404,7 +404,7 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
         return match cached_service_body(api, ctx, service, View::Instances, &|body| {
             body.extend_from_slice(b"{\"instances\":[")
         }) {
-            Ok(Some(body)) => Response::shared_json(200, body),
+            Ok(Some(body)) => Response::cached_json(200, body),
             Ok(None) => Response::json(200, b"{\"instances\":[]}".to_vec()),
             Err(error) => failure(&error, 500, INSTANCE_ENUMERATION),
         };

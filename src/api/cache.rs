@@ -16,6 +16,7 @@
 //! mutexes (a coroutine waiting for one parks; its worker serves others) and look again before
 //! building.
 
+use crate::http::response::CachedBody;
 use crate::registry::index::ChangeIndex;
 use crate::registry::store::Change;
 use std::collections::HashMap;
@@ -87,7 +88,8 @@ impl View {
 }
 
 struct Cached {
-    body: Arc<[u8]>,
+    /// The body, with its gzip form once a client asked for it (spec D40).
+    body: Arc<CachedBody>,
     /// The change index it was built at.
     index: u64,
     /// The store's cache generation it was built under.
@@ -169,11 +171,13 @@ impl ResponseCache {
         key: Key,
         now: &dyn Fn() -> u64,
         build: impl FnOnce() -> Result<Built, E>,
-    ) -> Result<Option<Arc<[u8]>>, E> {
+    ) -> Result<Option<Arc<CachedBody>>, E> {
         let Some(generation) = (self.gate)() else {
             // Nothing cached may be trusted now: every request reads the store.
             return Ok(match build()? {
-                Built::Cacheable(body, _) | Built::Uncacheable(body) => Some(body.into()),
+                Built::Cacheable(body, _) | Built::Uncacheable(body) => {
+                    Some(Arc::new(CachedBody::new(body)))
+                }
                 Built::Absent => None,
             });
         };
@@ -190,7 +194,7 @@ impl ResponseCache {
         let started = now();
         let (body, stale_after) = match build()? {
             Built::Cacheable(body, stale_after) => (body, stale_after),
-            Built::Uncacheable(body) => return Ok(Some(body.into())),
+            Built::Uncacheable(body) => return Ok(Some(Arc::new(CachedBody::new(body)))),
             Built::Absent => return Ok(None),
         };
         let finished = now();
@@ -199,7 +203,7 @@ impl ResponseCache {
         let fresh_until = finished
             .saturating_add(age)
             .min(stale_after.unwrap_or(u64::MAX));
-        let body: Arc<[u8]> = body.into();
+        let body = Arc::new(CachedBody::new(body));
         self.put(
             key,
             Cached {
@@ -227,7 +231,7 @@ impl ResponseCache {
     }
 
     /// A fresh cached body for the key at this index, if there is one.
-    fn get(&self, key: Key, index: u64, generation: u64, now: u64) -> Option<Arc<[u8]>> {
+    fn get(&self, key: Key, index: u64, generation: u64, now: u64) -> Option<Arc<CachedBody>> {
         let entries = self.lock();
         let namespace = entries.get(key.namespace)?;
         let cached = match key.view.service_slot() {
@@ -312,13 +316,15 @@ mod tests {
         cache.on_change(&change(service));
     }
 
-    fn build(cache: &ResponseCache, key: Key, now: u64, body: &'static [u8]) -> Arc<[u8]> {
+    fn build(cache: &ResponseCache, key: Key, now: u64, body: &'static [u8]) -> Vec<u8> {
         cache
             .get_or_build(key, &|| now, || {
                 Ok::<_, ()>(Built::Cacheable(body.to_vec(), None))
             })
             .unwrap()
             .unwrap()
+            .plain()
+            .to_vec()
     }
 
     #[test]
@@ -406,7 +412,7 @@ mod tests {
             Ok::<_, ()>(Built::Cacheable(b"old".to_vec(), None))
         });
         assert_eq!(
-            answered.unwrap().as_deref(),
+            answered.unwrap().as_deref().map(CachedBody::plain),
             Some(&b"old"[..]),
             "answered once"
         );
@@ -422,10 +428,13 @@ mod tests {
         let absent = cache.get_or_build(key("t", View::Service), &|| 1, || {
             Ok::<_, ()>(Built::Absent)
         });
-        assert_eq!(absent, Ok(None));
+        assert!(matches!(absent, Ok(None)));
         let empty = || Ok::<_, ()>(Built::Uncacheable(b"{}".to_vec()));
         let answered = cache.get_or_build(key("", View::EurekaHashCode), &|| 1, empty);
-        assert_eq!(answered.unwrap().as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            answered.unwrap().as_deref().map(CachedBody::plain),
+            Some(&b"{}"[..])
+        );
         assert!(cache.lock().is_empty(), "nothing cached");
     }
 

@@ -9,14 +9,15 @@ pub const JSON: &str = "application/json; charset=utf-8";
 /// `Content-Type` of Eureka XML responses (spec D6).
 pub const XML: &str = "application/xml; charset=utf-8";
 
-/// A response body: owned bytes, a cached body shared between responses, or bytes compiled into
-/// the binary (embedded files). Large bodies of every kind are written from where they are, never
-/// copied into a connection's buffer.
+/// A response body: owned bytes, bytes shared between responses (a compressed cached body), a
+/// cached body, or bytes compiled into the binary (embedded files). Large bodies of every kind are
+/// written from where they are, never copied into a connection's buffer.
 #[derive(Clone, Debug)]
 pub enum Body {
     Empty,
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
+    Cached(Arc<CachedBody>),
     Static(&'static [u8]),
 }
 
@@ -26,9 +27,59 @@ impl Body {
             Body::Empty => &[],
             Body::Owned(v) => v,
             Body::Shared(v) => v,
+            Body::Cached(v) => &v.plain,
             Body::Static(v) => v,
         }
     }
+}
+
+/// A body served to many requests (a cached listing), with its gzip form, made once on the first
+/// request that takes gzip and then kept with it: both go when the body goes (spec D40).
+pub struct CachedBody {
+    plain: Box<[u8]>,
+    /// A `may` mutex: a coroutine waiting while another compresses parks, its worker serves
+    /// others, and the body is compressed once however many wait.
+    gzip: may::sync::Mutex<Option<Arc<[u8]>>>,
+}
+
+impl CachedBody {
+    pub fn new(plain: Vec<u8>) -> CachedBody {
+        CachedBody {
+            plain: plain.into_boxed_slice(),
+            gzip: may::sync::Mutex::new(None),
+        }
+    }
+
+    /// The uncompressed bytes.
+    pub fn plain(&self) -> &[u8] {
+        &self.plain
+    }
+
+    /// The gzip form, compressed now by `compress` unless it was before.
+    pub fn gzip(&self, compress: impl FnOnce(&[u8]) -> Vec<u8>) -> Arc<[u8]> {
+        let mut gzip = self.gzip.lock().unwrap_or_else(|e| e.into_inner());
+        gzip.get_or_insert_with(|| compress(&self.plain).into())
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for CachedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedBody")
+            .field("plain_bytes", &self.plain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a body's content coding was negotiated, and how it came out (spec D40).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coding {
+    /// Not negotiated: the body is too small to be worth compressing, whoever asks.
+    Fixed,
+    /// Negotiated, and sent as it is: `Vary: Accept-Encoding`.
+    Identity,
+    /// Negotiated and compressed: `Content-Encoding: gzip` and `Vary: Accept-Encoding`.
+    Gzip,
 }
 
 /// One response: status, content type, extra headers and body.
@@ -41,6 +92,8 @@ pub struct Response {
     /// (the index of every Amalgam8 read).
     pub number_header: Option<(&'static str, u64)>,
     pub body: Body,
+    /// Set by [`super::encoding::negotiate`] just before the response is written.
+    pub coding: Coding,
     /// The handler's mark for this response, handed back to [`Handler::written`] once it is
     /// written (metrics label it with it); 0 when unmarked.
     ///
@@ -57,6 +110,7 @@ impl Response {
             headers: Vec::new(),
             number_header: None,
             body: Body::Empty,
+            coding: Coding::Fixed,
             tag: 0,
         }
     }
@@ -69,18 +123,20 @@ impl Response {
             headers: Vec::new(),
             number_header: None,
             body: Body::Owned(body),
+            coding: Coding::Fixed,
             tag: 0,
         }
     }
 
-    /// A JSON response with a shared (cached) body.
-    pub fn shared_json(status: u16, body: Arc<[u8]>) -> Response {
+    /// A JSON response with a cached body.
+    pub fn cached_json(status: u16, body: Arc<CachedBody>) -> Response {
         Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
             number_header: None,
-            body: Body::Shared(body),
+            body: Body::Cached(body),
+            coding: Coding::Fixed,
             tag: 0,
         }
     }
@@ -93,6 +149,7 @@ impl Response {
             headers: Vec::new(),
             number_header: None,
             body: Body::Static(body),
+            coding: Coding::Fixed,
             tag: 0,
         }
     }
@@ -105,6 +162,7 @@ impl Response {
             headers: Vec::new(),
             number_header: None,
             body: Body::Owned(body),
+            coding: Coding::Fixed,
             tag: 0,
         }
     }
@@ -190,6 +248,13 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
         ConnectionHeader::None => {}
         ConnectionHeader::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
         ConnectionHeader::Close => out.extend_from_slice(b"\r\nConnection: close"),
+    }
+    match response.coding {
+        Coding::Fixed => {}
+        Coding::Identity => out.extend_from_slice(b"\r\nVary: Accept-Encoding"),
+        Coding::Gzip => {
+            out.extend_from_slice(b"\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding")
+        }
     }
     for (name, value) in &response.headers {
         out.extend_from_slice(b"\r\n");

@@ -17,6 +17,7 @@
 //! socket, and one still arriving), says `Connection: close` on the last answer, and closes;
 //! idle connections close at once. A request that waits ([`Reply::Wait`]) is answered at once.
 
+use super::encoding;
 use super::request::{BodyBudget, Decoded, Decoder, FramingError, Method, Request};
 use super::response::{write_head, Body, ConnectionHeader, Response};
 use super::wait::{Reply, WaitEnd, Waiter};
@@ -425,12 +426,13 @@ impl Connection<'_> {
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive;
         let version_minor = request.version_minor;
+        let gzip = encoding::accepts_gzip(&request);
         let handler = &*self.server.handler;
         let reply = handler.handle(&request);
         // The body's memory goes back to the budget before any wait; the rest of the request is
         // kept for the next one to reuse.
         self.decoder.recycle(request);
-        let response = match reply {
+        let mut response = match reply {
             Reply::Now(response) => response,
             Reply::Wait(waiter) => match self.park(waiter)? {
                 Some(response) => {
@@ -440,6 +442,7 @@ impl Connection<'_> {
                 None => return Ok(Answered::ClientGone),
             },
         };
+        encoding::negotiate(&mut response, gzip, &mut may::coroutine::yield_now);
         // At shutdown the last request received gets `Connection: close`.
         let keep_open = keep_alive && (!self.link.is_stopping() || self.more_input()?);
         let connection = match (keep_open, version_minor) {

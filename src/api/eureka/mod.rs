@@ -16,7 +16,7 @@ use super::json::{ordered_members, push_string, OrderedObject};
 use super::yield_every;
 use super::{Api, Context};
 use crate::http::request::Request;
-use crate::http::response::{Body, Response};
+use crate::http::response::{Body, CachedBody, Response};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::Status;
 use crate::registry::store::{ChangeKind, Lookup};
@@ -157,7 +157,7 @@ fn cached_document(
     view: View,
     build: &dyn Fn(&mut Apps, u64) -> Vec<u8>,
     format: Format,
-) -> Result<Option<Arc<[u8]>>, Error> {
+) -> Result<Option<Arc<CachedBody>>, Error> {
     let key = Key {
         namespace: &ctx.namespace,
         service: service.unwrap_or(""),
@@ -188,7 +188,7 @@ fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
         apps.applications_document(format, version, &apps.hash_code())
     };
     match cached_document(api, ctx, None, View::EurekaApps(format), &build, format) {
-        Ok(Some(body)) => document(format, 200, Body::Shared(body)),
+        Ok(Some(body)) => document(format, 200, Body::Cached(body)),
         Ok(None) => Response::error(500, APPLICATION_ENUMERATION),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
@@ -198,7 +198,7 @@ fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
 fn one_app(api: &Api, ctx: &Context, app: &str, format: Format) -> Response {
     let build = |apps: &mut Apps, _version: u64| apps.application_document(format);
     match cached_document(api, ctx, Some(app), View::EurekaApp(format), &build, format) {
-        Ok(Some(body)) => document(format, 200, Body::Shared(body)),
+        Ok(Some(body)) => document(format, 200, Body::Cached(body)),
         Ok(None) => Response::error(404, APPLICATION_NOT_FOUND),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
@@ -253,7 +253,7 @@ fn delta(api: &Api, ctx: &Context, format: Format) -> Response {
         })
     });
     match built {
-        Ok(Some(body)) => document(format, 200, Body::Shared(body)),
+        Ok(Some(body)) => document(format, 200, Body::Cached(body)),
         Ok(None) => Response::error(500, APPLICATION_ENUMERATION),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }

@@ -5,6 +5,7 @@ mod auth;
 mod catalogs;
 mod cluster;
 mod cluster_peers;
+mod compression;
 mod connections;
 mod eureka;
 mod expiry;
