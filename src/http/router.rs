@@ -195,7 +195,8 @@ fn match_segments<'p>(segments: &[Segment], parts: &[&'p str]) -> Option<Params<
     let mut params = Params::from_slice(&[]);
     for (i, (segment, part)) in segments.iter().zip(parts).enumerate() {
         match segment {
-            Segment::Literal(literal) if literal == part => {}
+            Segment::Literal(literal)
+                if crate::equal_bytes::equal_bytes(literal.as_bytes(), part.as_bytes()) => {}
             Segment::Literal(_) => return None,
             Segment::Param if part.is_empty() && i == parts.len() - 1 => return None,
             Segment::Param => params.push(part),
