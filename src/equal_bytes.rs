@@ -14,12 +14,14 @@ pub fn equal_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && same_prefix(a, b, a.len())
 }
 
+#[inline(always)]
 fn word(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_ne_bytes(word)
 }
 
+#[inline(always)]
 fn half_word(bytes: &[u8], at: usize) -> u32 {
     let mut half = [0u8; 4];
     half.copy_from_slice(&bytes[at..at + 4]);
@@ -28,6 +30,7 @@ fn half_word(bytes: &[u8], at: usize) -> u32 {
 
 /// True when the first `len` bytes of `a` and `b` (both at least that long) are the same.
 /// Short lengths are compared with two overlapping loads instead of a loop.
+#[inline]
 fn same_prefix(a: &[u8], b: &[u8], len: usize) -> bool {
     let (a, b) = (&a[..len], &b[..len]);
     if len >= 8 {

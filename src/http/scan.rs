@@ -6,27 +6,41 @@ const LOW_SEVEN: u64 = u64::from_ne_bytes([0x7f; 8]);
 
 /// The high bit of every byte of `word` that equals the byte repeated in `pattern`, and no other
 /// bit. Exact (no carry crosses a byte), so flags of bytes outside a range can be masked off.
+#[inline(always)]
 fn flags(word: u64, pattern: u64) -> u64 {
     let x = word ^ pattern;
     !(((x & LOW_SEVEN) + LOW_SEVEN) | x | LOW_SEVEN)
+}
+
+/// The eight bytes at `at` (little-endian, so byte `at` is the lowest).
+#[inline(always)]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
 }
 
 /// The flags of the needle among the bytes of `bytes` from `at` (less than its length) to at most
 /// `at + 8`, and the index their bit 0 stands for. Near the end, the last eight bytes are read
 /// again with those before `at` masked off, so no call goes byte by byte unless `bytes` is
 /// shorter than a word.
+#[inline(always)]
 fn flags_from(bytes: &[u8], pattern: u64, at: usize) -> (u64, usize) {
     let len = bytes.len();
     if at + 8 <= len {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[at..at + 8]);
-        (flags(u64::from_le_bytes(word), pattern), at)
-    } else if len >= 8 {
+        (flags(word_at(bytes, at), pattern), at)
+    } else {
+        tail_flags(bytes, pattern, at)
+    }
+}
+
+/// [`flags_from`] for the last bytes, fewer than eight from `at` on.
+fn tail_flags(bytes: &[u8], pattern: u64, at: usize) -> (u64, usize) {
+    let len = bytes.len();
+    if len >= 8 {
         let base = len - 8;
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[base..]);
         let seen = !0u64 << (8 * (at - base));
-        (flags(u64::from_le_bytes(word), pattern) & seen, base)
+        (flags(word_at(bytes, base), pattern) & seen, base)
     } else {
         let mut word = [0u8; 8];
         word[..len].copy_from_slice(bytes);
@@ -38,16 +52,21 @@ fn flags_from(bytes: &[u8], pattern: u64, at: usize) -> (u64, usize) {
 /// The index of the first `needle` in `haystack` at or after `from`.
 pub fn find_byte(haystack: &[u8], needle: u8, from: usize) -> Option<usize> {
     let pattern = ONES.wrapping_mul(u64::from(needle));
+    let len = haystack.len();
     let mut at = from;
-    while at < haystack.len() {
+    while at + 8 <= len {
         // Little-endian, so the lowest flag is the first match.
-        let (found, base) = flags_from(haystack, pattern, at);
+        let found = flags(word_at(haystack, at), pattern);
         if found != 0 {
-            return Some(base + (found.trailing_zeros() / 8) as usize);
+            return Some(at + (found.trailing_zeros() / 8) as usize);
         }
-        at = base + 8;
+        at += 8;
     }
-    None
+    if at >= len {
+        return None;
+    }
+    let (found, base) = tail_flags(haystack, pattern, at);
+    (found != 0).then(|| base + (found.trailing_zeros() / 8) as usize)
 }
 
 /// Splits `text` at every `separator` byte (an ASCII one, so every piece is a `&str`), calling
