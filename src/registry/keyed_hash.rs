@@ -1,6 +1,6 @@
 //! The keyed hash of the maps whose keys come from clients (namespaces, instance ids, service
 //! names): std's SipHash-1-3 spent about 200 instructions on each lookup of a heartbeat, this
-//! about 25.
+//! about 45 (measured with callgrind on the static binary).
 //!
 //! Why not SipHash: a hash table needs its keys spread over the buckets even when a client
 //! chooses them to collide (HashDoS), not a cryptographic MAC. The construction here is the one of
