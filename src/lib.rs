@@ -14,6 +14,8 @@
 //!   not, `--help`); the startup summary is rendered from it with every secret masked.
 //! - [`log`]: levelled text, json or logstash lines, queued (bounded) and written to stderr by one
 //!   plain thread.
+//! - [`equal_bytes`]: byte-string equality a word at a time, which the static musl binary also
+//!   links as the C library's `bcmp` (musl's compares one byte at a time).
 //! - [`nesting`]: the nesting bound every reader of outside JSON checks before parsing.
 //! - [`net`]: the acceptor every port uses (connection limit, accept-error backoff, shutdown) and
 //!   the open connections with their deadlines, woken by one timer thread.
@@ -68,6 +70,7 @@ pub mod auth;
 pub mod catalogs;
 pub mod cluster;
 pub mod config;
+pub mod equal_bytes;
 pub mod http;
 pub mod log;
 pub mod metrics;

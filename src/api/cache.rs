@@ -18,9 +18,9 @@
 
 use crate::http::response::CachedBody;
 use crate::registry::index::ChangeIndex;
+use crate::registry::keyed_hash::{KeyedMap, KeyedState};
 use crate::registry::store::Change;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,7 +100,7 @@ struct Cached {
 
 #[derive(Default)]
 struct NamespaceEntries {
-    services: HashMap<Arc<str>, [Option<Cached>; SERVICE_VIEWS]>,
+    services: KeyedMap<Arc<str>, [Option<Cached>; SERVICE_VIEWS]>,
     whole: [Option<Cached>; NAMESPACE_VIEWS],
 }
 
@@ -132,7 +132,7 @@ pub type Gate = Box<dyn Fn() -> Option<u64> + Send + Sync>;
 pub struct ResponseCache {
     index: Arc<ChangeIndex>,
     gate: Gate,
-    entries: Mutex<HashMap<Arc<str>, NamespaceEntries>>,
+    entries: Mutex<KeyedMap<Arc<str>, NamespaceEntries>>,
     build_locks: Vec<may::sync::Mutex<()>>,
 }
 
@@ -148,7 +148,7 @@ impl ResponseCache {
         ResponseCache {
             index,
             gate,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(KeyedMap::default()),
             build_locks: (0..BUILD_LOCKS)
                 .map(|_| may::sync::Mutex::new(()))
                 .collect(),
@@ -217,7 +217,7 @@ impl ResponseCache {
     }
 
     fn build_lock(&self, key: Key) -> &may::sync::Mutex<()> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = KeyedState::default().build_hasher();
         key.namespace.hash(&mut hasher);
         if key.view.is_per_service() {
             key.service.hash(&mut hasher);
@@ -226,7 +226,7 @@ impl ResponseCache {
         &self.build_locks[hasher.finish() as usize % BUILD_LOCKS]
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, NamespaceEntries>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyedMap<Arc<str>, NamespaceEntries>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -44,15 +44,24 @@ impl From<serde_json::Error> for Malformed {
 /// input; the last of duplicate keys wins, as in the original. Other members are skipped.
 pub struct Members<'a> {
     names: &'static [&'static str],
-    values: Vec<Option<&'a RawValue>>,
+    /// In place rather than on the heap: a registration reads two or more objects.
+    values: [Option<&'a RawValue>; MAX_MEMBERS],
 }
+
+/// Most names one [`object`] call may pick (a Eureka instance has 22).
+pub const MAX_MEMBERS: usize = 24;
 
 impl<'a> Members<'a> {
     /// No members (a JSON `null`, or an absent object).
+    ///
+    /// # Panics
+    ///
+    /// When `names` has more than [`MAX_MEMBERS`] names (a fixed list of the caller's).
     pub fn empty(names: &'static [&'static str]) -> Members<'a> {
+        assert!(names.len() <= MAX_MEMBERS, "too many member names");
         Members {
             names,
-            values: vec![None; names.len()],
+            values: [None; MAX_MEMBERS],
         }
     }
 

@@ -1,8 +1,8 @@
 //! The namespaces that tokens have named, kept so that a tenant's requests share one
 //! [`Namespace`] instead of allocating it anew for every request.
 
+use crate::registry::keyed_hash::KeyedSet;
 use crate::registry::namespace::{InvalidNamespace, Namespace};
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 /// Most namespaces kept. Beyond it a name is still served, allocated per request: a client that
@@ -11,7 +11,7 @@ const MAX_INTERNED: usize = 4096;
 
 #[derive(Default)]
 pub struct Interned {
-    names: Mutex<HashSet<Namespace>>,
+    names: Mutex<KeyedSet<Namespace>>,
 }
 
 impl Interned {

@@ -235,15 +235,21 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
             out.extend_from_slice(b" Unknown\r\nContent-Type: ");
         }
     }
-    out.extend_from_slice(response.content_type.as_bytes());
     // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here), nor on 304,
     // where it would have to be the length of the 200 that the 304 stands for.
     if response.status != 204 && response.status != 304 {
-        out.extend_from_slice(b"\r\nContent-Length: ");
+        // JSON answers, nearly all of them, copy their type and the next name in one piece.
+        if response.content_type == JSON {
+            out.extend_from_slice(JSON_AND_LENGTH.as_bytes());
+        } else {
+            out.extend_from_slice(response.content_type.as_bytes());
+            out.extend_from_slice(b"\r\nContent-Length: ");
+        }
         push_decimal(out, response.body.as_bytes().len() as u64);
+    } else {
+        out.extend_from_slice(response.content_type.as_bytes());
     }
-    out.extend_from_slice(b"\r\nDate: ");
-    with_http_date(|date| out.extend_from_slice(date));
+    with_date_line(|date_line| out.extend_from_slice(date_line));
     match connection {
         ConnectionHeader::None => {}
         ConnectionHeader::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
@@ -286,20 +292,29 @@ fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
     out.extend_from_slice(&digits[start..]);
 }
 
+/// [`JSON`] and the name of the header after it.
+const JSON_AND_LENGTH: &str = "application/json; charset=utf-8\r\nContent-Length: ";
+const _: () = assert!(JSON_AND_LENGTH.len() == JSON.len() + "\r\nContent-Length: ".len());
+
+/// `\r\nDate: ` and the 29 bytes of the date.
+const DATE_LINE_BYTES: usize = 8 + 29;
+
 thread_local! {
-    /// The `Date` value of the current second, per worker thread: formatting it once a second
-    /// instead of per response.
-    static HTTP_DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    /// The `Date` line of the current second, per worker thread: formatting it once a second
+    /// instead of per response, and copying it in one piece.
+    static DATE_LINE: RefCell<(u64, [u8; DATE_LINE_BYTES])> =
+        const { RefCell::new((u64::MAX, [0; DATE_LINE_BYTES])) };
 }
 
-fn with_http_date(f: impl FnOnce(&[u8])) {
+fn with_date_line(f: impl FnOnce(&[u8])) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    HTTP_DATE.with(|cell| {
+    DATE_LINE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != now {
-            cached.1.copy_from_slice(http_date(now).as_bytes());
+            cached.1[..8].copy_from_slice(b"\r\nDate: ");
+            cached.1[8..].copy_from_slice(http_date(now).as_bytes());
             cached.0 = now;
         }
         f(&cached.1);

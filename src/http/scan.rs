@@ -2,32 +2,76 @@
 //! generic searches of `core` spend their set-up on every short call.
 
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+const LOW_SEVEN: u64 = u64::from_ne_bytes([0x7f; 8]);
+
+/// The high bit of every byte of `word` that equals the byte repeated in `pattern`, and no other
+/// bit. Exact (no carry crosses a byte), so flags of bytes outside a range can be masked off.
+#[inline(always)]
+fn flags(word: u64, pattern: u64) -> u64 {
+    let x = word ^ pattern;
+    !(((x & LOW_SEVEN) + LOW_SEVEN) | x | LOW_SEVEN)
+}
+
+/// The eight bytes at `at` (little-endian, so byte `at` is the lowest).
+#[inline(always)]
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// The flags of the needle among the bytes of `bytes` from `at` (less than its length) to at most
+/// `at + 8`, and the index their bit 0 stands for. Near the end, the last eight bytes are read
+/// again with those before `at` masked off, so no call goes byte by byte unless `bytes` is
+/// shorter than a word.
+#[inline(always)]
+fn flags_from(bytes: &[u8], pattern: u64, at: usize) -> (u64, usize) {
+    let len = bytes.len();
+    if at + 8 <= len {
+        (flags(word_at(bytes, at), pattern), at)
+    } else {
+        tail_flags(bytes, pattern, at)
+    }
+}
+
+/// [`flags_from`] for the last bytes, fewer than eight from `at` on.
+fn tail_flags(bytes: &[u8], pattern: u64, at: usize) -> (u64, usize) {
+    let len = bytes.len();
+    if len >= 8 {
+        let base = len - 8;
+        let seen = !0u64 << (8 * (at - base));
+        (flags(word_at(bytes, base), pattern) & seen, base)
+    } else {
+        let mut word = [0u8; 8];
+        word[..len].copy_from_slice(bytes);
+        let inside = !0u64 >> (8 * (8 - len)) & !0u64 << (8 * at);
+        (flags(u64::from_le_bytes(word), pattern) & inside, 0)
+    }
+}
 
 /// The index of the first `needle` in `haystack` at or after `from`.
 pub fn find_byte(haystack: &[u8], needle: u8, from: usize) -> Option<usize> {
     let pattern = ONES.wrapping_mul(u64::from(needle));
+    let len = haystack.len();
     let mut at = from;
-    while at + 8 <= haystack.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&haystack[at..at + 8]);
-        // Little-endian, so the lowest flagged byte is the first one; the classic zero-byte test
-        // can flag a byte above a true match, never one below it.
-        let x = u64::from_le_bytes(word) ^ pattern;
-        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+    while at + 8 <= len {
+        // Little-endian, so the lowest flag is the first match.
+        let found = flags(word_at(haystack, at), pattern);
         if found != 0 {
             return Some(at + (found.trailing_zeros() / 8) as usize);
         }
         at += 8;
     }
-    haystack[at.min(haystack.len())..]
-        .iter()
-        .position(|&b| b == needle)
-        .map(|offset| at + offset)
+    if at >= len {
+        return None;
+    }
+    let (found, base) = tail_flags(haystack, pattern, at);
+    (found != 0).then(|| base + (found.trailing_zeros() / 8) as usize)
 }
 
 /// Splits `text` at every `separator` byte (an ASCII one, so every piece is a `&str`), calling
-/// `piece` on each in order until it returns false; false when one did.
+/// `piece` on each in order until it returns false; false when one did. One pass over `text`:
+/// every separator a word holds is taken from its flags.
 pub fn for_each_piece<'t>(
     text: &'t str,
     separator: u8,
@@ -35,12 +79,20 @@ pub fn for_each_piece<'t>(
 ) -> bool {
     debug_assert!(separator.is_ascii());
     let bytes = text.as_bytes();
+    let pattern = ONES.wrapping_mul(u64::from(separator));
     let mut start = 0;
-    while let Some(end) = find_byte(bytes, separator, start) {
-        if !piece(&text[start..end]) {
-            return false;
+    let mut at = 0;
+    while at < bytes.len() {
+        let (mut found, base) = flags_from(bytes, pattern, at);
+        while found != 0 {
+            let end = base + (found.trailing_zeros() / 8) as usize;
+            if !piece(&text[start..end]) {
+                return false;
+            }
+            start = end + 1;
+            found &= found - 1;
         }
-        start = end + 1;
+        at = base + 8;
     }
     piece(&text[start..])
 }
@@ -64,11 +116,33 @@ mod tests {
         // Bytes next to the needle's value must not be taken for it.
         assert_eq!(find_byte(&[0x0b, 0x09, 0x8a, 0x0a], b'\n', 0), Some(3));
         assert_eq!(find_byte(&[0x0b; 17], b'\n', 0), None);
+        // A match before `from` in the word read again near the end must not be taken, nor the
+        // byte above it.
+        assert_eq!(find_byte(b"0123456789\n\x0b", b'\n', 11), None);
+        assert_eq!(find_byte(b"ab\n\x0bcd", b'\n', 3), None);
+        for len in 0..20 {
+            for from in 0..=len + 1 {
+                let text = vec![b'/'; len];
+                let expected = (from < len).then_some(from);
+                assert_eq!(find_byte(&text, b'/', from), expected, "{len} {from}");
+            }
+        }
     }
 
     #[test]
     fn pieces_like_split() {
-        for text in ["", "/", "a", "api/v1/instances", "a//b/", "/x/"] {
+        for text in [
+            "",
+            "/",
+            "a",
+            "api/v1/instances",
+            "a//b/",
+            "/x/",
+            "api/v1/instances/0123456789abcdef/heartbeat",
+            "////////////////////",
+            "abcdefgh/",
+            "abcdefg/h",
+        ] {
             let mut pieces = Vec::new();
             assert!(for_each_piece(text, b'/', |p| {
                 pieces.push(p);

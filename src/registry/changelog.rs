@@ -12,8 +12,9 @@
 //! hash code and fetches the full list, which is what Netflix clients do anyway.
 
 use super::instance::Instance;
+use super::keyed_hash::KeyedMap;
 use super::store::{ChangeKind, ChangeLog};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -44,9 +45,9 @@ struct Entry {
 /// One namespace's counts, version and (when followed) recent changes.
 pub struct Journal {
     version: u64,
-    counts: HashMap<Arc<str>, u64>,
+    counts: KeyedMap<Arc<str>, u64>,
     following: bool,
-    latest: HashMap<Arc<str>, Entry>,
+    latest: KeyedMap<Arc<str>, Entry>,
 }
 
 /// What [`Journal::record`] asks the caller to queue in the budget once its locks are released.
@@ -62,9 +63,9 @@ impl Journal {
     pub fn new(version: u64) -> Journal {
         Journal {
             version,
-            counts: HashMap::new(),
+            counts: KeyedMap::default(),
             following: false,
-            latest: HashMap::new(),
+            latest: KeyedMap::default(),
         }
     }
 

@@ -23,8 +23,9 @@
 //! ([`ChangeIndex::learn`]). Values are never lowered: a shared index that went back (Redis lost
 //! the namespace and its clock stepped back too) leaves this node ahead until Redis overtakes it.
 
+use super::keyed_hash::KeyedMap;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -36,7 +37,7 @@ pub const FLOOR_BUCKETS: usize = 1024;
 #[derive(Default)]
 struct NamespaceIndex {
     index: u64,
-    services: HashMap<Arc<str>, u64>,
+    services: KeyedMap<Arc<str>, u64>,
     /// The shared store's cache generation under which `index` was learned from it: while the
     /// store's generation is the same, its change events have kept `index` up to date.
     learned: Option<u64>,
@@ -45,9 +46,9 @@ struct NamespaceIndex {
 struct Book {
     /// The highest index given out; a change without a shared index gets a higher one.
     counter: u64,
-    namespaces: HashMap<Arc<str>, NamespaceIndex>,
+    namespaces: KeyedMap<Arc<str>, NamespaceIndex>,
     /// The last index of recently forgotten namespaces ...
-    forgotten: HashMap<Arc<str>, u64>,
+    forgotten: KeyedMap<Arc<str>, u64>,
     /// ... and the same records by index, oldest first.
     forgotten_by_index: BTreeSet<(u64, Arc<str>)>,
     /// The highest index folded into each bucket.
@@ -124,8 +125,8 @@ impl Default for ChangeIndex {
             book: Mutex::new(Book {
                 // The contract's index is at least 1.
                 counter: 1,
-                namespaces: HashMap::new(),
-                forgotten: HashMap::new(),
+                namespaces: KeyedMap::default(),
+                forgotten: KeyedMap::default(),
                 forgotten_by_index: BTreeSet::new(),
                 floors: vec![1; FLOOR_BUCKETS],
             }),
@@ -259,6 +260,7 @@ impl ChangeIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn indexes_grow_per_namespace_and_service_and_never_go_back() {

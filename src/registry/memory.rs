@@ -25,15 +25,15 @@
 use super::changelog::{ChangeBudget, Journal, Queued, MAX_CHANGE_LOG_BYTES};
 use super::error::Error;
 use super::instance::{Instance, TtlPolicy, UP};
+use super::keyed_hash::{KeyedMap, KeyedState};
 use super::store::{
     Applied, Call, Change, ChangeKind, ChangeLog, Clock, Lease, LeaseListener, Listener, Lookup,
     Origin, Record, Result, Snapshot, Store, Tombstone,
 };
 use super::version::{HybridClock, Version};
 use std::cmp::Reverse;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::Duration;
@@ -86,20 +86,18 @@ const MAX_INDEXED_SUFFIXES: usize = 16;
 #[derive(Default)]
 struct Secondary {
     /// Hash of each suffix after a `:` of an id → the ids with that suffix.
-    suffixes: HashMap<u64, Vec<Arc<str>>>,
+    suffixes: KeyedMap<u64, Vec<Arc<str>>>,
     /// Ids with more than [`MAX_INDEXED_SUFFIXES`] suffixes.
     deep: Vec<Arc<str>>,
-    vips: HashMap<Arc<str>, Vec<Arc<str>>>,
-    secure_vips: HashMap<Arc<str>, Vec<Arc<str>>>,
+    vips: KeyedMap<Arc<str>, Vec<Arc<str>>>,
+    secure_vips: KeyedMap<Arc<str>, Vec<Arc<str>>>,
 }
 
 fn suffix_hash(suffix: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    suffix.hash(&mut hasher);
-    hasher.finish()
+    KeyedState::default().hash_one(suffix)
 }
 
-fn unlist<K, Q>(map: &mut HashMap<K, Vec<Arc<str>>>, key: &Q, id: &Arc<str>)
+fn unlist<K, Q>(map: &mut KeyedMap<K, Vec<Arc<str>>>, key: &Q, id: &Arc<str>)
 where
     K: Eq + Hash + std::borrow::Borrow<Q>,
     Q: Eq + Hash + ?Sized,
@@ -172,10 +170,10 @@ impl Secondary {
 
 struct Shard {
     /// id → service, to find an entry by id alone.
-    service_of: HashMap<Arc<str>, Arc<str>>,
+    service_of: KeyedMap<Arc<str>, Arc<str>>,
     /// service → id → entry.
-    services: HashMap<Arc<str>, HashMap<Arc<str>, Entry>>,
-    tombstones: HashMap<Arc<str>, KeptTombstone>,
+    services: KeyedMap<Arc<str>, KeyedMap<Arc<str>, Entry>>,
+    tombstones: KeyedMap<Arc<str>, KeptTombstone>,
     secondary: Secondary,
     /// No entry expires before this (monotonic nanoseconds), so the reaper can skip the shard
     /// until then. Heartbeats only move deadlines later, so they never need to lower it.
@@ -185,9 +183,9 @@ struct Shard {
 impl Default for Shard {
     fn default() -> Self {
         Shard {
-            service_of: HashMap::new(),
-            services: HashMap::new(),
-            tombstones: HashMap::new(),
+            service_of: KeyedMap::default(),
+            services: KeyedMap::default(),
+            tombstones: KeyedMap::default(),
             secondary: Secondary::default(),
             earliest_deadline: u64::MAX,
         }
@@ -329,7 +327,7 @@ pub struct MemoryStore {
     config: MemoryConfig,
     clock: Arc<dyn Clock>,
     versions: HybridClock,
-    namespaces: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
+    namespaces: RwLock<KeyedMap<Arc<str>, Arc<Namespace>>>,
     listeners: RwLock<Vec<Listener>>,
     lease_listeners: RwLock<Vec<LeaseListener>>,
     has_lease_listeners: AtomicBool,
@@ -354,7 +352,7 @@ impl MemoryStore {
             config,
             clock,
             versions: HybridClock::new(config.node_id),
-            namespaces: RwLock::new(HashMap::new()),
+            namespaces: RwLock::new(KeyedMap::default()),
             listeners: RwLock::new(Vec::new()),
             lease_listeners: RwLock::new(Vec::new()),
             has_lease_listeners: AtomicBool::new(false),
@@ -1030,7 +1028,7 @@ impl Store for MemoryStore {
         let now = self.clock.monotonic_nanos();
         for shard in ns.existing_shards() {
             let shard = lock(shard);
-            let mut take = |entries: &HashMap<Arc<str>, Entry>| {
+            let mut take = |entries: &KeyedMap<Arc<str>, Entry>| {
                 for entry in entries.values().filter(|e| e.live(now)) {
                     if let Some(d) = entry.deadline {
                         snapshot.stale_after = Some(snapshot.stale_after.map_or(d, |e| e.min(d)));

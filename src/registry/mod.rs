@@ -8,6 +8,7 @@ pub mod error;
 mod fnv;
 pub mod index;
 pub mod instance;
+pub mod keyed_hash;
 pub mod memory;
 pub mod namespace;
 pub mod store;

@@ -59,11 +59,16 @@ pub fn store_id(app: &str, instance_id: &str) -> StoreId {
     } else {
         StoreId::Heap(String::with_capacity(len))
     };
-    for c in app.chars() {
-        if c == ':' || c == ID_ESCAPE {
-            id.push(ID_ESCAPE);
+    if escapes == 0 {
+        // Nearly every app name: copied whole rather than a character at a time.
+        id.push_str(app);
+    } else {
+        for c in app.chars() {
+            if c == ':' || c == ID_ESCAPE {
+                id.push(ID_ESCAPE);
+            }
+            id.push(c);
         }
-        id.push(c);
     }
     id.push(':');
     id.push_str(instance_id);
