@@ -141,6 +141,11 @@ def main():
         server.terminate()
         server.wait()
     after_first_minute = [kib for at, kib in rss if at >= 60] or [kib for _, kib in rss]
+    # The trend: the sample nearest each of a few minutes.
+    marks = []
+    for minute in sorted({1, 2, 5, 10, 15, 20, 25, 30, int(minutes)}):
+        if minute <= minutes and rss:
+            marks.append((minute, min(rss, key=lambda sample: abs(sample[0] - minute * 60))[1]))
     low, high = min(after_first_minute), max(after_first_minute)
     sent = sum(heartbeat_counts.values())
     good = heartbeat_counts.get(200, 0)
@@ -153,13 +158,15 @@ def main():
          "%d / %d / %d / %d" % (sent, good, heartbeat_counts.get(404, 0),
                                 sent - good - heartbeat_counts.get(404, 0))),
         ("heartbeat rounds that overran their 10 s", "%d" % late_rounds),
-        ("soak instances listed, every 30 s: min / max / at the end",
+        ("instances listed every 30 s (the soak's, and at most one churning): min / max / at the end",
          "%d / %d / %d of %d" % (min(counts_listed or [final]), max(counts_listed or [final]),
                                  final, instances)),
         ("reads and churn: requests, registrations deregistered again, non-2xx",
          "%d reads, %d churned, %d non-2xx" % (reads, churned, sum(other.values()))),
         ("RSS after the first minute: min / max (spread)",
          "%s / %s (%.1f %%)" % (mib(low), mib(high), (high - low) * 100.0 / low)),
+        ("RSS at minutes " + ", ".join(str(m) for m, _ in marks),
+         ", ".join(mib(kib) for _, kib in marks)),
     ]
     print("| Soak figure | Result |")
     print("|---|---|")
