@@ -117,7 +117,10 @@ pub fn metrics(api: &Api) -> Response {
     api.http_metrics.expose(&mut out);
     let counts = api.registry.instance_counts();
     let store_up = counts.is_ok();
-    metrics::expose_instances(&mut out, counts.unwrap_or_default());
+    // Counts the store cannot give are left out, not reported as zeros.
+    if let Ok(counts) = counts {
+        metrics::expose_instances(&mut out, counts);
+    }
     for (name, what, help) in [
         (
             "a8registry_registrations_total",

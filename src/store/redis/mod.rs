@@ -315,21 +315,30 @@ impl RedisStore {
         args: &[&[u8]],
         more: Vec<Command>,
     ) -> Result<(Value, Option<u64>)> {
-        let mut full: Vec<Vec<u8>> = Vec::with_capacity(args.len() + 3);
-        full.push(op.as_bytes().to_vec());
-        full.push(self.node.as_bytes().to_vec());
-        full.push(if eureka { b"1".to_vec() } else { b"0".to_vec() });
-        full.extend(args.iter().map(|a| a.to_vec()));
-        let mut commands = vec![Command::Script {
-            namespace: namespace_key(namespace),
-            args: full,
-        }];
+        let mut commands = vec![self.script_command(namespace, eureka, op, args)];
         commands.extend(more);
         let mut replies = self.call_through_migrations(commands, deadline)?;
         if replies.is_empty() {
             return Err(strange("no reply"));
         }
-        let reply = replies.swap_remove(0);
+        self.script_reply(namespace, replies.swap_remove(0))
+    }
+
+    /// The script's `op` on the namespace, as a command.
+    fn script_command(&self, namespace: &str, eureka: bool, op: &str, args: &[&[u8]]) -> Command {
+        let mut full: Vec<Vec<u8>> = Vec::with_capacity(args.len() + 3);
+        full.push(op.as_bytes().to_vec());
+        full.push(self.node.as_bytes().to_vec());
+        full.push(if eureka { b"1".to_vec() } else { b"0".to_vec() });
+        full.extend(args.iter().map(|a| a.to_vec()));
+        Command::Script {
+            namespace: namespace_key(namespace),
+            args: full,
+        }
+    }
+
+    /// A script's reply: its result and the index after it; the expiries it reaped are emitted.
+    fn script_reply(&self, namespace: &str, reply: Reply) -> Result<(Value, Option<u64>)> {
         let value = match reply {
             Reply::Value(value) => value,
             Reply::Error { code, detail } => {
@@ -898,16 +907,32 @@ impl Store for RedisStore {
         let Some(Reply::Value(value)) = replies.first() else {
             return Err(strange("a set of namespaces"));
         };
-        let mut counts = Vec::new();
-        for hex_namespace in array(value).unwrap_or_default() {
-            let Some(namespace) = bytes(hex_namespace)
-                .and_then(unhex)
-                .and_then(|b| String::from_utf8(b).ok())
-            else {
-                continue;
-            };
-            let (count, _) =
-                self.script_on(&namespace, false, deadline, "count", &[], Vec::new())?;
+        let namespaces: Vec<String> = array(value)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|hex_namespace| {
+                bytes(hex_namespace)
+                    .and_then(unhex)
+                    .and_then(|b| String::from_utf8(b).ok())
+            })
+            .collect();
+        if namespaces.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Every namespace's count in one job: one write and one round trip to a single Redis,
+        // however many namespaces there are (one call each took a round trip each, and passed
+        // the deadline at tens of thousands of namespaces).
+        let commands = namespaces
+            .iter()
+            .map(|namespace| self.script_command(namespace, false, "count", &[]))
+            .collect();
+        let replies = self.call_through_migrations(commands, deadline)?;
+        if replies.len() != namespaces.len() {
+            return Err(strange("a reply per namespace"));
+        }
+        let mut counts = Vec::with_capacity(namespaces.len());
+        for (namespace, reply) in namespaces.into_iter().zip(replies) {
+            let (count, _) = self.script_reply(&namespace, reply)?;
             let count = int(&count).unwrap_or(0).max(0) as usize;
             counts.push((Arc::from(namespace), count));
         }

@@ -1153,6 +1153,11 @@ fn ready_and_the_store_metrics_follow_redis_going_down_and_coming_back() {
                 .is_some_and(|w| w.contains(&json!("store")))
     }));
     assert!(eventually(Duration::from_secs(3), || metric(&server, up) == Some(0.0)));
+    assert_eq!(
+        metric(&server, "a8registry_namespaces"),
+        None,
+        "counts the store cannot give are left out, not reported as 0"
+    );
     assert!(
         metric(&server, errors).unwrap_or(0.0) > errors_before,
         "failed calls are counted"
@@ -1333,4 +1338,45 @@ fn a_watcher_whose_change_went_unheard_is_woken_once_the_change_channel_is_back(
         let woken: u64 = r.header("x-a8-index").unwrap().parse().unwrap();
         assert!(woken > before, "{woken} after {before}");
     });
+}
+
+#[test]
+fn ready_and_metrics_count_forty_thousand_namespaces_in_one_round_trip() {
+    let redis = RedisServer::start(&[]);
+    let server = node(&redis, &[]);
+    assert_eq!(register(&server, "web", "10.0.10.1:80").status, 201);
+    // 40,000 more namespaces listed as holding instances (one call to Redis each passed the
+    // probes' deadline: /ready answered 503 and /metrics reported the store down).
+    // In four calls, each well within the harness's read timeout.
+    for first in [1, 10_001, 20_001, 30_001] {
+        let (first, last) = (first.to_string(), (first + 9_999).to_string());
+        let seeded = redis.command(&[
+            "EVAL",
+            "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do \
+               local name = 'ns-' .. i \
+               local hexed = (name:gsub('.', function(c) return string.format('%02x', c:byte()) end)) \
+               redis.call('SADD', KEYS[1], hexed) \
+             end \
+             return redis.call('SCARD', KEYS[1])",
+            "1",
+            "a8r1:live",
+            &first,
+            &last,
+        ]);
+        assert!(
+            seeded.is_some_and(|r| r.contains(':')),
+            "seeding {first}..{last}"
+        );
+    }
+    assert!(redis
+        .command(&["SCARD", "a8r1:live"])
+        .is_some_and(|r| r.contains("40001")));
+    let r = server.get("/ready");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = "a8registry_store_up{store=\"redis\"}";
+    assert_eq!(metric(&server, up), Some(1.0));
+    assert_eq!(
+        metric(&server, "a8registry_instances{namespace=\"default\"}"),
+        Some(1.0)
+    );
 }
