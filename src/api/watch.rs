@@ -11,7 +11,7 @@ use super::amalgam8;
 use super::error::INVALID_WATCH;
 use super::{Api, Context};
 use crate::http::response::Response;
-use crate::http::router::{first_value, parse_query};
+use crate::http::router::{first_value, parse_query, undecodable_values};
 use crate::http::wait::{Reply, Waiter, Wakeup};
 use crate::registry::namespace::Namespace;
 use crate::registry::store::REQUEST_DEADLINE;
@@ -63,6 +63,13 @@ struct WatchParams {
 /// Parses `index` (a non-negative decimal integer) and `wait` (a non-negative Go duration) from
 /// the query; `Err` for either when malformed. The wait comes back capped, without its extra.
 fn parse_params(query: Option<&str>) -> Result<WatchParams, ()> {
+    // `index=%ff` is a bad index, not an absent one (which would answer, or wait, at once).
+    if undecodable_values(query)
+        .iter()
+        .any(|name| name == "index" || name == "wait")
+    {
+        return Err(());
+    }
     let query = parse_query(query);
     let index = match first_value(&query, "index") {
         None => None,
@@ -230,6 +237,16 @@ mod tests {
         assert_eq!(parse("index=0").unwrap().index, Some(0));
         assert_eq!(parse("wait=2h").unwrap().wait, MAX_WAIT, "capped");
         assert_eq!(parse("wait=0").unwrap().wait, Duration::ZERO);
+        assert_eq!(
+            parse("index=%34%32").unwrap().index,
+            Some(42),
+            "escapes decode"
+        );
+        assert_eq!(
+            parse("other=%ff&index=1").unwrap().index,
+            Some(1),
+            "other pairs"
+        );
         for bad in [
             "index=",
             "index=-1",
@@ -242,6 +259,9 @@ mod tests {
             "wait=-1s",
             "wait=soon",
             "index=1&wait=1x",
+            "index=%ff",
+            "index=1&wait=%ff",
+            "index=%4",
         ] {
             assert_eq!(parse(bad), Err(()), "{bad}");
         }

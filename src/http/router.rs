@@ -276,6 +276,27 @@ pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The names of the query's pairs whose value does not decode (a bad escape, or not UTF-8),
+/// which [`parse_query`] leaves out: a route that must not read such a parameter as absent
+/// refuses them.
+pub fn undecodable_values(query: Option<&str>) -> Vec<String> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let value_decodes =
+                decode_bytes(value, true).is_some_and(|v| String::from_utf8(v).is_ok());
+            if value_decodes {
+                return None;
+            }
+            String::from_utf8(decode_bytes(name, true)?).ok()
+        })
+        .collect()
+}
+
 /// The first value of `name` in a parsed query.
 pub fn first_value<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
     query

@@ -380,6 +380,9 @@ fn bad_index_or_wait_parameters_get_400_after_the_other_stages() {
             "wait=-1s",
             "wait=soon",
             "index=1&wait=",
+            "index=%ff",
+            "index=1&wait=%ff",
+            "index=99999999999999999999",
         ] {
             let r = get_as(&server, "ns", &format!("{route}?{query}"));
             r.assert_error(400, "Invalid index or wait parameter");
