@@ -385,10 +385,13 @@ impl Registry {
             }
             live.insert((namespace, None));
         }
+        // A namespace whose services cannot be read now keeps everything, and the pass goes on.
+        let mut unread: HashSet<Arc<str>> = HashSet::new();
         for namespace in self.changes.index.namespaces() {
             let call = Call::new(&namespace);
             let Ok(services) = self.store.services(&call) else {
-                return;
+                unread.insert(namespace);
+                continue;
             };
             if services.is_empty() {
                 continue;
@@ -399,7 +402,8 @@ impl Registry {
             live.insert((namespace, None));
         }
         self.changes.index.retain(|namespace, service| {
-            live.contains(&(Arc::from(namespace), service.map(Arc::from)))
+            unread.contains(namespace)
+                || live.contains(&(Arc::from(namespace), service.map(Arc::from)))
         });
     }
 }
