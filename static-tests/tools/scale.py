@@ -30,6 +30,14 @@ LISTINGS = [
 ]
 
 
+def print_table(heading, rows):
+    """Prints (name, value) rows as a two-column Markdown table."""
+    print("| %s | Result |" % heading)
+    print("|---|---|")
+    for name, value in rows:
+        print("| %s | %s |" % (name, value))
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as status:
         for line in status:
@@ -264,10 +272,7 @@ def main():
             if server.poll() is None:
                 server.send_signal(signal.SIGTERM)
                 server.wait()
-    print("| Scale figure | Result |")
-    print("|---|---|")
-    for name, value in rows:
-        print("| %s | %s |" % (name, value))
+    print_table("Scale figure", rows)
 
 
 if __name__ == "__main__":

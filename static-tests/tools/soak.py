@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from scale import mib, read_head, register, rss_kib, start
+from scale import mib, print_table, read_head, register, rss_kib, start
 
 TTL, ROUND, SERVICES, BATCH = 30, 10.0, 100, 512
 
@@ -168,10 +168,7 @@ def main():
         ("RSS at minutes " + ", ".join(str(m) for m, _ in marks),
          ", ".join(mib(kib) for _, kib in marks)),
     ]
-    print("| Soak figure | Result |")
-    print("|---|---|")
-    for name, value in rows:
-        print("| %s | %s |" % (name, value))
+    print_table("Soak figure", rows)
 
 
 if __name__ == "__main__":
