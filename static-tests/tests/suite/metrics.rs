@@ -275,6 +275,37 @@ fn metrics_pass_promtool_and_count_the_requests_sent() {
 }
 
 #[test]
+fn an_expiry_is_counted_and_the_instance_leaves_the_gauges() {
+    let server = Server::start(&["--min_ttl", "1s"]);
+    let keep = server.post_json(INSTANCES, &registration("s", "h:1", ""));
+    assert_eq!(keep.status, 201, "{}", keep.text());
+    let lapse = server.post_json(INSTANCES, &registration("s", "h:2", "\"ttl\":1"));
+    assert_eq!(lapse.status, 201, "{}", lapse.text());
+    let scrape = || samples(&server.get("/metrics").text());
+    assert_eq!(value(&scrape(), "a8registry_expirations_total"), 0.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while value(&scrape(), "a8registry_expirations_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no expiry counted: {:?}",
+            scrape()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let s = scrape();
+    assert_eq!(value(&s, "a8registry_expirations_total"), 1.0);
+    assert_eq!(
+        value(&s, "a8registry_deregistrations_total"),
+        0.0,
+        "an expiry is no deregistration"
+    );
+    assert_eq!(
+        value(&s, r#"a8registry_instances{namespace="default"}"#),
+        1.0
+    );
+}
+
+#[test]
 fn at_most_a_hundred_namespaces_are_named_and_the_rest_summed_as_other() {
     let server = Server::start(&["--auth_mode", "trusted"]);
     // n-000, n-001 and n-002 hold 2, 3 and 4 instances, the other 102 one each, and a tenant
