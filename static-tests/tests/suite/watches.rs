@@ -700,7 +700,10 @@ fn an_index_ahead_of_the_current_one_waits_for_the_next_change() {
     let r = finish_get(&mut conn, WOKEN_WITHIN);
     assert_eq!(r.status, 200);
     let index = index_of(&r);
-    assert!(index > current && index < ahead, "{index}");
+    assert!(index > current, "{index}");
+    // Woken by the change, not at the end of the wait: the answer holds the new instance. (On
+    // the Redis store the index starts from Redis's clock, so it may pass `ahead` here.)
+    assert_eq!(ids_of(&r.json()).len(), 1, "{}", r.text());
 }
 
 #[test]
