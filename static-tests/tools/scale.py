@@ -195,6 +195,7 @@ def peak_during(pid, work):
 
 
 def count_instances(port):
+    """How many instances the registry lists (ids only)."""
     with socket.create_connection(("127.0.0.1", port)) as conn:
         conn.sendall(b"GET /api/v1/instances?fields=id HTTP/1.1\r\nHost: localhost\r\n"
                      b"Connection: close\r\n\r\n")

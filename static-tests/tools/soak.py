@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from scale import mib, print_table, read_head, register, rss_kib, start
+from scale import count_instances, mib, print_table, read_head, register, rss_kib, start
 
 TTL, ROUND, SERVICES, BATCH = 30, 10.0, 100, 512
 
@@ -89,17 +89,6 @@ def reader_and_churner(port, end, results):
     results.put(("reads", counts, reads, churned))
 
 
-def listed(port):
-    """How many soak instances the registry lists (ids only)."""
-    with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.sendall(b"GET /api/v1/instances?fields=id HTTP/1.1\r\nHost: localhost\r\n"
-                     b"Connection: close\r\n\r\n")
-        reader = conn.makefile("rb")
-        read_head(reader)
-        body = reader.read()
-    return body.count(b'"id"')
-
-
 def main():
     binary = sys.argv[1]
     minutes = float(sys.argv[2]) if len(sys.argv) > 2 else 30
@@ -124,7 +113,7 @@ def main():
             time.sleep(10)
             rss.append((time.monotonic() - began, rss_kib(server.pid)))
             if len(rss) % 3 == 0:
-                counts_listed.append(listed(port))
+                counts_listed.append(count_instances(port))
         heartbeat_counts, late_rounds, read_counts, reads, churned = {}, 0, {}, 0, 0
         for _ in workers:
             report = results.get()
@@ -136,7 +125,7 @@ def main():
                 read_counts, reads, churned = report[1], report[2], report[3]
         for worker in workers:
             worker.join()
-        final = listed(port)
+        final = count_instances(port)
     finally:
         server.terminate()
         server.wait()
