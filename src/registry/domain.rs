@@ -51,9 +51,7 @@ impl Changes {
         self.index.changed_to(namespace, services, shared);
         self.watches.changed(namespace, services);
     }
-}
 
-impl Changes {
     /// The store's change feed was down, so changes may have gone unheard: each watched
     /// namespace's index is read again, and its watchers are woken if it moved (or if it cannot
     /// be read, so that they answer rather than wait for what may never be heard).
