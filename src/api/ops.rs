@@ -97,7 +97,7 @@ pub fn uptime(api: &Api) -> Response {
 /// `/ready` true to its contract even if that order changes.
 pub fn ready(api: &Api) -> Response {
     let mut waiting: Vec<&str> = Vec::new();
-    if api.registry.instance_counts().is_err() {
+    if !api.registry.store_answers() {
         waiting.push("store");
     }
     if api.synced.get().is_some_and(|ended| !ended()) {

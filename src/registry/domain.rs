@@ -166,6 +166,11 @@ impl Registry {
         self.store.name()
     }
 
+    /// Whether the store answers now (the readiness probe's question).
+    pub fn store_answers(&self) -> bool {
+        self.store.answers()
+    }
+
     /// The instances held per namespace.
     pub fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>> {
         let counts = self.store.instance_counts();

@@ -348,6 +348,11 @@ pub trait Store: Send + Sync {
     /// The backend's name, as metrics label it (`inmem`, `redis`).
     fn name(&self) -> &'static str;
 
+    /// Whether the store answers now, for the readiness probe: cheap, and bounded in time.
+    fn answers(&self) -> bool {
+        true
+    }
+
     /// The instances held per namespace, for metrics; namespaces may be listed with 0.
     fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>>;
 

@@ -46,6 +46,8 @@
 /// The suffix of the namespace's records hash: the script's `KEYS[1]`, the key Redis Cluster
 /// judges redirections by, present whenever the namespace holds instances.
 pub const RECORDS: &str = ":i";
+/// The suffix of the namespace's deadlines (id → Redis ms), read without the script for metrics.
+pub const DEADLINES: &str = ":d";
 /// The suffix of the script's `KEYS[2]`, a key of the namespace's slot that is never written.
 /// Declaring it makes Redis Cluster refuse the script while the slot migrates (the source node
 /// misses a declared key, so it redirects with `ASK`, and the importing node misses one of

@@ -1341,12 +1341,13 @@ fn a_watcher_whose_change_went_unheard_is_woken_once_the_change_channel_is_back(
 }
 
 #[test]
-fn ready_and_metrics_count_forty_thousand_namespaces_in_one_round_trip() {
+fn ready_and_metrics_answer_within_their_deadline_with_forty_thousand_namespaces() {
     let redis = RedisServer::start(&[]);
     let server = node(&redis, &[]);
     assert_eq!(register(&server, "web", "10.0.10.1:80").status, 201);
-    // 40,000 more namespaces listed as holding instances (one call to Redis each passed the
-    // probes' deadline: /ready answered 503 and /metrics reported the store down).
+    // 40,000 more namespaces listed as holding instances. One script call each passed the
+    // deadline (/ready answered 503 and /metrics reported the store down): /ready now only asks
+    // whether Redis answers, and /metrics counts with two plain commands per namespace.
     // In four calls, each well within the harness's read timeout.
     for first in [1, 10_001, 20_001, 30_001] {
         let (first, last) = (first.to_string(), (first + 9_999).to_string());
