@@ -62,7 +62,7 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "max_body_size", kind: Kind::Int, default: "1048576", secret: false, help: "largest request body in bytes, 1..1073741824 (larger: 413)" },
     OptionSpec { name: "idle_timeout", kind: Kind::Duration, default: "60s", secret: false, help: "close keep-alive connections idle this long, > 0" },
     OptionSpec { name: "request_timeout", kind: Kind::Duration, default: "30s", secret: false, help: "a request's head and body must arrive within this of its first byte, > 0 (late body: 408)" },
-    OptionSpec { name: "max_connections", kind: Kind::Int, default: "10000", secret: false, help: "most open API connections, 1..1000000 (one more gets 503 and is closed)" },
+    OptionSpec { name: "max_connections", kind: Kind::Int, default: "16384", secret: false, help: "most open API connections, 1..1000000 (one more gets 503 and is closed)" },
     OptionSpec { name: "max_body_memory", kind: Kind::Int, default: "67108864", secret: false, help: "bytes all request bodies may hold at once, >= max_body_size (over it: 503)" },
     OptionSpec { name: "log_level", kind: Kind::Text, default: "info", secret: false, help: "debug, info, warn, warning, error, fatal or panic" },
     OptionSpec { name: "log_format", kind: Kind::Text, default: "text", secret: false, help: "text, json or logstash" },
@@ -1587,7 +1587,7 @@ mod tests {
         assert_eq!(c.max_body_size, 1_048_576);
         assert_eq!(c.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.request_timeout, Duration::from_secs(30));
-        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_connections, 16_384);
         assert_eq!(c.max_body_memory, 64 << 20);
         assert_eq!(c.namespace_capacity, None);
         assert!(c.auth_modes.is_empty());

@@ -56,15 +56,17 @@ impl Changes {
     /// namespace's index is read again, and its watchers are woken if it moved (or if it cannot
     /// be read, so that they answer rather than wait for what may never be heard).
     fn resync(&self, store: &dyn Store) {
-        for namespace in self.watches.watched_namespaces() {
-            let before = self.index.namespace(&namespace);
-            match store.shared_index(&Call::new(&namespace)) {
+        let namespaces = self.watches.watched_namespaces();
+        let indexes = store.shared_indexes(&namespaces);
+        for (namespace, shared) in namespaces.iter().zip(indexes) {
+            let before = self.index.namespace(namespace);
+            match shared {
                 Ok(now) if now <= before => {}
                 Ok(now) => {
-                    self.index.learn(&namespace, now, store.cache_generation());
-                    self.watches.wake_namespace(&namespace);
+                    self.index.learn(namespace, now, store.cache_generation());
+                    self.watches.wake_namespace(namespace);
                 }
-                Err(_) => self.watches.wake_namespace(&namespace),
+                Err(_) => self.watches.wake_namespace(namespace),
             }
         }
     }
@@ -337,7 +339,8 @@ impl Registry {
         if generation.is_some_and(|g| self.changes.index.is_learned(call.namespace, g)) {
             return;
         }
-        if let Ok(shared) = self.store.shared_index(call) {
+        let shared = self.counted(None, self.store.shared_index(call));
+        if let Ok(shared) = shared {
             // Learned under a generation only if it held throughout the read.
             let held = generation.filter(|&g| self.store.cache_generation() == Some(g));
             self.changes.index.learn(call.namespace, shared, held);

@@ -377,6 +377,15 @@ pub trait Store: Send + Sync {
         Err(Error::unavailable("this store keeps no shared index"))
     }
 
+    /// The shared change indexes of many namespaces, in their order; a store may read them in
+    /// one round trip. Only for a store that [`Store::shares_index`].
+    fn shared_indexes(&self, namespaces: &[Arc<str>]) -> Vec<Result<u64>> {
+        namespaces
+            .iter()
+            .map(|namespace| self.shared_index(&Call::new(namespace)))
+            .collect()
+    }
+
     /// Moves the namespace's shared index for a change the store did not make (a read-only
     /// catalog's update of `services`) and tells the other nodes, so they wake their watchers;
     /// returns the new index. Only for a store that [`Store::shares_index`].

@@ -992,6 +992,36 @@ impl Store for RedisStore {
         }
     }
 
+    fn shared_indexes(&self, namespaces: &[Arc<str>]) -> Vec<Result<u64>> {
+        if namespaces.is_empty() {
+            return Vec::new();
+        }
+        // One job for them all: after a resubscription every watched namespace is read, and
+        // one round trip each would take as many round trips as namespaces.
+        let deadline = Instant::now() + BACKGROUND_DEADLINE;
+        let commands = namespaces
+            .iter()
+            .map(|namespace| self.script_command(namespace, false, "index", &[]))
+            .collect();
+        match self.call_through_migrations(commands, deadline) {
+            Ok(replies) if replies.len() == namespaces.len() => namespaces
+                .iter()
+                .zip(replies)
+                .map(
+                    |(namespace, reply)| match self.script_reply(namespace, reply)? {
+                        (_, Some(index)) => Ok(index),
+                        (_, None) => Err(strange("a change index")),
+                    },
+                )
+                .collect(),
+            Ok(_) => namespaces
+                .iter()
+                .map(|_| Err(strange("a reply per namespace")))
+                .collect(),
+            Err(e) => namespaces.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     fn move_shared_index(&self, call: &Call, services: &[&Arc<str>]) -> Result<u64> {
         let services: Vec<String> = services.iter().map(|s| hex(s.as_bytes())).collect();
         let args: Vec<&[u8]> = services.iter().map(|s| s.as_bytes()).collect();

@@ -1438,3 +1438,55 @@ fn replication_peers_show_in_metrics_and_a_node_is_ready_once_it_answers() {
         .text()
         .contains("a8registry_replication_peer_up"));
 }
+
+#[test]
+fn a_watcher_on_one_node_is_woken_by_a_change_made_on_another_and_not_by_its_heartbeats() {
+    let dir = ClusterDir::new("watch");
+    let (first, _) = node(&dir, &[]);
+    let (second, _) = node(&dir, &[]);
+    for server in [&first, &second] {
+        assert!(wait_until(PROPAGATION, || cluster_size(server) == 2));
+    }
+    let id = register(&first, "orders", "10.0.0.1:80", "");
+    assert!(wait_until(PROPAGATION, || ids(&second, "orders") == [id.clone()]));
+    let index_on_second = |path: &str| -> u64 {
+        let r = second.get(path);
+        r.header("x-a8-index").unwrap().parse().unwrap()
+    };
+    let before = index_on_second("/api/v1/services/orders");
+    std::thread::scope(|scope| {
+        // Heartbeats on the first node replicate as leases: the second node's watcher sleeps
+        // through them until its wait passes, and answers the same index.
+        let watcher = scope.spawn(|| {
+            let started = Instant::now();
+            let r = second.get(&format!("/api/v1/services/orders?index={before}&wait=2s"));
+            (r, started.elapsed())
+        });
+        for _ in 0..8 {
+            assert_eq!(heartbeat(&first, &id), 200);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let (r, waited) = watcher.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(waited >= Duration::from_secs(2), "woken after {waited:?}");
+        assert_eq!(r.header("x-a8-index"), Some(before.to_string().as_str()));
+    });
+    std::thread::scope(|scope| {
+        let watcher =
+            scope.spawn(|| second.get(&format!("/api/v1/services/orders?index={before}&wait=60s")));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let added = register(&first, "orders", "10.0.0.2:80", "");
+        let r = watcher.join().unwrap();
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "woken {:?} after the change",
+            started.elapsed()
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let woken: u64 = r.header("x-a8-index").unwrap().parse().unwrap();
+        assert!(woken > before, "{woken} after {before}");
+        let listed = r.json()["instances"].to_string();
+        assert!(listed.contains(&format!("\"{added}\"")), "{listed}");
+    });
+}

@@ -438,6 +438,36 @@ fn a_client_that_goes_away_frees_its_waiting_request() {
 }
 
 #[test]
+fn a_client_that_half_closes_while_waiting_is_taken_as_gone() {
+    let server = Server::start(&[]);
+    let current = index_of(&server.get(INSTANCES));
+    let mut conn = server.connect();
+    send(
+        &mut conn,
+        "GET",
+        &format!("{INSTANCES}?index={current}&wait={LONG_WAIT}"),
+        &[],
+        None,
+    );
+    eventually("one watcher", Duration::from_secs(5), || {
+        metric(&server, "a8registry_watchers") == 1.0
+    });
+    // Its sending side shut: like Go's HTTP server, the registry takes the end of the request
+    // stream as the client gone, frees the wait and closes without an answer.
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    eventually(
+        "the half-closed watcher is freed",
+        Duration::from_secs(5),
+        || metric(&server, "a8registry_watchers") == 0.0,
+    );
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    use std::io::Read;
+    assert!(conn.read_to_end(&mut rest).is_ok(), "closed by the server");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
+#[test]
 fn sigterm_answers_waiting_requests_at_once_with_the_current_state() {
     let mut server = Server::start(&[]);
     let r = server.post_json(INSTANCES, &registration("a", "10.0.0.1:80", ""));
@@ -547,7 +577,8 @@ fn ten_thousand_watchers_are_woken_by_one_change() {
          `ulimit -n`",
         WATCHERS + 200
     );
-    let server = Server::start(&["--max_connections", "11000"]);
+    // With the default connection limit: 10,000 watchers leave room for probes and other clients.
+    let server = Server::start(&[]);
     let r = server.post_json(INSTANCES, &registration("watched", "10.0.0.1:80", ""));
     assert_eq!(r.status, 201);
     let r = server.get("/api/v1/services/watched");
@@ -572,6 +603,13 @@ fn ten_thousand_watchers_are_woken_by_one_change() {
         metric(&server, "a8registry_watchers") == WATCHERS as f64
     });
     let rss_waiting = server.status_kib("VmRSS");
+    let r = server.get("/ready");
+    assert_eq!(
+        r.status,
+        200,
+        "a probe beside ten thousand watchers: {}",
+        r.text()
+    );
 
     // SAFETY: epoll on descriptors owned by `watchers`, which outlive the epoll instance.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
