@@ -509,6 +509,18 @@ mod tests {
     }
 
     #[test]
+    fn a_metadata_number_beyond_f64_is_kept_as_sent() {
+        // Found by the eureka_json fuzz campaign, whose check re-parsed the rendered document
+        // into values that refuse it: JSON allows it, and metadata is kept as sent.
+        let body = J.replace(r#""v1; canary""#, "5E888888888887888888818888443");
+        let decoded = decode(body.as_bytes(), false, "MYAPP").unwrap();
+        assert_eq!(
+            decoded.metadata.unwrap().get(),
+            r#"{"amalgam8.tags":5E888888888887888888818888443}"#
+        );
+    }
+
+    #[test]
     fn java_style_registration_maps_as_the_original() {
         let decoded = decode(J.as_bytes(), false, "MYAPP").unwrap();
         assert_eq!(&*decoded.id, "MYAPP:host1:myapp:8080");
