@@ -400,23 +400,24 @@ fn bad_index_or_wait_parameters_get_400_after_the_other_stages() {
     r.assert_error(400, "Malformed or invalid instance selection criteria");
 }
 
+/// A connection whose request waits for the next change of the instances after `current`.
+fn watch_instances(server: &Server, current: u64) -> TcpStream {
+    let mut conn = server.connect();
+    send(
+        &mut conn,
+        "GET",
+        &format!("{INSTANCES}?index={current}&wait={LONG_WAIT}"),
+        &[],
+        None,
+    );
+    conn
+}
+
 #[test]
 fn a_client_that_goes_away_frees_its_waiting_request() {
     let server = Server::start(&[]);
     let current = index_of(&server.get(INSTANCES));
-    let watchers: Vec<TcpStream> = (0..3)
-        .map(|_| {
-            let mut conn = server.connect();
-            send(
-                &mut conn,
-                "GET",
-                &format!("{INSTANCES}?index={current}&wait={LONG_WAIT}"),
-                &[],
-                None,
-            );
-            conn
-        })
-        .collect();
+    let watchers: Vec<TcpStream> = (0..3).map(|_| watch_instances(&server, current)).collect();
     eventually("three watchers", Duration::from_secs(5), || {
         metric(&server, "a8registry_watchers") == 3.0
     });
@@ -441,14 +442,7 @@ fn a_client_that_goes_away_frees_its_waiting_request() {
 fn a_client_that_half_closes_while_waiting_is_taken_as_gone() {
     let server = Server::start(&[]);
     let current = index_of(&server.get(INSTANCES));
-    let mut conn = server.connect();
-    send(
-        &mut conn,
-        "GET",
-        &format!("{INSTANCES}?index={current}&wait={LONG_WAIT}"),
-        &[],
-        None,
-    );
+    let mut conn = watch_instances(&server, current);
     eventually("one watcher", Duration::from_secs(5), || {
         metric(&server, "a8registry_watchers") == 1.0
     });
