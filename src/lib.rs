@@ -16,6 +16,8 @@
 //!   plain thread.
 //! - [`equal_bytes`]: byte-string equality a word at a time, which the static musl binary also
 //!   links as the C library's `bcmp` (musl's compares one byte at a time).
+//! - [`copy_bytes`]: the static musl binary's `memcpy` and `memmove`, short copies without
+//!   musl's `rep movsq` start-up cost.
 //! - [`nesting`]: the nesting bound every reader of outside JSON checks before parsing.
 //! - [`net`]: the acceptor every port uses (connection limit, accept-error backoff, shutdown) and
 //!   the open connections with their deadlines, woken by one timer thread.
@@ -70,6 +72,7 @@ pub mod auth;
 pub mod catalogs;
 pub mod cluster;
 pub mod config;
+pub mod copy_bytes;
 pub mod equal_bytes;
 pub mod http;
 pub mod log;
