@@ -7,8 +7,8 @@
 //! of registrations (wrk, 64 connections) musl's `memcpy` took 14 % of the server's time against
 //! 3.5 % for glibc's. Copies of up to 64 bytes here load every byte first and then store, in at
 //! most four overlapping pieces of 16 bytes, so they need no loop and handle overlap as
-//! `memmove` must; longer ones use `rep movsb`, which current x86_64 processors run as a fast
-//! string copy. The static binary links these definitions instead of the C library's (the linker
+//! `memmove` must; longer ones use `rep movsq` and one more store, which current x86_64 processors run as
+//! a fast string copy. The static binary links these definitions instead of the C library's (the linker
 //! takes a symbol from it only when nothing else defines it); the glibc build keeps glibc's,
 //! which is vectorised already.
 //!
@@ -156,20 +156,29 @@ unsafe fn store16(to: *mut u8, at: usize, value: u128) {
     unsafe { store::<u128>(to, at, value) }
 }
 
-/// `rep movsb` upwards: byte by byte in effect, so right when `to` does not start inside the
-/// source.
+/// `rep movsq` upwards for all but the last few bytes, then the last eight bytes, loaded before
+/// the copy: right when `to` does not start inside the source. (Eight bytes per step rather than
+/// `rep movsb`'s one: as fast on current processors, and an eighth of the steps for callgrind,
+/// which counts each as an instruction.)
+///
+/// # Safety
+///
+/// `n >= 8` bytes readable at `from` and writable at `to`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn string_copy_forward(to: *mut u8, from: *const u8, n: usize) {
-    // SAFETY: the caller's bounds; the direction flag is clear, as the ABI requires at calls.
+    // SAFETY: the caller's bounds; the direction flag is clear, as the ABI requires at calls. The
+    // tail is read before the copy can overwrite it (a `memmove` down by fewer than 8 bytes).
     unsafe {
+        let tail = load::<u64>(from, n - 8);
         std::arch::asm!(
-            "rep movsb",
-            inout("rcx") n => _,
+            "rep movsq",
+            inout("rcx") n / 8 => _,
             inout("rdi") to => _,
             inout("rsi") from => _,
             options(nostack, preserves_flags)
         );
+        store(to, n - 8, tail);
     }
 }
 
