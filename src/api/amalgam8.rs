@@ -352,10 +352,16 @@ struct Projection {
     tags: bool,
 }
 
-/// `GET /api/v1/instances` (spec 3.7) with the raw query string.
-pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response {
-    let query = parse_query(query);
-    let projection = match first_value(&query, "fields") {
+/// The 400 that a `GET /api/v1/instances` query gets for its `fields` or selection keys, if any:
+/// a blocking query checks it before it waits (observability contract §1.2).
+pub fn instances_query_error(query: Option<&str>) -> Option<Response> {
+    instances_projection(&parse_query(query)).err()
+}
+
+/// The `fields` projection of a `GET /api/v1/instances` query, or the 400 for a field or a
+/// selection key it does not know.
+fn instances_projection(query: &[(String, String)]) -> Result<Option<Projection>, Response> {
+    let projection = match first_value(query, "fields") {
         None => None,
         Some(fields) => {
             let mut projection = Projection::default();
@@ -369,7 +375,7 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
                         "last_heartbeat" => projection.last_heartbeat = true,
                         "tags" => projection.tags = true,
                         f if PROJECTABLE.contains(&f) => {}
-                        _ => return Response::error(400, FILTER_BAD_FIELDS),
+                        _ => return Err(Response::error(400, FILTER_BAD_FIELDS)),
                     }
                 }
             }
@@ -383,8 +389,18 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
             "fields" | "id" | "service_name" | "status" | "tags" | "index" | "wait"
         )
     }) {
-        return Response::error(400, FILTER_SELECTION_CRITERIA);
+        return Err(Response::error(400, FILTER_SELECTION_CRITERIA));
     }
+    Ok(projection)
+}
+
+/// `GET /api/v1/instances` (spec 3.7) with the raw query string.
+pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response {
+    let query = parse_query(query);
+    let projection = match instances_projection(&query) {
+        Ok(projection) => projection,
+        Err(refused) => return refused,
+    };
     let id = first_value(&query, "id");
     let service = first_value(&query, "service_name");
     let tags = first_value(&query, "tags").map(TagFilter::new);

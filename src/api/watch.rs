@@ -101,8 +101,8 @@ fn jitter(wait: Duration) -> Duration {
     Duration::from_nanos(random % (most + 1))
 }
 
-/// The index a wait compares with: the service's for one service, else the namespace's.
-fn current_index(api: &Api, ctx: &Context, watched: &Watched) -> u64 {
+/// The index whose moving wakes a wait: the service's for one service, else the namespace's.
+fn woken_by_index(api: &Api, ctx: &Context, watched: &Watched) -> u64 {
     match watched {
         Watched::Service(name) => api.registry.service_index(&ctx.call(), name.as_ref()),
         _ => api.registry.namespace_index(&ctx.call()),
@@ -126,14 +126,29 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>
     let Ok(params) = parse_params(query) else {
         return Reply::Now(Response::error(400, INVALID_WATCH));
     };
+    // A bad filter is refused now, as a plain read would be, not after the wait.
+    if let Watched::Instances(query) = &watched {
+        if let Some(refused) = amalgam8::instances_query_error(query.as_deref()) {
+            return Reply::Now(refused);
+        }
+    }
     let namespace = ctx.namespace.as_str();
     // An index ahead of the current one (a client that watched a process before a restart, say)
     // also waits for the next change rather than for the index to catch up with it.
     let Some(wanted) = params.index.filter(|&index| index > 0) else {
         return Reply::Now(answer(api, ctx, &watched));
     };
-    let seen = current_index(api, ctx, &watched);
-    if wanted < seen {
+    // Read before the namespace's index: a change of the service after this read is seen either
+    // by the comparison with the namespace's index or by the second read below.
+    let seen = woken_by_index(api, ctx, &watched);
+    // Compared with the index that `X-A8-Index` carries, the namespace's, also for one service
+    // (§1.2: an index lower than the current one answers at once).
+    if wanted < api.registry.namespace_index(&ctx.call()) {
+        return Reply::Now(answer(api, ctx, &watched));
+    }
+    // Without a working change feed from a shared store nothing would wake the wait: answer now
+    // (the store's failure, or its state) rather than hold the client for the whole wait.
+    if !api.registry.can_wake_waiters() {
         return Reply::Now(answer(api, ctx, &watched));
     }
     let deadline = Instant::now() + params.wait + jitter(params.wait);
@@ -156,7 +171,7 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>
         .watch(namespace, service, Box::new(WakeRequest(wakeup.clone())));
     // A change between the first read and the registration was not seen by the watches; the
     // index never goes back, so a higher one means it moved.
-    if current_index(api, ctx, &watched) > seen {
+    if woken_by_index(api, ctx, &watched) > seen {
         wakeup.wake();
     }
     Reply::Wait(waiter)

@@ -359,6 +359,12 @@ impl Registry {
         self.changes.watches.watch(namespace, service, watcher);
     }
 
+    /// False while a store that shares its index has no working change feed
+    /// ([`Store::cache_generation`] is `None`): no change would wake a waiting request then.
+    pub fn can_wake_waiters(&self) -> bool {
+        !self.store.shares_index() || self.store.cache_generation().is_some()
+    }
+
     /// Whether responses may be cached now, and under which generation ([`Store::cache_generation`]).
     pub fn cache_generation(&self) -> Option<u64> {
         self.store.cache_generation()

@@ -76,6 +76,12 @@ fn metric(server: &Server, series: &str) -> f64 {
         .unwrap()
 }
 
+fn register(server: &Server, body: &str) -> Response {
+    let r = server.post_json(INSTANCES, body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    r
+}
+
 fn eventually(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
@@ -285,44 +291,113 @@ fn watchers_are_not_woken_by_other_services_or_other_namespaces() {
     let server = Server::start(&["--auth_mode", "trusted"]);
     register_as(&server, "ns", &registration("a", "10.0.0.1:80", ""));
     let current = index_of(&get_as(&server, "ns", INSTANCES));
-    let wait = Duration::from_millis(1500);
+    // An empty namespace is watched too, and from the index it shows.
+    let empty = index_of(&get_as(&server, "empty", INSTANCES));
+    let wait = Duration::from_secs(3);
+    // Before the first request is sent: no wait can end before `started + wait`.
+    let started = Instant::now();
     let mut service = start_get(
         &server,
         "ns",
-        &format!("/api/v1/services/a?index={current}&wait=1500ms"),
+        &format!("/api/v1/services/a?index={current}&wait=3s"),
     );
     let mut namespace = start_get(
         &server,
         "ns",
-        &format!("{INSTANCES}?index={current}&wait=1500ms"),
+        &format!("{INSTANCES}?index={current}&wait=3s"),
     );
-    // An empty namespace is watched too, and from the index it shows.
-    let empty = index_of(&get_as(&server, "empty", INSTANCES));
     let mut nothing = start_get(
         &server,
         "empty",
-        &format!("/api/v1/services?index={empty}&wait=1500ms"),
+        &format!("/api/v1/services?index={empty}&wait=3s"),
     );
-    let started = Instant::now();
     std::thread::sleep(Duration::from_millis(100));
     register_as(&server, "ns", &registration("b", "10.0.0.2:80", ""));
     register_as(&server, "other", &registration("a", "10.0.0.1:80", ""));
-    let r = finish_get(&mut service, Duration::from_secs(10));
-    assert!(
-        started.elapsed() >= wait,
-        "service b or another namespace woke a watcher of service a after {:?}",
-        started.elapsed()
-    );
-    assert_eq!(r.status, 200);
-    let r = finish_get(&mut namespace, Duration::from_secs(10));
+    let r = finish_get(&mut namespace, WOKEN_WITHIN);
     assert!(index_of(&r) > current, "its own namespace's change woke it");
-    let r = finish_get(&mut nothing, Duration::from_secs(10));
+    // The other two are still waiting after both changes (the namespace watcher's answer shows
+    // that they have been made and published).
     assert!(
-        started.elapsed() >= wait,
+        still_waiting(&mut service, Duration::from_millis(500)),
+        "service b or another namespace woke a watcher of service a"
+    );
+    assert!(
+        still_waiting(&mut nothing, Duration::from_millis(500)),
         "another namespace woke a watcher of an empty one"
     );
+    assert!(started.elapsed() < wait, "the checks ran within the wait");
+    let r = finish_get(&mut service, Duration::from_secs(10));
+    assert!(started.elapsed() >= wait);
+    assert_eq!(r.status, 200);
+    let r = finish_get(&mut nothing, Duration::from_secs(10));
+    assert!(started.elapsed() >= wait);
     assert_eq!(index_of(&r), empty);
     assert_eq!(r.text(), r#"{"services":[]}"#);
+}
+
+#[test]
+fn a_service_watch_compares_its_index_with_the_namespace_index_it_was_given() {
+    let server = Server::start(&[]);
+    register(&server, &registration("a", "10.0.0.1:80", ""));
+    register(&server, &registration("b", "10.0.0.2:80", ""));
+    let r = server.get("/api/v1/services/a");
+    let given = index_of(&r);
+    assert_eq!(
+        given,
+        index_of(&server.get(INSTANCES)),
+        "the namespace's index"
+    );
+    // Lower than the index the answer carried, though not lower than service a's last change:
+    // answered at once (§1.2).
+    let started = Instant::now();
+    let r = server.get(&format!(
+        "/api/v1/services/a?index={}&wait={LONG_WAIT}",
+        given - 1
+    ));
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < WOKEN_WITHIN);
+    // At the index given, it waits: another service's change does not wake it, its own does.
+    let mut conn = server.connect();
+    send(
+        &mut conn,
+        "GET",
+        &format!("/api/v1/services/a?index={given}&wait={LONG_WAIT}"),
+        &[],
+        None,
+    );
+    register(&server, &registration("c", "10.0.0.3:80", ""));
+    assert!(still_waiting(&mut conn, Duration::from_millis(500)));
+    register(&server, &registration("a", "10.0.0.4:80", ""));
+    let r = finish_get(&mut conn, WOKEN_WITHIN);
+    assert_eq!(r.status, 200);
+    assert!(index_of(&r) > given);
+    assert_eq!(r.json()["instances"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn eureka_status_and_metadata_changes_move_the_index_and_wake_watchers() {
+    let server = Server::start(&[]);
+    let body = serde_json::json!({"instance":{"instanceId":"e-1","hostName":"e-1-host",
+        "app":"EAPP","ipAddr":"10.0.0.1","status":"UP","port":{"$":80,"@enabled":"true"},
+        "vipAddress":"eapp","dataCenterInfo":{"@class":
+        "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"},"metadata":{}}});
+    let r = server.post_json("/eureka/v2/apps/EAPP", &body.to_string());
+    assert_eq!(r.status, 204, "{}", r.text());
+    for change in ["status?value=OUT_OF_SERVICE", "metadata?zone=b"] {
+        let before = index_of(&server.get(INSTANCES));
+        let mut conn = watch_instances(&server, before);
+        assert!(still_waiting(&mut conn, Duration::from_millis(300)));
+        let r = server.request(
+            "PUT",
+            &format!("/eureka/v2/apps/EAPP/e-1/{change}"),
+            &[],
+            None,
+        );
+        assert_eq!(r.status, 200, "{change}: {}", r.text());
+        let r = finish_get(&mut conn, WOKEN_WITHIN);
+        assert!(index_of(&r) > before, "{change} moves the index");
+    }
 }
 
 /// How often the registry forgets the bookkeeping of emptied namespaces (its housekeeping).
@@ -388,10 +463,34 @@ fn bad_index_or_wait_parameters_get_400_after_the_other_stages() {
             r.assert_error(400, "Invalid index or wait parameter");
         }
         // Authentication runs first: no token, 401 at once rather than a wait or a 400.
+        for query in ["index=999999&wait=30s", "index=abc", "wait=soon"] {
+            let started = Instant::now();
+            let r = server.get(&format!("{route}?{query}"));
+            assert_eq!(r.status, 401, "{route}?{query}: {}", r.text());
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+    }
+    // A bad filter or projection is refused at once, as on a plain read, not after the wait.
+    let current = index_of(&get_as(&server, "ns", INSTANCES));
+    for (query, error) in [
+        (
+            "bogus=1",
+            "Malformed or invalid instance selection criteria",
+        ),
+        (
+            "fields=nope",
+            "Undefined or malformed instance fields in filter",
+        ),
+    ] {
         let started = Instant::now();
-        let r = server.get(&format!("{route}?index=999999&wait=30s"));
-        assert_eq!(r.status, 401, "{route}: {}", r.text());
-        assert!(started.elapsed() < Duration::from_secs(5));
+        let r = get_as(
+            &server,
+            "ns",
+            &format!("{INSTANCES}?{query}&index={current}&wait=30s"),
+        );
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        assert!(r.text().contains(error), "{query}: {}", r.text());
+        assert!(started.elapsed() < Duration::from_secs(5), "{query}");
     }
     // On the filtered listing, `index` and `wait` are no longer unknown selection keys.
     let r = get_as(&server, "ns", &format!("{INSTANCES}?index=1&wait=1ms"));
