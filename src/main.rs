@@ -366,6 +366,7 @@ fn serve(config: Config, summary: &str) -> ExitCode {
     install_signal_handlers();
     let counted = connections.clone();
     api.count_connections(Box::new(move || counted.open()));
+    api.limit_watchers(config.max_connections);
     let limits = Limits {
         max_body_bytes: config.max_body_size,
         max_body_memory: config.max_body_memory,

@@ -37,6 +37,8 @@ const TAGS_TOO_LONG: &str = "Failed to register the instance because tags exceed
 
 /// The answer when the store could not be reached in time, on every route of both APIs.
 pub const STORE_UNAVAILABLE: &str = "Registry store unavailable";
+/// A blocking query beyond the waiting requests a process holds (see [`super::watch`]).
+pub const TOO_MANY_WATCHERS: &str = "Too many waiting requests, retry later";
 
 /// The one mapping of registry errors to answers, for both protocols: `unavailable` is always
 /// 503, a limit the 400 of spec 3.4 step 9, capacity 403; `not_found` is the protocol's own

@@ -341,6 +341,9 @@ impl Context {
     }
 }
 
+/// A sixteenth of the connection limit is kept from waiting requests.
+const WATCHER_RESERVE_DIVISOR: usize = 16;
+
 /// The API service: routing, the cross-cutting stages and the shared state of the handlers.
 pub struct Api {
     router: Router<Route, Operation>,
@@ -354,6 +357,8 @@ pub struct Api {
     pub(crate) http_metrics: HttpMetrics,
     /// Requests waiting in a blocking query.
     pub(crate) watchers: Arc<AtomicUsize>,
+    /// The most requests that may wait at once, once the listener's connection limit is known.
+    max_watchers: OnceLock<usize>,
     /// Open client connections, once the listener tells.
     connections: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
     /// More `/uptime` components (the cluster's), set once at startup.
@@ -397,6 +402,7 @@ impl Api {
             me: me.clone(),
             http_metrics: HttpMetrics::new(OPERATION_NAMES),
             watchers: Arc::new(AtomicUsize::new(0)),
+            max_watchers: OnceLock::new(),
             connections: OnceLock::new(),
             health: std::sync::OnceLock::new(),
             synced: OnceLock::new(),
@@ -407,6 +413,20 @@ impl Api {
     /// Where `a8registry_connections` reads the open connections; set once.
     pub fn count_connections(&self, open: Box<dyn Fn() -> usize + Send + Sync>) {
         let _ = self.connections.set(open);
+    }
+
+    /// Lets at most `max_connections - max_connections / 16` requests wait at once, so that
+    /// waiting requests, which hold their connections for up to ten minutes, always leave
+    /// connections for probes and plain requests; set once.
+    pub fn limit_watchers(&self, max_connections: usize) {
+        let _ = self
+            .max_watchers
+            .set(max_connections - max_connections / WATCHER_RESERVE_DIVISOR);
+    }
+
+    /// The most requests that may wait at once (no limit until [`Api::limit_watchers`]).
+    pub(crate) fn max_watchers(&self) -> usize {
+        self.max_watchers.get().copied().unwrap_or(usize::MAX)
     }
 
     /// Open client connections (0 until [`Api::count_connections`] was called).

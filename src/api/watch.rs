@@ -8,7 +8,7 @@
 //! out, shutdown), the route is answered in full again, with its filters, from the state then.
 
 use super::amalgam8;
-use super::error::INVALID_WATCH;
+use super::error::{INVALID_WATCH, TOO_MANY_WATCHERS};
 use super::{Api, Context};
 use crate::http::response::Response;
 use crate::http::router::{first_value, parse_query, undecodable_values};
@@ -150,6 +150,10 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>
     // (the store's failure, or its state) rather than hold the client for the whole wait.
     if !api.registry.can_wake_waiters() {
         return Reply::Now(answer(api, ctx, &watched));
+    }
+    // Refused rather than answered at once: a client in a watch loop would come straight back.
+    if api.watchers.load(Ordering::SeqCst) >= api.max_watchers() {
+        return Reply::Now(Response::error(503, TOO_MANY_WATCHERS));
     }
     let deadline = Instant::now() + params.wait + jitter(params.wait);
     let waiting = WaitingCount::new(&api.watchers);

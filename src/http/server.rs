@@ -30,9 +30,11 @@ use std::time::{Duration, Instant};
 /// The read buffer's size, and the bytes asked of the socket per read. It grows only for a head
 /// larger than this (the decoder bounds heads) and shrinks back when the connection is idle.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
-/// Pipelined bytes read behind a waiting request; beyond this the socket is left unread (and a
-/// close of the client is noticed only when the wait ends).
-const MAX_READ_WHILE_WAITING_BYTES: usize = 64 * 1024;
+/// Pipelined bytes read behind a waiting request, at most: no more than the read buffer holds
+/// anyway, so a waiting connection never keeps a larger one (waits last up to 10 minutes, and a
+/// connection outside a wait holds a large head only for the request timeout). Beyond it the
+/// request is answered at once with the current state.
+const MAX_READ_WHILE_WAITING_BYTES: usize = READ_CHUNK_BYTES;
 /// Pipelined responses are written once this many bytes wait, so a client that pipelines many
 /// requests for large bodies cannot make the server buffer their answers without bound.
 const MAX_BUFFERED_OUTPUT_BYTES: usize = 256 * 1024;
@@ -465,6 +467,10 @@ impl Connection<'_> {
     fn park(&mut self, waiter: Waiter) -> std::io::Result<Option<Response>> {
         // Answers pipelined before this request go out first.
         self.flush()?;
+        // A read buffer that grew for this request's large head is not kept through the wait.
+        if self.start == self.end {
+            self.shrink_input();
+        }
         let deadline = waiter.deadline();
         waiter.attach(self.link.stream().waker());
         let end = loop {

@@ -366,6 +366,8 @@ fn a_service_watch_compares_its_index_with_the_namespace_index_it_was_given() {
         &[],
         None,
     );
+    // (Waiting before the other change: one made before the request arrives answers it.)
+    assert!(still_waiting(&mut conn, Duration::from_millis(300)));
     register(&server, &registration("c", "10.0.0.3:80", ""));
     assert!(still_waiting(&mut conn, Duration::from_millis(500)));
     register(&server, &registration("a", "10.0.0.4:80", ""));
@@ -846,7 +848,8 @@ fn a_watch_with_a_large_pipeline_behind_it_is_answered_and_freed_when_the_client
     let mut bytes =
         b"GET /api/v1/services?index=99999&wait=10m HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     bytes.extend_from_slice(b"GET /x HTTP/1.1\r\nX-Pad: ");
-    bytes.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    // (16 KiB: no more than a connection's read buffer holds outside a wait.)
+    bytes.extend(std::iter::repeat_n(b'a', 20 * 1024));
     conn.write_all(&bytes).unwrap();
     let first = read_response(&mut conn, false).expect("the wait is answered at once");
     assert_eq!(first.status, 200);
@@ -855,4 +858,32 @@ fn a_watch_with_a_large_pipeline_behind_it_is_answered_and_freed_when_the_client
         metric(&server, "a8registry_watchers") == 0.0
             && metric(&server, "a8registry_connections") <= 1.0
     });
+}
+
+#[test]
+fn waiting_requests_leave_a_sixteenth_of_the_connections_to_probes_and_plain_requests() {
+    // At most 32 - 32 / 16 = 30 requests may wait.
+    let server = Server::start(&["--max_connections", "32"]);
+    register(&server, &registration("a", "10.0.0.1:80", ""));
+    let current = index_of(&server.get(INSTANCES));
+    let mut waiting: Vec<TcpStream> = (0..30).map(|_| watch_instances(&server, current)).collect();
+    eventually("30 waiting requests", Duration::from_secs(10), || {
+        metric(&server, "a8registry_watchers") == 30.0
+    });
+    let started = Instant::now();
+    let r = server.get(&format!("{INSTANCES}?index={current}&wait={LONG_WAIT}"));
+    r.assert_error(503, "Too many waiting requests, retry later");
+    assert!(started.elapsed() < WOKEN_WITHIN, "refused at once");
+    assert_eq!(server.get("/ready").status, 200);
+    assert_eq!(server.get("/").status, 200);
+    assert_eq!(server.get(INSTANCES).status, 200, "plain reads are served");
+    // A change answers them all, and watches are taken again.
+    register(&server, &registration("a", "10.0.0.2:80", ""));
+    for conn in &mut waiting {
+        assert_eq!(finish_get(conn, WOKEN_WITHIN).status, 200);
+    }
+    drop(waiting);
+    let now = index_of(&server.get(INSTANCES));
+    let mut again = watch_instances(&server, now);
+    assert!(still_waiting(&mut again, Duration::from_millis(300)));
 }
