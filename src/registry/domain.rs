@@ -24,6 +24,7 @@ use crate::catalogs::{append_visible, Catalogs};
 use crate::metrics::Striped;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What the registry counts of its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +99,17 @@ pub struct Registry {
     changes: Arc<Changes>,
     counts: Arc<Striped>,
     catalogs: Arc<Catalogs>,
+    /// The last instance counts of a shared store, and when they were made. A `may` mutex: a
+    /// scrape waiting for another's count parks its coroutine, not its worker.
+    shared_counts: may::sync::Mutex<Option<(Instant, InstanceCounts)>>,
 }
+
+/// Live instances per namespace.
+type InstanceCounts = Vec<(Arc<str>, usize)>;
+
+/// How long the instance counts of a store that shares its state (Redis) are reused: counting
+/// takes two commands per namespace, and `/metrics` is open to every client.
+const SHARED_COUNTS_REUSE: Duration = Duration::from_secs(1);
 
 impl Registry {
     /// A registry over `store`; the change index and the watchers follow the store's events.
@@ -139,6 +150,7 @@ impl Registry {
             changes,
             counts,
             catalogs,
+            shared_counts: may::sync::Mutex::new(None),
         })
     }
 
@@ -174,9 +186,22 @@ impl Registry {
     }
 
     /// The instances held per namespace.
-    pub fn instance_counts(&self) -> Result<Vec<(Arc<str>, usize)>> {
-        let counts = self.store.instance_counts();
-        self.counted(None, counts)
+    ///
+    /// A shared store's counts are made at most once per [`SHARED_COUNTS_REUSE`], and concurrent
+    /// callers share one count: however many clients scrape, Redis sees one count a second.
+    pub fn instance_counts(&self) -> Result<InstanceCounts> {
+        if !self.store.shares_index() {
+            return self.counted(None, self.store.instance_counts());
+        }
+        let mut last = self.shared_counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, counts)) = &*last {
+            if at.elapsed() < SHARED_COUNTS_REUSE {
+                return Ok(counts.clone());
+            }
+        }
+        let counts = self.counted(None, self.store.instance_counts())?;
+        *last = Some((Instant::now(), counts.clone()));
+        Ok(counts)
     }
 
     /// Registers (or registers again) an instance; see [`Store::register`].

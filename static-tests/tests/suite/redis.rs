@@ -1131,6 +1131,88 @@ fn metric(server: &Server, name: &str) -> Option<f64> {
 }
 
 #[test]
+fn with_redis_stopped_probes_metrics_and_new_watches_answer_within_their_deadlines() {
+    let redis = RedisServer::start(&[]);
+    let server = node(&redis, &[]);
+    assert_eq!(register(&server, "web", "10.0.0.1:80").status, 201);
+    let r = server.get(INSTANCES);
+    assert_eq!(r.status, 200);
+    let index: u64 = r.header("x-a8-index").unwrap().parse().unwrap();
+
+    // Stopped (SIGSTOP): connections stay open and nothing answers.
+    redis.signal(libc::SIGSTOP);
+    let timed = |path: &str| {
+        let started = Instant::now();
+        let r = server.get(path);
+        (r, started.elapsed())
+    };
+    let (r, took) = timed("/");
+    assert_eq!(r.status, 200, "liveness does not ask Redis");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(eventually(Duration::from_secs(10), || {
+        let (r, took) = timed("/ready");
+        assert!(took < Duration::from_secs(5), "/ready took {took:?}");
+        r.status == 503
+    }));
+    let (r, took) = timed("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(took < Duration::from_secs(5), "/metrics took {took:?}");
+    assert!(
+        r.text().contains("a8registry_store_up{store=\"redis\"} 0"),
+        "{}",
+        r.text()
+    );
+    // A watch begun while the store is known to be down is answered, not held for its wait.
+    let (r, took) = timed(&format!("{INSTANCES}?index={index}&wait=60s"));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(took < Duration::from_secs(20), "the watch took {took:?}");
+
+    redis.signal(libc::SIGCONT);
+    assert!(eventually(Duration::from_secs(10), || server
+        .get("/ready")
+        .status
+        == 200));
+    let (r, took) = timed(&format!("{INSTANCES}?index={index}&wait=1s"));
+    assert_eq!(r.status, 200);
+    assert!(
+        took >= Duration::from_secs(1),
+        "waits again once Redis answers"
+    );
+}
+
+#[test]
+fn concurrent_metrics_scrapes_share_one_count_of_redis() {
+    let redis = RedisServer::start(&[]);
+    let server = node(&redis, &[]);
+    assert_eq!(register(&server, "web", "10.0.0.1:80").status, 201);
+    let calls = |redis: &RedisServer| -> u64 {
+        let stats = redis.command(&["INFO", "commandstats"]).unwrap_or_default();
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_smembers:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = calls(&redis);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..5 {
+                    assert_eq!(server.get("/metrics").status, 200);
+                }
+            });
+        }
+    });
+    let seconds = started.elapsed().as_secs() + 1;
+    let counted = calls(&redis) - before;
+    assert!(
+        counted <= seconds + 1,
+        "40 scrapes in {seconds} s made {counted} counts"
+    );
+}
+
+#[test]
 fn ready_and_the_store_metrics_follow_redis_going_down_and_coming_back() {
     let mut redis = RedisServer::start(&[]);
     let server = node(&redis, &[]);
