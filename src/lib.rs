@@ -17,6 +17,7 @@
 //! - [`equal_bytes`]: byte-string equality a word at a time, which the static musl binary also
 //!   links as the C library's `bcmp` (musl's compares one byte at a time).
 //! - [`nesting`]: the nesting bound every reader of outside JSON checks before parsing.
+//! - [`raw_clock`]: the monotonic and real-time clocks as plain nanoseconds, read directly.
 //! - [`net`]: the acceptor every port uses (connection limit, accept-error backoff, shutdown) and
 //!   the open connections with their deadlines, woken by one timer thread.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder, body memory budget),
@@ -76,6 +77,7 @@ pub mod log;
 pub mod metrics;
 pub mod nesting;
 pub mod net;
+pub mod raw_clock;
 pub mod registry;
 pub mod sidecar;
 pub mod store;

@@ -358,7 +358,19 @@ impl Decoder {
     pub fn decode(&mut self, input: &[u8]) -> Result<(Decoded, usize), FramingError> {
         match &mut self.state {
             State::Head { scanned } => {
+                let mut request = self.spare.take().unwrap_or_else(Request::blank);
+                // A head that arrived whole, as nearly all do, is parsed at once: searching for
+                // its end first would read it twice. Anything else (a partial head, an error, a
+                // head after empty lines, which httparse would skip) takes the search below, so
+                // that errors are judged on the complete head, as always.
+                if *scanned == 0 && !matches!(input.first(), None | Some(b'\r' | b'\n')) {
+                    match parse_whole_head(input, self.max_body_bytes, request) {
+                        Ok(parsed) => return self.after_head(parsed?, input),
+                        Err(unparsed) => request = unparsed,
+                    }
+                }
                 let Some(head_len) = find_head_end(input, *scanned) else {
+                    self.spare = Some(request);
                     if input.len() > MAX_HEAD_BYTES {
                         return Err(FramingError::HeadTooLarge);
                     }
@@ -369,28 +381,8 @@ impl Decoder {
                 if head_len > MAX_HEAD_BYTES {
                     return Err(FramingError::HeadTooLarge);
                 }
-                let request = self.spare.take().unwrap_or_else(Request::blank);
-                let (request, framing) =
-                    parse_head(&input[..head_len], self.max_body_bytes, request)?;
-                let expects_continue = request.version_minor == 1
-                    && request
-                        .header("expect")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-                match framing {
-                    BodyFraming::Length(0) => {
-                        self.state = State::Head { scanned: 0 };
-                        Ok((Decoded::Request(request), head_len))
-                    }
-                    framing => {
-                        self.state = State::Body {
-                            request,
-                            framing,
-                            continue_pending: expects_continue,
-                        };
-                        let (decoded, used) = self.decode(&input[head_len..])?;
-                        Ok((decoded, head_len + used))
-                    }
-                }
+                let parsed = parse_head(&input[..head_len], self.max_body_bytes, request)?;
+                self.after_head((parsed.0, parsed.1, head_len), input)
             }
             State::Body {
                 request,
@@ -415,6 +407,35 @@ impl Decoder {
                     return Ok((Decoded::SendContinue, used));
                 }
                 Ok((Decoded::NeedMore, used))
+            }
+        }
+    }
+}
+
+impl Decoder {
+    /// Goes on after a head of `head_len` bytes at the start of `input`: the request, or its body.
+    fn after_head(
+        &mut self,
+        (request, framing, head_len): (Box<Request>, BodyFraming, usize),
+        input: &[u8],
+    ) -> Result<(Decoded, usize), FramingError> {
+        let expects_continue = request.version_minor == 1
+            && request
+                .header("expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        match framing {
+            BodyFraming::Length(0) => {
+                self.state = State::Head { scanned: 0 };
+                Ok((Decoded::Request(request), head_len))
+            }
+            framing => {
+                self.state = State::Body {
+                    request,
+                    framing,
+                    continue_pending: expects_continue,
+                };
+                let (decoded, used) = self.decode(&input[head_len..])?;
+                Ok((decoded, head_len + used))
             }
         }
     }
@@ -445,11 +466,11 @@ fn header_has_token(value: &str, token: &str) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
-/// Parses a head into `request`, an empty one.
+/// Parses a whole head (found by [`find_head_end`]) into `request`, an empty one.
 fn parse_head(
     head: &[u8],
     max_body_bytes: usize,
-    mut request: Box<Request>,
+    request: Box<Request>,
 ) -> Result<(Box<Request>, BodyFraming), FramingError> {
     // Not initialised first: that would write all MAX_HEADERS slots for every request.
     let mut slots =
@@ -461,6 +482,41 @@ fn parse_head(
         Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),
         Err(_) => return Err(FramingError::Malformed),
     }
+    fill_request(&parsed, max_body_bytes, request)
+}
+
+/// Parses the head at the start of `input` (which may hold more after it) into `request`, an
+/// empty one, with the head's length; `Err` gives `request` back, untouched, when httparse does
+/// not find a whole valid head there. Equivalent to [`find_head_end`] then [`parse_head`] for an
+/// `input` that starts with neither CR nor LF: httparse then ends the head at the first empty
+/// line, and a valid head holds no LF LF or LF CR LF before it.
+#[allow(clippy::type_complexity)]
+fn parse_whole_head(
+    input: &[u8],
+    max_body_bytes: usize,
+    request: Box<Request>,
+) -> Result<Result<(Box<Request>, BodyFraming, usize), FramingError>, Box<Request>> {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let Ok(httparse::Status::Complete(head_len)) =
+        parsed.parse_with_uninit_headers(input, &mut slots)
+    else {
+        return Err(request);
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Ok(Err(FramingError::HeadTooLarge));
+    }
+    Ok(fill_request(&parsed, max_body_bytes, request)
+        .map(|(request, framing)| (request, framing, head_len)))
+}
+
+/// Fills `request`, an empty one, from a parsed head, checking its framing.
+fn fill_request(
+    parsed: &httparse::Request<'_, '_>,
+    max_body_bytes: usize,
+    mut request: Box<Request>,
+) -> Result<(Box<Request>, BodyFraming), FramingError> {
     let method_text = parsed.method.ok_or(FramingError::Malformed)?;
     let target = parsed.path.ok_or(FramingError::Malformed)?;
     let version_minor = parsed.version.ok_or(FramingError::Malformed)?;

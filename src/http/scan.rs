@@ -42,10 +42,14 @@ fn tail_flags(bytes: &[u8], pattern: u64, at: usize) -> (u64, usize) {
         let seen = !0u64 << (8 * (at - base));
         (flags(word_at(bytes, base), pattern) & seen, base)
     } else {
-        let mut word = [0u8; 8];
-        word[..len].copy_from_slice(bytes);
+        // Gathered byte by byte: a copy of a length known only now calls `memcpy`, which costs
+        // more than these few bytes.
+        let word = bytes
+            .iter()
+            .rev()
+            .fold(0u64, |word, &byte| word << 8 | u64::from(byte));
         let inside = !0u64 >> (8 * (8 - len)) & !0u64 << (8 * at);
-        (flags(u64::from_le_bytes(word), pattern) & inside, 0)
+        (flags(word, pattern) & inside, 0)
     }
 }
 
