@@ -44,7 +44,12 @@ impl Striped {
 
     /// Adds `by` to counter `slot` (ignored when out of range).
     pub fn add(&self, slot: usize, by: u64) {
-        if let Some(counter) = self.stripes[stripe()].get(slot) {
+        self.add_in(stripe(), slot, by);
+    }
+
+    /// [`Striped::add`] in a stripe looked up before, for several additions of one thread.
+    fn add_in(&self, stripe: usize, slot: usize, by: u64) {
+        if let Some(counter) = self.stripes[stripe].get(slot) {
             counter.fetch_add(by, Ordering::Relaxed);
         }
     }
@@ -140,16 +145,20 @@ impl HttpMetrics {
             return;
         }
         let pair = self.pair(protocol, operation);
-        self.requests.add(pair * CODE_SLOTS + code_slot(status), 1);
+        // The thread's stripe looked up once for the three additions.
+        let stripe = stripe();
+        self.requests
+            .add_in(stripe, pair * CODE_SLOTS + code_slot(status), 1);
         let seconds = took.as_secs_f64();
         let bucket = DURATION_BUCKETS_SECONDS
             .iter()
             .position(|&bound| seconds <= bound)
             .unwrap_or(DURATION_BUCKETS_SECONDS.len());
         let base = pair * HISTOGRAM_SLOTS;
-        self.durations.add(base + bucket, 1);
+        self.durations.add_in(stripe, base + bucket, 1);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.durations.add(base + HISTOGRAM_SLOTS - 1, nanos);
+        self.durations
+            .add_in(stripe, base + HISTOGRAM_SLOTS - 1, nanos);
     }
 
     /// Writes both families.

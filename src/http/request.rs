@@ -419,16 +419,17 @@ impl Decoder {
         (request, framing, head_len): (Box<Request>, BodyFraming, usize),
         input: &[u8],
     ) -> Result<(Decoded, usize), FramingError> {
-        let expects_continue = request.version_minor == 1
-            && request
-                .header("expect")
-                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
         match framing {
             BodyFraming::Length(0) => {
                 self.state = State::Head { scanned: 0 };
                 Ok((Decoded::Request(request), head_len))
             }
             framing => {
+                // Only a body can be waited for.
+                let expects_continue = request.version_minor == 1
+                    && request
+                        .header("expect")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
                 self.state = State::Body {
                     request,
                     framing,
