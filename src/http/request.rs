@@ -412,11 +412,14 @@ impl Decoder {
     }
 }
 
+/// A parsed head: the request, how its body is framed, and the head's length in bytes.
+type ParsedHead = (Box<Request>, BodyFraming, usize);
+
 impl Decoder {
     /// Goes on after a head of `head_len` bytes at the start of `input`: the request, or its body.
     fn after_head(
         &mut self,
-        (request, framing, head_len): (Box<Request>, BodyFraming, usize),
+        (request, framing, head_len): ParsedHead,
         input: &[u8],
     ) -> Result<(Decoded, usize), FramingError> {
         match framing {
@@ -491,12 +494,11 @@ fn parse_head(
 /// not find a whole valid head there. Equivalent to [`find_head_end`] then [`parse_head`] for an
 /// `input` that starts with neither CR nor LF: httparse then ends the head at the first empty
 /// line, and a valid head holds no LF LF or LF CR LF before it.
-#[allow(clippy::type_complexity)]
 fn parse_whole_head(
     input: &[u8],
     max_body_bytes: usize,
     request: Box<Request>,
-) -> Result<Result<(Box<Request>, BodyFraming, usize), FramingError>, Box<Request>> {
+) -> Result<Result<ParsedHead, FramingError>, Box<Request>> {
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -1231,6 +1233,72 @@ mod tests {
         drop(decoded);
         assert_eq!(budget.in_use(), 0, "given back when the request is dropped");
         assert_eq!(FramingError::Busy.status_and_message().0, 503);
+    }
+
+    #[test]
+    fn a_whole_head_parses_as_when_its_end_is_searched_first() {
+        // What the decoder did before parsing whole heads at once: search, then parse the head.
+        type Searched = Result<(Box<Request>, usize, bool), FramingError>;
+        fn by_search(input: &[u8]) -> Option<Searched> {
+            let head_len = find_head_end(input, 0)?;
+            if head_len > MAX_HEAD_BYTES {
+                return Some(Err(FramingError::HeadTooLarge));
+            }
+            let parsed = parse_head(&input[..head_len], LIMIT, Request::blank());
+            Some(parsed.map(|(request, framing)| {
+                let bodiless = matches!(framing, BodyFraming::Length(0));
+                (request, head_len, bodiless)
+            }))
+        }
+        let seeds: [&[u8]; 5] = [
+            b"PUT /api/v1/instances/0123456789abcdef/heartbeat HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n",
+            b"GET /a?b=c HTTP/1.0\nConnection: keep-alive\nX: y\n\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            b"POST /eureka/v2/apps/A HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET https://h/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ];
+        let mut rng = crate::testing::Rng::new(11);
+        let mut compared = 0;
+        for round in 0..20_000 {
+            let seed = seeds[round % seeds.len()];
+            let input = if round < seeds.len() {
+                seed.to_vec()
+            } else {
+                rng.mutate(seed)
+            };
+            let Some(expected) = by_search(&input) else {
+                continue;
+            };
+            // A body's bytes are left out: a malformed body would hide the head's result.
+            let input = match &expected {
+                Ok((_, head_len, false)) => &input[..*head_len],
+                _ => &input[..],
+            };
+            compared += 1;
+            let mut decoder = Decoder::new(LIMIT);
+            let got = decoder.decode(input);
+            match (expected, got) {
+                (Err(expected), Err(got)) => assert_eq!(expected, got, "{input:?}"),
+                (Ok((expected, head_len, _)), Ok((Decoded::Request(got), used))) => {
+                    assert_eq!(used, head_len, "{input:?}");
+                    assert_eq!(expected.method_text, got.method_text);
+                    assert_eq!(expected.path, got.path);
+                    assert_eq!(expected.query, got.query);
+                    assert_eq!(expected.headers, got.headers);
+                    assert_eq!(expected.non_utf8_headers, got.non_utf8_headers);
+                    assert_eq!(expected.keep_alive, got.keep_alive);
+                    assert_eq!(expected.declared_length, got.declared_length);
+                    assert_eq!(expected.absolute_https, got.absolute_https);
+                }
+                // A head with a body (or one that waits for `100 Continue`) goes on to it.
+                (Ok(_), Ok((Decoded::NeedMore | Decoded::SendContinue, _))) => {
+                    assert!(decoder.in_body(), "{input:?}");
+                }
+                (expected, got) => panic!("{input:?}: {expected:?} against {got:?}"),
+            }
+        }
+        // Most mutations keep a head's end, so most rounds compare.
+        assert!(compared > 10_000, "{compared}");
     }
 
     #[test]
