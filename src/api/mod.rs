@@ -601,7 +601,7 @@ impl Handler for Api {
         let (reply, operation, protocol, namespace) = self.respond(request);
         let tag = metrics_tag(protocol, operation);
         let line = started.map(|started| AccessLine {
-            method: request.method_text.clone(),
+            method: request.method_text().to_string(),
             path: request.path.clone(),
             started,
             namespace,

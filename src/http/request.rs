@@ -114,8 +114,9 @@ impl Method {
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
-    /// The method as sent, for the access log.
-    pub method_text: String,
+    /// The method as sent when it is none of [`Method`]'s, for the access log (empty otherwise:
+    /// [`Request::method_text`] names the others without a copy per request).
+    other_method: String,
     /// The raw (percent-encoded) path, without the query.
     pub path: String,
     /// The raw query after `?`, if any.
@@ -164,7 +165,7 @@ impl Request {
     fn blank() -> Box<Request> {
         Box::new(Request {
             method: Method::Other,
-            method_text: String::new(),
+            other_method: String::new(),
             path: String::new(),
             query: None,
             absolute_https: false,
@@ -186,7 +187,7 @@ impl Request {
     /// keep-alive connection decodes its requests without allocating) but not its body, whose
     /// memory goes back to the budget now.
     fn clear(&mut self) {
-        empty_for_reuse(&mut self.method_text);
+        empty_for_reuse(&mut self.other_method);
         empty_for_reuse(&mut self.path);
         if let Some(mut query) = self.query.take() {
             empty_for_reuse(&mut query);
@@ -223,6 +224,18 @@ impl Request {
 }
 
 impl Request {
+    /// The method as sent (methods are case-sensitive, so each of [`Method`]'s has one spelling).
+    pub fn method_text(&self) -> &str {
+        match self.method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Other => &self.other_method,
+        }
+    }
+
     /// The first header named `name` (ASCII case-insensitive), with surrounding whitespace removed.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -605,7 +618,9 @@ fn fill_request(
         _ => connection.is_some_and(|v| header_has_token(v, "keep-alive")),
     };
     request.method = Method::parse(method_text);
-    request.method_text.push_str(method_text);
+    if request.method == Method::Other {
+        request.other_method.push_str(method_text);
+    }
     request.path.push_str(path);
     request.query = query.map(|query| {
         let mut reused = std::mem::take(&mut request.spare_query);
@@ -888,7 +903,7 @@ mod tests {
             b"GET /c HTTP/1.1\r\nHost: k\r\nAccept: x\r\n\r\n",
         );
         assert_eq!(second.method, Method::Get);
-        assert_eq!(second.method_text, "GET");
+        assert_eq!(second.method_text(), "GET");
         assert_eq!(second.path, "/c");
         assert_eq!(second.query, None);
         assert_eq!(
@@ -902,6 +917,21 @@ mod tests {
         assert_eq!(second.declared_length, None);
         assert!(second.body.is_empty());
         assert!(second.keep_alive);
+
+        // A method of no variant keeps its spelling, for one request only.
+        decoder.recycle(second);
+        let other = decode_one(&mut decoder, b"PATCH /c HTTP/1.1\r\nHost: k\r\n\r\n");
+        assert_eq!(
+            (other.method, other.method_text()),
+            (Method::Other, "PATCH")
+        );
+        decoder.recycle(other);
+        let again = decode_one(&mut decoder, b"DELETE /c HTTP/1.1\r\nHost: k\r\n\r\n");
+        assert_eq!(
+            (again.method, again.method_text()),
+            (Method::Delete, "DELETE")
+        );
+        assert!(again.other_method.is_empty());
     }
 
     #[test]
@@ -1281,7 +1311,7 @@ mod tests {
                 (Err(expected), Err(got)) => assert_eq!(expected, got, "{input:?}"),
                 (Ok((expected, head_len, _)), Ok((Decoded::Request(got), used))) => {
                     assert_eq!(used, head_len, "{input:?}");
-                    assert_eq!(expected.method_text, got.method_text);
+                    assert_eq!(expected.method_text(), got.method_text());
                     assert_eq!(expected.path, got.path);
                     assert_eq!(expected.query, got.query);
                     assert_eq!(expected.headers, got.headers);

@@ -253,7 +253,7 @@ impl Output {
         if length >= VECTORED_BODY_MIN_BYTES {
             self.spliced_bytes += length;
             self.spliced.push((self.bytes.len(), body));
-        } else {
+        } else if length > 0 {
             self.bytes.extend_from_slice(body.as_bytes());
         }
     }
