@@ -95,8 +95,6 @@ impl KeyedHasher {
 }
 
 impl Hasher for KeyedHasher {
-    // Inlined: a call's set-up cost a third of a short key's hash.
-    #[inline]
     fn write(&mut self, bytes: &[u8]) {
         let len = bytes.len();
         // Two words that together cover every byte (overlapping when shorter than 16), with the
