@@ -19,6 +19,7 @@
 //! - [`copy_bytes`]: the static musl binary's `memcpy` and `memmove`, short copies without
 //!   musl's `rep movsq` start-up cost.
 //! - [`nesting`]: the nesting bound every reader of outside JSON checks before parsing.
+//! - [`raw_clock`]: the monotonic and real-time clocks as plain nanoseconds, read directly.
 //! - [`net`]: the acceptor every port uses (connection limit, accept-error backoff, shutdown) and
 //!   the open connections with their deadlines, woken by one timer thread.
 //! - [`http`]: HTTP/1.1 on `may` coroutines: `request` (sans-IO decoder, body memory budget),
@@ -79,6 +80,7 @@ pub mod log;
 pub mod metrics;
 pub mod nesting;
 pub mod net;
+pub mod raw_clock;
 pub mod registry;
 pub mod sidecar;
 pub mod store;

@@ -28,6 +28,25 @@ pub const DURATION_BUCKETS_SECONDS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
 ];
 
+/// [`DURATION_BUCKETS_SECONDS`] in nanoseconds, the unit a latency is measured in: comparing
+/// integers spares converting every latency to seconds. The same bounds (a unit test checks).
+const DURATION_BUCKETS_NANOS: [u64; DURATION_BUCKETS_SECONDS.len()] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    10_000_000_000,
+];
+
 /// Counters kept in [`STRIPES`] copies, one per thread (round robin), added up when read.
 pub struct Striped {
     stripes: Box<[Box<[AtomicU64]>]>,
@@ -44,7 +63,12 @@ impl Striped {
 
     /// Adds `by` to counter `slot` (ignored when out of range).
     pub fn add(&self, slot: usize, by: u64) {
-        if let Some(counter) = self.stripes[stripe()].get(slot) {
+        self.add_in(stripe(), slot, by);
+    }
+
+    /// [`Striped::add`] in a stripe looked up before, for several additions of one thread.
+    fn add_in(&self, stripe: usize, slot: usize, by: u64) {
+        if let Some(counter) = self.stripes[stripe].get(slot) {
             counter.fetch_add(by, Ordering::Relaxed);
         }
     }
@@ -140,16 +164,19 @@ impl HttpMetrics {
             return;
         }
         let pair = self.pair(protocol, operation);
-        self.requests.add(pair * CODE_SLOTS + code_slot(status), 1);
-        let seconds = took.as_secs_f64();
-        let bucket = DURATION_BUCKETS_SECONDS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(DURATION_BUCKETS_SECONDS.len());
-        let base = pair * HISTOGRAM_SLOTS;
-        self.durations.add(base + bucket, 1);
+        // The thread's stripe looked up once for the three additions.
+        let stripe = stripe();
+        self.requests
+            .add_in(stripe, pair * CODE_SLOTS + code_slot(status), 1);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.durations.add(base + HISTOGRAM_SLOTS - 1, nanos);
+        let bucket = DURATION_BUCKETS_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(DURATION_BUCKETS_NANOS.len());
+        let base = pair * HISTOGRAM_SLOTS;
+        self.durations.add_in(stripe, base + bucket, 1);
+        self.durations
+            .add_in(stripe, base + HISTOGRAM_SLOTS - 1, nanos);
     }
 
     /// Writes both families.
@@ -623,6 +650,36 @@ mod tests {
             .unwrap()
             .as_secs_f64();
         assert!(started <= now + 1.0 && started > now - 86_400.0 * 365.0);
+    }
+
+    #[test]
+    fn latencies_fall_in_the_buckets_their_seconds_name() {
+        for (&nanos, &seconds) in DURATION_BUCKETS_NANOS.iter().zip(&DURATION_BUCKETS_SECONDS) {
+            assert_eq!(Duration::from_nanos(nanos).as_secs_f64(), seconds);
+        }
+        // The bucket of a latency by its nanoseconds is the one its seconds pick.
+        let by_seconds = |took: Duration| {
+            DURATION_BUCKETS_SECONDS
+                .iter()
+                .position(|&bound| took.as_secs_f64() <= bound)
+                .unwrap_or(DURATION_BUCKETS_SECONDS.len())
+        };
+        let metrics = HttpMetrics::new(&["Op"]);
+        let mut latencies = vec![0, 1, u64::MAX];
+        for &bound in &DURATION_BUCKETS_NANOS {
+            latencies.extend([bound - 1, bound, bound + 1]);
+        }
+        for (i, &nanos) in latencies.iter().enumerate() {
+            let took = Duration::from_nanos(nanos);
+            let before: Vec<u64> = (0..HISTOGRAM_SLOTS - 1)
+                .map(|slot| metrics.durations.get(slot))
+                .collect();
+            metrics.record(Protocol::Amalgam8, 0, 200, took);
+            let bucket = (0..HISTOGRAM_SLOTS - 1)
+                .find(|&slot| metrics.durations.get(slot) != before[slot])
+                .unwrap();
+            assert_eq!(bucket, by_seconds(took), "latency {i}: {nanos} ns");
+        }
     }
 
     #[test]

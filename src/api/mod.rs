@@ -30,7 +30,7 @@ use error::*;
 use std::borrow::Cow;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Every route of the API port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -621,7 +621,7 @@ impl Handler for Api {
         let (reply, operation, protocol, namespace) = self.respond(request);
         let tag = metrics_tag(protocol, operation);
         let line = started.map(|started| AccessLine {
-            method: request.method_text.clone(),
+            method: request.method_text().to_string(),
             path: request.path.clone(),
             started,
             namespace,
@@ -649,10 +649,11 @@ impl Handler for Api {
         }
     }
 
-    fn written(&self, tag: u16, status: u16, received: Instant) {
+    fn written(&self, tag: u16, status: u16, received_nanos: u64) {
         if let Some((protocol, operation)) = of_metrics_tag(tag) {
+            let took = crate::raw_clock::monotonic_nanos().saturating_sub(received_nanos);
             self.http_metrics
-                .record(protocol, operation, status, received.elapsed());
+                .record(protocol, operation, status, Duration::from_nanos(took));
         }
     }
 }

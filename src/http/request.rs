@@ -114,8 +114,9 @@ impl Method {
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
-    /// The method as sent, for the access log.
-    pub method_text: String,
+    /// The method as sent when it is none of [`Method`]'s, for the access log (empty otherwise:
+    /// [`Request::method_text`] names the others without a copy per request).
+    other_method: String,
     /// The raw (percent-encoded) path, without the query.
     pub path: String,
     /// The raw query after `?`, if any.
@@ -164,7 +165,7 @@ impl Request {
     fn blank() -> Box<Request> {
         Box::new(Request {
             method: Method::Other,
-            method_text: String::new(),
+            other_method: String::new(),
             path: String::new(),
             query: None,
             absolute_https: false,
@@ -186,7 +187,7 @@ impl Request {
     /// keep-alive connection decodes its requests without allocating) but not its body, whose
     /// memory goes back to the budget now.
     fn clear(&mut self) {
-        empty_for_reuse(&mut self.method_text);
+        empty_for_reuse(&mut self.other_method);
         empty_for_reuse(&mut self.path);
         if let Some(mut query) = self.query.take() {
             empty_for_reuse(&mut query);
@@ -223,6 +224,18 @@ impl Request {
 }
 
 impl Request {
+    /// The method as sent (methods are case-sensitive, so each of [`Method`]'s has one spelling).
+    pub fn method_text(&self) -> &str {
+        match self.method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Other => &self.other_method,
+        }
+    }
+
     /// The first header named `name` (ASCII case-insensitive), with surrounding whitespace removed.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -358,7 +371,19 @@ impl Decoder {
     pub fn decode(&mut self, input: &[u8]) -> Result<(Decoded, usize), FramingError> {
         match &mut self.state {
             State::Head { scanned } => {
+                let mut request = self.spare.take().unwrap_or_else(Request::blank);
+                // A head that arrived whole, as nearly all do, is parsed at once: searching for
+                // its end first would read it twice. Anything else (a partial head, an error, a
+                // head after empty lines, which httparse would skip) takes the search below, so
+                // that errors are judged on the complete head, as always.
+                if *scanned == 0 && !matches!(input.first(), None | Some(b'\r' | b'\n')) {
+                    match parse_whole_head(input, self.max_body_bytes, request) {
+                        Ok(parsed) => return self.after_head(parsed?, input),
+                        Err(unparsed) => request = unparsed,
+                    }
+                }
                 let Some(head_len) = find_head_end(input, *scanned) else {
+                    self.spare = Some(request);
                     if input.len() > MAX_HEAD_BYTES {
                         return Err(FramingError::HeadTooLarge);
                     }
@@ -369,28 +394,8 @@ impl Decoder {
                 if head_len > MAX_HEAD_BYTES {
                     return Err(FramingError::HeadTooLarge);
                 }
-                let request = self.spare.take().unwrap_or_else(Request::blank);
-                let (request, framing) =
-                    parse_head(&input[..head_len], self.max_body_bytes, request)?;
-                let expects_continue = request.version_minor == 1
-                    && request
-                        .header("expect")
-                        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-                match framing {
-                    BodyFraming::Length(0) => {
-                        self.state = State::Head { scanned: 0 };
-                        Ok((Decoded::Request(request), head_len))
-                    }
-                    framing => {
-                        self.state = State::Body {
-                            request,
-                            framing,
-                            continue_pending: expects_continue,
-                        };
-                        let (decoded, used) = self.decode(&input[head_len..])?;
-                        Ok((decoded, head_len + used))
-                    }
-                }
+                let parsed = parse_head(&input[..head_len], self.max_body_bytes, request)?;
+                self.after_head((parsed.0, parsed.1, head_len), input)
             }
             State::Body {
                 request,
@@ -415,6 +420,39 @@ impl Decoder {
                     return Ok((Decoded::SendContinue, used));
                 }
                 Ok((Decoded::NeedMore, used))
+            }
+        }
+    }
+}
+
+/// A parsed head: the request, how its body is framed, and the head's length in bytes.
+type ParsedHead = (Box<Request>, BodyFraming, usize);
+
+impl Decoder {
+    /// Goes on after a head of `head_len` bytes at the start of `input`: the request, or its body.
+    fn after_head(
+        &mut self,
+        (request, framing, head_len): ParsedHead,
+        input: &[u8],
+    ) -> Result<(Decoded, usize), FramingError> {
+        match framing {
+            BodyFraming::Length(0) => {
+                self.state = State::Head { scanned: 0 };
+                Ok((Decoded::Request(request), head_len))
+            }
+            framing => {
+                // Only a body can be waited for.
+                let expects_continue = request.version_minor == 1
+                    && request
+                        .header("expect")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+                self.state = State::Body {
+                    request,
+                    framing,
+                    continue_pending: expects_continue,
+                };
+                let (decoded, used) = self.decode(&input[head_len..])?;
+                Ok((decoded, head_len + used))
             }
         }
     }
@@ -445,11 +483,11 @@ fn header_has_token(value: &str, token: &str) -> bool {
         .any(|t| trim_ows(t).eq_ignore_ascii_case(token))
 }
 
-/// Parses a head into `request`, an empty one.
+/// Parses a whole head (found by [`find_head_end`]) into `request`, an empty one.
 fn parse_head(
     head: &[u8],
     max_body_bytes: usize,
-    mut request: Box<Request>,
+    request: Box<Request>,
 ) -> Result<(Box<Request>, BodyFraming), FramingError> {
     // Not initialised first: that would write all MAX_HEADERS slots for every request.
     let mut slots =
@@ -461,6 +499,40 @@ fn parse_head(
         Err(httparse::Error::TooManyHeaders) => return Err(FramingError::HeadTooLarge),
         Err(_) => return Err(FramingError::Malformed),
     }
+    fill_request(&parsed, max_body_bytes, request)
+}
+
+/// Parses the head at the start of `input` (which may hold more after it) into `request`, an
+/// empty one, with the head's length; `Err` gives `request` back, untouched, when httparse does
+/// not find a whole valid head there. Equivalent to [`find_head_end`] then [`parse_head`] for an
+/// `input` that starts with neither CR nor LF: httparse then ends the head at the first empty
+/// line, and a valid head holds no LF LF or LF CR LF before it.
+fn parse_whole_head(
+    input: &[u8],
+    max_body_bytes: usize,
+    request: Box<Request>,
+) -> Result<Result<ParsedHead, FramingError>, Box<Request>> {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let Ok(httparse::Status::Complete(head_len)) =
+        parsed.parse_with_uninit_headers(input, &mut slots)
+    else {
+        return Err(request);
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Ok(Err(FramingError::HeadTooLarge));
+    }
+    Ok(fill_request(&parsed, max_body_bytes, request)
+        .map(|(request, framing)| (request, framing, head_len)))
+}
+
+/// Fills `request`, an empty one, from a parsed head, checking its framing.
+fn fill_request(
+    parsed: &httparse::Request<'_, '_>,
+    max_body_bytes: usize,
+    mut request: Box<Request>,
+) -> Result<(Box<Request>, BodyFraming), FramingError> {
     let method_text = parsed.method.ok_or(FramingError::Malformed)?;
     let target = parsed.path.ok_or(FramingError::Malformed)?;
     let version_minor = parsed.version.ok_or(FramingError::Malformed)?;
@@ -546,7 +618,9 @@ fn parse_head(
         _ => connection.is_some_and(|v| header_has_token(v, "keep-alive")),
     };
     request.method = Method::parse(method_text);
-    request.method_text.push_str(method_text);
+    if request.method == Method::Other {
+        request.other_method.push_str(method_text);
+    }
     request.path.push_str(path);
     request.query = query.map(|query| {
         let mut reused = std::mem::take(&mut request.spare_query);
@@ -829,7 +903,7 @@ mod tests {
             b"GET /c HTTP/1.1\r\nHost: k\r\nAccept: x\r\n\r\n",
         );
         assert_eq!(second.method, Method::Get);
-        assert_eq!(second.method_text, "GET");
+        assert_eq!(second.method_text(), "GET");
         assert_eq!(second.path, "/c");
         assert_eq!(second.query, None);
         assert_eq!(
@@ -843,6 +917,21 @@ mod tests {
         assert_eq!(second.declared_length, None);
         assert!(second.body.is_empty());
         assert!(second.keep_alive);
+
+        // A method of no variant keeps its spelling, for one request only.
+        decoder.recycle(second);
+        let other = decode_one(&mut decoder, b"PATCH /c HTTP/1.1\r\nHost: k\r\n\r\n");
+        assert_eq!(
+            (other.method, other.method_text()),
+            (Method::Other, "PATCH")
+        );
+        decoder.recycle(other);
+        let again = decode_one(&mut decoder, b"DELETE /c HTTP/1.1\r\nHost: k\r\n\r\n");
+        assert_eq!(
+            (again.method, again.method_text()),
+            (Method::Delete, "DELETE")
+        );
+        assert!(again.other_method.is_empty());
     }
 
     #[test]
@@ -1174,6 +1263,72 @@ mod tests {
         drop(decoded);
         assert_eq!(budget.in_use(), 0, "given back when the request is dropped");
         assert_eq!(FramingError::Busy.status_and_message().0, 503);
+    }
+
+    #[test]
+    fn a_whole_head_parses_as_when_its_end_is_searched_first() {
+        // What the decoder did before parsing whole heads at once: search, then parse the head.
+        type Searched = Result<(Box<Request>, usize, bool), FramingError>;
+        fn by_search(input: &[u8]) -> Option<Searched> {
+            let head_len = find_head_end(input, 0)?;
+            if head_len > MAX_HEAD_BYTES {
+                return Some(Err(FramingError::HeadTooLarge));
+            }
+            let parsed = parse_head(&input[..head_len], LIMIT, Request::blank());
+            Some(parsed.map(|(request, framing)| {
+                let bodiless = matches!(framing, BodyFraming::Length(0));
+                (request, head_len, bodiless)
+            }))
+        }
+        let seeds: [&[u8]; 5] = [
+            b"PUT /api/v1/instances/0123456789abcdef/heartbeat HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n",
+            b"GET /a?b=c HTTP/1.0\nConnection: keep-alive\nX: y\n\n",
+            b"\r\nGET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            b"POST /eureka/v2/apps/A HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET https://h/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ];
+        let mut rng = crate::testing::Rng::new(11);
+        let mut compared = 0;
+        for round in 0..20_000 {
+            let seed = seeds[round % seeds.len()];
+            let input = if round < seeds.len() {
+                seed.to_vec()
+            } else {
+                rng.mutate(seed)
+            };
+            let Some(expected) = by_search(&input) else {
+                continue;
+            };
+            // A body's bytes are left out: a malformed body would hide the head's result.
+            let input = match &expected {
+                Ok((_, head_len, false)) => &input[..*head_len],
+                _ => &input[..],
+            };
+            compared += 1;
+            let mut decoder = Decoder::new(LIMIT);
+            let got = decoder.decode(input);
+            match (expected, got) {
+                (Err(expected), Err(got)) => assert_eq!(expected, got, "{input:?}"),
+                (Ok((expected, head_len, _)), Ok((Decoded::Request(got), used))) => {
+                    assert_eq!(used, head_len, "{input:?}");
+                    assert_eq!(expected.method_text(), got.method_text());
+                    assert_eq!(expected.path, got.path);
+                    assert_eq!(expected.query, got.query);
+                    assert_eq!(expected.headers, got.headers);
+                    assert_eq!(expected.non_utf8_headers, got.non_utf8_headers);
+                    assert_eq!(expected.keep_alive, got.keep_alive);
+                    assert_eq!(expected.declared_length, got.declared_length);
+                    assert_eq!(expected.absolute_https, got.absolute_https);
+                }
+                // A head with a body (or one that waits for `100 Continue`) goes on to it.
+                (Ok(_), Ok((Decoded::NeedMore | Decoded::SendContinue, _))) => {
+                    assert!(decoder.in_body(), "{input:?}");
+                }
+                (expected, got) => panic!("{input:?}: {expected:?} against {got:?}"),
+            }
+        }
+        // Most mutations keep a head's end, so most rounds compare.
+        assert!(compared > 10_000, "{compared}");
     }
 
     #[test]

@@ -68,10 +68,11 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &Request) -> Reply;
 
     /// Told of each response with a non-zero [`Response::tag`] once it is written: its tag, its
-    /// status, and when its request was complete. Not told of responses that could not be
-    /// written, nor of requests whose client went away while they waited. Must be quick.
-    fn written(&self, tag: u16, status: u16, received: Instant) {
-        let _ = (tag, status, received);
+    /// status, and when its request was complete ([`crate::raw_clock::monotonic_nanos`]). Not
+    /// told of responses that could not be written, nor of requests whose client went away while
+    /// they waited. Must be quick.
+    fn written(&self, tag: u16, status: u16, received_nanos: u64) {
+        let _ = (tag, status, received_nanos);
     }
 }
 
@@ -183,8 +184,9 @@ struct Output {
     /// (offset in `bytes`, body) in order.
     spliced: Vec<(usize, Body)>,
     spliced_bytes: usize,
-    /// (tag, status, request complete) of the marked responses in the buffer.
-    marked: Vec<(u16, u16, Instant)>,
+    /// (tag, status, request complete: a raw monotonic reading) of the marked responses in the
+    /// buffer.
+    marked: Vec<(u16, u16, u64)>,
     /// A request that waited was answered since the connection was last idle.
     answered_a_wait: bool,
 }
@@ -231,10 +233,10 @@ impl Output {
         response: Response,
         head_only: bool,
         connection: ConnectionHeader,
-        received: Option<Instant>,
+        received_nanos: Option<u64>,
     ) {
-        if let (Some(received), tag @ 1..) = (received, response.tag) {
-            self.marked.push((tag, response.status, received));
+        if let (Some(received_nanos), tag @ 1..) = (received_nanos, response.tag) {
+            self.marked.push((tag, response.status, received_nanos));
         }
         let length = response.body.as_bytes().len();
         // One allocation for the head (and a small body) rather than a doubling for every few
@@ -253,7 +255,7 @@ impl Output {
         if length >= VECTORED_BODY_MIN_BYTES {
             self.spliced_bytes += length;
             self.spliced.push((self.bytes.len(), body));
-        } else {
+        } else if length > 0 {
             self.bytes.extend_from_slice(body.as_bytes());
         }
     }
@@ -356,7 +358,7 @@ impl Connection<'_> {
             match decoded {
                 Decoded::Request(request) => {
                     self.set_counted(true);
-                    match self.answer(request, Instant::now())? {
+                    match self.answer(request)? {
                         Answered::KeepOpen => {}
                         Answered::Close => {
                             self.flush()?;
@@ -417,14 +419,13 @@ impl Connection<'_> {
         }
     }
 
-    /// Answers one request, complete at `received`, into the output buffer.
-    fn answer(
-        &mut self,
-        mut request: Box<Request>,
-        received: Instant,
-    ) -> std::io::Result<Answered> {
+    /// Answers one request, complete now, into the output buffer.
+    fn answer(&mut self, mut request: Box<Request>) -> std::io::Result<Answered> {
         request.peer = self.peer;
-        request.received = received;
+        // The handler's deadlines count from `received`; the metrics' latency from the raw
+        // reading, which costs a tenth of an `Instant::elapsed` to subtract.
+        request.received = Instant::now();
+        let received_nanos = crate::raw_clock::monotonic_nanos();
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive;
         let version_minor = request.version_minor;
@@ -453,7 +454,7 @@ impl Connection<'_> {
             (true, _) => ConnectionHeader::None,
         };
         self.output
-            .push_received(response, head_only, connection, Some(received));
+            .push_received(response, head_only, connection, Some(received_nanos));
         Ok(if keep_open {
             Answered::KeepOpen
         } else {
@@ -544,8 +545,8 @@ impl Connection<'_> {
         let written = self.output.write_to(&self.link, stall_timeout);
         let handler = &*self.server.handler;
         if written.is_ok() {
-            for &(tag, status, received) in &self.output.marked {
-                handler.written(tag, status, received);
+            for &(tag, status, received_nanos) in &self.output.marked {
+                handler.written(tag, status, received_nanos);
             }
         }
         self.output.marked.clear();
@@ -705,8 +706,8 @@ mod tests {
             }))
         }
 
-        fn written(&self, tag: u16, status: u16, received: Instant) {
-            assert!(received <= Instant::now());
+        fn written(&self, tag: u16, status: u16, received_nanos: u64) {
+            assert!(received_nanos <= crate::raw_clock::monotonic_nanos());
             self.written.lock().unwrap().push((tag, status));
         }
     }

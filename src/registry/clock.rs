@@ -96,20 +96,10 @@ pub struct PauseCompensatingClock {
     origin: u64,
 }
 
-/// The monotonic clock (`CLOCK_MONOTONIC`, what `Instant` reads) in nanoseconds. Read directly:
-/// `Instant::elapsed` and `Duration::as_nanos` spent about 100 instructions of every heartbeat
-/// on checked subtraction and 128-bit arithmetic.
+/// The monotonic clock (`CLOCK_MONOTONIC`, what `Instant` reads) in nanoseconds, read directly
+/// ([`crate::raw_clock`]).
 fn monotonic_nanos_now() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the one we own; CLOCK_MONOTONIC always
-    // exists on Linux, so it cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(now.tv_nsec as u64)
+    crate::raw_clock::monotonic_nanos()
 }
 
 impl PauseCompensatingClock {

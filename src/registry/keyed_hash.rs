@@ -57,6 +57,13 @@ impl BuildHasher for KeyedState {
     }
 }
 
+/// The keyed hash of `bytes` alone (a `str`'s `Hash` adds a terminator byte, one more mix).
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    let mut hasher = KeyedState::default().build_hasher();
+    hasher.write(bytes);
+    hasher.finish()
+}
+
 /// The product's high and low halves folded together: every input bit moves many output bits.
 fn folded_multiply(x: u64, y: u64) -> u64 {
     let product = u128::from(x) * u128::from(y);

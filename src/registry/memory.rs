@@ -273,7 +273,7 @@ impl Namespace {
     }
 
     fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
-        let index = super::fnv::fnv1a(id.as_bytes()) as usize % SHARDS_PER_NAMESPACE;
+        let index = super::keyed_hash::hash_bytes(id.as_bytes()) as usize % SHARDS_PER_NAMESPACE;
         lock(self.shards[index].get_or_init(Box::default))
     }
 

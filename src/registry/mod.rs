@@ -5,7 +5,6 @@ pub mod changelog;
 pub mod clock;
 pub mod domain;
 pub mod error;
-mod fnv;
 pub mod index;
 pub mod instance;
 pub mod keyed_hash;

@@ -85,25 +85,29 @@ pub fn handle(
     default_format: Format,
 ) -> Response {
     let param = |i: usize| params.get(i).map_or("", |p| p.as_ref());
-    let format = negotiate(request, default_format);
+    // Negotiated only by the operations that answer a document (not renew, nor cancel).
+    let format = || negotiate(request, default_format);
     let store_id = || model::store_id(param(0), param(1));
     match op {
         Op::Register => register(api, ctx, request, param(0)),
         Op::Renew => lease_answer(api.registry.heartbeat(&ctx.call(), &store_id())),
         Op::Cancel => lease_answer(api.registry.deregister(&ctx.call(), &store_id())),
-        Op::Apps => all_apps(api, ctx, format),
-        Op::Delta => delta(api, ctx, format),
-        Op::App => one_app(api, ctx, param(0), format),
+        Op::Apps => all_apps(api, ctx, format()),
+        Op::Delta => delta(api, ctx, format()),
+        Op::App => one_app(api, ctx, param(0), format()),
         Op::Instance => match api.registry.get(&ctx.call(), &store_id()) {
-            Ok(Some(instance)) => document(
-                format,
-                200,
-                Body::Owned(render::instance_document(format, &instance)),
-            ),
+            Ok(Some(instance)) => {
+                let format = format();
+                document(
+                    format,
+                    200,
+                    Body::Owned(render::instance_document(format, &instance)),
+                )
+            }
             Ok(None) => Response::error(404, INSTANCE_NOT_FOUND),
             Err(error) => failure(&error, 404, INSTANCE_NOT_FOUND),
         },
-        Op::InstanceById => instance_by_id(api, ctx, param(0), format),
+        Op::InstanceById => instance_by_id(api, ctx, param(0), format()),
         Op::SetStatus | Op::RemoveStatus => set_status(
             api,
             ctx,
@@ -113,7 +117,7 @@ pub fn handle(
             op == Op::SetStatus,
         ),
         Op::UpdateMetadata => update_metadata(api, ctx, request, &store_id()),
-        Op::Vip | Op::SecureVip => vip_list(api, ctx, param(0), op == Op::SecureVip, format),
+        Op::Vip | Op::SecureVip => vip_list(api, ctx, param(0), op == Op::SecureVip, format()),
     }
 }
 
