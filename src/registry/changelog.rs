@@ -12,7 +12,7 @@
 //! hash code and fetches the full list, which is what Netflix clients do anyway.
 
 use super::instance::Instance;
-use super::keyed_hash::KeyedMap;
+use super::small_map::SmallMap;
 use super::store::{ChangeKind, ChangeLog};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,12 +42,24 @@ struct Entry {
     bytes: usize,
 }
 
-/// One namespace's counts, version and (when followed) recent changes.
+/// One namespace's counts, version and (when followed) recent changes. Most namespaces count
+/// one or two statuses and follow none, so both maps start as short lists.
 pub struct Journal {
     version: u64,
-    counts: KeyedMap<Arc<str>, u64>,
+    counts: SmallMap<Arc<str>, u64>,
     following: bool,
-    latest: KeyedMap<Arc<str>, Entry>,
+    latest: SmallMap<Arc<str>, Entry>,
+}
+
+/// What holds a journal: the budget keeps a weak handle to it for each entry it may evict.
+pub trait Journaled: Send + Sync {
+    fn journal(&self) -> &Mutex<Journal>;
+}
+
+impl Journaled for Mutex<Journal> {
+    fn journal(&self) -> &Mutex<Journal> {
+        self
+    }
 }
 
 /// What [`Journal::record`] asks the caller to queue in the budget once its locks are released.
@@ -63,9 +75,9 @@ impl Journal {
     pub fn new(version: u64) -> Journal {
         Journal {
             version,
-            counts: KeyedMap::default(),
+            counts: SmallMap::default(),
             following: false,
-            latest: KeyedMap::default(),
+            latest: SmallMap::default(),
         }
     }
 
@@ -107,8 +119,7 @@ impl Journal {
         if !kind.is_removal() {
             *self
                 .counts
-                .entry(after.status.shared().clone())
-                .or_insert(0) += 1;
+                .get_or_insert_with(after.status.shared().clone(), || 0) += 1;
         }
         self.version = self.version.max(version);
         if !self.following {
@@ -180,7 +191,7 @@ impl Journal {
 struct Item {
     at: u64,
     seq: u64,
-    journal: Weak<Mutex<Journal>>,
+    journal: Weak<dyn Journaled>,
     id: Arc<str>,
 }
 
@@ -225,11 +236,12 @@ impl ChangeBudget {
 
     /// Queues a kept entry (call with no journal lock held), then evicts the oldest entries of
     /// any namespace while the budget is exceeded.
-    pub fn queue(&self, journal: &Arc<Mutex<Journal>>, queued: Queued) {
+    pub fn queue<J: Journaled + 'static>(&self, journal: &Arc<J>, queued: Queued) {
+        let journal: Weak<dyn Journaled> = Arc::downgrade(journal) as Weak<J>;
         lock(&self.queue).push_back(Item {
             at: queued.at,
             seq: queued.seq,
-            journal: Arc::downgrade(journal),
+            journal,
             id: queued.id,
         });
         self.add(QUEUE_ITEM_BYTES);
@@ -257,8 +269,8 @@ impl ChangeBudget {
             };
             let Some(item) = item else { return };
             self.release(QUEUE_ITEM_BYTES);
-            if let Some(journal) = item.journal.upgrade() {
-                lock(&journal).evict(self, &item.id, item.seq);
+            if let Some(holder) = item.journal.upgrade() {
+                lock(holder.journal()).evict(self, &item.id, item.seq);
             }
         }
     }

@@ -11,6 +11,8 @@ pub mod instance;
 pub mod keyed_hash;
 pub mod memory;
 pub mod namespace;
+mod shard;
+mod small_map;
 pub mod store;
 pub mod version;
 pub mod watch;
