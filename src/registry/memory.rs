@@ -25,15 +25,17 @@
 use super::changelog::{ChangeBudget, Journal, Journaled, Queued, MAX_CHANGE_LOG_BYTES};
 use super::error::Error;
 use super::instance::{Instance, TtlPolicy, UP};
-use super::keyed_hash::KeyedMap;
+use super::keyed_hash::KeyedSet;
 use super::shard::{Entry, KeptTombstone, Shard};
 use super::store::{
     Applied, Call, Change, ChangeKind, ChangeLog, Clock, Lease, LeaseListener, Listener, Lookup,
     Origin, Record, Result, Snapshot, Store, Tombstone,
 };
 use super::version::{HybridClock, Version};
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::Duration;
@@ -70,7 +72,7 @@ struct Namespace {
     first: Mutex<Shard>,
     /// The shards instances are spread over by id once the first shard outgrew
     /// [`SPLIT_AT`] entries (made once, and kept while the namespace lives).
-    spread: OnceLock<Box<[Mutex<Shard>]>>,
+    spread: OnceLock<Box<[Mutex<Shard>; SHARDS_PER_NAMESPACE]>>,
     /// Instances stored, live or expired-not-yet-reaped.
     count: AtomicUsize,
     /// Tombstones kept (they keep an otherwise empty namespace alive).
@@ -122,13 +124,14 @@ impl Namespace {
         self.spread
             .get()
             .expect("the spread shards are made before the first shard is marked moved")
+            .as_slice()
     }
 
     /// The shards to visit: the first one until the namespace split, the spread ones after. A
     /// visitor that finds the first shard moved visits `spread_shards` instead.
     fn current_shards(&self) -> &[Mutex<Shard>] {
         match self.spread.get() {
-            Some(spread) => spread,
+            Some(spread) => spread.as_slice(),
             None => std::slice::from_ref(&self.first),
         }
     }
@@ -157,9 +160,7 @@ impl Namespace {
         if shard.len() <= SPLIT_AT || self.spread.get().is_some() {
             return;
         }
-        let mut spread: Vec<Shard> = (0..SHARDS_PER_NAMESPACE)
-            .map(|_| Shard::default())
-            .collect();
+        let mut spread: [Shard; SHARDS_PER_NAMESPACE] = std::array::from_fn(|_| Shard::default());
         let no_tombstones = AtomicUsize::new(0);
         for entry in shard.take_entries() {
             spread[spread_index(&entry.instance.id)].insert(entry, &no_tombstones);
@@ -167,8 +168,7 @@ impl Namespace {
         for (id, kept) in shard.take_tombstones() {
             spread[spread_index(&id)].keep_tombstone(id, kept);
         }
-        let spread: Box<[Mutex<Shard>]> = spread.into_iter().map(Mutex::new).collect();
-        match self.spread.set(spread) {
+        match self.spread.set(Box::new(spread.map(Mutex::new))) {
             Ok(()) => {
                 shard.moved = true;
                 shard.earliest_deadline = u64::MAX;
@@ -176,7 +176,7 @@ impl Namespace {
             // Only the first shard's lock holder sets `spread`, so this cannot happen; were it
             // to, the instances stay where they were.
             Err(spread) => {
-                for mut spread in spread.into_vec().into_iter().map(into_inner) {
+                for mut spread in spread.map(into_inner) {
                     for entry in spread.take_entries() {
                         shard.insert(entry, &no_tombstones);
                     }
@@ -186,6 +186,31 @@ impl Namespace {
                 }
             }
         }
+    }
+}
+
+/// A namespace as a member of the store's set, found by its name: the set holds one pointer
+/// per namespace, and the name is the namespace's own.
+struct ByName(Arc<Namespace>);
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for ByName {}
+
+impl Hash for ByName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.0.name.hash(state);
+    }
+}
+
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
     }
 }
 
@@ -235,7 +260,7 @@ pub struct MemoryStore {
     config: MemoryConfig,
     clock: Arc<dyn Clock>,
     versions: HybridClock,
-    namespaces: RwLock<KeyedMap<Arc<str>, Arc<Namespace>>>,
+    namespaces: RwLock<KeyedSet<ByName>>,
     listeners: RwLock<Vec<Listener>>,
     lease_listeners: RwLock<Vec<LeaseListener>>,
     has_lease_listeners: AtomicBool,
@@ -260,7 +285,7 @@ impl MemoryStore {
             config,
             clock,
             versions: HybridClock::new(config.node_id),
-            namespaces: RwLock::new(KeyedMap::default()),
+            namespaces: RwLock::new(KeyedSet::default()),
             listeners: RwLock::new(Vec::new()),
             lease_listeners: RwLock::new(Vec::new()),
             has_lease_listeners: AtomicBool::new(false),
@@ -319,7 +344,10 @@ impl MemoryStore {
     pub fn prune(&self) {
         let now = self.clock.monotonic_nanos();
         self.budget.prune(now);
-        let namespaces: Vec<Arc<Namespace>> = read(&self.namespaces).values().cloned().collect();
+        let namespaces: Vec<Arc<Namespace>> = read(&self.namespaces)
+            .iter()
+            .map(|held| held.0.clone())
+            .collect();
         for namespace in namespaces {
             if namespace.tombstones.load(Ordering::SeqCst) > 0 {
                 namespace.each_shard(|shard| {
@@ -471,16 +499,19 @@ impl MemoryStore {
         let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
         // Writes hold the map shared, so under the exclusive lock nothing can change.
         if empty(namespace) {
-            if let Some(current) = map.get(&namespace.name) {
-                if Arc::ptr_eq(current, namespace) {
-                    map.remove(&namespace.name);
-                }
+            if map
+                .get(&*namespace.name)
+                .is_some_and(|current| Arc::ptr_eq(&current.0, namespace))
+            {
+                map.remove(&*namespace.name);
             }
         }
     }
 
     fn find(&self, namespace: &str) -> Option<Arc<Namespace>> {
-        read(&self.namespaces).get(namespace).cloned()
+        read(&self.namespaces)
+            .get(namespace)
+            .map(|held| held.0.clone())
     }
 
     /// Runs `write` on the namespace, created if needed, while the map is held shared so the
@@ -493,17 +524,16 @@ impl MemoryStore {
         loop {
             {
                 let map = read(&self.namespaces);
-                if let Some(ns) = map.get(name) {
+                if let Some(ByName(ns)) = map.get(name) {
                     let value = write(ns)?;
                     return Ok((value, ns.clone()));
                 }
             }
             let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-            if !map.contains_key(name) {
+            if !map.contains(name) {
                 let version = self.sequence.load(Ordering::SeqCst);
-                // The map's key is the namespace's own name: one allocation for both.
                 let namespace = Namespace::new(Arc::from(name), version);
-                map.insert(namespace.name.clone(), Arc::new(namespace));
+                map.insert(ByName(Arc::new(namespace)));
             }
         }
     }
@@ -1072,7 +1102,10 @@ impl Store for MemoryStore {
     }
 
     fn namespaces(&self) -> Result<Vec<Arc<str>>> {
-        Ok(read(&self.namespaces).keys().cloned().collect())
+        Ok(read(&self.namespaces)
+            .iter()
+            .map(|held| held.0.name.clone())
+            .collect())
     }
 
     fn records(&self, namespace: &str) -> Result<Vec<Record>> {
@@ -1165,8 +1198,8 @@ impl Store for MemoryStore {
         // Instances stored: an expired one is counted until the reaper removes it (within
         // REAP_INTERVAL), which a gauge scraped every few seconds can bear.
         Ok(read(&self.namespaces)
-            .values()
-            .map(|ns| (ns.name.clone(), ns.count.load(Ordering::SeqCst)))
+            .iter()
+            .map(|ByName(ns)| (ns.name.clone(), ns.count.load(Ordering::SeqCst)))
             .collect())
     }
 }
@@ -1693,9 +1726,7 @@ mod tests {
         store.expire_due();
         assert_eq!(ids(&store, "ns", None), ["b"]);
         assert_eq!(
-            store.namespaces.read().unwrap()["ns"]
-                .count
-                .load(Ordering::SeqCst),
+            store.find("ns").unwrap().count.load(Ordering::SeqCst),
             1,
             "a was reaped"
         );
