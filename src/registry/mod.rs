@@ -12,7 +12,7 @@ pub mod keyed_hash;
 pub mod memory;
 pub mod namespace;
 mod shard;
-mod small_map;
+pub mod small_map;
 pub mod store;
 pub mod version;
 pub mod watch;
