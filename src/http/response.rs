@@ -41,8 +41,11 @@ pub struct CachedBody {
     /// others, and the body is compressed once however many wait. Made on the first request for
     /// the gzip form: a `may` mutex costs about 1.7 KB (its queue of waiters), and most cached
     /// bodies (small ones, every namespace's) are never compressed.
-    gzip: OnceLock<Box<may::sync::Mutex<Option<Arc<[u8]>>>>>,
+    gzip: OnceLock<Box<GzipSlot>>,
 }
+
+/// Where a cached body keeps its gzip form once made.
+type GzipSlot = may::sync::Mutex<Option<Arc<[u8]>>>;
 
 impl CachedBody {
     pub fn new(plain: Vec<u8>) -> CachedBody {

@@ -238,7 +238,8 @@ impl ChangeBudget {
     /// Queues a kept entry (call with no journal lock held), then evicts the oldest entries of
     /// any namespace while the budget is exceeded.
     pub fn queue<J: Journaled + 'static>(&self, journal: &Arc<J>, queued: Queued) {
-        let journal: Weak<dyn Journaled> = Arc::downgrade(journal) as Weak<J>;
+        let weak: Weak<J> = Arc::downgrade(journal);
+        let journal: Weak<dyn Journaled> = weak;
         lock(&self.queue).push_back(Item {
             at: queued.at,
             seq: queued.seq,
