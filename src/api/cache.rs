@@ -19,6 +19,7 @@
 use crate::http::response::CachedBody;
 use crate::registry::index::ChangeIndex;
 use crate::registry::keyed_hash::{KeyedMap, KeyedState};
+use crate::registry::small_map::SmallMap;
 use crate::registry::store::Change;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -98,10 +99,13 @@ struct Cached {
     fresh_until: u64,
 }
 
+/// The bodies of one namespace. Most namespaces have one service or a few read, and many have
+/// no whole-namespace body, so the services start as a short list and the whole-namespace slots
+/// are made with their first body (a namespace's entry is then about 200 bytes, not 1,000).
 #[derive(Default)]
 struct NamespaceEntries {
-    services: KeyedMap<Arc<str>, [Option<Cached>; SERVICE_VIEWS]>,
-    whole: [Option<Cached>; NAMESPACE_VIEWS],
+    services: SmallMap<Arc<str>, [Option<Cached>; SERVICE_VIEWS]>,
+    whole: Option<Box<[Option<Cached>; NAMESPACE_VIEWS]>>,
 }
 
 /// What a body builder returns.
@@ -236,7 +240,7 @@ impl ResponseCache {
         let namespace = entries.get(key.namespace)?;
         let cached = match key.view.service_slot() {
             Some(slot) => namespace.services.get(key.service)?[slot].as_ref(),
-            None => namespace.whole[key.view.namespace_slot()].as_ref(),
+            None => namespace.whole.as_ref()?[key.view.namespace_slot()].as_ref(),
         }?;
         (cached.index == index && cached.generation == generation && now <= cached.fresh_until)
             .then(|| cached.body.clone())
@@ -253,12 +257,18 @@ impl ResponseCache {
         let namespace = entries.entry(Arc::from(key.namespace)).or_default();
         match key.view.service_slot() {
             Some(slot) => {
-                namespace
-                    .services
-                    .entry(Arc::from(key.service))
-                    .or_default()[slot] = Some(cached);
+                let views = match namespace.services.get_mut(key.service) {
+                    Some(views) => views,
+                    None => namespace
+                        .services
+                        .get_or_insert_with(Arc::from(key.service), Default::default),
+                };
+                views[slot] = Some(cached);
             }
-            None => namespace.whole[key.view.namespace_slot()] = Some(cached),
+            None => {
+                namespace.whole.get_or_insert_with(Default::default)[key.view.namespace_slot()] =
+                    Some(cached)
+            }
         }
     }
 
@@ -269,7 +279,7 @@ impl ResponseCache {
             return;
         };
         namespace.services.remove(&change.instance.service_name);
-        namespace.whole = Default::default();
+        namespace.whole = None;
         if namespace.services.is_empty() {
             entries.remove(&change.namespace);
         }

@@ -1,7 +1,7 @@
 //! Responses and their serialisation into the connection's output buffer.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// `Content-Type` of every JSON response, including empty-bodied ones (spec 1.3).
 pub const JSON: &str = "application/json; charset=utf-8";
@@ -37,15 +37,20 @@ impl Body {
 pub struct CachedBody {
     plain: Box<[u8]>,
     /// A `may` mutex: a coroutine waiting while another compresses parks, its worker serves
-    /// others, and the body is compressed once however many wait.
-    gzip: may::sync::Mutex<Option<Arc<[u8]>>>,
+    /// others, and the body is compressed once however many wait. Made on the first request for
+    /// the gzip form: a `may` mutex costs about 1.7 KB (its queue of waiters), and most cached
+    /// bodies (small ones, every namespace's) are never compressed.
+    gzip: OnceLock<Box<GzipSlot>>,
 }
+
+/// Where a cached body keeps its gzip form once made.
+type GzipSlot = may::sync::Mutex<Option<Arc<[u8]>>>;
 
 impl CachedBody {
     pub fn new(plain: Vec<u8>) -> CachedBody {
         CachedBody {
             plain: plain.into_boxed_slice(),
-            gzip: may::sync::Mutex::new(None),
+            gzip: OnceLock::new(),
         }
     }
 
@@ -56,7 +61,10 @@ impl CachedBody {
 
     /// The gzip form, compressed now by `compress` unless it was before.
     pub fn gzip(&self, compress: impl FnOnce(&[u8]) -> Vec<u8>) -> Arc<[u8]> {
-        let mut gzip = self.gzip.lock().unwrap_or_else(|e| e.into_inner());
+        let gzip = self
+            .gzip
+            .get_or_init(|| Box::new(may::sync::Mutex::new(None)));
+        let mut gzip = gzip.lock().unwrap_or_else(|e| e.into_inner());
         gzip.get_or_insert_with(|| compress(&self.plain).into())
             .clone()
     }

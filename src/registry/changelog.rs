@@ -12,7 +12,7 @@
 //! hash code and fetches the full list, which is what Netflix clients do anyway.
 
 use super::instance::Instance;
-use super::keyed_hash::KeyedMap;
+use super::small_map::SmallMap;
 use super::store::{ChangeKind, ChangeLog};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,12 +42,25 @@ struct Entry {
     bytes: usize,
 }
 
-/// One namespace's counts, version and (when followed) recent changes.
+/// One namespace's counts, version and (when followed) recent changes. Most namespaces count
+/// one or two statuses and are never followed: the counts start as a short list, and the
+/// changes are made when a Eureka call first touches the namespace.
 pub struct Journal {
     version: u64,
-    counts: KeyedMap<Arc<str>, u64>,
-    following: bool,
-    latest: KeyedMap<Arc<str>, Entry>,
+    counts: SmallMap<Arc<str>, u64>,
+    /// The latest change of each instance; `None` until the namespace is followed.
+    latest: Option<Box<SmallMap<Arc<str>, Entry>>>,
+}
+
+/// What holds a journal: the budget keeps a weak handle to it for each entry it may evict.
+pub trait Journaled: Send + Sync {
+    fn journal(&self) -> &Mutex<Journal>;
+}
+
+impl Journaled for Mutex<Journal> {
+    fn journal(&self) -> &Mutex<Journal> {
+        self
+    }
 }
 
 /// What [`Journal::record`] asks the caller to queue in the budget once its locks are released.
@@ -63,15 +76,14 @@ impl Journal {
     pub fn new(version: u64) -> Journal {
         Journal {
             version,
-            counts: KeyedMap::default(),
-            following: false,
-            latest: KeyedMap::default(),
+            counts: SmallMap::default(),
+            latest: None,
         }
     }
 
     /// Starts keeping entries (a Eureka call touched the namespace).
     pub fn follow(&mut self) {
-        self.following = true;
+        self.latest.get_or_insert_with(Box::default);
     }
 
     pub fn version(&self) -> u64 {
@@ -80,7 +92,7 @@ impl Journal {
 
     /// True when the journal holds no entries and counts no instances.
     pub fn is_empty(&self) -> bool {
-        self.latest.is_empty() && self.counts.is_empty()
+        self.latest.as_ref().is_none_or(|latest| latest.is_empty()) && self.counts.is_empty()
     }
 
     /// Records one change: `before` is the live instance it replaced or removed (if any), `after`
@@ -107,13 +119,10 @@ impl Journal {
         if !kind.is_removal() {
             *self
                 .counts
-                .entry(after.status.shared().clone())
-                .or_insert(0) += 1;
+                .get_or_insert_with(after.status.shared().clone(), || 0) += 1;
         }
         self.version = self.version.max(version);
-        if !self.following {
-            return None;
-        }
+        let latest = self.latest.as_mut()?;
         // Events of one instance are recorded in the order of their versions: the store calls
         // this under the lock that orders them.
         let bytes = after.approximate_bytes() + ENTRY_OVERHEAD_BYTES;
@@ -126,7 +135,7 @@ impl Journal {
             bytes,
         };
         budget.add(bytes);
-        if let Some(old) = self.latest.insert(after.id.clone(), entry) {
+        if let Some(old) = latest.insert(after.id.clone(), entry) {
             budget.release(old.bytes);
         }
         Some(Queued {
@@ -138,8 +147,11 @@ impl Journal {
 
     /// Drops entries older than the retention at monotonic time `now`.
     pub fn prune(&mut self, budget: &ChangeBudget, now: u64) {
+        let Some(latest) = &mut self.latest else {
+            return;
+        };
         let retention = RETENTION.as_nanos() as u64;
-        self.latest.retain(|_, entry| {
+        latest.retain(|_, entry| {
             let keep = now.saturating_sub(entry.at) <= retention;
             if !keep {
                 budget.release(entry.bytes);
@@ -155,22 +167,22 @@ impl Journal {
         let mut status_counts: Vec<(Arc<str>, u64)> =
             self.counts.iter().map(|(s, n)| (s.clone(), *n)).collect();
         status_counts.sort_unstable();
+        let latest = || self.latest.iter().flat_map(|latest| latest.values());
         ChangeLog {
             version: self.version,
             status_counts,
-            entries: self
-                .latest
-                .values()
-                .map(|e| (e.instance.clone(), e.kind))
-                .collect(),
-            stale_after: self.latest.values().map(|e| e.at + retention).min(),
+            entries: latest().map(|e| (e.instance.clone(), e.kind)).collect(),
+            stale_after: latest().map(|e| e.at + retention).min(),
         }
     }
 
     /// Removes the entry `seq` of `id` if it is still the latest one (budget eviction).
     fn evict(&mut self, budget: &ChangeBudget, id: &str, seq: u64) {
-        if self.latest.get(id).is_some_and(|e| e.seq == seq) {
-            if let Some(entry) = self.latest.remove(id) {
+        let Some(latest) = &mut self.latest else {
+            return;
+        };
+        if latest.get(id).is_some_and(|e| e.seq == seq) {
+            if let Some(entry) = latest.remove(id) {
                 budget.release(entry.bytes);
             }
         }
@@ -180,7 +192,7 @@ impl Journal {
 struct Item {
     at: u64,
     seq: u64,
-    journal: Weak<Mutex<Journal>>,
+    journal: Weak<dyn Journaled>,
     id: Arc<str>,
 }
 
@@ -225,11 +237,13 @@ impl ChangeBudget {
 
     /// Queues a kept entry (call with no journal lock held), then evicts the oldest entries of
     /// any namespace while the budget is exceeded.
-    pub fn queue(&self, journal: &Arc<Mutex<Journal>>, queued: Queued) {
+    pub fn queue<J: Journaled + 'static>(&self, journal: &Arc<J>, queued: Queued) {
+        let weak: Weak<J> = Arc::downgrade(journal);
+        let journal: Weak<dyn Journaled> = weak;
         lock(&self.queue).push_back(Item {
             at: queued.at,
             seq: queued.seq,
-            journal: Arc::downgrade(journal),
+            journal,
             id: queued.id,
         });
         self.add(QUEUE_ITEM_BYTES);
@@ -257,8 +271,8 @@ impl ChangeBudget {
             };
             let Some(item) = item else { return };
             self.release(QUEUE_ITEM_BYTES);
-            if let Some(journal) = item.journal.upgrade() {
-                lock(&journal).evict(self, &item.id, item.seq);
+            if let Some(holder) = item.journal.upgrade() {
+                lock(holder.journal()).evict(self, &item.id, item.seq);
             }
         }
     }

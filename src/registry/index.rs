@@ -24,6 +24,7 @@
 //! the namespace and its clock stepped back too) leaves this node ahead until Redis overtakes it.
 
 use super::keyed_hash::KeyedMap;
+use super::small_map::SmallMap;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -37,7 +38,8 @@ pub const FLOOR_BUCKETS: usize = 1024;
 #[derive(Default)]
 struct NamespaceIndex {
     index: u64,
-    services: KeyedMap<Arc<str>, u64>,
+    /// Most namespaces list one service or a few: a short list until they list more.
+    services: SmallMap<Arc<str>, u64>,
     /// The shared store's cache generation under which `index` was learned from it: while the
     /// store's generation is the same, its change events have kept `index` up to date.
     learned: Option<u64>,

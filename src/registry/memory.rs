@@ -1,9 +1,14 @@
-//! The in-memory store: per namespace, a fixed number of lock-protected shards keyed by instance id.
+//! The in-memory store: per namespace, lock-protected shards keyed by instance id.
 //!
-//! Each shard indexes its instances by id and by service, so register, heartbeat, deregister and a
-//! lookup by id lock one shard, and listing a service costs the shard count plus that service's
-//! instances. A namespace's instance count is an atomic, raised with a compare-and-swap against the
-//! capacity while the shard lock of the id being added is held.
+//! A namespace starts with one shard, and spreads its instances over [`SHARDS_PER_NAMESPACE`] by
+//! id once it holds more than [`SPLIT_AT`] (once, for its life): most namespaces hold a few
+//! instances, and a namespace of one must cost about what its instance does (100,000 namespaces
+//! of one instance each take 1.65 times the memory of the same instances in one namespace). Each
+//! shard finds its instances by id and by service (a short list while it holds few, indexes
+//! beyond), so register, heartbeat, deregister and a lookup by id lock one shard, and listing a
+//! service costs the shard count plus that service's instances. A namespace's instance count is
+//! an atomic, raised with a compare-and-swap against the capacity while the shard lock of the id
+//! being added is held.
 //!
 //! Expiry is exact: every entry carries its deadline on the monotonic clock, and every read and
 //! write treats an entry past it as absent. A reaper thread removes such entries (and emits their
@@ -22,24 +27,31 @@
 //! a dropped namespace), one shard `Mutex`, the namespace's journal `Mutex`. Each is held for a
 //! few hash-map operations, never across I/O; they are safe to take on a `may` worker.
 
-use super::changelog::{ChangeBudget, Journal, Queued, MAX_CHANGE_LOG_BYTES};
+use super::changelog::{ChangeBudget, Journal, Journaled, Queued, MAX_CHANGE_LOG_BYTES};
 use super::error::Error;
 use super::instance::{Instance, TtlPolicy, UP};
-use super::keyed_hash::{KeyedMap, KeyedState};
+use super::keyed_hash::KeyedSet;
+use super::shard::{Entry, KeptTombstone, Shard};
 use super::store::{
     Applied, Call, Change, ChangeKind, ChangeLog, Clock, Lease, LeaseListener, Listener, Lookup,
     Origin, Record, Result, Snapshot, Store, Tombstone,
 };
 use super::version::{HybridClock, Version};
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
-/// Shards per namespace. A power of two well above the core counts this runs on.
+/// Shards of a namespace that outgrew its first shard. A power of two well above the core
+/// counts this runs on.
 const SHARDS_PER_NAMESPACE: usize = 16;
+/// Instances beyond which a namespace spreads its instances over [`SHARDS_PER_NAMESPACE`]
+/// shards: below it writes to one namespace rarely meet, and one shard is what a namespace of a
+/// few instances can afford.
+const SPLIT_AT: usize = 64;
 /// Expired instances removed under one shard lock before the lock is released and the caller
 /// yields.
 const EXPIRE_BATCH: usize = 512;
@@ -58,230 +70,152 @@ pub struct MemoryConfig {
     pub tombstone_retention: Option<Duration>,
 }
 
-struct Entry {
-    /// Shared with change events (the Eureka change log keeps them for minutes): a heartbeat
-    /// updates its atomic timestamp in place, a modification replaces the whole `Arc`.
-    instance: Arc<Instance>,
-    /// Monotonic nanoseconds after which the entry is expired; `None` never expires.
-    deadline: Option<u64>,
-}
-
-impl Entry {
-    fn live(&self, now: u64) -> bool {
-        self.deadline.is_none_or(|d| now <= d)
-    }
-}
-
-struct KeptTombstone {
-    tombstone: Tombstone,
-    /// Monotonic nanoseconds after which it may be forgotten.
-    until: u64,
-}
-
-/// Most `:`-separated suffixes of one id that the suffix index keeps; ids with more are kept in
-/// a short list that suffix lookups check one by one (only a client that makes such ids pays).
-const MAX_INDEXED_SUFFIXES: usize = 16;
-
-/// The secondary indexes of one shard: id suffixes (hashed) and Eureka VIPs → ids.
-#[derive(Default)]
-struct Secondary {
-    /// Hash of each suffix after a `:` of an id → the ids with that suffix.
-    suffixes: KeyedMap<u64, Vec<Arc<str>>>,
-    /// Ids with more than [`MAX_INDEXED_SUFFIXES`] suffixes.
-    deep: Vec<Arc<str>>,
-    vips: KeyedMap<Arc<str>, Vec<Arc<str>>>,
-    secure_vips: KeyedMap<Arc<str>, Vec<Arc<str>>>,
-}
-
-fn suffix_hash(suffix: &str) -> u64 {
-    KeyedState::default().hash_one(suffix)
-}
-
-fn unlist<K, Q>(map: &mut KeyedMap<K, Vec<Arc<str>>>, key: &Q, id: &Arc<str>)
-where
-    K: Eq + Hash + std::borrow::Borrow<Q>,
-    Q: Eq + Hash + ?Sized,
-{
-    if let Some(ids) = map.get_mut(key) {
-        ids.retain(|listed| listed != id);
-        if ids.is_empty() {
-            map.remove(key);
-        }
-    }
-}
-
-impl Secondary {
-    fn add(&mut self, instance: &Instance) {
-        let id = &instance.id;
-        if instance.id_suffixes().nth(MAX_INDEXED_SUFFIXES).is_some() {
-            self.deep.push(id.clone());
-        } else {
-            for suffix in instance.id_suffixes() {
-                let ids = self.suffixes.entry(suffix_hash(suffix)).or_default();
-                // An id lists a hash once, even when two of its suffixes share it.
-                if !ids.contains(id) {
-                    ids.push(id.clone());
-                }
-            }
-        }
-        let [vip, secure_vip] = instance.vip_keys();
-        for (map, key) in [(&mut self.vips, vip), (&mut self.secure_vips, secure_vip)] {
-            if let Some(key) = key {
-                map.entry(key.into()).or_default().push(id.clone());
-            }
-        }
-    }
-
-    fn remove(&mut self, instance: &Instance) {
-        let id = &instance.id;
-        if instance.id_suffixes().nth(MAX_INDEXED_SUFFIXES).is_some() {
-            self.deep.retain(|listed| listed != id);
-        } else {
-            for suffix in instance.id_suffixes() {
-                unlist(&mut self.suffixes, &suffix_hash(suffix), id);
-            }
-        }
-        let [vip, secure_vip] = instance.vip_keys();
-        if let Some(vip) = vip {
-            unlist(&mut self.vips, vip, id);
-        }
-        if let Some(secure_vip) = secure_vip {
-            unlist(&mut self.secure_vips, secure_vip, id);
-        }
-    }
-
-    /// Candidate ids for the lookup; callers check each against the instance itself.
-    fn candidates(&self, lookup: Lookup) -> Vec<Arc<str>> {
-        match lookup {
-            Lookup::IdSuffix(suffix) => {
-                let mut ids = self
-                    .suffixes
-                    .get(&suffix_hash(suffix))
-                    .cloned()
-                    .unwrap_or_default();
-                ids.extend(self.deep.iter().cloned());
-                ids
-            }
-            Lookup::Vip(key) => self.vips.get(key).cloned().unwrap_or_default(),
-            Lookup::SecureVip(key) => self.secure_vips.get(key).cloned().unwrap_or_default(),
-        }
-    }
-}
-
-struct Shard {
-    /// id → service, to find an entry by id alone.
-    service_of: KeyedMap<Arc<str>, Arc<str>>,
-    /// service → id → entry.
-    services: KeyedMap<Arc<str>, KeyedMap<Arc<str>, Entry>>,
-    tombstones: KeyedMap<Arc<str>, KeptTombstone>,
-    secondary: Secondary,
-    /// No entry expires before this (monotonic nanoseconds), so the reaper can skip the shard
-    /// until then. Heartbeats only move deadlines later, so they never need to lower it.
-    earliest_deadline: u64,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Shard {
-            service_of: KeyedMap::default(),
-            services: KeyedMap::default(),
-            tombstones: KeyedMap::default(),
-            secondary: Secondary::default(),
-            earliest_deadline: u64::MAX,
-        }
-    }
-}
-
-impl Shard {
-    fn note_deadline(&mut self, deadline: Option<u64>) {
-        if let Some(deadline) = deadline {
-            self.earliest_deadline = self.earliest_deadline.min(deadline);
-        }
-    }
-
-    fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
-        let service = self.service_of.get(id)?;
-        self.services.get_mut(service)?.get_mut(id)
-    }
-
-    fn remove(&mut self, id: &str) -> Option<Entry> {
-        let service = self.service_of.remove(id)?;
-        let instances = self.services.get_mut(&service)?;
-        let entry = instances.remove(id);
-        if instances.is_empty() {
-            self.services.remove(&service);
-        }
-        if let Some(entry) = &entry {
-            self.secondary.remove(&entry.instance);
-        }
-        entry
-    }
-
-    /// Inserts a live entry; a tombstone of its id goes (counted down in `tombstones`).
-    fn insert(&mut self, entry: Entry, tombstones: &AtomicUsize) {
-        self.note_deadline(entry.deadline);
-        self.secondary.add(&entry.instance);
-        let id = entry.instance.id.clone();
-        let service = entry.instance.service_name.clone();
-        if self.tombstones.remove(&id).is_some() {
-            tombstones.fetch_sub(1, Ordering::SeqCst);
-        }
-        self.service_of.insert(id.clone(), service.clone());
-        self.services.entry(service).or_default().insert(id, entry);
-    }
-
-    fn get(&self, id: &str) -> Option<&Entry> {
-        let service = self.service_of.get(id)?;
-        self.services.get(service)?.get(id)
-    }
-
-    /// The version held for `id`, live or dead: what a record from elsewhere must beat.
-    fn held(&self, id: &str) -> Option<(Version, Option<&Entry>, Option<&Tombstone>)> {
-        if let Some(entry) = self.get(id) {
-            return Some((entry.instance.version, Some(entry), None));
-        }
-        self.tombstones
-            .get(id)
-            .map(|kept| (kept.tombstone.version, None, Some(&kept.tombstone)))
-    }
-}
-
 struct Namespace {
     name: Arc<str>,
-    /// Made on first use, so a namespace of a few instances costs a few shards.
-    shards: Box<[OnceLock<Box<Mutex<Shard>>>]>,
+    /// Every instance's shard while the namespace is small: one shard costs a hundred bytes,
+    /// sixteen of them several times what a namespace of one instance needs.
+    first: Mutex<Shard>,
+    /// The shards instances are spread over by id once the first shard outgrew
+    /// [`SPLIT_AT`] entries (made once, and kept while the namespace lives).
+    spread: OnceLock<Box<[Mutex<Shard>; SHARDS_PER_NAMESPACE]>>,
     /// Instances stored, live or expired-not-yet-reaped.
     count: AtomicUsize,
     /// Tombstones kept (they keep an otherwise empty namespace alive).
     tombstones: AtomicUsize,
-    journal: Arc<Mutex<Journal>>,
+    journal: Mutex<Journal>,
     /// The earliest deadline the reaper's schedule holds for this namespace (a lower bound of
     /// the true earliest one); `u64::MAX` when none is scheduled.
     scheduled: AtomicU64,
 }
 
+impl Journaled for Namespace {
+    fn journal(&self) -> &Mutex<Journal> {
+        &self.journal
+    }
+}
+
+fn spread_index(id: &str) -> usize {
+    super::keyed_hash::hash_bytes(id.as_bytes()) as usize % SHARDS_PER_NAMESPACE
+}
+
 impl Namespace {
-    fn new(name: &str, version: u64) -> Namespace {
+    fn new(name: Arc<str>, version: u64) -> Namespace {
         Namespace {
-            name: name.into(),
-            shards: (0..SHARDS_PER_NAMESPACE).map(|_| OnceLock::new()).collect(),
+            name,
+            first: Mutex::new(Shard::default()),
+            spread: OnceLock::new(),
             count: AtomicUsize::new(0),
             tombstones: AtomicUsize::new(0),
-            journal: Arc::new(Mutex::new(Journal::new(version))),
+            journal: Mutex::new(Journal::new(version)),
             scheduled: AtomicU64::new(u64::MAX),
         }
     }
 
+    /// The shard of `id`, locked.
     fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
-        let index = super::keyed_hash::hash_bytes(id.as_bytes()) as usize % SHARDS_PER_NAMESPACE;
-        lock(self.shards[index].get_or_init(Box::default))
+        if let Some(spread) = self.spread.get() {
+            return lock(&spread[spread_index(id)]);
+        }
+        let first = lock(&self.first);
+        if !first.moved {
+            return first;
+        }
+        // Split after this caller read `spread`: the first shard set it before it moved.
+        drop(first);
+        lock(&self.spread_shards()[spread_index(id)])
     }
 
-    /// The shards made so far.
-    fn existing_shards(&self) -> impl Iterator<Item = &Mutex<Shard>> {
-        self.shards
-            .iter()
-            .filter_map(|shard| shard.get().map(|s| &**s))
+    fn spread_shards(&self) -> &[Mutex<Shard>] {
+        self.spread
+            .get()
+            .expect("the spread shards are made before the first shard is marked moved")
+            .as_slice()
+    }
+
+    /// The shards to visit: the first one until the namespace split, the spread ones after. A
+    /// visitor that finds the first shard moved visits `spread_shards` instead.
+    fn current_shards(&self) -> &[Mutex<Shard>] {
+        match self.spread.get() {
+            Some(spread) => spread.as_slice(),
+            None => std::slice::from_ref(&self.first),
+        }
+    }
+
+    /// Runs `visit` on every shard in turn, each under its lock.
+    fn each_shard(&self, mut visit: impl FnMut(&mut Shard)) {
+        for shard in self.current_shards() {
+            let mut shard = lock(shard);
+            if shard.moved {
+                drop(shard);
+                for spread in self.spread_shards() {
+                    visit(&mut lock(spread));
+                }
+                return;
+            }
+            visit(&mut shard);
+        }
+    }
+
+    /// Spreads the instances of the first shard over [`SHARDS_PER_NAMESPACE`] once it holds
+    /// more than [`SPLIT_AT`]; call with the lock of the shard `shard` held, after an insert.
+    /// Everything happens under that lock: the spread shards are complete before anyone can
+    /// find the first shard moved.
+    fn split_if_large(&self, shard: &mut Shard) {
+        // Any shard locked while `spread` is unset is the first one.
+        if shard.len() <= SPLIT_AT || self.spread.get().is_some() {
+            return;
+        }
+        let mut spread: [Shard; SHARDS_PER_NAMESPACE] = std::array::from_fn(|_| Shard::default());
+        let no_tombstones = AtomicUsize::new(0);
+        for entry in shard.take_entries() {
+            spread[spread_index(&entry.instance.id)].insert(entry, &no_tombstones);
+        }
+        for (id, kept) in shard.take_tombstones() {
+            spread[spread_index(&id)].keep_tombstone(id, kept);
+        }
+        match self.spread.set(Box::new(spread.map(Mutex::new))) {
+            Ok(()) => {
+                shard.moved = true;
+                shard.earliest_deadline = u64::MAX;
+            }
+            // Only the first shard's lock holder sets `spread`, so this cannot happen; were it
+            // to, the instances stay where they were.
+            Err(spread) => {
+                for mut spread in spread.map(into_inner) {
+                    for entry in spread.take_entries() {
+                        shard.insert(entry, &no_tombstones);
+                    }
+                    for (id, kept) in spread.take_tombstones() {
+                        shard.keep_tombstone(id, kept);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A namespace as a member of the store's set, found by its name: the set holds one pointer
+/// per namespace, and the name is the namespace's own.
+struct ByName(Arc<Namespace>);
+
+impl PartialEq for ByName {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for ByName {}
+
+impl Hash for ByName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.0.name.hash(state);
+    }
+}
+
+impl Borrow<str> for ByName {
+    fn borrow(&self) -> &str {
+        &self.0.name
     }
 }
 
@@ -289,6 +223,10 @@ impl Namespace {
 /// left consistent by every operation here (no operation panics half-way), so keep going.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn into_inner<T>(mutex: Mutex<T>) -> T {
+    mutex.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A namespace due for the reaper at a deadline.
@@ -327,7 +265,7 @@ pub struct MemoryStore {
     config: MemoryConfig,
     clock: Arc<dyn Clock>,
     versions: HybridClock,
-    namespaces: RwLock<KeyedMap<Arc<str>, Arc<Namespace>>>,
+    namespaces: RwLock<KeyedSet<ByName>>,
     listeners: RwLock<Vec<Listener>>,
     lease_listeners: RwLock<Vec<LeaseListener>>,
     has_lease_listeners: AtomicBool,
@@ -352,7 +290,7 @@ impl MemoryStore {
             config,
             clock,
             versions: HybridClock::new(config.node_id),
-            namespaces: RwLock::new(KeyedMap::default()),
+            namespaces: RwLock::new(KeyedSet::default()),
             listeners: RwLock::new(Vec::new()),
             lease_listeners: RwLock::new(Vec::new()),
             has_lease_listeners: AtomicBool::new(false),
@@ -411,16 +349,16 @@ impl MemoryStore {
     pub fn prune(&self) {
         let now = self.clock.monotonic_nanos();
         self.budget.prune(now);
-        let namespaces: Vec<Arc<Namespace>> = read(&self.namespaces).values().cloned().collect();
+        let namespaces: Vec<Arc<Namespace>> = read(&self.namespaces)
+            .iter()
+            .map(|held| held.0.clone())
+            .collect();
         for namespace in namespaces {
             if namespace.tombstones.load(Ordering::SeqCst) > 0 {
-                for shard in namespace.existing_shards() {
-                    let mut shard = lock(shard);
-                    let before = shard.tombstones.len();
-                    shard.tombstones.retain(|_, kept| kept.until >= now);
-                    let dropped = before - shard.tombstones.len();
+                namespace.each_shard(|shard| {
+                    let dropped = shard.prune_tombstones(now);
                     namespace.tombstones.fetch_sub(dropped, Ordering::SeqCst);
-                }
+                });
             }
             lock(&namespace.journal).prune(&self.budget, now);
             self.drop_if_empty(&namespace);
@@ -445,18 +383,28 @@ impl MemoryStore {
     }
 
     fn expire_namespace(&self, namespace: &Arc<Namespace>) {
+        // Run again from the start when the namespace split meanwhile (once in its life).
+        while !self.try_expire_namespace(namespace) {}
+    }
+
+    /// Expires what is due in the namespace's shards; false when it found the first shard moved
+    /// to the spread ones (what it expired stays expired, the rest is for the next run).
+    fn try_expire_namespace(&self, namespace: &Arc<Namespace>) -> bool {
         let now = self.clock.monotonic_nanos();
         let mut earliest_left = u64::MAX;
-        for shard in namespace.existing_shards() {
+        for shard in namespace.current_shards() {
             let due = {
                 let mut shard = lock(shard);
+                if shard.moved {
+                    return false;
+                }
                 if now <= shard.earliest_deadline {
                     earliest_left = earliest_left.min(shard.earliest_deadline);
                     continue;
                 }
                 let mut due: Vec<Arc<str>> = Vec::new();
                 let mut earliest = u64::MAX;
-                for entry in shard.services.values().flat_map(|m| m.values()) {
+                for entry in shard.entries() {
                     match entry.deadline {
                         Some(d) if now > d => due.push(entry.instance.id.clone()),
                         Some(d) => earliest = earliest.min(d),
@@ -474,6 +422,9 @@ impl MemoryStore {
                 let mut done = Vec::with_capacity(batch.len());
                 {
                     let mut shard = lock(shard);
+                    if shard.moved {
+                        return false;
+                    }
                     for id in batch {
                         // Re-registered since the scan: no longer due.
                         if shard.get(id).is_none_or(|e| e.live(now)) {
@@ -506,6 +457,7 @@ impl MemoryStore {
             namespace,
             (earliest_left != u64::MAX).then_some(earliest_left),
         );
+        true
     }
 
     /// The unix milliseconds of monotonic time `at`, given monotonic `now`.
@@ -535,7 +487,7 @@ impl MemoryStore {
             },
             until: now.saturating_add(retention.as_nanos() as u64),
         };
-        if shard.tombstones.insert(last.id.clone(), kept).is_none() {
+        if shard.keep_tombstone(last.id.clone(), kept) {
             namespace.tombstones.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -551,17 +503,19 @@ impl MemoryStore {
         }
         let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
         // Writes hold the map shared, so under the exclusive lock nothing can change.
-        if empty(namespace) {
-            if let Some(current) = map.get(&namespace.name) {
-                if Arc::ptr_eq(current, namespace) {
-                    map.remove(&namespace.name);
-                }
-            }
+        if empty(namespace)
+            && map
+                .get(&*namespace.name)
+                .is_some_and(|current| Arc::ptr_eq(&current.0, namespace))
+        {
+            map.remove(&*namespace.name);
         }
     }
 
     fn find(&self, namespace: &str) -> Option<Arc<Namespace>> {
-        read(&self.namespaces).get(namespace).cloned()
+        read(&self.namespaces)
+            .get(namespace)
+            .map(|held| held.0.clone())
     }
 
     /// Runs `write` on the namespace, created if needed, while the map is held shared so the
@@ -574,15 +528,17 @@ impl MemoryStore {
         loop {
             {
                 let map = read(&self.namespaces);
-                if let Some(ns) = map.get(name) {
+                if let Some(ByName(ns)) = map.get(name) {
                     let value = write(ns)?;
                     return Ok((value, ns.clone()));
                 }
             }
             let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-            let version = self.sequence.load(Ordering::SeqCst);
-            map.entry(Arc::from(name))
-                .or_insert_with(|| Arc::new(Namespace::new(name, version)));
+            if !map.contains(name) {
+                let version = self.sequence.load(Ordering::SeqCst);
+                let namespace = Namespace::new(Arc::from(name), version);
+                map.insert(ByName(Arc::new(namespace)));
+            }
         }
     }
 
@@ -618,7 +574,7 @@ impl MemoryStore {
     /// The work after a write's locks are released: the change log's budget, then the events.
     fn finish(&self, namespace: &Arc<Namespace>, done: Done, origin: Origin) {
         if let Some(queued) = done.queued {
-            self.budget.queue(&namespace.journal, queued);
+            self.budget.queue(namespace, queued);
         }
         let at = self.clock.monotonic_nanos();
         let listeners = read(&self.listeners);
@@ -713,6 +669,7 @@ impl MemoryStore {
             &namespace.tombstones,
         );
         let queued = self.journal(namespace, previous.as_ref(), &instance, kind);
+        namespace.split_if_large(shard);
         let mut events = Vec::with_capacity(2);
         if let Some(previous) = previous {
             // Neither id scheme lets an id change service, but a record from elsewhere could:
@@ -846,10 +803,7 @@ impl MemoryStore {
         };
         if !held_live {
             if self.config.tombstone_retention.is_some()
-                && shard
-                    .tombstones
-                    .insert(tombstone.id.clone(), kept)
-                    .is_none()
+                && shard.keep_tombstone(tombstone.id.clone(), kept)
             {
                 namespace.tombstones.fetch_add(1, Ordering::SeqCst);
             }
@@ -860,7 +814,7 @@ impl MemoryStore {
         };
         namespace.count.fetch_sub(1, Ordering::SeqCst);
         if self.config.tombstone_retention.is_some() {
-            shard.tombstones.insert(tombstone.id.clone(), kept);
+            shard.keep_tombstone(tombstone.id.clone(), kept);
             namespace.tombstones.fetch_add(1, Ordering::SeqCst);
         }
         let kind = if tombstone.expired_at_unix_millis.is_some() {
@@ -1026,25 +980,19 @@ impl Store for MemoryStore {
             return Ok(snapshot);
         };
         let now = self.clock.monotonic_nanos();
-        for shard in ns.existing_shards() {
-            let shard = lock(shard);
-            let mut take = |entries: &KeyedMap<Arc<str>, Entry>| {
-                for entry in entries.values().filter(|e| e.live(now)) {
-                    if let Some(d) = entry.deadline {
-                        snapshot.stale_after = Some(snapshot.stale_after.map_or(d, |e| e.min(d)));
-                    }
-                    snapshot.instances.push(entry.instance.clone());
-                }
-            };
-            match service {
-                Some(name) => {
-                    if let Some(entries) = shard.services.get(name) {
-                        take(entries);
-                    }
-                }
-                None => shard.services.values().for_each(&mut take),
+        let mut take = |entry: &Entry| {
+            if !entry.live(now) {
+                return;
             }
-        }
+            if let Some(d) = entry.deadline {
+                snapshot.stale_after = Some(snapshot.stale_after.map_or(d, |e| e.min(d)));
+            }
+            snapshot.instances.push(entry.instance.clone());
+        };
+        ns.each_shard(|shard| match service {
+            Some(name) => shard.service_entries(name).for_each(&mut take),
+            None => shard.entries().for_each(&mut take),
+        });
         Ok(snapshot)
     }
 
@@ -1054,17 +1002,7 @@ impl Store for MemoryStore {
         };
         let now = self.clock.monotonic_nanos();
         let mut found = Vec::new();
-        for shard in ns.existing_shards() {
-            let shard = lock(shard);
-            for id in shard.secondary.candidates(lookup) {
-                let Some(entry) = shard.get(&id).filter(|e| e.live(now)) else {
-                    continue;
-                };
-                if lookup.matches(&entry.instance) {
-                    found.push(entry.instance.clone());
-                }
-            }
-        }
+        ns.each_shard(|shard| shard.find(lookup, now, &mut found));
         Ok(found)
     }
 
@@ -1082,14 +1020,7 @@ impl Store for MemoryStore {
         };
         let now = self.clock.monotonic_nanos();
         let mut names: Vec<Arc<str>> = Vec::new();
-        for shard in ns.existing_shards() {
-            let shard = lock(shard);
-            for (name, entries) in &shard.services {
-                if entries.values().any(|e| e.live(now)) {
-                    names.push(name.clone());
-                }
-            }
-        }
+        ns.each_shard(|shard| names.extend(shard.live_services(now).cloned()));
         names.sort_unstable();
         names.dedup();
         Ok(names)
@@ -1175,7 +1106,10 @@ impl Store for MemoryStore {
     }
 
     fn namespaces(&self) -> Result<Vec<Arc<str>>> {
-        Ok(read(&self.namespaces).keys().cloned().collect())
+        Ok(read(&self.namespaces)
+            .iter()
+            .map(|held| held.0.name.clone())
+            .collect())
     }
 
     fn records(&self, namespace: &str) -> Result<Vec<Record>> {
@@ -1184,12 +1118,8 @@ impl Store for MemoryStore {
         };
         let now = self.clock.monotonic_nanos();
         let mut records = Vec::new();
-        for shard in ns.existing_shards() {
-            let shard = lock(shard);
-            for entry in shard.services.values().flat_map(|m| m.values()) {
-                if !entry.live(now) {
-                    continue;
-                }
+        ns.each_shard(|shard| {
+            for entry in shard.entries().filter(|entry| entry.live(now)) {
                 records.push(Record::Live {
                     instance: (*entry.instance).clone(),
                     remaining: entry
@@ -1197,10 +1127,10 @@ impl Store for MemoryStore {
                         .map(|d| Duration::from_nanos(d.saturating_sub(now))),
                 });
             }
-            for kept in shard.tombstones.values() {
+            for kept in shard.tombstones() {
                 records.push(Record::Tombstone(kept.tombstone.clone()));
             }
-        }
+        });
         Ok(records)
     }
 
@@ -1210,20 +1140,19 @@ impl Store for MemoryStore {
         };
         let now = self.clock.monotonic_nanos();
         let mut versions = Vec::new();
-        for shard in ns.existing_shards() {
-            let shard = lock(shard);
-            let live = shard.services.values().flat_map(|m| m.values());
+        ns.each_shard(|shard| {
             versions.extend(
-                live.filter(|entry| entry.live(now))
+                shard
+                    .entries()
+                    .filter(|entry| entry.live(now))
                     .map(|entry| (entry.instance.id.clone(), entry.instance.version)),
             );
             versions.extend(
                 shard
-                    .tombstones
-                    .iter()
-                    .map(|(id, kept)| (id.clone(), kept.tombstone.version)),
+                    .tombstones()
+                    .map(|kept| (kept.tombstone.id.clone(), kept.tombstone.version)),
             );
-        }
+        });
         Ok(versions)
     }
 
@@ -1242,8 +1171,7 @@ impl Store for MemoryStore {
             }));
         }
         Ok(shard
-            .tombstones
-            .get(id)
+            .tombstone(id)
             .map(|kept| Record::Tombstone(kept.tombstone.clone())))
     }
 
@@ -1274,8 +1202,8 @@ impl Store for MemoryStore {
         // Instances stored: an expired one is counted until the reaper removes it (within
         // REAP_INTERVAL), which a gauge scraped every few seconds can bear.
         Ok(read(&self.namespaces)
-            .values()
-            .map(|ns| (ns.name.clone(), ns.count.load(Ordering::SeqCst)))
+            .iter()
+            .map(|ByName(ns)| (ns.name.clone(), ns.count.load(Ordering::SeqCst)))
             .collect())
     }
 }
@@ -1606,6 +1534,90 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_spreads_its_instances_once_it_outgrows_its_first_shard() {
+        let (node, clock) = cluster_store(1);
+        let ns = c("big");
+        let total = 3 * SPLIT_AT;
+        let mut live = 0;
+        for n in 0..total {
+            // Every third instance expires first; every fifth is deregistered (a tombstone).
+            let ttl = if n % 3 == 0 { 10 } else { 60 };
+            let mut instance = instance(&format!("i{n}"), &format!("s{}", n % 4), "UP", ttl);
+            instance.endpoint.value = format!("h{n}:80");
+            node.apply(
+                "big",
+                Record::Live {
+                    remaining: Some(Duration::from_secs(ttl)),
+                    instance,
+                },
+                Origin::Peer,
+            )
+            .unwrap();
+            live += 1;
+            let spread = node.find("big").unwrap().spread.get().is_some();
+            assert_eq!(
+                spread,
+                live > SPLIT_AT,
+                "{n}: split after an insert past the bound"
+            );
+            if n % 5 == 4 {
+                node.deregister(&ns, &format!("i{n}")).unwrap();
+                live -= 1;
+            }
+        }
+        let held = total - total / 5;
+        assert_eq!(ids(&node, "big", None).len(), held);
+        assert_eq!(ids(&node, "big", Some("s1")).len(), held / 4);
+        assert_eq!(node.services(&ns).unwrap().len(), 4);
+        let records = node.records("big").unwrap();
+        let tombstones = records
+            .iter()
+            .filter(|r| matches!(r, Record::Tombstone(_)))
+            .count();
+        assert_eq!((records.len(), tombstones), (total, total / 5));
+        assert_eq!(node.versions("big").unwrap().len(), total);
+        assert!(matches!(
+            node.record("big", "i4").unwrap(),
+            Some(Record::Tombstone(_))
+        ));
+        let namespace = node.find("big").unwrap();
+        assert!(lock(&namespace.first).moved && lock(&namespace.first).len() == 0);
+        clock.advance(11 * SECOND);
+        node.expire_due();
+        let expired = (0..total).filter(|n| n % 3 == 0 && n % 5 != 4).count();
+        assert_eq!(ids(&node, "big", None).len(), held - expired);
+        assert_eq!(namespace.count.load(Ordering::SeqCst), held - expired);
+        node.deregister(&ns, "i1").unwrap();
+        node.heartbeat(&ns, "i2").unwrap();
+        assert_eq!(ids(&node, "big", None).len(), held - expired - 1);
+    }
+
+    #[test]
+    fn reads_racing_a_split_see_every_instance() {
+        let (node, _) = store(None);
+        let writer = {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                for n in 0..4 * SPLIT_AT {
+                    node.register(&c("ns"), instance(&format!("i{n}"), "s", "UP", 30))
+                        .unwrap();
+                }
+            })
+        };
+        let mut seen = 0;
+        while seen < 4 * SPLIT_AT {
+            let now = node.snapshot(&c("ns"), None).unwrap().instances.len();
+            assert!(now >= seen, "{now} after {seen}: a read missed instances");
+            assert!(node
+                .lookup(&c("ns"), Lookup::IdSuffix("x"))
+                .unwrap()
+                .is_empty());
+            seen = now;
+        }
+        writer.join().unwrap();
+    }
+
+    #[test]
     fn idle_namespaces_are_not_visited_by_the_reaper() {
         let (node, clock) = store(None);
         for n in 0..1_000 {
@@ -1718,9 +1730,7 @@ mod tests {
         store.expire_due();
         assert_eq!(ids(&store, "ns", None), ["b"]);
         assert_eq!(
-            store.namespaces.read().unwrap()["ns"]
-                .count
-                .load(Ordering::SeqCst),
+            store.find("ns").unwrap().count.load(Ordering::SeqCst),
             1,
             "a was reaped"
         );

@@ -10,6 +10,8 @@ pub mod instance;
 pub mod keyed_hash;
 pub mod memory;
 pub mod namespace;
+mod shard;
+pub mod small_map;
 pub mod store;
 pub mod version;
 pub mod watch;
