@@ -10,6 +10,7 @@ pub mod cache;
 pub mod error;
 pub mod eureka;
 pub mod json;
+pub mod listing;
 pub mod ops;
 pub mod ui;
 pub mod watch;

@@ -10,25 +10,72 @@ pub const JSON: &str = "application/json; charset=utf-8";
 pub const XML: &str = "application/xml; charset=utf-8";
 
 /// A response body: owned bytes, bytes shared between responses (a compressed cached body), a
-/// cached body, or bytes compiled into the binary (embedded files). Large bodies of every kind are
+/// cached body, bytes compiled into the binary (embedded files), or a body made piece by piece
+/// while it is written (a listing too large to hold whole). Large bodies of every kind are
 /// written from where they are, never copied into a connection's buffer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Body {
     Empty,
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
     Cached(Arc<CachedBody>),
     Static(&'static [u8]),
+    Streamed(Streamed),
 }
 
 impl Body {
+    /// The bytes of a body held whole; none for a streamed one, whose length is unknown.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Body::Empty => &[],
+            Body::Empty | Body::Streamed(_) => &[],
             Body::Owned(v) => v,
             Body::Shared(v) => v,
             Body::Cached(v) => &v.plain,
             Body::Static(v) => v,
+        }
+    }
+
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, Body::Streamed(_))
+    }
+}
+
+/// The producer of a streamed body.
+pub struct Streamed(pub Box<dyn Producer>);
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streamed")
+    }
+}
+
+/// Makes a body piece by piece, so that a body of any size is written through a buffer of a
+/// few tens of KiB (the server writes each piece before it asks for the next, and lets the
+/// worker's other connections run in between).
+pub trait Producer: Send {
+    /// Appends the next piece of the body to `out`, aiming at `out` holding `fill_to` bytes (a
+    /// little more is fine; less too, when the piece took long to make, so that the caller can
+    /// let other coroutines run), and says whether more follows. Not called again once it said
+    /// [`More::Done`].
+    fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More;
+}
+
+/// Whether a [`Producer`] has more to give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum More {
+    Yes,
+    Done,
+}
+
+impl Streamed {
+    /// The whole body, produced into one buffer: what the streamed answer carries.
+    pub fn collect(mut self, piece_bytes: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let fill_to = out.len() + piece_bytes;
+            if self.0.produce(&mut out, fill_to) == More::Done {
+                return out;
+            }
         }
     }
 }
@@ -83,7 +130,7 @@ pub enum Coding {
 }
 
 /// One response: status, content type, extra headers and body.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
@@ -225,8 +272,29 @@ pub enum ConnectionHeader {
     Close,
 }
 
+/// How the end of a body is told.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` (the body is held whole).
+    Length,
+    /// `Transfer-Encoding: chunked` (a streamed body to an HTTP/1.1 client).
+    Chunked,
+    /// Neither: the connection closes after the body (a streamed body to an HTTP/1.0 client).
+    UntilClose,
+}
+
 /// Appends the status line and headers (with the body's `Content-Length`) and the blank line.
 pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: ConnectionHeader) {
+    write_framed_head(out, response, connection, Framing::Length);
+}
+
+/// [`write_head`] with the body's end told as `framing` says.
+pub fn write_framed_head(
+    out: &mut Vec<u8>,
+    response: &Response,
+    connection: ConnectionHeader,
+    framing: Framing,
+) {
     match status_line(response.status) {
         Some(line) => out.extend_from_slice(line.as_bytes()),
         None => {
@@ -237,7 +305,12 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
     }
     // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here), nor on 304,
     // where it would have to be the length of the 200 that the 304 stands for.
-    if response.status != 204 && response.status != 304 {
+    if framing != Framing::Length {
+        out.extend_from_slice(response.content_type.as_bytes());
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+        }
+    } else if response.status != 204 && response.status != 304 {
         // JSON answers, nearly all of them, copy their type and the next name in one piece.
         if response.content_type == JSON {
             out.extend_from_slice(JSON_AND_LENGTH.as_bytes());
