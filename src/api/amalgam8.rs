@@ -450,7 +450,7 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
         selected(instance)
     });
     let listing = InstancesListing {
-        instances,
+        instances: instances.into_iter().map(Some).collect(),
         projection,
         next: None,
     };
@@ -465,7 +465,8 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
 /// `{"instances":[…]}` of the instances selected, rendered a piece at a time: whole for a short
 /// list, streamed for a long one ([`crate::api::listing`]).
 struct InstancesListing {
-    instances: Vec<Arc<Instance>>,
+    /// Each let go once written (a replaced instance is freed as the listing goes).
+    instances: Vec<Option<Arc<Instance>>>,
     projection: Option<Projection>,
     /// The next instance to write; `None` before the head.
     next: Option<usize>,
@@ -480,7 +481,7 @@ impl Producer for InstancesListing {
                 0
             }
         };
-        while let Some(instance) = self.instances.get(next) {
+        while let Some(slot) = self.instances.get_mut(next) {
             if out.len() >= fill_to {
                 self.next = Some(next);
                 return More::Yes;
@@ -488,7 +489,9 @@ impl Producer for InstancesListing {
             if next > 0 {
                 out.push(b',');
             }
-            write_instance(out, instance, self.projection);
+            if let Some(instance) = slot.take() {
+                write_instance(out, &instance, self.projection);
+            }
             next += 1;
             // A whole body is made in one call: it yields as the loop over a snapshot did.
             yield_every(next);

@@ -542,8 +542,10 @@ pub struct AppsListing {
     format: Format,
     version: u64,
     hash_code: String,
-    /// Instances by app, apps sorted by name, each app's in the order they were given.
-    apps: Vec<(Arc<str>, Vec<Arc<Instance>>)>,
+    /// Instances by app, apps sorted by name, each app's in the order they were given; each is
+    /// let go once written, so that the instances the store replaced meanwhile are freed as
+    /// the listing goes, not at its end.
+    apps: Vec<(Arc<str>, Vec<Option<Arc<Instance>>>)>,
     stage: ListingStage,
     /// The next app to write, and the next of its instances.
     app: usize,
@@ -567,7 +569,7 @@ impl AppsListing {
         between: &dyn Fn(usize),
     ) -> AppsListing {
         let mut statuses = Apps::default();
-        let mut apps: Vec<(Arc<str>, Vec<Arc<Instance>>)> = Vec::new();
+        let mut apps: Vec<(Arc<str>, Vec<Option<Arc<Instance>>>)> = Vec::new();
         let mut by_name: BTreeMap<Arc<str>, usize> = BTreeMap::new();
         // A snapshot gives the instances of a service together (per shard): most instances
         // belong to the app of the one before.
@@ -583,11 +585,14 @@ impl AppsListing {
                         apps.len() - 1
                     }),
             };
-            apps[slot].1.push(instance);
+            apps[slot].1.push(Some(instance));
             last = Some(slot);
             between(i);
         }
         apps.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, instances) in &mut apps {
+            instances.shrink_to_fit();
+        }
         AppsListing {
             format,
             version,
@@ -635,7 +640,7 @@ impl Producer for AppsListing {
             self.stage = ListingStage::Apps;
         }
         while self.stage == ListingStage::Apps && out.len() < fill_to {
-            let Some((name, instances)) = self.apps.get(self.app) else {
+            let Some((name, instances)) = self.apps.get_mut(self.app) else {
                 self.stage = ListingStage::Tail;
                 break;
             };
@@ -655,8 +660,9 @@ impl Producer for AppsListing {
             } else if json {
                 out.push(b',');
             }
-            let instance = &instances[self.instance];
-            write_instance(out, self.format, instance, Action::of(instance));
+            if let Some(instance) = instances[self.instance].take() {
+                write_instance(out, self.format, &instance, Action::of(&instance));
+            }
             self.instance += 1;
             if self.instance == instances.len() {
                 out.extend_from_slice(if json { b"]}" } else { b"</application>" });

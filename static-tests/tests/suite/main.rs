@@ -18,6 +18,7 @@ mod process;
 mod prometheus;
 mod redis;
 mod scratch;
+mod streaming;
 mod sidecar;
 mod ui;
 mod watches;
