@@ -98,7 +98,8 @@ pub fn negotiate(response: &mut Response, gzip: bool, between_chunks: &mut dyn F
     if let Body::Streamed(_) = response.body {
         response.coding = Coding::Identity;
         if gzip {
-            if let Body::Streamed(Streamed(plain)) = std::mem::replace(&mut response.body, Body::Empty)
+            if let Body::Streamed(Streamed(plain)) =
+                std::mem::replace(&mut response.body, Body::Empty)
             {
                 response.body = Body::Streamed(Streamed(Box::new(GzipProducer::new(plain))));
                 response.coding = Coding::Gzip;

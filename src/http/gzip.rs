@@ -6,10 +6,10 @@
 //! coroutine with a large stack, or the calling plain thread) and kept in a small pool, so a
 //! small body does not pay for 300 KB of zeroed memory either.
 
+use super::response::{More, Producer};
 use miniz_oxide::deflate::core::{
     compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
 };
-use super::response::{More, Producer};
 use std::sync::Mutex;
 
 /// Deflate level 1 (the fastest, greedy matching): it already makes registry listings 7 to 16
@@ -299,7 +299,11 @@ mod tests {
         let body: Vec<u8> = (0..30_000)
             .flat_map(|i| format!("{{\"id\":\"instance-{i}\"}},").into_bytes())
             .collect();
-        for (plain, piece) in [(&body[..], 1000), (&body[..], 3 * CHUNK_BYTES), (&b""[..], 1)] {
+        for (plain, piece) in [
+            (&body[..], 1000),
+            (&body[..], 3 * CHUNK_BYTES),
+            (&b""[..], 1),
+        ] {
             let producer = GzipProducer::new(Box::new(Pieces {
                 body: plain.to_vec(),
                 at: 0,

@@ -422,7 +422,9 @@ pub fn read_chunked(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
         body.resize(start + size + 2, 0);
         conn.read_exact(&mut body[start..])?;
         if &body[start + size..] != b"\r\n" {
-            return Err(invalid(format!("chunk of {size} bytes not followed by CRLF")));
+            return Err(invalid(format!(
+                "chunk of {size} bytes not followed by CRLF"
+            )));
         }
         body.truncate(start + size);
         if size == 0 {

@@ -13,10 +13,10 @@ pub mod xml;
 use super::cache::{Built, Key, View};
 use super::error::{failure, registration_error};
 use super::json::{ordered_members, push_string, OrderedObject};
+use super::listing;
 use super::yield_every;
 use super::{Api, Context};
 use crate::http::request::Request;
-use super::listing;
 use crate::http::response::{Body, CachedBody, Response, Streamed};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::Status;
@@ -182,7 +182,12 @@ fn cached_document(
         let version = api.registry.change_log_version(&ctx.call())?;
         let snapshot = api.registry.snapshot(&ctx.call(), service)?;
         if service.is_none() && listing::is_streamed(snapshot.instances.len()) {
-            large = Some(AppsListing::new(format, version, snapshot.instances, &yield_every));
+            large = Some(AppsListing::new(
+                format,
+                version,
+                snapshot.instances,
+                &yield_every,
+            ));
             return Ok(Built::Elsewhere);
         }
         let mut apps = Apps::default();
@@ -223,9 +228,7 @@ fn one_app(api: &Api, ctx: &Context, app: &str, format: Format) -> Response {
     let build = |apps: &mut Apps, _version: u64| apps.application_document(format);
     match cached_document(api, ctx, Some(app), View::EurekaApp(format), &build, format) {
         Ok(Document::Cached(body)) => document(format, 200, Body::Cached(body)),
-        Ok(Document::Streamed(_) | Document::Absent) => {
-            Response::error(404, APPLICATION_NOT_FOUND)
-        }
+        Ok(Document::Streamed(_) | Document::Absent) => Response::error(404, APPLICATION_NOT_FOUND),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
 }

@@ -3,8 +3,8 @@
 
 use super::xml::{element as xml_element, escape_attribute, escape_text, write_metadata};
 use crate::api::json::write_string as json_str;
-use crate::registry::instance::{EndpointType, EurekaFields, Instance, Port, PortNumber};
 use crate::http::response::{More, Producer};
+use crate::registry::instance::{EndpointType, EurekaFields, Instance, Port, PortNumber};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -545,12 +545,15 @@ pub struct AppsListing {
     /// Instances by app, apps sorted by name, each app's in the order they were given; each is
     /// let go once written, so that the instances the store replaced meanwhile are freed as
     /// the listing goes, not at its end.
-    apps: Vec<(Arc<str>, Vec<Option<Arc<Instance>>>)>,
+    apps: Vec<(Arc<str>, Vec<Pending>)>,
     stage: ListingStage,
     /// The next app to write, and the next of its instances.
     app: usize,
     instance: usize,
 }
+
+/// An instance of a listing, until it is written.
+type Pending = Option<Arc<Instance>>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ListingStage {
@@ -569,7 +572,7 @@ impl AppsListing {
         between: &dyn Fn(usize),
     ) -> AppsListing {
         let mut statuses = Apps::default();
-        let mut apps: Vec<(Arc<str>, Vec<Option<Arc<Instance>>>)> = Vec::new();
+        let mut apps: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
         let mut by_name: BTreeMap<Arc<str>, usize> = BTreeMap::new();
         // A snapshot gives the instances of a service together (per shard): most instances
         // belong to the app of the one before.
@@ -875,7 +878,12 @@ mod tests {
         instances
     }
 
-    fn streamed(format: Format, version: u64, instances: Vec<Arc<Instance>>, piece: usize) -> Vec<u8> {
+    fn streamed(
+        format: Format,
+        version: u64,
+        instances: Vec<Arc<Instance>>,
+        piece: usize,
+    ) -> Vec<u8> {
         let listing = AppsListing::new(format, version, instances, &|_| {});
         crate::http::response::Streamed(Box::new(listing)).collect(piece)
     }

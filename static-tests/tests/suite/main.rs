@@ -18,7 +18,7 @@ mod process;
 mod prometheus;
 mod redis;
 mod scratch;
-mod streaming;
 mod sidecar;
+mod streaming;
 mod ui;
 mod watches;

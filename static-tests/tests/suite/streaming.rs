@@ -120,12 +120,20 @@ fn a_streamed_eureka_listing_is_the_whole_document_byte_for_byte() {
         .to_string();
     let hash_code = "DOWN_7_UP_28_";
     for format in ["json", "xml"] {
-        let accept = ("Accept", if format == "json" { "application/json" } else { "application/xml" });
+        let accept = (
+            "Accept",
+            if format == "json" {
+                "application/json"
+            } else {
+                "application/xml"
+            },
+        );
         let listing = server.request("GET", "/eureka/v2/apps", &[accept], None);
         assert_streamed(&listing);
         let apps: Vec<String> = (0..3)
             .map(|a| {
-                let app = server.request("GET", &format!("/eureka/v2/apps/APP{a}"), &[accept], None);
+                let app =
+                    server.request("GET", &format!("/eureka/v2/apps/APP{a}"), &[accept], None);
                 assert_whole(&app);
                 app.text()
             })
@@ -190,7 +198,11 @@ fn a_streamed_instance_list_holds_what_the_per_service_lists_hold() {
     // A watch's answer carries its index on a streamed body too.
     let watched = server.get("/api/v1/instances?index=1&wait=1s");
     assert_streamed(&watched);
-    assert!(watched.header("x-a8-index").is_some(), "{:?}", watched.headers);
+    assert!(
+        watched.header("x-a8-index").is_some(),
+        "{:?}",
+        watched.headers
+    );
 }
 
 #[test]
@@ -233,14 +245,23 @@ fn head_and_pipelined_requests_behind_a_streamed_listing() {
         headers.retain(|(name, _)| name != "Date");
         headers
     };
-    assert_eq!(without_date(&head), without_date(&get), "HEAD has the GET's headers");
+    assert_eq!(
+        without_date(&head),
+        without_date(&get),
+        "HEAD has the GET's headers"
+    );
 
     let mut conn = server.connect();
     let pipelined = [
         raw_request("GET", "/eureka/v2/apps", &[JSON_ACCEPT], ""),
         raw_request("HEAD", "/api/v1/instances", &[], ""),
         raw_request("GET", "/api/v1/services", &[], ""),
-        raw_request("GET", "/eureka/v2/apps", &[JSON_ACCEPT, ("Accept-Encoding", "gzip")], ""),
+        raw_request(
+            "GET",
+            "/eureka/v2/apps",
+            &[JSON_ACCEPT, ("Accept-Encoding", "gzip")],
+            "",
+        ),
         raw_request("GET", "/api/v1/instances", &[], ""),
     ];
     conn.write_all(pipelined.concat().as_bytes()).unwrap();
@@ -269,8 +290,13 @@ fn an_http_1_0_client_gets_a_streamed_listing_ended_by_the_close() {
     let get = server.request("GET", "/eureka/v2/apps", &[JSON_ACCEPT], None);
     for keep_alive in [false, true] {
         let mut conn = server.connect();
-        let extra = if keep_alive { "Connection: keep-alive\r\n" } else { "" };
-        let request = format!("GET /eureka/v2/apps HTTP/1.0\r\nAccept: application/json\r\n{extra}\r\n");
+        let extra = if keep_alive {
+            "Connection: keep-alive\r\n"
+        } else {
+            ""
+        };
+        let request =
+            format!("GET /eureka/v2/apps HTTP/1.0\r\nAccept: application/json\r\n{extra}\r\n");
         conn.write_all(request.as_bytes()).unwrap();
         let mut raw = Vec::new();
         conn.read_to_end(&mut raw).unwrap();
@@ -319,7 +345,13 @@ fn a_client_that_stops_reading_a_streamed_listing_stalls_no_one() {
     let started = Instant::now();
     let mut other = server.connect();
     for i in 0..50 {
-        send(&mut other, "PUT", &format!("/eureka/v2/apps/APP{}/i{i}", i % 10), &[], None);
+        send(
+            &mut other,
+            "PUT",
+            &format!("/eureka/v2/apps/APP{}/i{i}", i % 10),
+            &[],
+            None,
+        );
         assert_eq!(read_response(&mut other, false).unwrap().status, 200);
         send(&mut other, "GET", "/api/v1/services", &[], None);
         assert_eq!(read_response(&mut other, false).unwrap().status, 200);
@@ -334,12 +366,15 @@ fn a_client_that_stops_reading_a_streamed_listing_stalls_no_one() {
     // into the buffers of an unread socket for several seconds as it compacts them, and each
     // time is progress.)
     std::thread::sleep(Duration::from_secs(12));
-    stalled.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut rest = Vec::new();
     let end = stalled.read_to_end(&mut rest);
     assert!(
         end.is_err() || !rest.ends_with(b"\r\n0\r\n\r\n"),
-        "the stalled stream was cut: {end:?} {} bytes", rest.len()
+        "the stalled stream was cut: {end:?} {} bytes",
+        rest.len()
     );
     let full = server.request("GET", "/eureka/v2/apps", &[JSON_ACCEPT], None);
     assert!(
@@ -348,7 +383,13 @@ fn a_client_that_stops_reading_a_streamed_listing_stalls_no_one() {
         rest.len(),
         full.body.len()
     );
-    assert_eq!(full.json()["applications"]["application"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        full.json()["applications"]["application"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
 }
 
 #[test]
@@ -376,7 +417,8 @@ fn sigterm_during_a_stream_lets_it_finish_then_exits() {
     let mut at = body_at;
     loop {
         let line_end = at + raw[at..].windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16).unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[at..line_end]).unwrap(), 16).unwrap();
         if size == 0 {
             break;
         }
