@@ -46,6 +46,10 @@ const VECTORED_BODY_MIN_BYTES: usize = 4096;
 const MAX_SPLICED_BODIES: usize = 16;
 /// A streamed body is written in pieces of about this size (a chunk each, when chunked).
 const STREAM_PIECE_BYTES: usize = 32 * 1024;
+/// A streamed body's coroutine makes pieces for this long at most before it lets its worker go
+/// back to the event loop (the other connections' sockets), so that one stream delays other
+/// requests on its worker by about this much.
+const STREAM_TURN: Duration = Duration::from_millis(2);
 /// Output buffer capacity kept after a write; a larger one (many pipelined answers) is freed.
 const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
 /// Room reserved for a response head before it is written: the heads the API writes fit.
@@ -544,6 +548,7 @@ impl Connection<'_> {
         self.flush()?;
         let stall_timeout = self.limits().idle_timeout;
         let mut piece = Vec::with_capacity(STREAM_PIECE_BYTES + STREAM_PIECE_BYTES / 8);
+        let mut turn_began = Instant::now();
         loop {
             let more = producer.produce(&mut piece, STREAM_PIECE_BYTES);
             let last = more == More::Done;
@@ -554,7 +559,12 @@ impl Connection<'_> {
             if last {
                 break;
             }
-            may::coroutine::yield_now();
+            if turn_began.elapsed() >= STREAM_TURN {
+                self.wait_a_turn();
+                turn_began = Instant::now();
+            } else {
+                may::coroutine::yield_now();
+            }
         }
         // The body's memory (the listing's snapshot) goes before anything else is answered.
         drop(producer);
@@ -562,6 +572,16 @@ impl Connection<'_> {
             self.server.handler.written(mark.0, mark.1, mark.2);
         }
         Ok(())
+    }
+
+    /// Parks this coroutine until the worker has been back to its event loop: the deadline
+    /// thread wakes it (at once, as for a deadline already due). A yield alone only lets the
+    /// coroutines that are ready run; the worker goes back to the event loop, where sockets
+    /// that became ready wake theirs, only when none is, which a coroutine that keeps yielding
+    /// prevents.
+    fn wait_a_turn(&self) {
+        self.link.stream().clear_readiness();
+        self.link.wait(Some(Instant::now()));
     }
 
     /// Parks a waiting request until it is woken, its deadline passes or shutdown begins, while
