@@ -1,7 +1,8 @@
 //! Content-coding negotiation (spec D40, RFC 9110 12.5.3): a body of [`MIN_GZIP_BODY_BYTES`] or
 //! more goes out gzip-compressed when the request's `Accept-Encoding` allows gzip, and plain
 //! otherwise; both carry `Vary: Accept-Encoding`. Smaller and empty bodies are never compressed
-//! (nor labelled so) and carry no `Vary`.
+//! (nor labelled so) and carry no `Vary`. A streamed body, large by definition, is compressed as
+//! it is made.
 
 use super::gzip::{self, GzipProducer};
 use super::request::Request;

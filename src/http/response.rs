@@ -471,6 +471,22 @@ mod tests {
     }
 
     #[test]
+    fn a_streamed_head_says_how_its_body_ends() {
+        let head = |framing, connection| {
+            let mut out = Vec::new();
+            write_framed_head(&mut out, &Response::empty(200), connection, framing);
+            String::from_utf8(out).unwrap()
+        };
+        let chunked = head(Framing::Chunked, ConnectionHeader::None);
+        assert!(chunked.contains("\r\nTransfer-Encoding: chunked\r\n"), "{chunked}");
+        assert!(!chunked.contains("Content-Length"), "{chunked}");
+        let until_close = head(Framing::UntilClose, ConnectionHeader::Close);
+        assert!(!until_close.contains("Transfer-Encoding"), "{until_close}");
+        assert!(!until_close.contains("Content-Length"), "{until_close}");
+        assert!(until_close.contains("\r\nConnection: close\r\n"), "{until_close}");
+    }
+
+    #[test]
     fn error_body_is_exact() {
         let r = Response::error(400, "Service name is required");
         assert_eq!(

@@ -6,7 +6,9 @@
 //! is answered into one output buffer that is written when the input runs dry, so pipelined
 //! requests are answered in order with one write. Large bodies are written from where they are
 //! (the cache, the handler's buffer, the binary) and never copied into, or kept by, the
-//! connection; its buffers shrink back once a large response or head has passed.
+//! connection; its buffers shrink back once a large response or head has passed. A streamed body
+//! (a listing too large to hold) is written piece by piece as its producer makes it, chunked, or
+//! to an HTTP/1.0 client until the connection closes.
 //!
 //! Time limits: a new request must start within the idle timeout; its head must be complete
 //! within the idle timeout of the connection becoming idle and, like its body, within the request
@@ -18,6 +20,7 @@
 //! idle connections close at once. A request that waits ([`Reply::Wait`]) is answered at once.
 
 use super::encoding;
+use super::turn;
 use super::request::{BodyBudget, Decoded, Decoder, FramingError, Method, Request};
 use super::response::{
     write_framed_head, write_head, Body, ConnectionHeader, Framing, More, Response, Streamed,
@@ -46,10 +49,6 @@ const VECTORED_BODY_MIN_BYTES: usize = 4096;
 const MAX_SPLICED_BODIES: usize = 16;
 /// A streamed body is written in pieces of about this size (a chunk each, when chunked).
 const STREAM_PIECE_BYTES: usize = 32 * 1024;
-/// A streamed body's coroutine makes pieces for this long at most before it lets its worker go
-/// back to the event loop (the other connections' sockets), so that one stream delays other
-/// requests on its worker by about this much.
-const STREAM_TURN: Duration = Duration::from_millis(2);
 /// Output buffer capacity kept after a write; a larger one (many pipelined answers) is freed.
 const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
 /// Room reserved for a response head before it is written: the heads the API writes fit.
@@ -488,7 +487,7 @@ impl Connection<'_> {
                 None => return Ok(Answered::ClientGone),
             },
         };
-        encoding::negotiate(&mut response, gzip, &mut may::coroutine::yield_now);
+        encoding::negotiate(&mut response, gzip, &mut turn::take_turns);
         let streamed = response.body.is_streamed();
         // At shutdown the last request received gets `Connection: close`; so does a streamed
         // body to an HTTP/1.0 client, which cannot be chunked and so ends with the connection
@@ -520,7 +519,8 @@ impl Connection<'_> {
     }
 
     /// Writes a response whose body is streamed: the answers before it, its head, then its body
-    /// piece by piece as its producer makes it, yielding the worker between pieces. A piece's
+    /// piece by piece as its producer makes it, sharing the worker between pieces
+    /// ([`turn::take_turns`]). A piece's
     /// write parks while the client does not read, and fails (closing the connection) after the
     /// idle timeout without progress, so a stalled reader holds neither a worker nor the body's
     /// memory for longer. At shutdown a stream goes on to its end (the process's grace period
@@ -548,7 +548,6 @@ impl Connection<'_> {
         self.flush()?;
         let stall_timeout = self.limits().idle_timeout;
         let mut piece = Vec::with_capacity(STREAM_PIECE_BYTES + STREAM_PIECE_BYTES / 8);
-        let mut turn_began = Instant::now();
         loop {
             let more = producer.produce(&mut piece, STREAM_PIECE_BYTES);
             let last = more == More::Done;
@@ -559,12 +558,7 @@ impl Connection<'_> {
             if last {
                 break;
             }
-            if turn_began.elapsed() >= STREAM_TURN {
-                self.wait_a_turn();
-                turn_began = Instant::now();
-            } else {
-                may::coroutine::yield_now();
-            }
+            turn::take_turns();
         }
         // The body's memory (the listing's snapshot) goes before anything else is answered.
         drop(producer);
@@ -572,16 +566,6 @@ impl Connection<'_> {
             self.server.handler.written(mark.0, mark.1, mark.2);
         }
         Ok(())
-    }
-
-    /// Parks this coroutine until the worker has been back to its event loop: the deadline
-    /// thread wakes it (at once, as for a deadline already due). A yield alone only lets the
-    /// coroutines that are ready run; the worker goes back to the event loop, where sockets
-    /// that became ready wake theirs, only when none is, which a coroutine that keeps yielding
-    /// prevents.
-    fn wait_a_turn(&self) {
-        self.link.stream().clear_readiness();
-        self.link.wait(Some(Instant::now()));
     }
 
     /// Parks a waiting request until it is woken, its deadline passes or shutdown begins, while
