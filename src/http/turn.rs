@@ -4,9 +4,10 @@
 //! the worker goes back to its event loop (where sockets that became ready wake their
 //! coroutines) only once that queue is empty: a coroutine that renders a gigabyte and yields
 //! every few hundred instances keeps it from ever being empty, and the worker's other
-//! connections wait until the work is done. [`take_turns`] also parks the coroutine now and then
-//! until a plain thread wakes it, which goes through the event loop: after [`TURN`] of work since
-//! the worker last did so.
+//! connections wait until the work is done. [`take_turns`] also parks the coroutine now and then,
+//! after [`TURN`] of work since the worker last did so, until a plain thread wakes it
+//! [`WAKE_DELAY`] later: long enough for the worker, with nothing else ready, to reach its event
+//! loop (a wake-up at once would often be collected before the worker gets there).
 
 use std::cell::Cell;
 use std::sync::mpsc::{channel, Sender};
@@ -14,7 +15,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Work a coroutine does at most before its worker serves the sockets that became ready.
-pub const TURN: Duration = Duration::from_millis(2);
+pub const TURN: Duration = Duration::from_millis(4);
+/// How long a coroutine that took its turn stays parked: a few percent of a turn.
+const WAKE_DELAY: Duration = Duration::from_micros(100);
 
 thread_local! {
     /// When this worker thread last let its event loop run (or first took turns).
@@ -43,16 +46,23 @@ pub fn take_turns() {
     TURN_BEGAN.with(|cell| cell.set(Some(Instant::now())));
 }
 
-/// Parks the coroutine until the waker thread unparks it: the unpark comes from outside the
-/// workers, so the coroutine is queued where the worker collects it from its event loop.
+/// Parks the coroutine until the waker thread unparks it, [`WAKE_DELAY`] from now: the unpark
+/// comes from outside the workers, so the coroutine is queued where the worker collects it from
+/// its event loop.
 fn wait_for_the_event_loop() {
-    static WAKER: OnceLock<Option<Sender<may::coroutine::Coroutine>>> = OnceLock::new();
+    type Parked = (Instant, may::coroutine::Coroutine);
+    static WAKER: OnceLock<Option<Sender<Parked>>> = OnceLock::new();
     let waker = WAKER.get_or_init(|| {
-        let (sender, receiver) = channel::<may::coroutine::Coroutine>();
+        let (sender, receiver) = channel::<Parked>();
         std::thread::Builder::new()
             .name("turn-waker".into())
             .spawn(move || {
-                for coroutine in receiver {
+                // In order of their parks, so each is due no earlier than the one before.
+                for (due, coroutine) in receiver {
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
                     coroutine.unpark();
                 }
             })
@@ -61,7 +71,10 @@ fn wait_for_the_event_loop() {
     });
     let sent = waker
         .as_ref()
-        .is_some_and(|sender| sender.send(may::coroutine::current()).is_ok());
+        .is_some_and(|sender| {
+            let due = Instant::now() + WAKE_DELAY;
+            sender.send((due, may::coroutine::current())).is_ok()
+        });
     if sent {
         // An unpark that comes first is kept: the park returns at once.
         may::coroutine::park();
