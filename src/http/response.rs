@@ -478,12 +478,18 @@ mod tests {
             String::from_utf8(out).unwrap()
         };
         let chunked = head(Framing::Chunked, ConnectionHeader::None);
-        assert!(chunked.contains("\r\nTransfer-Encoding: chunked\r\n"), "{chunked}");
+        assert!(
+            chunked.contains("\r\nTransfer-Encoding: chunked\r\n"),
+            "{chunked}"
+        );
         assert!(!chunked.contains("Content-Length"), "{chunked}");
         let until_close = head(Framing::UntilClose, ConnectionHeader::Close);
         assert!(!until_close.contains("Transfer-Encoding"), "{until_close}");
         assert!(!until_close.contains("Content-Length"), "{until_close}");
-        assert!(until_close.contains("\r\nConnection: close\r\n"), "{until_close}");
+        assert!(
+            until_close.contains("\r\nConnection: close\r\n"),
+            "{until_close}"
+        );
     }
 
     #[test]

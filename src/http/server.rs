@@ -20,11 +20,11 @@
 //! idle connections close at once. A request that waits ([`Reply::Wait`]) is answered at once.
 
 use super::encoding;
-use super::turn;
 use super::request::{BodyBudget, Decoded, Decoder, FramingError, Method, Request};
 use super::response::{
     write_framed_head, write_head, Body, ConnectionHeader, Framing, More, Response, Streamed,
 };
+use super::turn;
 use super::wait::{Reply, WaitEnd, Waiter};
 use crate::net::Link;
 use std::io::{ErrorKind, IoSlice};

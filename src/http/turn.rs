@@ -69,12 +69,10 @@ fn wait_for_the_event_loop() {
             .ok()
             .map(|_| sender)
     });
-    let sent = waker
-        .as_ref()
-        .is_some_and(|sender| {
-            let due = Instant::now() + WAKE_DELAY;
-            sender.send((due, may::coroutine::current())).is_ok()
-        });
+    let sent = waker.as_ref().is_some_and(|sender| {
+        let due = Instant::now() + WAKE_DELAY;
+        sender.send((due, may::coroutine::current())).is_ok()
+    });
     if sent {
         // An unpark that comes first is kept: the park returns at once.
         may::coroutine::park();
