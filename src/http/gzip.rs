@@ -127,7 +127,9 @@ impl GzipProducer {
 }
 
 impl Producer for GzipProducer {
-    fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More {
+    /// One piece of plain input a call, whatever `out` holds: the work per call stays bounded
+    /// whatever the compression ratio.
+    fn produce(&mut self, out: &mut Vec<u8>, _fill_to: usize) -> More {
         if !self.started {
             self.started = true;
             self.member = Some(Member::new(out));
@@ -135,8 +137,6 @@ impl Producer for GzipProducer {
         let Some(member) = self.member.as_mut() else {
             return More::Done;
         };
-        // Bounded work per call whatever the compression ratio: one piece of input.
-        let _ = fill_to;
         self.piece.clear();
         let more = self.plain.produce(&mut self.piece, CHUNK_BYTES);
         member.write(&self.piece, out);
