@@ -634,7 +634,7 @@ if [ "${BENCH_ONLY:-}" = gzip ]; then
   machine_line
   echo "- $(count_instances "$PORT") instances in 100 services; RSS $(rss_kib "$SERVER_PID") KiB"
   echo
-  echo "| Full fetch | Coding | Body bytes | Server CPU, built | Server CPU, cached | Wall, built |"
+  echo "| Full fetch | Coding | Body bytes | Server CPU, built | Server CPU, again (cached when the namespace is small) | Wall, built |"
   echo "|---|---|---|---|---|---|"
   python3 "$ROOT/static-tests/tools/full_fetch.py" "$PORT" "$SERVER_PID" "${BENCH_ROUNDS:-5}"
   echo "- RSS after: $(rss_kib "$SERVER_PID") KiB"

@@ -3,9 +3,9 @@
 use super::cache::{Built, Key, View};
 use super::error::*;
 use super::json::{self, nesting_within, write_string as write_str, MAX_JSON_DEPTH};
-use super::{yield_every, Api, Context};
+use super::{listing, yield_every, Api, Context};
 use crate::http::request::Request;
-use crate::http::response::{CachedBody, Response};
+use crate::http::response::{Body, CachedBody, More, Producer, Response, Streamed};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::{
     derive_id, Endpoint, EndpointType, Instance, LimitError, TagCollector, OUT_OF_SERVICE,
@@ -454,26 +454,67 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
         }),
         None => api.registry.snapshot(&ctx.call(), service),
     };
-    let snapshot = match found {
-        Ok(snapshot) => snapshot,
+    let mut instances = match found {
+        Ok(snapshot) => snapshot.instances,
         Err(error) => return failure(&error, 500, INSTANCE_ENUMERATION),
     };
-    let mut body = b"{\"instances\":[".to_vec();
-    let mut written = 0;
-    for (i, instance) in snapshot.instances.iter().enumerate() {
+    let mut looked_at = 0;
+    instances.retain(|instance| {
         // Every instance looked at counts toward a yield, matched or not.
-        yield_every(i);
-        if !selected(instance) {
-            continue;
-        }
-        if written > 0 {
-            body.push(b',');
-        }
-        write_instance(&mut body, instance, projection);
-        written += 1;
+        yield_every(looked_at);
+        looked_at += 1;
+        selected(instance)
+    });
+    let listing = InstancesListing {
+        instances: instances.into_iter().map(Some).collect(),
+        projection,
+        next: None,
+    };
+    if listing::is_streamed(listing.instances.len()) {
+        let mut response = Response::empty(200);
+        response.body = Body::Streamed(Streamed(Box::new(listing)));
+        return response;
     }
-    body.extend_from_slice(b"]}");
-    Response::json(200, body)
+    Response::json(200, Streamed(Box::new(listing)).collect(usize::MAX))
+}
+
+/// `{"instances":[…]}` of the instances selected, rendered a piece at a time: whole for a short
+/// list, streamed for a long one ([`crate::api::listing`]).
+struct InstancesListing {
+    /// Each let go once written (a replaced instance is freed as the listing goes).
+    instances: Vec<Option<Arc<Instance>>>,
+    projection: Option<Projection>,
+    /// The next instance to write; `None` before the head.
+    next: Option<usize>,
+}
+
+impl Producer for InstancesListing {
+    fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More {
+        let mut next = match self.next {
+            Some(next) => next,
+            None => {
+                out.extend_from_slice(b"{\"instances\":[");
+                0
+            }
+        };
+        while let Some(slot) = self.instances.get_mut(next) {
+            if out.len() >= fill_to {
+                self.next = Some(next);
+                return More::Yes;
+            }
+            if next > 0 {
+                out.push(b',');
+            }
+            if let Some(instance) = slot.take() {
+                write_instance(out, &instance, self.projection);
+            }
+            next += 1;
+            // A whole body is made in one call: it yields as the loop over a snapshot did.
+            yield_every(next);
+        }
+        out.extend_from_slice(b"]}");
+        More::Done
+    }
 }
 
 /// A `tags=a,b` selection (spec 3.7): an instance must carry every listed tag. The distinct tags

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod error;
 pub mod eureka;
 pub mod json;
+pub mod listing;
 pub mod ops;
 pub mod ui;
 pub mod watch;
@@ -665,7 +666,7 @@ const RENDER_YIELD_EVERY: usize = 256;
 /// Lets other coroutines of this worker run every [`RENDER_YIELD_EVERY`] steps of a long loop.
 pub(crate) fn yield_every(step: usize) {
     if step % RENDER_YIELD_EVERY == RENDER_YIELD_EVERY - 1 {
-        may::coroutine::yield_now();
+        crate::http::turn::take_turns();
     }
 }
 

@@ -1,11 +1,12 @@
 //! Content-coding negotiation (spec D40, RFC 9110 12.5.3): a body of [`MIN_GZIP_BODY_BYTES`] or
 //! more goes out gzip-compressed when the request's `Accept-Encoding` allows gzip, and plain
 //! otherwise; both carry `Vary: Accept-Encoding`. Smaller and empty bodies are never compressed
-//! (nor labelled so) and carry no `Vary`.
+//! (nor labelled so) and carry no `Vary`. A streamed body, large by definition, is compressed as
+//! it is made.
 
-use super::gzip;
+use super::gzip::{self, GzipProducer};
 use super::request::Request;
-use super::response::{Body, Coding, Response};
+use super::response::{Body, Coding, Response, Streamed};
 
 /// Bodies under this size go out as they are: compressing them saves next to nothing.
 pub const MIN_GZIP_BODY_BYTES: usize = 1024;
@@ -91,7 +92,23 @@ fn weight<'a>(parameters: impl Iterator<Item = &'a str>) -> Option<u16> {
 /// is compressed for this response. `between_chunks` runs between chunks of a long compression
 /// (a coroutine yields there).
 pub fn negotiate(response: &mut Response, gzip: bool, between_chunks: &mut dyn FnMut()) {
-    if response.body.as_bytes().len() < MIN_GZIP_BODY_BYTES || response.coding != Coding::Fixed {
+    if response.coding != Coding::Fixed {
+        return;
+    }
+    // A streamed body is large (that is why it is streamed): compressed as it is made.
+    if let Body::Streamed(_) = response.body {
+        response.coding = Coding::Identity;
+        if gzip {
+            if let Body::Streamed(Streamed(plain)) =
+                std::mem::replace(&mut response.body, Body::Empty)
+            {
+                response.body = Body::Streamed(Streamed(Box::new(GzipProducer::new(plain))));
+                response.coding = Coding::Gzip;
+            }
+        }
+        return;
+    }
+    if response.body.as_bytes().len() < MIN_GZIP_BODY_BYTES {
         return;
     }
     if !gzip {

@@ -6,6 +6,7 @@
 //! coroutine with a large stack, or the calling plain thread) and kept in a small pool, so a
 //! small body does not pay for 300 KB of zeroed memory either.
 
+use super::response::{More, Producer};
 use miniz_oxide::deflate::core::{
     compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
 };
@@ -17,7 +18,7 @@ use std::sync::Mutex;
 const LEVEL: i32 = 1;
 /// Input deflated between two yields of the calling coroutine, so one large body does not hold
 /// its worker while other connections wait.
-const CHUNK_BYTES: usize = 64 * 1024;
+pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Compressors kept for reuse; more are made when more bodies are compressed at once.
 const POOLED_COMPRESSORS: usize = 2;
 /// The stack of the coroutine that makes a compressor: room for it as a temporary, twice.
@@ -31,38 +32,122 @@ static POOL: Mutex<Vec<Box<CompressorOxide>>> = Mutex::new(Vec::new());
 /// `plain` as one gzip member. `between_chunks` runs after every [`CHUNK_BYTES`] of input (a
 /// coroutine yields there).
 pub fn compress(plain: &[u8], between_chunks: &mut dyn FnMut()) -> Vec<u8> {
-    let mut compressor = take_compressor();
     // Listings compress about tenfold.
     let mut out = Vec::with_capacity(HEADER.len() + plain.len() / 8 + 64);
-    out.extend_from_slice(&HEADER);
-    let mut crc = Crc32::new();
+    let mut member = Member::new(&mut out);
     let mut chunks = plain.chunks(CHUNK_BYTES).peekable();
-    loop {
-        let chunk = chunks.next().unwrap_or(&[]);
-        let last = chunks.peek().is_none();
-        crc.update(chunk);
-        let flush = if last {
-            TDEFLFlush::Finish
-        } else {
-            TDEFLFlush::None
+    while let Some(chunk) = chunks.next() {
+        member.write(chunk, &mut out);
+        if chunks.peek().is_some() {
+            between_chunks();
+        }
+    }
+    member.finish(&mut out);
+    out
+}
+
+/// One gzip member written piece by piece: the header when it is made, deflated input as it
+/// comes, the trailer at [`Member::finish`]. Its compressor goes back to the pool when it is
+/// dropped, finished or not.
+pub struct Member {
+    compressor: Option<Box<CompressorOxide>>,
+    crc: Crc32,
+    /// The input length so far, modulo 2^32 as ISIZE has it.
+    length: u32,
+}
+
+impl Member {
+    /// A member whose header is appended to `out`.
+    pub fn new(out: &mut Vec<u8>) -> Member {
+        out.extend_from_slice(&HEADER);
+        Member {
+            compressor: Some(take_compressor()),
+            crc: Crc32::new(),
+            length: 0,
+        }
+    }
+
+    /// Deflates `plain` (at most [`CHUNK_BYTES`] at a time is what keeps a call short) and
+    /// appends what the compressor gives out, which may be nothing yet.
+    pub fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) {
+        self.crc.update(plain);
+        self.length = self.length.wrapping_add(plain.len() as u32);
+        self.deflate(plain, TDEFLFlush::None, out);
+    }
+
+    /// Ends the deflate stream and appends the trailer: the CRC-32 and ISIZE.
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        self.deflate(&[], TDEFLFlush::Finish, out);
+        out.extend_from_slice(&self.crc.finish().to_le_bytes());
+        out.extend_from_slice(&self.length.to_le_bytes());
+    }
+
+    fn deflate(&mut self, plain: &[u8], flush: TDEFLFlush, out: &mut Vec<u8>) {
+        let Some(compressor) = self.compressor.as_mut() else {
+            return;
         };
-        let (status, _) = compress_to_output(&mut compressor, chunk, flush, |bytes| {
+        let (status, _) = compress_to_output(compressor, plain, flush, |bytes| {
             out.extend_from_slice(bytes);
             true
         });
         // The output callback never refuses, so the compressor consumes all of its input; it
         // fails only on bad parameters, which these are not.
         debug_assert!(matches!(status, TDEFLStatus::Okay | TDEFLStatus::Done));
-        if last {
-            break;
-        }
-        between_chunks();
     }
-    out.extend_from_slice(&crc.finish().to_le_bytes());
-    // ISIZE: the input length modulo 2^32.
-    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-    give_back(compressor);
-    out
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(compressor) = self.compressor.take() {
+            give_back(compressor);
+        }
+    }
+}
+
+/// A streamed body gzip-compressed as it is made: each call takes up to [`CHUNK_BYTES`] of the
+/// plain body and gives out what the compressor makes of it.
+pub struct GzipProducer {
+    plain: Box<dyn Producer>,
+    /// `None` once finished.
+    member: Option<Member>,
+    /// Scratch room for the plain piece, kept between calls.
+    piece: Vec<u8>,
+    started: bool,
+}
+
+impl GzipProducer {
+    pub fn new(plain: Box<dyn Producer>) -> GzipProducer {
+        GzipProducer {
+            plain,
+            member: None,
+            piece: Vec::new(),
+            started: false,
+        }
+    }
+}
+
+impl Producer for GzipProducer {
+    /// One piece of plain input a call, whatever `out` holds: the work per call stays bounded
+    /// whatever the compression ratio.
+    fn produce(&mut self, out: &mut Vec<u8>, _fill_to: usize) -> More {
+        if !self.started {
+            self.started = true;
+            self.member = Some(Member::new(out));
+        }
+        let Some(member) = self.member.as_mut() else {
+            return More::Done;
+        };
+        self.piece.clear();
+        let more = self.plain.produce(&mut self.piece, CHUNK_BYTES);
+        member.write(&self.piece, out);
+        if more == More::Done {
+            if let Some(member) = self.member.take() {
+                member.finish(out);
+            }
+            self.piece = Vec::new();
+        }
+        more
+    }
 }
 
 fn take_compressor() -> Box<CompressorOxide> {
@@ -187,6 +272,46 @@ mod tests {
         assert_eq!(yields, listing.len() / CHUNK_BYTES);
         let member = compress(&listing, &mut || {});
         assert!(member.len() * 5 < listing.len(), "{}", member.len());
+    }
+
+    /// A body made in pieces of `piece` bytes.
+    struct Pieces {
+        body: Vec<u8>,
+        at: usize,
+        piece: usize,
+    }
+
+    impl Producer for Pieces {
+        fn produce(&mut self, out: &mut Vec<u8>, _fill_to: usize) -> More {
+            let end = (self.at + self.piece).min(self.body.len());
+            out.extend_from_slice(&self.body[self.at..end]);
+            self.at = end;
+            if end == self.body.len() {
+                More::Done
+            } else {
+                More::Yes
+            }
+        }
+    }
+
+    #[test]
+    fn a_streamed_body_is_compressed_as_it_is_made() {
+        let body: Vec<u8> = (0..30_000)
+            .flat_map(|i| format!("{{\"id\":\"instance-{i}\"}},").into_bytes())
+            .collect();
+        for (plain, piece) in [
+            (&body[..], 1000),
+            (&body[..], 3 * CHUNK_BYTES),
+            (&b""[..], 1),
+        ] {
+            let producer = GzipProducer::new(Box::new(Pieces {
+                body: plain.to_vec(),
+                at: 0,
+                piece,
+            }));
+            let member = crate::http::response::Streamed(Box::new(producer)).collect(100);
+            assert_eq!(gunzip(&member), plain);
+        }
     }
 
     #[test]

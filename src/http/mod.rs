@@ -9,4 +9,5 @@ pub mod response;
 pub mod router;
 mod scan;
 pub mod server;
+pub mod turn;
 pub mod wait;

@@ -9,25 +9,72 @@ pub const JSON: &str = "application/json; charset=utf-8";
 pub const XML: &str = "application/xml; charset=utf-8";
 
 /// A response body: owned bytes, bytes shared between responses (a compressed cached body), a
-/// cached body, or bytes compiled into the binary (embedded files). Large bodies of every kind are
+/// cached body, bytes compiled into the binary (embedded files), or a body made piece by piece
+/// while it is written (a listing too large to hold whole). Large bodies of every kind are
 /// written from where they are, never copied into a connection's buffer.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Body {
     Empty,
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
     Cached(Arc<CachedBody>),
     Static(&'static [u8]),
+    Streamed(Streamed),
 }
 
 impl Body {
+    /// The bytes of a body held whole; none for a streamed one, whose length is unknown.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Body::Empty => &[],
+            Body::Empty | Body::Streamed(_) => &[],
             Body::Owned(v) => v,
             Body::Shared(v) => v,
             Body::Cached(v) => &v.plain,
             Body::Static(v) => v,
+        }
+    }
+
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, Body::Streamed(_))
+    }
+}
+
+/// The producer of a streamed body.
+pub struct Streamed(pub Box<dyn Producer>);
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streamed")
+    }
+}
+
+/// Makes a body piece by piece, so that a body of any size is written through a buffer of a
+/// few tens of KiB (the server writes each piece before it asks for the next, and lets the
+/// worker's other connections run in between).
+pub trait Producer: Send {
+    /// Appends the next piece of the body to `out`, aiming at `out` holding `fill_to` bytes (a
+    /// little more is fine; less too, when the piece took long to make, so that the caller can
+    /// let other coroutines run), and says whether more follows. Not called again once it said
+    /// [`More::Done`].
+    fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More;
+}
+
+/// Whether a [`Producer`] has more to give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum More {
+    Yes,
+    Done,
+}
+
+impl Streamed {
+    /// The whole body, produced into one buffer: what the streamed answer carries.
+    pub fn collect(mut self, piece_bytes: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let fill_to = out.len() + piece_bytes;
+            if self.0.produce(&mut out, fill_to) == More::Done {
+                return out;
+            }
         }
     }
 }
@@ -90,7 +137,7 @@ pub enum Coding {
 }
 
 /// One response: status, content type, extra headers and body.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
@@ -251,11 +298,33 @@ pub enum ConnectionHeader {
     Close,
 }
 
+/// How the end of a body is told.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length` (the body is held whole).
+    Length,
+    /// `Transfer-Encoding: chunked` (a streamed body to an HTTP/1.1 client).
+    Chunked,
+    /// Neither: the connection closes after the body (a streamed body to an HTTP/1.0 client).
+    UntilClose,
+}
+
 /// Appends the status line and headers (with the body's `Content-Length`) and the blank line.
 pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: ConnectionHeader) {
+    write_framed_head(out, response, connection, Framing::Length);
+}
+
+/// [`write_head`] with the body's end told as `framing` says.
+pub fn write_framed_head(
+    out: &mut Vec<u8>,
+    response: &Response,
+    connection: ConnectionHeader,
+    framing: Framing,
+) {
     // RFC 9110: no Content-Length on 204 (nor on 1xx, which never come through here), nor on 304,
     // where it would have to be the length of the 200 that the 304 stands for.
-    let with_length = response.status != 204 && response.status != 304;
+    let with_length =
+        framing == Framing::Length && response.status != 204 && response.status != 304;
     // JSON answers, nearly all of them, copy their status line, type and the length's name in one
     // piece.
     match json_head(response.status) {
@@ -274,6 +343,8 @@ pub fn write_head(out: &mut Vec<u8>, response: &Response, connection: Connection
             out.extend_from_slice(response.content_type.as_bytes());
             if with_length {
                 out.extend_from_slice(b"\r\nContent-Length: ");
+            } else if framing == Framing::Chunked {
+                out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
             }
         }
     }
@@ -487,6 +558,28 @@ mod tests {
         assert!(text.contains("Content-Length: 30\r\n"));
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_streamed_head_says_how_its_body_ends() {
+        let head = |framing, connection| {
+            let mut out = Vec::new();
+            write_framed_head(&mut out, &Response::empty(200), connection, framing);
+            String::from_utf8(out).unwrap()
+        };
+        let chunked = head(Framing::Chunked, ConnectionHeader::None);
+        assert!(
+            chunked.contains("\r\nTransfer-Encoding: chunked\r\n"),
+            "{chunked}"
+        );
+        assert!(!chunked.contains("Content-Length"), "{chunked}");
+        let until_close = head(Framing::UntilClose, ConnectionHeader::Close);
+        assert!(!until_close.contains("Transfer-Encoding"), "{until_close}");
+        assert!(!until_close.contains("Content-Length"), "{until_close}");
+        assert!(
+            until_close.contains("\r\nConnection: close\r\n"),
+            "{until_close}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! is answered into one output buffer that is written when the input runs dry, so pipelined
 //! requests are answered in order with one write. Large bodies are written from where they are
 //! (the cache, the handler's buffer, the binary) and never copied into, or kept by, the
-//! connection; its buffers shrink back once a large response or head has passed.
+//! connection; its buffers shrink back once a large response or head has passed. A streamed body
+//! (a listing too large to hold) is written piece by piece as its producer makes it, chunked, or
+//! to an HTTP/1.0 client until the connection closes.
 //!
 //! Time limits: a new request must start within the idle timeout; its head must be complete
 //! within the idle timeout of the connection becoming idle and, like its body, within the request
@@ -19,7 +21,10 @@
 
 use super::encoding;
 use super::request::{BodyBudget, Decoded, Decoder, FramingError, Method, Request};
-use super::response::{write_head, Body, ConnectionHeader, Response};
+use super::response::{
+    write_framed_head, write_head, Body, ConnectionHeader, Framing, More, Response, Streamed,
+};
+use super::turn;
 use super::wait::{Reply, WaitEnd, Waiter};
 use crate::net::Link;
 use std::io::{ErrorKind, IoSlice};
@@ -44,6 +49,8 @@ const VECTORED_BODY_MIN_BYTES: usize = 4096;
 /// Large bodies waiting in the output at most; reaching it writes the output. Bounds the write's
 /// slice list, which lives on the stack.
 const MAX_SPLICED_BODIES: usize = 16;
+/// A streamed body is written in pieces of about this size (a chunk each, when chunked).
+const STREAM_PIECE_BYTES: usize = 32 * 1024;
 /// Output buffer capacity kept after a write; a larger one (many pipelined answers) is freed.
 const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
 /// Room reserved for a response head before it is written: the heads the API writes fit.
@@ -275,26 +282,7 @@ impl Output {
         }
         slices[count] = IoSlice::new(&self.bytes[at..]);
         count += 1;
-        let mut remaining = &mut slices[..count];
-        IoSlice::advance_slices(&mut remaining, 0);
-        let mut stalled_until: Option<Instant> = None;
-        while !remaining.is_empty() {
-            match link.stream().try_write(remaining)? {
-                Some(0) => return Err(ErrorKind::WriteZero.into()),
-                Some(n) => {
-                    IoSlice::advance_slices(&mut remaining, n);
-                    stalled_until = None;
-                }
-                None => {
-                    let now = Instant::now();
-                    let deadline = *stalled_until.get_or_insert(now + stall_timeout);
-                    if now >= deadline {
-                        return Err(ErrorKind::TimedOut.into());
-                    }
-                    link.wait(Some(deadline));
-                }
-            }
-        }
+        write_slices(link, &mut slices[..count], stall_timeout)?;
         self.bytes.clear();
         if self.bytes.capacity() > OUTPUT_RETAINED_BYTES {
             self.bytes = Vec::new();
@@ -304,6 +292,63 @@ impl Output {
         self.spliced_bytes = 0;
         Ok(())
     }
+}
+
+/// Writes every slice, in order, parking while the socket is full. A write that makes no
+/// progress for `stall_timeout` fails.
+fn write_slices(
+    link: &Link,
+    mut remaining: &mut [IoSlice<'_>],
+    stall_timeout: Duration,
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut remaining, 0);
+    let mut stalled_until: Option<Instant> = None;
+    while !remaining.is_empty() {
+        match link.stream().try_write(remaining)? {
+            Some(0) => return Err(ErrorKind::WriteZero.into()),
+            Some(n) => {
+                IoSlice::advance_slices(&mut remaining, n);
+                stalled_until = None;
+            }
+            None => {
+                let now = Instant::now();
+                let deadline = *stalled_until.get_or_insert(now + stall_timeout);
+                if now >= deadline {
+                    return Err(ErrorKind::TimedOut.into());
+                }
+                link.wait(Some(deadline));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one piece of a streamed body as `framing` has it: a chunk (an empty piece is no chunk,
+/// which would end the body), and after the last piece the chunked body's end.
+fn write_piece(
+    link: &Link,
+    piece: &[u8],
+    framing: Framing,
+    last: bool,
+    stall_timeout: Duration,
+) -> std::io::Result<()> {
+    if framing != Framing::Chunked {
+        return write_slices(link, &mut [IoSlice::new(piece)], stall_timeout);
+    }
+    let size_line = format!("{:x}\r\n", piece.len());
+    let (size_line, chunk_end): (&[u8], &[u8]) = if piece.is_empty() {
+        (b"", b"")
+    } else {
+        (size_line.as_bytes(), b"\r\n")
+    };
+    let body_end: &[u8] = if last { b"0\r\n\r\n" } else { b"" };
+    let mut slices = [
+        IoSlice::new(size_line),
+        IoSlice::new(piece),
+        IoSlice::new(chunk_end),
+        IoSlice::new(body_end),
+    ];
+    write_slices(link, &mut slices, stall_timeout)
 }
 
 struct Connection<'a> {
@@ -445,21 +490,85 @@ impl Connection<'_> {
                 None => return Ok(Answered::ClientGone),
             },
         };
-        encoding::negotiate(&mut response, gzip, &mut may::coroutine::yield_now);
-        // At shutdown the last request received gets `Connection: close`.
-        let keep_open = keep_alive && (!self.link.is_stopping() || self.more_input()?);
+        encoding::negotiate(&mut response, gzip, &mut turn::take_turns);
+        let streamed = response.body.is_streamed();
+        // At shutdown the last request received gets `Connection: close`; so does a streamed
+        // body to an HTTP/1.0 client, which cannot be chunked and so ends with the connection
+        // (its HEAD says the same).
+        let keep_open = keep_alive
+            && !(streamed && version_minor == 0)
+            && (!self.link.is_stopping() || self.more_input()?);
         let connection = match (keep_open, version_minor) {
             (false, _) => ConnectionHeader::Close,
             (true, 0) => ConnectionHeader::KeepAlive,
             (true, _) => ConnectionHeader::None,
         };
-        self.output
-            .push_received(response, head_only, connection, Some(received_nanos));
+        if streamed {
+            let framing = if version_minor == 0 {
+                Framing::UntilClose
+            } else {
+                Framing::Chunked
+            };
+            self.stream(response, head_only, connection, framing, received_nanos)?;
+        } else {
+            self.output
+                .push_received(response, head_only, connection, Some(received_nanos));
+        }
         Ok(if keep_open {
             Answered::KeepOpen
         } else {
             Answered::Close
         })
+    }
+
+    /// Writes a response whose body is streamed: the answers before it, its head, then its body
+    /// piece by piece as its producer makes it, sharing the worker between pieces
+    /// ([`turn::take_turns`]). A piece's
+    /// write parks while the client does not read, and fails (closing the connection) after the
+    /// idle timeout without progress, so a stalled reader holds neither a worker nor the body's
+    /// memory for longer. At shutdown a stream goes on to its end (the process's grace period
+    /// bounds it), so a client that reads gets a whole body.
+    fn stream(
+        &mut self,
+        response: Response,
+        head_only: bool,
+        connection: ConnectionHeader,
+        framing: Framing,
+        received_nanos: u64,
+    ) -> std::io::Result<()> {
+        self.output.bytes.reserve(HEAD_RESERVE_BYTES);
+        write_framed_head(&mut self.output.bytes, &response, connection, framing);
+        let mark = (response.tag, response.status, received_nanos);
+        let Body::Streamed(Streamed(mut producer)) = response.body else {
+            return Ok(());
+        };
+        if head_only {
+            if mark.0 != 0 {
+                self.output.marked.push(mark);
+            }
+            return Ok(());
+        }
+        self.flush()?;
+        let stall_timeout = self.limits().idle_timeout;
+        let mut piece = Vec::with_capacity(STREAM_PIECE_BYTES + STREAM_PIECE_BYTES / 8);
+        loop {
+            let more = producer.produce(&mut piece, STREAM_PIECE_BYTES);
+            let last = more == More::Done;
+            if piece.len() >= STREAM_PIECE_BYTES || last {
+                write_piece(&self.link, &piece, framing, last, stall_timeout)?;
+                piece.clear();
+            }
+            if last {
+                break;
+            }
+            turn::take_turns();
+        }
+        // The body's memory (the listing's snapshot) goes before anything else is answered.
+        drop(producer);
+        if mark.0 != 0 {
+            self.server.handler.written(mark.0, mark.1, mark.2);
+        }
+        Ok(())
     }
 
     /// Parks a waiting request until it is woken, its deadline passes or shutdown begins, while

@@ -343,7 +343,8 @@ impl Response {
     }
 }
 
-/// Reads one response (Content-Length framed; no body for HEAD, 1xx, 204 and 304).
+/// Reads one response: Content-Length framed, chunked, or (with `Connection: close` and neither)
+/// until the server closes; no body for HEAD, 1xx, 204 and 304.
 pub fn read_response(conn: &mut TcpStream, head_only: bool) -> std::io::Result<Response> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -375,22 +376,61 @@ pub fn read_response(conn: &mut TcpStream, head_only: bool) -> std::io::Result<R
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let length: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let closes = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let mut body = Vec::new();
     if !head_only && status >= 200 && status != 204 && status != 304 {
-        conn.read_exact(&mut body)?;
-    } else {
-        body.clear();
+        if chunked {
+            body = read_chunked(conn)?;
+        } else if let Some(length) = length {
+            body = vec![0u8; length];
+            conn.read_exact(&mut body)?;
+        } else if closes {
+            // Neither length nor chunks: the body ends with the connection.
+            conn.read_to_end(&mut body)?;
+        }
     }
     Ok(Response {
         status,
         headers,
         body,
     })
+}
+
+/// A chunked body (RFC 9112 7.1), without extensions or trailers, as the server writes it.
+pub fn read_chunked(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut body = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            conn.read_exact(&mut byte)?;
+            line.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+        let size = usize::from_str_radix(&text, 16)
+            .map_err(|_| invalid(format!("bad chunk size line {text:?}")))?;
+        let start = body.len();
+        body.resize(start + size + 2, 0);
+        conn.read_exact(&mut body[start..])?;
+        if &body[start + size..] != b"\r\n" {
+            return Err(invalid(format!(
+                "chunk of {size} bytes not followed by CRLF"
+            )));
+        }
+        body.truncate(start + size);
+        if size == 0 {
+            return Ok(body);
+        }
+    }
 }
 
 /// True when the server closed the connection within `timeout`: a read sees end of file or a

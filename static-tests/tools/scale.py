@@ -7,7 +7,8 @@ Usage: scale.py BINARY [INSTANCES [SERVICES]]
 Prints a Markdown table: registration time over pipelined keep-alive connections, RSS, heartbeat
 throughput cycling over every id against the same server at 10,000 ids, one full fetch of each
 full listing (time, bytes, RSS before, at its peak and after), heartbeat latency while four
-clients fetch full listings in a loop, and whether any instance expired meanwhile. Every server
+clients fetch full listings in a loop, and whether any instance expired meanwhile; also one
+gzip fetch and CONCURRENT_FETCHES concurrent fetches of the Eureka JSON listing. Every server
 and client it starts binds 127.0.0.1 and is stopped by its PID at the end.
 """
 import multiprocessing
@@ -22,6 +23,7 @@ import threading
 import time
 
 CONNECTIONS, BATCH = 4, 512
+CONCURRENT_FETCHES = 8
 WRK = ["wrk", "-t2", "-c64", "-d10s", "--latency"]
 LISTINGS = [
     ("/eureka/v2/apps (JSON)", "/eureka/v2/apps", "application/json"),
@@ -56,16 +58,39 @@ def mib(kib):
     return "%.0f MiB" % (kib / 1024)
 
 
-def read_head(reader):
+def read_head(reader, chunked=None):
+    """The status and Content-Length of a response; with `chunked` (a list), appends whether
+    the body is chunked."""
     status = int(reader.readline().split()[1])
-    length = 0
+    length, is_chunked = 0, False
     while True:
         line = reader.readline()
         if line in (b"\r\n", b""):
+            if chunked is not None:
+                chunked.append(is_chunked)
             return status, length
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
+        if name.strip().lower() == b"transfer-encoding":
+            is_chunked = value.strip().lower() == b"chunked"
+
+
+def body_pieces(reader, chunked):
+    """The pieces of a body that ends with the connection (`Connection: close`), chunked or not."""
+    if not chunked:
+        while True:
+            piece = reader.read(1 << 20)
+            if not piece:
+                return
+            yield piece
+    while True:
+        size = int(reader.readline().split(b";")[0], 16)
+        if size == 0:
+            reader.readline()
+            return
+        yield reader.read(size)
+        reader.readline()
 
 
 def register_part(args):
@@ -159,20 +184,18 @@ def heartbeats(port, script):
     return [int(v) for v in line.groups()]
 
 
-def fetch(port, path, accept):
-    """One full fetch, read and counted but not kept; returns (status, body bytes, seconds)."""
+def fetch(port, path, accept, extra="", exact=True):
+    """One full fetch, read and counted but not kept; returns (status, body bytes, seconds).
+    Without `exact` a chunked body is counted with its framing, which spares the client the work
+    of reading it chunk by chunk (the loops that load the server while heartbeats are timed)."""
     began = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port)) as conn:
-        conn.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAccept: %s\r\n"
-                      "Connection: close\r\n\r\n" % (path, accept)).encode())
+        conn.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAccept: %s\r\n%s"
+                      "Connection: close\r\n\r\n" % (path, accept, extra)).encode())
         reader = conn.makefile("rb")
-        status, _ = read_head(reader)
-        size = 0
-        while True:
-            chunk = reader.read(1 << 20)
-            if not chunk:
-                break
-            size += len(chunk)
+        chunked = []
+        status, _ = read_head(reader, chunked)
+        size = sum(len(piece) for piece in body_pieces(reader, chunked[0] and exact))
     return status, size, time.perf_counter() - began
 
 
@@ -200,8 +223,9 @@ def count_instances(port):
         conn.sendall(b"GET /api/v1/instances?fields=id HTTP/1.1\r\nHost: localhost\r\n"
                      b"Connection: close\r\n\r\n")
         reader = conn.makefile("rb")
-        read_head(reader)
-        return reader.read().count(b'"id"')
+        chunked = []
+        read_head(reader, chunked)
+        return b"".join(body_pieces(reader, chunked[0])).count(b'"id"')
 
 
 def main():
@@ -244,12 +268,46 @@ def main():
                          "%d, %.1f MB, %.2f s, %.2f s" % (status, size / 1e6, took, cpu)))
             rows.append(("  RSS before / peak / 1 s after", "%s / %s / %s"
                          % (mib(before), mib(peak), mib(after))))
+        path, accept = LISTINGS[0][1:]
+        before = rss_kib(big.pid)
+        cpu_before = cpu_seconds(big.pid)
+        (status, size, took), peak = peak_during(
+            big.pid, lambda: fetch(port, path, accept, "Accept-Encoding: gzip\r\n"))
+        cpu = cpu_seconds(big.pid) - cpu_before
+        time.sleep(1)
+        rows.append(("one full fetch of %s with Accept-Encoding: gzip: status, compressed bytes, "
+                     "time, server CPU" % LISTINGS[0][0],
+                     "%d, %.1f MB, %.2f s, %.2f s" % (status, size / 1e6, took, cpu)))
+        rows.append(("  RSS before / peak / 1 s after", "%s / %s / %s"
+                     % (mib(before), mib(peak), mib(rss_kib(big.pid)))))
+        results = []
+
+        def fetch_once():
+            results.append(fetch(port, path, accept))
+
+        def concurrent_fetches():
+            fetchers = [threading.Thread(target=fetch_once) for _ in range(CONCURRENT_FETCHES)]
+            for fetcher in fetchers:
+                fetcher.start()
+            for fetcher in fetchers:
+                fetcher.join()
+        before = rss_kib(big.pid)
+        began = time.perf_counter()
+        _, peak = peak_during(big.pid, concurrent_fetches)
+        took = time.perf_counter() - began
+        time.sleep(1)
+        rows.append(("%d concurrent full fetches of %s: statuses, bytes each, time for all"
+                     % (CONCURRENT_FETCHES, LISTINGS[0][0]),
+                     "%s, %.1f MB, %.2f s" % (",".join(sorted({str(r[0]) for r in results})),
+                                              max(r[1] for r in results) / 1e6, took)))
+        rows.append(("  RSS before / peak / 1 s after", "%s / %s / %s"
+                     % (mib(before), mib(peak), mib(rss_kib(big.pid)))))
         stop = threading.Event()
         fetched = [0]
 
         def fetch_loop(path, accept):
             while not stop.is_set():
-                fetch(port, path, accept)
+                fetch(port, path, accept, exact=False)
                 fetched[0] += 1
         before = rss_kib(big.pid)
         loops = [threading.Thread(target=fetch_loop, args=LISTINGS[n % len(LISTINGS)][1:])

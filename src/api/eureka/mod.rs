@@ -13,16 +13,17 @@ pub mod xml;
 use super::cache::{Built, Key, View};
 use super::error::{failure, registration_error};
 use super::json::{ordered_members, push_string, OrderedObject};
+use super::listing;
 use super::yield_every;
 use super::{Api, Context};
 use crate::http::request::Request;
-use crate::http::response::{Body, CachedBody, Response};
+use crate::http::response::{Body, CachedBody, Response, Streamed};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::Status;
 use crate::registry::store::{ChangeKind, Lookup};
 use crate::registry::Error;
 use model::RegisterError;
-use render::{Action, Apps, Format};
+use render::{Action, Apps, AppsListing, Format};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -152,8 +153,18 @@ fn register(api: &Api, ctx: &Context, request: &Request, app: &str) -> Response 
     }
 }
 
-/// Builds (or takes from the cache) a document of the namespace or of one app; `None` for an
-/// app without instances. Documents of an empty namespace are answered but not cached.
+/// A document of the namespace or of one app.
+enum Document {
+    Cached(Arc<CachedBody>),
+    /// The namespace's listing, too large to hold whole ([`crate::api::listing`]).
+    Streamed(AppsListing),
+    /// An app without instances.
+    Absent,
+}
+
+/// Builds (or takes from the cache) a document of the namespace or of one app. Documents of an
+/// empty namespace are answered but not cached; a namespace's listing of many instances is
+/// streamed instead.
 fn cached_document(
     api: &Api,
     ctx: &Context,
@@ -161,18 +172,28 @@ fn cached_document(
     view: View,
     build: &dyn Fn(&mut Apps, u64) -> Vec<u8>,
     format: Format,
-) -> Result<Option<Arc<CachedBody>>, Error> {
+) -> Result<Document, Error> {
     let key = Key {
         namespace: &ctx.namespace,
         service: service.unwrap_or(""),
         view,
     };
     let now = || api.registry.clock().monotonic_nanos();
-    api.cache.get_or_build(key, &now, || {
+    let mut large = None;
+    let cached = api.cache.get_or_build(key, &now, || {
         // The version is read before the store, so a cached body never carries a newer one
         // than its instances.
         let version = api.registry.change_log_version(&ctx.call())?;
         let snapshot = api.registry.snapshot(&ctx.call(), service)?;
+        if service.is_none() && listing::is_streamed(snapshot.instances.len()) {
+            large = Some(AppsListing::new(
+                format,
+                version,
+                snapshot.instances,
+                &yield_every,
+            ));
+            return Ok(Built::Elsewhere);
+        }
         let mut apps = Apps::default();
         for (i, instance) in snapshot.instances.iter().enumerate() {
             apps.add(format, instance, Action::of(instance));
@@ -183,6 +204,11 @@ fn cached_document(
             (None, true) => Built::Uncacheable(build(&mut apps, version)),
             (_, false) => Built::Cacheable(build(&mut apps, version), snapshot.stale_after),
         })
+    })?;
+    Ok(match (cached, large) {
+        (_, Some(listing)) => Document::Streamed(listing),
+        (Some(body), None) => Document::Cached(body),
+        (None, None) => Document::Absent,
     })
 }
 
@@ -192,8 +218,11 @@ fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
         apps.applications_document(format, version, &apps.hash_code())
     };
     match cached_document(api, ctx, None, View::EurekaApps(format), &build, format) {
-        Ok(Some(body)) => document(format, 200, Body::Cached(body)),
-        Ok(None) => Response::error(500, APPLICATION_ENUMERATION),
+        Ok(Document::Cached(body)) => document(format, 200, Body::Cached(body)),
+        Ok(Document::Streamed(listing)) => {
+            document(format, 200, Body::Streamed(Streamed(Box::new(listing))))
+        }
+        Ok(Document::Absent) => Response::error(500, APPLICATION_ENUMERATION),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
 }
@@ -202,8 +231,8 @@ fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
 fn one_app(api: &Api, ctx: &Context, app: &str, format: Format) -> Response {
     let build = |apps: &mut Apps, _version: u64| apps.application_document(format);
     match cached_document(api, ctx, Some(app), View::EurekaApp(format), &build, format) {
-        Ok(Some(body)) => document(format, 200, Body::Cached(body)),
-        Ok(None) => Response::error(404, APPLICATION_NOT_FOUND),
+        Ok(Document::Cached(body)) => document(format, 200, Body::Cached(body)),
+        Ok(Document::Streamed(_) | Document::Absent) => Response::error(404, APPLICATION_NOT_FOUND),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
 }

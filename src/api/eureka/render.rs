@@ -3,9 +3,11 @@
 
 use super::xml::{element as xml_element, escape_attribute, escape_text, write_metadata};
 use crate::api::json::write_string as json_str;
+use crate::http::response::{More, Producer};
 use crate::registry::instance::{EndpointType, EurekaFields, Instance, Port, PortNumber};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// A response body format (defined beside the cache, which keeps one body per format).
 pub use crate::api::cache::Format;
@@ -532,6 +534,153 @@ impl Apps {
     }
 }
 
+/// The application list of a namespace made a piece at a time (a listing too large to hold
+/// whole, [`crate::api::listing`]): the same bytes as [`Apps::applications_document`] for the same
+/// instances, each instance rendered when its piece is made. The version and hash code of the
+/// head are those of the instances held, which are all that is sent.
+pub struct AppsListing {
+    format: Format,
+    version: u64,
+    hash_code: String,
+    /// Instances by app, apps sorted by name, each app's in the order they were given; each is
+    /// let go once written, so that the instances the store replaced meanwhile are freed as
+    /// the listing goes, not at its end.
+    apps: Vec<(Arc<str>, Vec<Pending>)>,
+    stage: ListingStage,
+    /// The next app to write, and the next of its instances.
+    app: usize,
+    instance: usize,
+}
+
+/// An instance of a listing, until it is written.
+type Pending = Option<Arc<Instance>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListingStage {
+    Head,
+    Apps,
+    Tail,
+}
+
+impl AppsListing {
+    /// Groups `instances` by app (and counts their statuses for the hash code); `between` runs
+    /// every few instances (a coroutine yields there).
+    pub fn new(
+        format: Format,
+        version: u64,
+        instances: Vec<Arc<Instance>>,
+        between: &dyn Fn(usize),
+    ) -> AppsListing {
+        let mut statuses = Apps::default();
+        let mut apps: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
+        let mut by_name: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+        // A snapshot gives the instances of a service together (per shard): most instances
+        // belong to the app of the one before.
+        let mut last: Option<usize> = None;
+        for (i, instance) in instances.into_iter().enumerate() {
+            statuses.count_status(&instance.status);
+            let slot = match last.filter(|&slot| apps[slot].0 == instance.service_name) {
+                Some(slot) => slot,
+                None => *by_name
+                    .entry(instance.service_name.clone())
+                    .or_insert_with(|| {
+                        apps.push((instance.service_name.clone(), Vec::new()));
+                        apps.len() - 1
+                    }),
+            };
+            apps[slot].1.push(Some(instance));
+            last = Some(slot);
+            between(i);
+        }
+        apps.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, instances) in &mut apps {
+            instances.shrink_to_fit();
+        }
+        AppsListing {
+            format,
+            version,
+            hash_code: statuses.hash_code(),
+            apps,
+            stage: ListingStage::Head,
+            app: 0,
+            instance: 0,
+        }
+    }
+
+    fn write_head(&self, out: &mut Vec<u8>) {
+        let version = self.version;
+        match self.format {
+            Format::Json => {
+                out.extend_from_slice(format!("{{\"applications\":{{\"versions__delta\":\"{version}\",\"apps__hashcode\":").as_bytes());
+                json_str(out, &self.hash_code);
+                if !self.apps.is_empty() {
+                    out.extend_from_slice(b",\"application\":[");
+                }
+            }
+            Format::Xml => {
+                out.extend_from_slice(
+                    format!("<applications><versions__delta>{version}</versions__delta>")
+                        .as_bytes(),
+                );
+                xml_element(out, "apps__hashcode", &self.hash_code);
+            }
+        }
+    }
+
+    fn write_tail(&self, out: &mut Vec<u8>) {
+        match self.format {
+            Format::Json if self.apps.is_empty() => out.extend_from_slice(b"}}"),
+            Format::Json => out.extend_from_slice(b"]}}"),
+            Format::Xml => out.extend_from_slice(b"</applications>"),
+        }
+    }
+}
+
+impl Producer for AppsListing {
+    fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More {
+        if self.stage == ListingStage::Head {
+            self.write_head(out);
+            self.stage = ListingStage::Apps;
+        }
+        while self.stage == ListingStage::Apps && out.len() < fill_to {
+            let Some((name, instances)) = self.apps.get_mut(self.app) else {
+                self.stage = ListingStage::Tail;
+                break;
+            };
+            let json = self.format == Format::Json;
+            if self.instance == 0 {
+                if json {
+                    if self.app > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"name\":");
+                    json_str(out, name);
+                    out.extend_from_slice(b",\"instance\":[");
+                } else {
+                    out.extend_from_slice(b"<application>");
+                    xml_element(out, "name", name);
+                }
+            } else if json {
+                out.push(b',');
+            }
+            if let Some(instance) = instances[self.instance].take() {
+                write_instance(out, self.format, &instance, Action::of(&instance));
+            }
+            self.instance += 1;
+            if self.instance == instances.len() {
+                out.extend_from_slice(if json { b"]}" } else { b"</application>" });
+                self.app += 1;
+                self.instance = 0;
+            }
+        }
+        if self.stage == ListingStage::Tail {
+            self.write_tail(out);
+            return More::Done;
+        }
+        More::Yes
+    }
+}
+
 fn write_application(out: &mut Vec<u8>, format: Format, name: &str, instances: &[Vec<u8>]) {
     match format {
         Format::Json => {
@@ -703,6 +852,67 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// A namespace of three apps, registered out of order, one instance down and one without a
+    /// status.
+    fn namespace() -> Vec<Arc<Instance>> {
+        let mut instances = Vec::new();
+        for (i, (app, status)) in [
+            ("b", "UP"),
+            ("a", "UP"),
+            ("b", "DOWN"),
+            ("c", ""),
+            ("a", "UP"),
+            ("b", "UP"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut instance = a8_instance(EndpointType::Http, &format!("10.0.0.{i}:80"));
+            instance.id = format!("{app}-{i}").into();
+            instance.service_name = app.into();
+            instance.status = crate::registry::instance::Status::new(status);
+            instances.push(Arc::new(instance));
+        }
+        instances
+    }
+
+    fn streamed(
+        format: Format,
+        version: u64,
+        instances: Vec<Arc<Instance>>,
+        piece: usize,
+    ) -> Vec<u8> {
+        let listing = AppsListing::new(format, version, instances, &|_| {});
+        crate::http::response::Streamed(Box::new(listing)).collect(piece)
+    }
+
+    #[test]
+    fn a_streamed_listing_is_the_whole_document_byte_for_byte() {
+        for format in [Format::Json, Format::Xml] {
+            for instances in [namespace(), Vec::new(), namespace()[..1].to_vec()] {
+                let mut apps = Apps::default();
+                for instance in &instances {
+                    apps.add(format, instance, Action::of(instance));
+                }
+                let whole = apps.applications_document(format, 42, &apps.hash_code());
+                // Pieces of one byte (an instance each) up to the whole in one.
+                for piece in [1, 700, 1 << 20] {
+                    let text = streamed(format, 42, instances.clone(), piece);
+                    assert_eq!(
+                        String::from_utf8(text).unwrap(),
+                        String::from_utf8(whole.clone()).unwrap(),
+                        "{format:?}, piece {piece}"
+                    );
+                }
+            }
+        }
+        let json = String::from_utf8(streamed(Format::Json, 7, namespace(), 1)).unwrap();
+        assert!(
+            json.starts_with(r#"{"applications":{"versions__delta":"7","apps__hashcode":"DOWN_1_UP_5_","application":[{"name":"a","#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -19,5 +19,6 @@ mod prometheus;
 mod redis;
 mod scratch;
 mod sidecar;
+mod streaming;
 mod ui;
 mod watches;
