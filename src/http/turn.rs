@@ -5,13 +5,11 @@
 //! coroutines) only once that queue is empty: a coroutine that renders a gigabyte and yields
 //! every few hundred instances keeps it from ever being empty, and the worker's other
 //! connections wait until the work is done. [`take_turns`] also parks the coroutine now and then,
-//! after [`TURN`] of work since the worker last did so, until a plain thread wakes it
+//! after [`TURN`] of work since the worker last did so, until `may`'s timer wakes it
 //! [`WAKE_DELAY`] later: long enough for the worker, with nothing else ready, to reach its event
 //! loop (a wake-up at once would often be collected before the worker gets there).
 
 use std::cell::Cell;
-use std::sync::mpsc::{channel, Sender};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Work a coroutine does at most before its worker serves the sockets that became ready.
@@ -25,8 +23,8 @@ thread_local! {
 }
 
 /// Between two steps of long work: yields to the worker's other ready coroutines, and once
-/// [`TURN`] has passed since the worker last went to its event loop this way, parks until the
-/// waker thread wakes the coroutine. Outside a coroutine it does nothing.
+/// [`TURN`] has passed since the worker last went to its event loop this way, parks until
+/// `may`'s timer wakes the coroutine. Outside a coroutine it does nothing.
 pub fn take_turns() {
     if !may::coroutine::is_coroutine() {
         return;
@@ -46,39 +44,11 @@ pub fn take_turns() {
     TURN_BEGAN.with(|cell| cell.set(Some(Instant::now())));
 }
 
-/// Parks the coroutine until the waker thread unparks it, [`WAKE_DELAY`] from now: the unpark
-/// comes from outside the workers, so the coroutine is queued where the worker collects it from
+/// Parks the coroutine until `may`'s timer thread unparks it, [`WAKE_DELAY`] from now: the
+/// unpark comes from outside the workers, so the coroutine is queued where the worker collects it from
 /// its event loop.
 fn wait_for_the_event_loop() {
-    type Parked = (Instant, may::coroutine::Coroutine);
-    static WAKER: OnceLock<Option<Sender<Parked>>> = OnceLock::new();
-    let waker = WAKER.get_or_init(|| {
-        let (sender, receiver) = channel::<Parked>();
-        std::thread::Builder::new()
-            .name("turn-waker".into())
-            .spawn(move || {
-                // In order of their parks, so each is due no earlier than the one before.
-                for (due, coroutine) in receiver {
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                    }
-                    coroutine.unpark();
-                }
-            })
-            .ok()
-            .map(|_| sender)
-    });
-    let sent = waker.as_ref().is_some_and(|sender| {
-        let due = Instant::now() + WAKE_DELAY;
-        sender.send((due, may::coroutine::current())).is_ok()
-    });
-    if sent {
-        // An unpark that comes first is kept: the park returns at once.
-        may::coroutine::park();
-    } else {
-        may::coroutine::yield_now();
-    }
+    may::coroutine::sleep(WAKE_DELAY);
 }
 
 #[cfg(test)]
