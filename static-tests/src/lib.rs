@@ -491,3 +491,46 @@ pub fn ids_of(listing: &serde_json::Value) -> Vec<String> {
     ids.sort();
     ids
 }
+
+/// `member` decompressed by Python's gzip module (which checks the CRC-32 and the length).
+pub fn gunzip(member: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = member.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        output.status.success(),
+        "not a valid gzip member: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// A request as bytes on the wire: `Host`, the given headers and, with a body, its JSON type and
+/// length.
+pub fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        raw.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(body);
+    raw
+}

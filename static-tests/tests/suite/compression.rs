@@ -4,35 +4,8 @@
 //! Compressed bodies are checked with Python's own gzip module, not with the server's code.
 
 use a8registry_static_tests::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 const MIN_GZIP_BODY_BYTES: usize = 1024;
-
-/// `member` decompressed by Python's gzip module (which checks the CRC-32 and the length).
-fn gunzip(member: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = member.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        output.status.success(),
-        "not a valid gzip member: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
 
 fn get_with(server: &Server, path: &str, headers: &[(&str, &str)]) -> Response {
     server.request("GET", path, headers, None)

@@ -59,22 +59,6 @@ fn pipelined(server: &Server, requests: &[String]) -> Vec<u16> {
     statuses
 }
 
-fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        raw.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    raw.push_str("\r\n");
-    raw.push_str(body);
-    raw
-}
-
 /// Registers `count` Eureka instances of app `APP` (ids `i0`.., VIPs `vip0`..`vip99`).
 fn fill_with_eureka_instances(server: &Server, count: usize) {
     let requests: Vec<String> = (0..count)

@@ -6,7 +6,6 @@
 use a8registry_static_tests::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const THRESHOLD: usize = 30;
@@ -22,22 +21,6 @@ fn start(args: &[&str]) -> Server {
 /// A Eureka registration; `filler` characters of home page URL make it larger.
 fn eureka_instance(app: &str, id: &str, status: &str, filler: usize) -> String {
     json!({"instance":{"instanceId":id,"hostName":format!("{id}.host"),"app":app,"ipAddr":"10.0.0.1","status":status,"port":{"$":80,"@enabled":"true"},"vipAddress":app.to_lowercase(),"homePageUrl":format!("http://h/{}", "h".repeat(filler)),"dataCenterInfo":{"@class":"com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo","name":"MyOwn"}}}).to_string()
-}
-
-fn raw_request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() {
-        raw.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    raw.push_str("\r\n");
-    raw.push_str(body);
-    raw
 }
 
 /// Registers `count` Eureka instances spread over the apps `APP0`..`APP{apps-1}`, pipelined,
@@ -58,31 +41,6 @@ fn fill(server: &Server, apps: usize, count: usize, filler: usize) {
             assert_eq!(read_response(&mut conn, false).unwrap().status, 204);
         }
     }
-}
-
-/// `member` decompressed by Python's gzip module (which checks the CRC-32 and the length).
-fn gunzip(member: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import gzip, sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = member.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        output.status.success(),
-        "not a valid gzip member: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
 }
 
 #[track_caller]
