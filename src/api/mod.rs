@@ -416,13 +416,13 @@ impl Api {
         let _ = self.connections.set(open);
     }
 
-    /// Lets at most `max_connections - max_connections / 16` requests wait at once, so that
+    /// Lets at most `max_connections` less a sixteenth of it (at least one) wait at once, so that
     /// waiting requests, which hold their connections for up to ten minutes, always leave
     /// connections for probes and plain requests; set once.
     pub fn limit_watchers(&self, max_connections: usize) {
         let _ = self
             .max_watchers
-            .set(max_connections - max_connections / WATCHER_RESERVE_DIVISOR);
+            .set(max_connections - (max_connections / WATCHER_RESERVE_DIVISOR).max(1));
     }
 
     /// The most requests that may wait at once (no limit until [`Api::limit_watchers`]).

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5 * 60);
 /// The longest wait a request can ask for (before the random extra).
 pub const MAX_WAIT: Duration = Duration::from_secs(10 * 60);
+/// The longest a wait is held while no change could wake it (a shared store's change feed down).
+const FEEDLESS_WAIT: Duration = Duration::from_secs(2);
 /// The random extra is at most the wait divided by this, so that watchers that started together
 /// do not all time out together.
 const JITTER_DIVISOR: u32 = 16;
@@ -146,17 +148,21 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>
     if wanted < api.registry.namespace_index(&ctx.call()) {
         return Reply::Now(answer(api, ctx, &watched));
     }
-    // Without a working change feed from a shared store nothing would wake the wait: answer now
-    // (the store's failure, or its state) rather than hold the client for the whole wait.
-    if !api.registry.can_wake_waiters() {
-        return Reply::Now(answer(api, ctx, &watched));
-    }
     // Refused rather than answered at once: a client in a watch loop would come straight back.
-    if api.watchers.load(Ordering::SeqCst) >= api.max_watchers() {
+    let Some(waiting) = WaitingCount::within(&api.watchers, api.max_watchers()) else {
         return Reply::Now(Response::error(503, TOO_MANY_WATCHERS));
-    }
-    let deadline = Instant::now() + params.wait + jitter(params.wait);
-    let waiting = WaitingCount::new(&api.watchers);
+    };
+    // Without a working change feed from a shared store nothing would wake the wait: it is held
+    // for at most `FEEDLESS_WAIT`, then answered with the state then (or the store's failure),
+    // so that a client in a watch loop neither waits for a change that cannot be heard nor comes
+    // straight back.
+    let feed = api.registry.can_wake_waiters();
+    let wait = if feed {
+        params.wait + jitter(params.wait)
+    } else {
+        params.wait.min(FEEDLESS_WAIT)
+    };
+    let deadline = Instant::now() + wait;
     let owner = api.me.clone();
     let later = Later {
         namespace: ctx.namespace.clone(),
@@ -167,6 +173,9 @@ pub fn serve(api: &Api, ctx: &Context, watched: Watched<'_>, query: Option<&str>
         let _counted_until_answered = waiting;
         later.answer(&owner)
     });
+    if !feed {
+        return Reply::Wait(waiter);
+    }
     let service = match &watched {
         Watched::Service(name) => Some(name.as_ref()),
         _ => None,
@@ -220,9 +229,13 @@ impl Wake for WakeRequest {
 struct WaitingCount(Arc<AtomicUsize>);
 
 impl WaitingCount {
-    fn new(count: &Arc<AtomicUsize>) -> WaitingCount {
-        count.fetch_add(1, Ordering::SeqCst);
-        WaitingCount(count.clone())
+    /// Counts one more waiting request, unless `most` are counted already.
+    fn within(count: &Arc<AtomicUsize>, most: usize) -> Option<WaitingCount> {
+        if count.fetch_add(1, Ordering::SeqCst) >= most {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(WaitingCount(count.clone()))
     }
 }
 

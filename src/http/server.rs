@@ -577,9 +577,14 @@ impl Connection<'_> {
     fn park(&mut self, waiter: Waiter) -> std::io::Result<Option<Response>> {
         // Answers pipelined before this request go out first.
         self.flush()?;
-        // A read buffer that grew for this request's large head is not kept through the wait.
-        if self.start == self.end {
-            self.shrink_input();
+        // A read buffer that grew for this request's large head is not kept through the wait:
+        // what is pipelined behind it, if it fits, moves to a buffer of the ordinary size.
+        if self.input.len() > READ_CHUNK_BYTES && self.end - self.start <= READ_CHUNK_BYTES {
+            let mut input = vec![0; READ_CHUNK_BYTES];
+            input[..self.end - self.start].copy_from_slice(&self.input[self.start..self.end]);
+            self.input = input;
+            self.end -= self.start;
+            self.start = 0;
         }
         let deadline = waiter.deadline();
         waiter.attach(self.link.stream().waker());
@@ -590,7 +595,9 @@ impl Connection<'_> {
                 break WaitEnd::Woken;
             }
             // Attempt first, then check, then park: a wake-up after the attempt ends the park.
-            if self.make_room(MAX_READ_WHILE_WAITING_BYTES) {
+            if self.end - self.start < MAX_READ_WHILE_WAITING_BYTES
+                && self.make_room(MAX_READ_WHILE_WAITING_BYTES)
+            {
                 match self.link.stream().try_read(&mut self.input[self.end..])? {
                     Some(0) => return Ok(None),
                     Some(n) => {

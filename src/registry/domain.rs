@@ -101,7 +101,7 @@ pub struct Registry {
     catalogs: Arc<Catalogs>,
     /// The last instance counts of a shared store, and when they were made. A `may` mutex: a
     /// scrape waiting for another's count parks its coroutine, not its worker.
-    shared_counts: may::sync::Mutex<Option<(Instant, InstanceCounts)>>,
+    shared_counts: may::sync::Mutex<Option<(Instant, Result<InstanceCounts>)>>,
 }
 
 /// Live instances per namespace.
@@ -187,8 +187,9 @@ impl Registry {
 
     /// The instances held per namespace.
     ///
-    /// A shared store's counts are made at most once per [`SHARED_COUNTS_REUSE`], and concurrent
-    /// callers share one count: however many clients scrape, Redis sees one count a second.
+    /// A shared store's counts (or its failure to give them) are made at most once per
+    /// [`SHARED_COUNTS_REUSE`], and concurrent callers share one count: however many clients
+    /// scrape, Redis sees one count a second.
     pub fn instance_counts(&self) -> Result<InstanceCounts> {
         if !self.store.shares_index() {
             return self.counted(None, self.store.instance_counts());
@@ -196,12 +197,14 @@ impl Registry {
         let mut last = self.shared_counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, counts)) = &*last {
             if at.elapsed() < SHARED_COUNTS_REUSE {
-                return Ok(counts.clone());
+                return counts.clone();
             }
         }
-        let counts = self.counted(None, self.store.instance_counts())?;
+        // A failure is reused too: scrapes of a stalled Redis then wait for one deadline, not
+        // one each in turn.
+        let counts = self.counted(None, self.store.instance_counts());
         *last = Some((Instant::now(), counts.clone()));
-        Ok(counts)
+        counts
     }
 
     /// Registers (or registers again) an instance; see [`Store::register`].

@@ -311,7 +311,10 @@ fn watchers_are_not_woken_by_other_services_or_other_namespaces() {
         "empty",
         &format!("/api/v1/services?index={empty}&wait=3s"),
     );
-    std::thread::sleep(Duration::from_millis(100));
+    // All three wait before the changes (one that arrived after them would answer at once).
+    eventually("three waiting requests", Duration::from_secs(5), || {
+        metric(&server, "a8registry_watchers") == 3.0
+    });
     register_as(&server, "ns", &registration("b", "10.0.0.2:80", ""));
     register_as(&server, "other", &registration("a", "10.0.0.1:80", ""));
     let r = finish_get(&mut namespace, WOKEN_WITHIN);
@@ -367,7 +370,9 @@ fn a_service_watch_compares_its_index_with_the_namespace_index_it_was_given() {
         None,
     );
     // (Waiting before the other change: one made before the request arrives answers it.)
-    assert!(still_waiting(&mut conn, Duration::from_millis(300)));
+    eventually("the request waits", Duration::from_secs(5), || {
+        metric(&server, "a8registry_watchers") == 1.0
+    });
     register(&server, &registration("c", "10.0.0.3:80", ""));
     assert!(still_waiting(&mut conn, Duration::from_millis(500)));
     register(&server, &registration("a", "10.0.0.4:80", ""));
@@ -862,13 +867,13 @@ fn a_watch_with_a_large_pipeline_behind_it_is_answered_and_freed_when_the_client
 
 #[test]
 fn waiting_requests_leave_a_sixteenth_of_the_connections_to_probes_and_plain_requests() {
-    // At most 32 - 32 / 16 = 30 requests may wait.
-    let server = Server::start(&["--max_connections", "32"]);
+    // At most 64 - 64 / 16 = 60 requests may wait.
+    let server = Server::start(&["--max_connections", "64"]);
     register(&server, &registration("a", "10.0.0.1:80", ""));
     let current = index_of(&server.get(INSTANCES));
-    let mut waiting: Vec<TcpStream> = (0..30).map(|_| watch_instances(&server, current)).collect();
-    eventually("30 waiting requests", Duration::from_secs(10), || {
-        metric(&server, "a8registry_watchers") == 30.0
+    let mut waiting: Vec<TcpStream> = (0..60).map(|_| watch_instances(&server, current)).collect();
+    eventually("60 waiting requests", Duration::from_secs(10), || {
+        metric(&server, "a8registry_watchers") == 60.0
     });
     let started = Instant::now();
     let r = server.get(&format!("{INSTANCES}?index={current}&wait={LONG_WAIT}"));
