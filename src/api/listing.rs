@@ -2,7 +2,9 @@
 //! [`min_streamed_instances`] instances or more is not built into one body and cached, but
 //! streamed from a snapshot of its instances (the store's shared instances, a pointer each),
 //! rendered a piece at a time while it is written. Smaller listings keep the cached whole-body
-//! path (DESIGN decision 7); both render the same bytes for the same instances.
+//! path (DESIGN decision 7); both render the same bytes for the same instances. With the Redis
+//! store a snapshot reads every record from Redis, so its Eureka listings stay on the cached
+//! path whatever their size (built once, however many clients fetch).
 
 use std::sync::OnceLock;
 

@@ -393,6 +393,11 @@ impl Registry {
         !self.store.shares_index() || self.store.cache_generation().is_some()
     }
 
+    /// See [`Store::snapshots_are_local`].
+    pub fn snapshots_are_local(&self) -> bool {
+        self.store.snapshots_are_local()
+    }
+
     /// Whether responses may be cached now, and under which generation ([`Store::cache_generation`]).
     pub fn cache_generation(&self) -> Option<u64> {
         self.store.cache_generation()

@@ -363,6 +363,13 @@ pub trait Store: Send + Sync {
         Some(0)
     }
 
+    /// Whether a snapshot is a copy of pointers into this process's memory (cheap enough to take
+    /// for every full listing, which is then streamed from it), rather than a read of every
+    /// record from a shared store, whose large listings are built once and cached instead.
+    fn snapshots_are_local(&self) -> bool {
+        true
+    }
+
     /// Whether this store keeps every namespace's change index for all the nodes that share it
     /// (observability contract §1.1: through every node, the same index for the same state).
     /// Otherwise each process counts its own.

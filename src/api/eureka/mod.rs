@@ -185,7 +185,12 @@ fn cached_document(
         // than its instances.
         let version = api.registry.change_log_version(&ctx.call())?;
         let snapshot = api.registry.snapshot(&ctx.call(), service)?;
-        if service.is_none() && listing::is_streamed(snapshot.instances.len()) {
+        // Streamed only from a local snapshot: from Redis each fetch would read every record
+        // again, so its listing is built once and cached as smaller ones are.
+        if service.is_none()
+            && api.registry.snapshots_are_local()
+            && listing::is_streamed(snapshot.instances.len())
+        {
             large = Some(AppsListing::new(
                 format,
                 version,

@@ -985,6 +985,10 @@ impl Store for RedisStore {
         true
     }
 
+    fn snapshots_are_local(&self) -> bool {
+        false
+    }
+
     fn shared_index(&self, call: &Call) -> Result<u64> {
         match self.script_indexed(call, "index", &[])? {
             (_, Some(index)) => Ok(index),
