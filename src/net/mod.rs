@@ -14,13 +14,18 @@
 //!   listener closes. [`provide_descriptors`] raises the soft open-file limit to what the
 //!   connection limit needs, as far as the hard limit allows.
 //!
+//! - [`run_on_workers`]: many parked coroutines woken from a plain thread with one spawn per
+//!   worker, not one eventfd write each.
+//!
 //! A protocol provides a closure that serves one [`Link`] on its own coroutine.
 
 mod acceptor;
 mod connections;
+mod on_workers;
 mod stream;
 pub mod tls;
 
 pub use acceptor::{provide_descriptors, spawn_acceptor, AcceptOptions};
 pub use connections::{Connections, Detached, Link};
+pub use on_workers::run_on_workers;
 pub use stream::Stream;

@@ -37,8 +37,8 @@ pub struct Stream {
     // open, so a descriptor number already reused by a new connection is never removed from it.
     registration: CoIo<Descriptor>,
     socket: std::net::TcpStream,
-    /// False from a read that found nothing until the event loop reports the socket readable:
-    /// a read meanwhile would only find it empty again. The event loop's socket registration is
+    /// False from a read that found nothing, or less than it had room for, until the event loop
+    /// reports the socket readable: a read meanwhile would only find it empty. The event loop's socket registration is
     /// edge-triggered, so every arrival after that read comes with an event, and every event
     /// reaches this flag (through the readiness that each attempt and wait takes in).
     readable: Cell<bool>,
@@ -75,7 +75,7 @@ impl Stream {
     }
 
     /// Reads what has arrived: `Some(0)` at end of stream, `None` when nothing is there yet. No
-    /// system call is made when nothing arrived since the last read found the socket empty (a
+    /// system call is made when nothing arrived since the last read emptied the socket (a
     /// watcher's connection after its answer, at 10,000 watchers, is 10,000 reads per change).
     pub fn try_read(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
         self.clear_readiness();
@@ -84,7 +84,15 @@ impl Stream {
         }
         loop {
             match (&self.socket).read(buf) {
-                Ok(n) => return Ok(Some(n)),
+                Ok(n) => {
+                    // A read that did not fill the buffer took everything there was: what comes
+                    // next comes with an event. (A request answered and the next awaited costs
+                    // one read, not a second one that finds the socket empty.)
+                    if n > 0 && n < buf.len() {
+                        self.readable.set(false);
+                    }
+                    return Ok(Some(n));
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.readable.set(false);
                     return Ok(None);

@@ -270,39 +270,10 @@ fn run_waker(shared: Weak<Shared>) {
             }
             std::mem::take(&mut queue.lists)
         };
-        wake_on_workers(lists.into_iter().flatten().collect());
-    }
-}
-
-/// Wakes `watchers` from one coroutine per `may` worker, each taking every n-th watcher in the
-/// order they registered. A wake-up from a plain thread queues the waiting coroutine on a worker's
-/// global queue and writes that worker's eventfd: one system call per watcher (10,000 per change
-/// at 10,000 watchers), and the workers are kicked out of their poll again and again. From a
-/// coroutine on a worker it is a push onto that worker's own run queue; the two spawns here cost
-/// one eventfd write each, and every worker gets its share of the answers to write.
-fn wake_on_workers(watchers: Vec<Watcher>) {
-    let workers = may::config().get_workers().max(1);
-    if watchers.len() < 2 * workers {
-        watchers.iter().for_each(|watcher| watcher.wake());
-        return;
-    }
-    let mut shares: Vec<Vec<Watcher>> = (0..workers)
-        .map(|_| Vec::with_capacity(watchers.len() / workers + 1))
-        .collect();
-    for (i, watcher) in watchers.into_iter().enumerate() {
-        shares[i % workers].push(watcher);
-    }
-    for (worker, share) in shares.into_iter().enumerate() {
-        // The share comes back when the spawn fails, to be woken from this thread instead.
-        let share = Arc::new(Mutex::new(share));
-        let taken = share.clone();
-        let wake_share = move || lock(&taken).drain(..).for_each(|w| w.wake());
-        // SAFETY: the coroutine touches no thread-local storage, and waking a watcher takes a
-        // few atomic operations and a queue push: far within any coroutine stack.
-        let spawned = unsafe { may::coroutine::Builder::new().id(worker).spawn(wake_share) };
-        if spawned.is_err() {
-            lock(&share).drain(..).for_each(|w| w.wake());
-        }
+        // One spawn per worker, not one eventfd write per watcher.
+        crate::net::run_on_workers(lists.into_iter().flatten().collect(), |watcher: Watcher| {
+            watcher.wake()
+        });
     }
 }
 

@@ -81,6 +81,8 @@ struct Answer {
     value: Mutex<Option<Result<Vec<Reply>, Failure>>>,
     /// Parks a coroutine without blocking its worker, or a plain thread (reapers, catalogs).
     caller: may::sync::Blocker,
+    /// The caller is a coroutine: its wake-up may come from a coroutine on a worker.
+    on_coroutine: bool,
 }
 
 impl Answer {
@@ -88,6 +90,7 @@ impl Answer {
         Answer {
             value: Mutex::new(None),
             caller: may::sync::Blocker::new(false),
+            on_coroutine: may::coroutine::is_coroutine(),
         }
     }
 
@@ -668,9 +671,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
                     connector.forget_master();
                     epoch = connector.epoch();
                 }
-                for (job, answer) in batch.into_iter().zip(answers) {
-                    job.answer.send(answer);
-                }
+                deliver(batch, answers);
             }
             Err(Broken(e)) => {
                 last_error = e;
@@ -684,6 +685,21 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
             }
         }
     }
+}
+
+/// Hands a batch's answers to their callers. Callers that are coroutines are woken from
+/// coroutines on the workers, one spawn per worker for the lot rather than an eventfd write
+/// each; plain threads (which a worker's coroutine must never wait for) are woken from here.
+fn deliver(batch: Vec<Job>, answers: Answers) {
+    let mut to_coroutines = Vec::with_capacity(batch.len());
+    for (job, answer) in batch.into_iter().zip(answers) {
+        if job.answer.on_coroutine {
+            to_coroutines.push((job.answer, answer));
+        } else {
+            job.answer.send(answer);
+        }
+    }
+    crate::net::run_on_workers(to_coroutines, |(caller, answer)| caller.send(answer));
 }
 
 fn fail_all(batch: Vec<Job>, why: &str) {
