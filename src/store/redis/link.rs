@@ -19,6 +19,7 @@
 
 use super::cluster::ClusterConn;
 use super::keys::{MIGRATION_GUARD, RECORDS};
+use super::overdue::{Deadlines, Wait};
 pub use super::resp::Reply;
 use super::resp::{encode, is_timeout, Connection, Value};
 use super::settings::{Address, Mode, RedisSettings};
@@ -79,6 +80,10 @@ struct Job {
 /// message it would carry.
 struct Answer {
     value: Mutex<Option<Result<Vec<Reply>, Failure>>>,
+    /// When the caller stops waiting.
+    deadline: Instant,
+    /// The caller took its answer or stopped waiting.
+    over: AtomicBool,
     /// Parks a coroutine without blocking its worker, or a plain thread (reapers, catalogs).
     caller: may::sync::Blocker,
     /// The caller is a coroutine: its wake-up may come from a coroutine on a worker.
@@ -86,9 +91,11 @@ struct Answer {
 }
 
 impl Answer {
-    fn new() -> Answer {
+    fn new(deadline: Instant) -> Answer {
         Answer {
             value: Mutex::new(None),
+            deadline,
+            over: AtomicBool::new(false),
             caller: may::sync::Blocker::new(false),
             on_coroutine: may::coroutine::is_coroutine(),
         }
@@ -100,21 +107,50 @@ impl Answer {
         self.caller.unpark();
     }
 
-    /// The answer, once it is there, or `None` when `deadline` passes first.
-    fn wait(&self, deadline: Instant) -> Option<Result<Vec<Reply>, Failure>> {
-        loop {
+    /// The answer, once it is there, or `None` when the deadline passes first. A coroutine's
+    /// park has no timeout: [`Deadlines`] ends it (see [`super::overdue`]); a plain thread's
+    /// park times out by itself.
+    fn wait(&self) -> Option<Result<Vec<Reply>, Failure>> {
+        let answer = loop {
             if let Some(value) = lock(&self.value).take() {
-                return Some(value);
+                break Some(value);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            let timeout = (!self.on_coroutine).then_some(left);
             // A park ends when the worker unparks it (an unpark before the park is kept), at
             // the timeout, or when the coroutine is cancelled; only the answer's presence counts.
-            if left.is_zero() || self.caller.park(Some(left)).is_err() {
-                return lock(&self.value).take();
+            if left.is_zero() || self.caller.park(timeout).is_err() {
+                break lock(&self.value).take();
             }
-        }
+        };
+        self.over.store(true, Ordering::SeqCst);
+        answer
     }
 }
+
+impl Wait for Answer {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn is_over(&self) -> bool {
+        self.over.load(Ordering::SeqCst)
+    }
+
+    fn expire(&self) -> bool {
+        let mut value = lock(&self.value);
+        if value.is_some() || self.is_over() {
+            return false;
+        }
+        *value = Some(Err(NO_ANSWER_IN_TIME.into()));
+        drop(value);
+        self.caller.unpark();
+        true
+    }
+}
+
+/// Why a call failed whose deadline passed before Redis answered.
+const NO_ANSWER_IN_TIME: &str = "Redis did not answer in time";
 
 /// Whether Redis works, as the last operation or probe found (spec §4.2).
 #[derive(Default)]
@@ -522,6 +558,8 @@ pub fn is_in_transit(failure: &str) -> bool {
 /// The queue and the workers.
 pub struct Link {
     queue: SyncSender<Job>,
+    /// Ends the waits of coroutine callers at their deadlines.
+    deadlines: Deadlines,
     pub health: Arc<Health>,
     pub connector: Arc<Connector>,
 }
@@ -553,8 +591,11 @@ impl Link {
                     connector.poll_sentinels();
                 })?;
         }
+        let marked = health.clone();
+        let deadlines = Deadlines::start(move || marked.fail(NO_ANSWER_IN_TIME))?;
         Ok(Link {
             queue,
+            deadlines,
             health,
             connector,
         })
@@ -563,7 +604,7 @@ impl Link {
     /// Runs the commands in order on one connection and returns their answers, or why there are
     /// none, by `deadline` at the latest. Safe to call on a coroutine: it parks, never blocks.
     pub fn call(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Reply>, Failure> {
-        let answer = Arc::new(Answer::new());
+        let answer = Arc::new(Answer::new(deadline));
         let job = Job {
             commands,
             deadline,
@@ -574,12 +615,15 @@ impl Link {
             Err(TrySendError::Full(_)) => return Err("too many requests wait for Redis".into()),
             Err(TrySendError::Disconnected(_)) => return Err("the Redis workers stopped".into()),
         }
-        match answer.wait(deadline) {
+        if answer.on_coroutine {
+            let wait: Arc<dyn Wait> = answer.clone();
+            self.deadlines.register(Arc::downgrade(&wait));
+        }
+        match answer.wait() {
             Some(result) => result,
             None => {
-                let message = "Redis did not answer in time";
-                self.health.fail(message);
-                Err(message.into())
+                self.health.fail(NO_ANSWER_IN_TIME);
+                Err(NO_ANSWER_IN_TIME.into())
             }
         }
     }
@@ -610,7 +654,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, connector: &Connector) {
         let now = Instant::now();
         let (batch, late): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
         for job in late {
-            job.answer.send(Err("Redis did not answer in time".into()));
+            job.answer.send(Err(NO_ANSWER_IN_TIME.into()));
         }
         if batch.is_empty() {
             continue;
@@ -853,7 +897,7 @@ mod tests {
     use super::*;
 
     fn job(commands: Vec<Command>) -> Job {
-        let answer = Arc::new(Answer::new());
+        let answer = Arc::new(Answer::new(Instant::now() + Duration::from_secs(1)));
         Job {
             commands,
             deadline: Instant::now() + Duration::from_secs(1),

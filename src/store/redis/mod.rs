@@ -20,6 +20,7 @@ mod cluster;
 pub mod events;
 pub mod keys;
 pub mod link;
+mod overdue;
 /// Public for the fuzz crate, which feeds it arbitrary replies.
 pub mod resp;
 pub mod settings;
