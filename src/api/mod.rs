@@ -18,7 +18,7 @@ pub mod watch;
 use crate::auth::{extract_token, AuthError, Authenticator};
 use crate::config::LogLevel;
 use crate::http::request::{Method, Request};
-use crate::http::response::Response;
+use crate::http::response::{OnStreamed, Response};
 use crate::http::router::{percent_decode, RouteMeta, Routed, Router, MAX_PARAMS};
 use crate::http::server::Handler;
 use crate::http::wait::Reply;
@@ -590,15 +590,28 @@ struct AccessLine {
 }
 
 impl AccessLine {
-    fn write(&self, response: &Response) {
+    /// Writes the line of `response` now, or for a streamed body once its stream ended, with
+    /// the bytes then written.
+    fn write_for(self, response: &mut Response) {
+        if response.body.is_streamed() {
+            let status = response.status;
+            response.on_streamed = Some(OnStreamed(Box::new(move |bytes| {
+                self.write(status, bytes);
+            })));
+        } else {
+            self.write(response.status, response.body.as_bytes().len() as u64);
+        }
+    }
+
+    fn write(&self, status: u16, bytes: u64) {
         crate::log::write(
             LogLevel::Debug,
             "request",
             &[
                 ("method", &self.method),
                 ("path", &self.path),
-                ("status", &response.status),
-                ("bytes", &response.body.as_bytes().len()),
+                ("status", &status),
+                ("bytes", &bytes),
                 ("micros", &self.started.elapsed().as_micros()),
                 (
                     "namespace",
@@ -634,7 +647,7 @@ impl Handler for Api {
         match reply {
             Reply::Now(mut response) => {
                 if let Some(line) = line {
-                    line.write(&response);
+                    line.write_for(&mut response);
                 }
                 response.tag = tag;
                 Reply::Now(response)
@@ -642,7 +655,7 @@ impl Handler for Api {
             // A waiting request is logged and marked when it is answered.
             Reply::Wait(waiter) => Reply::Wait(waiter.map(move |mut response| {
                 if let Some(line) = line {
-                    line.write(&response);
+                    line.write_for(&mut response);
                 }
                 response.tag = tag;
                 response

@@ -153,6 +153,19 @@ pub struct Response {
     ///
     /// [`Handler::written`]: super::server::Handler::written
     pub tag: u16,
+    /// For a streamed body: told how many body bytes were written (as sent, after any content
+    /// coding) once the stream ended, whole or not. The access log's line of a streamed answer
+    /// is written there.
+    pub on_streamed: Option<OnStreamed>,
+}
+
+/// What a streamed response is told when its stream ended: the body bytes written.
+pub struct OnStreamed(pub Box<dyn FnOnce(u64) + Send>);
+
+impl std::fmt::Debug for OnStreamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStreamed")
+    }
 }
 
 impl Response {
@@ -166,6 +179,7 @@ impl Response {
             body: Body::Empty,
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -179,6 +193,7 @@ impl Response {
             body: Body::Owned(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -192,6 +207,7 @@ impl Response {
             body: Body::Cached(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -205,6 +221,7 @@ impl Response {
             body: Body::Static(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -218,6 +235,7 @@ impl Response {
             body: Body::Owned(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
