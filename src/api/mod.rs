@@ -23,6 +23,7 @@ use crate::http::router::{percent_decode, RouteMeta, Routed, Router, MAX_PARAMS}
 use crate::http::server::Handler;
 use crate::http::wait::Reply;
 use crate::metrics::{HttpMetrics, Protocol};
+use crate::registry::instance::Instance;
 use crate::registry::namespace::Namespace;
 use crate::registry::store::{Call, Store, REQUEST_DEADLINE};
 use crate::registry::Registry;
@@ -369,6 +370,10 @@ pub struct Api {
     pub(crate) synced: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
     /// The replication peers' series (clustered mode), set once at startup.
     pub(crate) peers: std::sync::OnceLock<PeerSeries>,
+    /// The grouped snapshots that concurrent streamed Eureka listings share.
+    pub(crate) shared_apps: listing::SharedSnapshots<eureka::render::GroupedApps>,
+    /// The snapshots that concurrent streamed Amalgam8 instance lists share.
+    pub(crate) shared_instances: listing::SharedSnapshots<Vec<Arc<Instance>>>,
 }
 
 /// The replication peers as `/metrics` shows them.
@@ -408,6 +413,8 @@ impl Api {
             health: std::sync::OnceLock::new(),
             synced: OnceLock::new(),
             peers: std::sync::OnceLock::new(),
+            shared_apps: Default::default(),
+            shared_instances: Default::default(),
         }))
     }
 

@@ -122,11 +122,12 @@ fn render(
 ) {
     while let Ok(mut bytes) = emptied.recv() {
         let last = loop {
-            if producer.produce(&mut bytes, piece_bytes) == More::Done {
-                break true;
-            }
-            if bytes.len() >= piece_bytes {
-                break false;
+            match producer.produce(&mut bytes, piece_bytes) {
+                More::Done => break true,
+                // Ended without a last piece: the connection closes the body unfinished.
+                More::Failed => return,
+                More::Yes if bytes.len() >= piece_bytes => break false,
+                More::Yes => {}
             }
         };
         if filled.send(Piece { bytes, last }).is_err() || last {

@@ -64,6 +64,9 @@ pub trait Producer: Send {
 pub enum More {
     Yes,
     Done,
+    /// The rest of the body cannot be made (a snapshot taken after the head was written failed):
+    /// the stream ends without its proper end, so that the client sees the body cut.
+    Failed,
 }
 
 impl Streamed {
@@ -72,7 +75,7 @@ impl Streamed {
         let mut out = Vec::new();
         loop {
             let fill_to = out.len() + piece_bytes;
-            if self.0.produce(&mut out, fill_to) == More::Done {
+            if self.0.produce(&mut out, fill_to) != More::Yes {
                 return out;
             }
         }

@@ -974,6 +974,13 @@ impl Store for MemoryStore {
             .and_then(|entry| entry.live(now).then(|| entry.instance.clone())))
     }
 
+    fn instance_count(&self, call: &Call) -> Option<usize> {
+        Some(
+            self.find(call.namespace)
+                .map_or(0, |ns| ns.count.load(Ordering::SeqCst)),
+        )
+    }
+
     fn snapshot(&self, call: &Call, service: Option<&str>) -> Result<Snapshot> {
         let mut snapshot = Snapshot::default();
         let Some(ns) = self.find(call.namespace) else {

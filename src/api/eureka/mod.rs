@@ -22,8 +22,9 @@ use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::Status;
 use crate::registry::store::{ChangeKind, Lookup};
 use crate::registry::Error;
+use listing::Lazy;
 use model::RegisterError;
-use render::{Action, Apps, AppsListing, Format};
+use render::{Action, Apps, AppsListing, Format, GroupedApps};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -191,12 +192,8 @@ fn cached_document(
             && api.registry.snapshots_are_local()
             && listing::is_streamed(snapshot.instances.len())
         {
-            large = Some(AppsListing::new(
-                format,
-                version,
-                snapshot.instances,
-                &yield_every,
-            ));
+            let grouped = GroupedApps::new(version, snapshot.instances, &yield_every);
+            large = Some(AppsListing::new(format, Arc::new(grouped)));
             return Ok(Built::Elsewhere);
         }
         let mut apps = Apps::default();
@@ -219,6 +216,9 @@ fn cached_document(
 
 /// `GET E/apps` and `E/apps/`: every instance of the namespace, all statuses.
 fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
+    if let Some(listing) = streamed_listing(api, ctx, format) {
+        return document(format, 200, Body::Streamed(Streamed(Box::new(listing))));
+    }
     let build = |apps: &mut Apps, version: u64| {
         apps.applications_document(format, version, &apps.hash_code())
     };
@@ -230,6 +230,41 @@ fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
         Ok(Document::Absent) => Response::error(500, APPLICATION_ENUMERATION),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
+}
+
+/// The namespace's listing, streamed, when its instance count (known before any snapshot) says
+/// it is large and snapshots are local: the snapshot is taken on the render thread, or shared
+/// with the other listings of the namespace rendering at the same change
+/// ([`listing::SharedSnapshots`]). `None` for the cached path, which also streams a listing
+/// whose snapshot turns out large.
+fn streamed_listing(api: &Api, ctx: &Context, format: Format) -> Option<Lazy<AppsListing>> {
+    if !api.registry.snapshots_are_local()
+        || !listing::is_streamed(api.registry.instance_count(&ctx.call())?)
+    {
+        return None;
+    }
+    let api = api.me.upgrade()?;
+    let ctx = Context {
+        namespace: ctx.namespace.clone(),
+        deadline: ctx.deadline,
+        eureka: ctx.eureka,
+    };
+    Some(Lazy::new(Box::new(move || {
+        let call = ctx.call();
+        // Read before the store: a change from here on makes the snapshot unshareable.
+        let index = api.registry.namespace_index(&call);
+        let now = || api.registry.clock().monotonic_nanos();
+        let grouped = api
+            .shared_apps
+            .get_or_take(&ctx.namespace, index, &now, || {
+                // The version is read before the store, as the cached path reads it.
+                let version = api.registry.change_log_version(&call)?;
+                let snapshot = api.registry.snapshot(&call, None)?;
+                let grouped = GroupedApps::new(version, snapshot.instances, &|_| {});
+                Ok::<_, Error>((grouped, snapshot.stale_after))
+            });
+        Some(AppsListing::new(format, grouped.ok()?))
+    })))
 }
 
 /// `GET E/apps/{app}`: 404 when the app has no instance (D9).
