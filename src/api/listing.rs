@@ -1,10 +1,16 @@
 //! Full listings too large to hold whole (issue 17): a namespace listing of
 //! [`min_streamed_instances`] instances or more is not built into one body and cached, but
 //! streamed from a snapshot of its instances (the store's shared instances, a pointer each),
-//! rendered a piece at a time while it is written. Smaller listings keep the cached whole-body
-//! path (DESIGN decision 7); both render the same bytes for the same instances. With the Redis
-//! store a snapshot reads every record from Redis, so its Eureka listings stay on the cached
-//! path whatever their size (built once, however many clients fetch).
+//! rendered a piece at a time on a render thread ([`crate::http::render`]) while the connection
+//! writes it. Smaller listings keep the cached whole-body path (DESIGN decision 7); both render
+//! the same bytes for the same instances. With the Redis store a snapshot reads every record
+//! from Redis, so its Eureka listings stay on the cached path whatever their size (built once,
+//! however many clients fetch).
+//!
+//! The handler decides from the namespace's instance count, which the store keeps, so that no
+//! snapshot is taken on a worker: the listing ([`Lazy`]) takes it when its first piece is made,
+//! or shares one that a concurrent listing of the namespace took at the same change
+//! ([`SharedSnapshots`]).
 
 use crate::api::cache;
 use crate::http::response::{More, Producer};

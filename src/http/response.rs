@@ -49,8 +49,9 @@ impl std::fmt::Debug for Streamed {
 }
 
 /// Makes a body piece by piece, so that a body of any size is written through a buffer of a
-/// few tens of KiB (the server writes each piece before it asks for the next, and lets the
-/// worker's other connections run in between).
+/// few tens of KiB. A streamed body's producer runs on a render thread, never on a worker
+/// ([`super::render`]): it may take long, and may block (a listing waiting for a snapshot another
+/// listing is taking).
 pub trait Producer: Send {
     /// Appends the next piece of the body to `out`, aiming at `out` holding `fill_to` bytes (a
     /// little more is fine; less too, when the piece took long to make, so that the caller can

@@ -986,6 +986,11 @@ impl Store for MemoryStore {
         let Some(ns) = self.find(call.namespace) else {
             return Ok(snapshot);
         };
+        if service.is_none() {
+            // Reserved before any shard's lock: a million pointers grown by doubling would copy
+            // 8 MB under those locks, while heartbeats to their shards wait.
+            snapshot.instances.reserve(ns.count.load(Ordering::SeqCst));
+        }
         let now = self.clock.monotonic_nanos();
         let mut take = |entry: &Entry| {
             if !entry.live(now) {
