@@ -481,10 +481,13 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
         looked_at += 1;
         selected(instance)
     });
-    let listing = InstancesListing {
-        instances: instances.into_iter().map(Some).collect(),
+    let listing = InstanceList {
+        // Already selected.
+        every_status: true,
+        instances: Arc::new(instances),
         projection,
         next: None,
+        written: 0,
     };
     if listing::is_streamed(listing.instances.len()) {
         let mut response = Response::empty(200);
@@ -492,45 +495,6 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
         return response;
     }
     Response::json(200, Streamed(Box::new(listing)).collect(usize::MAX))
-}
-
-/// `{"instances":[…]}` of the instances selected, rendered a piece at a time: whole for a short
-/// list, streamed for a long one ([`crate::api::listing`]).
-struct InstancesListing {
-    /// Each let go once written (a replaced instance is freed as the listing goes).
-    instances: Vec<Option<Arc<Instance>>>,
-    projection: Option<Projection>,
-    /// The next instance to write; `None` before the head.
-    next: Option<usize>,
-}
-
-impl Producer for InstancesListing {
-    fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More {
-        let mut next = match self.next {
-            Some(next) => next,
-            None => {
-                out.extend_from_slice(b"{\"instances\":[");
-                0
-            }
-        };
-        while let Some(slot) = self.instances.get_mut(next) {
-            if out.len() >= fill_to {
-                self.next = Some(next);
-                return More::Yes;
-            }
-            if next > 0 {
-                out.push(b',');
-            }
-            if let Some(instance) = slot.take() {
-                write_instance(out, &instance, self.projection);
-            }
-            next += 1;
-            // A whole body is made in one call: it yields as the loop over a snapshot did.
-            yield_every(next);
-        }
-        out.extend_from_slice(b"]}");
-        More::Done
-    }
 }
 
 /// The namespace's instance list (`every_status`: of every status, else without the `STARTING`
@@ -544,7 +508,7 @@ fn streamed_namespace_list(
     ctx: &Context,
     every_status: bool,
     projection: Option<Projection>,
-) -> Option<Lazy<NamespaceList>> {
+) -> Option<Lazy> {
     if !listing::is_streamed(api.registry.instance_count(&ctx.call())?) {
         return None;
     }
@@ -566,19 +530,21 @@ fn streamed_namespace_list(
                 Ok::<_, Error>((snapshot.instances, snapshot.stale_after))
             })
             .ok()?;
-        Some(NamespaceList {
+        let listing: Box<dyn Producer> = Box::new(InstanceList {
             instances,
             every_status,
             projection,
             next: None,
             written: 0,
-        })
+        });
+        Some(listing)
     })))
 }
 
-/// `{"instances":[…]}` of a namespace's shared snapshot, the instances of the selected statuses,
-/// rendered a piece at a time: the bytes [`InstancesListing`] makes of them.
-struct NamespaceList {
+/// `{"instances":[…]}` of the instances given (a namespace's shared snapshot, or what a query
+/// selected), those of the selected statuses, rendered a piece at a time: whole for a short list,
+/// streamed for a long one ([`crate::api::listing`]).
+struct InstanceList {
     instances: Arc<Vec<Arc<Instance>>>,
     every_status: bool,
     projection: Option<Projection>,
@@ -588,7 +554,7 @@ struct NamespaceList {
     written: usize,
 }
 
-impl Producer for NamespaceList {
+impl Producer for InstanceList {
     fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More {
         let mut next = match self.next {
             Some(next) => next,
@@ -613,6 +579,9 @@ impl Producer for NamespaceList {
             }
             write_instance(out, instance, self.projection);
             self.written += 1;
+            // A whole body is made in one call, on a worker: it yields as a pass over a
+            // snapshot does (a render thread does not).
+            yield_every(next);
         }
         out.extend_from_slice(b"]}");
         More::Done

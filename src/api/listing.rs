@@ -45,13 +45,16 @@ pub fn is_streamed(instances: usize) -> bool {
 /// A streamed listing whose snapshot is taken when its first piece is made, on its render
 /// thread ([`crate::http::render`]), not on the worker that answered the request: `start` takes
 /// it and makes the listing, or fails (the body then ends cut, its head already sent).
-pub struct Lazy<P> {
-    start: Option<Box<dyn FnOnce() -> Option<P> + Send>>,
-    listing: Option<P>,
+pub struct Lazy {
+    start: Option<Start>,
+    listing: Option<Box<dyn Producer>>,
 }
 
-impl<P> Lazy<P> {
-    pub fn new(start: Box<dyn FnOnce() -> Option<P> + Send>) -> Lazy<P> {
+/// What takes a [`Lazy`] listing's snapshot and makes the listing.
+pub type Start = Box<dyn FnOnce() -> Option<Box<dyn Producer>> + Send>;
+
+impl Lazy {
+    pub fn new(start: Start) -> Lazy {
         Lazy {
             start: Some(start),
             listing: None,
@@ -59,7 +62,7 @@ impl<P> Lazy<P> {
     }
 }
 
-impl<P: Producer> Producer for Lazy<P> {
+impl Producer for Lazy {
     fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More {
         if let Some(start) = self.start.take() {
             self.listing = start();

@@ -9,8 +9,9 @@
 //!
 //! Two buffers circulate between them. The thread fills one and sends it on a `may` channel,
 //! which parks the coroutine until a piece comes (woken from the thread, without holding its
-//! worker); the coroutine writes it and sends it back, emptied, on a plain channel, on which the
-//! thread blocks: a client that reads slowly holds its render thread still, one piece ahead.
+//! worker); the coroutine writes it and sends it back, emptied, on another, on which the thread
+//! blocks (a `may` channel blocks a plain thread like any): a client that reads slowly holds its
+//! render thread still, one piece ahead.
 //! When the connection ends (the client left, or stalled past the idle timeout) both channels
 //! close, the thread sees it at its next send or receive, drops the producer (and with it the
 //! listing's snapshot) and ends.
@@ -21,7 +22,7 @@
 //! cores when both want them.
 
 use super::response::{More, Producer};
-use std::sync::mpsc;
+use may::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
 
 /// Streamed renders that run at once. A render holds one thread, two pieces and what its
@@ -70,8 +71,9 @@ pub struct Piece {
 
 /// The connection's end of a render: pieces come in, emptied buffers go back.
 pub struct Render {
-    filled: may::sync::mpsc::Receiver<Piece>,
-    emptied: mpsc::Sender<Vec<u8>>,
+    filled: Receiver<Piece>,
+    /// Buffers go back as pieces too: one channel type for both ways keeps the binary smaller.
+    emptied: Sender<Piece>,
 }
 
 impl Render {
@@ -79,11 +81,12 @@ impl Render {
     /// slot is free. Fails when no thread can be started.
     pub fn start(producer: Box<dyn Producer>, piece_bytes: usize) -> std::io::Result<Render> {
         let slot = Slot::take();
-        let (filled_tx, filled) = may::sync::mpsc::channel();
-        let (emptied, emptied_rx) = mpsc::channel();
+        let (filled_tx, filled) = channel();
+        let (emptied, emptied_rx) = channel();
         for _ in 0..PIECES {
+            let bytes = Vec::with_capacity(piece_bytes + piece_bytes / 8);
             // Cannot fail: the receiver is held here.
-            let _ = emptied.send(Vec::with_capacity(piece_bytes + piece_bytes / 8));
+            let _ = emptied.send(Piece { bytes, last: false });
         }
         std::thread::Builder::new()
             .name("render".into())
@@ -108,7 +111,7 @@ impl Render {
     pub fn give_back(&self, mut bytes: Vec<u8>) {
         bytes.clear();
         // The thread may have ended (it made its last piece): nothing to give back to then.
-        let _ = self.emptied.send(bytes);
+        let _ = self.emptied.send(Piece { bytes, last: false });
     }
 }
 
@@ -117,10 +120,10 @@ impl Render {
 fn render(
     mut producer: Box<dyn Producer>,
     piece_bytes: usize,
-    filled: &may::sync::mpsc::Sender<Piece>,
-    emptied: &mpsc::Receiver<Vec<u8>>,
+    filled: &Sender<Piece>,
+    emptied: &Receiver<Piece>,
 ) {
-    while let Ok(mut bytes) = emptied.recv() {
+    while let Ok(Piece { mut bytes, .. }) = emptied.recv() {
         let last = loop {
             match producer.produce(&mut bytes, piece_bytes) {
                 More::Done => break true,
