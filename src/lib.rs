@@ -26,8 +26,9 @@
 //!   `response` (with cached bodies that keep their gzip form), `encoding` (`Accept-Encoding`
 //!   and gzip for bodies of 1 KiB or more; `gzip` writes the format around miniz_oxide's
 //!   deflate), `router` (routes with metadata), `server` (one coroutine per connection, time
-//!   limits, graceful drain, telling the handler when a response is written) and `wait` (replies
-//!   that wait to be woken).
+//!   limits, graceful drain, telling the handler when a response is written), `render` (streamed
+//!   bodies made on render threads off the workers, handed to the connection piece by piece) and
+//!   `wait` (replies that wait to be woken).
 //! - [`api`]: the request stages and the protocols: `amalgam8` (`/api/v1`), `eureka` (three base
 //!   paths; `model` decodes registrations and derives store ids, `xml` reads and writes Netflix's
 //!   XML, `render` draws Netflix's JSON and XML), `ops` (`/uptime`, `/ready`, `/metrics`), `ui`

@@ -3,7 +3,8 @@
 use super::cache::{Built, Key, View};
 use super::error::*;
 use super::json::{self, nesting_within, write_string as write_str, MAX_JSON_DEPTH};
-use super::{listing, yield_every, Api, Context};
+use super::listing::{self, Lazy};
+use super::{yield_every, Api, Context};
 use crate::http::request::Request;
 use crate::http::response::{Body, CachedBody, More, Producer, Response, Streamed};
 use crate::http::router::{first_value, parse_query};
@@ -426,6 +427,21 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
         };
     }
 
+    // A namespace's whole list, by status at most: streamed with its snapshot taken off the
+    // worker when the namespace's count says it is large.
+    let every_status = match status.as_deref() {
+        None => Some(false),
+        Some("ALL") => Some(true),
+        Some(_) => None,
+    };
+    if let (false, Some(every_status)) = (other_selection, every_status) {
+        if let Some(listing) = streamed_namespace_list(api, ctx, every_status, projection) {
+            let mut response = Response::empty(200);
+            response.body = Body::Streamed(Streamed(Box::new(listing)));
+            return response;
+        }
+    }
+
     let mut seen = Vec::new();
     let mut selected = |instance: &Instance| -> bool {
         if id.is_some_and(|id| *instance.id != *id) {
@@ -465,10 +481,13 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
         looked_at += 1;
         selected(instance)
     });
-    let listing = InstancesListing {
-        instances: instances.into_iter().map(Some).collect(),
+    let listing = InstanceList {
+        // Already selected.
+        every_status: true,
+        instances: Arc::new(instances),
         projection,
         next: None,
+        written: 0,
     };
     if listing::is_streamed(listing.instances.len()) {
         let mut response = Response::empty(200);
@@ -478,17 +497,64 @@ pub fn list_instances(api: &Api, ctx: &Context, query: Option<&str>) -> Response
     Response::json(200, Streamed(Box::new(listing)).collect(usize::MAX))
 }
 
-/// `{"instances":[…]}` of the instances selected, rendered a piece at a time: whole for a short
-/// list, streamed for a long one ([`crate::api::listing`]).
-struct InstancesListing {
-    /// Each let go once written (a replaced instance is freed as the listing goes).
-    instances: Vec<Option<Arc<Instance>>>,
+/// The namespace's instance list (`every_status`: of every status, else without the `STARTING`
+/// and `OUT_OF_SERVICE` ones), streamed, when its instance count (known before any snapshot) says
+/// it is large: the snapshot is taken on the render thread, or shared with the other lists of the
+/// namespace rendering at the same change ([`listing::SharedSnapshots`]). The count is of every
+/// status, so a namespace just over the threshold with a few instances left out may stream a
+/// list of fewer: the bytes are the same either way. `None` for the path that snapshots here.
+fn streamed_namespace_list(
+    api: &Api,
+    ctx: &Context,
+    every_status: bool,
     projection: Option<Projection>,
-    /// The next instance to write; `None` before the head.
-    next: Option<usize>,
+) -> Option<Lazy> {
+    if !listing::is_streamed(api.registry.instance_count(&ctx.call())?) {
+        return None;
+    }
+    let api = api.me.upgrade()?;
+    let ctx = Context {
+        namespace: ctx.namespace.clone(),
+        deadline: ctx.deadline,
+        eureka: ctx.eureka,
+    };
+    Some(Lazy::new(Box::new(move || {
+        let call = ctx.call();
+        // Read before the store: a change from here on makes the snapshot unshareable.
+        let index = api.registry.namespace_index(&call);
+        let now = || api.registry.clock().monotonic_nanos();
+        let instances = api
+            .shared_instances
+            .get_or_take(&ctx.namespace, index, &now, || {
+                let snapshot = api.registry.snapshot(&call, None)?;
+                Ok::<_, Error>((snapshot.instances, snapshot.stale_after))
+            })
+            .ok()?;
+        let listing: Box<dyn Producer> = Box::new(InstanceList {
+            instances,
+            every_status,
+            projection,
+            next: None,
+            written: 0,
+        });
+        Some(listing)
+    })))
 }
 
-impl Producer for InstancesListing {
+/// `{"instances":[…]}` of the instances given (a namespace's shared snapshot, or what a query
+/// selected), those of the selected statuses, rendered a piece at a time: whole for a short list,
+/// streamed for a long one ([`crate::api::listing`]).
+struct InstanceList {
+    instances: Arc<Vec<Arc<Instance>>>,
+    every_status: bool,
+    projection: Option<Projection>,
+    /// The next instance to look at; `None` before the head.
+    next: Option<usize>,
+    /// Instances written so far.
+    written: usize,
+}
+
+impl Producer for InstanceList {
     fn produce(&mut self, out: &mut Vec<u8>, fill_to: usize) -> More {
         let mut next = match self.next {
             Some(next) => next,
@@ -497,19 +563,24 @@ impl Producer for InstancesListing {
                 0
             }
         };
-        while let Some(slot) = self.instances.get_mut(next) {
+        while let Some(instance) = self.instances.get(next) {
             if out.len() >= fill_to {
                 self.next = Some(next);
                 return More::Yes;
             }
-            if next > 0 {
+            next += 1;
+            if !self.every_status
+                && (instance.status == STARTING || instance.status == OUT_OF_SERVICE)
+            {
+                continue;
+            }
+            if self.written > 0 {
                 out.push(b',');
             }
-            if let Some(instance) = slot.take() {
-                write_instance(out, &instance, self.projection);
-            }
-            next += 1;
-            // A whole body is made in one call: it yields as the loop over a snapshot did.
+            write_instance(out, instance, self.projection);
+            self.written += 1;
+            // A whole body is made in one call, on a worker: it yields as a pass over a
+            // snapshot does (a render thread does not).
             yield_every(next);
         }
         out.extend_from_slice(b"]}");

@@ -118,9 +118,6 @@ pub enum Built {
     Uncacheable(Vec<u8>),
     /// Nothing to answer (an absent service).
     Absent,
-    /// Answered outside the cache: a listing too large to hold, which the builder kept to stream
-    /// (see [`crate::api::listing`]).
-    Elsewhere,
 }
 
 /// The key of one body.
@@ -185,7 +182,7 @@ impl ResponseCache {
                 Built::Cacheable(body, _) | Built::Uncacheable(body) => {
                     Some(Arc::new(CachedBody::new(body)))
                 }
-                Built::Absent | Built::Elsewhere => None,
+                Built::Absent => None,
             });
         };
         if let Some(body) = self.get(key, self.index_of(key), generation, now()) {
@@ -202,7 +199,7 @@ impl ResponseCache {
         let (body, stale_after) = match build()? {
             Built::Cacheable(body, stale_after) => (body, stale_after),
             Built::Uncacheable(body) => return Ok(Some(Arc::new(CachedBody::new(body)))),
-            Built::Absent | Built::Elsewhere => return Ok(None),
+            Built::Absent => return Ok(None),
         };
         let finished = now();
         let took = finished.saturating_sub(started);

@@ -18,11 +18,12 @@ pub mod watch;
 use crate::auth::{extract_token, AuthError, Authenticator};
 use crate::config::LogLevel;
 use crate::http::request::{Method, Request};
-use crate::http::response::Response;
+use crate::http::response::{OnStreamed, Response};
 use crate::http::router::{percent_decode, RouteMeta, Routed, Router, MAX_PARAMS};
 use crate::http::server::Handler;
 use crate::http::wait::Reply;
 use crate::metrics::{HttpMetrics, Protocol};
+use crate::registry::instance::Instance;
 use crate::registry::namespace::Namespace;
 use crate::registry::store::{Call, Store, REQUEST_DEADLINE};
 use crate::registry::Registry;
@@ -369,6 +370,10 @@ pub struct Api {
     pub(crate) synced: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
     /// The replication peers' series (clustered mode), set once at startup.
     pub(crate) peers: std::sync::OnceLock<PeerSeries>,
+    /// The grouped snapshots that concurrent streamed Eureka listings share.
+    pub(crate) shared_apps: listing::SharedSnapshots<eureka::render::GroupedApps>,
+    /// The snapshots that concurrent streamed Amalgam8 instance lists share.
+    pub(crate) shared_instances: listing::SharedSnapshots<Vec<Arc<Instance>>>,
 }
 
 /// The replication peers as `/metrics` shows them.
@@ -408,6 +413,8 @@ impl Api {
             health: std::sync::OnceLock::new(),
             synced: OnceLock::new(),
             peers: std::sync::OnceLock::new(),
+            shared_apps: Default::default(),
+            shared_instances: Default::default(),
         }))
     }
 
@@ -590,15 +597,28 @@ struct AccessLine {
 }
 
 impl AccessLine {
-    fn write(&self, response: &Response) {
+    /// Writes the line of `response` now, or for a streamed body once its stream ended, with
+    /// the bytes then written.
+    fn write_for(self, response: &mut Response) {
+        if response.body.is_streamed() {
+            let status = response.status;
+            response.on_streamed = Some(OnStreamed(Box::new(move |bytes| {
+                self.write(status, bytes);
+            })));
+        } else {
+            self.write(response.status, response.body.as_bytes().len() as u64);
+        }
+    }
+
+    fn write(&self, status: u16, bytes: u64) {
         crate::log::write(
             LogLevel::Debug,
             "request",
             &[
                 ("method", &self.method),
                 ("path", &self.path),
-                ("status", &response.status),
-                ("bytes", &response.body.as_bytes().len()),
+                ("status", &status),
+                ("bytes", &bytes),
                 ("micros", &self.started.elapsed().as_micros()),
                 (
                     "namespace",
@@ -634,7 +654,7 @@ impl Handler for Api {
         match reply {
             Reply::Now(mut response) => {
                 if let Some(line) = line {
-                    line.write(&response);
+                    line.write_for(&mut response);
                 }
                 response.tag = tag;
                 Reply::Now(response)
@@ -642,7 +662,7 @@ impl Handler for Api {
             // A waiting request is logged and marked when it is answered.
             Reply::Wait(waiter) => Reply::Wait(waiter.map(move |mut response| {
                 if let Some(line) = line {
-                    line.write(&response);
+                    line.write_for(&mut response);
                 }
                 response.tag = tag;
                 response

@@ -4,6 +4,7 @@
 
 pub mod encoding;
 mod gzip;
+pub mod render;
 pub mod request;
 pub mod response;
 pub mod router;

@@ -49,8 +49,9 @@ impl std::fmt::Debug for Streamed {
 }
 
 /// Makes a body piece by piece, so that a body of any size is written through a buffer of a
-/// few tens of KiB (the server writes each piece before it asks for the next, and lets the
-/// worker's other connections run in between).
+/// few tens of KiB. A streamed body's producer runs on a render thread, never on a worker
+/// ([`super::render`]): it may take long, and may block (a listing waiting for a snapshot another
+/// listing is taking).
 pub trait Producer: Send {
     /// Appends the next piece of the body to `out`, aiming at `out` holding `fill_to` bytes (a
     /// little more is fine; less too, when the piece took long to make, so that the caller can
@@ -64,6 +65,9 @@ pub trait Producer: Send {
 pub enum More {
     Yes,
     Done,
+    /// The rest of the body cannot be made (a snapshot taken after the head was written failed):
+    /// the stream ends without its proper end, so that the client sees the body cut.
+    Failed,
 }
 
 impl Streamed {
@@ -72,7 +76,7 @@ impl Streamed {
         let mut out = Vec::new();
         loop {
             let fill_to = out.len() + piece_bytes;
-            if self.0.produce(&mut out, fill_to) == More::Done {
+            if self.0.produce(&mut out, fill_to) != More::Yes {
                 return out;
             }
         }
@@ -153,6 +157,19 @@ pub struct Response {
     ///
     /// [`Handler::written`]: super::server::Handler::written
     pub tag: u16,
+    /// For a streamed body: told how many body bytes were written (as sent, after any content
+    /// coding) once the stream ended, whole or not. The access log's line of a streamed answer
+    /// is written there.
+    pub on_streamed: Option<OnStreamed>,
+}
+
+/// What a streamed response is told when its stream ended: the body bytes written.
+pub struct OnStreamed(pub Box<dyn FnOnce(u64) + Send>);
+
+impl std::fmt::Debug for OnStreamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStreamed")
+    }
 }
 
 impl Response {
@@ -166,6 +183,7 @@ impl Response {
             body: Body::Empty,
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -179,6 +197,7 @@ impl Response {
             body: Body::Owned(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -192,6 +211,7 @@ impl Response {
             body: Body::Cached(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -205,6 +225,7 @@ impl Response {
             body: Body::Static(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 
@@ -218,6 +239,7 @@ impl Response {
             body: Body::Owned(body),
             coding: Coding::Fixed,
             tag: 0,
+            on_streamed: None,
         }
     }
 

@@ -20,9 +20,10 @@
 //! idle connections close at once. A request that waits ([`Reply::Wait`]) is answered at once.
 
 use super::encoding;
+use super::render::Render;
 use super::request::{BodyBudget, Decoded, Decoder, FramingError, Method, Request};
 use super::response::{
-    write_framed_head, write_head, Body, ConnectionHeader, Framing, More, Response, Streamed,
+    write_framed_head, write_head, Body, ConnectionHeader, Framing, Producer, Response, Streamed,
 };
 use super::turn;
 use super::wait::{Reply, WaitEnd, Waiter};
@@ -522,15 +523,16 @@ impl Connection<'_> {
     }
 
     /// Writes a response whose body is streamed: the answers before it, its head, then its body
-    /// piece by piece as its producer makes it, sharing the worker between pieces
-    /// ([`turn::take_turns`]). A piece's
-    /// write parks while the client does not read, and fails (closing the connection) after the
-    /// idle timeout without progress, so a stalled reader holds neither a worker nor the body's
-    /// memory for longer. At shutdown a stream goes on to its end (the process's grace period
-    /// bounds it), so a client that reads gets a whole body.
+    /// piece by piece as a render thread makes it ([`render`]): the coroutine only writes, and
+    /// parks while the next piece is made. A piece's write parks while the client does not read,
+    /// and fails (closing the connection) after the idle timeout without progress, so a stalled
+    /// reader holds neither a worker nor, once its render thread saw the connection end, the
+    /// body's memory for longer. At shutdown a stream goes on to its end (the process's grace
+    /// period bounds it), so a client that reads gets a whole body. The response's
+    /// [`Response::on_streamed`] is told the body bytes written, whether or not all were.
     fn stream(
         &mut self,
-        response: Response,
+        mut response: Response,
         head_only: bool,
         connection: ConnectionHeader,
         framing: Framing,
@@ -539,36 +541,54 @@ impl Connection<'_> {
         self.output.bytes.reserve(HEAD_RESERVE_BYTES);
         write_framed_head(&mut self.output.bytes, &response, connection, framing);
         let mark = (response.tag, response.status, received_nanos);
-        let Body::Streamed(Streamed(mut producer)) = response.body else {
+        let on_streamed = response.on_streamed.take();
+        let Body::Streamed(Streamed(producer)) = response.body else {
             return Ok(());
         };
-        if head_only {
-            if mark.0 != 0 {
-                self.output.marked.push(mark);
-            }
-            return Ok(());
+        let mut written = 0u64;
+        let streamed = if head_only {
+            drop(producer);
+            Ok(())
+        } else {
+            self.write_streamed(producer, framing, &mut written)
+        };
+        if let Some(on_streamed) = on_streamed {
+            (on_streamed.0)(written);
         }
-        self.flush()?;
-        let stall_timeout = self.limits().idle_timeout;
-        let mut piece = Vec::with_capacity(STREAM_PIECE_BYTES + STREAM_PIECE_BYTES / 8);
-        loop {
-            let more = producer.produce(&mut piece, STREAM_PIECE_BYTES);
-            let last = more == More::Done;
-            if piece.len() >= STREAM_PIECE_BYTES || last {
-                write_piece(&self.link, &piece, framing, last, stall_timeout)?;
-                piece.clear();
-            }
-            if last {
-                break;
-            }
-            turn::take_turns();
-        }
-        // The body's memory (the listing's snapshot) goes before anything else is answered.
-        drop(producer);
+        streamed?;
         if mark.0 != 0 {
-            self.server.handler.written(mark.0, mark.1, mark.2);
+            if head_only {
+                self.output.marked.push(mark);
+            } else {
+                self.server.handler.written(mark.0, mark.1, mark.2);
+            }
         }
         Ok(())
+    }
+
+    /// Writes the head buffered so far, then the pieces a render thread makes of `producer`,
+    /// counting the body bytes in `written`.
+    fn write_streamed(
+        &mut self,
+        producer: Box<dyn Producer>,
+        framing: Framing,
+        written: &mut u64,
+    ) -> std::io::Result<()> {
+        self.flush()?;
+        let stall_timeout = self.limits().idle_timeout;
+        let render = Render::start(producer, STREAM_PIECE_BYTES)?;
+        loop {
+            let Some(piece) = render.next() else {
+                return Err(std::io::Error::other("a streamed body's render failed"));
+            };
+            write_piece(&self.link, &piece.bytes, framing, piece.last, stall_timeout)?;
+            *written += piece.bytes.len() as u64;
+            if piece.last {
+                // The render thread has ended (or is ending) with the body's memory.
+                return Ok(());
+            }
+            render.give_back(piece.bytes);
+        }
     }
 
     /// Parks a waiting request until it is woken, its deadline passes or shutdown begins, while

@@ -8,6 +8,12 @@
 //! after [`TURN`] of work since the worker last did so, until `may`'s timer wakes it
 //! [`WAKE_DELAY`] later: long enough for the worker, with nothing else ready, to reach its event
 //! loop (a wake-up at once would often be collected before the worker gets there).
+//!
+//! Turns only bound the harm: the sockets of a worker with two such coroutines are still read
+//! late, so work that is long at any size (a streamed listing) runs on render threads instead
+//! ([`super::render`]). Turns remain for what is long only now and then: building a cached body
+//! just under the streaming threshold, a filtered listing's pass over a snapshot, compressing a
+//! large body.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};

@@ -257,6 +257,17 @@ impl Registry {
             .and_then(|view| view.get(id).cloned()))
     }
 
+    /// About how many instances the namespace lists, the store's and the catalogs' (see
+    /// [`Store::instance_count`]); `None` when the store does not keep its count.
+    pub fn instance_count(&self, call: &Call) -> Option<usize> {
+        let stored = self.store.instance_count(call)?;
+        let catalog = self
+            .catalogs
+            .view(call.namespace)
+            .map_or(0, |view| view.all().len());
+        Some(stored + catalog)
+    }
+
     /// The live instances of the namespace or of one service: the store's, then the catalogs'.
     pub fn snapshot(&self, call: &Call, service: Option<&str>) -> Result<Snapshot> {
         let mut snapshot = self.counted(None, self.store.snapshot(call, service))?;

@@ -974,11 +974,23 @@ impl Store for MemoryStore {
             .and_then(|entry| entry.live(now).then(|| entry.instance.clone())))
     }
 
+    fn instance_count(&self, call: &Call) -> Option<usize> {
+        Some(
+            self.find(call.namespace)
+                .map_or(0, |ns| ns.count.load(Ordering::SeqCst)),
+        )
+    }
+
     fn snapshot(&self, call: &Call, service: Option<&str>) -> Result<Snapshot> {
         let mut snapshot = Snapshot::default();
         let Some(ns) = self.find(call.namespace) else {
             return Ok(snapshot);
         };
+        if service.is_none() {
+            // Reserved before any shard's lock: a million pointers grown by doubling would copy
+            // 8 MB under those locks, while heartbeats to their shards wait.
+            snapshot.instances.reserve(ns.count.load(Ordering::SeqCst));
+        }
         let now = self.clock.monotonic_nanos();
         let mut take = |entry: &Entry| {
             if !entry.live(now) {

@@ -269,6 +269,14 @@ pub trait Store: Send + Sync {
         edit: &mut dyn FnMut(&mut Instance) -> Result<()>,
     ) -> Result<()>;
 
+    /// About how many instances the namespace holds, when the store keeps the count (an
+    /// expired one may count until it is removed): what decides, before any snapshot, whether
+    /// its full listing is streamed. `None` when counting would cost a read of the namespace.
+    fn instance_count(&self, call: &Call) -> Option<usize> {
+        let _ = call;
+        None
+    }
+
     /// The live instance with this id.
     fn get(&self, call: &Call, id: &str) -> Result<Option<Arc<Instance>>>;
 

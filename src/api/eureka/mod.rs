@@ -17,13 +17,14 @@ use super::listing;
 use super::yield_every;
 use super::{Api, Context};
 use crate::http::request::Request;
-use crate::http::response::{Body, CachedBody, Response, Streamed};
+use crate::http::response::{Body, CachedBody, Producer, Response, Streamed};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::Status;
 use crate::registry::store::{ChangeKind, Lookup};
 use crate::registry::Error;
+use listing::Lazy;
 use model::RegisterError;
-use render::{Action, Apps, AppsListing, Format};
+use render::{Action, Apps, AppsListing, Format, GroupedApps};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -156,15 +157,14 @@ fn register(api: &Api, ctx: &Context, request: &Request, app: &str) -> Response 
 /// A document of the namespace or of one app.
 enum Document {
     Cached(Arc<CachedBody>),
-    /// The namespace's listing, too large to hold whole ([`crate::api::listing`]).
-    Streamed(AppsListing),
     /// An app without instances.
     Absent,
 }
 
 /// Builds (or takes from the cache) a document of the namespace or of one app. Documents of an
-/// empty namespace are answered but not cached; a namespace's listing of many instances is
-/// streamed instead.
+/// empty namespace are answered but not cached. A namespace's listing of many instances is
+/// streamed instead ([`streamed_listing`]), as its instance count says before any snapshot: one
+/// that grew past the threshold meanwhile is built and cached here, as with the Redis store.
 fn cached_document(
     api: &Api,
     ctx: &Context,
@@ -179,26 +179,11 @@ fn cached_document(
         view,
     };
     let now = || api.registry.clock().monotonic_nanos();
-    let mut large = None;
     let cached = api.cache.get_or_build(key, &now, || {
         // The version is read before the store, so a cached body never carries a newer one
         // than its instances.
         let version = api.registry.change_log_version(&ctx.call())?;
         let snapshot = api.registry.snapshot(&ctx.call(), service)?;
-        // Streamed only from a local snapshot: from Redis each fetch would read every record
-        // again, so its listing is built once and cached as smaller ones are.
-        if service.is_none()
-            && api.registry.snapshots_are_local()
-            && listing::is_streamed(snapshot.instances.len())
-        {
-            large = Some(AppsListing::new(
-                format,
-                version,
-                snapshot.instances,
-                &yield_every,
-            ));
-            return Ok(Built::Elsewhere);
-        }
         let mut apps = Apps::default();
         for (i, instance) in snapshot.instances.iter().enumerate() {
             apps.add(format, instance, Action::of(instance));
@@ -210,26 +195,62 @@ fn cached_document(
             (_, false) => Built::Cacheable(build(&mut apps, version), snapshot.stale_after),
         })
     })?;
-    Ok(match (cached, large) {
-        (_, Some(listing)) => Document::Streamed(listing),
-        (Some(body), None) => Document::Cached(body),
-        (None, None) => Document::Absent,
+    Ok(match cached {
+        Some(body) => Document::Cached(body),
+        None => Document::Absent,
     })
 }
 
 /// `GET E/apps` and `E/apps/`: every instance of the namespace, all statuses.
 fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
+    if let Some(listing) = streamed_listing(api, ctx, format) {
+        return document(format, 200, Body::Streamed(Streamed(Box::new(listing))));
+    }
     let build = |apps: &mut Apps, version: u64| {
         apps.applications_document(format, version, &apps.hash_code())
     };
     match cached_document(api, ctx, None, View::EurekaApps(format), &build, format) {
         Ok(Document::Cached(body)) => document(format, 200, Body::Cached(body)),
-        Ok(Document::Streamed(listing)) => {
-            document(format, 200, Body::Streamed(Streamed(Box::new(listing))))
-        }
         Ok(Document::Absent) => Response::error(500, APPLICATION_ENUMERATION),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
+}
+
+/// The namespace's listing, streamed, when its instance count (known before any snapshot) says
+/// it is large and snapshots are local: the snapshot is taken on the render thread, or shared
+/// with the other listings of the namespace rendering at the same change
+/// ([`listing::SharedSnapshots`]). `None` for the cached path. Streamed only from a local
+/// snapshot: from Redis each fetch would read every record again, so its listing is built once
+/// and cached as smaller ones are.
+fn streamed_listing(api: &Api, ctx: &Context, format: Format) -> Option<Lazy> {
+    if !api.registry.snapshots_are_local()
+        || !listing::is_streamed(api.registry.instance_count(&ctx.call())?)
+    {
+        return None;
+    }
+    let api = api.me.upgrade()?;
+    let ctx = Context {
+        namespace: ctx.namespace.clone(),
+        deadline: ctx.deadline,
+        eureka: ctx.eureka,
+    };
+    Some(Lazy::new(Box::new(move || {
+        let call = ctx.call();
+        // Read before the store: a change from here on makes the snapshot unshareable.
+        let index = api.registry.namespace_index(&call);
+        let now = || api.registry.clock().monotonic_nanos();
+        let grouped = api
+            .shared_apps
+            .get_or_take(&ctx.namespace, index, &now, || {
+                // The version is read before the store, as the cached path reads it.
+                let version = api.registry.change_log_version(&call)?;
+                let snapshot = api.registry.snapshot(&call, None)?;
+                let grouped = GroupedApps::new(version, snapshot.instances, &|_| {});
+                Ok::<_, Error>((grouped, snapshot.stale_after))
+            });
+        let listing: Box<dyn Producer> = Box::new(AppsListing::new(format, grouped.ok()?));
+        Some(listing)
+    })))
 }
 
 /// `GET E/apps/{app}`: 404 when the app has no instance (D9).
@@ -237,7 +258,7 @@ fn one_app(api: &Api, ctx: &Context, app: &str, format: Format) -> Response {
     let build = |apps: &mut Apps, _version: u64| apps.application_document(format);
     match cached_document(api, ctx, Some(app), View::EurekaApp(format), &build, format) {
         Ok(Document::Cached(body)) => document(format, 200, Body::Cached(body)),
-        Ok(Document::Streamed(_) | Document::Absent) => Response::error(404, APPLICATION_NOT_FOUND),
+        Ok(Document::Absent) => Response::error(404, APPLICATION_NOT_FOUND),
         Err(error) => failure(&error, 500, APPLICATION_ENUMERATION),
     }
 }

@@ -534,45 +534,23 @@ impl Apps {
     }
 }
 
-/// The application list of a namespace made a piece at a time (a listing too large to hold
-/// whole, [`crate::api::listing`]): the same bytes as [`Apps::applications_document`] for the same
-/// instances, each instance rendered when its piece is made. The version and hash code of the
-/// head are those of the instances held, which are all that is sent.
-pub struct AppsListing {
-    format: Format,
+/// The instances of a namespace grouped by app for an [`AppsListing`], with the version and hash
+/// code of its head: made once from a snapshot and shared by the listings of every client that
+/// fetches the namespace meanwhile ([`crate::api::listing::SharedSnapshots`]), whatever their
+/// format.
+pub struct GroupedApps {
     version: u64,
     hash_code: String,
-    /// Instances by app, apps sorted by name, each app's in the order they were given; each is
-    /// let go once written, so that the instances the store replaced meanwhile are freed as
-    /// the listing goes, not at its end.
-    apps: Vec<(Arc<str>, Vec<Pending>)>,
-    stage: ListingStage,
-    /// The next app to write, and the next of its instances.
-    app: usize,
-    instance: usize,
+    /// Instances by app, apps sorted by name, each app's in the order they were given.
+    apps: Vec<(Arc<str>, Vec<Arc<Instance>>)>,
 }
 
-/// An instance of a listing, until it is written.
-type Pending = Option<Arc<Instance>>;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ListingStage {
-    Head,
-    Apps,
-    Tail,
-}
-
-impl AppsListing {
+impl GroupedApps {
     /// Groups `instances` by app (and counts their statuses for the hash code); `between` runs
-    /// every few instances (a coroutine yields there).
-    pub fn new(
-        format: Format,
-        version: u64,
-        instances: Vec<Arc<Instance>>,
-        between: &dyn Fn(usize),
-    ) -> AppsListing {
+    /// every few instances.
+    pub fn new(version: u64, instances: Vec<Arc<Instance>>, between: &dyn Fn(usize)) -> Self {
         let mut statuses = Apps::default();
-        let mut apps: Vec<(Arc<str>, Vec<Pending>)> = Vec::new();
+        let mut apps: Vec<(Arc<str>, Vec<Arc<Instance>>)> = Vec::new();
         let mut by_name: BTreeMap<Arc<str>, usize> = BTreeMap::new();
         // A snapshot gives the instances of a service together (per shard): most instances
         // belong to the app of the one before.
@@ -588,7 +566,7 @@ impl AppsListing {
                         apps.len() - 1
                     }),
             };
-            apps[slot].1.push(Some(instance));
+            apps[slot].1.push(instance);
             last = Some(slot);
             between(i);
         }
@@ -596,11 +574,40 @@ impl AppsListing {
         for (_, instances) in &mut apps {
             instances.shrink_to_fit();
         }
-        AppsListing {
-            format,
+        GroupedApps {
             version,
             hash_code: statuses.hash_code(),
             apps,
+        }
+    }
+}
+
+/// The application list of a namespace made a piece at a time (a listing too large to hold
+/// whole, [`crate::api::listing`]): the same bytes as [`Apps::applications_document`] for the same
+/// instances, each instance rendered when its piece is made. The version and hash code of the
+/// head are those of the instances held, which are all that is sent.
+pub struct AppsListing {
+    format: Format,
+    grouped: Arc<GroupedApps>,
+    stage: ListingStage,
+    /// The next app to write, and the next of its instances.
+    app: usize,
+    instance: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListingStage {
+    Head,
+    Apps,
+    Tail,
+}
+
+impl AppsListing {
+    /// The listing of `grouped` in `format`, from its head.
+    pub fn new(format: Format, grouped: Arc<GroupedApps>) -> AppsListing {
+        AppsListing {
+            format,
+            grouped,
             stage: ListingStage::Head,
             app: 0,
             instance: 0,
@@ -608,12 +615,13 @@ impl AppsListing {
     }
 
     fn write_head(&self, out: &mut Vec<u8>) {
-        let version = self.version;
+        let version = self.grouped.version;
+        let hash_code = &self.grouped.hash_code;
         match self.format {
             Format::Json => {
                 out.extend_from_slice(format!("{{\"applications\":{{\"versions__delta\":\"{version}\",\"apps__hashcode\":").as_bytes());
-                json_str(out, &self.hash_code);
-                if !self.apps.is_empty() {
+                json_str(out, hash_code);
+                if !self.grouped.apps.is_empty() {
                     out.extend_from_slice(b",\"application\":[");
                 }
             }
@@ -622,14 +630,14 @@ impl AppsListing {
                     format!("<applications><versions__delta>{version}</versions__delta>")
                         .as_bytes(),
                 );
-                xml_element(out, "apps__hashcode", &self.hash_code);
+                xml_element(out, "apps__hashcode", hash_code);
             }
         }
     }
 
     fn write_tail(&self, out: &mut Vec<u8>) {
         match self.format {
-            Format::Json if self.apps.is_empty() => out.extend_from_slice(b"}}"),
+            Format::Json if self.grouped.apps.is_empty() => out.extend_from_slice(b"}}"),
             Format::Json => out.extend_from_slice(b"]}}"),
             Format::Xml => out.extend_from_slice(b"</applications>"),
         }
@@ -643,7 +651,7 @@ impl Producer for AppsListing {
             self.stage = ListingStage::Apps;
         }
         while self.stage == ListingStage::Apps && out.len() < fill_to {
-            let Some((name, instances)) = self.apps.get_mut(self.app) else {
+            let Some((name, instances)) = self.grouped.apps.get(self.app) else {
                 self.stage = ListingStage::Tail;
                 break;
             };
@@ -663,9 +671,8 @@ impl Producer for AppsListing {
             } else if json {
                 out.push(b',');
             }
-            if let Some(instance) = instances[self.instance].take() {
-                write_instance(out, self.format, &instance, Action::of(&instance));
-            }
+            let instance = &instances[self.instance];
+            write_instance(out, self.format, instance, Action::of(instance));
             self.instance += 1;
             if self.instance == instances.len() {
                 out.extend_from_slice(if json { b"]}" } else { b"</application>" });
@@ -884,7 +891,8 @@ mod tests {
         instances: Vec<Arc<Instance>>,
         piece: usize,
     ) -> Vec<u8> {
-        let listing = AppsListing::new(format, version, instances, &|_| {});
+        let grouped = GroupedApps::new(version, instances, &|_| {});
+        let listing = AppsListing::new(format, Arc::new(grouped));
         crate::http::response::Streamed(Box::new(listing)).collect(piece)
     }
 

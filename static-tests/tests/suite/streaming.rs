@@ -391,3 +391,184 @@ fn sigterm_during_a_stream_lets_it_finish_then_exits() {
     }
     assert_eq!(body, expected.body);
 }
+
+/// The server's threads, from `/proc/PID/status`.
+fn threads(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads: in the server's status")
+}
+
+/// Waits up to `within` for the server to have at most `most` threads; their count then.
+fn threads_down_to(server: &Server, most: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = threads(server);
+        if now <= most || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_ends_its_render_thread() {
+    let server = start(&[]);
+    // About 1 KB an instance: some 8 MB of JSON, more than the socket buffers hold.
+    fill(&server, 10, 8_000, 1_000);
+    let before = threads(&server);
+    let rss_before = server.status_kib("VmRSS");
+    for accept in ["application/json", "application/xml"] {
+        let path = accept;
+        let mut leaving = server.connect();
+        small_receive_buffer(&leaving);
+        send(
+            &mut leaving,
+            "GET",
+            "/eureka/v2/apps",
+            &[("Accept", accept)],
+            None,
+        );
+        let mut first = [0u8; 1024];
+        leaving.read_exact(&mut first).unwrap();
+        assert!(first.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        // The render thread waits for the client to read on.
+        let rendering = threads_down_to(&server, before, Duration::from_millis(200));
+        assert_eq!(
+            rendering,
+            before + 1,
+            "{path}: a render thread while streaming"
+        );
+        drop(leaving);
+        let after = threads_down_to(&server, before, Duration::from_secs(3));
+        assert_eq!(
+            after, before,
+            "{path}: the render thread ended with the client"
+        );
+    }
+    // Nothing held: the listings' snapshots went with their threads.
+    let rss_after = server.status_kib("VmRSS");
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "RSS {rss_before} KiB before, {rss_after} KiB after"
+    );
+    // And the next client gets the whole listing.
+    let full = server.request("GET", "/eureka/v2/apps", &[JSON_ACCEPT], None);
+    assert_streamed(&full);
+    assert_eq!(
+        full.json()["applications"]["application"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_keeps_no_render_thread_past_the_idle_timeout() {
+    let server = start(&["--idle_timeout", "1s"]);
+    fill(&server, 10, 8_000, 3_000);
+    let before = threads(&server);
+    let mut stalled = server.connect();
+    small_receive_buffer(&stalled);
+    send(&mut stalled, "GET", "/eureka/v2/apps", &[JSON_ACCEPT], None);
+    let mut first = [0u8; 1024];
+    stalled.read_exact(&mut first).unwrap();
+    assert_eq!(
+        threads_down_to(&server, before, Duration::from_millis(200)),
+        before + 1
+    );
+    // The write gives up after the idle timeout without progress (the kernel, compacting the
+    // unread socket's buffers, makes some progress for a few seconds), and the thread ends.
+    let after = threads_down_to(&server, before, Duration::from_secs(20));
+    assert_eq!(after, before, "the render thread ended without its reader");
+    drop(stalled);
+}
+
+#[test]
+fn concurrent_streamed_fetches_all_get_complete_identical_bodies() {
+    let server = start(&[]);
+    fill(&server, 7, 3_000, 300);
+    for (path, accept, gzip) in [
+        ("/eureka/v2/apps", "application/json", false),
+        ("/eureka/v2/apps", "application/xml", false),
+        ("/eureka/v2/apps", "application/json", true),
+        ("/api/v1/instances", "application/json", false),
+        (
+            "/api/v1/instances?status=ALL&fields=id",
+            "application/json",
+            false,
+        ),
+    ] {
+        let fetch = || {
+            let mut headers = vec![("Accept", accept)];
+            if gzip {
+                headers.push(("Accept-Encoding", "gzip"));
+            }
+            let response = server.request("GET", path, &headers, None);
+            assert_streamed(&response);
+            if gzip {
+                gunzip(&response.body)
+            } else {
+                response.body
+            }
+        };
+        let bodies: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let fetches: Vec<_> = (0..8).map(|_| scope.spawn(fetch)).collect();
+            fetches.into_iter().map(|f| f.join().unwrap()).collect()
+        });
+        let alone = fetch();
+        for body in &bodies {
+            assert_eq!(body.len(), alone.len(), "{path} {accept} gzip {gzip}");
+            assert!(body == &alone, "{path} {accept} gzip {gzip}");
+        }
+        if accept == "application/json" && path.starts_with("/api") {
+            let listed: Value = serde_json::from_slice(&alone).unwrap();
+            assert_eq!(instance_count(&listed), 3_000, "{path}");
+        }
+    }
+}
+
+#[test]
+fn the_access_log_counts_the_bytes_of_a_streamed_answer() {
+    let server = start(&["--log_level", "debug"]);
+    fill(&server, 3, THRESHOLD + 10, 0);
+    let listing = server.request("GET", "/eureka/v2/apps", &[JSON_ACCEPT], None);
+    assert_streamed(&listing);
+    let compressed = server.request(
+        "GET",
+        "/api/v1/instances",
+        &[("Accept-Encoding", "gzip")],
+        None,
+    );
+    assert_streamed(&compressed);
+    // The line is written once the stream ended, which is before the client read its end.
+    let logged = |path: &str| -> Vec<u64> {
+        server
+            .stderr()
+            .iter()
+            .filter(|line| {
+                line.contains("msg=\"request\"") && line.contains(&format!(" path=\"{path}\" "))
+            })
+            .filter_map(|line| {
+                let at = line.find(" bytes=\"")? + " bytes=\"".len();
+                let digits: String = line[at..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (logged("/eureka/v2/apps").is_empty() || logged("/api/v1/instances").is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(logged("/eureka/v2/apps"), [listing.body.len() as u64]);
+    assert_eq!(logged("/api/v1/instances"), [compressed.body.len() as u64]);
+}
