@@ -30,13 +30,18 @@ pub fn run_on_workers<T: Send + 'static>(items: Vec<T>, each: fn(T)) {
         let share = Arc::new(Mutex::new(share));
         let taken = share.clone();
         let run_share = move || drain(&taken).into_iter().for_each(each);
-        // SAFETY: the coroutine touches no thread-local storage (`each` promises as much), and
-        // its work is a loop of short calls: far within any coroutine stack.
-        let spawned = unsafe { may::coroutine::Builder::new().id(worker).spawn(run_share) };
-        if spawned.is_err() {
+        if !spawn_on(worker, Box::new(run_share)) {
             drain(&share).into_iter().for_each(each);
         }
     }
+}
+
+/// Spawns `work` on the worker `worker`; false when it could not be spawned. One boxed type for
+/// every caller, so `may`'s spawn is compiled once.
+fn spawn_on(worker: usize, work: Box<dyn FnOnce() + Send>) -> bool {
+    // SAFETY: the coroutine touches no thread-local storage (`run_on_workers`' callers promise as
+    // much), and its work is a loop of short calls: far within any coroutine stack.
+    unsafe { may::coroutine::Builder::new().id(worker).spawn(work) }.is_ok()
 }
 
 /// Takes what is left of a share.

@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, RawFd};
 /// error (which the read reports). may's own bit for a waker's wake-up is not among them.
 const READ_EVENTS: usize =
     (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as usize;
+/// The event bits of the peer's end of stream or a reset.
+const END_EVENTS: usize = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as usize;
 
 /// The descriptor handed to may's event loop. It does not own the descriptor: the socket next to
 /// it does, so that the drop order below is ours to choose.
@@ -42,6 +44,10 @@ pub struct Stream {
     /// edge-triggered, so every arrival after that read comes with an event, and every event
     /// reaches this flag (through the readiness that each attempt and wait takes in).
     readable: Cell<bool>,
+    /// The event loop reported the peer's end (or an error). A read then also takes the FIN
+    /// queued behind the data it returns, and no event follows: from here on only a read that
+    /// finds nothing (or the end) stops the reading.
+    ended: Cell<bool>,
 }
 
 impl Stream {
@@ -52,6 +58,7 @@ impl Stream {
             registration,
             socket,
             readable: Cell::new(true),
+            ended: Cell::new(false),
         })
     }
 
@@ -87,8 +94,11 @@ impl Stream {
                 Ok(n) => {
                     // A read that did not fill the buffer took everything there was: what comes
                     // next comes with an event. (A request answered and the next awaited costs
-                    // one read, not a second one that finds the socket empty.)
-                    if n > 0 && n < buf.len() {
+                    // one read, not a second one that finds the socket empty.) Not after the
+                    // peer's end was reported: the read took the FIN too, with no event after
+                    // it. Urgent data (`MSG_OOB`, which nothing here uses) also stops a read
+                    // short; the rest then waits for the client's next bytes or its timeout.
+                    if n > 0 && n < buf.len() && !self.ended.get() {
                         self.readable.set(false);
                     }
                     return Ok(Some(n));
@@ -135,6 +145,9 @@ impl Stream {
     fn take_in(&self, events: usize) {
         if events & READ_EVENTS != 0 {
             self.readable.set(true);
+        }
+        if events & END_EVENTS != 0 {
+            self.ended.set(true);
         }
     }
 

@@ -111,20 +111,31 @@ impl Answer {
     /// park has no timeout: [`Deadlines`] ends it (see [`super::overdue`]); a plain thread's
     /// park times out by itself.
     fn wait(&self) -> Option<Result<Vec<Reply>, Failure>> {
-        let answer = loop {
-            if let Some(value) = lock(&self.value).take() {
-                break Some(value);
+        loop {
+            if let Some(value) = self.take() {
+                return Some(value);
             }
             let left = self.deadline.saturating_duration_since(Instant::now());
             let timeout = (!self.on_coroutine).then_some(left);
             // A park ends when the worker unparks it (an unpark before the park is kept), at
             // the timeout, or when the coroutine is cancelled; only the answer's presence counts.
             if left.is_zero() || self.caller.park(timeout).is_err() {
-                break lock(&self.value).take();
+                let last = self.take();
+                self.over.store(true, Ordering::SeqCst);
+                return last;
             }
-        };
-        self.over.store(true, Ordering::SeqCst);
-        answer
+        }
+    }
+
+    /// The answer if it is there, the wait then over: under the value's lock, so that
+    /// [`Wait::expire`] never finds an answer taken and the wait not yet over.
+    fn take(&self) -> Option<Result<Vec<Reply>, Failure>> {
+        let mut value = lock(&self.value);
+        let taken = value.take();
+        if taken.is_some() {
+            self.over.store(true, Ordering::SeqCst);
+        }
+        taken
     }
 }
 

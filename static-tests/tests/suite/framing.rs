@@ -597,3 +597,23 @@ fn chunk_lines_need_crlf_and_http_1_0_has_no_transfer_coding() {
     );
     assert_eq!(r.status, 201, "{}", r.text());
 }
+
+#[test]
+fn a_request_followed_by_the_clients_end_is_answered_and_closed_at_once() {
+    // The FIN often arrives with the request and is taken by the same read: the end must not
+    // wait for an event that never comes (the idle timeout, 60 s by default).
+    let server = Server::start(&[]);
+    for attempt in 0..20 {
+        let mut conn = server.connect();
+        conn.write_all(b"GET /api/v1/services HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let response = read_response(&mut conn, false).expect("the answer");
+        assert_eq!(response.status, 200, "attempt {attempt}");
+        assert!(
+            closed_by_server(&mut conn, Duration::from_secs(1)),
+            "attempt {attempt}: the server closes after the client's end"
+        );
+    }
+}

@@ -892,3 +892,26 @@ fn waiting_requests_leave_a_sixteenth_of_the_connections_to_probes_and_plain_req
     let mut again = watch_instances(&server, now);
     assert!(still_waiting(&mut again, Duration::from_millis(300)));
 }
+
+#[test]
+fn watchers_that_leave_right_after_asking_are_freed_at_once() {
+    use std::io::Write;
+    // Their FIN often comes with the request, read together with it (observability §1.2: a
+    // client that goes away ends its wait).
+    let server = Server::start(&[]);
+    let current = index_of(&server.get(INSTANCES));
+    for _ in 0..50 {
+        let mut conn = server.connect();
+        conn.write_all(
+            format!("GET /api/v1/services?index={current}&wait=60s HTTP/1.1\r\nHost: x\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+        drop(conn);
+    }
+    eventually(
+        "every watcher that left is freed",
+        Duration::from_secs(5),
+        || metric(&server, "a8registry_watchers") == 0.0,
+    );
+}
