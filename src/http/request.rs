@@ -8,6 +8,7 @@
 //! taken from a process-wide [`BodyBudget`] first: bodies sent before authentication cannot hold
 //! more memory than the budget, however many connections send them.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -144,6 +145,9 @@ pub struct Request {
     spare_headers: Vec<(String, String)>,
     /// The emptied query string of an earlier request, likewise.
     spare_query: String,
+    /// The emptied body of an earlier answer on this connection, for the next answer's body
+    /// ([`Request::take_room`]).
+    room: RefCell<Vec<u8>>,
 }
 
 /// A string longer than this is not kept for reuse: a connection keeps little memory.
@@ -180,6 +184,7 @@ impl Request {
             body_charge: BodyCharge::default(),
             spare_headers: Vec::new(),
             spare_query: String::new(),
+            room: RefCell::new(Vec::new()),
         })
     }
 
@@ -233,6 +238,23 @@ impl Request {
             Method::Put => "PUT",
             Method::Delete => "DELETE",
             Method::Other => &self.other_method,
+        }
+    }
+
+    /// An empty buffer for the answer's body, with the room of an earlier answer's body on this
+    /// connection: a handler that writes its body into it and answers with it
+    /// ([`super::response::Body::Owned`]) allocates nothing for it on a keep-alive connection.
+    /// Empty, without room, when taken a second time.
+    pub fn take_room(&self) -> Vec<u8> {
+        self.room.take()
+    }
+
+    /// Keeps the body of an answer written out as the room of the next one, unless it has none
+    /// or is large (a connection keeps little memory).
+    fn give_room(&self, mut body: Vec<u8>) {
+        if (1..=MAX_REUSED_STRING_BYTES).contains(&body.capacity()) {
+            body.clear();
+            self.room.replace(body);
         }
     }
 
@@ -346,6 +368,14 @@ impl Decoder {
     pub fn recycle(&mut self, mut request: Box<Request>) {
         request.clear();
         self.spare = Some(request);
+    }
+
+    /// Keeps the body of an answer written out as the room for the next answer's body
+    /// ([`Request::take_room`]), in the request the next one is decoded into.
+    pub fn recycle_room(&mut self, body: Vec<u8>) {
+        if let Some(spare) = &self.spare {
+            spare.give_room(body);
+        }
     }
 
     /// A decoder that refuses bodies over `max_body_bytes` and takes body memory from `budget`.
