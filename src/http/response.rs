@@ -590,6 +590,35 @@ mod tests {
     }
 
     #[test]
+    fn a_header_from_the_body_is_written_and_kept_when_the_body_is_compressed() {
+        let mut body = b"{\"self\":\"http://h/i/1\",\"pad\":\"".to_vec();
+        body.resize(2000, b'x');
+        body.extend_from_slice(b"\"}");
+        let response =
+            || Response::json(201, body.clone()).with_header_from_body("Location", 9..21);
+        let head = |r: &Response| {
+            let mut out = Vec::new();
+            write_head(&mut out, r, ConnectionHeader::None);
+            String::from_utf8(out).unwrap()
+        };
+        let plain = response();
+        assert!(
+            head(&plain).contains("\r\nLocation: http://h/i/1\r\n\r\n"),
+            "{}",
+            head(&plain)
+        );
+        let mut compressed = response();
+        crate::http::encoding::negotiate(&mut compressed, true, &mut || {});
+        assert_eq!(compressed.coding, Coding::Gzip);
+        assert_eq!(compressed.inline_header, None);
+        let text = head(&compressed);
+        assert!(text.contains("\r\nLocation: http://h/i/1\r\n"), "{text}");
+        // A range outside the body writes an empty value rather than failing.
+        let outside = Response::json(201, b"{}".to_vec()).with_header_from_body("Location", 1..9);
+        assert!(head(&outside).contains("\r\nLocation: \r\n\r\n"));
+    }
+
+    #[test]
     fn http_date_format() {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
     }
