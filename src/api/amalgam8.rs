@@ -225,7 +225,8 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
     const HEARTBEAT: &str = "/heartbeat";
     // Written into the room of the connection's last answer. The link is written once, and
     // copied for its heartbeat form and (from the body) into the `Location` header, unless some
-    // part needs escaping in JSON (a strange `Host`): then it is a string of its own.
+    // part needs escaping in JSON (no `Host` the server accepts does now; the check keeps the
+    // header right should that change): then it is a string of its own.
     let mut body = request.take_room();
     body.reserve(REGISTERED_BODY_BYTES);
     body.extend_from_slice(b"{\"id\":");

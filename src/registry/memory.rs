@@ -1277,7 +1277,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::instance::{Endpoint, EndpointType, LimitError};
+    use crate::registry::instance::{Endpoint, EndpointType, LimitError, MAX_TAGS_BYTES};
 
     /// A clock the test moves by hand.
     #[derive(Default)]
@@ -1825,6 +1825,65 @@ mod tests {
         );
         store.prune();
         assert!(store.namespaces.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_instances_of_a_service_share_one_copy_of_its_name() {
+        let (store, clock) = store(Some(20));
+        let unnamed = |id: &str| {
+            let endpoint = Endpoint {
+                kind: EndpointType::Tcp,
+                value: format!("{id}:80"),
+            };
+            Instance::unnamed(id, endpoint, "UP", Duration::from_secs(10))
+        };
+        let first = store.register_named(&c("ns"), "s", unnamed("a")).unwrap();
+        assert_eq!(&*first.service_name, "s");
+        // Past the shard's short list (8 entries) too, where the name is the index's key.
+        for n in 0..11 {
+            let id = format!("i{n}");
+            let stored = store.register_named(&c("ns"), "s", unnamed(&id)).unwrap();
+            assert!(
+                Arc::ptr_eq(&first.service_name, &stored.service_name),
+                "{id}"
+            );
+        }
+        // An instance that comes with a name of its own is given the shard's copy too.
+        let named = store
+            .register(&c("ns"), instance("b", "s", "UP", 10))
+            .unwrap();
+        assert!(Arc::ptr_eq(&first.service_name, &named.service_name));
+        // Another service has its own; its only instance registered again keeps it.
+        let other = store.register_named(&c("ns"), "t", unnamed("d")).unwrap();
+        assert_eq!(&*other.service_name, "t");
+        let again = store.register_named(&c("ns"), "t", unnamed("d")).unwrap();
+        assert!(Arc::ptr_eq(&other.service_name, &again.service_name));
+        assert_eq!(ids(&store, "ns", Some("s")).len(), 13);
+        assert_eq!(ids(&store, "ns", Some("t")), ["d"]);
+        // The name is the first limit checked; a refused registration changes nothing.
+        let long = "n".repeat(MAX_SERVICE_NAME_BYTES + 1);
+        let mut too_much = unnamed("e");
+        too_much.tags = vec!["t".repeat(MAX_TAGS_BYTES + 1)];
+        assert_eq!(
+            store.register_named(&c("ns"), &long, too_much).unwrap_err(),
+            Error::limit(LimitError::ServiceName)
+        );
+        // At capacity (14 of 20 held, 6 more fit), expired instances are reaped and the
+        // registration handed back is retried.
+        for n in 0..6 {
+            let id = format!("j{n}");
+            store.register_named(&c("ns"), "s", unnamed(&id)).unwrap();
+        }
+        assert_eq!(
+            store
+                .register_named(&c("ns"), "s", unnamed("f"))
+                .unwrap_err(),
+            Error::capacity()
+        );
+        clock.advance(11 * SECOND);
+        let retried = store.register_named(&c("ns"), "s", unnamed("f")).unwrap();
+        assert_eq!(&*retried.service_name, "s");
+        assert_eq!(ids(&store, "ns", None), ["f"]);
     }
 
     #[test]
