@@ -176,7 +176,7 @@ instructions_run() { # kind requests -> "instructions allocations" of the whole 
 if [ "${BENCH_ONLY:-}" = instructions ]; then
   command -v valgrind >/dev/null || { echo "bench.sh: valgrind is required" >&2; exit 1; }
   rows=()
-  for kind in hb svc reg renew; do
+  for kind in hb svc reg new renew; do
     echo "bench.sh: instructions, $kind" >&2
     read -r small_instructions small_allocations < <(instructions_run "$kind" 1000)
     read -r large_instructions large_allocations < <(instructions_run "$kind" 6000)
@@ -184,6 +184,7 @@ if [ "${BENCH_ONLY:-}" = instructions ]; then
       hb) name='`PUT /api/v1/instances/{id}/heartbeat`' ;;
       svc) name='`GET /api/v1/services/{name}`, 100 instances (cached)' ;;
       reg) name='`POST /api/v1/instances`, the same instance again' ;;
+      new) name='`POST /api/v1/instances`, a new instance each' ;;
       renew) name='Eureka `PUT /eureka/v2/apps/{app}/{id}` (renew)' ;;
     esac
     rows+=("$(awk -v name="$name" -v si="$small_instructions" -v li="$large_instructions" \

@@ -2,15 +2,15 @@
 
 use super::cache::{Built, Key, View};
 use super::error::*;
-use super::json::{self, nesting_within, write_string as write_str, MAX_JSON_DEPTH};
+use super::json::{self, nesting_within, write_string as write_str, Text, MAX_JSON_DEPTH};
 use super::listing::{self, Lazy};
 use super::{yield_every, Api, Context};
 use crate::http::request::Request;
 use crate::http::response::{Body, CachedBody, More, Producer, Response, Streamed};
 use crate::http::router::{first_value, parse_query};
 use crate::registry::instance::{
-    derive_id, Endpoint, EndpointType, Instance, LimitError, TagCollector, OUT_OF_SERVICE,
-    STARTING, UP,
+    derived_id, Endpoint, EndpointType, Instance, LimitError, TagCollector, MAX_SERVICE_NAME_BYTES,
+    OUT_OF_SERVICE, STARTING, UP,
 };
 use crate::registry::store::Snapshot;
 use crate::registry::Error;
@@ -34,13 +34,14 @@ const REGISTRATION_MEMBERS: &[&str] = &[
 ];
 const ENDPOINT_MEMBERS: &[&str] = &["type", "value"];
 
-/// A registration body, decoded and type-checked but not yet validated.
-struct Registration {
-    service_name: Option<String>,
+/// A registration body, decoded and type-checked but not yet validated; its strings are borrowed
+/// from the body unless they hold escapes.
+struct Registration<'a> {
+    service_name: Option<Text<'a>>,
     /// `None`: missing or null; `Some((type, value))` otherwise.
-    endpoint: Option<(Option<String>, Option<String>)>,
+    endpoint: Option<(Option<Text<'a>>, Option<Text<'a>>)>,
     ttl: Option<u32>,
-    status: Option<String>,
+    status: Option<Text<'a>>,
     tags: Option<Tags>,
     metadata: Option<Arc<RawValue>>,
 }
@@ -95,7 +96,7 @@ impl<'de> Visitor<'de> for PushTag<'_> {
     }
 }
 
-fn decode_registration(body: &[u8]) -> Result<Registration, json::Malformed> {
+fn decode_registration(body: &[u8]) -> Result<Registration<'_>, json::Malformed> {
     if !nesting_within(body, MAX_JSON_DEPTH) || !json::surrogate_escapes_paired(body) {
         return Err(json::Malformed);
     }
@@ -125,23 +126,25 @@ fn decode_registration(body: &[u8]) -> Result<Registration, json::Malformed> {
 #[cfg(test)]
 pub(crate) fn decode_for_tests(body: &[u8]) -> (String, String, Option<u32>, Vec<String>) {
     let registration = decode_registration(body).expect("a well-formed registration body");
-    let service = registration.service_name.unwrap_or_default();
+    let text = |text: Option<Text<'_>>| text.map(|t| t.0.into_owned()).unwrap_or_default();
+    let service = text(registration.service_name);
     let (kind, value) = registration.endpoint.expect("an endpoint");
     let endpoint = Endpoint {
-        kind: EndpointType::parse(&kind.unwrap_or_default()).expect("a valid endpoint type"),
-        value: value.unwrap_or_default(),
+        kind: EndpointType::parse(&text(kind)).expect("a valid endpoint type"),
+        value: text(value),
     };
     let tags = registration
         .tags
         .map(|tags| tags.0.expect("tags within the limits"))
         .unwrap_or_default();
-    let id = derive_id(&service, &endpoint);
+    let id = derived_id(&service, &endpoint).as_str().to_string();
     (service, id, registration.ttl, tags)
 }
 
-/// A registration body as the instance it registers, or the 400 (or limit) answer it gets
-/// (spec 3.4); the store's own checks (capacity, namespace limits) come after.
-pub fn decode_instance(body: &[u8]) -> Result<Instance, Response> {
+/// A registration body as the instance it registers, unnamed ([`Instance::unnamed`]), and its
+/// service name, borrowed from the body unless it has escapes; or the 400 (or limit) answer it
+/// gets (spec 3.4). The store's own checks (capacity, namespace limits) come after.
+pub fn decode_instance(body: &[u8]) -> Result<(Instance, Text<'_>), Response> {
     let Ok(registration) = decode_registration(body) else {
         return Err(Response::error(400, REGISTRATION_FAILURE));
     };
@@ -171,11 +174,14 @@ pub fn decode_instance(body: &[u8]) -> Result<Instance, Response> {
             None => return Err(Response::error(400, STATUS_INVALID)),
         },
     };
-    let endpoint = Endpoint { kind, value };
-    let id = derive_id(&service_name, &endpoint);
-    let mut instance = Instance::new(
-        &id,
-        &service_name,
+    // The endpoint's value is kept: its one copy.
+    let endpoint = Endpoint {
+        kind,
+        value: value.0.into_owned(),
+    };
+    let id = derived_id(&service_name, &endpoint);
+    let mut instance = Instance::unnamed(
+        id.as_str(),
         endpoint,
         status,
         Duration::from_secs(u64::from(registration.ttl.unwrap_or(0))),
@@ -185,20 +191,28 @@ pub fn decode_instance(body: &[u8]) -> Result<Instance, Response> {
         None => {}
         Some(Tags(Ok(tags))) => instance.tags = tags,
         Some(Tags(Err(exceeded))) => {
-            let limit = instance.first_limit_error(exceeded);
+            // The service name is checked first, and the unnamed instance cannot tell.
+            let limit = if service_name.len() > MAX_SERVICE_NAME_BYTES {
+                LimitError::ServiceName
+            } else {
+                instance.first_limit_error(exceeded)
+            };
             return Err(registration_error(&Error::limit(limit)));
         }
     }
-    Ok(instance)
+    Ok((instance, service_name))
 }
 
 /// `POST /api/v1/instances` (spec 3.4).
 pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
-    let instance = match decode_instance(&request.body) {
-        Ok(instance) => instance,
+    let (instance, service_name) = match decode_instance(&request.body) {
+        Ok(decoded) => decoded,
         Err(refused) => return refused,
     };
-    let stored = match api.registry.register(&ctx.call(), instance) {
+    let stored = match api
+        .registry
+        .register_named(&ctx.call(), &service_name, instance)
+    {
         Ok(stored) => stored,
         Err(error) => return registration_error(&error),
     };
@@ -208,21 +222,14 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
         "http"
     };
     let host = request.header("host").unwrap_or("");
-    // The link goes into the Location header; its heartbeat form is written from the same
-    // string, lengthened and cut back, so the answer makes one string and one body.
+    let link = [scheme, "://", host, "/api/v1/instances/", &stored.id];
     const HEARTBEAT: &str = "/heartbeat";
-    let mut self_link = String::with_capacity(
-        scheme.len()
-            + 3
-            + host.len()
-            + "/api/v1/instances/".len()
-            + stored.id.len()
-            + HEARTBEAT.len(),
-    );
-    for part in [scheme, "://", host, "/api/v1/instances/", &stored.id] {
-        self_link.push_str(part);
-    }
-    let mut body = Vec::with_capacity(256);
+    // Written into the room of the connection's last answer. The link is written once, and
+    // copied for its heartbeat form and (from the body) into the `Location` header, unless some
+    // part needs escaping in JSON (no `Host` the server accepts does now; the check keeps the
+    // header right should that change): then it is a string of its own.
+    let mut body = request.take_room();
+    body.reserve(REGISTERED_BODY_BYTES);
     body.extend_from_slice(b"{\"id\":");
     write_str(&mut body, &stored.id);
     let ttl = stored.ttl.as_secs();
@@ -231,6 +238,19 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
         let _ = write!(body, ",\"ttl\":{ttl}");
     }
     body.extend_from_slice(b",\"links\":{\"self\":");
+    if link.iter().all(|part| json::needs_no_escape(part)) {
+        body.push(b'"');
+        let start = body.len();
+        for part in link {
+            body.extend_from_slice(part.as_bytes());
+        }
+        let self_link = start..body.len();
+        body.extend_from_slice(b"\",\"heartbeat\":\"");
+        body.extend_from_within(self_link.clone());
+        body.extend_from_slice(b"/heartbeat\"}}");
+        return Response::json(201, body).with_header_from_body("Location", self_link);
+    }
+    let mut self_link = link.concat();
     write_str(&mut body, &self_link);
     body.extend_from_slice(b",\"heartbeat\":");
     let self_len = self_link.len();
@@ -240,6 +260,9 @@ pub fn register(api: &Api, ctx: &Context, request: &Request) -> Response {
     body.extend_from_slice(b"}}");
     Response::json(201, body).with_header("Location", self_link)
 }
+
+/// Room for a registration's answer with a `Host` of ordinary length.
+const REGISTERED_BODY_BYTES: usize = 256;
 
 /// `DELETE /api/v1/instances/{id}` (spec 3.5).
 pub fn deregister(api: &Api, ctx: &Context, id: &str) -> Response {

@@ -22,12 +22,32 @@ pub fn write_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
+/// True when `text` is written as it is inside a JSON string literal: it holds no quote, backslash
+/// or control character, which [`write_string`] would escape.
+pub fn needs_no_escape(text: &str) -> bool {
+    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// Appends `text` as a JSON string literal to a `String`.
 pub fn push_string(out: &mut String, text: &str) {
     let mut bytes = std::mem::take(out).into_bytes();
     write_string(&mut bytes, text);
     // Valid UTF-8 followed by a JSON literal, which serde_json writes as UTF-8.
     *out = String::from_utf8(bytes).unwrap_or_default();
+}
+
+/// A JSON string as text borrowed from the input, or an owned copy when the string has escapes
+/// (only then does its text differ from the input's bytes): a decoder that only looks at a string,
+/// or copies it into what it keeps, makes no string of its own.
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Text<'a>(#[serde(borrow)] pub std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
 }
 
 /// The text could not be read as the JSON the caller asked for.

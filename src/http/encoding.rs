@@ -121,6 +121,7 @@ pub fn negotiate(response: &mut Response, gzip: bool, between_chunks: &mut dyn F
         }
         other => Body::Owned(gzip::compress(other.as_bytes(), between_chunks)),
     };
+    response.detach_body_header();
     response.body = compressed;
     response.coding = Coding::Gzip;
 }

@@ -8,6 +8,7 @@
 //! taken from a process-wide [`BodyBudget`] first: bodies sent before authentication cannot hold
 //! more memory than the budget, however many connections send them.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -144,6 +145,9 @@ pub struct Request {
     spare_headers: Vec<(String, String)>,
     /// The emptied query string of an earlier request, likewise.
     spare_query: String,
+    /// The emptied body of an earlier answer on this connection, for the next answer's body
+    /// ([`Request::take_room`]).
+    room: RefCell<Vec<u8>>,
 }
 
 /// A string longer than this is not kept for reuse: a connection keeps little memory.
@@ -180,12 +184,15 @@ impl Request {
             body_charge: BodyCharge::default(),
             spare_headers: Vec::new(),
             spare_query: String::new(),
+            room: RefCell::new(Vec::new()),
         })
     }
 
-    /// Empties the request for the next one, keeping the room of its strings (so that a
-    /// keep-alive connection decodes its requests without allocating) but not its body, whose
-    /// memory goes back to the budget now.
+    /// Empties the request for the next one, keeping the room of its strings and of a small
+    /// body (so that a keep-alive connection decodes its requests, a registration's included,
+    /// without allocating). The body's share of the budget goes back now: the budget counts what
+    /// bodies take beyond the little room each connection keeps, as it does not count the room
+    /// of the header strings either.
     fn clear(&mut self) {
         empty_for_reuse(&mut self.other_method);
         empty_for_reuse(&mut self.path);
@@ -208,7 +215,11 @@ impl Request {
             }
         }
         self.non_utf8_headers.clear();
-        self.body = Vec::new();
+        if self.body.capacity() > MAX_REUSED_STRING_BYTES {
+            self.body = Vec::new();
+        } else {
+            self.body.clear();
+        }
         self.body_charge = BodyCharge::default();
         self.declared_length = None;
         self.peer = None;
@@ -233,6 +244,23 @@ impl Request {
             Method::Put => "PUT",
             Method::Delete => "DELETE",
             Method::Other => &self.other_method,
+        }
+    }
+
+    /// An empty buffer for the answer's body, with the room of an earlier answer's body on this
+    /// connection: a handler that writes its body into it and answers with it
+    /// ([`super::response::Body::Owned`]) allocates nothing for it on a keep-alive connection.
+    /// Empty, without room, when taken a second time.
+    pub fn take_room(&self) -> Vec<u8> {
+        self.room.take()
+    }
+
+    /// Keeps the body of an answer written out as the room of the next one, unless it has none
+    /// or is large (a connection keeps little memory).
+    fn give_room(&self, mut body: Vec<u8>) {
+        if (1..=MAX_REUSED_STRING_BYTES).contains(&body.capacity()) {
+            body.clear();
+            self.room.replace(body);
         }
     }
 
@@ -341,11 +369,19 @@ impl Decoder {
         }
     }
 
-    /// Takes back an answered request: the next one is decoded into its room. Its body is freed
-    /// (and given back to the budget) at once.
+    /// Takes back an answered request: the next one is decoded into its room. Its body is given
+    /// back to the budget at once, and its memory freed unless it is small.
     pub fn recycle(&mut self, mut request: Box<Request>) {
         request.clear();
         self.spare = Some(request);
+    }
+
+    /// Keeps the body of an answer written out as the room for the next answer's body
+    /// ([`Request::take_room`]), in the request the next one is decoded into.
+    pub fn recycle_room(&mut self, body: Vec<u8>) {
+        if let Some(spare) = &self.spare {
+            spare.give_room(body);
+        }
     }
 
     /// A decoder that refuses bodies over `max_body_bytes` and takes body memory from `budget`.
@@ -896,7 +932,9 @@ mod tests {
             .map(|(n, v)| n.capacity() + v.capacity())
             .sum();
         assert!(kept <= MAX_REUSED_HEADER_BYTES, "{kept}");
-        assert!(spare.body.is_empty() && spare.body.capacity() == 0);
+        // A small body's room is kept, a large one's is not; the budget has both back.
+        assert!(spare.body.is_empty() && spare.body.capacity() == 2);
+        assert_eq!(spare.body_charge.bytes, 0);
 
         let second = decode_one(
             &mut decoder,
@@ -1231,6 +1269,34 @@ mod tests {
         // A body that arrives whole takes exactly its length.
         let small = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(requests(small, 99)[0].body.capacity(), 5);
+    }
+
+    #[test]
+    fn a_small_body_is_decoded_into_the_room_of_the_last_one_outside_the_budget() {
+        let budget = Arc::new(BodyBudget::new(1 << 20));
+        let mut decoder = Decoder::with_budget(LIMIT * 10, budget.clone());
+        let post = |n: usize| {
+            format!(
+                "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: {n}\r\n\r\n{}",
+                "x".repeat(n)
+            )
+        };
+        let first = decode_one(&mut decoder, post(300).as_bytes());
+        let room = first.body.as_ptr();
+        assert_eq!(budget.in_use(), 300);
+        decoder.recycle(first);
+        assert_eq!(budget.in_use(), 0, "given back when answered");
+        let second = decode_one(&mut decoder, post(200).as_bytes());
+        assert_eq!(second.body, "x".repeat(200).as_bytes());
+        assert_eq!(second.body.as_ptr(), room, "in the first body's room");
+        assert_eq!(budget.in_use(), 0, "within the room kept: nothing taken");
+        decoder.recycle(second);
+        let large = decode_one(&mut decoder, post(2000).as_bytes());
+        assert_eq!(budget.in_use(), 2000 - 300, "what it takes beyond the room");
+        decoder.recycle(large);
+        assert_eq!(budget.in_use(), 0);
+        let spare = decoder.spare.as_ref().unwrap();
+        assert_eq!(spare.body.capacity(), 0, "a large body's memory is freed");
     }
 
     #[test]

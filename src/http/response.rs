@@ -1,6 +1,7 @@
 //! Responses and their serialisation into the connection's output buffer.
 
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 /// `Content-Type` of every JSON response, including empty-bodied ones (spec 1.3).
@@ -140,15 +141,24 @@ pub enum Coding {
     Gzip,
 }
 
+/// A header whose value needs no string of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InlineHeader {
+    /// A number (the index of every Amalgam8 read).
+    Number(&'static str, u64),
+    /// The bytes `range` of the body (a registration's `Location`, which its body holds too);
+    /// see [`Response::with_header_from_body`].
+    FromBody(&'static str, Range<u32>),
+}
+
 /// One response: status, content type, extra headers and body.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
-    /// A header whose value is a number, written after `headers` without a string of its own
-    /// (the index of every Amalgam8 read).
-    pub number_header: Option<(&'static str, u64)>,
+    /// A header written after `headers` without a string of its own (one per response).
+    pub inline_header: Option<InlineHeader>,
     pub body: Body,
     /// Set by [`super::encoding::negotiate`] just before the response is written.
     pub coding: Coding,
@@ -179,7 +189,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
-            number_header: None,
+            inline_header: None,
             body: Body::Empty,
             coding: Coding::Fixed,
             tag: 0,
@@ -193,7 +203,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
-            number_header: None,
+            inline_header: None,
             body: Body::Owned(body),
             coding: Coding::Fixed,
             tag: 0,
@@ -207,7 +217,7 @@ impl Response {
             status,
             content_type: JSON,
             headers: Vec::new(),
-            number_header: None,
+            inline_header: None,
             body: Body::Cached(body),
             coding: Coding::Fixed,
             tag: 0,
@@ -221,7 +231,7 @@ impl Response {
             status,
             content_type,
             headers: Vec::new(),
-            number_header: None,
+            inline_header: None,
             body: Body::Static(body),
             coding: Coding::Fixed,
             tag: 0,
@@ -235,7 +245,7 @@ impl Response {
             status,
             content_type,
             headers: Vec::new(),
-            number_header: None,
+            inline_header: None,
             body: Body::Owned(body),
             coding: Coding::Fixed,
             tag: 0,
@@ -256,9 +266,29 @@ impl Response {
         self
     }
 
+    /// Sets the header whose value is the bytes `range` of the body (one per response); they must
+    /// be a valid header value. A body replaced later (compressed) turns it into one of
+    /// `headers` first ([`Response::detach_body_header`]).
+    /// A range beyond the body (or beyond 4 GiB) makes the header empty.
+    pub fn with_header_from_body(mut self, name: &'static str, range: Range<usize>) -> Response {
+        let start = u32::try_from(range.start).unwrap_or(0);
+        let end = u32::try_from(range.end).unwrap_or(0);
+        self.inline_header = Some(InlineHeader::FromBody(name, start..end));
+        self
+    }
+
+    /// Makes a header taken from the body one of `headers`, before the body is replaced.
+    pub fn detach_body_header(&mut self) {
+        if let Some(InlineHeader::FromBody(name, range)) = &self.inline_header {
+            let value = String::from_utf8_lossy(body_range(&self.body, range)).into_owned();
+            self.headers.push((name, value));
+            self.inline_header = None;
+        }
+    }
+
     /// Sets the header whose value is a number (one per response).
     pub fn with_number_header(mut self, name: &'static str, value: u64) -> Response {
-        self.number_header = Some((name, value));
+        self.inline_header = Some(InlineHeader::Number(name, value));
         self
     }
 }
@@ -377,7 +407,7 @@ pub fn write_framed_head(
     let ends_with_date = connection == ConnectionHeader::None
         && response.coding == Coding::Fixed
         && response.headers.is_empty()
-        && response.number_header.is_none();
+        && response.inline_header.is_none();
     with_date_line(|date_line_and_end| {
         if ends_with_date {
             out.extend_from_slice(date_line_and_end);
@@ -406,13 +436,29 @@ pub fn write_framed_head(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
     }
-    if let Some((name, value)) = response.number_header {
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        push_decimal(out, value);
+    match &response.inline_header {
+        None => {}
+        Some(InlineHeader::Number(name, value)) => {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            push_decimal(out, *value);
+        }
+        Some(InlineHeader::FromBody(name, range)) => {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(body_range(&response.body, range));
+        }
     }
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The bytes `range` of a body; none when the range is not within it.
+fn body_range<'b>(body: &'b Body, range: &Range<u32>) -> &'b [u8] {
+    body.as_bytes()
+        .get(range.start as usize..range.end as usize)
+        .unwrap_or_default()
 }
 
 /// Appends `value` in decimal, without the formatting machinery (a few instructions a digit).
@@ -563,6 +609,35 @@ mod tests {
         write_head(&mut out, &r, ConnectionHeader::None);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("\r\nX-A8-Index: 42\r\n\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_header_from_the_body_is_written_and_kept_when_the_body_is_compressed() {
+        let mut body = b"{\"self\":\"http://h/i/1\",\"pad\":\"".to_vec();
+        body.resize(2000, b'x');
+        body.extend_from_slice(b"\"}");
+        let response =
+            || Response::json(201, body.clone()).with_header_from_body("Location", 9..21);
+        let head = |r: &Response| {
+            let mut out = Vec::new();
+            write_head(&mut out, r, ConnectionHeader::None);
+            String::from_utf8(out).unwrap()
+        };
+        let plain = response();
+        assert!(
+            head(&plain).contains("\r\nLocation: http://h/i/1\r\n\r\n"),
+            "{}",
+            head(&plain)
+        );
+        let mut compressed = response();
+        crate::http::encoding::negotiate(&mut compressed, true, &mut || {});
+        assert_eq!(compressed.coding, Coding::Gzip);
+        assert_eq!(compressed.inline_header, None);
+        let text = head(&compressed);
+        assert!(text.contains("\r\nLocation: http://h/i/1\r\n"), "{text}");
+        // A range outside the body writes an empty value rather than failing.
+        let outside = Response::json(201, b"{}".to_vec()).with_header_from_body("Location", 1..9);
+        assert!(head(&outside).contains("\r\nLocation: \r\n\r\n"));
     }
 
     #[test]

@@ -235,14 +235,15 @@ impl Output {
     }
 
     /// Adds a response; a marked one with the time its request was complete is remembered for
-    /// [`Handler::written`].
+    /// [`Handler::written`]. An owned body copied into the buffer is handed back, for the room of
+    /// a later one.
     fn push_received(
         &mut self,
         response: Response,
         head_only: bool,
         connection: ConnectionHeader,
         received_nanos: Option<u64>,
-    ) {
+    ) -> Option<Vec<u8>> {
         if let (Some(received_nanos), tag @ 1..) = (received_nanos, response.tag) {
             self.marked.push((tag, response.status, received_nanos));
         }
@@ -256,15 +257,21 @@ impl Output {
         };
         self.bytes.reserve(HEAD_RESERVE_BYTES + inline_body);
         write_head(&mut self.bytes, &response, connection);
-        if head_only {
-            return;
-        }
         let body = response.body;
+        if head_only {
+            return None;
+        }
         if length >= VECTORED_BODY_MIN_BYTES {
             self.spliced_bytes += length;
             self.spliced.push((self.bytes.len(), body));
-        } else if length > 0 {
+            return None;
+        }
+        if length > 0 {
             self.bytes.extend_from_slice(body.as_bytes());
+        }
+        match body {
+            Body::Owned(copied) => Some(copied),
+            _ => None,
         }
     }
 
@@ -481,11 +488,13 @@ impl Connection<'_> {
         // The body's memory goes back to the budget before any wait; the rest of the request is
         // kept for the next one to reuse.
         self.decoder.recycle(request);
+        let mut waited = false;
         let mut response = match reply {
             Reply::Now(response) => response,
             Reply::Wait(waiter) => match self.park(waiter)? {
                 Some(response) => {
                     self.output.answered_a_wait = true;
+                    waited = true;
                     response
                 }
                 None => return Ok(Answered::ClientGone),
@@ -512,8 +521,14 @@ impl Connection<'_> {
             };
             self.stream(response, head_only, connection, framing, received_nanos)?;
         } else {
-            self.output
-                .push_received(response, head_only, connection, Some(received_nanos));
+            let copied =
+                self.output
+                    .push_received(response, head_only, connection, Some(received_nanos));
+            // The answer to a wait keeps nothing, as the output buffer does not (see
+            // `Output::release`).
+            if let Some(body) = copied.filter(|_| !waited) {
+                self.decoder.recycle_room(body);
+            }
         }
         Ok(if keep_open {
             Answered::KeepOpen

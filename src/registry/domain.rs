@@ -213,6 +213,17 @@ impl Registry {
         self.counted(Some(StoreCount::Registrations), stored)
     }
 
+    /// Registers an unnamed instance under `service_name`; see [`Store::register_named`].
+    pub fn register_named(
+        &self,
+        call: &Call,
+        service_name: &str,
+        instance: Instance,
+    ) -> Result<Arc<Instance>> {
+        let stored = self.store.register_named(call, service_name, instance);
+        self.counted(Some(StoreCount::Registrations), stored)
+    }
+
     /// Renews a lease; `NotFound` for an unknown or expired id.
     pub fn heartbeat(&self, call: &Call, id: &str) -> Result<()> {
         let renewed = self.store.heartbeat(call, id);

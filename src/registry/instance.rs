@@ -526,9 +526,19 @@ impl Instance {
         status: &str,
         ttl: Duration,
     ) -> Instance {
+        Instance::with_name(id, service_name.into(), endpoint, status, ttl)
+    }
+
+    fn with_name(
+        id: &str,
+        service_name: Arc<str>,
+        endpoint: Endpoint,
+        status: &str,
+        ttl: Duration,
+    ) -> Instance {
         Instance {
             id: id.into(),
-            service_name: service_name.into(),
+            service_name,
             endpoint,
             status: Status::new(status),
             ttl,
@@ -545,6 +555,17 @@ impl Instance {
             version: Version::ZERO,
             registration: Version::ZERO,
         }
+    }
+
+    /// [`Instance::new`] without its service name, which the store sets when it stores it
+    /// ([`super::store::Store::register_named`]): the store shares one copy of a service's name
+    /// between its instances, so a registration into a known service makes no copy of its own.
+    /// Until then the name is empty.
+    pub fn unnamed(id: &str, endpoint: Endpoint, status: &str, ttl: Duration) -> Instance {
+        use std::sync::OnceLock;
+        static UNNAMED: OnceLock<Arc<str>> = OnceLock::new();
+        let unnamed = UNNAMED.get_or_init(|| Arc::from("")).clone();
+        Instance::with_name(id, unnamed, endpoint, status, ttl)
     }
 
     /// The fields of its Eureka registration, if it was registered through Eureka.
@@ -587,6 +608,11 @@ impl Instance {
 /// The id of an Amalgam8 registration: the first 16 lowercase hex characters of SHA-256 over
 /// `service/type/value` (spec 3.2).
 pub fn derive_id(service_name: &str, endpoint: &Endpoint) -> String {
+    derived_id(service_name, endpoint).as_str().to_string()
+}
+
+/// [`derive_id`] on the stack, for a caller that copies the id into what it keeps.
+pub fn derived_id(service_name: &str, endpoint: &Endpoint) -> DerivedId {
     let mut hasher = Sha256::new();
     hasher.update(service_name.as_bytes());
     hasher.update(b"/");
@@ -595,12 +621,23 @@ pub fn derive_id(service_name: &str, endpoint: &Endpoint) -> String {
     hasher.update(endpoint.value.as_bytes());
     let digest = hasher.finalize();
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(16);
-    for byte in &digest[..8] {
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    let mut id = [0u8; 16];
+    for (pair, byte) in id.chunks_exact_mut(2).zip(&digest[..8]) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0x0f)];
     }
-    id
+    DerivedId(id)
+}
+
+/// A derived id: 16 lowercase hex characters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DerivedId([u8; 16]);
+
+impl DerivedId {
+    pub fn as_str(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// The TTL rules of the server: requested TTLs are clamped into `[min, max]`, 0 means `default`.

@@ -29,7 +29,7 @@
 
 use super::changelog::{ChangeBudget, Journal, Journaled, Queued, MAX_CHANGE_LOG_BYTES};
 use super::error::Error;
-use super::instance::{Instance, TtlPolicy, UP};
+use super::instance::{Instance, LimitError, TtlPolicy, MAX_SERVICE_NAME_BYTES, UP};
 use super::keyed_hash::KeyedSet;
 use super::shard::{Entry, KeptTombstone, Shard};
 use super::store::{
@@ -254,10 +254,22 @@ impl Ord for Due {
 
 /// What one write did, for the work done after its locks are released.
 struct Done {
-    events: Vec<(Arc<Instance>, ChangeKind)>,
+    /// An instance a replacement took out of its service (a record from elsewhere can move an
+    /// id to another service): its service hears it left, before `change`.
+    left: Option<Arc<Instance>>,
+    /// The record written or removed and how; in place, as `left` is, so a write allocates
+    /// no list of its events.
+    change: (Arc<Instance>, ChangeKind),
     queued: Option<Queued>,
     /// The deadline of the entry written, for the reaper's schedule.
     deadline: Option<u64>,
+}
+
+/// What [`MemoryStore::insert`] did.
+enum Inserted {
+    Written(Done),
+    /// Nothing: the namespace is full. The instance is handed back, for a retry.
+    Full(Instance),
 }
 
 /// The in-memory backend.
@@ -441,7 +453,8 @@ impl MemoryStore {
                         let queued =
                             self.journal(namespace, Some(&last), &last, ChangeKind::Expired);
                         done.push(Done {
-                            events: vec![(last, ChangeKind::Expired)],
+                            left: None,
+                            change: (last, ChangeKind::Expired),
                             queued,
                             deadline: None,
                         });
@@ -523,7 +536,7 @@ impl MemoryStore {
     fn with_namespace<T>(
         &self,
         name: &str,
-        write: impl Fn(&Arc<Namespace>) -> Result<T>,
+        write: impl FnOnce(&Arc<Namespace>) -> Result<T>,
     ) -> Result<(T, Arc<Namespace>)> {
         loop {
             {
@@ -578,7 +591,10 @@ impl MemoryStore {
         }
         let at = self.clock.monotonic_nanos();
         let listeners = read(&self.listeners);
-        for (instance, kind) in done.events {
+        let left = done
+            .left
+            .map(|instance| (instance, ChangeKind::Deregistered));
+        for (instance, kind) in left.into_iter().chain([done.change]) {
             let change = Change {
                 namespace: namespace.name.clone(),
                 instance,
@@ -618,8 +634,15 @@ impl MemoryStore {
         }
     }
 
-    /// Inserts a local registration into a namespace the caller keeps alive.
-    fn insert(&self, namespace: &Namespace, mut instance: Instance) -> Result<Done> {
+    /// Inserts a local registration into a namespace the caller keeps alive, under
+    /// `service_name` when it is given (the instance is unnamed), else under its own. A
+    /// registration refused at capacity is handed back, for a retry.
+    fn insert(
+        &self,
+        namespace: &Namespace,
+        mut instance: Instance,
+        service_name: Option<&str>,
+    ) -> Inserted {
         let now = self.clock.monotonic_nanos();
         let mut shard = namespace.shard(&instance.id);
         let existing_live = shard.get_mut(&instance.id).map(|e| e.live(now));
@@ -627,10 +650,22 @@ impl MemoryStore {
             Some(true) => ChangeKind::Replaced,
             Some(false) => ChangeKind::Registered,
             None => {
-                self.admit(namespace, true)?;
+                if self.admit(namespace, true).is_err() {
+                    return Inserted::Full(instance);
+                }
                 ChangeKind::Registered
             }
         };
+        // The instances of a service in a shard share one copy of its name (looked up before
+        // the entry replaced goes, which may be the one holding it).
+        let name = service_name.unwrap_or(&instance.service_name);
+        let shared = match shard.service_name(name) {
+            Some(held) => Some(held.clone()),
+            None => service_name.map(Arc::from),
+        };
+        if let Some(shared) = shared {
+            instance.service_name = shared;
+        }
         // A replaced entry may belong to another service (the same Eureka id re-registered under
         // a new app): remove it first so both indexes stay right.
         let previous = shard.remove(&instance.id).map(|e| e.instance);
@@ -646,7 +681,7 @@ impl MemoryStore {
         instance.version = self.issue();
         instance.registration = instance.version;
         let deadline = self.deadline(&instance, now);
-        Ok(self.put_live(namespace, &mut shard, instance, deadline, previous, kind))
+        Inserted::Written(self.put_live(namespace, &mut shard, instance, deadline, previous, kind))
     }
 
     /// Stores a live record in its shard (whose lock the caller holds) after `previous` was
@@ -670,33 +705,66 @@ impl MemoryStore {
         );
         let queued = self.journal(namespace, previous.as_ref(), &instance, kind);
         namespace.split_if_large(shard);
-        let mut events = Vec::with_capacity(2);
-        if let Some(previous) = previous {
-            // Neither id scheme lets an id change service, but a record from elsewhere could:
-            // the old service must hear that the instance left it.
-            if previous.service_name != instance.service_name {
-                events.push((previous, ChangeKind::Deregistered));
-            }
-        }
-        events.push((instance, kind));
+        // Neither id scheme lets an id change service, but a record from elsewhere could: the old
+        // service must hear that the instance left it.
+        let left = previous.filter(|previous| previous.service_name != instance.service_name);
         Done {
-            events,
+            left,
+            change: (instance, kind),
             queued,
             deadline,
         }
     }
 
-    fn try_register(&self, call: &Call, instance: &Instance) -> Result<Arc<Instance>> {
-        let (done, ns) = self.with_namespace(call.namespace, |ns| {
+    /// Registers `instance` (see [`MemoryStore::insert`]): the instance stored, or `Err` with
+    /// the instance when the namespace is full.
+    fn try_register(
+        &self,
+        call: &Call,
+        instance: Instance,
+        service_name: Option<&str>,
+    ) -> Result<std::result::Result<Arc<Instance>, Instance>> {
+        let (inserted, ns) = self.with_namespace(call.namespace, |ns| {
             if call.eureka {
                 lock(&ns.journal).follow();
             }
-            self.insert(ns, instance.clone())
+            Ok(self.insert(ns, instance, service_name))
         })?;
-        let stored = done.events.last().map(|(i, _)| i.clone());
+        let done = match inserted {
+            Inserted::Written(done) => done,
+            Inserted::Full(instance) => return Ok(Err(instance)),
+        };
+        let stored = done.change.0.clone();
         self.schedule(&ns, done.deadline);
         self.finish(&ns, done, Origin::Local);
-        stored.ok_or_else(|| Error::internal("registration produced no event"))
+        Ok(Ok(stored))
+    }
+
+    /// [`Store::register`] and [`Store::register_named`].
+    fn register_as(
+        &self,
+        call: &Call,
+        service_name: Option<&str>,
+        mut instance: Instance,
+    ) -> Result<Arc<Instance>> {
+        // The name is the first limit checked, as `check_limits` checks it.
+        if service_name.is_some_and(|name| name.len() > MAX_SERVICE_NAME_BYTES) {
+            return Err(Error::limit(LimitError::ServiceName));
+        }
+        instance.check_limits().map_err(Error::limit)?;
+        instance.ttl = self.config.ttl.clamp(instance.ttl);
+        match self.try_register(call, instance, service_name)? {
+            Ok(stored) => Ok(stored),
+            Err(refused) => {
+                // Expired-but-not-reaped instances still count; reap this namespace and retry
+                // once, so capacity is judged on live instances only.
+                if let Some(ns) = self.find(call.namespace) {
+                    self.expire_namespace(&ns);
+                }
+                self.try_register(call, refused, service_name)?
+                    .map_err(|_| Error::capacity())
+            }
+        }
     }
 
     fn notify_lease(&self, namespace: &Namespace, instance: &Instance, remaining: Duration) {
@@ -833,7 +901,8 @@ impl MemoryStore {
         };
         let queued = self.journal(namespace, Some(&entry.instance), &last, kind);
         let done = Done {
-            events: vec![(last, kind)],
+            left: None,
+            change: (last, kind),
             queued,
             deadline: None,
         };
@@ -846,20 +915,17 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 impl Store for MemoryStore {
-    fn register(&self, call: &Call, mut instance: Instance) -> Result<Arc<Instance>> {
-        instance.check_limits().map_err(Error::limit)?;
-        instance.ttl = self.config.ttl.clamp(instance.ttl);
-        match self.try_register(call, &instance) {
-            Err(error) if error.kind() == super::error::ErrorKind::Capacity => {
-                // Expired-but-not-reaped instances still count; reap this namespace and retry
-                // once, so capacity is judged on live instances only.
-                if let Some(ns) = self.find(call.namespace) {
-                    self.expire_namespace(&ns);
-                }
-                self.try_register(call, &instance)
-            }
-            other => other,
-        }
+    fn register(&self, call: &Call, instance: Instance) -> Result<Arc<Instance>> {
+        self.register_as(call, None, instance)
+    }
+
+    fn register_named(
+        &self,
+        call: &Call,
+        service_name: &str,
+        instance: Instance,
+    ) -> Result<Arc<Instance>> {
+        self.register_as(call, Some(service_name), instance)
     }
 
     fn heartbeat(&self, call: &Call, id: &str) -> Result<()> {
@@ -904,7 +970,8 @@ impl Store for MemoryStore {
             self.keep_tombstone(&ns, &mut shard, &last, None, now);
             let queued = self.journal(&ns, Some(&entry.instance), &last, ChangeKind::Deregistered);
             Done {
-                events: vec![(last, ChangeKind::Deregistered)],
+                left: None,
+                change: (last, ChangeKind::Deregistered),
                 queued,
                 deadline: None,
             }
@@ -1071,7 +1138,7 @@ impl Store for MemoryStore {
     }
 
     fn apply(&self, namespace: &str, record: Record, origin: Origin) -> Result<Applied> {
-        let (done, ns) = self.with_namespace(namespace, |ns| match record.clone() {
+        let (done, ns) = self.with_namespace(namespace, |ns| match record {
             Record::Live {
                 instance,
                 remaining,
@@ -1222,7 +1289,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::instance::{Endpoint, EndpointType, LimitError};
+    use crate::registry::instance::{Endpoint, EndpointType, LimitError, MAX_TAGS_BYTES};
 
     /// A clock the test moves by hand.
     #[derive(Default)]
@@ -1770,6 +1837,65 @@ mod tests {
         );
         store.prune();
         assert!(store.namespaces.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_instances_of_a_service_share_one_copy_of_its_name() {
+        let (store, clock) = store(Some(20));
+        let unnamed = |id: &str| {
+            let endpoint = Endpoint {
+                kind: EndpointType::Tcp,
+                value: format!("{id}:80"),
+            };
+            Instance::unnamed(id, endpoint, "UP", Duration::from_secs(10))
+        };
+        let first = store.register_named(&c("ns"), "s", unnamed("a")).unwrap();
+        assert_eq!(&*first.service_name, "s");
+        // Past the shard's short list (8 entries) too, where the name is the index's key.
+        for n in 0..11 {
+            let id = format!("i{n}");
+            let stored = store.register_named(&c("ns"), "s", unnamed(&id)).unwrap();
+            assert!(
+                Arc::ptr_eq(&first.service_name, &stored.service_name),
+                "{id}"
+            );
+        }
+        // An instance that comes with a name of its own is given the shard's copy too.
+        let named = store
+            .register(&c("ns"), instance("b", "s", "UP", 10))
+            .unwrap();
+        assert!(Arc::ptr_eq(&first.service_name, &named.service_name));
+        // Another service has its own; its only instance registered again keeps it.
+        let other = store.register_named(&c("ns"), "t", unnamed("d")).unwrap();
+        assert_eq!(&*other.service_name, "t");
+        let again = store.register_named(&c("ns"), "t", unnamed("d")).unwrap();
+        assert!(Arc::ptr_eq(&other.service_name, &again.service_name));
+        assert_eq!(ids(&store, "ns", Some("s")).len(), 13);
+        assert_eq!(ids(&store, "ns", Some("t")), ["d"]);
+        // The name is the first limit checked; a refused registration changes nothing.
+        let long = "n".repeat(MAX_SERVICE_NAME_BYTES + 1);
+        let mut too_much = unnamed("e");
+        too_much.tags = vec!["t".repeat(MAX_TAGS_BYTES + 1)];
+        assert_eq!(
+            store.register_named(&c("ns"), &long, too_much).unwrap_err(),
+            Error::limit(LimitError::ServiceName)
+        );
+        // At capacity (14 of 20 held, 6 more fit), expired instances are reaped and the
+        // registration handed back is retried.
+        for n in 0..6 {
+            let id = format!("j{n}");
+            store.register_named(&c("ns"), "s", unnamed(&id)).unwrap();
+        }
+        assert_eq!(
+            store
+                .register_named(&c("ns"), "s", unnamed("f"))
+                .unwrap_err(),
+            Error::capacity()
+        );
+        clock.advance(11 * SECOND);
+        let retried = store.register_named(&c("ns"), "s", unnamed("f")).unwrap();
+        assert_eq!(&*retried.service_name, "s");
+        assert_eq!(ids(&store, "ns", None), ["f"]);
     }
 
     #[test]

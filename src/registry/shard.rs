@@ -249,6 +249,18 @@ impl Shard {
         removed
     }
 
+    /// The shard's copy of a service's name, while it holds an instance of that service: the
+    /// instances of a service share one.
+    pub fn service_name(&self, name: &str) -> Option<&Arc<str>> {
+        match &self.entries {
+            Entries::Listed(list) => list
+                .iter()
+                .map(|e| &e.instance.service_name)
+                .find(|held| ***held == *name),
+            Entries::Indexed(indexed) => indexed.services.get_key_value(name).map(|(held, _)| held),
+        }
+    }
+
     /// Inserts a live entry, whose id the shard does not hold; a tombstone of its id goes
     /// (counted down in `tombstones`).
     pub fn insert(&mut self, entry: Entry, tombstones: &AtomicUsize) {

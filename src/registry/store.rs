@@ -251,6 +251,19 @@ pub trait Store: Send + Sync {
     /// instance. Fails on a limit or, for a new id, when the namespace is full.
     fn register(&self, call: &Call, instance: Instance) -> Result<Arc<Instance>>;
 
+    /// [`Store::register`] of an instance made by [`Instance::unnamed`], under `service_name`. A
+    /// store that holds instances of that service already gives this one the same copy of the
+    /// name, so that a registration into a known service makes no string for it.
+    fn register_named(
+        &self,
+        call: &Call,
+        service_name: &str,
+        mut instance: Instance,
+    ) -> Result<Arc<Instance>> {
+        instance.service_name = service_name.into();
+        self.register(call, instance)
+    }
+
     /// Renews the instance's lease. Fails with `NotFound` for an unknown or expired id.
     fn heartbeat(&self, call: &Call, id: &str) -> Result<()>;
 

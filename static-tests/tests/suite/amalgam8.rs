@@ -726,3 +726,39 @@ fn tag_filter_with_thousands_of_query_tags_keeps_the_server_responsive() {
     let all = server.get(&query).json();
     assert_eq!(instance_count(&all), INSTANCE_COUNT);
 }
+
+#[test]
+fn registrations_on_one_connection_each_answer_with_their_own_host() {
+    // The answers of one connection are written into the room of the one before: a long answer
+    // followed by short ones each come out whole, their `Location` too.
+    let server = Server::start(&[]);
+    let body = registration("room", "10.0.0.9:80", r#""ttl":60"#);
+    let post = |host: &str| {
+        format!(
+            "POST /api/v1/instances HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let long = format!("{}.example.com:8080", "h".repeat(600));
+    let hosts = [long.as_str(), "s", "[::1]:8080", "s:1"];
+    let mut conn = server.connect();
+    let pipelined: String = hosts.iter().map(|host| post(host)).collect();
+    std::io::Write::write_all(&mut conn, pipelined.as_bytes()).unwrap();
+    let mut id = None;
+    for host in hosts {
+        let answer = read_response(&mut conn, false).unwrap();
+        assert_eq!(answer.status, 201, "{host}");
+        let answer_id = answer.json()["id"].as_str().unwrap().to_string();
+        let id = id.get_or_insert(answer_id.clone());
+        assert_eq!(answer_id, *id, "the same instance again");
+        let link = format!("http://{host}/api/v1/instances/{id}");
+        let literal = |text: &str| serde_json::to_string(text).unwrap();
+        let expected = format!(
+            r#"{{"id":"{id}","ttl":60,"links":{{"self":{},"heartbeat":{}}}}}"#,
+            literal(&link),
+            literal(&format!("{link}/heartbeat"))
+        );
+        assert_eq!(answer.text(), expected, "{host}");
+        assert_eq!(answer.header("location"), Some(link.as_str()), "{host}");
+    }
+}

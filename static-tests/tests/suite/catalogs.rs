@@ -143,11 +143,16 @@ fn file_entries_are_listed_in_both_apis_and_bad_entries_are_skipped() {
     assert_eq!(instance["status"], "UP");
     assert_eq!(instance["leaseInfo"]["durationInSecs"], 0, "{app}");
 
-    let skipped: Vec<String> = server
-        .stderr()
-        .into_iter()
-        .filter(|l| l.contains("catalog entry skipped"))
-        .collect();
+    // The log thread writes the lines a little after the catalog published its entries.
+    let skipped = || -> Vec<String> {
+        server
+            .stderr()
+            .into_iter()
+            .filter(|l| l.contains("catalog entry skipped"))
+            .collect()
+    };
+    eventually("three skipped entries logged", || skipped().len() >= 3);
+    let skipped = skipped();
     assert_eq!(skipped.len(), 3, "{skipped:?}");
     for (line, reason) in skipped
         .iter()
