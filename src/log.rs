@@ -407,7 +407,7 @@ mod tests {
     fn logstash_lines_carry_the_logstash_keys() {
         let at = UNIX_EPOCH + Duration::from_secs(1);
         let line = format_line(2, LogLevel::Info, at, "listening", &[("address", &"x")]);
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(line.as_bytes()).unwrap();
         assert_eq!(v["@timestamp"], "1970-01-01T00:00:01Z");
         assert_eq!(v["@version"], "1");
         assert_eq!(v["level"], "info");

@@ -96,7 +96,7 @@ impl<'a> Members<'a> {
     pub fn field<T: serde::Deserialize<'a>>(&self, name: &str) -> Result<Option<T>, Malformed> {
         match self.get(name) {
             None => Ok(None),
-            Some(raw) => Ok(serde_json::from_str::<Option<T>>(raw.get())?),
+            Some(raw) => Ok(serde_json::from_slice::<Option<T>>(raw.get().as_bytes())?),
         }
     }
 }

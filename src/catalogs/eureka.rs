@@ -70,7 +70,7 @@ fn one_or_many(raw: &RawValue) -> Result<Vec<Box<RawValue>>, String> {
         return Ok(Vec::new());
     }
     if text.starts_with('[') {
-        return serde_json::from_str(text).map_err(|e| e.to_string());
+        return serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string());
     }
     RawValue::from_string(text.to_string())
         .map(|single| vec![single])
@@ -78,7 +78,7 @@ fn one_or_many(raw: &RawValue) -> Result<Vec<Box<RawValue>>, String> {
 }
 
 fn text_of(value: Option<&RawValue>) -> Option<String> {
-    match serde_json::from_str::<Value>(value?.get()).ok()? {
+    match serde_json::from_slice::<Value>(value?.get().as_bytes()).ok()? {
         Value::String(s) => Some(s),
         _ => None,
     }
@@ -97,7 +97,7 @@ fn millis_of(value: Option<&Value>) -> Option<i64> {
 /// Maps one remote instance object (contract §4.3, §4.4).
 fn remote_instance(raw: &RawValue, app_name: Option<&str>) -> Result<(Instance, Action), String> {
     let mut fields: BTreeMap<String, Box<RawValue>> =
-        serde_json::from_str(raw.get()).map_err(|_| "not an object".to_string())?;
+        serde_json::from_slice(raw.get().as_bytes()).map_err(|_| "not an object".to_string())?;
     let app = text_of(fields.get("app").map(|r| &**r))
         .filter(|a| !a.is_empty())
         .or_else(|| app_name.map(str::to_string))
@@ -125,11 +125,11 @@ fn remote_instance(raw: &RawValue, app_name: Option<&str>) -> Result<(Instance, 
     };
     let lease: Map<String, Value> = fields
         .get("leaseInfo")
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .and_then(|raw| serde_json::from_slice(raw.get().as_bytes()).ok())
         .unwrap_or_default();
     let updated = fields
         .get("lastUpdatedTimestamp")
-        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok());
+        .and_then(|raw| serde_json::from_slice::<Value>(raw.get().as_bytes()).ok());
     // Timestamps are applied below; the decoder checks only their types, which vary remotely.
     fields.remove("leaseInfo");
     let mut lease_kept = Map::new();
@@ -166,7 +166,7 @@ pub fn parse(body: &[u8]) -> Result<Fetched, String> {
         .applications
         // serde would read a struct from an array too: only an object is a list.
         .filter(|raw| raw.get().starts_with('{'))
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .and_then(|raw| serde_json::from_slice(raw.get().as_bytes()).ok())
         .ok_or_else(|| "no applications object".to_string())?;
     let mut fetched = Fetched {
         hash_code: match applications.hash_code {
@@ -182,7 +182,7 @@ pub fn parse(body: &[u8]) -> Result<Fetched, String> {
     for raw_app in apps {
         let app = Some(&raw_app)
             .filter(|raw| raw.get().starts_with('{'))
-            .and_then(|raw| serde_json::from_str::<Application>(raw.get()).ok());
+            .and_then(|raw| serde_json::from_slice::<Application>(raw.get().as_bytes()).ok());
         let Some(app) = app else {
             fetched
                 .skipped

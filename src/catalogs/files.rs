@@ -73,7 +73,7 @@ pub fn parse(text: &[u8]) -> Result<Parsed, String> {
     let entries: Vec<Box<RawValue>> = match top.get("instances") {
         None => return Ok(parsed),
         Some(raw) if raw.get() == "null" => return Ok(parsed),
-        Some(raw) => serde_json::from_str(raw.get())
+        Some(raw) => serde_json::from_slice(raw.get().as_bytes())
             .map_err(|_| "\"instances\" is not an array".to_string())?,
     };
     for (at, entry) in entries.iter().enumerate() {
@@ -92,7 +92,7 @@ fn optional_text(
 ) -> Result<Option<String>, String> {
     match fields
         .get(name)
-        .map(|raw| serde_json::from_str::<Value>(raw.get()))
+        .map(|raw| serde_json::from_slice::<Value>(raw.get().as_bytes()))
     {
         None => Ok(None),
         Some(Ok(Value::Null)) => Ok(None),
@@ -104,7 +104,7 @@ fn optional_text(
 /// Maps one entry of `instances` (contract §5.2), or says why it is bad.
 fn entry_instance(entry: &RawValue) -> Result<Instance, String> {
     let fields: BTreeMap<String, Box<RawValue>> =
-        serde_json::from_str(entry.get()).map_err(|_| "not an object".to_string())?;
+        serde_json::from_slice(entry.get().as_bytes()).map_err(|_| "not an object".to_string())?;
     let service_name = optional_text(&fields, "service_name")?
         .ok_or_else(|| "service_name is missing".to_string())?;
     if service_name.is_empty() || service_name.len() > MAX_SERVICE_NAME_BYTES {
@@ -114,9 +114,8 @@ fn entry_instance(entry: &RawValue) -> Result<Instance, String> {
     }
     let endpoint: BTreeMap<String, Box<RawValue>> = match fields.get("endpoint") {
         None => return Err("endpoint is missing".into()),
-        Some(raw) => {
-            serde_json::from_str(raw.get()).map_err(|_| "endpoint is not an object".to_string())?
-        }
+        Some(raw) => serde_json::from_slice(raw.get().as_bytes())
+            .map_err(|_| "endpoint is not an object".to_string())?,
     };
     let kind = optional_text(&endpoint, "type")
         .ok()
@@ -136,7 +135,9 @@ fn entry_instance(entry: &RawValue) -> Result<Instance, String> {
     }
     let mut tags: Vec<String> = match fields.get("tags").map(|raw| raw.get()) {
         None | Some("null") => Vec::new(),
-        Some(raw) => serde_json::from_str(raw).map_err(|_| "tags is not an array of strings")?,
+        Some(raw) => {
+            serde_json::from_slice(raw.as_bytes()).map_err(|_| "tags is not an array of strings")?
+        }
     };
     tags.push(FILE_TAG.to_string());
     let endpoint = Endpoint { kind, value };

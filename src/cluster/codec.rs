@@ -587,7 +587,8 @@ fn decode_hello(args: &str) -> Result<Hello, DecodeError> {
 }
 
 fn decode_record(args: &str, repair: bool) -> Result<Message, DecodeError> {
-    let wire: WireRecord = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+    let wire: WireRecord =
+        serde_json::from_slice(args.as_bytes()).map_err(|e| bad(e.to_string()))?;
     let record = match (wire.live, wire.tombstone) {
         (Some(live), None) => Record::Live {
             instance: instance_of(live)?,
@@ -648,7 +649,8 @@ pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
         "REC" => decode_record(args, false),
         "FIX" => decode_record(args, true),
         "LEASE" => {
-            let wire: WireLease = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+            let wire: WireLease =
+                serde_json::from_slice(args.as_bytes()).map_err(|e| bad(e.to_string()))?;
             Ok(Message::Lease(Lease {
                 namespace: namespace(wire.ns)?.into(),
                 id: wire.id.into(),
@@ -657,7 +659,8 @@ pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
             }))
         }
         "DIGEST" => {
-            let wire: WireDigest = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+            let wire: WireDigest =
+                serde_json::from_slice(args.as_bytes()).map_err(|e| bad(e.to_string()))?;
             let mut summary = Summary::default();
             for (bucket, count, hash) in wire.buckets {
                 let hash = unhex::<8>(&hash)
@@ -674,7 +677,8 @@ pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
         }
         "DIGESTEND" => no_args(Message::DigestEnd),
         "DETAIL" => {
-            let wire: WireDetail = serde_json::from_str(args).map_err(|e| bad(e.to_string()))?;
+            let wire: WireDetail =
+                serde_json::from_slice(args.as_bytes()).map_err(|e| bad(e.to_string()))?;
             let entries = wire
                 .entries
                 .into_iter()

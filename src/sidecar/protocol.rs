@@ -480,7 +480,7 @@ mod tests {
         assert_eq!(instance.endpoint.kind, EndpointType::Tcp);
         assert_eq!(instance.endpoint.value, "app.local:9080");
         assert_eq!(instance.tags, ["v1", "canary"]);
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(body.as_bytes()).unwrap();
         assert_eq!(json["instance"]["leaseInfo"]["renewalIntervalInSecs"], 20);
         assert_eq!(json["instance"]["ipAddr"], "10.0.0.5");
         assert_eq!(json["instance"]["securePort"]["@enabled"], "false");

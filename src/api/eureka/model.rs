@@ -204,7 +204,7 @@ fn port(members: &Members<'_>, name: &str) -> Result<Option<Port>, RegisterError
     };
     let number = match port.get("$").map(RawValue::get) {
         None | Some("null") => None,
-        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+        Some(text) => match serde_json::from_slice::<serde_json::Value>(text.as_bytes()) {
             Ok(serde_json::Value::Number(n)) => Some(PortNumber::Number(n)),
             Ok(serde_json::Value::String(s)) => Some(PortNumber::Text(s.into())),
             _ => return Err(RegisterError::Invalid),
@@ -212,7 +212,7 @@ fn port(members: &Members<'_>, name: &str) -> Result<Option<Port>, RegisterError
     };
     let enabled = match port.get("@enabled").map(RawValue::get) {
         None | Some("null") => false,
-        Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+        Some(text) => match serde_json::from_slice::<serde_json::Value>(text.as_bytes()) {
             Ok(serde_json::Value::Bool(b)) => b,
             Ok(serde_json::Value::String(s)) => s == "true",
             _ => return Err(RegisterError::Invalid),
@@ -300,7 +300,7 @@ pub fn decode(body: &[u8], is_xml: bool, path_app: &str) -> Result<Instance, Reg
     };
     let dirty_millis =
         members.get("lastDirtyTimestamp").and_then(|raw| {
-            match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            match serde_json::from_slice::<serde_json::Value>(raw.get().as_bytes()) {
                 Ok(serde_json::Value::Number(n)) => n.as_i64(),
                 Ok(serde_json::Value::String(s))
                     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) =>
@@ -474,7 +474,7 @@ pub fn tags_of(metadata: &str) -> Result<Vec<String>, LimitError> {
     let Some(raw) = members.get("amalgam8.tags") else {
         return Ok(Vec::new());
     };
-    let text = match serde_json::from_str::<serde_json::Value>(raw.get()) {
+    let text = match serde_json::from_slice::<serde_json::Value>(raw.get().as_bytes()) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(serde_json::Value::Null) | Err(_) => return Ok(Vec::new()),
         Ok(other) => other.to_string(),

@@ -578,7 +578,7 @@ pub fn write_metadata(out: &mut Vec<u8>, json: &str) {
         let Some(name) = encode_name(key) else {
             continue;
         };
-        match serde_json::from_str::<String>(value) {
+        match serde_json::from_slice::<String>(value.as_bytes()) {
             Ok(text) => element(out, &name, &text),
             Err(_) => element(out, &name, value),
         }
@@ -611,7 +611,7 @@ mod tests {
         )
         .unwrap();
         assert!(!converted.metadata_exceeded);
-        let value: serde_json::Value = serde_json::from_str(&converted.json).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(converted.json.as_bytes()).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"instance":{

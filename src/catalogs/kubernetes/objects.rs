@@ -71,7 +71,7 @@ fn objects<'a>(
 
 /// A JSON object, or why not.
 fn parse_object(raw: &RawValue) -> Result<Map<String, Value>, String> {
-    match serde_json::from_str::<Value>(raw.get()) {
+    match serde_json::from_slice::<Value>(raw.get().as_bytes()) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err("not an object".into()),
         Err(e) => Err(format!("not JSON: {e}")),
@@ -88,7 +88,7 @@ const MAX_TOKEN_BYTES: usize = 4096;
 fn raw_text(members: &RawMembers, key: &str) -> Result<Option<String>, String> {
     let text = members
         .get(key)
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+        .and_then(|raw| serde_json::from_slice::<String>(raw.get().as_bytes()).ok());
     match text {
         Some(text) if text.len() > MAX_TOKEN_BYTES => Err(format!(
             "a metadata.{key} of {} bytes (at most {MAX_TOKEN_BYTES})",
@@ -102,7 +102,7 @@ fn raw_members(raw: &RawValue) -> Option<RawMembers> {
     if !raw.get().starts_with('{') {
         return None;
     }
-    serde_json::from_str(raw.get()).ok()
+    serde_json::from_slice(raw.get().as_bytes()).ok()
 }
 
 /// One page of a list.
@@ -129,7 +129,7 @@ pub fn parse_page(body: &[u8]) -> Result<Page, String> {
         .unwrap_or_default();
     let items = match list.get("items").map(|raw| raw.get()) {
         None | Some("null") => Vec::new(),
-        Some(items) => serde_json::from_str::<Vec<Box<RawValue>>>(items)
+        Some(items) => serde_json::from_slice::<Vec<Box<RawValue>>>(items.as_bytes())
             .map_err(|_| "items is not an array".to_string())?,
     };
     Ok(Page {
@@ -173,7 +173,7 @@ pub fn parse_event(line: &[u8]) -> Result<(Event, Option<String>), String> {
         serde_json::from_slice(line).map_err(|e| format!("not a watch event: {e}"))?;
     let kind = event
         .get("type")
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .and_then(|raw| serde_json::from_slice::<String>(raw.get().as_bytes()).ok())
         .ok_or("a watch event without a type")?;
     let object = event
         .remove("object")
