@@ -532,15 +532,7 @@ fn streamed_namespace_list(
     every_status: bool,
     projection: Option<Projection>,
 ) -> Option<Lazy> {
-    if !listing::is_streamed(api.registry.instance_count(&ctx.call())?) {
-        return None;
-    }
-    let api = api.me.upgrade()?;
-    let ctx = Context {
-        namespace: ctx.namespace.clone(),
-        deadline: ctx.deadline,
-        eureka: ctx.eureka,
-    };
+    let (api, ctx) = listing::streamed_owner(api, ctx)?;
     Some(Lazy::new(Box::new(move || {
         let call = ctx.call();
         // Read before the store: a change from here on makes the snapshot unshareable.

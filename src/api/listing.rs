@@ -13,6 +13,7 @@
 //! ([`SharedSnapshots`]).
 
 use crate::api::cache;
+use crate::api::{Api, Context};
 use crate::http::response::{More, Producer};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -40,6 +41,16 @@ pub fn min_streamed_instances() -> usize {
 /// True when a listing of `instances` instances is streamed.
 pub fn is_streamed(instances: usize) -> bool {
     instances >= min_streamed_instances()
+}
+
+/// What a streamed listing of the request's namespace needs later, on its render thread: the API
+/// and the request's context, owned. `None` when the namespace is under the threshold (or its
+/// count cannot be had), or the API is going away: the listing then takes the cached path.
+pub fn streamed_owner(api: &Api, ctx: &Context) -> Option<(Arc<Api>, Context)> {
+    if !is_streamed(api.registry.instance_count(&ctx.call())?) {
+        return None;
+    }
+    Some((api.me.upgrade()?, ctx.clone()))
 }
 
 /// A streamed listing whose snapshot is taken when its first piece is made, on its render

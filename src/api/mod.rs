@@ -324,6 +324,7 @@ fn routes() -> Router<Route, Operation> {
 }
 
 /// What a handler knows about the request besides its bytes.
+#[derive(Clone)]
 pub struct Context {
     pub namespace: Namespace,
     /// The one deadline of all the request's store calls.
