@@ -45,9 +45,13 @@ pub fn is_streamed(instances: usize) -> bool {
 
 /// What a streamed listing of the request's namespace needs later, on its render thread: the API
 /// and the request's context, owned. `None` when the namespace is under the threshold (or its
-/// count cannot be had), or the API is going away: the listing then takes the cached path.
+/// count cannot be had), the store's snapshots are not local, or the API is going away: the
+/// listing then takes the cached path.
 pub fn streamed_owner(api: &Api, ctx: &Context) -> Option<(Arc<Api>, Context)> {
-    if !is_streamed(api.registry.instance_count(&ctx.call())?) {
+    // Only from a local snapshot: from Redis each fetch would read every record again.
+    if !api.registry.snapshots_are_local()
+        || !is_streamed(api.registry.instance_count(&ctx.call())?)
+    {
         return None;
     }
     Some((api.me.upgrade()?, ctx.clone()))

@@ -16,22 +16,28 @@
 //! close, the thread sees it at its next send or receive, drops the producer (and with it the
 //! listing's snapshot) and ends.
 //!
-//! At most [`MAX_RENDERS`] renders run at once; a stream beyond them waits for a slot on a
-//! `may` semaphore (its coroutine parks; its worker serves others). The threads run at a lower
-//! scheduling priority ([`RENDER_NICE`]), so that the workers, whose work is short, win the
-//! cores when both want them.
+//! At most [`MAX_RENDERS`] renders make a piece at once (one waiting for its client holds no
+//! such slot), and at most [`MAX_STREAMS`] render threads exist; a stream beyond them waits for
+//! a slot on a `may` semaphore (its coroutine parks; its worker serves others). The threads run
+//! at a lower scheduling priority ([`RENDER_NICE`]) once their snapshot is taken, so that the
+//! workers, whose work is short, win the cores when both want them.
 
 use super::response::{More, Producer};
 use may::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
 
-/// Streamed renders that run at once. A render holds one thread, two pieces and what its
-/// producer holds (concurrent full listings of one namespace share their snapshot): sixteen keep
-/// the memory small while a few stalled clients (each holds its slot until the idle timeout)
-/// do not keep everyone else's listing waiting.
+/// Renders that make a piece at once. A render that waits for its client (which has not taken
+/// the pieces made) holds none, so slow readers never keep anyone else's listing waiting.
 pub const MAX_RENDERS: usize = 16;
+/// Render threads at once, waiting for their clients or not: each holds a thread, two pieces and
+/// what its producer holds (concurrent full listings of an unchanged namespace share their
+/// snapshot), so that clients that never read cannot grow the process without bound. A stream
+/// beyond them waits for one to end (a stalled client's ends at the idle timeout).
+pub const MAX_STREAMS: usize = 256;
 /// The nice value of render threads: below the workers (0), so that a heartbeat is served
-/// between pieces of a render when both want a core.
+/// between pieces of a render when both want a core. Taken after the first piece, which takes
+/// the listing's snapshot under the store's shard locks: a lock holder at a low priority would
+/// hold up the workers that wait for the lock.
 const RENDER_NICE: libc::c_int = 10;
 /// Stack of a render thread: producers are loops over instances, with no deep recursion.
 const RENDER_STACK_BYTES: usize = 256 * 1024;
@@ -39,26 +45,40 @@ const RENDER_STACK_BYTES: usize = 256 * 1024;
 /// made.
 const PIECES: usize = 2;
 
-/// The slots for renders, shared by every server of the process.
-fn slots() -> &'static may::sync::Semphore {
-    static SLOTS: OnceLock<may::sync::Semphore> = OnceLock::new();
-    SLOTS.get_or_init(|| may::sync::Semphore::new(MAX_RENDERS))
+/// The process's slots for render threads, and for renders making a piece.
+fn slots() -> &'static [may::sync::Semphore; 2] {
+    static SLOTS: OnceLock<[may::sync::Semphore; 2]> = OnceLock::new();
+    SLOTS.get_or_init(|| {
+        [
+            may::sync::Semphore::new(MAX_STREAMS),
+            may::sync::Semphore::new(MAX_RENDERS),
+        ]
+    })
 }
 
-/// A slot for one render, given back when the render thread ends.
-struct Slot;
+/// A slot, given back when dropped.
+struct Slot(&'static may::sync::Semphore);
 
 impl Slot {
-    /// Waits for a free slot (parking the coroutine, or blocking a plain thread).
-    fn take() -> Slot {
-        slots().wait();
-        Slot
+    /// Waits for a free slot for a render thread (parking the coroutine).
+    fn stream() -> Slot {
+        Slot::take(&slots()[0])
+    }
+
+    /// Waits for a free slot to make a piece (blocking the render thread).
+    fn piece() -> Slot {
+        Slot::take(&slots()[1])
+    }
+
+    fn take(slots: &'static may::sync::Semphore) -> Slot {
+        slots.wait();
+        Slot(slots)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        slots().post();
+        self.0.post();
     }
 }
 
@@ -80,7 +100,7 @@ impl Render {
     /// Starts rendering `producer` in pieces of about `piece_bytes` on a render thread, once a
     /// slot is free. Fails when no thread can be started.
     pub fn start(producer: Box<dyn Producer>, piece_bytes: usize) -> std::io::Result<Render> {
-        let slot = Slot::take();
+        let slot = Slot::stream();
         let (filled_tx, filled) = channel();
         let (emptied, emptied_rx) = channel();
         for _ in 0..PIECES {
@@ -92,7 +112,6 @@ impl Render {
             .name("render".into())
             .stack_size(RENDER_STACK_BYTES)
             .spawn(move || {
-                lower_priority();
                 render(producer, piece_bytes, &filled_tx, &emptied_rx);
                 // The producer (and its snapshot) went inside `render`; the slot goes last, so
                 // the renders' memory is bounded by the slots.
@@ -123,7 +142,9 @@ fn render(
     filled: &Sender<Piece>,
     emptied: &Receiver<Piece>,
 ) {
+    let mut first = true;
     while let Ok(Piece { mut bytes, .. }) = emptied.recv() {
+        let making = Slot::piece();
         let last = loop {
             match producer.produce(&mut bytes, piece_bytes) {
                 More::Done => break true,
@@ -133,6 +154,10 @@ fn render(
                 More::Yes => {}
             }
         };
+        drop(making);
+        if std::mem::take(&mut first) {
+            lower_priority();
+        }
         if filled.send(Piece { bytes, last }).is_err() || last {
             break;
         }
@@ -236,7 +261,19 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // Its slot is free again: every slot can be taken.
-        let slots: Vec<Slot> = (0..MAX_RENDERS).map(|_| Slot::take()).collect();
+        let slots: Vec<Slot> = (0..MAX_STREAMS).map(|_| Slot::stream()).collect();
         drop(slots);
+    }
+
+    #[test]
+    fn a_render_whose_reader_does_not_read_holds_no_slot_to_make_pieces() {
+        let (producer, _dropped) = counting(usize::MAX);
+        let render = Render::start(producer, 1000).unwrap();
+        // Both pieces made, neither given back: the thread waits for its reader.
+        let _first = render.next().unwrap();
+        let _second = render.next().unwrap();
+        let pieces: Vec<Slot> = (0..MAX_RENDERS).map(|_| Slot::piece()).collect();
+        drop(pieces);
+        drop(render);
     }
 }

@@ -223,9 +223,6 @@ fn all_apps(api: &Api, ctx: &Context, format: Format) -> Response {
 /// snapshot: from Redis each fetch would read every record again, so its listing is built once
 /// and cached as smaller ones are.
 fn streamed_listing(api: &Api, ctx: &Context, format: Format) -> Option<Lazy> {
-    if !api.registry.snapshots_are_local() {
-        return None;
-    }
     let (api, ctx) = listing::streamed_owner(api, ctx)?;
     Some(Lazy::new(Box::new(move || {
         let call = ctx.call();
