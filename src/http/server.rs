@@ -668,7 +668,11 @@ impl Connection<'_> {
         if !self.make_room(READ_CHUNK_BYTES) {
             return Ok(true);
         }
-        match self.link.stream().try_read(&mut self.input[self.end..])? {
+        match self
+            .link
+            .stream()
+            .try_read_now(&mut self.input[self.end..])?
+        {
             Some(n) if n > 0 => {
                 self.end += n;
                 Ok(true)
@@ -759,7 +763,21 @@ impl Connection<'_> {
                 None => {}
             }
             if idle && self.link.is_stopping() {
-                return Ok(Filled::Stopping);
+                // Idle only if a read now finds nothing: bytes that arrived before the signal
+                // may not have been reported by the event loop yet, and are a request received.
+                return Ok(
+                    match self
+                        .link
+                        .stream()
+                        .try_read_now(&mut self.input[self.end..])?
+                    {
+                        Some(n) if n > 0 => {
+                            self.end += n;
+                            Filled::Bytes
+                        }
+                        _ => Filled::Stopping,
+                    },
+                );
             }
             if Instant::now() >= deadline {
                 return Ok(Filled::TimedOut);

@@ -113,6 +113,14 @@ impl Stream {
         }
     }
 
+    /// Reads what has arrived, by a system call whatever the event loop has reported so far: for
+    /// a caller that must know now (whether more requests came before shutdown), where the event
+    /// of bytes that just arrived may not have been polled yet.
+    pub fn try_read_now(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        self.readable.set(true);
+        self.try_read(buf)
+    }
+
     /// Writes what the socket takes now, in order: `None` when it takes nothing yet.
     pub fn try_write(&self, slices: &[IoSlice<'_>]) -> std::io::Result<Option<usize>> {
         self.clear_readiness();
