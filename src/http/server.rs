@@ -668,6 +668,12 @@ impl Connection<'_> {
         if !self.make_room(READ_CHUNK_BYTES) {
             return Ok(true);
         }
+        self.read_now()
+    }
+
+    /// Reads into the room after `end` by a system call, whatever the event loop reported so
+    /// far; true when bytes came.
+    fn read_now(&mut self) -> std::io::Result<bool> {
         match self
             .link
             .stream()
@@ -765,19 +771,11 @@ impl Connection<'_> {
             if idle && self.link.is_stopping() {
                 // Idle only if a read now finds nothing: bytes that arrived before the signal
                 // may not have been reported by the event loop yet, and are a request received.
-                return Ok(
-                    match self
-                        .link
-                        .stream()
-                        .try_read_now(&mut self.input[self.end..])?
-                    {
-                        Some(n) if n > 0 => {
-                            self.end += n;
-                            Filled::Bytes
-                        }
-                        _ => Filled::Stopping,
-                    },
-                );
+                return Ok(if self.read_now()? {
+                    Filled::Bytes
+                } else {
+                    Filled::Stopping
+                });
             }
             if Instant::now() >= deadline {
                 return Ok(Filled::TimedOut);
